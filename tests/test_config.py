@@ -1,0 +1,78 @@
+"""TOML -> dataclass building and dotted overrides."""
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import pytest
+
+from tgdfer.config import apply_overrides, build, load_toml, parse_override, to_dict
+from tgdfer.errors import ConfigError
+
+
+@dataclass
+class Demo:
+    size: int = 4  # an int
+    rate: float = 0.5  # a float
+    mode: Literal["a", "b"] = "a"  # a choice
+    name: Optional[str] = None  # optional string
+    scale: tuple[float, ...] = (0.1, 1.0)  # a tuple
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ConfigError("size", "must be >= 1")
+
+
+def test_build_coerces_and_validates():
+    cfg = build(Demo, {"size": 8, "rate": 1, "mode": "b", "scale": [0.5, 2]}, "demo")
+    assert cfg == Demo(size=8, rate=1.0, mode="b", scale=(0.5, 2.0))
+    assert isinstance(cfg.rate, float) and isinstance(cfg.scale, tuple)
+
+
+@pytest.mark.parametrize(
+    "table, field, words",
+    [
+        ({"sise": 3}, "demo.sise", "unknown field"),
+        ({"size": "3"}, "demo.size", "expected an integer"),
+        ({"size": True}, "demo.size", "expected an integer"),
+        ({"mode": "c"}, "demo.mode", "not one of"),
+        ({"size": 0}, "demo.size", "must be >= 1"),
+        ({"scale": 3}, "demo.scale", "expected a list"),
+    ],
+)
+def test_build_names_the_field(table, field, words):
+    with pytest.raises(ConfigError) as e:
+        build(Demo, table, "demo")
+    assert e.value.field == field
+    assert words in str(e.value)
+
+
+def test_overrides_parse_toml_values():
+    assert parse_override("a.b=64") == (["a", "b"], 64)
+    assert parse_override("a.c=true") == (["a", "c"], True)
+    assert parse_override("a.d=[1, 2]") == (["a", "d"], [1, 2])
+    assert parse_override("a.e=ViT-B-32") == (["a", "e"], "ViT-B-32")  # bare words stay strings
+    with pytest.raises(ConfigError):
+        parse_override("novalue")
+
+
+def test_apply_overrides_does_not_mutate_input():
+    base = {"extract": {"views": 3}}
+    out = apply_overrides(base, ["extract.views=2", "encoder.model=RN50"])
+    assert out == {"extract": {"views": 2}, "encoder": {"model": "RN50"}}
+    assert base == {"extract": {"views": 3}}
+    with pytest.raises(ConfigError, match="is a value"):
+        apply_overrides(base, ["extract.views.x=1"])
+
+
+def test_load_toml_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_toml(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[extract\nviews=1")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_toml(bad)
+
+
+def test_to_dict_roundtrip():
+    cfg = Demo(scale=(0.2, 0.9))
+    assert build(Demo, to_dict(cfg), "demo") == cfg

@@ -1,0 +1,140 @@
+"""TOML configs mapped one-to-one onto dataclasses, with dotted CLI overrides.
+
+A pipeline file (`pipelines/*.toml`) has one table per stage (`[synth]`, `[extract]`, ...). Each
+table is built into that stage's dataclass by `build`, which rejects unknown fields and wrong
+types with a message naming the field. Overrides look like `extract.batch_size=64`; the value is
+parsed as TOML (so `64`, `true`, `"text"`, `[1, 2]` all work) and falls back to a bare string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+C = TypeVar("C")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; ConfigError naming the file on a missing file or a syntax error."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), f"invalid TOML: {e}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=1` -> (["a", "b"], 1). The value is read as TOML, else kept as a plain string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override must look like section.field=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `cfg` with each `dotted.key=value` set (tables are created as needed)."""
+    out = _deepcopy_tables(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(text, f"{k!r} is a value, not a table")
+        node[keys[-1]] = value
+    return out
+
+
+def _deepcopy_tables(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deepcopy_tables(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def build(cls: type[C], table: dict[str, Any] | None, section: str) -> C:
+    """Build dataclass `cls` from a TOML table; unknown fields or wrong types raise ConfigError.
+
+    After construction the dataclass's own `__post_init__` checks ranges; its ValueErrors are
+    re-raised as ConfigError prefixed with the section.
+    """
+    table = dict(table or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}", f"unknown field; known fields: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in table.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{section}.{e.field}", str(e).split(": ", 1)[-1]) from None
+
+
+def _coerce(value: Any, hint: Any, field: str) -> Any:
+    """Check `value` against a simple type hint (int, float, str, bool, Optional, Literal, tuple, list)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, field)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(field, f"{value!r} matches none of {hint}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(field, f"{value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(v, item, field) for v in value] if item is not Any else list(value)
+        return tuple(items) if origin is tuple else items
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(field, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(field, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(field, f"expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict (tuples as lists), ready for TOML/JSON."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}
