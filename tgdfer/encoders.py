@@ -1,0 +1,338 @@
+"""The one open_clip loader tgdfer uses: frozen image and text encoders, their tokenizer and a fingerprint.
+
+`load_encoder(EncoderConfig(...))` builds an open_clip model from a model name and a weights
+source (an open_clip tag such as "openai", a local weights file, or "none" for random weights),
+decides whether the model needs QuickGELU, freezes it and records what was loaded in a
+fingerprint that the feature store keeps. `encode_images` / `encode_texts` run the frozen towers
+under `torch.inference_mode` and autocast.
+
+QuickGELU. OpenAI's CLIP (and a few other releases) were trained with QuickGELU; open_clip's plain
+configs (`ViT-B-32`) build nn.GELU, and open_clip 3.3 does NOT switch for a tag: it only warns on
+a mismatch (factory.py `create_model`, "Check compatibility (e.g., QuickGELU warning for tags)").
+A weights file carries no flag at all. Without the right activation the features are silently
+wrong, so `decide_quick_gelu` decides, in this order:
+  1. an explicit `quick_gelu` in the config wins (a warning if it contradicts the evidence);
+  2. the model config says so (`*-quickgelu` names have `"quick_gelu": true`);
+  3. a known tag: its pretrained config's `quick_gelu` (pretrained.py `_pcfg(..., quick_gelu=True)`);
+  4. a file: a TorchScript archive (only OpenAI ships those), a sha256 that matches a checkpoint in
+     open_clip's pretrained table (the OpenAI URLs carry the full sha256, the LAION ones a prefix),
+     OpenAI's release file name (`ViT-B-32.pt`), a Hugging Face cache path of a QuickGELU repo, or
+     "quickgelu" in the file name;
+  5. otherwise nn.GELU, with a warning that says how to force QuickGELU.
+
+Shapes: N images, P prompts, S image side, D embedding width, L context length (77).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .errors import ConfigError, TgdferError
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"  # tiny test configs, registered on first load
+PRECISIONS = ("fp32", "bf16", "fp16")
+TOWERS = ("image", "text")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class EncoderConfig:
+    """Which open_clip encoder to load and how to run it."""
+
+    model: str = "ViT-B-32"  # open_clip model name (built-in, or a tgdfer tiny config such as "tgdfer-tiny-vit")
+    pretrained: str = "openai"  # open_clip tag, a local weights file path, or "none" (random weights)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype for the forward; features stored as float16 anyway
+    quick_gelu: bool | None = None  # None = decide (OpenAI weights need QuickGELU); True/False forces it
+    cache_dir: str | None = None  # where open_clip downloads tagged weights (None: the Hugging Face cache)
+
+    def __post_init__(self) -> None:
+        if not self.model or not isinstance(self.model, str):
+            raise ConfigError("model", "must name an open_clip model, e.g. 'ViT-B-32'")
+        if self.model.startswith(("hf-hub:", "local-dir:")):
+            raise ConfigError("model", f"{self.model!r}: schema names are not supported; use a built-in "
+                              "model name and pass the weights file as pretrained")
+        if not self.pretrained or not isinstance(self.pretrained, str):
+            raise ConfigError("pretrained", "must be an open_clip tag (e.g. 'openai'), a weights file path or 'none'")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"{self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.quick_gelu is not None and not isinstance(self.quick_gelu, bool):
+            raise ConfigError("quick_gelu", f"expected true, false or unset, got {self.quick_gelu!r}")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the weights come from, resolved from `EncoderConfig.pretrained`."""
+
+    kind: Literal["tag", "file", "none"]  # open_clip tag, local file, or random init
+    tag: str | None = None  # the tag, for kind == "tag"
+    path: str | None = None  # the weights file (downloaded for a tag), None for "none"
+    sha256: str | None = None  # hex digest of the weights file
+    torchscript: bool = False  # the file is a TorchScript archive (OpenAI's release format)
+
+
+@dataclass
+class LoadedEncoder:
+    """A frozen open_clip model and everything downstream needs to feed it and to record it."""
+
+    model: torch.nn.Module  # open_clip CLIP or CustomTextCLIP, eval(), requires_grad False
+    tokenizer: Any  # open_clip tokenizer: list[str] -> LongTensor [P, L]
+    image_size: int  # S, square input side
+    mean: tuple[float, ...]  # per-channel normalisation the weights expect
+    std: tuple[float, ...]
+    embed_dim: int  # D
+    context_length: int  # L
+    device: torch.device
+    precision: str  # effective autocast precision (fp16 on CPU falls back to bf16)
+    towers: tuple[str, ...]  # towers kept: "image" and/or "text"
+    quick_gelu_reason: str  # why quick_gelu is what it is (also logged)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # model, pretrained, weights_sha256, quick_gelu, precision, open_clip_version
+
+
+def register_model_configs() -> None:
+    """Make tgdfer's tiny configs (tgdfer/model_configs/*.json) known to open_clip; idempotent."""
+    import open_clip
+
+    names = {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")}
+    if not names <= set(open_clip.list_models()):
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, read in chunks (weights files are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """True for a TorchScript zip (has constants.pkl), the format of OpenAI's CLIP releases."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in zf.namelist())
+
+
+def _download_hint(model: str) -> str:
+    return (f"Without network access, download the weights elsewhere and pass the file: "
+            f"--pretrained /path/to/{model}.pt (OpenAI's release) or an open_clip "
+            f"open_clip_pytorch_model.bin / .safetensors file")
+
+
+def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
+    """Turn `cfg.pretrained` into a WeightsSource, downloading a tag's weights (TgdferError on failure)."""
+    import open_clip
+
+    if cfg.pretrained.lower() == "none":
+        return WeightsSource(kind="none")
+    tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
+    if tag_cfg:
+        try:
+            path = open_clip.download_pretrained(tag_cfg, cache_dir=cfg.cache_dir)
+        except Exception as e:  # network, hub and checksum errors all mean the same to the user
+            raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}: {e}. "
+                              f"{_download_hint(cfg.model)}.") from e
+        if not path or not os.path.isfile(path):
+            raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}. "
+                              f"{_download_hint(cfg.model)}.")
+        return WeightsSource(kind="tag", tag=cfg.pretrained, path=str(path), sha256=file_sha256(path))
+    if os.path.isfile(cfg.pretrained):
+        path = os.path.abspath(cfg.pretrained)
+        return WeightsSource(kind="file", path=path, sha256=file_sha256(path),
+                             torchscript=is_torchscript_archive(path))
+    tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+    raise ConfigError("pretrained", f"{cfg.pretrained!r} is neither a weights file that exists nor a known "
+                      f"open_clip tag for {cfg.model} (tags: {', '.join(tags) or 'none'}; or 'none' for random weights)")
+
+
+def _known_checkpoints(model: str) -> list[dict[str, Any]]:
+    """open_clip's pretrained table for `model`: tag, quick_gelu, sha256 prefix, file name, HF repo."""
+    import open_clip
+
+    out = []
+    for tag in open_clip.list_pretrained_tags_by_model(model):
+        pcfg = open_clip.get_pretrained_cfg(model, tag)
+        url = pcfg.get("url", "")
+        filename = os.path.basename(url)
+        if "openaipublic" in url:  # .../clip/models/<sha256>/ViT-B-32.pt
+            sha = url.split("/")[-2]
+        elif "mlfoundations" in url:  # .../vit_b_32-quickgelu-laion400m_e31-d867053b.pt
+            sha = os.path.splitext(filename)[0].split("-")[-1]
+        else:
+            sha = ""
+        out.append({"tag": tag, "quick_gelu": bool(pcfg.get("quick_gelu", False)), "sha256": sha,
+                    "filename": filename, "hf_repo": pcfg.get("hf_hub", "").strip("/")})
+    return out
+
+
+def _file_evidence(model: str, src: WeightsSource) -> tuple[bool, str] | None:
+    """QuickGELU evidence from a weights file, or None when the file says nothing."""
+    if src.torchscript:
+        return True, "the weights file is a TorchScript archive (OpenAI's release format)"
+    known = _known_checkpoints(model)
+    for k in known:
+        if k["sha256"] and src.sha256 and src.sha256.startswith(k["sha256"]):
+            return k["quick_gelu"], f"the file's sha256 matches open_clip's {model}/{k['tag']} checkpoint"
+    name = os.path.basename(src.path or "")
+    for k in known:
+        if k["quick_gelu"] and k["tag"] == "openai" and name == k["filename"]:
+            return True, f"the file name {name} is OpenAI's release name for {model}"
+        cache_dir = "models--" + k["hf_repo"].replace("/", "--")
+        if k["quick_gelu"] and k["hf_repo"] and cache_dir in (src.path or ""):
+            return True, f"the file is in the Hugging Face cache of {k['hf_repo']} (quick_gelu tag {k['tag']})"
+    if "quickgelu" in name.lower():
+        return True, f"the file name {name} says quickgelu"
+    return None
+
+
+def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = None) -> tuple[bool, str]:
+    """Whether `model` loaded from `src` must use QuickGELU, and why (see the module docstring)."""
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(model) or {}
+    if model_cfg.get("quick_gelu", False):
+        evidence: tuple[bool, str] | None = (True, f"model config {model} sets quick_gelu")
+    elif src.kind == "tag":
+        tag_qg = bool(open_clip.get_pretrained_cfg(model, src.tag or "").get("quick_gelu", False))
+        evidence = (tag_qg, f"open_clip's pretrained config for {model}/{src.tag} has quick_gelu={tag_qg}")
+    elif src.kind == "file":
+        evidence = _file_evidence(model, src)
+    else:
+        evidence = (False, f"random weights; model config {model} has no quick_gelu")
+    if explicit is not None:
+        if evidence is not None and evidence[0] != explicit:
+            logger.warning("quick_gelu=%s set explicitly although %s (which implies quick_gelu=%s); "
+                           "features will not match how the weights were trained", explicit, evidence[1], evidence[0])
+        return explicit, "set explicitly in the encoder config"
+    if evidence is None:
+        return False, (f"nothing identifies {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
+                       "is used; if these are OpenAI (or LAION-400M) weights set quick_gelu=true")
+    return evidence
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """The autocast precision actually used: fp16 autocast on CPU falls back to bf16 (with a warning)."""
+    if precision == "fp16" and device.type == "cpu":
+        logger.warning("precision fp16 is not used on CPU (slow and poorly supported there); using bf16 autocast")
+        return "bf16"
+    return precision
+
+
+def _drop_image_tower(model: torch.nn.Module) -> None:
+    model.visual = None
+
+
+def _drop_text_tower(model: torch.nn.Module) -> None:
+    if hasattr(model, "text") and isinstance(model.text, torch.nn.Module):  # CustomTextCLIP
+        model.text = None
+        return
+    for name in ("transformer", "token_embedding", "ln_final", "positional_embedding", "text_projection", "attn_mask"):
+        if hasattr(model, name):  # CLIP keeps its text tower in these attributes
+            setattr(model, name, None)
+
+
+def _square_size(size: Any, model: str) -> int:
+    sizes = (size, size) if isinstance(size, int) else tuple(size)
+    if sizes[0] != sizes[1]:
+        raise ConfigError("model", f"{model} takes {sizes[0]}x{sizes[1]} images; tgdfer needs square inputs")
+    return int(sizes[0])
+
+
+def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
+                 towers: tuple[str, ...] = TOWERS) -> LoadedEncoder:
+    """Build, load and freeze the open_clip model `cfg` names, keeping only `towers`."""
+    import open_clip
+
+    towers = tuple(towers)
+    if not towers or not set(towers) <= set(TOWERS):
+        raise ConfigError("towers", f"{towers!r}: choose one or both of {', '.join(TOWERS)}")
+    register_model_configs()
+    model_cfg = open_clip.get_model_config(cfg.model)
+    if model_cfg is None:
+        raise ConfigError("model", f"unknown open_clip model {cfg.model!r}; e.g. ViT-B-32, ViT-B-16, "
+                          "tgdfer-tiny-vit (see open_clip.list_models())")
+    device = torch.device(device)
+    src = resolve_weights(cfg)
+    quick_gelu, reason = decide_quick_gelu(cfg.model, src, cfg.quick_gelu)
+    log = logger.warning if src.kind == "file" else logger.info
+    log("%s: quick_gelu=%s because %s", cfg.model, quick_gelu, reason)
+    model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)), device)
+    if src.kind == "none":
+        logger.warning("%s has RANDOM weights (pretrained='none'): its features are meaningless for real "
+                       "results; use this only for tests and smoke runs", cfg.model)
+    pp = dict(model.visual.preprocess_cfg)
+    if "image" not in towers:
+        _drop_image_tower(model)
+    if "text" not in towers:
+        _drop_text_tower(model)
+    model.eval().requires_grad_(False)
+    precision = effective_precision(cfg.precision, device)
+    fingerprint = {
+        "model": cfg.model,
+        "pretrained": src.tag if src.kind == "tag" else src.kind,
+        "weights_sha256": src.sha256,
+        "quick_gelu": quick_gelu,
+        "precision": precision,
+        "open_clip_version": open_clip.__version__,
+    }
+    return LoadedEncoder(
+        model=model, tokenizer=open_clip.get_tokenizer(cfg.model), image_size=_square_size(pp["size"], cfg.model),
+        mean=tuple(float(m) for m in pp["mean"]), std=tuple(float(s) for s in pp["std"]),
+        embed_dim=int(model_cfg["embed_dim"]), context_length=int(model.context_length), device=device,
+        precision=precision, towers=towers, quick_gelu_reason=reason, fingerprint=fingerprint)
+
+
+def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_quick_gelu: bool,
+            device: torch.device) -> torch.nn.Module:
+    """open_clip.create_model with the decided activation; weights stay float32 (autocast does the rest)."""
+    import open_clip
+
+    kwargs: dict[str, Any] = {}
+    if not quick_gelu and config_quick_gelu:
+        kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
+    pretrained = None if src.kind == "none" else (src.tag if src.kind == "tag" else src.path)
+    try:
+        return open_clip.create_model(
+            cfg.model, pretrained=pretrained, precision="fp32", device=device, force_quick_gelu=quick_gelu,
+            cache_dir=cfg.cache_dir,
+            weights_only=not src.torchscript,  # torch.load refuses TorchScript with weights_only; jit.load runs no pickle code
+            **kwargs)
+    except RuntimeError as e:
+        raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {e}. Check that the file "
+                          f"holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
+                          f"OpenAI's TorchScript release)") from e
+
+
+def _autocast(enc: LoadedEncoder) -> torch.autocast:
+    dtype = _AUTOCAST_DTYPES.get(enc.precision, torch.bfloat16)
+    return torch.autocast(device_type=enc.device.type, dtype=dtype, enabled=enc.precision != "fp32")
+
+
+def encode_images(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
+    """Image features, not L2-normalised: pixels [N, 3, S, S] float, already normalised -> [N, D] float32."""
+    if "image" not in enc.towers:
+        raise TgdferError("this encoder was loaded without its image tower (towers=('text',))")
+    with torch.inference_mode(), _autocast(enc):
+        feats = enc.model.encode_image(pixels.to(enc.device, torch.float32))  # [N, D]
+    return feats.float().clone()  # clone outside inference mode: a normal tensor callers may modify
+
+
+def encode_texts(enc: LoadedEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise and encode prompts: P texts -> (tokens [P, L] int64, embeddings [P, D] float32, not normalised)."""
+    if "text" not in enc.towers:
+        raise TgdferError("this encoder was loaded without its text tower (towers=('image',))")
+    tokens = enc.tokenizer(list(texts)).to(torch.int64)  # [P, L]
+    with torch.inference_mode(), _autocast(enc):
+        emb = enc.model.encode_text(tokens.to(enc.device))  # [P, D]
+    return tokens.cpu(), emb.float().clone()
