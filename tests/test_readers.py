@@ -151,6 +151,9 @@ def test_dfew_needs_exactly_one_clip_source(tmp_path):
     for kwargs in ({}, {"frames_dir": out / "frames", "videos_dir": out / "videos"}):
         with pytest.raises(ConfigError, match="frames_dir"):
             read_dfew(out / "EmoLabel_DataSplit", **kwargs)
+    with pytest.raises(ConfigError) as e:
+        read_dfew(out / "EmoLabel_DataSplit", videos_dir=out / "videos")
+    assert e.value.field == "videos_dir" and "folder not found" in str(e.value)
 
 
 def test_dfew_clip_in_two_test_sets(tmp_path):

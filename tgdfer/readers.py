@@ -56,7 +56,7 @@ import inspect
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -138,7 +138,8 @@ def read_dfew(
     if (frames_dir is None) == (videos_dir is None):
         raise ConfigError("frames_dir", "give exactly one of frames_dir (frame folders) or videos_dir (video files)")
     split_dir = Path(split_dir)
-    clip_dir = Path(frames_dir if frames_dir is not None else videos_dir).resolve()
+    clip_dir = _existing_dir(frames_dir if frames_dir is not None else videos_dir,
+                             "frames_dir" if frames_dir is not None else "videos_dir")
     exts = ("",) if frames_dir is not None else VIDEO_EXTS
     entries: list[_Entry] = []
     for role in _dfew_files(split_dir):
@@ -187,7 +188,7 @@ def read_ferv39k(
     `2_ClipsforFaceCrop` folder the listed paths are relative to. split = the list holding the clip.
     """
     _check_missing(missing)
-    root = Path(root).resolve()
+    root = _existing_dir(root, "root")
     entries: list[_Entry] = []
     for role in _annotation_files(lists, pattern):
         for line, text in _read_lines(role.path):
@@ -198,7 +199,8 @@ def read_ferv39k(
             rel, word = fields
             label = _parse_class(word, role.path, line, "label")
             clip_id = Path(rel).as_posix().strip("/")
-            entries.append(_Entry(role.path, line, clip_id, ((root / rel).resolve(),), label, None, role.fold, role.part))
+            path = (root / rel).resolve()
+            entries.append(_Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part))
     return _build(entries, missing=missing)
 
 
@@ -258,7 +260,7 @@ def read_csv(
     if label_base not in (0, 1):
         raise ConfigError("label_base", f"must be 0 or 1, got {label_base!r}")
     if fold_col is not None and split_col is not None:
-        raise ConfigError("split_col", "give fold_col or split_col, not both (set fold_col=None for a train/test split)")
+        raise ConfigError("split_col", "give fold_col or split_col, not both (fold_col=None for a train/test split)")
     source = Path(csv_file)
     wanted = tuple(c for c in (path_col, label_col, fold_col, split_col, id_col) if c is not None)
     _, rows = _read_csv_rows(source, required=wanted)
@@ -315,7 +317,8 @@ def fold_split(table: pd.DataFrame, fold: int | None) -> tuple[np.ndarray, np.nd
         split = table["split"]
         return (np.flatnonzero((split == "train").to_numpy(dtype=bool, na_value=False)),
                 np.flatnonzero((split == "test").to_numpy(dtype=bool, na_value=False)))
-    raise ConfigError("fold", "this clip table has neither folds nor a train/test split; read it with a fold or split column")
+    raise ConfigError("fold", "this clip table has neither folds nor a train/test split; "
+                              "read it with a fold or split column")
 
 
 # ----------------------------------------------------------------------------- annotation files
@@ -602,6 +605,12 @@ def _skipped_table(rows: list[tuple]) -> pd.DataFrame:
     cols = list(zip(*rows)) if rows else [()] * len(SKIPPED_COLUMNS)
     dtypes = ("str", "Int64", "str", "str")
     return pd.DataFrame({name: pd.array(list(v), dtype=d) for name, v, d in zip(SKIPPED_COLUMNS, cols, dtypes)})
+
+
+def _existing_dir(path: PathLike, field: str) -> Path:
+    if not Path(path).is_dir():
+        raise ConfigError(field, f"folder not found: {path}")
+    return Path(path).resolve()
 
 
 def _check_missing(missing: str) -> None:
