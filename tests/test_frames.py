@@ -1,0 +1,318 @@
+"""Frame sources: folders and videos give the right frames; every bad input is a FrameReadError."""
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tgdfer import frames as frames_mod
+from tgdfer.errors import ConfigError, FrameReadError
+from tgdfer.frames import open_frames
+
+N, SIZE = 20, 32
+
+
+def colour(i: int) -> np.ndarray:
+    """A solid RGB colour per frame, far enough apart to identify frames after lossy coding."""
+    return np.array([12 * i % 256, (255 - 12 * i) % 256, (40 + 97 * i) % 256], dtype=np.uint8)
+
+
+def frame_ids(clip: np.ndarray) -> list[int]:
+    """Which frame each of `clip` [T, H, W, 3] is: the nearest mean colour."""
+    table = np.stack([colour(i) for i in range(N)]).astype(float)  # [N, 3]
+    means = clip.reshape(len(clip), -1, 3).mean(1)  # [T, 3]
+    return np.abs(means[:, None, :] - table[None]).sum(-1).argmin(1).tolist()
+
+
+def write_video(path, n=N, codec="libx264", faststart=False):
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as c:
+        s = c.add_stream(codec, rate=25)
+        s.width = s.height = SIZE
+        s.pix_fmt = "yuv420p"
+        for i in range(n):
+            img = np.broadcast_to(colour(i), (SIZE, SIZE, 3)).copy()
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def write_folder(path, n=N, name="00001_{:05d}.jpg", start=1, size=SIZE):
+    path.mkdir(parents=True)
+    for i in range(n):
+        img = np.broadcast_to(colour(i), (size, size, 3)).copy()
+        Image.fromarray(img).save(path / name.format(i + start), quality=95)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return {
+        "mp4": write_video(root / "clip.mp4"),
+        "faststart": write_video(root / "fast.mp4", faststart=True),
+        "webm": write_video(root / "clip.webm", codec="libvpx-vp9"),
+        "folder": write_folder(root / "00001"),
+        "root": root,
+    }
+
+
+# ---------------------------------------------------------------------------- folders
+
+
+def test_folder_reads_requested_frames_in_requested_order(media):
+    src = open_frames(media["folder"])
+    assert len(src) == N and src.backend == "folder"
+    idx = [7, 0, 19, 7, 3, 3]
+    out = src.read(idx)
+    assert out.shape == (6, SIZE, SIZE, 3) and out.dtype == np.uint8
+    assert frame_ids(out) == idx
+    assert np.abs(out.astype(int) - np.stack([colour(i) for i in idx])[:, None, None]).max() <= 3
+
+
+def test_folder_sorts_by_trailing_frame_number_not_by_string(tmp_path):
+    folder = write_folder(tmp_path / "c", n=12, name="f_{}.png")  # f_1.png ... f_12.png, unpadded
+    (folder / "notes.txt").write_text("not a frame")
+    (folder / "Thumbs.db").write_bytes(b"\x00" * 10)
+    (folder / "._f_1.png").write_bytes(b"macOS resource fork, not an image")
+    src = open_frames(folder)
+    assert len(src) == 12
+    assert [p.name for p in src.files[:3]] == ["f_1.png", "f_2.png", "f_3.png"]
+    assert src.files[-1].name == "f_12.png"
+    assert frame_ids(src.read(range(12))) == list(range(12))
+
+
+def test_folder_decodes_each_distinct_frame_once(media, monkeypatch):
+    src = open_frames(media["folder"])
+    loaded = []
+    original = frames_mod.FolderSource._load
+    monkeypatch.setattr(frames_mod.FolderSource, "_load", lambda s, i: loaded.append(i) or original(s, i))
+    out = src.read([5, 5, 2, 5, 2])
+    assert sorted(loaded) == [2, 5]
+    assert frame_ids(out) == [5, 5, 2, 5, 2]
+
+
+def test_folder_converts_grey_and_rgba_to_rgb(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 77, np.uint8)).save(folder / "a_1.png")
+    Image.fromarray(np.full((8, 8, 4), 200, np.uint8)).save(folder / "a_2.png")
+    out = open_frames(folder).read([0, 1])
+    assert out.shape == (2, 8, 8, 3)
+    assert out[0].min() == out[0].max() == 77 and out[1].min() == 200
+
+
+def test_folder_with_an_odd_sized_frame_names_it(tmp_path):
+    folder = write_folder(tmp_path / "c", n=6)
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(folder / "00001_00004.jpg")
+    with pytest.raises(FrameReadError, match=r"00001_00004\.jpg is 24x16 but 00001_00001\.jpg is 32x32"):
+        open_frames(folder).read(range(6))
+    assert open_frames(folder).read([0, 1, 5]).shape == (3, SIZE, SIZE, 3)  # odd frame not asked for
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_folder_with_an_unreadable_image_names_it(tmp_path, damage):
+    folder = write_folder(tmp_path / "c", n=5)
+    bad = folder / "00001_00003.jpg"
+    data = bad.read_bytes()
+    bad.write_bytes(b"\x13\x37" * 300 if damage == "garbage" else data[: len(data) // 2])
+    src = open_frames(folder)
+    assert frame_ids(src.read([0, 1, 3])) == [0, 1, 3]
+    with pytest.raises(FrameReadError, match=r"00001_00003\.jpg \(index 2\) is not a readable image") as e:
+        src.read([2])
+    assert e.value.path == str(folder)
+
+
+def test_empty_folder_and_folder_without_images(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FrameReadError, match="no frame images in this folder"):
+        open_frames(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "readme.txt").write_text("hi")
+    with pytest.raises(FrameReadError, match="no frame images"):
+        open_frames(tmp_path / "other")
+
+
+# ---------------------------------------------------------------------------- videos
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+@pytest.mark.parametrize("kind", ["mp4", "faststart", "webm"])
+def test_video_backends_return_the_right_frames(media, backend, kind):
+    src = open_frames(media[kind], backend=backend)
+    assert len(src) == N
+    assert src.backend == ("decord" if backend == "auto" else backend)
+    idx = [19, 0, 4, 4, 11, 18, 1]
+    out = src.read(idx)
+    assert out.shape == (7, SIZE, SIZE, 3) and out.dtype == np.uint8
+    assert frame_ids(out) == idx
+
+
+@pytest.mark.parametrize("kind", ["mp4", "webm"])
+def test_decord_and_pyav_agree_on_every_frame(media, kind):
+    a = open_frames(media[kind], "decord").read(range(N)).astype(int)
+    b = open_frames(media[kind], "pyav").read(range(N)).astype(int)
+    assert np.abs(a - b).max() <= 2  # same FFmpeg decoder; allow colour-conversion rounding
+
+
+def test_pyav_decodes_only_up_to_the_last_frame_asked_for(tmp_path):
+    """A truncated file (header first, data cut) still gives its early frames with PyAV."""
+    full = write_video(tmp_path / "full.mp4", n=200, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    src = open_frames(cut, "pyav")
+    assert len(src) == 200  # the container still announces 200 frames
+    assert frame_ids(src.read([0, 3, 1])) == [0, 3, 1]
+    with pytest.raises(FrameReadError, match="truncated or corrupt"):
+        src.read([199])
+
+
+def test_out_of_range_index_is_a_frame_read_error(media):
+    for path in (media["folder"], media["mp4"]):
+        src = open_frames(path)
+        with pytest.raises(FrameReadError, match=r"frame index 20 is out of range: the clip has 20 frames"):
+            src.read([0, 20])
+        with pytest.raises(FrameReadError, match="frame index -1"):
+            src.read([-1])
+
+
+def test_bad_indices_and_backend_are_programming_errors(media):
+    src = open_frames(media["mp4"])
+    with pytest.raises(ValueError, match="integers"):
+        src.read([0.5, 1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        src.read([])
+    with pytest.raises(ConfigError, match="backend"):
+        open_frames(media["mp4"], backend="opencv")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(FrameReadError, match="no such file or directory") as e:
+        open_frames(tmp_path / "nope.mp4")
+    assert e.value.path == str(tmp_path / "nope.mp4")
+
+
+def _damaged_files(media, tmp_path):
+    data = media["mp4"].read_bytes()
+    fast = media["faststart"].read_bytes()
+    files = {
+        "half": data[: len(data) // 2],  # moov atom (at the end) lost
+        "half_faststart": fast[: len(fast) // 2],  # header intact, frame data cut
+        "garbage": np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+        "empty": b"",
+        "text": b"video_name,label\n00001,1\n",
+    }
+    for name, blob in files.items():
+        (tmp_path / f"{name}.mp4").write_bytes(blob)
+    return files
+
+
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_damaged_videos_raise_frame_read_error(media, tmp_path, backend):
+    for name in _damaged_files(media, tmp_path):
+        path = tmp_path / f"{name}.mp4"
+        with pytest.raises(FrameReadError) as e:
+            open_frames(path, backend).read(range(N))
+        assert e.value.path == str(path)
+        assert "corrupt" in str(e.value) or "truncated" in str(e.value), str(e.value)
+
+
+def test_auto_gives_both_reasons_when_both_backends_fail(media, tmp_path):
+    _damaged_files(media, tmp_path)
+    with pytest.raises(FrameReadError, match="PyAV cannot open.*; decord failed too: decord cannot open"):
+        open_frames(tmp_path / "garbage.mp4")
+
+
+def test_auto_falls_back_to_pyav_without_decord(media, monkeypatch):
+    def missing():
+        raise ImportError("No module named 'decord'")
+
+    monkeypatch.setattr(frames_mod, "_import_decord", missing)
+    src = open_frames(media["mp4"])
+    assert src.backend == "pyav"
+    assert frame_ids(src.read([3, 1])) == [3, 1]
+    with pytest.raises(ConfigError, match="decord is not installed"):
+        open_frames(media["mp4"], backend="decord")
+
+
+def test_auto_switches_to_pyav_when_decord_fails_to_decode(media, monkeypatch, caplog):
+    def broken(self, idx):
+        raise FrameReadError(self.path, "decord cannot decode frames (simulated)")
+
+    monkeypatch.setattr(frames_mod.DecordSource, "_read_sorted", broken)
+    src = open_frames(media["mp4"])
+    assert src.backend == "decord"
+    with caplog.at_level(logging.DEBUG, logger="tgdfer.frames"):
+        out = src.read([2, 9, 2])
+    assert frame_ids(out) == [2, 9, 2]
+    assert src.backend == "pyav"
+    assert "switching to PyAV" in caplog.text and "simulated" in caplog.text
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import wave
+
+    path = tmp_path / "speech.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.zeros(800, np.int16).tobytes())
+    with pytest.raises(FrameReadError, match="no video stream"):
+        open_frames(path, "pyav")
+    with pytest.raises(FrameReadError, match="no video stream"):
+        open_frames(path)
+
+
+_FUZZ = textwrap.dedent(
+    """
+    import sys
+    from tgdfer.errors import FrameReadError
+    from tgdfer.frames import open_frames
+    for path in sys.argv[2:]:
+        try:
+            with open_frames(path, sys.argv[1]) as src:
+                out = src.read(range(len(src)))
+            print("ok", out.shape[0], flush=True)
+        except FrameReadError as e:
+            print("FrameReadError", flush=True)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["decord", "auto"])
+def test_damaged_h264_never_kills_the_process(media, tmp_path, backend):
+    """Bytes flipped or overwritten inside the frame data: decord either conceals the damage
+    or raises; the process survives (run in a child so a native crash fails only this test)."""
+    data = bytearray(media["faststart"].read_bytes())
+    rng = np.random.default_rng(7)
+    paths = []
+    for k in range(16):
+        blob = bytearray(data)
+        start = int(data.find(b"mdat")) + 8
+        if k % 2:
+            for i in rng.integers(start, len(blob), size=int(rng.integers(1, 40))):
+                blob[i] = int(rng.integers(0, 256))
+        else:
+            i = int(rng.integers(start, len(blob)))
+            blob[i : i + 300] = rng.integers(0, 256, len(blob[i : i + 300]), dtype=np.uint8).tobytes()
+        paths.append(tmp_path / f"damaged_{k}.mp4")
+        paths[-1].write_bytes(bytes(blob))
+    res = subprocess.run(
+        [sys.executable, "-c", _FUZZ, backend, *map(str, paths)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.split()
+    assert lines[-1] == "done"
+    outcomes = [line for line in res.stdout.splitlines()[:-1]]
+    assert len(outcomes) == len(paths)
+    assert all(o == f"ok {N}" or o == "FrameReadError" for o in outcomes), outcomes
