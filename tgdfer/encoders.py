@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
         try:
             path = open_clip.download_pretrained(tag_cfg, cache_dir=cfg.cache_dir)
         except Exception as e:  # network, hub and checksum errors all mean the same to the user
-            raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}: {e}. "
+            raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}: {str(e).rstrip('.')}. "
                               f"{_download_hint(cfg.model)}.") from e
         if not path or not os.path.isfile(path):
             raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}. "
@@ -303,12 +304,17 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
         kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
     pretrained = None if src.kind == "none" else (src.tag if src.kind == "tag" else src.path)
     try:
-        return open_clip.create_model(
-            cfg.model, pretrained=pretrained, precision="fp32", device=device, force_quick_gelu=quick_gelu,
-            cache_dir=cfg.cache_dir,
-            weights_only=not src.torchscript,  # torch.load refuses TorchScript with weights_only; jit.load runs no pickle code
-            **kwargs)
-    except RuntimeError as e:
+        with warnings.catch_warnings():  # torch's notes on TorchScript archives are noise: OpenAI ships them
+            warnings.filterwarnings("ignore", message=".*TorchScript archive.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
+            return open_clip.create_model(
+                cfg.model, pretrained=pretrained, precision="fp32", device=device, force_quick_gelu=quick_gelu,
+                cache_dir=cfg.cache_dir,
+                weights_only=not src.torchscript,  # torch.load refuses TorchScript under weights_only; jit.load runs no Python pickle code
+                **kwargs)
+    except Exception as e:  # torch.load / load_state_dict fail in many ways on a wrong or broken file
+        if src.kind == "none":
+            raise
         raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {e}. Check that the file "
                           f"holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
                           f"OpenAI's TorchScript release)") from e
