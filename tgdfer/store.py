@@ -1,0 +1,919 @@
+"""Feature store: frozen CLIP features of every clip on disk, resumable and shardable.
+
+One store per (dataset, encoder, sampling, views). Shape legend: ``N`` clips, ``V`` views,
+``T`` frames, ``D`` feature width, ``P`` prompts, ``L`` tokens per prompt, ``B`` block size.
+
+Zarr layout (extraction always writes this; an HDF5 export holds the same names)::
+
+    <store>/zarr.json                 root group; attrs "tgdfer_store" (layout) and "fingerprint"
+    <store>/feats/                    [N, V, T, D] float16, chunk (1, V, T, D), optional shard (B, V, T, D); NaN = not written
+    <store>/frame_index/              [N, V, T] int32, chunk (B, V, T); -1 = not written
+    <store>/done/                     [N] bool, chunk (B,)
+    <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
+    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
+    <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
+    <store>/.tmp/                     files being written (renamed into place when complete)
+    <store>/.locks/writer_<k>.lock    flock held by the live process acting as writer k
+
+Crash safety. Every file of the store is written whole to ``.tmp/`` and then ``os.replace``d
+onto its key, so a reader (or a resumed run) sees a chunk's old bytes or its new bytes, never a
+torn file; ``fsync=True`` also flushes each file and its directory (for power loss; a SIGKILL
+alone cannot lose page-cache data). ``write_clips`` returns only after zarr has stored every
+feats / frame_index chunk of the batch, and only then sets ``done`` for those rows, so ``done``
+never covers data that is not on disk. A killed run leaves at most some rows written but not
+done; the rerun recomputes them and rewrites the same bytes. Temporary files of dead processes
+(same host, pid gone) are removed when the store is next opened for writing. The store is created
+whole in a hidden sibling directory and renamed into place, so it exists completely or not at all.
+
+Concurrency. Rows are grouped in blocks (``row // block_size``); block ``b`` belongs to writer
+``b % num_writers``. Every file a row touches -- its feats chunk, the zarr shard holding it
+(shard = one block), its frame_index and done chunks (one block each) and ``failures/writer_k``
+-- is therefore written by exactly one writer, and ``write_clips`` refuses rows the writer does
+not own. A partial write into a shard or block chunk is a read-modify-write by its owner alone,
+made atomic by the rename, so writers never lose each other's data and the batch size need not
+match the block. A process acting as writer ``k`` holds an flock on ``.locks/writer_k.lock``
+(released by the kernel when it dies), which refuses a second live writer ``k`` and a live
+writer that disagrees on ``num_writers``. Creation is a race any number of processes may run:
+each builds the skeleton privately and renames it into place; the first rename wins, the others
+discard theirs and open the winner's store after checking it matches what they were asked for.
+The metadata is never rewritten after creation. Text sets are written by one process (writer 0):
+each is built aside and swapped in whole.
+
+HDF5. HDF5 files are neither crash- nor multi-writer-safe, so HDF5 is an export format: extract
+into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr store), then
+``export_hdf5`` writes a temporary file beside the target and renames it into place.
+``FeatureStore.open`` reads both with the same API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.core.buffer import Buffer
+from zarr.storage import LocalStore
+
+from .errors import TgdferError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_TMP_DIR = ".tmp"
+_LOCK_DIR = ".locks"
+_FAILURE_DIR = "failures"
+_CLIPS_FILE = "clips.csv"
+_NA_TOKEN = "<NA>"  # how a missing value is spelled in clips.csv ("" stays an empty string)
+_TEXT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ownership and fingerprints (pure functions)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_writer(writer: int, num_writers: int) -> None:
+    if num_writers < 1 or not 0 <= writer < num_writers:
+        raise TgdferError(
+            f"shard id {writer} of {num_writers} shards: need num_shards >= 1 and "
+            "0 <= shard_id < num_shards"
+        )
+
+
+def owned_rows(n: int, shard_id: int, num_shards: int, block_size: int = 64) -> np.ndarray:
+    """Rows (ascending int64) that writer ``shard_id`` of ``num_shards`` owns in a store of ``n`` clips.
+
+    Block ``b`` (rows ``b * block_size`` .. ``(b + 1) * block_size - 1``) belongs to writer
+    ``b % num_shards``; the writers' rows are disjoint and together cover ``0..n-1``.
+    """
+    _check_writer(shard_id, num_shards)
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    rows = np.arange(n, dtype=np.int64)
+    return rows[(rows // block_size) % num_shards == shard_id]
+
+
+def _json_normalise(value: Any, what: str) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists); a clear error if it cannot."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TgdferError(f"{what} must be JSON-serialisable (str, numbers, bools, lists, dicts): {e}") from e
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def diff_fingerprint(stored: dict, wanted: dict, ignore: Sequence[str] = ()) -> list[str]:
+    """Human-readable differences between two fingerprints, one line per dotted key.
+
+    ``ignore`` lists dotted keys (or prefixes of them) to skip, e.g. ``("tgdfer_version",)``.
+    An empty list means they match.
+    """
+    a = _flatten(_json_normalise(stored, "stored fingerprint"))
+    b = _flatten(_json_normalise(wanted, "requested fingerprint"))
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == p or key.startswith(p + ".") for p in ignore):
+            continue
+        if key not in a:
+            lines.append(f"{key}: not in the store, requested {b[key]!r}")
+        elif key not in b:
+            lines.append(f"{key}: stored {a[key]!r}, not requested")
+        elif not _same(a[key], b[key]):
+            lines.append(f"{key}: stored {a[key]!r}, requested {b[key]!r}")
+    return lines
+
+
+def hdf5_staging_path(h5_path: str | Path) -> Path:
+    """The Zarr store an HDF5 extraction writes (and resumes) before ``export_hdf5``: ``<h5>.staging.zarr``."""
+    h5_path = Path(h5_path)
+    return h5_path.with_name(h5_path.name + ".staging.zarr")
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files
+# ---------------------------------------------------------------------------------------------
+
+
+def _tmp_name(label: str) -> str:
+    """``<label>~<pid>@<host>~<random>``: the owner is in the name so stale files can be found."""
+    return f"{label}~{os.getpid()}@{socket.gethostname()}~{uuid.uuid4().hex}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(name: str) -> bool:
+    """True for a temporary name made by a process of this host that no longer runs."""
+    parts = name.split("~")
+    if len(parts) < 3 or "@" not in parts[-2]:
+        return False
+    pid, _, host = parts[-2].partition("@")
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+def _remove_stale(folder: Path, prefix: str = "") -> None:
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name.startswith(prefix) and _is_stale(entry.name):
+            logger.info("removing %s, left by a process that died", entry)
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: Any, tmp_dir: Path, fsync: bool, label: str = "file") -> None:
+    """Write ``data`` (bytes-like) to ``path`` whole or not at all: temp file in ``tmp_dir``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / _tmp_name(label.replace("/", "."))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+class _AtomicLocalStore(LocalStore):
+    """zarr LocalStore whose every write goes through ``_write_atomic`` (temp file + rename)."""
+
+    def __init__(self, root: Path | str, *, read_only: bool = False, fsync: bool = False):
+        super().__init__(root, read_only=read_only)
+        self.fsync = fsync
+
+    def with_read_only(self, read_only: bool = False) -> _AtomicLocalStore:
+        return type(self)(self.root, read_only=read_only, fsync=self.fsync)
+
+    def _put(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(f"value must be a zarr Buffer, got {type(value)}")
+        _write_atomic(self.root / key, value.as_buffer_like(), self.root / _TMP_DIR, self.fsync, key)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        if not self._is_open:
+            await self._open()
+        await asyncio.to_thread(self._put, key, value)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        self._ensure_open_sync()
+        self._put(key, value)
+
+
+def _publish_dir(tmp: Path, dest: Path, old_parking: Path | None = None) -> bool:
+    """Rename directory ``tmp`` to ``dest``. If ``dest`` exists: replace it when ``old_parking`` is given
+    (swap via that path), else discard ``tmp`` and return False."""
+    try:
+        os.rename(tmp, dest)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    if old_parking is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    os.rename(dest, old_parking)
+    os.rename(tmp, dest)
+    shutil.rmtree(old_parking, ignore_errors=True)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Writer leases (flock): one live process per writer id, all agreeing on num_writers
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_lease(path: Path) -> dict | None:
+    for _ in range(50):  # the holder writes its record just after locking
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    return None
+
+
+def _live_lease(path: Path) -> dict | None:
+    """The record of the live process holding ``path``'s lock, or None if nobody holds it."""
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_lease(path) or {}
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def _acquire_lease(lock_dir: Path, writer: int, num_writers: int):
+    """Lock ``writer_<k>.lock`` for this process; the open file is the lease (closing releases it)."""
+    lock_dir.mkdir(exist_ok=True)
+    path = lock_dir / f"writer_{writer}.lock"
+    f = open(path, "a+")
+    for attempt in range(20):  # another process may be probing the lock for an instant
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 19:
+                f.close()
+                who = _read_lease(path) or {}
+                raise TgdferError(
+                    f"{path}: writer {writer} is already running (pid {who.get('pid')} on "
+                    f"{who.get('host')}); give each process its own shard id"
+                ) from None
+            time.sleep(0.05)
+        except OSError as e:  # file system without flock: no guard, ownership rules still apply
+            logger.warning("%s: cannot lock (%s); concurrent writers are not checked", path, e)
+            return f
+    f.truncate(0)
+    f.write(json.dumps({"num_writers": num_writers, "pid": os.getpid(), "host": socket.gethostname()}))
+    f.flush()
+    for other in sorted(lock_dir.glob("writer_*.lock")):
+        record = None if other == path else _live_lease(other)
+        if record and record.get("num_writers", num_writers) != num_writers:
+            f.close()
+            raise TgdferError(
+                f"{other}: a live writer uses {record['num_writers']} shards, this one "
+                f"{num_writers}; all concurrent writers must use the same number of shards"
+            )
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip table <-> CSV
+# ---------------------------------------------------------------------------------------------
+
+
+def _column_meta(name: str, dtype: Any) -> dict:
+    meta = {"name": name, "dtype": str(dtype)}
+    if isinstance(dtype, pd.CategoricalDtype):
+        meta.update(categories=dtype.categories.tolist(), categories_dtype=str(dtype.categories.dtype),
+                    ordered=bool(dtype.ordered))
+    return meta
+
+
+def _decode_clips(text: str, columns: list[dict]) -> pd.DataFrame:
+    """Parse ``clips.csv`` back into the DataFrame it was written from (same dtypes, RangeIndex)."""
+    read_as = {}
+    for m in columns:
+        if m["dtype"] == "category":
+            read_as[m["name"]] = m["categories_dtype"]
+        elif m["dtype"].startswith(("datetime", "timedelta")):
+            read_as[m["name"]] = "str"
+        else:
+            read_as[m["name"]] = m["dtype"]
+    df = pd.read_csv(io.StringIO(text), dtype=read_as, keep_default_na=False, na_values=[_NA_TOKEN])
+    for m in columns:
+        if m["dtype"] == "category":
+            cats = pd.Index(m["categories"], dtype=m["categories_dtype"])
+            df[m["name"]] = df[m["name"]].astype(pd.CategoricalDtype(cats, ordered=m["ordered"]))
+        elif read_as[m["name"]] != m["dtype"]:
+            df[m["name"]] = df[m["name"]].astype(m["dtype"])
+    return df
+
+
+def _encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
+    """The clip table as CSV text plus its column dtypes; refuses tables that would not read back equal."""
+    if not isinstance(clips, pd.DataFrame):
+        raise TypeError(f"clips must be a pandas DataFrame, got {type(clips).__name__}")
+    names = list(clips.columns)
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise TgdferError(f"clip table: column names must be unique strings, got {names}")
+    if "clip_id" not in names or len(clips) == 0:
+        raise TgdferError("clip table: need at least one row and a 'clip_id' column")
+    if not clips["clip_id"].is_unique:
+        dup = clips["clip_id"][clips["clip_id"].duplicated()].iloc[0]
+        raise TgdferError(f"clip table: clip_id {dup!r} appears more than once; clip ids must be unique")
+    df = clips.reset_index(drop=True)
+    columns = [_column_meta(n, df[n].dtype) for n in names]
+    text = df.to_csv(index=False, na_rep=_NA_TOKEN, lineterminator="\n")
+    back = _decode_clips(text, columns)
+    for n in names:
+        try:
+            pd.testing.assert_series_equal(df[n], back[n], check_exact=True)
+        except AssertionError as e:
+            raise TgdferError(
+                f"clip table: column {n!r} (dtype {df[n].dtype}) does not survive the CSV round "
+                f"trip; convert it to a str, numeric, bool or category column ({e})"
+            ) from None
+    return text, columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends (reading); writing happens only on Zarr, in FeatureStore
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_rows(array: Any, rows: np.ndarray | None, views: Any) -> np.ndarray:
+    """``array[rows][:, views]`` for a zarr Array or an h5py Dataset; ``rows`` sorted unique or None."""
+    if isinstance(array, zarr.Array):
+        sel = (slice(None) if rows is None else rows,) + (() if views is None else (views,))
+        return array.get_orthogonal_selection(sel)
+    data = array[:] if rows is None else array[rows]  # h5py: one increasing index list per read
+    return data if views is None else data[:, views]
+
+
+class _ZarrFiles:
+    backend = "zarr"
+
+    def __init__(self, root: Path, writable: bool, fsync: bool):
+        self.root = root
+        self.zstore = _AtomicLocalStore(root, read_only=not writable, fsync=fsync)
+        self.group = zarr.open_group(store=self.zstore, mode="r+" if writable else "r")
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def attrs(self) -> dict:
+        return self.group.attrs.asdict()
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def clips_csv(self) -> str:
+        return (self.root / _CLIPS_FILE).read_text(encoding="utf-8")
+
+    def failure_records(self) -> list[dict]:
+        records = []
+        for path in sorted((self.root / _FAILURE_DIR).glob("writer_*.json")):
+            content = json.loads(path.read_text(encoding="utf-8"))
+            records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+        return records
+
+    def text_names(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
+
+    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
+        return list(g.attrs["prompts"]), g["tokens"][:], g["emb"][:]
+
+    def size(self) -> int:
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
+
+    def close(self) -> None:
+        pass
+
+
+class _H5Files:
+    backend = "hdf5"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = h5py.File(path, "r")
+
+    def attrs(self) -> dict:
+        return {k: json.loads(self.file.attrs[k]) for k in ("tgdfer_store", "fingerprint") if k in self.file.attrs}
+
+    def array(self, name: str) -> h5py.Dataset:
+        return self.file[name]
+
+    def clips_csv(self) -> str:
+        return self.file["clips_csv"].asstr()[()]
+
+    def failure_records(self) -> list[dict]:
+        return json.loads(self.file["failures_json"].asstr()[()])
+
+    def text_names(self) -> list[str]:
+        return sorted(self.file["text"].keys())
+
+    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        g = self.file["text"][name]
+        return [str(p) for p in g["prompts"].asstr()[:]], g["tokens"][:], g["emb"][:]
+
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _open_files(path: Path, mode: str, fsync: bool) -> _ZarrFiles | _H5Files:
+    """Detect the backend by content: a directory with zarr.json, or an HDF5 file."""
+    if path.is_dir() and (path / "zarr.json").is_file():
+        return _ZarrFiles(path, writable=mode == "r+", fsync=fsync)
+    if path.is_file() and h5py.is_hdf5(path):
+        if mode != "r":
+            raise TgdferError(
+                f"{path}: an HDF5 store is a read-only export; resume or change the Zarr store "
+                f"it was exported from (normally {hdf5_staging_path(path)}) and export again"
+            )
+        return _H5Files(path)
+    hint = ""
+    if not path.exists() and hdf5_staging_path(path).is_dir():
+        hint = f"; an unfinished extraction is staged in {hdf5_staging_path(path)}: re-run it to finish"
+    what = "does not exist" if not path.exists() else "is not a tgdfer feature store"
+    raise TgdferError(f"{path} {what} (expected a Zarr directory with zarr.json or an HDF5 file){hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+# ---------------------------------------------------------------------------------------------
+
+
+def _layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_shards: bool,
+            clip_columns: list[dict]) -> dict:
+    for name, value in (("views", views), ("frames", frames), ("dim", dim), ("block_size", block_size)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return {"schema_version": SCHEMA_VERSION, "n_clips": int(n), "views": int(views),
+            "frames": int(frames), "dim": int(dim), "block_size": int(block_size),
+            "zarr_shards": bool(zarr_shards), "clip_columns": clip_columns}
+
+
+def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str) -> None:
+    """Write an empty store (metadata, clip table, no chunks) into the fresh directory ``root``."""
+    n, v, t, d, b = (layout[k] for k in ("n_clips", "views", "frames", "dim", "block_size"))
+    for sub in (_TMP_DIR, _LOCK_DIR, _FAILURE_DIR):
+        (root / sub).mkdir(parents=True)
+    g = zarr.create_group(store=_AtomicLocalStore(root), attributes={"tgdfer_store": layout, "fingerprint": fingerprint})
+    shards = (b, v, t, d) if layout["zarr_shards"] else None
+    g.create_array("feats", shape=(n, v, t, d), chunks=(1, v, t, d), shards=shards, dtype="float16", fill_value=np.nan)
+    g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
+    g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
+    g.create_group("text")
+    _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, False)
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """Contiguous runs of sorted unique ``rows`` as (row start, row stop, position in rows)."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(rows)]])
+    return [(int(rows[a]), int(rows[b - 1]) + 1, int(a)) for a, b in zip(starts, stops)]
+
+
+class FeatureStore:
+    """Features, frame indices, text embeddings and the clip table of one extraction.
+
+    Make one with ``create`` (Zarr; idempotent, so every writer process may call it) or open one
+    with ``open`` (Zarr directory or HDF5 export). Use as a context manager or call ``close``.
+    """
+
+    def __init__(self, path: Path, files: _ZarrFiles | _H5Files, mode: str):
+        self.path = path
+        self.mode = mode
+        self._files = files
+        attrs = files.attrs()
+        layout = attrs.get("tgdfer_store")
+        if not isinstance(layout, dict) or "fingerprint" not in attrs:
+            files.close()
+            raise TgdferError(f"{path} is not a tgdfer feature store (no 'tgdfer_store' attribute)")
+        if layout.get("schema_version") != SCHEMA_VERSION:
+            files.close()
+            raise TgdferError(
+                f"{path}: store schema version {layout.get('schema_version')}, this tgdfer reads "
+                f"version {SCHEMA_VERSION}; re-run `tgdfer extract` into a new store"
+            )
+        self._layout = layout
+        self.fingerprint: dict = attrs["fingerprint"]
+        self._clips: pd.DataFrame | None = None
+        self._leases: dict[int, tuple[int, Any]] = {}
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, *, clips: pd.DataFrame, views: int, frames: int, dim: int,
+               fingerprint: dict, block_size: int = 64, zarr_shards: bool = False,
+               fsync: bool = False) -> FeatureStore:
+        """Create the Zarr store at ``path`` and open it for writing, or open the one already there.
+
+        Safe to call from many processes at once. An existing store must match the request
+        (shape, block layout, fingerprint, clip table) or a TgdferError lists what differs.
+        ``zarr_shards`` packs each block of ``block_size`` clips into one shard file.
+        ``fsync`` flushes every write to the device (survives power loss, slower).
+        """
+        path = Path(path)
+        if path.suffix.lower() in _HDF5_SUFFIXES:
+            raise TgdferError(f"{path}: extraction writes Zarr; create {hdf5_staging_path(path)} and call "
+                              "export_hdf5() on it when extraction is complete")
+        clips_csv, columns = _encode_clips(clips)
+        layout = _layout(len(clips), views, frames, dim, block_size, zarr_shards, columns)
+        fingerprint = _json_normalise(fingerprint, "fingerprint")
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(path.parent, prefix=f".{path.name}~")
+            tmp = path.parent / _tmp_name(f".{path.name}")
+            try:
+                _build_skeleton(tmp, layout, fingerprint, clips_csv)
+                if _publish_dir(tmp, path):
+                    logger.info("created feature store %s (%d clips)", path, len(clips))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        store = cls.open(path, mode="r+", fsync=fsync)
+        store._check_matches(layout, fingerprint, clips_csv)
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r", *, fsync: bool = False) -> FeatureStore:
+        """Open a store: a Zarr directory (``mode`` "r" or "r+") or an HDF5 export ("r" only)."""
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        path = Path(path)
+        try:
+            files = _open_files(path, mode, fsync)
+        except (OSError, ValueError, KeyError) as e:
+            raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({e})") from e
+        store = cls(path, files, mode)
+        if mode == "r+":
+            _remove_stale(path / _TMP_DIR)
+        return store
+
+    def _check_matches(self, layout: dict, fingerprint: dict, clips_csv: str) -> None:
+        problems = [f"{k}: stored {self._layout.get(k)!r}, requested {v!r}"
+                    for k, v in layout.items() if k != "clip_columns" and self._layout.get(k) != v]
+        problems += [f"fingerprint.{line}" for line in diff_fingerprint(self.fingerprint, fingerprint)]
+        if self._layout.get("clip_columns") != layout["clip_columns"] or self._files.clips_csv() != clips_csv:
+            problems.append("clip table: stored table differs from the requested one")
+        if problems:
+            self.close()
+            raise TgdferError(
+                f"{self.path}: a different feature store already exists here:\n  - "
+                + "\n  - ".join(problems)
+                + "\nDelete it to start over, or pass the settings it was made with to resume it."
+            )
+
+    def close(self) -> None:
+        """Release writer locks and file handles."""
+        for _, lease in self._leases.values():
+            lease.close()
+        self._leases.clear()
+        self._files.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"FeatureStore({str(self.path)!r}, backend={self.backend!r}, clips={self.n_clips}, "
+                f"views={self.views}, frames={self.frames}, dim={self.dim})")
+
+    # -- layout -----------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """"zarr" or "hdf5"."""
+        return self._files.backend
+
+    @property
+    def n_clips(self) -> int:
+        return self._layout["n_clips"]
+
+    @property
+    def views(self) -> int:
+        return self._layout["views"]
+
+    @property
+    def frames(self) -> int:
+        return self._layout["frames"]
+
+    @property
+    def dim(self) -> int:
+        return self._layout["dim"]
+
+    @property
+    def block_size(self) -> int:
+        return self._layout["block_size"]
+
+    @property
+    def clips(self) -> pd.DataFrame:
+        """The clip table as given to ``create`` (same columns and dtypes; index = row 0..N-1)."""
+        if self._clips is None:
+            self._clips = _decode_clips(self._files.clips_csv(), self._layout["clip_columns"])
+        return self._clips.copy()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def _rows(self, rows: Any) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError(f"rows must be a 1-D array of ints, got shape {rows.shape} dtype {rows.dtype}")
+        rows = rows.astype(np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_clips):
+            raise ValueError(f"rows must lie in 0..{self.n_clips - 1}, got {rows.min()}..{rows.max()}")
+        return rows
+
+    def _read(self, name: str, rows: Any, views: Any) -> np.ndarray:
+        array = self._files.array(name)
+        if rows is None:
+            return _read_rows(array, None, views)
+        rows = self._rows(rows)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return _read_rows(array, unique, views)[inverse]
+
+    def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
+        """Features ``[n, V, T, D]`` float16 of ``rows`` (default all, in one bulk read), in the order given.
+
+        ``views`` selects views (an int drops the view axis: ``[n, T, D]``). Rows never written
+        read as NaN; use ``done`` to select finished clips.
+        """
+        return self._read("feats", rows, views)
+
+    def read_frame_index(self, rows: Any = None) -> np.ndarray:
+        """Source frame numbers ``[n, V, T]`` int32 each view used (-1 where never written)."""
+        return self._read("frame_index", rows, None)
+
+    @property
+    def done(self) -> np.ndarray:
+        """``[N]`` bool: clips whose features are written (read fresh: other writers update it)."""
+        return np.asarray(self._files.array("done")[:], dtype=bool)
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """Clips that could not be extracted and are not done: row, clip_id, reason, writer."""
+        records = pd.DataFrame(self._files.failure_records(), columns=["row", "clip_id", "reason", "writer"])
+        records = records.astype({"row": "int64", "clip_id": "str", "reason": "str", "writer": "int64"})
+        records = records[~self.done[records["row"].to_numpy()]]
+        records = records.drop_duplicates("row", keep="last").sort_values("row", kind="stable")
+        return records.reset_index(drop=True)
+
+    def coverage(self) -> dict[str, int]:
+        """Counts for ``verify``: clips, done, failed, pending (neither done nor failed)."""
+        done = int(self.done.sum())
+        failed = len(self.failures)
+        return {"clips": self.n_clips, "done": done, "failed": failed, "pending": self.n_clips - done - failed}
+
+    def todo_rows(self, writer: int = 0, num_writers: int = 1, retry_failed: bool = False) -> np.ndarray:
+        """Rows writer ``writer`` of ``num_writers`` still has to extract (ascending)."""
+        rows = owned_rows(self.n_clips, writer, num_writers, self.block_size)
+        skip = self.done
+        if not retry_failed:
+            skip[self.failures["row"].to_numpy()] = True
+        return rows[~skip[rows]]
+
+    @property
+    def text_sets(self) -> list[str]:
+        """Names of the stored prompt sets."""
+        return self._files.text_names()
+
+    def text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Prompt set ``name``: (prompts, tokens ``[P, L]`` int32, embeddings ``[P, D]`` float32)."""
+        if name not in self.text_sets:
+            raise TgdferError(f"{self.path}: no text set {name!r}; stored sets: {self.text_sets}")
+        return self._files.read_text(name)
+
+    def size_on_disk(self) -> int:
+        """Bytes the store takes on disk (all files of the Zarr directory, or the HDF5 file)."""
+        return self._files.size()
+
+    # -- writing (Zarr, mode "r+") ------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.backend != "zarr" or self.mode != "r+":
+            raise TgdferError(f"{self.path}: opened read-only ({self.backend}); open the Zarr store with mode='r+'")
+
+    def _owned(self, rows: Any, writer: int, num_writers: int) -> np.ndarray:
+        """Validated rows of a write by ``writer``; refuses rows another writer owns; takes the lease."""
+        self._check_writable()
+        _check_writer(writer, num_writers)
+        rows = self._rows(rows)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError("rows must not repeat within one write")
+        owner = (rows // self.block_size) % num_writers
+        if np.any(owner != writer):
+            bad = int(rows[np.argmax(owner != writer)])
+            raise TgdferError(
+                f"{self.path}: writer {writer} of {num_writers} may not write row {bad}: its block "
+                f"{bad // self.block_size} belongs to writer {(bad // self.block_size) % num_writers}; "
+                "iterate store.todo_rows(writer, num_writers) or owned_rows(...)"
+            )
+        held = self._leases.get(writer)
+        if held is None or held[0] != num_writers:
+            if held is not None:
+                held[1].close()
+            self._leases[writer] = (num_writers, _acquire_lease(self.path / _LOCK_DIR, writer, num_writers))
+        return rows
+
+    @staticmethod
+    def _set_rows(array: zarr.Array, rows: np.ndarray, values: Any) -> None:
+        """``array[rows] = values`` for sorted unique rows (sharded arrays by contiguous runs: zarr #2834)."""
+        if array.shards is None:
+            array.oindex[rows] = values
+            return
+        for start, stop, at in _runs(rows):
+            array[start:stop] = values[at:at + stop - start] if isinstance(values, np.ndarray) else values
+
+    def write_clips(self, rows: Any, feats: np.ndarray, frame_index: np.ndarray,
+                    writer: int = 0, num_writers: int = 1) -> None:
+        """Store finished clips, then mark them done.
+
+        rows         # [n] clip rows, all owned by ``writer`` of ``num_writers``
+        feats        # [n, V, T, D], cast to float16
+        frame_index  # [n, V, T] integer source frame numbers
+        Returns after the data is on disk; ``done`` is set only then. Clears failures of these rows.
+        """
+        rows = self._owned(rows, writer, num_writers)
+        n, v, t, d = len(rows), self.views, self.frames, self.dim
+        feats, frame_index = np.asarray(feats), np.asarray(frame_index)
+        if feats.shape != (n, v, t, d) or frame_index.shape != (n, v, t):
+            raise ValueError(f"expected feats {(n, v, t, d)} and frame_index {(n, v, t)}, "
+                             f"got {feats.shape} and {frame_index.shape}")
+        if not np.issubdtype(frame_index.dtype, np.integer):
+            raise ValueError(f"frame_index must be integers, got {frame_index.dtype}")
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        self._set_rows(self._files.array("feats"), rows, feats[order].astype(np.float16))
+        self._set_rows(self._files.array("frame_index"), rows, frame_index[order].astype(np.int32))
+        self._set_rows(self._files.array("done"), rows, True)  # only after the data above is stored
+        failures = self._own_failures(writer)
+        written = set(rows.tolist())
+        if written & failures.keys():
+            self._save_failures(writer, {r: f for r, f in failures.items() if r not in written})
+
+    def _own_failures(self, writer: int) -> dict[int, dict]:
+        path = self.path / _FAILURE_DIR / f"writer_{writer}.json"
+        if not path.exists():
+            return {}
+        return {r["row"]: r for r in json.loads(path.read_text(encoding="utf-8"))["failures"]}
+
+    def _save_failures(self, writer: int, failures: dict[int, dict]) -> None:
+        path = self.path / _FAILURE_DIR / f"writer_{writer}.json"
+        if not failures:
+            path.unlink(missing_ok=True)
+            return
+        content = {"writer": writer, "failures": [failures[r] for r in sorted(failures)]}
+        data = json.dumps(content, indent=1, ensure_ascii=False).encode("utf-8")
+        _write_atomic(path, data, self.path / _TMP_DIR, self._files.zstore.fsync, path.name)
+
+    def record_failures(self, rows: Any, reasons: str | Sequence[str], writer: int = 0,
+                        num_writers: int = 1) -> None:
+        """Record clips that could not be extracted (one reason each, or one for all); they are skipped."""
+        rows = self._owned(rows, writer, num_writers)
+        reasons = [reasons] * len(rows) if isinstance(reasons, str) else [str(r) for r in reasons]
+        if len(reasons) != len(rows):
+            raise ValueError(f"got {len(rows)} rows but {len(reasons)} reasons")
+        failures = self._own_failures(writer)
+        clip_ids = self.clips["clip_id"]
+        for row, reason in zip(rows.tolist(), reasons):
+            failures[row] = {"row": row, "clip_id": str(clip_ids[row]), "reason": reason}
+        self._save_failures(writer, failures)
+
+    def write_text(self, name: str, prompts: Sequence[str], tokens: np.ndarray, emb: np.ndarray) -> None:
+        """Store prompt set ``name`` whole (replacing an older one): prompts, tokens [P, L], emb [P, D].
+
+        Call it from one process (writer 0): the set is built aside and swapped in.
+        """
+        self._check_writable()
+        if not _TEXT_NAME.match(name):
+            raise ValueError(f"text set name {name!r}: use letters, digits, '_', '-' or '.'")
+        prompts = [str(p) for p in prompts]
+        tokens, emb = np.asarray(tokens), np.asarray(emb)
+        p = len(prompts)
+        if p == 0 or tokens.ndim != 2 or tokens.shape[0] != p or emb.shape != (p, self.dim):
+            raise ValueError(f"text set {name!r}: expected {p} prompts, tokens [{p}, L] and emb "
+                             f"[{p}, {self.dim}], got tokens {tokens.shape} and emb {emb.shape}")
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"text set {name!r}: tokens must be integers, got {tokens.dtype}")
+        tmp = self.path / _TMP_DIR / _tmp_name(f"text-{name}")
+        g = zarr.create_group(store=LocalStore(tmp), attributes={"prompts": prompts})
+        g.create_array("tokens", shape=tokens.shape, dtype="int32", chunks=tokens.shape)[:] = tokens
+        g.create_array("emb", shape=emb.shape, dtype="float32", chunks=emb.shape)[:] = emb
+        _publish_dir(tmp, self.path / "text" / name, old_parking=self.path / _TMP_DIR / _tmp_name(f"old-{name}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 export
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_h5(f: h5py.File, src: FeatureStore) -> None:
+    n, v, t, d = src.n_clips, src.views, src.frames, src.dim
+    f.attrs["tgdfer_store"] = json.dumps(src._layout)
+    f.attrs["fingerprint"] = json.dumps(src.fingerprint)
+    feats = f.create_dataset("feats", shape=(n, v, t, d), dtype="float16", chunks=(1, v, t, d),
+                             fillvalue=np.float16(np.nan))
+    step = max(1, (64 << 20) // (v * t * d * 2))  # copy ~64 MB at a time
+    for start in range(0, n, step):
+        feats[start:start + step] = src._files.array("feats")[start:start + step]
+    f.create_dataset("frame_index", data=src.read_frame_index(), chunks=(min(n, src.block_size), v, t))
+    f.create_dataset("done", data=src.done)
+    text = h5py.string_dtype()
+    f.create_dataset("clips_csv", data=src._files.clips_csv(), dtype=text)
+    failures = [{"row": int(r.row), "clip_id": str(r.clip_id), "reason": str(r.reason), "writer": int(r.writer)}
+                for r in src.failures.itertuples()]
+    f.create_dataset("failures_json", data=json.dumps(failures, ensure_ascii=False), dtype=text)
+    group = f.create_group("text")
+    for name in src.text_sets:
+        prompts, tokens, emb = src.text(name)
+        g = group.create_group(name)
+        g.create_dataset("prompts", data=np.array(prompts, dtype=object), dtype=text)
+        g.create_dataset("tokens", data=tokens)
+        g.create_dataset("emb", data=emb)
+
+
+def export_hdf5(zarr_path: str | Path, h5_path: str | Path, *, allow_pending: bool = False) -> Path:
+    """Write the Zarr store ``zarr_path`` as one HDF5 file ``h5_path`` (same schema), atomically.
+
+    Refuses a store with pending clips unless ``allow_pending``. The file is written beside the
+    target under a hidden temporary name and renamed into place when complete.
+    """
+    h5_path = Path(h5_path)
+    with FeatureStore.open(zarr_path) as src:
+        if src.backend != "zarr":
+            raise TgdferError(f"{zarr_path}: export_hdf5 reads a Zarr store, this is {src.backend}")
+        pending = src.coverage()["pending"]
+        if pending and not allow_pending:
+            raise TgdferError(f"{zarr_path}: {pending} of {src.n_clips} clips are not extracted yet; "
+                              "re-run extraction to finish them, or pass allow_pending=True")
+        h5_path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(h5_path.parent, prefix=f".{h5_path.name}~")
+        tmp = h5_path.parent / _tmp_name(f".{h5_path.name}")
+        try:
+            with h5py.File(tmp, "w") as f:
+                _write_h5(f, src)
+            os.replace(tmp, h5_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    logger.info("exported %s to %s", zarr_path, h5_path)
+    return h5_path
