@@ -125,7 +125,8 @@ def test_openai_style_torchscript_archive_gets_quick_gelu(tmp_path, caplog):
         ("ViT-B-32", WeightsSource("tag", tag="laion2b_s34b_b79k"), False, "quick_gelu=False"),
         ("ViT-B-32-quickgelu", WeightsSource("none"), True, "model config ViT-B-32-quickgelu"),
         ("ViT-B-32", WeightsSource("none"), False, "random weights"),
-        ("ViT-B-32", WeightsSource("file", path="/w/x.pt", sha256=OPENAI_VITB32_SHA), True, "ViT-B-32/openai checkpoint"),
+        ("ViT-B-32", WeightsSource("file", path="/w/x.pt", sha256=OPENAI_VITB32_SHA), True,
+         "ViT-B-32/openai checkpoint"),
         ("ViT-B-32", WeightsSource("file", path="/w/x.pt", sha256="d867053b" + "0" * 56), True, "laion400m_e31"),
         ("ViT-B-32", WeightsSource("file", path="/w/ViT-B-32.pt", sha256="ab" * 32), True, "OpenAI's release name"),
         ("ViT-B-32", WeightsSource("file", path="/hf/models--timm--vit_base_patch32_clip_224.openai/snapshots/1/"

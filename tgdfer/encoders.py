@@ -52,7 +52,7 @@ class EncoderConfig:
 
     model: str = "ViT-B-32"  # open_clip model name (built-in, or a tgdfer tiny config such as "tgdfer-tiny-vit")
     pretrained: str = "openai"  # open_clip tag, a local weights file path, or "none" (random weights)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype for the forward; features stored as float16 anyway
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward (features are stored as fp16)
     quick_gelu: bool | None = None  # None = decide (OpenAI weights need QuickGELU); True/False forces it
     cache_dir: str | None = None  # where open_clip downloads tagged weights (None: the Hugging Face cache)
 
@@ -96,7 +96,8 @@ class LoadedEncoder:
     precision: str  # effective autocast precision (fp16 on CPU falls back to bf16)
     towers: tuple[str, ...]  # towers kept: "image" and/or "text"
     quick_gelu_reason: str  # why quick_gelu is what it is (also logged)
-    fingerprint: dict[str, Any] = field(default_factory=dict)  # model, pretrained, weights_sha256, quick_gelu, precision, open_clip_version
+    # model, pretrained (tag | "file" | "none"), weights_sha256, quick_gelu, precision, open_clip_version
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def register_model_configs() -> None:
@@ -147,14 +148,16 @@ def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
         if not path or not os.path.isfile(path):
             raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}. "
                               f"{_download_hint(cfg.model)}.")
-        return WeightsSource(kind="tag", tag=cfg.pretrained, path=str(path), sha256=file_sha256(path))
+        tag = cfg.pretrained.lower().replace("-", "_")  # open_clip's own tag normalisation
+        return WeightsSource(kind="tag", tag=tag, path=str(path), sha256=file_sha256(path))
     if os.path.isfile(cfg.pretrained):
         path = os.path.abspath(cfg.pretrained)
         return WeightsSource(kind="file", path=path, sha256=file_sha256(path),
                              torchscript=is_torchscript_archive(path))
     tags = open_clip.list_pretrained_tags_by_model(cfg.model)
     raise ConfigError("pretrained", f"{cfg.pretrained!r} is neither a weights file that exists nor a known "
-                      f"open_clip tag for {cfg.model} (tags: {', '.join(tags) or 'none'}; or 'none' for random weights)")
+                      f"open_clip tag for {cfg.model} (tags: {', '.join(tags) or 'none'}; "
+                      "or 'none' for random weights)")
 
 
 def _known_checkpoints(model: str) -> list[dict[str, Any]]:
@@ -268,7 +271,7 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     quick_gelu, reason = decide_quick_gelu(cfg.model, src, cfg.quick_gelu)
     log = logger.warning if src.kind == "file" else logger.info
     log("%s: quick_gelu=%s because %s", cfg.model, quick_gelu, reason)
-    model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)), device)
+    model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)))
     if src.kind == "none":
         logger.warning("%s has RANDOM weights (pretrained='none'): its features are meaningless for real "
                        "results; use this only for tests and smoke runs", cfg.model)
@@ -277,7 +280,7 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         _drop_image_tower(model)
     if "text" not in towers:
         _drop_text_tower(model)
-    model.eval().requires_grad_(False)
+    model.to(device).eval().requires_grad_(False)  # built on the CPU: a dropped tower never reaches the GPU
     precision = effective_precision(cfg.precision, device)
     fingerprint = {
         "model": cfg.model,
@@ -294,9 +297,8 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         precision=precision, towers=towers, quick_gelu_reason=reason, fingerprint=fingerprint)
 
 
-def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_quick_gelu: bool,
-            device: torch.device) -> torch.nn.Module:
-    """open_clip.create_model with the decided activation; weights stay float32 (autocast does the rest)."""
+def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_quick_gelu: bool) -> torch.nn.Module:
+    """open_clip.create_model on the CPU with the decided activation; weights stay float32 (autocast does the rest)."""
     import open_clip
 
     kwargs: dict[str, Any] = {}
@@ -308,9 +310,10 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
             warnings.filterwarnings("ignore", message=".*TorchScript archive.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
             return open_clip.create_model(
-                cfg.model, pretrained=pretrained, precision="fp32", device=device, force_quick_gelu=quick_gelu,
+                cfg.model, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu,
                 cache_dir=cfg.cache_dir,
-                weights_only=not src.torchscript,  # torch.load refuses TorchScript under weights_only; jit.load runs no Python pickle code
+                # torch.load refuses TorchScript under weights_only; torch.jit.load runs no Python pickle code
+                weights_only=not src.torchscript,
                 **kwargs)
     except Exception as e:  # torch.load / load_state_dict fail in many ways on a wrong or broken file
         if src.kind == "none":
