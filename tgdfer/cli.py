@@ -7,12 +7,19 @@ one-line message and exit code 2, so no user error ends in a bare traceback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
 
 from .errors import TgdferError
 
@@ -48,6 +55,216 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config field, e.g. --set extract.views=2 (repeatable)."),
 ]
+
+
+def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
+    """CLI flags -> dotted overrides (`encoder.model="ViT-B-32"`), applied after --set ones."""
+    out = list(sets or [])
+    for key, value in flags.items():
+        if value is not None:
+            out.append(f"{key.replace('__', '.')}={json.dumps(value)}")
+    return out
+
+
+def _table(df, title: str | None = None) -> Table:
+    """A pandas frame as a rich table (index included when it is named)."""
+    t = Table(title=title, box=box.SIMPLE_HEAVY)
+    with_index = df.index.name is not None
+    if with_index:
+        t.add_column(str(df.index.name), style="bold")
+    for c in df.columns:
+        t.add_column(str(c), justify="right")
+    for idx, row in df.iterrows():
+        t.add_row(*([str(idx)] if with_index else []), *[str(v) for v in row])
+    return t
+
+
+# -- synth ----------------------------------------------------------------------------------------
+
+
+@app.command("synth")
+@_run
+def synth_cli(
+    out: Annotated[Path, typer.Argument(help="Empty (or new) output folder.")],
+    clips: Annotated[Optional[int], typer.Option(help="Number of clips.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Master seed (same seed, same files).")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="video | frames | both")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (even).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (0 = all cores).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+):
+    """Generate SynthDFER: procedural face clips for the 7 DFEW classes, in DFEW/list/CSV layouts."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
+                                            synth__size=size, synth__workers=workers))
+    _synth(out, pipe.synth, overwrite)
+
+
+def _synth(out: Path, cfg, overwrite: bool) -> None:
+    from .synth import generate, summarize
+
+    with _progress() as progress:
+        task = progress.add_task("synth", total=cfg.clips)
+        generate(out, cfg, progress=lambda n: progress.advance(task, n), overwrite=overwrite)
+    console.print(_table(summarize(out), title=f"SynthDFER: {cfg.clips} clips in {out}"))
+
+
+def _progress(*extra_columns) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+# -- extract --------------------------------------------------------------------------------------
+
+
+@app.command("extract")
+@_run
+def extract_cli(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    store: Annotated[Optional[str], typer.Option(help="Store path (.zarr folder, or .h5 with --backend hdf5).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="zarr | hdf5")] = None,
+    model: Annotated[Optional[str], typer.Option(help="open_clip model name, e.g. ViT-B-32.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="open_clip tag, a weights file, or 'none'.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 (autocast).")] = None,
+    normalize: Annotated[Optional[str], typer.Option(help="clip (CLIP mean/std) | none ([0, 1]).")] = None,
+    views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    shard_id: Annotated[Optional[int], typer.Option(help="This writer's shard (default: RANK / SLURM_PROCID).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(help="Writers in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
+    verify_only: Annotated[bool, typer.Option("--verify", help="Only report the store's coverage and failures.")] = False,
+):
+    """Run the frozen open_clip encoders over a dataset and cache features in a store (resumable)."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, _overrides(
+        set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
+        encoder__precision=precision, extract__normalize=normalize, extract__views=views,
+        extract__workers=workers, extract__device=device))
+    if verify_only:
+        ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
+        raise typer.Exit(0 if ok else 1)
+    result = _extract(pipe, shard_id, num_shards, overwrite)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _extract(pipe, shard_id, num_shards, overwrite):
+    from .extract import extract
+
+    clips = pipe.data.load()
+    for src, line, clip_id, reason in clips.skipped.itertuples(index=False):
+        console.print(f"[yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+    images = TextColumn("{task.fields[rate]}")
+    with _progress(images) as progress:
+        task = progress.add_task("extract", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def on_start(todo: int, done: int) -> None:
+            progress.update(task, total=todo, description=f"extract ({done} already done)" if done else "extract")
+
+        def on_progress(n: int, frames: int) -> None:
+            dt = max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, completed=n, rate=f"{n / dt:.1f} clips/s {frames / dt:.0f} frames/s")
+
+        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
+                         shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
+                         on_start=on_start, on_progress=on_progress)
+    _print_extract_summary(result)
+    return result
+
+
+def _print_extract_summary(r) -> None:
+    t = Table(title=f"extract -> {r.store} (shard {r.shard_id + 1}/{r.num_shards})", box=box.SIMPLE_HEAVY)
+    for col in ("extracted", "failed", "skipped (done before)", "frames", "seconds", "frames/s"):
+        t.add_column(col, justify="right")
+    fps = r.frames / r.seconds if r.seconds > 0 else 0.0
+    t.add_row(str(r.extracted), str(r.failed), str(r.skipped), str(r.frames), f"{r.seconds:.1f}", f"{fps:.1f}")
+    console.print(t)
+    for clip_id, reason in r.failures[:20]:
+        console.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
+    if len(r.failures) > 20:
+        console.print(f"... and {len(r.failures) - 20} more (see `tgdfer info {r.store}`)")
+    cov = r.coverage
+    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed, {cov['pending']} pending")
+
+
+def _verify(store: Path, backend: str) -> bool:
+    from .extract import verify
+    from .store import hdf5_staging_path
+
+    path = hdf5_staging_path(store) if backend == "hdf5" and not store.exists() else store
+    coverage, failures = verify(path)
+    console.print(_table(pd.DataFrame([coverage]), title=f"coverage of {path}"))
+    if len(failures):
+        console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
+    return coverage["failed"] == 0 and coverage["pending"] == 0
+
+
+# -- info -----------------------------------------------------------------------------------------
+
+
+@app.command("info")
+@_run
+def info_cli(
+    store: Annotated[Path, typer.Argument(help="A feature store (.zarr folder or .h5 file).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+):
+    """Show what a feature store holds: fingerprint, clips per class and fold, failures, size."""
+    from .info import describe
+
+    d = describe(store)
+    if as_json:
+        typer.echo(json.dumps(d.to_json(), indent=2))
+        return
+    console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
+                  f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
+    console.print_json(json.dumps(d.fingerprint))
+    console.print(_table(d.counts, title="clips per class (done / all)"))
+    console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
+    console.print(f"coverage: {d.coverage}")
+    if len(d.failures):
+        console.print(_table(d.failures[["clip_id", "reason"]], title="failures"))
+
+
+def _synth_matches(out: Path, cfg) -> bool:
+    """True when `out` holds a complete SynthDFER made with the same settings (worker count aside)."""
+    from .config import to_dict
+
+    meta = out / "meta.json"
+    if not (meta.is_file() and (out / "frame_labels.csv").is_file()):
+        return False
+    stored = json.loads(meta.read_text()).get("config", {})
+    wanted = to_dict(cfg)
+    return {k: v for k, v in stored.items() if k != "workers"} == {k: v for k, v in wanted.items() if k != "workers"}
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@app.command("demo")
+@_run
+def demo_cli(
+    config: ConfigOpt = Path("pipelines/synthetic.toml"),
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="Where the synthetic dataset is written.")] = Path("data/synth"),
+):
+    """The main job on built-in synthetic data: SynthDFER -> extract -> store summary."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, list(set_ or []))
+    if _synth_matches(out, pipe.synth):
+        console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
+    else:
+        _synth(out, pipe.synth, overwrite=True)
+    result = _extract(pipe, None, None, overwrite=False)
+    info_cli(Path(result.store), as_json=False)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,0 +1,300 @@
+"""Stage 1 (`tgdfer extract`): frozen open_clip encoders over a clip table -> feature store.
+
+Data flow per clip (shape legend: V views, T frames, S image side, D embedding width):
+    frame source -> view_indices (view 0 test-time, 1..V-1 train-time)  # [V, T] frame numbers
+    -> decode each distinct frame once -> ClipTransform per view (one augmentation draw per view)
+    -> pixels  # [V, T, 3, S, S]  (DataLoader workers)
+    -> encode_images on the batch's B*V*T images (main process, inference_mode, autocast)
+    -> feats  # [B, V, T, D] float16 -> FeatureStore.write_clips (marks the clips done)
+
+Everything a view shows depends only on (seed, clip_id, view), so a resumed or sharded run
+computes the same bytes as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .augment import AugmentConfig, ClipTransform
+from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
+from .errors import ConfigError, FrameReadError, TgdferError
+from .frames import open_frames
+from .prompts import build_prompt_sets
+from .sampling import view_indices, view_seed
+from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
+
+log = logging.getLogger(__name__)
+
+SAMPLING_STRATEGY = "tsn-segments"  # sampling.segment_indices (DFER-CLIP's train/test rule)
+
+
+@dataclass
+class ExtractConfig:
+    store: str = "cache/features.zarr"  # output store: a .zarr folder, or a .h5 file with backend hdf5
+    backend: Literal["zarr", "hdf5"] = "zarr"  # hdf5: written via a staging zarr, exported at the end
+    views: int = 3  # view 0 = test-time (segment centres, resize only); views 1..V-1 augmented
+    frames: int = 16  # T, frames sampled per view (TSN segments)
+    seed: int = 0  # with clip_id and view, fixes every sampled frame and augmentation draw
+    normalize: Literal["clip", "none"] = "clip"  # CLIP mean/std, or plain [0, 1] scaling (reference code)
+    batch_clips: int = 4  # clips per encoder call (the encoder sees batch_clips * views * frames images)
+    workers: int = 2  # DataLoader worker processes decoding and augmenting; 0 = in the main process
+    block_size: int = 64  # clips per ownership block: one writer owns each block's chunks
+    zarr_shards: bool = False  # pack each block into one zarr shard file (fewer files on disk)
+    frame_backend: Literal["auto", "decord", "pyav"] = "auto"  # video decoder; auto = decord, PyAV fallback
+    descriptors: Optional[str] = None  # TOML/JSON file of per-class descriptors replacing the built-in ones
+    device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
+
+    def __post_init__(self):
+        for name in ("views", "frames", "batch_clips", "block_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ConfigError("workers", f"must be >= 0, got {self.workers}")
+
+
+@dataclass
+class ExtractResult:
+    """What one `extract` call did (this writer's share) and where the store stands."""
+
+    store: str  # path of the finished store (the .h5 file when exported)
+    shard_id: int
+    num_shards: int
+    extracted: int  # clips encoded by this call
+    failed: int  # clips this call could not read (recorded in the failure table)
+    skipped: int  # clips of this shard already done before the call
+    frames: int  # images through the encoder in this call
+    seconds: float
+    coverage: dict[str, int] = field(default_factory=dict)  # whole store: clips, done, failed, pending
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (clip_id, reason) of this call
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.coverage.get("failed", 0) == 0
+
+
+def default_shard() -> tuple[int, int]:
+    """(shard_id, num_shards) from torchrun (RANK/WORLD_SIZE) or Slurm (SLURM_PROCID/SLURM_NTASKS)."""
+    for rank, world in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank in os.environ and world in os.environ:
+            return int(os.environ[rank]), int(os.environ[world])
+    return 0, 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` = this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def annotation_digest(table: pd.DataFrame) -> str:
+    """sha256 of what the annotations say (ids, labels, folds, splits, lengths), not where the files live,
+    so moving the dataset keeps the store valid while any change of labels or folds does not."""
+    cols = ["clip_id", "label", "fold", "split", "n_frames"]
+    text = table[cols].to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEncoder, table: pd.DataFrame,
+                      data_kind: str) -> dict:
+    """Everything the stored features depend on; a store refuses a run whose fingerprint differs."""
+    return {
+        "tgdfer_version": __version__,
+        "encoder": dict(enc.fingerprint),
+        "preprocessing": {"size": enc.image_size, "normalize": cfg.normalize,
+                          "mean": list(enc.mean), "std": list(enc.std)},
+        "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
+                     "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in asdict(augment).items()}},
+        "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
+    }
+
+
+class ClipViews(Dataset):
+    """Item k: the V views of clip `rows[k]` as encoder input, or the reason it cannot be read.
+
+    Returns dict(row, pixels [V, T, 3, S, S] float32 | None, index [V, T] int64 | None, error str | None).
+    """
+
+    def __init__(self, table: pd.DataFrame, rows: np.ndarray, cfg: ExtractConfig, augment: AugmentConfig,
+                 size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.paths = table["path"].to_numpy()
+        self.clip_ids = table["clip_id"].to_numpy()
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.cfg = cfg
+        kw = dict(size=size, config=augment, normalize=cfg.normalize, mean=mean, std=std)
+        self.test_tf, self.train_tf = ClipTransform(train=False, **kw), ClipTransform(train=True, **kw)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> dict:
+        row = int(self.rows[k])
+        path, clip_id = self.paths[row], str(self.clip_ids[row])
+        try:
+            src = open_frames(path, backend=self.cfg.frame_backend)
+            try:
+                index = np.stack([view_indices(len(src), clip_id, v, self.cfg.seed, self.cfg.frames)
+                                  for v in range(self.cfg.views)])  # [V, T]
+                distinct, inverse = np.unique(index, return_inverse=True)
+                frames = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
+            finally:
+                src.close()
+        except (FrameReadError, ValueError) as e:
+            return {"row": row, "pixels": None, "index": None, "error": str(e)}
+        inverse = inverse.reshape(index.shape)
+        pixels = torch.stack([
+            (self.train_tf if v else self.test_tf)(frames[inverse[v]], seed=view_seed(self.cfg.seed, clip_id, v))
+            for v in range(self.cfg.views)
+        ])  # [V, T, 3, S, S]
+        return {"row": row, "pixels": pixels, "index": index, "error": None}
+
+
+def _keep_as_list(items: list[dict]) -> list[dict]:
+    return items
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding workers must not fight the encoder for cores
+
+
+def _loader(dataset: ClipViews, cfg: ExtractConfig) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_clips, shuffle=False, num_workers=cfg.workers,
+                      collate_fn=_keep_as_list, worker_init_fn=_worker_init if cfg.workers else None,
+                      prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+
+
+def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: dict, dim: int,
+                         overwrite: bool) -> FeatureStore:
+    """The Zarr store extraction writes (the staging store for hdf5); refuses a different one."""
+    target = Path(cfg.store)
+    zpath = hdf5_staging_path(target) if cfg.backend == "hdf5" else target
+    if overwrite:
+        for p in {target, zpath}:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    elif cfg.backend == "hdf5" and target.exists() and not zpath.exists():
+        raise TgdferError(f"{target} already exists (a finished HDF5 store); pass --overwrite to rebuild it")
+    try:
+        return FeatureStore.create(zpath, clips=table, views=cfg.views, frames=cfg.frames, dim=dim,
+                                   fingerprint=fingerprint, block_size=cfg.block_size,
+                                   zarr_shards=cfg.zarr_shards)
+    except TgdferError as e:
+        raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
+
+
+def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Optional[str]) -> None:
+    """Tokens and frozen embeddings of every prompt set (class names, sentences, descriptors)."""
+    sets = build_prompt_sets(descriptors)
+    for name, prompts in sets.items():
+        tokens, emb = encode_texts(enc, prompts)  # [P, L], [P, D]
+        store.write_text(name, prompts, tokens.numpy(), emb.cpu().numpy())
+
+
+ProgressFn = Callable[[int, int], None]  # (clips finished in this call, images encoded in this call)
+
+
+def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, table: pd.DataFrame, *,
+            data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
+            overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
+            on_progress: Optional[ProgressFn] = None) -> ExtractResult:
+    """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
+
+    on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
+    draws a rich bar with them). Clips that cannot be read are recorded and skipped.
+    """
+    t0 = time.perf_counter()
+    if shard_id is None or num_shards is None:
+        env_id, env_n = default_shard()
+        shard_id = env_id if shard_id is None else shard_id
+        num_shards = env_n if num_shards is None else num_shards
+    if not 0 <= shard_id < num_shards:
+        raise ConfigError("shard_id", f"must be in 0..{num_shards - 1}, got {shard_id}")
+    if num_shards > 1 and overwrite:
+        raise ConfigError("overwrite", "cannot rebuild a store from several shards at once; "
+                          "delete it once, then start the shards")
+    if len(table) == 0:
+        raise TgdferError("the clip table is empty: nothing to extract")
+    device = resolve_device(cfg.device)
+    enc = load_encoder(encoder, device=device)
+    fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind)
+    store = open_or_create_store(cfg, table, fingerprint, enc.embed_dim, overwrite)
+    try:
+        if shard_id == 0 and not store.text_sets:
+            write_text_features(store, enc, cfg.descriptors)
+        todo = store.todo_rows(shard_id, num_shards, retry_failed=True)
+        mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
+        skipped = mine - len(todo)
+        if on_start:
+            on_start(len(todo), skipped)
+        extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
+                                                on_progress)
+        coverage = store.coverage()
+    finally:
+        store.close()
+    final = _maybe_export(cfg, coverage)
+    return ExtractResult(store=str(final), shard_id=shard_id, num_shards=num_shards, extracted=extracted,
+                         failed=len(failures), skipped=skipped, frames=images,
+                         seconds=time.perf_counter() - t0, coverage=coverage, failures=failures)
+
+
+def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,
+              cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
+              on_progress: Optional[ProgressFn]) -> tuple[int, int, list[tuple[str, str]]]:
+    """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures)."""
+    dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std)
+    extracted = images = 0
+    failures: list[tuple[str, str]] = []
+    for batch in _loader(dataset, cfg):
+        bad = [b for b in batch if b["error"] is not None]
+        good = [b for b in batch if b["error"] is None]
+        if bad:
+            store.record_failures([b["row"] for b in bad], [b["error"] for b in bad], shard_id, num_shards)
+            failures += [(str(table["clip_id"].iat[b["row"]]), b["error"]) for b in bad]
+        if good:
+            pixels = torch.stack([b["pixels"] for b in good])  # [B, V, T, 3, S, S]
+            b, v, t = pixels.shape[:3]
+            feats = encode_images(enc, pixels.flatten(0, 2))  # [B*V*T, D]
+            feats = feats.view(b, v, t, -1).cpu().numpy()  # [B, V, T, D]
+            store.write_clips([g["row"] for g in good], feats, np.stack([g["index"] for g in good]),
+                              shard_id, num_shards)
+            extracted += b
+            images += b * v * t
+        if on_progress:
+            on_progress(extracted + len(failures), images)
+    return extracted, images, failures
+
+
+def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
+    """For the hdf5 backend, export the staging Zarr once no clip is pending (any writer may do it)."""
+    target = Path(cfg.store)
+    if cfg.backend != "hdf5":
+        return target
+    if coverage.get("pending", 0) == 0:
+        return export_hdf5(hdf5_staging_path(target), target)
+    log.info("%d clips still pending in %s; the HDF5 file is written when all shards are done",
+             coverage["pending"], hdf5_staging_path(target))
+    return hdf5_staging_path(target)
+
+
+def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame]:
+    """Coverage counts and the failure table of a store (for `tgdfer extract --verify`)."""
+    with FeatureStore.open(path) as store:
+        return store.coverage(), store.failures

@@ -1,0 +1,62 @@
+"""What a feature store holds, for `tgdfer info`: fingerprint, counts, failures, size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .labels import CLASSES
+from .store import FeatureStore
+
+
+@dataclass
+class StoreDescription:
+    path: str
+    backend: str
+    clips: int
+    views: int
+    frames: int
+    dim: int
+    size_bytes: int
+    fingerprint: dict
+    coverage: dict[str, int]
+    counts: pd.DataFrame  # index class; columns per fold (or split) as "done/all", plus total
+    failures: pd.DataFrame  # row, clip_id, reason, writer
+    text_sets: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path, "backend": self.backend, "clips": self.clips, "views": self.views,
+            "frames": self.frames, "dim": self.dim, "size_bytes": self.size_bytes,
+            "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
+            "counts": self.counts.to_dict(orient="index"),
+            "failures": self.failures.to_dict(orient="records"),
+        }
+
+
+def class_counts(clips: pd.DataFrame, done) -> pd.DataFrame:
+    """Clips per class and fold (or split) as 'done/all' strings, with a total column and row."""
+    group = "fold" if clips["fold"].notna().any() else "split"
+    df = clips.assign(done=done, cls=pd.Categorical([CLASSES[i] for i in clips["label"]], categories=CLASSES))
+    keys = [f"{group} {g}" for g in clips[group].fillna("-")]
+    df = df.assign(group=keys)
+    all_ = pd.crosstab(df["cls"], df["group"], margins=True, margins_name="total", dropna=False)
+    ok = pd.crosstab(df["cls"], df["group"], values=df["done"].astype(int), aggfunc="sum",
+                     margins=True, margins_name="total", dropna=False).reindex_like(all_).fillna(0).astype(int)
+    out = ok.astype(str) + "/" + all_.astype(str)
+    out.index.name = "class"
+    out.columns.name = None
+    return out
+
+
+def describe(path: str | Path) -> StoreDescription:
+    with FeatureStore.open(path) as store:
+        clips = store.clips
+        return StoreDescription(
+            path=str(path), backend=store.backend, clips=store.n_clips, views=store.views, frames=store.frames,
+            dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
+            coverage=store.coverage(), counts=class_counts(clips, store.done), failures=store.failures,
+            text_sets=list(store.text_sets),
+        )
