@@ -5,7 +5,9 @@
     frames = src.read([0, 5, 5, 2])                       # [T, H, W, 3] uint8 RGB
 
 Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
-frame number (`00001_00012.jpg` is frame 11), or decoded video frames in presentation order.
+frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or decoded video
+frames in presentation order. A source is used by one thread at a time (decord's reader is not
+thread-safe); open one per clip.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
 extract stage can record the clip as failed and go on.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Literal, Sequence
@@ -116,7 +119,7 @@ _DIGITS = re.compile(r"(\d+)")
 
 
 def _natural_key(name: str) -> list:
-    """"f2.jpg" < "f10.jpg": digit runs compare as numbers."""
+    """Natural order: digit runs compare as numbers, so "f2.jpg" sorts before "f10.jpg"."""
     return [int(t) if t.isdigit() else t.lower() for t in _DIGITS.split(name)]
 
 
@@ -133,11 +136,13 @@ class FolderSource(FrameSource):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        try:
-            files = [
-                p for p in path.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            ]
+        try:  # scandir: file types come with the listing, no stat per frame
+            with os.scandir(path) as entries:
+                files = [
+                    Path(e.path) for e in entries
+                    if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith(".")
+                    and e.is_file()
+                ]
         except OSError as e:
             raise FrameReadError(path, f"cannot list the folder: {e}") from e
         if not files:
