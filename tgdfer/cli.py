@@ -71,12 +71,16 @@ def _table(df, title: str | None = None) -> Table:
     t = Table(title=title, box=box.SIMPLE_HEAVY)
     with_index = df.index.name is not None
     if with_index:
-        t.add_column(str(df.index.name), style="bold")
+        t.add_column(str(df.index.name), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
     for c in df.columns:
-        t.add_column(str(c), justify="right")
+        t.add_column(str(c), justify="right", no_wrap=True, min_width=len(str(c)))
     for idx, row in df.iterrows():
-        t.add_row(*([str(idx)] if with_index else []), *[str(v) for v in row])
+        t.add_row(*([str(idx)] if with_index else []), *[_cell(v) for v in row])
     return t
+
+
+def _cell(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 # -- synth ----------------------------------------------------------------------------------------
@@ -109,7 +113,10 @@ def _synth(out: Path, cfg, overwrite: bool) -> None:
     with _progress() as progress:
         task = progress.add_task("synth", total=cfg.clips)
         generate(out, cfg, progress=lambda n: progress.advance(task, n), overwrite=overwrite)
-    console.print(_table(summarize(out), title=f"SynthDFER: {cfg.clips} clips in {out}"))
+    summary = summarize(out).rename(columns=lambda c: c.replace("fold_", "f").replace("_frames", "")
+                                    .replace("episode_share", "episode").replace("short", "<16"))
+    console.print(_table(summary, title=f"SynthDFER: {cfg.clips} clips in {out} (test clips per fold, frames, "
+                                        "share of frames in the episode)"))
 
 
 def _progress(*extra_columns) -> Progress:
