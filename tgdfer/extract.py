@@ -94,11 +94,13 @@ def default_shard() -> tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` = this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
+    """`auto` = this process's GPU (LOCAL_RANK under torchrun, SLURM_LOCALID under srun) when CUDA
+    is available, else CPU."""
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        return torch.device("cuda", local % torch.cuda.device_count())
     return torch.device("cpu")
 
 
