@@ -250,21 +250,22 @@ class _AtomicLocalStore(LocalStore):
         self._put(key, value)
 
 
-def _publish_dir(tmp: Path, dest: Path, old_parking: Path | None = None) -> bool:
+def _publish_dir(tmp: Path, dest: Path, old_parking: Path | None = None, fsync: bool = False) -> bool:
     """Rename directory ``tmp`` to ``dest``. If ``dest`` exists: replace it when ``old_parking`` is given
     (swap via that path), else discard ``tmp`` and return False."""
     try:
         os.rename(tmp, dest)
-        return True
     except OSError as e:
         if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
             raise
-    if old_parking is None:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return False
-    os.rename(dest, old_parking)
-    os.rename(tmp, dest)
-    shutil.rmtree(old_parking, ignore_errors=True)
+        if old_parking is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        os.rename(dest, old_parking)
+        os.rename(tmp, dest)
+        shutil.rmtree(old_parking, ignore_errors=True)
+    if fsync:
+        _fsync_dir(dest.parent)
     return True
 
 
@@ -298,19 +299,19 @@ def _acquire_lease(lock_dir: Path, writer: int, num_writers: int):
     lock_dir.mkdir(exist_ok=True)
     path = lock_dir / f"writer_{writer}.lock"
     f = open(path, "a+")
-    for attempt in range(20):  # another process may be probing the lock for an instant
+    for attempt in range(10):  # another process may be probing the lock for an instant
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if attempt == 19:
+            if attempt == 9:
                 f.close()
                 who = _read_lease(path) or {}
                 raise TgdferError(
                     f"{path}: writer {writer} is already running (pid {who.get('pid')} on "
                     f"{who.get('host')}); give each process its own shard id"
                 ) from None
-            time.sleep(0.05)
+            time.sleep(0.01)
         except OSError as e:  # file system without flock: no guard, ownership rules still apply
             logger.warning("%s: cannot lock (%s); concurrent writers are not checked", path, e)
             return f
@@ -509,18 +510,19 @@ def _layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_sha
             "zarr_shards": bool(zarr_shards), "clip_columns": clip_columns}
 
 
-def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str) -> None:
+def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, fsync: bool) -> None:
     """Write an empty store (metadata, clip table, no chunks) into the fresh directory ``root``."""
     n, v, t, d, b = (layout[k] for k in ("n_clips", "views", "frames", "dim", "block_size"))
     for sub in (_TMP_DIR, _LOCK_DIR, _FAILURE_DIR):
         (root / sub).mkdir(parents=True)
-    g = zarr.create_group(store=_AtomicLocalStore(root), attributes={"tgdfer_store": layout, "fingerprint": fingerprint})
+    attributes = {"tgdfer_store": layout, "fingerprint": fingerprint}
+    g = zarr.create_group(store=_AtomicLocalStore(root, fsync=fsync), attributes=attributes)
     shards = (b, v, t, d) if layout["zarr_shards"] else None
     g.create_array("feats", shape=(n, v, t, d), chunks=(1, v, t, d), shards=shards, dtype="float16", fill_value=np.nan)
     g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
-    _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, False)
+    _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, fsync)
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
@@ -583,8 +585,8 @@ class FeatureStore:
             _remove_stale(path.parent, prefix=f".{path.name}~")
             tmp = path.parent / _tmp_name(f".{path.name}")
             try:
-                _build_skeleton(tmp, layout, fingerprint, clips_csv)
-                if _publish_dir(tmp, path):
+                _build_skeleton(tmp, layout, fingerprint, clips_csv, fsync)
+                if _publish_dir(tmp, path, fsync=fsync):
                     logger.info("created feature store %s (%d clips)", path, len(clips))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -599,10 +601,9 @@ class FeatureStore:
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
         path = Path(path)
         try:
-            files = _open_files(path, mode, fsync)
+            store = cls(path, _open_files(path, mode, fsync), mode)
         except (OSError, ValueError, KeyError) as e:
             raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({e})") from e
-        store = cls(path, files, mode)
         if mode == "r+":
             _remove_stale(path / _TMP_DIR)
         return store
@@ -689,6 +690,8 @@ class FeatureStore:
             return _read_rows(array, None, views)
         rows = self._rows(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
+        if not len(rows):  # h5py refuses empty selections
+            return _read_rows(array, np.arange(min(1, self.n_clips)), views)[:0]
         return _read_rows(array, unique, views)[inverse]
 
     def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
@@ -794,6 +797,8 @@ class FeatureStore:
         """
         rows = self._owned(rows, writer, num_writers)
         n, v, t, d = len(rows), self.views, self.frames, self.dim
+        if n == 0:
+            return
         feats, frame_index = np.asarray(feats), np.asarray(frame_index)
         if feats.shape != (n, v, t, d) or frame_index.shape != (n, v, t):
             raise ValueError(f"expected feats {(n, v, t, d)} and frame_index {(n, v, t)}, "
@@ -854,11 +859,14 @@ class FeatureStore:
                              f"[{p}, {self.dim}], got tokens {tokens.shape} and emb {emb.shape}")
         if not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(f"text set {name!r}: tokens must be integers, got {tokens.dtype}")
+        fsync = self._files.zstore.fsync
         tmp = self.path / _TMP_DIR / _tmp_name(f"text-{name}")
-        g = zarr.create_group(store=LocalStore(tmp), attributes={"prompts": prompts})
+        g = zarr.create_group(store=_AtomicLocalStore(tmp, fsync=fsync), attributes={"prompts": prompts})
         g.create_array("tokens", shape=tokens.shape, dtype="int32", chunks=tokens.shape)[:] = tokens
         g.create_array("emb", shape=emb.shape, dtype="float32", chunks=emb.shape)[:] = emb
-        _publish_dir(tmp, self.path / "text" / name, old_parking=self.path / _TMP_DIR / _tmp_name(f"old-{name}"))
+        shutil.rmtree(tmp / _TMP_DIR, ignore_errors=True)
+        old = self.path / _TMP_DIR / _tmp_name(f"old-{name}")
+        _publish_dir(tmp, self.path / "text" / name, old_parking=old, fsync=fsync)
 
 
 # ---------------------------------------------------------------------------------------------
