@@ -6,7 +6,8 @@ One store per (dataset, encoder, sampling, views). Shape legend: ``N`` clips, ``
 Zarr layout (extraction always writes this; an HDF5 export holds the same names)::
 
     <store>/zarr.json                 root group; attrs "tgdfer_store" (layout) and "fingerprint"
-    <store>/feats/                    [N, V, T, D] float16, chunk (1, V, T, D), optional shard (B, V, T, D); NaN = not written
+    <store>/feats/                    [N, V, T, D] float16, chunk (1, V, T, D), optional shard (B, V, T, D)
+                                      (NaN = not written)
     <store>/frame_index/              [N, V, T] int32, chunk (B, V, T); -1 = not written
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
@@ -37,7 +38,9 @@ writer that disagrees on ``num_writers``. Creation is a race any number of proce
 each builds the skeleton privately and renames it into place; the first rename wins, the others
 discard theirs and open the winner's store after checking it matches what they were asked for.
 The metadata is never rewritten after creation. Text sets are written by one process (writer 0):
-each is built aside and swapped in whole.
+each is built aside and swapped in whole. Leases and stale-file cleanup assume that processes
+on one host share a pid namespace and that the file system supports flock (without it the lease
+check is skipped with a warning; block ownership still applies).
 
 HDF5. HDF5 files are neither crash- nor multi-writer-safe, so HDF5 is an export format: extract
 into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr store), then
