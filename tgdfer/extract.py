@@ -203,9 +203,14 @@ def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: d
 
 
 def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Optional[str]) -> None:
-    """Tokens and frozen embeddings of every prompt set (class names, sentences, descriptors)."""
-    sets = build_prompt_sets(descriptors)
-    for name, prompts in sets.items():
+    """Tokens and frozen embeddings of every prompt set (class names, sentences, descriptors) that the
+    store lacks or holds with other prompts: a run killed between two sets wrote only some of them, and
+    a new descriptors file replaces that set (the encoder is in the fingerprint, the prompts are not)."""
+    for name, prompts in build_prompt_sets(descriptors).items():
+        if name in store.text_sets and store.text(name)[0] == prompts:
+            continue
+        if name in store.text_sets:
+            log.info("%s: replacing text set %r with the requested prompts", store.path, name)
         tokens, emb = encode_texts(enc, prompts)  # [P, L], [P, D]
         store.write_text(name, prompts, tokens.numpy(), emb.cpu().numpy())
 
@@ -239,7 +244,7 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind)
     store = open_or_create_store(cfg, table, fingerprint, enc.embed_dim, overwrite)
     try:
-        if shard_id == 0 and not store.text_sets:
+        if shard_id == 0:
             write_text_features(store, enc, cfg.descriptors)
         todo = store.todo_rows(shard_id, num_shards, retry_failed=True)
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
