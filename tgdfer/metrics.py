@@ -208,7 +208,8 @@ def _frame_from_tidy(df: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     dup = long.duplicated(["fold", "metric"])
     if dup.any():
         row = long[dup].iloc[0]
-        raise ValueError(f"results DataFrame has more than one value for fold {row['fold']!r}, metric {row['metric']!r}")
+        raise ValueError(f"results DataFrame has more than one value for fold {row['fold']}, "
+                         f"metric {row['metric']}; aggregate repeats (seeds, epochs) before making the table")
     wide = long.pivot(index="fold", columns="metric", values="value")
     for m in ("UAR", "WAR"):
         if m not in wide.columns:
