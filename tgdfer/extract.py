@@ -105,9 +105,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def annotation_digest(table: pd.DataFrame) -> str:
-    """sha256 of what the annotations say (ids, labels, folds, splits, lengths), not where the files live,
-    so moving the dataset keeps the store valid while any change of labels or folds does not."""
-    cols = ["clip_id", "label", "fold", "split", "n_frames"]
+    """sha256 of what the annotations say (ids, labels, folds, splits), not where the files live nor how
+    many frames they hold: moving the dataset or repairing a corrupt video (whose n_frames was unknown)
+    keeps the store valid, while any change of labels or folds does not. The features never depend on
+    `n_frames`: sampling uses the frame count of the opened source."""
+    cols = ["clip_id", "label", "fold", "split"]
     text = table[cols].to_csv(index=False, lineterminator="\n")
     return hashlib.sha256(text.encode()).hexdigest()
 
