@@ -101,3 +101,13 @@ def test_encoder_without_text_tower_is_refused():
     image_only = load_encoder(EncoderConfig(model=LAYOUTS[0], pretrained="none"), towers=("image",))
     with pytest.raises(TgdferError, match="text tower"):
         FrozenTextEncoder(image_only)
+
+
+def test_moving_the_learner_moves_its_frozen_encoder():
+    torch.manual_seed(0)
+    own = load_encoder(EncoderConfig(model=LAYOUTS[1], pretrained="none"), towers=("text",))  # changed in place
+    learner = PromptLearner(FrozenTextEncoder(own), own.tokenizer(list(CLASS_NAMES)), n_ctx=2)
+    learner.reset_parameters(_gens(0))
+    learner.to(torch.float64)
+    assert own.model.text.token_embedding.weight.dtype == torch.float64
+    assert learner().dtype == torch.float64
