@@ -190,7 +190,11 @@ TABLE5 = [dict(text_prompt=t, learnable=lrn, visual_prompt=v)
 OTHERS = [dict(pooling=p) for p in ("max", "topk", "attention")] + [dict(class_specific_ctx=False, fusion_dim=8)]
 
 
-@pytest.mark.parametrize("changes", TABLE3 + TABLE4 + TABLE5 + OTHERS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def _variant_id(changes):
+    return ",".join(f"{k}={v}" for k, v in changes.items())
+
+
+@pytest.mark.parametrize("changes", TABLE3 + TABLE4 + TABLE5 + OTHERS, ids=_variant_id)
 def test_variant_builds_and_gradients_reach_exactly_the_trainable_parameters(text, text_encoder, changes):
     head = _head(text, text_encoder, replicas=2, **changes)
     out = head(_feats(2, 3))
@@ -216,7 +220,8 @@ def test_stride_none_is_non_overlapping_windows(text):
 # -- replicas ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("changes", [{}, dict(visual_prompt="prepend", class_specific_ctx=False, text_prompt="descriptors")])
+@pytest.mark.parametrize("changes", [{}, dict(visual_prompt="prepend", class_specific_ctx=False,
+                                              text_prompt="descriptors")], ids=_variant_id)
 def test_three_replicas_equal_three_single_heads_forward_and_gradients(text, text_encoder, changes):
     seeds = [11, 22, 33]
     x, y = _feats(3, 4, seed=1), torch.tensor([[0, 1, 2, 3], [4, 5, 6, 0], [1, 1, 2, 2]])

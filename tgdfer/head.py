@@ -170,7 +170,7 @@ class TGDFERHead(nn.Module):
             coarse_depth=cfg.coarse_depth, heads=cfg.heads, dim_head=cfg.dim_head, mlp_dim=cfg.mlp_dim,
             dropout=cfg.dropout, pos_std=cfg.pos_init_std)
         self.prompt = self._build_prompt(text, text_encoder) if cfg.learnable else None
-        if not cfg.learnable:
+        if self.prompt is None:
             self.register_buffer("fine_fixed", self._text_emb(text, cfg.fine_text, "text_prompt"))  # [C, D]
         self.register_buffer("coarse", self._text_emb(text, cfg.coarse_text, "coarse_text"))  # X^CP [C, D]
         fusion_in = 2 * dim if cfg.visual_prompt == "prepend" else dim  # prepend: [V^P, X^FP]

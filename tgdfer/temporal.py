@@ -36,7 +36,8 @@ def window_starts(frames: int, window: int, stride: int) -> list[int]:
     gets a fine-grained feature computed the same way.
     """
     if not 1 <= window <= frames or not 1 <= stride <= window:
-        raise ValueError(f"need 1 <= window <= frames and 1 <= stride <= window; got T={frames}, w={window}, s={stride}")
+        raise ValueError(f"need 1 <= window <= frames and 1 <= stride <= window; "
+                         f"got T={frames}, w={window}, s={stride}")
     starts = list(range(0, frames - window + 1, stride))  # Eq. 3: N = floor((T - w) / s) + 1
     if starts[-1] + window < frames:
         starts.append(frames - window)
@@ -55,6 +56,18 @@ def window_average_matrix(frames: int, starts: Sequence[int], window: int) -> to
     return hits / hits.sum(dim=1, keepdim=True)  # every frame is covered, so no division by zero
 
 
+def init_uniform_(t: torch.Tensor, bound: float, gen: torch.Generator) -> None:
+    """Fill `t` with U(-bound, bound) drawn on the CPU from `gen` (so the values do not depend on t's device)."""
+    with torch.no_grad():
+        t.copy_(torch.empty(t.shape).uniform_(-bound, bound, generator=gen))
+
+
+def init_normal_(t: torch.Tensor, std: float, gen: torch.Generator) -> None:
+    """Fill `t` with N(0, std^2) drawn on the CPU from `gen`."""
+    with torch.no_grad():
+        t.copy_(torch.empty(t.shape).normal_(0.0, std, generator=gen))
+
+
 class ReplicaLinear(nn.Module):
     """M independent linear layers applied to M inputs: x [M, ..., I] -> [M, ..., O]."""
 
@@ -66,11 +79,10 @@ class ReplicaLinear(nn.Module):
     def reset_parameters(self, gens: Generators) -> None:
         """nn.Linear's default init (uniform +-1/sqrt(fan_in)) for each replica from its generator."""
         bound = 1.0 / math.sqrt(self.weight.shape[1])
-        with torch.no_grad():
-            for m, g in enumerate(gens):
-                self.weight[m].uniform_(-bound, bound, generator=g)
-                if self.bias is not None:
-                    self.bias[m].uniform_(-bound, bound, generator=g)
+        for m, g in enumerate(gens):
+            init_uniform_(self.weight[m], bound, g)
+            if self.bias is not None:
+                init_uniform_(self.bias[m], bound, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -156,12 +168,6 @@ class ReplicaEncoder(nn.Module):
         return x
 
 
-def _normal_(param: torch.Tensor, std: float, gens: Generators) -> None:
-    with torch.no_grad():
-        for m, g in enumerate(gens):
-            param[m].normal_(0.0, std, generator=g)
-
-
 class FineTemporal(nn.Module):
     """Eq. 2-3: E_f over overlapping windows with positional embedding P^f; window outputs averaged back to frames."""
 
@@ -177,7 +183,8 @@ class FineTemporal(nn.Module):
         self.encoder = ReplicaEncoder(replicas, dim, depth, heads, dim_head, mlp_dim, dropout)
 
     def reset_parameters(self, gens: Generators) -> None:
-        _normal_(self.pos, self.pos_std, gens)
+        for m, g in enumerate(gens):
+            init_normal_(self.pos[m], self.pos_std, g)
         self.encoder.reset_parameters(gens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +209,8 @@ class CoarseTemporal(nn.Module):
         self.encoder = ReplicaEncoder(replicas, dim, depth, heads, dim_head, mlp_dim, dropout)
 
     def reset_parameters(self, gens: Generators) -> None:
-        _normal_(self.pos, self.pos_std, gens)
+        for m, g in enumerate(gens):
+            init_normal_(self.pos[m], self.pos_std, g)
         self.encoder.reset_parameters(gens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, TgdferError
+from .temporal import init_normal_
 
 _POOLS = ("argmax", "eos")  # open_clip pool types that take the EOT token
 
@@ -44,10 +45,11 @@ class FrozenTextEncoder(nn.Module):
                               "transformer); load the encoder with its text tower (towers including 'text')")
         pool = getattr(tower, "pool_type", None) or getattr(tower, "text_pool_type", "argmax")
         if pool not in _POOLS or getattr(tower, "cls_emb", None) is not None:
-            raise TgdferError(f"text tower pools with {pool!r}{' and a CLS token' if getattr(tower, 'cls_emb', None) is not None else ''}; "
-                              "learnable prompts need an EOT-pooled CLIP-style tower (pool_type argmax or eos)")
+            raise TgdferError(f"the text tower pools with {pool!r} (or appends a CLS token); learnable prompts "
+                              "need an EOT-pooled CLIP-style tower (pool_type argmax or eos)")
         if getattr(tower, "attn_mask", None) is None:
-            raise TgdferError("text tower has no causal attention mask; learnable prompts need CLIP's causal text tower")
+            raise TgdferError("the text tower has no causal attention mask; learnable prompts need CLIP's "
+                              "causal text tower")
         self.pool = pool
         self.eos_id = getattr(tower, "eos_id", None) or getattr(tower, "text_eos_id", None)
         self.token_embedding = tower.token_embedding
@@ -156,9 +158,8 @@ class PromptLearner(nn.Module):
 
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
         """Normal(0, init_std) per replica from its generator (CoOp / DFER-CLIP use std 0.02)."""
-        with torch.no_grad():
-            for m, g in enumerate(gens):
-                self.ctx[m].normal_(0.0, self.init_std, generator=g)
+        for m, g in enumerate(gens):
+            init_normal_(self.ctx[m], self.init_std, g)
 
     def embeddings(self) -> torch.Tensor:
         """The prompts as token embeddings [M, C, L', W], context inserted after SOT (Eq. 6)."""
