@@ -237,7 +237,7 @@ class TGDFERHead(nn.Module):
             fine = self.prompt()  # Eq. 6, one text-encoder pass for all replicas and classes
         else:
             fine = self.fine_fixed.expand(self.replicas, -1, -1)
-        return F.normalize(fine.float(), dim=-1)
+        return F.normalize(fine.to(self.coarse.dtype), dim=-1)
 
     def alignment(self, xi: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         """A_I [M, B, T, C] = cos(X^I [M, B, T, D], X^FP [M, C, D]) / tau."""
