@@ -14,6 +14,7 @@ computes the same bytes as one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -63,6 +65,9 @@ class ExtractConfig:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ConfigError("workers", f"must be >= 0, got {self.workers}")
+        if self.backend == "zarr" and Path(self.store).suffix.lower() in (".h5", ".hdf5"):
+            raise ConfigError("store", f"{self.store} names an HDF5 file; set backend = \"hdf5\" "
+                              "(CLI: --backend hdf5) or give a .zarr path")
 
 
 @dataclass
@@ -183,24 +188,54 @@ def _loader(dataset: ClipViews, cfg: ExtractConfig) -> DataLoader:
                       prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
 
 
+def is_feature_store(path: Path) -> bool:
+    """True for a tgdfer store: a Zarr directory or an HDF5 file whose root has the 'tgdfer_store' attribute."""
+    try:
+        if path.is_dir():
+            meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+            return isinstance(meta, dict) and "tgdfer_store" in meta.get("attributes", {})
+        if path.is_file() and h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                return "tgdfer_store" in f.attrs
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def remove_store(path: Path) -> None:
+    """Delete the store at `path` (for overwrite); refuses to delete anything that is not a tgdfer store."""
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not is_feature_store(path):
+        raise TgdferError(f"{path} exists and is not a tgdfer feature store; --overwrite only replaces "
+                          "feature stores: move it away or choose another store path")
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: dict, dim: int,
                          overwrite: bool) -> FeatureStore:
     """The Zarr store extraction writes (the staging store for hdf5); refuses a different one."""
     target = Path(cfg.store)
     zpath = hdf5_staging_path(target) if cfg.backend == "hdf5" else target
     if overwrite:
-        for p in {target, zpath}:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        for p in dict.fromkeys((target, zpath)):
+            remove_store(p)
     elif cfg.backend == "hdf5" and target.exists() and not zpath.exists():
-        raise TgdferError(f"{target} already exists (a finished HDF5 store); pass --overwrite to rebuild it")
+        if is_feature_store(target):
+            raise TgdferError(f"{target} already exists (a finished HDF5 store); pass --overwrite to rebuild it")
+        raise TgdferError(f"{target} exists and is not a tgdfer feature store; move it away or choose another "
+                          "store path")
+    existed = is_feature_store(zpath)
     try:
         return FeatureStore.create(zpath, clips=table, views=cfg.views, frames=cfg.frames, dim=dim,
                                    fingerprint=fingerprint, block_size=cfg.block_size,
                                    zarr_shards=cfg.zarr_shards)
     except TgdferError as e:
+        if not existed:  # nothing to rebuild: the hint would only invite deleting something else
+            raise
         raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
 
 
