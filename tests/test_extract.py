@@ -29,8 +29,8 @@ from typer.testing import CliRunner
 from tgdfer.augment import AugmentConfig, ClipTransform
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, encode_texts, load_encoder
-from tgdfer.errors import TgdferError
-from tgdfer.extract import annotation_digest, extract
+from tgdfer.errors import ConfigError, TgdferError
+from tgdfer.extract import ExtractConfig, annotation_digest, extract
 from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
 from tgdfer.prompts import build_prompt_sets
@@ -170,12 +170,32 @@ def test_hdf5_backend_exports_the_same_bytes_as_zarr(tmp_path, clip_table, encod
     assert_same_store(h5, ref)
 
 
-def test_hdf5_without_its_staging_store_is_not_overwritten(tmp_path, clip_table, encoder_cfg, extract_config):
-    h5 = tmp_path / "x.h5"
-    h5.write_bytes(b"not ours")
-    with pytest.raises(TgdferError, match="overwrite"):
-        extract(extract_config(h5, backend="hdf5"), AugmentConfig(), encoder_cfg, clip_table.iloc[:2])
-    assert h5.read_bytes() == b"not ours" and not hdf5_staging_path(h5).exists()
+@pytest.mark.parametrize("backend, name", [("zarr", "thesis"), ("hdf5", "thesis.h5")])
+def test_what_is_not_a_store_is_never_replaced(tmp_path, clip_table, encoder_cfg, extract_config, backend, name):
+    """A typo in --store must not delete a user's folder or file, with or without --overwrite."""
+    target = tmp_path / name
+    if backend == "zarr":
+        target.mkdir()
+        (target / "chapter1.tex").write_text("precious")
+    else:
+        target.write_text("precious")
+    cfg = extract_config(target, backend=backend)
+    with pytest.raises(TgdferError) as e:
+        extract(cfg, AugmentConfig(), encoder_cfg, clip_table.iloc[:2])
+    assert str(target) in str(e.value) and "not a tgdfer feature store" in str(e.value)
+    assert "--overwrite" not in str(e.value)  # no advice to delete it
+    with pytest.raises(TgdferError, match="not a tgdfer feature store"):
+        extract(cfg, AugmentConfig(), encoder_cfg, clip_table.iloc[:2], overwrite=True)
+    kept = target / "chapter1.tex" if backend == "zarr" else target
+    assert kept.read_text() == "precious" and not hdf5_staging_path(target).exists()
+
+
+def test_an_hdf5_file_name_needs_the_hdf5_backend(tmp_path):
+    with pytest.raises(ConfigError, match=r"store: .*x\.h5 names an HDF5 file; set backend"):
+        ExtractConfig(store=str(tmp_path / "x.h5"))
+    result = runner.invoke(app, ["extract", "--store", str(tmp_path / "x.h5")])
+    assert result.exit_code == 2 and "extract.store" in result.output and "--backendhdf5" in flat(result.output)
+    assert not any(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------------------------
