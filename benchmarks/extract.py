@@ -1,0 +1,199 @@
+"""Extract benchmark: `tgdfer.extract.extract` throughput versus the bare image-encoder forward.
+
+For each frame source of a freshly generated SynthDFER set (mp4 videos, JPEG frame folders) it
+times, in one process with the same torch threads, device and precision:
+
+  pipeline  the whole `extract` call: encoder load, text features, DataLoader workers decoding,
+            sampling and augmenting, the image encoder, float16 store writes;
+  bare      `encode_images` on pre-made random pixels, over the same batches (batch_clips *
+            views * frames images each, the last one as short as the pipeline's), after a warm-up.
+
+ratio = pipeline frames/s / bare frames/s; the target is >= 0.9 (decoding and writing hidden
+behind the encoder). `setup s` is the part of the call before the first clip (encoder load, text
+features, store creation); `stream ratio` leaves it out, which is what a long run approaches.
+Bare and pipeline alternate per source so that load from other processes hits both alike.
+
+    python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
+    python benchmarks/extract.py --precision bf16 --clips 40
+    python benchmarks/extract.py --workers 2 --threads 2
+    python benchmarks/extract.py --quick                # tiny model, a few clips: smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from tgdfer.augment import AugmentConfig
+from tgdfer.encoders import EncoderConfig, LoadedEncoder, encode_images, load_encoder
+from tgdfer.extract import ExtractConfig, extract, resolve_device
+from tgdfer.readers import load_clips
+from tgdfer.synth import SynthConfig, generate
+
+SOURCES = {"video": "videos_dir", "frames": "frames_dir"}  # source name -> read_dfew argument
+TARGET = 0.9  # pipeline / bare frames/s the issue asks for
+
+
+@dataclass
+class Row:
+    """One source's measurement."""
+
+    source: str  # "video" | "frames"
+    images: int  # images through the encoder (same count for pipeline and bare)
+    seconds: float  # the whole extract call
+    setup: float  # seconds of the call before the first clip (encoder load, text features, store)
+    bare_seconds: float  # encode_images over the same batches
+
+    @property
+    def fps(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def bare_fps(self) -> float:
+        return self.images / self.bare_seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.fps / self.bare_fps
+
+    @property
+    def stream_ratio(self) -> float:
+        return self.images / (self.seconds - self.setup) / self.bare_fps
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="ViT-B-32", help="open_clip model name (random weights)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--clips", type=int, default=24, help="SynthDFER clips per source")
+    p.add_argument("--views", type=int, default=2, help="views per clip (view 0 test-time, others augmented)")
+    p.add_argument("--frames", type=int, default=16, help="frames per view")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers (0 = main process)")
+    p.add_argument("--batch-clips", type=int, default=4, help="clips per encoder call")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="frame sources")
+    p.add_argument("--size", type=int, default=112, help="SynthDFER frame side in pixels")
+    p.add_argument("--warmup", type=int, default=1, help="bare encoder calls before timing")
+    p.add_argument("--repeats", type=int, default=1, help="bare + pipeline rounds per source; the fastest of each "
+                   "counts (a shared machine)")
+    p.add_argument("--quick", action="store_true", help="tiny model, 4 clips, 4 frames: a smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.model, args.clips, args.frames = "tgdfer-tiny-vit", 4, 4
+    return args
+
+
+def make_data(root: Path, clips: int, size: int) -> Path:
+    """A SynthDFER set with both mp4 videos and JPEG folders (not timed)."""
+    out = root / "synth"
+    generate(out, SynthConfig(clips=clips, format="both", size=size, folds=min(5, clips)))
+    return out
+
+
+def clip_table(data: Path, source: str) -> pd.DataFrame:
+    """The clip table of one source, read as a user would (DFEW reader)."""
+    folder = data / ("videos" if source == "video" else "frames")
+    kwargs = {SOURCES[source]: folder}
+    return load_clips("dfew", split_dir=data / "EmoLabel_DataSplit", **kwargs).table
+
+
+def batch_sizes(clips: int, batch_clips: int, views: int, frames: int) -> list[int]:
+    """Images per encoder call of the pipeline: full batches, then the remainder."""
+    sizes = [batch_clips] * (clips // batch_clips) + ([clips % batch_clips] if clips % batch_clips else [])
+    return [b * views * frames for b in sizes]
+
+
+def time_bare(enc: LoadedEncoder, sizes: list[int], warmup: int) -> float:
+    """Seconds of encode_images over batches of `sizes` images (random pixels made beforehand)."""
+    pixels = torch.randn(max(sizes), 3, enc.image_size, enc.image_size)  # [N, 3, S, S], already "normalised"
+    for _ in range(warmup):
+        encode_images(enc, pixels).cpu()
+    t0 = time.perf_counter()
+    for n in sizes:
+        encode_images(enc, pixels[:n]).cpu()  # .cpu(): waits for the GPU, as the pipeline's does
+    return time.perf_counter() - t0
+
+
+def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path) -> tuple[int, float, float]:
+    """(images, seconds, setup seconds) of one whole `extract` call."""
+    started: list[float] = []
+    cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=args.batch_clips,
+                        workers=args.workers, device=args.device)
+    encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
+    t0 = time.perf_counter()
+    result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
+                     on_start=lambda todo, done: started.append(time.perf_counter()))
+    seconds = time.perf_counter() - t0
+    if result.failed or result.extracted != len(table):
+        raise RuntimeError(f"extract read {result.extracted} of {len(table)} clips: {result.failures[:3]}")
+    return result.frames, seconds, started[0] - t0
+
+
+def measure(args: argparse.Namespace, enc: LoadedEncoder, sizes: list[int], table: pd.DataFrame, source: str,
+            tmp: Path) -> Row:
+    """Bare then pipeline, `args.repeats` times; the fastest bare and the fastest pipeline count."""
+    best: Row | None = None
+    for _ in range(args.repeats):
+        bare = time_bare(enc, sizes, args.warmup)
+        images, seconds, setup = time_pipeline(args, table, tmp / f"{source}.zarr")
+        if images != sum(sizes):
+            raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")
+        if best is None:
+            best = Row(source, images, seconds, setup, bare)
+        else:
+            if seconds < best.seconds:
+                best.seconds, best.setup = seconds, setup
+            best.bare_seconds = min(best.bare_seconds, bare)
+    return best
+
+
+def print_report(console: Console, rows: list[Row]) -> None:
+    table = Table(title="extract: pipeline vs bare image encoder")
+    for col in ("source", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio", "stream ratio"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for r in rows:
+        table.add_row(r.source, str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
+                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}")
+    console.print(table)
+    for r in rows:
+        console.print(f"ratio: {r.ratio:.3f}  source={r.source} stream_ratio={r.stream_ratio:.3f} "
+                      f"target={TARGET}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)  # random-weight warnings would drown the table
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tgdfer-bench-") as tmp:
+        data = make_data(Path(tmp), args.clips, args.size)  # first: its spawn pool is gone before any timing
+        device = resolve_device(args.device)
+        enc = load_encoder(EncoderConfig(model=args.model, pretrained="none", precision=args.precision),
+                           device=device, towers=("image",))
+        sizes = batch_sizes(args.clips, args.batch_clips, args.views, args.frames)
+        console.print(f"{args.model} (random weights) {enc.precision} on {device}, torch threads "
+                      f"{torch.get_num_threads()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
+                      f"{args.clips} clips x {args.views} views x {args.frames} frames, batch_clips "
+                      f"{args.batch_clips} ({max(sizes)} images), workers {args.workers}", highlight=False)
+        for source in args.sources:
+            rows.append(measure(args, enc, sizes, clip_table(data, source), source, Path(tmp)))
+    print_report(console, rows)
+    return 0
+
+
+if __name__ == "__main__":  # SynthDFER generation uses a spawn pool: keep the guard
+    raise SystemExit(main())
