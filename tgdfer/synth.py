@@ -21,7 +21,8 @@ Layout written under OUT (readers and tests rely on it):
 Determinism: the class and fold assignment is drawn from `seed` alone, and everything about
 clip i (length, episode, distractor, face, motion, noise) from `(seed, i)` alone, so the output
 does not depend on the number of worker processes. JPEGs and CSVs are byte-identical between
-runs with the same config; mp4 files decode to identical frames (x264 runs single-threaded).
+runs with the same config; mp4 files decode to identical frames (x264 runs single-threaded,
+without mb-tree, on frames converted to yuv420p here), and in practice are byte-identical too.
 """
 
 from __future__ import annotations
@@ -229,18 +230,43 @@ def _write_jpegs(folder: Path, clip_id: str, frames: np.ndarray, quality: int) -
         Image.fromarray(frame).save(folder / f"{clip_id}_{t + 1:05d}.jpg", format="JPEG", quality=quality)
 
 
+# BT.601 limited range ("TV"), what decoders assume for untagged H.264: rows Y, Cb, Cr.
+_RGB_TO_YUV = np.array(
+    [[0.256788, 0.504129, 0.097906], [-0.148223, -0.290993, 0.439216], [0.439216, -0.367788, -0.071427]], np.float32
+)
+
+
+def _yuv420p(frames: np.ndarray) -> np.ndarray:
+    """RGB -> planar yuv420p as PyAV lays it out.  [T, H, W, 3] uint8 -> [T, H * 3 // 2, W] uint8
+
+    Done here rather than by swscale: swscale picks SIMD paths by buffer alignment, so the same
+    frames could come out differently from run to run.
+    """
+    t, h, w, _ = frames.shape
+    yuv = frames.astype(np.float32) @ _RGB_TO_YUV.T + np.array([16, 128, 128], np.float32)  # [T, H, W, 3]
+    y = yuv[..., 0]
+    chroma = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))  # [T, H/2, W/2, 2]
+    planes = [y.reshape(t, -1), chroma[..., 0].reshape(t, -1), chroma[..., 1].reshape(t, -1)]
+    return np.clip(np.concatenate(planes, axis=1) + 0.5, 0, 255).astype(np.uint8).reshape(t, h * 3 // 2, w)
+
+
 def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
     """H.264 yuv420p, fixed GOP, one encoder thread (so the bitstream is reproducible)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "veryfast"})
+        # mbtree=0: x264's macroblock-tree rate control gave different bitstreams for the same
+        # frames in different processes (measured on 48 px clips); without it output is stable
+        options = {"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"}
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.codec_context.gop_size = fps
         stream.codec_context.thread_count = 1
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for t, planes in enumerate(_yuv420p(frames)):
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            frame.pts = t
+            container.mux(stream.encode(frame))
         container.mux(stream.encode())
 
 
