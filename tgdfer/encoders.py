@@ -44,6 +44,7 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"  # tiny test configs,
 PRECISIONS = ("fp32", "bf16", "fp16")
 TOWERS = ("image", "text")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+RANDOM_WEIGHTS_SEED = 0  # pretrained="none": the same random model in every process
 
 
 @dataclass
@@ -306,7 +307,11 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
         kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
     pretrained = None if src.kind == "none" else (src.tag if src.kind == "tag" else src.path)
     try:
-        with warnings.catch_warnings():  # torch's notes on TorchScript archives are noise: OpenAI ships them
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            # Random weights ("none") come from a fixed seed so that every stage rebuilds the same model:
+            # train-head's text tower must match the one whose embeddings extract stored.
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            # torch's notes on TorchScript archives are noise: OpenAI ships them
             warnings.filterwarnings("ignore", message=".*TorchScript archive.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
             return open_clip.create_model(
