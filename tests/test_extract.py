@@ -367,9 +367,6 @@ def test_annotation_digest_ignores_paths_and_frame_counts(clip_table):
     assert len({digest, annotation_digest(relabelled), annotation_digest(refolded)}) == 3
 
 
-@pytest.mark.xfail(strict=True, raises=TgdferError,
-                   reason="store.FeatureStore.create compares the whole clip table (paths, n_frames) with the "
-                   "stored one, so a repaired video's new n_frames refuses the resume")
 def test_a_repaired_video_is_extracted_by_the_next_run(tmp_path, synth_dir, encoder_cfg, extract_config):
     data = tmp_path / "data"
     shutil.copytree(synth_dir / "videos", data / "videos")

@@ -365,6 +365,31 @@ def _decode_clips(text: str, columns: list[dict]) -> pd.DataFrame:
     return df
 
 
+# What a clip *is*: where its files live (path) and how many frames the reader counted (n_frames)
+# may change when a dataset is moved or a broken video repaired, without changing any feature.
+_CLIP_IDENTITY = ("clip_id", "label", "fold", "split")
+
+
+def _clip_identity_diff(stored: pd.DataFrame, wanted: pd.DataFrame) -> list[str]:
+    """Differences in clip ids, labels, folds and splits between two clip tables (first few named)."""
+    if len(stored) != len(wanted):
+        return [f"clip table: stored {len(stored)} clips, requested {len(wanted)}"]
+    problems = []
+    for col in _CLIP_IDENTITY:
+        if (col in stored) != (col in wanted):
+            problems.append(f"clip table: column {col!r} is in only one of the stored and requested tables")
+            continue
+        if col not in stored:
+            continue
+        a, b = stored[col].astype("string"), wanted[col].astype("string")
+        differ = (a.fillna("<NA>") != b.fillna("<NA>")).to_numpy()
+        if differ.any():
+            i = int(np.flatnonzero(differ)[0])
+            problems.append(f"clip table: {col} of row {i} (clip {wanted['clip_id'].iat[i]!r}): stored "
+                            f"{a.iat[i]!r}, requested {b.iat[i]!r} ({int(differ.sum())} rows differ)")
+    return problems
+
+
 def _encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
     """The clip table as CSV text plus its column dtypes; refuses tables that would not read back equal."""
     if not isinstance(clips, pd.DataFrame):
@@ -615,8 +640,7 @@ class FeatureStore:
         problems = [f"{k}: stored {self._layout.get(k)!r}, requested {v!r}"
                     for k, v in layout.items() if k != "clip_columns" and self._layout.get(k) != v]
         problems += [f"fingerprint.{line}" for line in diff_fingerprint(self.fingerprint, fingerprint)]
-        if self._layout.get("clip_columns") != layout["clip_columns"] or self._files.clips_csv() != clips_csv:
-            problems.append("clip table: stored table differs from the requested one")
+        problems += _clip_identity_diff(self.clips, _decode_clips(clips_csv, layout["clip_columns"]))
         if problems:
             self.close()
             raise TgdferError(
