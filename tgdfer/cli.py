@@ -22,6 +22,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from .errors import TgdferError
+from .labels import CLASSES
 
 app = typer.Typer(
     name="tgdfer",
@@ -69,9 +70,9 @@ def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
 def _table(df, title: str | None = None) -> Table:
     """A pandas frame as a rich table (index included when it is named)."""
     t = Table(title=title, box=box.SIMPLE_HEAVY)
-    with_index = df.index.name is not None
+    with_index = df.index.name is not None or not isinstance(df.index, pd.RangeIndex)
     if with_index:
-        t.add_column(str(df.index.name), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
+        t.add_column(str(df.index.name or ""), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
     for c in df.columns:
         t.add_column(str(c), justify="right", no_wrap=True, min_width=len(str(c)))
     for idx, row in df.iterrows():
@@ -210,6 +211,74 @@ def _verify(store: Path, backend: str) -> bool:
     if len(failures):
         console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
     return coverage["failed"] == 0 and coverage["pending"] == 0
+
+
+# -- train-head / evaluate -----------------------------------------------------------------------
+
+
+@app.command("train-head")
+@_run
+def train_head_cli(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    store: Annotated[Optional[str], typer.Option(help="Feature store (default: [train] store).")] = None,
+    fold: Annotated[Optional[int], typer.Option(help="Test fold of a k-fold dataset (DFEW: 1..5).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Run folder (default: [train] out).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (paper: 50).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+):
+    """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
+                                            train__epochs=epochs, train__device=device))
+    _train_head(pipe, resume)
+
+
+def _train_head(pipe, resume: bool):
+    from .train import train
+
+    cfg = pipe.train
+    table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
+    for col in ("epoch", "lr", "loss", "train acc", "test WAR", "test UAR", "val WAR", "clips/s"):
+        table.add_column(col, justify="right")
+    with _progress() as progress:
+        task = progress.add_task("train-head", total=cfg.epochs)
+
+        def on_epoch(r) -> None:
+            table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
+                          f"{r.test_uar:.3f}", _cell(r.val_war), f"{r.clips_per_s:.0f}")
+            progress.update(task, completed=r.epoch,
+                            description=f"train-head loss {r.loss:.3f} test WAR {r.test_war:.3f}")
+
+        result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
+                       on_epoch=on_epoch)
+    console.print(table)
+    console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
+                  f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
+    return result
+
+
+@app.command("evaluate")
+@_run
+def evaluate_cli(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (one per fold for a k-fold table).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where results.csv / results.md go (default: first run's parent).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+):
+    """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout)."""
+    from .evaluate import rescore, results_table
+    from .metrics import save_table
+
+    scores = [rescore(r, device) for r in runs]
+    df, protocol = results_table(scores)
+    stem = (out or Path(runs[0]).parent) / "results"
+    csv_path, md_path = save_table(df, stem, title="TG-DFER results (%)", note=f"model selection: {protocol}")
+    short = df.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
+    console.print(_table(short, title=f"TG-DFER results (%), model selection: {protocol}"))
+    console.print(f"saved {csv_path} and {md_path}")
+    return df
 
 
 # -- info -----------------------------------------------------------------------------------------

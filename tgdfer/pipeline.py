@@ -5,6 +5,8 @@
     [encoder]  -> encoders.EncoderConfig
     [augment]  -> augment.AugmentConfig
     [extract]  -> extract.ExtractConfig
+    [head]     -> head.HeadConfig          (the TG-DFER architecture, Tables 3-5 axes)
+    [train]    -> train.TrainConfig        (optimiser, schedule, fold, run folder)
 
 Missing tables take their defaults; an unknown table or field is a ConfigError naming it.
 CLI overrides (`--set extract.views=2`) are applied to the TOML before building.
@@ -22,8 +24,10 @@ from .config import apply_overrides, build, load_toml, to_dict
 from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
+from .head import HeadConfig
 from .readers import READERS, ClipTable, load_clips
 from .synth import SynthConfig
+from .train import TrainConfig
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Pipeline:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     source: Optional[str] = None  # the TOML file it came from, for messages and run records
 
     def to_dict(self) -> dict[str, Any]:
