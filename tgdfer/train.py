@@ -187,11 +187,14 @@ def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.dev
 
 def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int,
                text_encoder: Optional[FrozenTextEncoder] = None) -> TGDFERHead:
-    head_cfg.check_frames(store.frames)
-    missing = [s for s in (head_cfg.fine_text, head_cfg.coarse_text) if s not in store.text_sets]
-    if missing:
-        raise ConfigError("head.text_prompt", f"{store.path} has no prompt set {missing[0]!r} "
-                          f"(it has: {', '.join(store.text_sets) or 'none'})")
+    try:
+        head_cfg.check_frames(store.frames)
+    except ConfigError as e:  # name the pipeline field: head.window, not window
+        raise ConfigError(f"head.{e.field}", f"{str(e).split(': ', 1)[-1]} (the store has {store.frames} frames)") from None
+    for field_name, name in (("head.text_prompt", head_cfg.fine_text), ("head.coarse_text", head_cfg.coarse_text)):
+        if name not in store.text_sets:
+            raise ConfigError(field_name, f"{store.path} has no prompt set {name!r} "
+                              f"(it has: {', '.join(store.text_sets) or 'none'})")
     if head_cfg.learnable and text_encoder is None:
         text_encoder = load_text_encoder(store, device)
     head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=len(CLASSES), text=text_sets(store),
