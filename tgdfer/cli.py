@@ -223,7 +223,7 @@ def train_head_cli(
     set_: SetOpt = None,
     store: Annotated[Optional[str], typer.Option(help="Feature store (default: [train] store).")] = None,
     fold: Annotated[Optional[int], typer.Option(help="Test fold of a k-fold dataset (DFEW: 1..5).")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Run folder (default: [train] out).")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Run folder (default: [train] out, plus /fold<k> with --fold).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (paper: 50).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -233,6 +233,8 @@ def train_head_cli(
 
     pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
                                             train__epochs=epochs, train__device=device))
+    if out is None and pipe.train.fold is not None:  # one run folder per fold under [train] out
+        pipe.train.out = str(Path(pipe.train.out) / f"fold{pipe.train.fold}")
     _train_head(pipe, resume)
 
 
