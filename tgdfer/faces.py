@@ -91,7 +91,10 @@ def emotion_aus(label: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 _HAIR = np.array(
-    [[0.07, 0.05, 0.04], [0.22, 0.13, 0.07], [0.42, 0.27, 0.13], [0.80, 0.65, 0.38], [0.55, 0.22, 0.09], [0.62, 0.62, 0.60]],
+    [  # black, dark brown, brown, blond, red, grey
+        [0.07, 0.05, 0.04], [0.22, 0.13, 0.07], [0.42, 0.27, 0.13],
+        [0.80, 0.65, 0.38], [0.55, 0.22, 0.09], [0.62, 0.62, 0.60],
+    ],
     np.float32,
 )
 _SKIN_LIGHT = np.array([0.97, 0.82, 0.70], np.float32)
@@ -157,7 +160,7 @@ class Scene:
     light: np.ndarray  # [3] unit light direction (x, y, towards camera)
     ambient: float  # share of ambient light on the head
     tint: np.ndarray  # [3] camera white balance
-    noise: float  # std of the per-pixel Gaussian noise
+    noise: float  # std of the per-pixel (luminance) noise
 
 
 def sample_scene(rng: np.random.Generator, size: int, clutter: int, noise: float) -> Scene:
@@ -285,12 +288,18 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _cover(d: np.ndarray, px: float) -> np.ndarray:
     """Signed distance -> anti-aliased coverage in 0..1 (edge one pixel wide)."""
-    return np.clip(0.5 - d / px, 0.0, 1.0)
+    m = d * np.float32(-1.0 / px)
+    m += 0.5
+    return np.clip(m, 0.0, 1.0, out=m)
 
 
 def _ellipse(u, v, cx, cy, a, b):
     """Approximate signed distance to an axis-aligned ellipse."""
-    return (np.sqrt(((u - cx) / a) ** 2 + ((v - cy) / b) ** 2) - 1.0) * np.minimum(a, b)
+    du, dv = (u - cx) / a, (v - cy) / b
+    du *= du
+    dv *= dv
+    du += dv
+    return (np.sqrt(du, out=du) - 1.0) * np.minimum(a, b)
 
 
 def _segment(u, v, x0, y0, x1, y1, half_width):
@@ -339,9 +348,12 @@ class _Canvas:
         m = _cover(d, self.px)
         if not np.isscalar(alpha) or alpha != 1.0:
             m *= alpha
+        tmp = np.empty_like(m)
         for k, c in enumerate(np.asarray(color, np.float32)):
             plane = self.img[k, :, box[0], box[1]]  # a view: [T, h, w]
-            plane -= (plane - c) * m
+            np.subtract(plane, c, out=tmp)
+            tmp *= m
+            plane -= tmp
         if head:
             h = self.head[:, box[0], box[1]]
             np.maximum(h, m, out=h)
@@ -353,7 +365,9 @@ class _Canvas:
             self.img[k, :, box[0], box[1]] *= keep
 
 
-def render_clip(identity: Identity, scene: Scene, motion: Motion, aus: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def render_clip(
+    identity: Identity, scene: Scene, motion: Motion, aus: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Draw one clip.  aus: [T, A] -> frames [T, H, W, 3] uint8."""
     size = scene.background.shape[0]
     cv = _Canvas(scene.background, motion, size)
@@ -388,10 +402,13 @@ def _draw_body(cv: _Canvas, f: Identity) -> None:
 
 def _draw_head(cv: _Canvas, f: Identity, au: dict) -> None:
     """Ears, the face oval (chin drops with AU26), hair on top, cheeks."""
-    b = cv.box(-f.face_w * 1.15, f.face_w * 1.15, -f.face_h * 1.15, f.face_h * 1.1)
+    for side in (-1.0, 1.0):
+        x = side * f.face_w * 0.96
+        b = cv.box(x - 0.06, x + 0.06, f.eye_y - 0.04, f.eye_y + 0.18)
+        u, v = cv.uv(b)
+        cv.paint(b, _ellipse(u, v, x, f.eye_y + 0.07, 0.06, 0.11), f.skin * 0.9, head=True)
+    b = cv.box(-f.face_w * 1.1, f.face_w * 1.1, -f.face_h * 1.1, f.face_h * 1.1)
     u, v = cv.uv(b)
-    ears = _ellipse(np.abs(u), v, f.face_w * 0.96, f.eye_y + 0.07, 0.06, 0.11)
-    cv.paint(b, ears, f.skin * 0.9, head=True)
     h = f.face_h + 0.05 * au["AU26"]
     w = f.face_w * (1 - (1 - f.jaw) * np.clip(v / h, 0, 1))
     face = (np.sqrt((u / w) ** 2 + (v / h) ** 2) - 1.0) * f.face_w
@@ -404,43 +421,61 @@ def _draw_head(cv: _Canvas, f: Identity, au: dict) -> None:
         cv.paint(b, top, f.hair, head=True)
     # cheeks: lifted and flushed by AU6 (and a little by a smile)
     lift = 0.035 * au["AU6"] + 0.015 * au["AU12"]
+    b = cv.box(-f.eye_dx - 0.18, f.eye_dx + 0.18, f.nose_y - 0.12, f.nose_y + 0.12)
+    u, v = cv.uv(b)
     cheeks = _ellipse(np.abs(u), v, f.eye_dx + 0.03, f.nose_y + 0.02 - lift, 0.11, 0.07)
     flush = np.clip(f.skin * np.array([1.05, 0.82, 0.8], np.float32), 0, 1)
     cv.paint(b, cheeks - 0.03, flush, alpha=0.1 + 0.35 * np.minimum(au["AU6"], 1.0))
 
 
+def _crease(cv: _Canvas, rect: tuple[float, float, float, float], amount, shape, yaw) -> None:
+    """Darken a crease drawn by `shape(|u - yaw|, v) -> distance` inside face rectangle `rect`."""
+    amount = np.broadcast_to(amount, (len(cv.m.cx), 1, 1))
+    if amount.max() < 1e-3:  # not visible in any frame: skip the pixel work
+        return
+    b = cv.box(*rect)
+    u, v = cv.uv(b)
+    cv.darken(b, shape(np.abs(u - yaw), v), amount)
+
+
 def _draw_creases(cv: _Canvas, f: Identity, au: dict, yaw) -> None:
     """Wrinkles and folds that appear with the action units, as shadows on the skin."""
     brow_v = f.eye_y - f.brow_gap
-    b = cv.box(-f.face_w, f.face_w, brow_v - 0.22, f.mouth_y + 0.1)
-    u, v = cv.uv(b)
-    ua = np.abs(u - yaw)
     hw = 0.006
-    # forehead lines (AU1 inner, AU2 outer): three shallow arcs above the brows
-    fore = np.minimum.reduce([
-        np.maximum(np.abs(v - (brow_v - 0.07 - k * 0.045 + 0.12 * (ua / f.face_w) ** 2)) - hw, ua - 0.28)
-        for k in range(3)
-    ])
-    cv.darken(b, fore, 0.45 * np.clip(0.7 * au["AU1"] + 0.5 * au["AU2"] - 0.15, 0, 1))
-    # glabella: vertical lines between the brows (AU4)
-    glab = _segment(ua, v, 0.022, brow_v - 0.04, 0.018, brow_v + 0.045, hw)
-    cv.darken(b, glab, 0.5 * np.clip(au["AU4"] - 0.1, 0, 1))
-    # nose bridge wrinkles (AU9)
-    bridge = np.minimum.reduce([
-        np.maximum(np.abs(v - (f.eye_y + 0.03 + k * 0.03 - 0.02 * ua / 0.05)) - hw, ua - 0.045) for k in range(3)
-    ])
-    cv.darken(b, bridge, 0.55 * np.clip(au["AU9"] - 0.1, 0, 1))
-    # crow's feet at the outer eye corners (AU6)
+
+    def forehead(ua, v):  # three shallow arcs above the brows
+        arcs = [np.abs(v - (brow_v - 0.07 - k * 0.045 + 0.12 * (ua / f.face_w) ** 2)) for k in range(3)]
+        return np.maximum(np.minimum(np.minimum(arcs[0], arcs[1]), arcs[2]) - hw, ua - 0.28)
+
+    def bridge(ua, v):  # short lines across the nose bridge
+        lines = [np.abs(v - (f.eye_y + 0.03 + k * 0.03 - 0.02 * ua / 0.05)) for k in range(3)]
+        return np.maximum(np.minimum(np.minimum(lines[0], lines[1]), lines[2]) - hw, ua - 0.045)
+
     ex = f.eye_dx + f.eye_w + 0.02
-    crow = np.minimum.reduce([_segment(ua, v, ex, f.eye_y + dy * 0.4, ex + 0.045, f.eye_y + dy, hw) for dy in (-0.03, 0.0, 0.03)])
-    cv.darken(b, crow, 0.4 * np.clip(au["AU6"] - 0.2, 0, 1))
-    # nasolabial folds: from the nose wings to beyond the mouth corners, deeper with AU12/AU9
+
+    def crow(ua, v):  # fans at the outer eye corners
+        fans = [_segment(ua, v, ex, f.eye_y + dy * 0.4, ex + 0.045, f.eye_y + dy, hw) for dy in (-0.03, 0, 0.03)]
+        return np.minimum(np.minimum(fans[0], fans[1]), fans[2])
+
     mw = f.mouth_w * (1 + 0.3 * au["AU12"] + 0.35 * au["AU20"])
-    fold = np.minimum(
-        _segment(ua, v, f.nose_w + 0.02, f.nose_y - 0.02, mw * 0.85 + 0.04, f.mouth_y - 0.04, hw * 1.3),
-        _segment(ua, v, mw * 0.85 + 0.04, f.mouth_y - 0.04, mw + 0.03, f.mouth_y + 0.02, hw * 1.3),
-    )
-    cv.darken(b, fold, 0.08 + 0.4 * np.clip(np.maximum(au["AU12"], au["AU9"]), 0, 1))
+    bend = mw * 0.85 + 0.04
+
+    def fold(ua, v):  # nasolabial folds, nose wings -> beyond the mouth corners
+        return np.minimum(
+            _segment(ua, v, f.nose_w + 0.02, f.nose_y - 0.02, bend, f.mouth_y - 0.04, hw * 1.3),
+            _segment(ua, v, bend, f.mouth_y - 0.04, mw + 0.03, f.mouth_y + 0.02, hw * 1.3),
+        )
+
+    glabella = lambda ua, v: _segment(ua, v, 0.022, brow_v - 0.04, 0.018, brow_v + 0.045, hw)  # noqa: E731
+    raise_ = np.clip(0.7 * au["AU1"] + 0.5 * au["AU2"] - 0.15, 0, 1)
+    _crease(cv, (-0.3, 0.3, brow_v - 0.2, brow_v - 0.02), 0.45 * raise_, forehead, yaw)
+    _crease(cv, (-0.04, 0.04, brow_v - 0.05, brow_v + 0.06), 0.5 * np.clip(au["AU4"] - 0.1, 0, 1), glabella, yaw)
+    _crease(cv, (-0.05, 0.05, f.eye_y, f.eye_y + 0.1), 0.55 * np.clip(au["AU9"] - 0.1, 0, 1), bridge, yaw)
+    crow_depth = 0.4 * np.clip(au["AU6"] - 0.2, 0, 1)
+    _crease(cv, (-ex - 0.06, ex + 0.06, f.eye_y - 0.05, f.eye_y + 0.05), crow_depth, crow, yaw)
+    reach = f.mouth_w * 1.65 + 0.05
+    depth = 0.08 + 0.4 * np.clip(np.maximum(au["AU12"], au["AU9"]), 0, 1)
+    _crease(cv, (-reach, reach, f.nose_y - 0.04, f.mouth_y + 0.04), depth, fold, yaw)
 
 
 def _almond(ex, ey, w, up, down):
@@ -547,7 +582,9 @@ def _finish(cv: _Canvas, scene: Scene, m: Motion, rng: np.random.Generator) -> n
         lam = np.clip(nx * scene.light[0] + ny * scene.light[1] + nz * scene.light[2], 0, 1)
         shade = scene.ambient + (1 - scene.ambient) * 1.15 * lam
         gain[:, b[0], b[1]] *= 1 + cv.head[:, b[0], b[1]] * (shade - 1)
-    noise = rng.standard_normal(gain.shape, dtype=np.float32) * (scene.noise * 255)  # luminance noise
+    noise = rng.random(gain.shape, dtype=np.float32)  # luminance noise, uniform (cheaper than Gaussian)
+    noise -= 0.5
+    noise *= scene.noise * 255 * np.sqrt(12.0)  # std = scene.noise
     out = np.empty(cv.img.shape[1:] + (3,), np.uint8)  # [T, H, W, 3]
     for k in range(3):
         plane = cv.img[k] * (gain * scene.tint[k])

@@ -91,7 +91,8 @@ class SynthConfig:
         if self.class_shares is not None:
             shares = tuple(self.class_shares)
             if len(shares) != NUM_CLASSES:
-                raise ConfigError("class_shares", f"needs {NUM_CLASSES} values ({', '.join(CLASSES)}), got {len(shares)}")
+                names = ", ".join(CLASSES)
+                raise ConfigError("class_shares", f"needs {NUM_CLASSES} values ({names}), got {len(shares)}")
             if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:
                 raise ConfigError("class_shares", "values must be finite, >= 0 and not all 0")
         _check_range("fps", self.fps, 1, 240)
@@ -243,11 +244,15 @@ def _yuv420p(frames: np.ndarray) -> np.ndarray:
     frames could come out differently from run to run.
     """
     t, h, w, _ = frames.shape
-    yuv = frames.astype(np.float32) @ _RGB_TO_YUV.T + np.array([16, 128, 128], np.float32)  # [T, H, W, 3]
-    y = yuv[..., 0]
-    chroma = yuv[..., 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))  # [T, H/2, W/2, 2]
-    planes = [y.reshape(t, -1), chroma[..., 0].reshape(t, -1), chroma[..., 1].reshape(t, -1)]
-    return np.clip(np.concatenate(planes, axis=1) + 0.5, 0, 255).astype(np.uint8).reshape(t, h * 3 // 2, w)
+    r, g, b = (frames[..., k].astype(np.float32) for k in range(3))  # each [T, H, W]
+    (yr, yg, yb), (ur, ug, ub), (vr, vg, vb) = _RGB_TO_YUV
+    y = r * yr + g * yg + b * yb + 16.5  # +0.5: round when cast
+    half = lambda a: (a[:, 0::2, 0::2] + a[:, 1::2, 0::2] + a[:, 0::2, 1::2] + a[:, 1::2, 1::2]) * 0.25  # noqa: E731
+    r, g, b = half(r), half(g), half(b)  # [T, H/2, W/2]: average 2x2 blocks, then convert
+    cb = r * ur + g * ug + b * ub + 128.5
+    cr = r * vr + g * vg + b * vb + 128.5
+    planes = np.concatenate([y.reshape(t, -1), cb.reshape(t, -1), cr.reshape(t, -1)], axis=1)
+    return np.clip(planes, 0, 255).astype(np.uint8).reshape(t, h * 3 // 2, w)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
