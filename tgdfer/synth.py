@@ -336,12 +336,12 @@ def _to_csv(df: pd.DataFrame, path: Path, **kw) -> None:
 def _write_annotations(out: Path, table: pd.DataFrame, plans: list[ClipPlan], cfg: SynthConfig) -> None:
     """DFEW fold CSVs, plain lists, clips.csv, frame_labels.csv and meta.json."""
     split_dir = out / "EmoLabel_DataSplit"
+    (out / "lists").mkdir(exist_ok=True)
     for k in range(1, cfg.folds + 1):
         for split, rows in (("train", table[table.fold != k]), ("test", table[table.fold == k])):
             dfew = pd.DataFrame({"video_name": rows.clip_id, "label": rows.label + 1})
             _to_csv(dfew, split_dir / f"{split}(single-labeled)" / f"set_{k}.csv")
             lines = [f"{r.path} {r.n_frames} {r.label}\n" for r in rows.itertuples()]
-            (out / "lists").mkdir(exist_ok=True)
             (out / "lists" / f"set_{k}_{split}.txt").write_text("".join(lines))
     _to_csv(table[["clip_id", "path", "class", "fold"]].rename(columns={"class": "label"}), out / "clips.csv")
     intensity = np.concatenate([p.intensity for p in plans])
@@ -396,7 +396,8 @@ def generate(
     """Write a SynthDFER dataset to `out` (layout in the module docstring) and return its clip summary.
 
     `progress` is called with the number of clips just finished (an increment, e.g. rich's
-    `progress.advance`). Returns one row per clip: clip_id, path (relative to `out`), label
+    `progress.advance`). With more than one worker the clips are rendered in a "spawn" process
+    pool, so a script calling this needs the usual `if __name__ == "__main__":` guard. Returns one row per clip: clip_id, path (relative to `out`), label
     (0-based), class, fold, n_frames, episode_start, episode_end (exclusive), apex, distractor
     (class name, "" if none).
     """
