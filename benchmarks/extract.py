@@ -22,6 +22,7 @@ Bare and pipeline alternate per source so that load from other processes hits bo
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import resource
@@ -48,9 +49,11 @@ TARGET = 0.9  # pipeline / bare frames/s the issue asks for
 
 @dataclass
 class Row:
-    """One source's measurement."""
+    """One (source, workers, batch_clips) measurement."""
 
     source: str  # "video" | "frames"
+    workers: int  # DataLoader workers of the pipeline
+    batch_clips: int  # clips per encoder call (pipeline and bare)
     images: int  # images through the encoder (same count for pipeline and bare)
     seconds: float  # the whole extract call
     setup: float  # seconds of the call before the first clip (encoder load, text features, store)
@@ -88,8 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=24, help="SynthDFER clips per source")
     p.add_argument("--views", type=int, default=2, help="views per clip (view 0 test-time, others augmented)")
     p.add_argument("--frames", type=int, default=16, help="frames per view")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader workers (0 = main process)")
-    p.add_argument("--batch-clips", type=int, default=4, help="clips per encoder call")
+    p.add_argument("--workers", type=int, nargs="+", default=[1], help="DataLoader workers (0 = main process); "
+                   "several values: one row each")
+    p.add_argument("--batch-clips", type=int, nargs="+", default=[4], help="clips per encoder call; several values: "
+                   "one row each")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="frame sources")
@@ -148,11 +153,12 @@ def time_bare(enc: LoadedEncoder, sizes: list[int]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path) -> tuple[int, float, float, float]:
+def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
+                  batch_clips: int) -> tuple[int, float, float, float]:
     """(images, seconds, setup seconds, CPU seconds) of one whole `extract` call."""
     started: list[float] = []
-    cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=args.batch_clips,
-                        workers=args.workers, device=args.device)
+    cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=batch_clips,
+                        workers=workers, device=args.device)
     encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
     c0, t0 = cpu_seconds(), time.perf_counter()
     result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
@@ -163,17 +169,18 @@ def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path) ->
     return result.frames, seconds, started[0] - t0, cpu
 
 
-def measure(args: argparse.Namespace, enc: LoadedEncoder, sizes: list[int], table: pd.DataFrame, source: str,
-            tmp: Path) -> Row:
+def measure(args: argparse.Namespace, enc: LoadedEncoder, table: pd.DataFrame, source: str, workers: int,
+            batch_clips: int, tmp: Path) -> Row:
     """Bare then pipeline, `args.repeats` times; the fastest bare and the fastest pipeline count."""
+    sizes = batch_sizes(len(table), batch_clips, args.views, args.frames)
     best: Row | None = None
     for _ in range(args.repeats):
         bare, bare_cpu = time_bare(enc, sizes)
-        images, seconds, setup, cpu = time_pipeline(args, table, tmp / f"{source}.zarr")
+        images, seconds, setup, cpu = time_pipeline(args, table, tmp / f"{source}.zarr", workers, batch_clips)
         if images != sum(sizes):
             raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")
         if best is None:
-            best = Row(source, images, seconds, setup, cpu, bare, bare_cpu)
+            best = Row(source, workers, batch_clips, images, seconds, setup, cpu, bare, bare_cpu)
         else:
             if seconds < best.seconds:
                 best.seconds, best.setup, best.cpu = seconds, setup, cpu
@@ -184,15 +191,16 @@ def measure(args: argparse.Namespace, enc: LoadedEncoder, sizes: list[int], tabl
 
 def print_report(console: Console, rows: list[Row]) -> None:
     table = Table(title="extract: pipeline vs bare image encoder")
-    for col in ("source", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio", "stream ratio",
+    for col in ("source", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio", "stream ratio",
                 "cpu ratio"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
-        table.add_row(r.source, str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
+        table.add_row(r.source, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
                       f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.cpu_ratio:.3f}")
     console.print(table)
     for r in rows:
-        console.print(f"ratio: {r.ratio:.3f}  source={r.source} stream_ratio={r.stream_ratio:.3f} "
+        console.print(f"ratio: {r.ratio:.3f}  source={r.source} workers={r.workers} batch_clips={r.batch_clips} "
+                      f"stream_ratio={r.stream_ratio:.3f} "
                       f"target={TARGET}", highlight=False)
 
 
@@ -208,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         enc = load_encoder(EncoderConfig(model=args.model, pretrained="none", precision=args.precision),
                            device=device)
-        sizes = batch_sizes(args.clips, args.batch_clips, args.views, args.frames)
-        warm_up(enc, max(sizes), args.warmup)
+        warm_up(enc, max(args.batch_clips) * args.views * args.frames, args.warmup)
         console.print(f"{args.model} (random weights) {enc.precision} on {device}, torch threads "
                       f"{torch.get_num_threads()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
-                      f"{args.clips} clips x {args.views} views x {args.frames} frames, batch_clips "
-                      f"{args.batch_clips} ({max(sizes)} images), workers {args.workers}", highlight=False)
+                      f"{args.clips} clips x {args.views} views x {args.frames} frames", highlight=False)
         for source in args.sources:
-            rows.append(measure(args, enc, sizes, clip_table(data, source), source, Path(tmp)))
+            table = clip_table(data, source)
+            for workers, batch_clips in itertools.product(args.workers, args.batch_clips):
+                rows.append(measure(args, enc, table, source, workers, batch_clips, Path(tmp)))
     print_report(console, rows)
     return 0
 
