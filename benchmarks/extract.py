@@ -10,8 +10,10 @@ times, in one process with the same torch threads, device and precision:
 
 ratio = pipeline frames/s / bare frames/s; the target is >= 0.9 (decoding and writing hidden
 behind the encoder). `setup s` is the part of the call before the first clip (encoder load, text
-features, store creation); `stream ratio` leaves it out, which is what a long run approaches.
-Bare and pipeline alternate per source so that load from other processes hits both alike.
+features, store creation); `stream ratio` leaves it out, which is what a long run approaches;
+`busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
+waited for data or writes); `cpu ratio` is bare / pipeline CPU seconds (workers included).
+Bare and pipeline alternate per row so that load from other processes hits both alike.
 
     python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
     python benchmarks/extract.py --precision bf16 --clips 40
@@ -22,6 +24,7 @@ Bare and pipeline alternate per source so that load from other processes hits bo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
@@ -36,6 +39,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+import tgdfer.extract
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
 from tgdfer.extract import ExtractConfig, extract, resolve_device
@@ -58,6 +62,7 @@ class Row:
     seconds: float  # the whole extract call
     setup: float  # seconds of the call before the first clip (encoder load, text features, store)
     cpu: float  # CPU seconds of the call, DataLoader workers included
+    encoding: float  # seconds the call spent inside encode_images (image batches)
     bare_seconds: float  # encode_images over the same batches
     bare_cpu: float  # CPU seconds of those encode_images calls
 
@@ -76,6 +81,11 @@ class Row:
     @property
     def stream_ratio(self) -> float:
         return self.images / (self.seconds - self.setup) / self.bare_fps
+
+    @property
+    def busy(self) -> float:
+        """Share of the streaming part spent encoding: 1.0 = the encoder never waited for data or writes."""
+        return self.encoding / (self.seconds - self.setup)
 
     @property
     def cpu_ratio(self) -> float:
@@ -153,20 +163,40 @@ def time_bare(enc: LoadedEncoder, sizes: list[int]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
+@contextlib.contextmanager
+def timed_encoder(spent: list[float]):
+    """Wrap the encode_images that tgdfer.extract calls, adding each call's seconds to `spent`."""
+    inner = tgdfer.extract.encode_images
+
+    def timed(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        feats = inner(enc, pixels).cpu()  # .cpu(): waits for the GPU, which the pipeline's next line does
+        spent.append(time.perf_counter() - t0)
+        return feats
+
+    tgdfer.extract.encode_images = timed
+    try:
+        yield
+    finally:
+        tgdfer.extract.encode_images = inner
+
+
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
-                  batch_clips: int) -> tuple[int, float, float, float]:
-    """(images, seconds, setup seconds, CPU seconds) of one whole `extract` call."""
+                  batch_clips: int) -> tuple[int, float, float, float, float]:
+    """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call."""
     started: list[float] = []
+    spent: list[float] = []
     cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=batch_clips,
                         workers=workers, device=args.device)
     encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
     c0, t0 = cpu_seconds(), time.perf_counter()
-    result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
-                     on_start=lambda todo, done: started.append(time.perf_counter()))
+    with timed_encoder(spent):
+        result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
+                         on_start=lambda todo, done: started.append(time.perf_counter()))
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     if result.failed or result.extracted != len(table):
         raise RuntimeError(f"extract read {result.extracted} of {len(table)} clips: {result.failures[:3]}")
-    return result.frames, seconds, started[0] - t0, cpu
+    return result.frames, seconds, started[0] - t0, cpu, sum(spent)
 
 
 def measure(args: argparse.Namespace, enc: LoadedEncoder, table: pd.DataFrame, source: str, workers: int,
@@ -176,14 +206,15 @@ def measure(args: argparse.Namespace, enc: LoadedEncoder, table: pd.DataFrame, s
     best: Row | None = None
     for _ in range(args.repeats):
         bare, bare_cpu = time_bare(enc, sizes)
-        images, seconds, setup, cpu = time_pipeline(args, table, tmp / f"{source}.zarr", workers, batch_clips)
+        images, seconds, setup, cpu, encoding = time_pipeline(args, table, tmp / f"{source}.zarr", workers,
+                                                              batch_clips)
         if images != sum(sizes):
             raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")
         if best is None:
-            best = Row(source, workers, batch_clips, images, seconds, setup, cpu, bare, bare_cpu)
+            best = Row(source, workers, batch_clips, images, seconds, setup, cpu, encoding, bare, bare_cpu)
         else:
             if seconds < best.seconds:
-                best.seconds, best.setup, best.cpu = seconds, setup, cpu
+                best.seconds, best.setup, best.cpu, best.encoding = seconds, setup, cpu, encoding
             if bare < best.bare_seconds:
                 best.bare_seconds, best.bare_cpu = bare, bare_cpu
     return best
@@ -191,12 +222,12 @@ def measure(args: argparse.Namespace, enc: LoadedEncoder, table: pd.DataFrame, s
 
 def print_report(console: Console, rows: list[Row]) -> None:
     table = Table(title="extract: pipeline vs bare image encoder")
-    for col in ("source", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio", "stream ratio",
-                "cpu ratio"):
+    for col in ("source", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio",
+                "stream ratio", "busy", "cpu ratio"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
         table.add_row(r.source, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
-                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.cpu_ratio:.3f}")
+                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.busy:.3f}", f"{r.cpu_ratio:.3f}")
     console.print(table)
     for r in rows:
         console.print(f"ratio: {r.ratio:.3f}  source={r.source} workers={r.workers} batch_clips={r.batch_clips} "
@@ -209,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)  # random-weight warnings would drown the table
     if args.threads:
         torch.set_num_threads(args.threads)
-    console = Console(width=max(Console().width, 112))  # one line per row, also when piped to a file
+    console = Console(width=max(Console().width, 132))  # one line per row, also when piped to a file
     rows = []
     with tempfile.TemporaryDirectory(prefix="tgdfer-bench-") as tmp:
         data = make_data(Path(tmp), args.clips, args.size)  # first: its spawn pool is gone before any timing
