@@ -255,7 +255,7 @@ def _train_head(pipe, resume: bool):
                             description=f"train-head loss {r.loss:.3f} test WAR {r.test_war:.3f}")
 
         result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                       on_epoch=on_epoch)
+                       on_epoch=on_epoch, encoder=pipe.encoder)
     console.print(table)
     console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
@@ -331,7 +331,7 @@ def demo_cli(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Where the synthetic dataset is written.")] = Path("data/synth"),
 ):
-    """The main job on built-in synthetic data: SynthDFER -> extract -> store summary."""
+    """The main job on built-in synthetic data: SynthDFER -> extract -> train-head -> evaluate."""
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, list(set_ or []))
@@ -341,6 +341,11 @@ def demo_cli(
         _synth(out, pipe.synth, overwrite=True)
     result = _extract(pipe, None, None, overwrite=False)
     info_cli(Path(result.store), as_json=False)
+    if pipe.train.store != result.store:
+        pipe.train.store = result.store  # train on what was just extracted
+    run = Path(pipe.train.out)
+    trained = _train_head(pipe, resume=(run / "last.pt").exists())
+    evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if not result.ok:
         raise typer.Exit(1)
 

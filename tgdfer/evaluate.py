@@ -11,6 +11,7 @@ import pandas as pd
 
 from .config import build
 from .errors import TgdferError
+from .encoders import EncoderConfig
 from .head import HeadConfig
 from .metrics import Scores, fold_table, split_table
 from .store import FeatureStore
@@ -26,19 +27,20 @@ class RunScore:
     test: Scores
 
 
-def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig]:
-    """The head and train configs a run was made with (from its config.json)."""
+def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
+    """The head, train and (when recorded) encoder configs a run was made with (its config.json)."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
     record = json.loads(path.read_text())
-    return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train")
+    encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
+    return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
 
 
 def rescore(run: str | Path, device: str = "auto") -> RunScore:
     """Rebuild the run's head from its checkpoint and score it on the test clips of its store."""
     run = Path(run)
-    head_cfg, cfg = load_run_config(run)
+    head_cfg, cfg, encoder = load_run_config(run)
     ckpt_path = run / ("last.pt" if cfg.selection == "final" else "best.pt")
     dev = resolve_device(device)
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
@@ -46,7 +48,7 @@ def rescore(run: str | Path, device: str = "auto") -> RunScore:
         if store.fingerprint != ckpt["store_fingerprint"]:
             raise TgdferError(f"{cfg.store} is not the store {run} was trained on (fingerprints differ); "
                               "re-extract it with the run's settings")
-        head = build_head(head_cfg, store, dev, ckpt["head_args"]["seeds"][0])
+        head = build_head(head_cfg, store, dev, ckpt["head_args"]["seeds"][0], encoder=encoder)
         data = load_device_data(store, cfg, dev)
     head.load_state_dict(ckpt["head_state"])
     return RunScore(run=run, fold=cfg.fold, selection=cfg.selection, epoch=int(ckpt["epoch"]),

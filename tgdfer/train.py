@@ -157,14 +157,21 @@ def text_sets(store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def load_text_encoder(store: FeatureStore, device: torch.device) -> FrozenTextEncoder:
-    """The store's text tower (only), checked against the embeddings extract stored with it."""
+def load_text_encoder(store: FeatureStore, device: torch.device,
+                      encoder: Optional[EncoderConfig] = None) -> FrozenTextEncoder:
+    """The store's text tower (only), checked against the embeddings extract stored with it.
+
+    A store extracted from a tag or random weights names everything needed; one extracted from a
+    local weights file needs that file again: `encoder.pretrained` (the pipeline's [encoder]).
+    """
     fp = store.fingerprint["encoder"]
-    pretrained = {"file": None, "none": "none"}.get(fp["pretrained"], fp["pretrained"])
-    if pretrained is None:
-        raise TgdferError(
-            f"{store.path} was extracted from a local weights file (sha256 {fp['weights_sha256'][:12]}...); "
-            "pass the same file with --encoder-weights so the learnable prompts use the same text tower")
+    pretrained = fp["pretrained"]
+    if pretrained == "file":
+        if encoder is None or not os.path.isfile(encoder.pretrained):
+            raise TgdferError(
+                f"{store.path} was extracted from a local weights file (sha256 {fp['weights_sha256'][:12]}...); "
+                "learnable prompts need its text tower: set [encoder] pretrained to that file")
+        pretrained = encoder.pretrained
     return _text_encoder(store, EncoderConfig(model=fp["model"], pretrained=pretrained,
                                              quick_gelu=fp["quick_gelu"]), device)
 
@@ -186,7 +193,8 @@ def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.dev
 
 
 def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int,
-               text_encoder: Optional[FrozenTextEncoder] = None) -> TGDFERHead:
+               text_encoder: Optional[FrozenTextEncoder] = None,
+               encoder: Optional[EncoderConfig] = None) -> TGDFERHead:
     try:
         head_cfg.check_frames(store.frames)
     except ConfigError as e:  # name the pipeline field: head.window, not window
@@ -196,7 +204,7 @@ def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, 
             raise ConfigError(field_name, f"{store.path} has no prompt set {name!r} "
                               f"(it has: {', '.join(store.text_sets) or 'none'})")
     if head_cfg.learnable and text_encoder is None:
-        text_encoder = load_text_encoder(store, device)
+        text_encoder = load_text_encoder(store, device, encoder)
     head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=len(CLASSES), text=text_sets(store),
                       text_encoder=text_encoder if head_cfg.learnable else None, replicas=1, seeds=[seed])
     return head.to(device)
@@ -313,7 +321,7 @@ def _selection_metric(record: EpochRecord, selection: str) -> float:
 
 def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, config_record: Optional[dict] = None,
           on_epoch: Optional[Callable[[EpochRecord], None]] = None,
-          text_encoder: Optional[FrozenTextEncoder] = None) -> TrainResult:
+          text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None) -> TrainResult:
     """Train on the store at cfg.store; writes cfg.out/{config.json, metrics.csv, final.json, last.pt, best.pt}."""
     out = Path(cfg.out)
     if out.exists() and any(out.glob("*.pt")) and not resume:
@@ -322,12 +330,14 @@ def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, confi
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # dropout and anything else drawing from the global generator
     with FeatureStore.open(cfg.store) as store:
-        head = build_head(head_cfg, store, device, cfg.seed, text_encoder)
+        head = build_head(head_cfg, store, device, cfg.seed, text_encoder, encoder)
         data = load_device_data(store, cfg, device)
         fingerprint = store.fingerprint
         frames, dim = store.frames, store.dim
     opt, sched = make_optimizer(head, cfg)
     record_cfg = {"head": to_dict(head_cfg), "train": to_dict(cfg), **(config_record or {})}
+    if encoder is not None:
+        record_cfg["encoder"] = to_dict(encoder)
     (out / "config.json").write_text(json.dumps(record_cfg, indent=2))
     history: list[EpochRecord] = []
     start, best = 1, (-math.inf, 0)
