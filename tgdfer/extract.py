@@ -156,22 +156,40 @@ class ClipViews(Dataset):
         row = int(self.rows[k])
         path, clip_id = self.paths[row], str(self.clip_ids[row])
         try:
-            src = open_frames(path, backend=self.cfg.frame_backend)
-            try:
-                index = np.stack([view_indices(len(src), clip_id, v, self.cfg.seed, self.cfg.frames)
-                                  for v in range(self.cfg.views)])  # [V, T]
-                distinct, inverse = np.unique(index, return_inverse=True)
-                frames = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
-            finally:
-                src.close()
+            pixels, index = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
+                                       seed=self.cfg.seed, backend=self.cfg.frame_backend,
+                                       test_tf=self.test_tf, train_tf=self.train_tf)
         except (FrameReadError, ValueError) as e:
             return {"row": row, "pixels": None, "index": None, "error": str(e)}
-        inverse = inverse.reshape(index.shape)
-        pixels = torch.stack([
-            (self.train_tf if v else self.test_tf)(frames[inverse[v]], seed=view_seed(self.cfg.seed, clip_id, v))
-            for v in range(self.cfg.views)
-        ])  # [V, T, 3, S, S]
         return {"row": row, "pixels": pixels, "index": index, "error": None}
+
+
+def read_views(path: str | Path, clip_id: str, *, views: int, frames: int, seed: int, backend: str,
+               test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode and transform views 0..views-1 of one clip: (pixels [V, T, 3, S, S] float32, index [V, T] int64).
+
+    The one place that turns a clip into encoder input (`extract` and `tgdfer predict` both call
+    it). Raises FrameReadError (or ValueError) when the clip cannot be read.
+    """
+    src = open_frames(path, backend=backend)
+    try:
+        index = np.stack([view_indices(len(src), clip_id, v, seed, frames) for v in range(views)])  # [V, T]
+        distinct, inverse = np.unique(index, return_inverse=True)
+        decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
+    finally:
+        src.close()
+    inverse = inverse.reshape(index.shape)
+    pixels = torch.stack([
+        (train_tf if v else test_tf)(decoded[inverse[v]], seed=view_seed(seed, clip_id, v)) for v in range(views)
+    ])  # [V, T, 3, S, S]
+    return pixels, index
+
+
+def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
+    """Encoder features of views: pixels [B, V, T, 3, S, S] -> [B, V, T, D] float16 (as the store keeps them)."""
+    b, v, t = pixels.shape[:3]
+    feats = encode_images(enc, pixels.flatten(0, 2))  # [B*V*T, D]
+    return feats.view(b, v, t, -1).cpu().numpy().astype(np.float16)
 
 
 def _keep_as_list(items: list[dict]) -> list[dict]:
@@ -315,8 +333,7 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
         if good:
             pixels = torch.stack([b["pixels"] for b in good])  # [B, V, T, 3, S, S]
             b, v, t = pixels.shape[:3]
-            feats = encode_images(enc, pixels.flatten(0, 2))  # [B*V*T, D]
-            feats = feats.view(b, v, t, -1).cpu().numpy()  # [B, V, T, D]
+            feats = encode_views(enc, pixels)  # [B, V, T, D]
             store.write_clips([g["row"] for g in good], feats, np.stack([g["index"] for g in good]),
                               shard_id, num_shards)
             extracted += b
