@@ -1,0 +1,152 @@
+"""Figures of the paper's Section 4.5: confusion matrices (Fig. 3) and frame-influence strips (Fig. 4).
+
+Every function builds a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state,
+no display needed) and returns it; `save_figure` writes it as PNG and PDF. Figure sizes are fixed
+(inches x `DPI`), so a saved PNG is exactly `figure_pixels(fig)` pixels.
+
+Shape legend: C classes, T frames, H x W frame size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from .labels import CLASSES
+
+DPI = 150  # dots per inch of every saved PNG
+CMAP = "viridis"  # purple (low) to yellow (high), the colour bar of paper Fig. 4
+THUMB = 96  # frame thumbnails are THUMB pixels high in the data (shown at the figure's own scale)
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)  # the Agg canvas: rendering without pyplot or a display
+    return fig
+
+
+def figure_pixels(fig: Figure) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG `save_figure` writes for `fig`."""
+    w, h = fig.get_size_inches()
+    return int(round(w * DPI)), int(round(h * DPI))
+
+
+def save_figure(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
+    """Write `stem`.png and `stem`.pdf (folders created); returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    fig.savefig(png, dpi=DPI)  # no bbox_inches="tight": the pixel size stays figsize x DPI
+    fig.savefig(pdf)
+    return png, pdf
+
+
+def row_percent(conf: np.ndarray) -> np.ndarray:
+    """Confusion counts [C, C] -> percent of each true class (rows sum to 100; NaN for an empty row)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    support = conf.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, 100.0 * conf / support, np.nan)
+
+
+def mean_confusion(confs: Sequence[np.ndarray]) -> np.ndarray:
+    """The average of row-normalised confusions [C, C] (percent), as the paper averages per-fold results."""
+    rows = np.stack([row_percent(c) for c in confs])  # [K, C, C]
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(rows, axis=0) if np.isfinite(rows).any() else rows[0]
+
+
+def confusion_figure(conf: np.ndarray, title: str, classes: Sequence[str] = CLASSES,
+                     percent: bool = False) -> Figure:
+    """Paper Fig. 3: a confusion matrix, rows = true class, cells = percent of the row.
+
+    `conf` is counts [C, C] (normalised here) or, with `percent=True`, already row percentages.
+    """
+    pct = np.asarray(conf, dtype=np.float64) if percent else row_percent(conf)
+    C = len(classes)
+    fig = _figure(5.6, 5.0)
+    ax = fig.add_axes((0.24, 0.22, 0.62, 0.68))
+    im = ax.imshow(np.nan_to_num(pct), cmap="Blues", vmin=0, vmax=100)
+    for i in range(C):
+        for j in range(C):
+            if np.isfinite(pct[i, j]):
+                ax.text(j, i, f"{pct[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if pct[i, j] > 55 else "black")
+    ax.set_xticks(range(C), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(C), classes, fontsize=8)
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    cax = fig.add_axes((0.88, 0.22, 0.025, 0.68))
+    fig.colorbar(im, cax=cax).set_label("% of true class", fontsize=8)
+    return fig
+
+
+def confusion_figures(confs: Mapping[str, np.ndarray], out: str | Path,
+                      classes: Sequence[str] = CLASSES) -> list[Path]:
+    """One confusion figure per fold (`confusion_<name>`) and, for several, their mean (`confusion_mean`).
+
+    `confs`: fold name (e.g. "fold1", "test") -> counts [C, C]. Returns the PNG paths.
+    """
+    out = Path(out)
+    pngs = []
+    for name, conf in confs.items():
+        fig = confusion_figure(conf, f"TG-DFER, {name} (n = {int(np.asarray(conf).sum())})", classes)
+        pngs.append(save_figure(fig, out / f"confusion_{name}")[0])
+    if len(confs) > 1:
+        fig = confusion_figure(mean_confusion(list(confs.values())), f"TG-DFER, mean of {len(confs)} folds",
+                               classes, percent=True)
+        pngs.append(save_figure(fig, out / "confusion_mean")[0])
+    return pngs
+
+
+def _thumbnails(frames: np.ndarray, height: int = THUMB) -> np.ndarray:
+    """Frames [T, H, W, 3] uint8 -> one strip [height, T * w, 3] uint8, each frame resized to height."""
+    T, H, W = frames.shape[:3]
+    w = max(1, int(round(W * height / H)))
+    thumbs = [np.asarray(Image.fromarray(f).resize((w, height), Image.BILINEAR)) for f in frames]
+    return np.concatenate(thumbs, axis=1)
+
+
+def frame_strip_figure(frames: np.ndarray, influence: np.ndarray, frame_index: Sequence[int] | None = None,
+                       title: str = "") -> Figure:
+    """Paper Fig. 4: the clip's sampled frames in a row, each above its influence (Eq. 12) colour cell.
+
+    frames [T, H, W, 3] uint8, influence [T] in [0, 1], frame_index [T] source frame numbers
+    (the tick labels). The colour bar runs from purple (low influence) to yellow (high).
+    """
+    frames, influence = np.asarray(frames), np.asarray(influence, dtype=np.float64)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != len(influence) or len(frames) == 0:
+        raise ValueError(f"need frames [T, H, W, 3] and influence [T], got {frames.shape} and {influence.shape}")
+    T = len(frames)
+    aspect = frames.shape[2] / frames.shape[1]
+    # Layout in inches: strip of T thumbnails keeping their aspect, the influence row below it,
+    # tick labels under that, the colour bar on the right.
+    strip_w = min(max(0.75 * T * aspect, 4.0), 16.0)
+    strip_h = strip_w / (T * aspect)
+    left, cbar_zone, top, cell_h, bottom = 0.3, 0.9, 0.35, 0.3, 0.55
+    width, height = left + strip_w + cbar_zone, bottom + cell_h + 0.05 + strip_h + top
+    fig = _figure(width, height)
+
+    def rect(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        return x / width, y / height, w / width, h / height  # inches -> figure fraction
+
+    ax = fig.add_axes(rect(left, bottom + cell_h + 0.05, strip_w, strip_h))
+    ax.imshow(_thumbnails(frames), aspect="auto")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    bar = fig.add_axes(rect(left, bottom, strip_w, cell_h))
+    im = bar.imshow(influence[None, :], cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto",
+                    extent=(-0.5, T - 0.5, 1, 0))
+    bar.set_yticks([])
+    labels = frame_index if frame_index is not None else range(T)
+    bar.set_xticks(range(T), [str(int(i)) for i in labels], fontsize=7)
+    bar.set_xlabel("source frame", fontsize=8)
+    cax = fig.add_axes(rect(left + strip_w + 0.15, bottom, 0.15, cell_h + 0.05 + strip_h))
+    fig.colorbar(im, cax=cax).set_label("influence (Eq. 12)", fontsize=8)
+    return fig
