@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=16, help="frames per view (T)")
     p.add_argument("--size", type=int, default=112, help="SynthDFER frame side in pixels")
     p.add_argument("--workers", type=int, default=1, help="DataLoader workers of extract and recompute")
+    p.add_argument("--encode-batch", type=int, default=128, help="images per encode_images call in the recompute "
+                   "path (extract's default: 4 clips x 2 views x 16 frames)")
     p.add_argument("--repeats", type=int, default=3, help="store epochs timed (median) after one warm-up epoch")
     p.add_argument("--dfew-clips", type=int, default=DFEW_TRAIN_CLIPS, help="training clips of the DFEW-scale epoch")
     p.add_argument("--steps", type=int, default=None, help="DFEW-scale steps timed, then extrapolated; 0 = the "
@@ -276,6 +278,8 @@ def recompute_epoch(args: argparse.Namespace, table: pd.DataFrame, store: Featur
     """One epoch the reference code's way: decode + augment (DataLoader), encode_images, head step.
 
     Same clip order as train_epoch's epoch `epoch`, same batches, a fresh head from the same seed.
+    The batch's B*T images go through the encoder --encode-batch at a time (as fast as one call,
+    in far less memory).
     Returns seconds (whole epoch), cpu (this process and its workers), wait (for batches), encode, head.
     """
     head, opt = fresh_head(args, store, device, FrozenTextEncoder(enc), cfg)
@@ -292,7 +296,8 @@ def recompute_epoch(args: argparse.Namespace, table: pd.DataFrame, store: Featur
     for batch in loader:
         t1 = time.perf_counter()
         pixels = batch["pixels"]  # [B, T, 3, S, S]
-        x = encode_images(enc, pixels.flatten(0, 1)).view(*pixels.shape[:2], -1)  # [B, T, D] float32
+        x = torch.cat([encode_images(enc, chunk) for chunk in pixels.flatten(0, 1).split(args.encode_batch)])
+        x = x.view(*pixels.shape[:2], -1)  # [B, T, D] float32
         sync(device)
         t2 = time.perf_counter()
         head_step(head, opt, x, labels[torch.as_tensor(batch["rows"], device=device)])
