@@ -1,21 +1,47 @@
-"""`tgdfer evaluate`: re-score trained runs from their checkpoints and tabulate them (paper Table 1/2)."""
+"""`tgdfer evaluate`: re-score trained runs from their checkpoints, and analyse their frame influence.
+
+For each run (one per fold) the head is rebuilt from its checkpoint and scored on the test clips
+of its store (view 0), giving the paper's Table 1 / 2 layout. On top of that:
+
+- Table 6 (`frames=("highest", "lowest"), ks=(1, 2, 3)`): the test set re-scored from only the
+  k frames of highest or lowest influence (Eq. 12, for the predicted class). The k frames,
+  in their temporal order, each fill T/k consecutive positions of a T-frame input, which goes
+  through the whole head again (docs/paper-mapping.md says why).
+- Localisation (`tgdfer.localize`), whenever the dataset has frame labels (SynthDFER).
+- Figures (`tgdfer.figures`): the confusion matrix per fold and their mean (Fig. 3), and the
+  frame strips of the most and least confident test clip of each run (Fig. 4).
+
+Shape legend: N clips in the store, n scored clips, V views, T frames, D width, C classes.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
+import numpy as np
 import pandas as pd
+import torch
 
 from .config import build
-from .errors import TgdferError
 from .encoders import EncoderConfig
-from .head import HeadConfig
-from .metrics import Scores, fold_table, split_table
+from .errors import ConfigError, FrameReadError, TgdferError
+from .frames import open_frames
+from .head import HeadConfig, TGDFERHead
+from .labels import CLASSES
+from .localize import find_frame_labels, load_frame_labels, localise
+from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
-from .train import PROTOCOLS, TrainConfig, build_head, evaluate_rows, load_checkpoint, load_device_data, resolve_device
+from .train import PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data, resolve_device
+
+log = logging.getLogger(__name__)
+
+FRAME_CHOICES = ("highest", "lowest")  # Table 6's "Influence" column
+_NEUTRAL = CLASSES.index("Neutral")
 
 
 @dataclass
@@ -25,6 +51,29 @@ class RunScore:
     selection: str
     epoch: int
     test: Scores
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # [n] store rows of the test clips
+    logits: np.ndarray = field(default_factory=lambda: np.empty((0, len(CLASSES))))  # [n, C] view 0
+
+    @property
+    def name(self) -> str:
+        """Row label: "fold k", or "test" for a train/test-split dataset."""
+        return f"fold {self.fold}" if self.fold is not None else "test"
+
+
+@dataclass
+class LoadedRun:
+    """A run's head with its checkpoint loaded, and its store's test data on the device."""
+
+    run: Path
+    cfg: TrainConfig
+    head: TGDFERHead
+    epoch: int
+    feats: torch.Tensor  # [N, T, D] view 0, on the device
+    labels: np.ndarray  # [N]
+    test: np.ndarray  # [n] test rows
+    clips: pd.DataFrame  # the store's clip table
+    frame_index: np.ndarray  # [N, T] source frame of every view-0 feature
+    frame_backend: str  # video decoder the store was extracted with
 
 
 def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
@@ -37,22 +86,190 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
     return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
 
 
-def rescore(run: str | Path, device: str = "auto") -> RunScore:
-    """Rebuild the run's head from its checkpoint and score it on the test clips of its store."""
+def run_checkpoint(run: str | Path) -> Path:
+    """The checkpoint a run reports: best.pt when a selection rule picked an epoch, else last.pt."""
+    _, cfg, _ = load_run_config(run)
+    return Path(run) / ("last.pt" if cfg.selection == "final" else "best.pt")
+
+
+def load_run(run: str | Path, device: str = "auto") -> LoadedRun:
+    """Rebuild the run's head from its checkpoint, with its store's view-0 features on the device."""
     run = Path(run)
     head_cfg, cfg, encoder = load_run_config(run)
-    ckpt_path = run / ("last.pt" if cfg.selection == "final" else "best.pt")
     dev = resolve_device(device)
-    ckpt = load_checkpoint(ckpt_path, map_location=dev)
+    ckpt = load_checkpoint(run_checkpoint(run), map_location=dev)
     with FeatureStore.open(cfg.store) as store:
         if store.fingerprint != ckpt["store_fingerprint"]:
             raise TgdferError(f"{cfg.store} is not the store {run} was trained on (fingerprints differ); "
                               "re-extract it with the run's settings")
         head = build_head(head_cfg, store, dev, ckpt["head_args"]["seeds"][0], encoder=encoder)
         data = load_device_data(store, cfg, dev)
+        frame_index = store.read_frame_index()[:, 0].astype(np.int64)  # [N, T]
+        clips = store.clips
     head.load_state_dict(ckpt["head_state"])
-    return RunScore(run=run, fold=cfg.fold, selection=cfg.selection, epoch=int(ckpt["epoch"]),
-                    test=evaluate_rows(head, data, data.test))
+    head.eval()
+    backend = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
+    return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
+                     labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
+                     frame_backend=backend.get("frame_backend", "auto"))
+
+
+@torch.no_grad()
+def forward(head: TGDFERHead, feats: torch.Tensor, target: Optional[np.ndarray] = None,
+            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Head on features [n, T, D] (any float dtype) -> (logits [n, C], influence [n, T]) as numpy.
+
+    The influence (Eq. 12) is for `target` [n] when given, else for the predicted class.
+    """
+    head.eval()
+    fine = head.fine_prompt()  # X^FP once for all batches
+    logits, influence = [], []
+    for start in range(0, len(feats), batch_size):
+        x = feats[start:start + batch_size].float()  # [B, T, D]
+        t = None if target is None else torch.as_tensor(target[start:start + batch_size], device=x.device)[None]
+        out = head.forward_head(head.forward_features(x), target=t, fine=fine)
+        logits.append(out.logits[0].float().cpu())
+        influence.append(out.influence[0].float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(influence).numpy()
+
+
+def score_run(lr: LoadedRun) -> RunScore:
+    """Scores of the run's test clips from view 0 (what train-head reported for the same weights)."""
+    logits, _ = forward(lr.head, lr.feats[lr.test])
+    return RunScore(run=lr.run, fold=lr.cfg.fold, selection=lr.cfg.selection, epoch=lr.epoch,
+                    test=score(lr.labels[lr.test], logits), rows=lr.test, logits=logits)
+
+
+def rescore(run: str | Path, device: str = "auto") -> RunScore:
+    """Rebuild the run's head from its checkpoint and score it on the test clips of its store."""
+    return score_run(load_run(run, device))
+
+
+# -- Table 6 ------------------------------------------------------------------------------------
+
+
+def select_frames(influence: np.ndarray, index: np.ndarray, k: int, which: str) -> np.ndarray:
+    """Positions [T] of a T-frame input made of the clip's k highest or lowest influence frames.
+
+    influence [T] and index [T] (source frames) of one clip. A source frame sampled at several
+    positions counts once (its highest influence; its first position). The chosen frames, in
+    temporal order, each fill T/k consecutive positions; a clip with fewer than k distinct frames
+    uses them all.
+    """
+    if which not in FRAME_CHOICES:
+        raise ConfigError("frames", f"{which!r} is not one of {', '.join(FRAME_CHOICES)}")
+    T = len(index)
+    frames, first = np.unique(index, return_index=True)  # distinct frames [U], their first position [U]
+    best = np.full(len(frames), -np.inf)
+    np.maximum.at(best, np.searchsorted(frames, index), influence)  # [U] highest influence per frame
+    order = np.argsort(-best if which == "highest" else best, kind="stable")[:k]
+    chosen = np.sort(first[order])  # [k'] positions, temporal order
+    return chosen[np.arange(T) * len(chosen) // T]  # [T], each chosen frame repeated T/k' times
+
+
+def frame_subset_scores(lr: LoadedRun, which: str, k: int, influence: np.ndarray) -> Scores:
+    """Table 6: test scores from only the k frames of highest/lowest `influence` [n, T] (view 0)."""
+    rows = lr.test
+    pos = np.stack([select_frames(inf, lr.frame_index[r], k, which) for inf, r in zip(influence, rows)])  # [n, T]
+    feats = lr.feats[torch.as_tensor(rows, device=lr.feats.device)[:, None],
+                     torch.as_tensor(pos, device=lr.feats.device)]  # [n, T, D]
+    logits, _ = forward(lr.head, feats)
+    return score(lr.labels[rows], logits)
+
+
+def parse_ks(text: str | Sequence[int]) -> list[int]:
+    """"1,2,3" -> [1, 2, 3]; each k >= 1."""
+    try:
+        ks = [int(k) for k in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError:
+        raise ConfigError("--k", f"expected frame counts like 1,2,3, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise ConfigError("--k", f"frame counts must be >= 1, got {text!r}")
+    return ks
+
+
+def parse_frames(text: str | Sequence[str] | None) -> list[str]:
+    """"highest,lowest" -> ["highest", "lowest"]."""
+    if not text:
+        return []
+    items = [f.strip().lower() for f in (text.split(",") if isinstance(text, str) else text)]
+    bad = [f for f in items if f not in FRAME_CHOICES]
+    if bad:
+        raise ConfigError("--frames", f"{bad[0]!r} is not one of {', '.join(FRAME_CHOICES)}")
+    return list(dict.fromkeys(items))
+
+
+def table6(rows: list[dict]) -> pd.DataFrame:
+    """Paper Table 6 layout: influence, # of frames, UAR, WAR (percent, mean over the runs)."""
+    df = pd.DataFrame(rows)
+    mean = df.groupby(["influence", "frames"], sort=False)[["UAR", "WAR"]].mean().reset_index()
+    mean[["UAR", "WAR"]] = (mean[["UAR", "WAR"]] * 100).round(2)
+    return mean.set_index("influence")
+
+
+# -- the whole evaluation -----------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` computed and wrote."""
+
+    results: pd.DataFrame  # Table 1 / 2 layout
+    protocol: str
+    scores: list[RunScore]
+    table6: Optional[pd.DataFrame] = None  # when frames were asked for
+    localisation: Optional[pd.DataFrame] = None  # when the dataset has frame labels
+    files: list[Path] = field(default_factory=list)  # tables and figures written
+
+
+def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
+             frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
+             localisation: bool = True) -> Evaluation:
+    """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`."""
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise TgdferError("evaluate needs at least one run folder")
+    frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
+    out = Path(out) if out is not None else runs[0].parent
+    scores, t6_rows, loc_rows, strips = [], [], [], []
+    for run in runs:
+        lr = load_run(run, device)
+        s = score_run(lr)
+        scores.append(s)
+        if frames:
+            _, influence = forward(lr.head, lr.feats[lr.test])  # for the predicted class
+            t6_rows.append({"run": s.name, "influence": "all", "frames": lr.feats.shape[1],
+                            "UAR": s.test.uar, "WAR": s.test.war})
+            for which in frames:
+                for k in ks:
+                    sub = frame_subset_scores(lr, which, k, influence)
+                    t6_rows.append({"run": s.name, "influence": which, "frames": k, "UAR": sub.uar, "WAR": sub.war})
+        loc = localise_run(lr) if localisation else None
+        if loc is not None:
+            loc_rows.append({"run": s.name, **loc.to_dict()})
+        if figures:
+            strips += _confidence_strips(lr, s)
+        del lr
+    results, protocol = results_table(scores)
+    ev = Evaluation(results=results, protocol=protocol, scores=scores)
+    ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}")
+    if t6_rows:
+        ev.table6 = table6(t6_rows)
+        ev.files += save_table(ev.table6, out / "table6", title="Table 6: test set from the k frames of highest / "
+                               "lowest influence (%)", note=f"mean over {len(runs)} run(s); influence (Eq. 12) for "
+                               "the predicted class on view 0; 'all' = every frame")
+    if loc_rows:
+        ev.localisation = localisation_table(loc_rows)
+        ev.files += save_table(ev.localisation, out / "localisation", title="Localisation of the expression "
+                               "episode by the frame influence", note="AUROC and hit@1 of the influence (Eq. 12, "
+                               "true class) against SynthDFER's in_episode; random = uniform random influence")
+    if figures:
+        from .figures import confusion_figures
+
+        ev.files += confusion_figures({s.name.replace(" ", ""): np.asarray(s.test.confusion) for s in scores},
+                                      out / "figures")
+        ev.files += _save_strips(strips, out / "figures")
+    return ev
 
 
 def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
@@ -71,3 +288,76 @@ def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
     if len(scores) != 1:
         raise TgdferError("runs without folds (train/test split datasets) are tabulated one at a time")
     return split_table(scores[0].test, protocol=marked), protocol
+
+
+# -- localisation -------------------------------------------------------------------------------
+
+
+def localise_run(lr: LoadedRun, seed: int = 0):
+    """`localize.Localisation` of the run's non-Neutral test clips, or None without frame labels."""
+    path = find_frame_labels(lr.clips["path"].iloc[lr.test])
+    if path is None:
+        return None
+    truth = load_frame_labels(path)
+    rows = lr.test[lr.labels[lr.test] != _NEUTRAL]
+    if len(rows) == 0:
+        return None
+    _, influence = forward(lr.head, lr.feats[rows], target=lr.labels[rows])  # for the true class
+    return localise(influence, lr.frame_index[rows], lr.clips["clip_id"].iloc[rows].astype(str).tolist(), truth,
+                    seed=seed)
+
+
+def localisation_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per run plus their mean: clips, AUROC, hit@1, random AUROC, random hit@1 (fractions)."""
+    df = pd.DataFrame(rows).set_index("run").rename(columns={
+        "auroc": "AUROC", "hit1": "hit@1", "random_auroc": "random AUROC", "random_hit1": "random hit@1"})
+    if len(df) > 1:
+        mean = df.mean().to_frame("mean").T
+        mean["clips"] = df["clips"].sum()
+        df = pd.concat([df, mean])
+    df["clips"] = df["clips"].astype(int)
+    df.index.name = "run"
+    return df.round(4)
+
+
+# -- frame strips ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Strip:
+    name: str  # file stem
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    influence: np.ndarray  # [T]
+    index: np.ndarray  # [T]
+    title: str
+
+
+def _confidence_strips(lr: LoadedRun, s: RunScore) -> list[_Strip]:
+    """Frame strips of the run's most and least confident test clips (skipped when frames cannot be read)."""
+    probs = torch.softmax(torch.as_tensor(s.logits), dim=-1).numpy()  # [n, C]
+    conf = probs.max(1)
+    out = []
+    for tag, k in (("most_confident", int(conf.argmax())), ("least_confident", int(conf.argmin()))):
+        row = int(s.rows[k])
+        pred = int(probs[k].argmax())
+        _, influence = forward(lr.head, lr.feats[[row]])  # for the predicted class
+        index = lr.frame_index[row]
+        path = lr.clips["path"].iat[row]
+        try:
+            with open_frames(path, backend=lr.frame_backend) as src:
+                frames = src.read(index)
+        except (FrameReadError, ValueError) as e:
+            log.warning("no frame strip for clip %s: %s", lr.clips["clip_id"].iat[row], e)
+            continue
+        title = (f"{s.name}, {tag.replace('_', ' ')}: clip {lr.clips['clip_id'].iat[row]}, "
+                 f"true {CLASSES[int(lr.labels[row])]}, predicted {CLASSES[pred]} ({probs[k, pred]:.2f}); "
+                 f"influence for {CLASSES[pred]}")
+        out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title))
+    return out
+
+
+def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
+    from .figures import frame_strip_figure, save_figure
+
+    return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title), folder / st.name)[0]
+            for st in strips]
