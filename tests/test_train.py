@@ -1,6 +1,7 @@
 """Stage 2: the trainer on a small store whose features carry a planted, frame-local class signal."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,33 +15,39 @@ from tgdfer.extract import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.store import FeatureStore
-from tgdfer.train import TrainConfig, TrainingDiverged, split_rows, train
+from tgdfer.train import (Replica, TrainConfig, TrainingDiverged, parse_int_list, replica_runs, split_rows, train,
+                          train_replicas)
 
 N, V, T = 105, 3, 16
 
 
-@pytest.fixture(scope="module")
-def planted_store(tmp_path_factory):
-    """105 clips (15 per class, 3 per class and fold), class signal in 5 of 16 frames, tiny text tower."""
+def make_planted_store(path, folds, seed=0):
+    """len(folds) clips, one per entry of `folds` (its test fold), class signal in 5 of 16 frames, tiny text tower."""
     enc = load_encoder(EncoderConfig(model="tgdfer-tiny-vit", pretrained="none"), towers=("text",))
     d = enc.embed_dim
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(7), 15)
+    rng = np.random.default_rng(seed)
+    N = len(folds)
+    labels = np.arange(N) % 7
     clips = pd.DataFrame({
         "clip_id": [f"{i:05d}" for i in range(1, N + 1)], "path": [f"/nowhere/{i}" for i in range(N)],
-        "label": labels, "fold": pd.array(np.tile(np.arange(1, 6), 21), dtype="Int64"),
+        "label": labels, "fold": pd.array(folds, dtype="Int64"),
         "split": pd.array([pd.NA] * N, dtype="string"), "n_frames": pd.array([T] * N, dtype="Int64")})
     means = rng.normal(size=(7, d))
     feats = rng.normal(size=(N, V, T, d))
     for i, label in enumerate(labels):
         start = rng.integers(0, T - 5)
         feats[i, :, start:start + 5] += means[label]
-    path = tmp_path_factory.mktemp("planted") / "s.zarr"
     with FeatureStore.create(path, clips=clips, views=V, frames=T, dim=d,
                              fingerprint={"encoder": enc.fingerprint}) as store:
         store.write_clips(np.arange(N), feats.astype(np.float16), np.zeros((N, V, T), np.int32))
         write_text_features(store, enc, None)
     return path
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory):
+    """105 clips (15 per class, 3 per class and fold), class signal in 5 of 16 frames, tiny text tower."""
+    return make_planted_store(tmp_path_factory.mktemp("planted") / "s.zarr", np.tile(np.arange(1, 6), 21))
 
 
 def cfg(store, out, **kw):
@@ -77,9 +84,9 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(plant
     calls = {"n": 0}
     real = tr.F.cross_entropy
 
-    def flaky(logits, y):
+    def flaky(logits, y, **kw):
         calls["n"] += 1
-        loss = real(logits, y)
+        loss = real(logits, y, **kw)
         return loss * float("nan") if calls["n"] > 7 else loss  # 6 steps per epoch: dies in epoch 2, step 1
 
     monkeypatch.setattr(tr.F, "cross_entropy", flaky)
@@ -120,3 +127,112 @@ def test_impossible_settings_fail_before_training(planted_store, tmp_path, head_
         train(HeadConfig(learnable=False, **head_kw), cfg(planted_store, tmp_path / "run", **train_kw))
     assert e.value.field == field
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+# -- replicas: folds x seeds trained together ---------------------------------------------------------
+
+# Folds of 10, 20 and 40 clips: training sets of 60, 50 and 30 clips take 4, 4 and 2 steps of 16
+# (last batches 12, 2, 14), so batches are ragged and fold 3 sits out two steps of every epoch.
+UNEVEN = np.array([1] * 10 + [2] * 20 + [3] * 40)
+SMALL = dict(heads=2, dim_head=8, mlp_dim=32)
+
+
+@pytest.fixture(scope="module")
+def uneven_store(tmp_path_factory):
+    return make_planted_store(tmp_path_factory.mktemp("uneven") / "u.zarr", UNEVEN, seed=1)
+
+
+def _uneven_cfg(store, tmp_path, **kw):
+    # a large weight decay: a replica without a batch that SGD still moved would be far off
+    return cfg(store, tmp_path / "unused", epochs=2, milestones=(1,), weight_decay=0.05, **kw)
+
+
+def _state(run):
+    return torch.load(run / "last.pt", weights_only=False)["head_state"]
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_replicas_trained_together_equal_each_replica_trained_alone(uneven_store, tmp_path, learnable):
+    head = HeadConfig(learnable=learnable, **SMALL)
+    base = _uneven_cfg(uneven_store, tmp_path, selection="val", val_fraction=0.2)
+    reps = [Replica(1, 5, str(tmp_path / "b1")), Replica(2, 6, str(tmp_path / "b2")), Replica(3, 7, str(tmp_path / "b3"))]
+    together = train_replicas(head, base, reps)
+    for rep, res in zip(reps, together):
+        alone = train(head, replace(base, fold=rep.fold, seed=rep.seed, out=str(tmp_path / f"a{rep.fold}")))
+        cols = ["loss", "train_acc", "test_war", "test_uar", "val_war"]
+        pd.testing.assert_frame_equal(res.history[cols], alone.history[cols], rtol=1e-4)
+        assert res.selected_epoch == alone.selected_epoch and res.test.war == pytest.approx(alone.test.war)
+        a, b = _state(tmp_path / f"a{rep.fold}"), _state(res.run)
+        assert a.keys() == b.keys()
+        for k in a:  # a normal 1-replica state dict, the same weights
+            assert a[k].shape == b[k].shape
+            torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+        final = json.loads((res.run / "final.json").read_text())
+        assert final["fold"] == rep.fold and final["seed"] == rep.seed
+        assert final["n_train"] + final["n_val"] == len(UNEVEN) - (UNEVEN == rep.fold).sum()
+        recorded = json.loads((res.run / "config.json").read_text())["train"]
+        assert (recorded["fold"], recorded["seed"], recorded["out"]) == (rep.fold, rep.seed, rep.out)
+    assert not torch.equal(_state(tmp_path / "b1")["fusion.0.weight"], _state(tmp_path / "b2")["fusion.0.weight"])
+
+
+def test_batched_run_resumes_exactly_and_its_runs_rescore(uneven_store, tmp_path):
+    head = HeadConfig(learnable=False, **SMALL)
+    base = _uneven_cfg(uneven_store, tmp_path)
+    full = train_replicas(head, base, replica_runs(tmp_path / "full", [1, 2, 3], [0]))
+    part = replica_runs(tmp_path / "part", [1, 2, 3], [0])
+    train_replicas(head, replace(base, epochs=1), part)
+    with pytest.raises(TgdferError, match="--resume"):
+        train_replicas(head, base, part)
+    resumed = train_replicas(head, base, part, resume=True)
+    for a, b in zip(full, resumed):
+        pd.testing.assert_frame_equal(a.history.drop(columns=["seconds", "clips_per_s"]),
+                                      b.history.drop(columns=["seconds", "clips_per_s"]))
+        sa, sb = _state(a.run), _state(b.run)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        again = rescore(a.run, device="cpu")  # `tgdfer evaluate` reads a replica's folder unchanged
+        assert again.fold == int(a.run.name[-1]) and again.test.war == pytest.approx(a.test.war)
+
+
+def test_replicas_resumed_at_different_epochs_train_in_groups(uneven_store, tmp_path):
+    head = HeadConfig(learnable=False, **SMALL)
+    base = _uneven_cfg(uneven_store, tmp_path)
+    reps = replica_runs(tmp_path / "r", [1, 3], [0])
+    train(head, replace(base, fold=1, out=reps[0].out, epochs=1))  # fold 1 stopped after epoch 1, fold 3 never ran
+    seen = []
+    results = train_replicas(head, base, reps, resume=True, on_epoch=lambda e, recs: seen.append((e, len(recs))))
+    assert seen == [(2, 1), (1, 1), (2, 1)]
+    alone = train(head, replace(base, fold=3, out=str(tmp_path / "alone3")))
+    assert results[1].history["loss"].tolist() == pytest.approx(alone.history["loss"].tolist(), rel=1e-5)
+
+
+def test_a_diverging_replica_stops_alone(uneven_store, tmp_path, monkeypatch):
+    import tgdfer.train as tr
+
+    real = tr.replica_losses
+    epochs = iter([1] * 4 + [2] * 4)  # 4 steps an epoch (the longest replica)
+
+    def poisoned(logits, y, mask):
+        losses = real(logits, y, mask)
+        return losses * torch.tensor([1.0, float("nan"), 1.0]) if next(epochs) == 2 else losses
+
+    monkeypatch.setattr(tr, "replica_losses", poisoned)
+    reps = replica_runs(tmp_path, [1, 2, 3], [0])
+    with pytest.raises(TrainingDiverged, match="fold 2 seed 0: loss is nan at epoch 2, step 0") as e:
+        train_replicas(HeadConfig(learnable=False, **SMALL), _uneven_cfg(uneven_store, tmp_path), reps)
+    assert "fold 1" not in str(e.value) and "fold 3" not in str(e.value)
+    assert (tmp_path / "fold1" / "final.json").exists() and (tmp_path / "fold3" / "final.json").exists()
+    assert not (tmp_path / "fold2" / "final.json").exists()
+    assert torch.load(tmp_path / "fold2" / "last.pt", weights_only=False)["epoch"] == 1
+    assert len(pd.read_csv(tmp_path / "fold3" / "metrics.csv")) == 2
+
+
+def test_fold_and_seed_lists():
+    assert parse_int_list("1-5", "folds") == [1, 2, 3, 4, 5]
+    assert parse_int_list("1,3, 5", "folds") == [1, 3, 5] and parse_int_list("1-2,4", "folds") == [1, 2, 4]
+    for bad in ("1-", "a", "3-1", "1,1"):
+        with pytest.raises(ConfigError):
+            parse_int_list(bad, "folds")
+    assert [r.out for r in replica_runs("runs/x", [1, 2], [0])] == ["runs/x/fold1", "runs/x/fold2"]
+    assert [r.out for r in replica_runs("runs/x", [1], [0, 1])] == ["runs/x/fold1_seed0", "runs/x/fold1_seed1"]
+    assert [r.out for r in replica_runs("runs/x", [], [0])] == ["runs/x"]
+    assert [(r.fold, r.seed) for r in replica_runs("r", [None], [3, 4])] == [(None, 3), (None, 4)]

@@ -1,9 +1,16 @@
-"""Stage 2 (`tgdfer train-head`): train the TG-DFER head on a feature store.
+"""Stage 2 (`tgdfer train-head`): train the TG-DFER head on a feature store, one or many replicas at once.
 
 The whole store is read once onto the training device and indexed there (no DataLoader): each
 epoch every training clip contributes one randomly chosen augmented view (views 1..V-1; view 0
 when the store has only the test view), evaluation always uses view 0. Shape legend: N clips,
-V views, T frames, D width, C classes, B batch, M replicas (1 here).
+V views, T frames, D width, C classes, B batch, M replicas.
+
+`train_replicas` trains M replicas of one architecture (DFEW folds x seeds) as one batched
+computation on one device: the head carries a replica axis on every trainable tensor, the store
+is read once and shared, and each replica keeps its own training split, clip order, view choice,
+checkpoint and run folder, exactly as if it had been trained alone (`train` is the M = 1 case).
+Replicas whose training sets differ in size take different numbers of steps: their batches are
+padded and masked, and a replica without a batch at a step is not moved by it at all.
 
 Model selection never looks at the test fold by default (`selection = "final"`, or `"val"`: a
 stratified validation split carved from the training clips). `"test-best"` reproduces the
@@ -18,9 +25,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,12 +109,63 @@ class TrainResult:
     protocol: str  # "final epoch", "validation split" or REFERENCE_PROTOCOL
 
 
+@dataclass
+class Replica:
+    """One of the runs `train_replicas` trains together: a test fold, a seed and a run folder."""
+
+    fold: Optional[int]  # test fold (None for train/test-split datasets)
+    seed: int  # head init, data order, view choice (and the validation split)
+    out: str  # this replica's run folder, identical in content to a single train() run
+
+    @property
+    def label(self) -> str:
+        return f"fold {self.fold} seed {self.seed}" if self.fold is not None else f"seed {self.seed}"
+
+
+def replica_runs(out: str | Path, folds: Sequence[Optional[int]], seeds: Sequence[int]) -> list[Replica]:
+    """Replicas for every fold x seed, run folders under `out`: fold<k> (fold<k>_seed<s> with several
+    seeds, seed<s> without folds; `out` itself for one replica without a fold)."""
+    folds, seeds = list(folds) or [None], list(seeds)
+    if not seeds:
+        raise ConfigError("seeds", "give at least one seed")
+    for name, values in (("folds", folds), ("seeds", seeds)):
+        if len(set(values)) != len(values):
+            raise ConfigError(name, f"{values} repeats a value")
+    out = Path(out)
+    reps = []
+    for fold in folds:
+        for seed in seeds:
+            parts = ([f"fold{fold}"] if fold is not None else []) + ([f"seed{seed}"] if len(seeds) > 1 else [])
+            reps.append(Replica(fold, seed, str(out / "_".join(parts)) if parts else str(out)))
+    return reps
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """"1-5" -> [1, 2, 3, 4, 5]; "1,3,5" -> [1, 3, 5]; "1-3,5" -> [1, 2, 3, 5]."""
+    out: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        lo, sep, hi = part.partition("-")
+        try:
+            values = range(int(lo), int(hi) + 1) if sep else [int(part)]
+        except ValueError:
+            raise ConfigError(name, f"{text!r} is not a list of integers like 1-5 or 1,3,5") from None
+        if sep and int(hi) < int(lo):
+            raise ConfigError(name, f"{part!r}: an empty range")
+        out.extend(values)
+    if len(set(out)) != len(out):
+        raise ConfigError(name, f"{text!r} repeats a value")
+    return out
+
+
 # -- data on the device ---------------------------------------------------------------------------
 
 
 @dataclass
 class DeviceData:
-    """The store's features and labels on the training device, plus the row splits."""
+    """The store's features and labels on the training device, plus one replica's row splits.
+
+    Replicas trained together hold the same `feats` and `labels` tensors (one copy on the device).
+    """
 
     feats: torch.Tensor  # [N, V, T, D] float16 on the device
     labels: torch.Tensor  # [N] int64 on the device
@@ -134,15 +192,26 @@ def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selec
     return train, val, test
 
 
-def load_device_data(store: FeatureStore, cfg: TrainConfig, device: torch.device) -> DeviceData:
-    clips = store.clips
-    if cfg.fold is not None and cfg.fold not in set(clips["fold"].dropna().astype(int)):
-        folds = sorted(set(clips["fold"].dropna().astype(int)))
-        raise ConfigError("fold", f"fold {cfg.fold} is not in {store.path} (folds: {folds or 'none'})")
-    train, val, test = split_rows(clips, store.done, cfg.fold, cfg.selection, cfg.val_fraction, cfg.seed)
+def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
+    """ConfigError naming train.fold's value when the store has no such fold."""
+    folds = sorted(set(store.clips["fold"].dropna().astype(int)))
+    if fold is not None and fold not in folds:
+        raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'})")
+
+
+def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: torch.device) -> list[DeviceData]:
+    """One DeviceData per replica config (its fold's splits), all sharing one copy of the features."""
+    for cfg in cfgs:
+        check_fold(store, cfg.fold)
+    clips, done = store.clips, store.done
+    splits = [split_rows(clips, done, c.fold, c.selection, c.val_fraction, c.seed) for c in cfgs]
     feats = torch.from_numpy(store.read_feats()).to(device)  # [N, V, T, D] float16, read once
     labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
-    return DeviceData(feats, labels, train, val, test)
+    return [DeviceData(feats, labels, *rows) for rows in splits]
+
+
+def load_device_data(store: FeatureStore, cfg: TrainConfig, device: torch.device) -> DeviceData:
+    return load_replica_data(store, [cfg], device)[0]
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -192,9 +261,8 @@ def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.dev
     return text
 
 
-def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int,
-               text_encoder: Optional[FrozenTextEncoder] = None,
-               encoder: Optional[EncoderConfig] = None) -> TGDFERHead:
+def check_head(head_cfg: HeadConfig, store: FeatureStore) -> None:
+    """ConfigError naming the head.* field when the architecture does not fit the store."""
     try:
         head_cfg.check_frames(store.frames)
     except ConfigError as e:  # name the pipeline field: head.window, not window
@@ -203,15 +271,27 @@ def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, 
         if name not in store.text_sets:
             raise ConfigError(field_name, f"{store.path} has no prompt set {name!r} "
                               f"(it has: {', '.join(store.text_sets) or 'none'})")
+
+
+def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int | Sequence[int],
+               text_encoder: Optional[FrozenTextEncoder] = None,
+               encoder: Optional[EncoderConfig] = None) -> TGDFERHead:
+    """The head for `store`: one replica per seed (an int: one replica)."""
+    seeds = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    check_head(head_cfg, store)
     if head_cfg.learnable and text_encoder is None:
         text_encoder = load_text_encoder(store, device, encoder)
     head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=len(CLASSES), text=text_sets(store),
-                      text_encoder=text_encoder if head_cfg.learnable else None, replicas=1, seeds=[seed])
+                      text_encoder=text_encoder if head_cfg.learnable else None, replicas=len(seeds), seeds=seeds)
     return head.to(device)
 
 
 def make_optimizer(head: TGDFERHead, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """SGD with the paper's parameter groups (head 1e-2, prompts 1e-3) and MultiStepLR."""
+    """SGD with the paper's parameter groups (head 1e-2, prompts 1e-3) and MultiStepLR.
+
+    Every parameter is stacked over the replica axis and SGD is elementwise, so one optimiser
+    steps each replica exactly as its own optimiser would.
+    """
     groups = head.param_groups()
     params = [{"params": groups["head"], "lr": cfg.lr, "name": "head"}]
     if groups["prompt"]:
@@ -232,42 +312,144 @@ def epoch_order(rows: np.ndarray, views: int, seed: int, epoch: int) -> tuple[np
     return order, view
 
 
+def pad_batches(parts: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-replica index arrays of different lengths -> ([M, B] padded with `fill`, [M, B] bool mask)."""
+    width = max(1, max(len(p) for p in parts))
+    out = np.full((len(parts), width), fill, dtype=np.int64)
+    mask = np.zeros((len(parts), width), dtype=bool)
+    for m, p in enumerate(parts):
+        out[m, :len(p)], mask[m, :len(p)] = p, True
+    return out, mask
+
+
+def replica_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each replica over its own clips: logits [M, B, C], y, mask [M, B] -> [M].
+
+    Padded clips count for nothing; a replica without clips gets 0 (and no gradient).
+    """
+    M, B, C = logits.shape
+    ce = F.cross_entropy(logits.reshape(M * B, C), y.reshape(M * B), reduction="none").view(M, B)
+    ce = torch.where(mask, ce, torch.zeros_like(ce))  # a padded clip's loss never reaches the sum
+    return ce.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+def masked_step(opt: torch.optim.Optimizer, frozen: np.ndarray) -> None:
+    """`opt.step()` that leaves the replicas in `frozen` ([M] bool) untouched.
+
+    A replica with no clips at this step has zero gradients, but SGD's weight decay and momentum
+    would still move it; its parameter and momentum slices are restored after the step.
+    """
+    if not frozen.any():
+        opt.step()
+        return
+    saved = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            idx = torch.as_tensor(np.flatnonzero(frozen), device=p.device)
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            saved.append((p, idx, p.detach()[idx].clone(), None if buf is None else buf[idx].clone()))
+    opt.step()
+    with torch.no_grad():
+        for p, idx, value, buf in saved:
+            p[idx] = value
+            new = opt.state.get(p, {}).get("momentum_buffer")
+            if new is not None:
+                new[idx] = buf if buf is not None else 0.0  # no momentum yet: as if never stepped
+
+
+@dataclass
+class EpochStats:
+    """One epoch of M replicas: their mean loss and accuracy, and the steps where they diverged."""
+
+    loss: np.ndarray  # [M] mean training loss over each replica's clips
+    acc: np.ndarray  # [M] training accuracy
+    diverged: dict[int, str]  # replica -> "loss is nan at epoch e, step k" (the replica stopped there)
+
+
+def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torch.optim.Optimizer,
+                        batch_size: int, seeds: Sequence[int], epoch: int,
+                        active: Optional[np.ndarray] = None) -> EpochStats:
+    """One pass of every active replica over its own training clips, all replicas in each step.
+
+    Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
+    `batch_size`; the replicas' mean losses are summed, so each one's gradient is its own. A
+    replica whose loss is NaN or infinite stops (it is never stepped again) and is reported.
+    """
+    head.train()
+    M = head.replicas
+    feats, labels = datas[0].feats, datas[0].labels  # [N, V, T, D], [N], shared by all replicas
+    dev = feats.device
+    active = np.ones(M, dtype=bool) if active is None else active.copy()
+    orders = [epoch_order(d.train, feats.shape[1], s, epoch) for d, s in zip(datas, seeds)]
+    steps = max(math.ceil(len(d.train) / batch_size) for d in datas)
+    total, correct = np.zeros(M), np.zeros(M)
+    diverged: dict[int, str] = {}
+    for step in range(steps):
+        sl = slice(step * batch_size, (step + 1) * batch_size)
+        rows, mask = pad_batches([o[sl] if a else o[:0] for (o, _), a in zip(orders, active)])
+        views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)])
+        rows_t, views_t = torch.as_tensor(rows, device=dev), torch.as_tensor(views, device=dev)
+        mask_t = torch.as_tensor(mask, device=dev)
+        x = feats[rows_t, views_t].float()  # [M, B, T, D]
+        y = labels[rows_t]  # [M, B]
+        out = head(x, target=y)
+        losses = replica_losses(out.logits, y, mask_t)  # [M]
+        hits = ((out.logits.argmax(-1) == y) & mask_t).sum(dim=1)  # [M]
+        host, hits = torch.stack([losses.detach(), hits.to(losses.dtype)]).cpu().numpy()  # one sync a step
+        bad = mask.any(axis=1) & ~np.isfinite(host)
+        for m in np.flatnonzero(bad):
+            diverged[int(m)] = f"loss is {host[m]} at epoch {epoch}, step {step}"
+        active &= ~bad
+        if not active.any():
+            break
+        opt.zero_grad(set_to_none=True)
+        losses.masked_fill(torch.as_tensor(~active, device=dev), 0.0).sum().backward()  # replicas' grads apart
+        masked_step(opt, ~mask.any(axis=1) | ~active)
+        total += np.where(active, host * mask.sum(axis=1), 0.0)
+        correct += np.where(active, hits, 0)
+    sizes = np.array([max(len(d.train), 1) for d in datas])
+    return EpochStats(loss=total / sizes, acc=correct / sizes, diverged=diverged)
+
+
 def train_epoch(head: TGDFERHead, data: DeviceData, opt: torch.optim.Optimizer, cfg: TrainConfig,
                 epoch: int) -> tuple[float, float]:
-    """One pass over the training clips; returns (mean loss, train accuracy). Raises on a NaN loss."""
-    head.train()
-    order, view = epoch_order(data.train, data.feats.shape[1], cfg.seed, epoch)
-    dev = data.feats.device
-    total_loss, correct = 0.0, 0
-    for step, start in enumerate(range(0, len(order), cfg.batch_size)):
-        rows = torch.as_tensor(order[start:start + cfg.batch_size], device=dev)
-        views = torch.as_tensor(view[start:start + cfg.batch_size], device=dev)
-        x = data.feats[rows, views].float()  # [B, T, D]
-        y = data.labels[rows]  # [B]
-        out = head(x, target=y[None])
-        loss = F.cross_entropy(out.logits[0], y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {step}; the last good "
-                                   f"checkpoint is kept in {cfg.out} (try a lower lr)")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total_loss += loss.item() * len(rows)
-        correct += int((out.logits[0].argmax(-1) == y).sum())
-    return total_loss / len(order), correct / len(order)
+    """One pass of a 1-replica head over the training clips; returns (mean loss, train accuracy)."""
+    stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch)
+    if stats.diverged:
+        raise TrainingDiverged(f"{stats.diverged[0]}; the last good checkpoint is kept in {cfg.out} (try a lower lr)")
+    return float(stats.loss[0]), float(stats.acc[0])
 
 
 @torch.no_grad()
-def predict_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """Logits [n, C] of `rows` from the test-time view 0."""
+def predict_replicas(head: TGDFERHead, feats: torch.Tensor, rows: Sequence[np.ndarray],
+                     batch_size: int = 256) -> list[torch.Tensor]:
+    """Logits [n_m, C] of each replica m's `rows[m]` from the test-time view 0, all replicas per batch."""
     head.eval()
-    fine = head.fine_prompt()  # X^FP once for all batches
-    out = []
-    for start in range(0, len(rows), batch_size):
-        idx = torch.as_tensor(rows[start:start + batch_size], device=data.feats.device)
-        x = data.feats[idx, 0].float()  # [B, T, D]
-        out.append(head.forward_head(head.forward_features(x), fine=fine).logits[0])
-    return torch.cat(out)
+    fine = head.fine_prompt()  # X^FP [M, C, D] once for all batches
+    outs: list[list[torch.Tensor]] = [[] for _ in rows]
+    for start in range(0, max(len(r) for r in rows), batch_size):
+        idx, mask = pad_batches([r[start:start + batch_size] for r in rows])
+        x = feats[torch.as_tensor(idx, device=feats.device), 0].float()  # [M, B, T, D]
+        logits = head.forward_head(head.forward_features(x), fine=fine).logits  # [M, B, C]
+        for m, k in enumerate(mask.sum(axis=1)):
+            outs[m].append(logits[m, :k])
+    return [torch.cat(o) if o else feats.new_zeros((0, head.classes), dtype=torch.float32) for o in outs]
+
+
+def predict_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    """Logits [n, C] of `rows` from the test-time view 0 (a 1-replica head)."""
+    return predict_replicas(head, data.feats, [rows], batch_size)[0]
+
+
+def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str) -> list[Optional[Scores]]:
+    """Scores of each replica on its own `split` rows ("test" or "val"); None where it has none."""
+    rows = [getattr(d, split) for d in datas]
+    if not any(len(r) for r in rows):
+        return [None] * len(rows)
+    logits = predict_replicas(head, datas[0].feats, rows)
+    labels = datas[0].labels
+    return [score(labels[torch.as_tensor(r, device=labels.device)], lg) if len(r) else None
+            for r, lg in zip(rows, logits)]
 
 
 def evaluate_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray) -> Scores:
@@ -300,6 +482,34 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     return ckpt
 
 
+def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:
+    """Replica m's weights as the state dict of a 1-replica head (what `evaluate` loads)."""
+    stacked = {name for name, _ in head.named_parameters()}  # every parameter has the replica axis first
+    return {k: v[m:m + 1].clone() if k in stacked else v for k, v in head.state_dict().items()}
+
+
+def stack_head_states(head: TGDFERHead, states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """1-replica state dicts -> the state dict of an M-replica head (inverse of replica_head_state)."""
+    stacked = {name for name, _ in head.named_parameters()}
+    return {k: torch.cat([s[k] for s in states]) if k in stacked else v for k, v in states[0].items()}
+
+
+def replica_opt_state(opt_state: dict, m: int) -> dict:
+    """Replica m's slice of an optimiser state dict (momentum buffers [M, ...] -> [1, ...])."""
+    state = {i: {k: v[m:m + 1].clone() if torch.is_tensor(v) and v.dim() else v for k, v in s.items()}
+             for i, s in opt_state["state"].items()}
+    return {"state": state, "param_groups": opt_state["param_groups"]}
+
+
+def stack_opt_states(states: Sequence[dict]) -> dict:
+    """1-replica optimiser state dicts -> one over stacked parameters (inverse of replica_opt_state)."""
+    out = {}
+    for i, s in states[0]["state"].items():
+        out[i] = {k: torch.cat([st["state"][i][k] for st in states]) if torch.is_tensor(v) and v.dim() else v
+                  for k, v in s.items()}
+    return {"state": out, "param_groups": states[0]["param_groups"]}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -319,74 +529,197 @@ def _selection_metric(record: EpochRecord, selection: str) -> float:
     return war + 1e-3 * uar
 
 
+@dataclass
+class _Run:
+    """What train_replicas keeps per replica: config, data, run folder, history, best epoch."""
+
+    cfg: TrainConfig
+    data: DeviceData
+    out: Path
+    record: dict  # config.json
+    history: list[EpochRecord] = field(default_factory=list)
+    best: tuple = (-math.inf, 0)
+    start: int = 1  # first epoch still to train
+    ckpt: Optional[dict] = None  # last.pt when resuming
+
+
 def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, config_record: Optional[dict] = None,
           on_epoch: Optional[Callable[[EpochRecord], None]] = None,
           text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None) -> TrainResult:
-    """Train on the store at cfg.store; writes cfg.out/{config.json, metrics.csv, final.json, last.pt, best.pt}."""
-    out = Path(cfg.out)
-    if out.exists() and any(out.glob("*.pt")) and not resume:
-        raise TgdferError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    """Train one replica (cfg.fold, cfg.seed) on cfg.store; writes cfg.out/{config.json, metrics.csv,
+    final.json, last.pt, best.pt}. The M = 1 case of `train_replicas`."""
+    each = None if on_epoch is None else (lambda epoch, records: [on_epoch(r) for r in records])
+    return train_replicas(head_cfg, cfg, [Replica(cfg.fold, cfg.seed, cfg.out)], resume=resume,
+                          config_record=config_record, on_epoch=each, text_encoder=text_encoder,
+                          encoder=encoder)[0]
+
+
+def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Replica], *, resume: bool = False,
+                   config_record: Optional[dict] = None,
+                   on_epoch: Optional[Callable[[int, list[EpochRecord]], None]] = None,
+                   text_encoder: Optional[FrozenTextEncoder] = None,
+                   encoder: Optional[EncoderConfig] = None) -> list[TrainResult]:
+    """Train every replica (fold, seed, run folder) of one architecture together on cfg.store.
+
+    `cfg` holds everything the replicas share; each replica's fold, seed and out replace cfg's.
+    Each run folder ends up as a single `train` run with that fold and seed would leave it
+    (config.json, metrics.csv, final.json, last.pt, best.pt holding a 1-replica head), up to float
+    rounding of the batched matmuls and the dropout draws. `on_epoch(epoch, records)` gets one
+    record per replica trained in that epoch, in `replicas` order. With `resume`, replicas are
+    continued from their last.pt (replicas stopped at different epochs train in separate groups).
+    A replica whose loss turns NaN stops; the others go on, then TrainingDiverged names it.
+    """
+    replicas = list(replicas)
+    _check_replicas(replicas, resume)
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)  # dropout and anything else drawing from the global generator
+    torch.manual_seed(replicas[0].seed)  # dropout and anything else drawing from the global generator
     with FeatureStore.open(cfg.store) as store:
-        head = build_head(head_cfg, store, device, cfg.seed, text_encoder, encoder)
-        data = load_device_data(store, cfg, device)
-        fingerprint = store.fingerprint
-        frames, dim = store.frames, store.dim
-    opt, sched = make_optimizer(head, cfg)
-    record_cfg = {"head": to_dict(head_cfg), "train": to_dict(cfg), **(config_record or {})}
+        check_head(head_cfg, store)
+        cfgs = [replace(cfg, fold=r.fold, seed=r.seed, out=r.out) for r in replicas]
+        for c in cfgs:
+            check_fold(store, c.fold)
+        if head_cfg.learnable and text_encoder is None:
+            text_encoder = load_text_encoder(store, device, encoder)  # once, for every group
+        datas = load_replica_data(store, cfgs, device)
+        runs = [_prepare_run(c, d, head_cfg, config_record, encoder, resume) for c, d in zip(cfgs, datas)]
+        groups: dict[int, list[int]] = {}
+        for i, run in enumerate(runs):  # replicas resumed at different epochs train apart
+            groups.setdefault(run.start, []).append(i)
+        heads = {start: build_head(head_cfg, store, device, [replicas[i].seed for i in idx], text_encoder, encoder)
+                 for start, idx in groups.items()}
+        meta = dict(store_fingerprint=store.fingerprint, tgdfer_version=__version__, mode="cached",
+                    head_args=dict(dim=store.dim, frames=store.frames, classes=len(CLASSES)))
+    results: list[Optional[TrainResult]] = [None] * len(replicas)
+    failed: list[str] = []
+    for start, idx in groups.items():
+        group = [runs[i] for i in idx]
+        done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch)
+        failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
+                   for m, msg in diverged.items()]
+        for m, res in done.items():
+            results[idx[m]] = res
+    if failed:
+        raise TrainingDiverged("; ".join(failed) + " (try a lower lr)")
+    return results  # type: ignore[return-value]
+
+
+def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
+    if not replicas:
+        raise ConfigError("replicas", "nothing to train: give at least one fold or seed")
+    outs = [str(Path(r.out).resolve()) for r in replicas]
+    if len(set(outs)) != len(outs):
+        raise ConfigError("out", "two replicas share one run folder")
+    for r in replicas:
+        out = Path(r.out)
+        if out.exists() and any(out.glob("*.pt")) and not resume:
+            raise TgdferError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, config_record: Optional[dict],
+                 encoder: Optional[EncoderConfig], resume: bool) -> _Run:
+    """Create the run folder, write config.json, read last.pt when resuming."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"head": to_dict(head_cfg), "train": to_dict(cfg), **_replica_record(config_record, cfg)}
     if encoder is not None:
-        record_cfg["encoder"] = to_dict(encoder)
-    (out / "config.json").write_text(json.dumps(record_cfg, indent=2))
-    history: list[EpochRecord] = []
-    start, best = 1, (-math.inf, 0)
+        record["encoder"] = to_dict(encoder)
+    (out / "config.json").write_text(json.dumps(record, indent=2))
+    run = _Run(cfg=cfg, data=data, out=out, record=record)
     if resume and (out / "last.pt").exists():
-        ckpt = load_checkpoint(out / "last.pt", map_location=device)
-        head.load_state_dict(ckpt["head_state"])
-        opt.load_state_dict(ckpt["opt_state"])
-        sched.load_state_dict(ckpt["sched_state"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        history = [EpochRecord(**r) for r in ckpt["history"]]
-        start, best = ckpt["epoch"] + 1, tuple(ckpt["best"])
-        log.info("resuming %s at epoch %d", out, start)
-    meta = dict(config=record_cfg, head_args=dict(dim=dim, frames=frames, classes=len(CLASSES), seeds=head.seeds),
-                store_fingerprint=fingerprint, tgdfer_version=__version__, mode="cached")
+        ckpt = load_checkpoint(out / "last.pt")
+        run.ckpt, run.start = ckpt, int(ckpt["epoch"]) + 1
+        run.history = [EpochRecord(**r) for r in ckpt["history"]]
+        run.best = tuple(ckpt["best"])
+        log.info("resuming %s at epoch %d", out, run.start)
+    return run
+
+
+def _replica_record(config_record: Optional[dict], cfg: TrainConfig) -> dict:
+    """config_record with a recorded pipeline's [train] fold, seed and out set to this replica's."""
+    record = json.loads(json.dumps(config_record or {}))  # deep copy
+    train_table = record.get("pipeline", {}).get("train")
+    if isinstance(train_table, dict):
+        train_table.update(fold=cfg.fold, seed=cfg.seed, out=cfg.out)
+    return record
+
+
+def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dict, start: int,
+                 on_epoch: Optional[Callable]) -> tuple[dict[int, TrainResult], dict[int, str]]:
+    """Train the replicas that start at the same epoch as one batched head; finish the healthy ones."""
+    opt, sched = make_optimizer(head, cfg)
+    if runs[0].ckpt is not None:  # resume: stack the replicas' checkpoints
+        ckpts = [r.ckpt for r in runs]
+        head.load_state_dict(stack_head_states(head, [c["head_state"] for c in ckpts]))
+        opt.load_state_dict(stack_opt_states([c["opt_state"] for c in ckpts]))
+        sched.load_state_dict(ckpts[0]["sched_state"])
+        torch.set_rng_state(ckpts[0]["torch_rng"])
+        for r in runs:
+            r.ckpt = None
+    else:
+        torch.manual_seed(runs[0].cfg.seed)
+    datas, seeds = [r.data for r in runs], [r.cfg.seed for r in runs]
+    active = np.ones(len(runs), dtype=bool)
+    diverged: dict[int, str] = {}
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        loss, acc = train_epoch(head, data, opt, cfg, epoch)
+        stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active)
         sched.step()
         seconds = time.perf_counter() - t0
-        test = evaluate_rows(head, data, data.test)
-        val = evaluate_rows(head, data, data.val) if len(data.val) else None
-        rec = EpochRecord(epoch=epoch, lr=lr, loss=loss, train_acc=acc, seconds=seconds,
-                          clips_per_s=len(data.train) / seconds, test_war=test.war, test_uar=test.uar,
-                          val_war=val.war if val else float("nan"), val_uar=val.uar if val else float("nan"))
-        history.append(rec)
-        state = dict(head_state=head.state_dict(), epoch=epoch, **meta)
-        if cfg.selection != "final" and _selection_metric(rec, cfg.selection) > best[0]:
-            best = (_selection_metric(rec, cfg.selection), epoch)
-            save_checkpoint(out / "best.pt", **state)
-        save_checkpoint(out / "last.pt", **state, opt_state=opt.state_dict(), sched_state=sched.state_dict(),
-                        torch_rng=torch.get_rng_state(), history=[vars(r) for r in history], best=list(best))
-        pd.DataFrame([vars(r) for r in history]).to_csv(out / "metrics.csv", index=False)
+        for m, msg in stats.diverged.items():
+            diverged[m], active[m] = msg, False
+        if not active.any():
+            break
+        tests, vals = evaluate_replicas(head, datas, "test"), evaluate_replicas(head, datas, "val")
+        records = []
+        for m in np.flatnonzero(active):
+            rec = EpochRecord(epoch=epoch, lr=lr, loss=float(stats.loss[m]), train_acc=float(stats.acc[m]),
+                              seconds=seconds, clips_per_s=len(datas[m].train) / seconds,
+                              test_war=tests[m].war, test_uar=tests[m].uar,
+                              val_war=vals[m].war if vals[m] else float("nan"),
+                              val_uar=vals[m].uar if vals[m] else float("nan"))
+            _save_epoch(runs[m], head, opt, sched, meta, m, rec)
+            records.append(rec)
         if on_epoch:
-            on_epoch(rec)
-    return _finish(out, head, data, cfg, history, best)
+            on_epoch(epoch, records)
+    healthy = [m for m in range(len(runs)) if m not in diverged]
+    return (_finish(head, runs, healthy, cfg) if healthy else {}), diverged
 
 
-def _finish(out: Path, head: TGDFERHead, data: DeviceData, cfg: TrainConfig, history: list[EpochRecord],
-            best: tuple) -> TrainResult:
-    """Score the selected weights on the test rows and write final.json."""
-    selected = cfg.epochs
-    if cfg.selection != "final":
-        selected = int(best[1])
-        head.load_state_dict(load_checkpoint(out / "best.pt", map_location=data.feats.device)["head_state"])
-    test = evaluate_rows(head, data, data.test)
+def _save_epoch(run: _Run, head: TGDFERHead, opt: torch.optim.Optimizer, sched: Any, meta: dict, m: int,
+                rec: EpochRecord) -> None:
+    """Replica m's epoch: history, metrics.csv, best.pt when the selection rule improves, last.pt."""
+    run.history.append(rec)
+    state = dict(head_state=replica_head_state(head, m), epoch=rec.epoch, config=run.record,
+                 **{**meta, "head_args": {**meta["head_args"], "seeds": [run.cfg.seed]}})
+    selection = run.cfg.selection
+    if selection != "final" and _selection_metric(rec, selection) > run.best[0]:
+        run.best = (_selection_metric(rec, selection), rec.epoch)
+        save_checkpoint(run.out / "best.pt", **state)
+    save_checkpoint(run.out / "last.pt", **state, opt_state=replica_opt_state(opt.state_dict(), m),
+                    sched_state=sched.state_dict(), torch_rng=torch.get_rng_state(),
+                    history=[vars(r) for r in run.history], best=list(run.best))
+    pd.DataFrame([vars(r) for r in run.history]).to_csv(run.out / "metrics.csv", index=False)
+
+
+def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainConfig) -> dict[int, TrainResult]:
+    """Score each healthy replica's selected weights on its test rows and write its final.json."""
+    device = runs[0].data.feats.device
+    if cfg.selection != "final":  # the selected epochs' weights, one replica at a time into the stack
+        states = [replica_head_state(head, m) for m in range(len(runs))]
+        for m in healthy:
+            states[m] = load_checkpoint(runs[m].out / "best.pt", map_location=device)["head_state"]
+        head.load_state_dict(stack_head_states(head, states))
+    tests = evaluate_replicas(head, [r.data for r in runs], "test")
     protocol = PROTOCOLS[cfg.selection]
-    final = {"selection": cfg.selection, "protocol": protocol, "selected_epoch": selected, "fold": cfg.fold,
-             "test": test.to_dict(), "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test)}
-    (out / "final.json").write_text(json.dumps(final, indent=2))
-    return TrainResult(run=out, selected_epoch=selected, selection=cfg.selection, test=test,
-                       history=pd.DataFrame([vars(r) for r in history]), protocol=protocol)
+    out = {}
+    for m in healthy:
+        run = runs[m]
+        selected = cfg.epochs if cfg.selection == "final" else int(run.best[1])
+        final = {"selection": cfg.selection, "protocol": protocol, "selected_epoch": selected, "fold": run.cfg.fold,
+                 "seed": run.cfg.seed, "test": tests[m].to_dict(), "n_train": len(run.data.train),
+                 "n_val": len(run.data.val), "n_test": len(run.data.test)}
+        (run.out / "final.json").write_text(json.dumps(final, indent=2))
+        out[m] = TrainResult(run=run.out, selected_epoch=selected, selection=cfg.selection, test=tests[m],
+                             history=pd.DataFrame([vars(r) for r in run.history]), protocol=protocol)
+    return out
