@@ -223,19 +223,68 @@ def train_head_cli(
     set_: SetOpt = None,
     store: Annotated[Optional[str], typer.Option(help="Feature store (default: [train] store).")] = None,
     fold: Annotated[Optional[int], typer.Option(help="Test fold of a k-fold dataset (DFEW: 1..5).")] = None,
+    folds: Annotated[Optional[str], typer.Option(
+        help="Several test folds trained together in one batched run, e.g. 1-5 or 1,3,5 (runs in <out>/fold<k>).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Several seeds trained together, e.g. 0,1,2 (runs in <out>/fold<k>_seed<s>).")] = None,
     out: Annotated[Optional[str], typer.Option(help="Run folder (default: [train] out, plus /fold<k> with --fold).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (paper: 50).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
 ):
-    """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder."""
+    """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed."""
+    from .errors import ConfigError
     from .pipeline import load_pipeline
+    from .train import parse_int_list, replica_runs
 
+    if fold is not None and folds is not None:
+        raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
                                             train__epochs=epochs, train__device=device))
+    if folds is not None or seeds is not None:
+        fold_list = parse_int_list(folds, "--folds") if folds is not None else [pipe.train.fold]
+        seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [pipe.train.seed]
+        runs = replica_runs(pipe.train.out, [f for f in fold_list if f is not None], seed_list)  # under [train] out
+        _train_heads(pipe, runs, resume)
+        return
     if out is None and pipe.train.fold is not None:  # one run folder per fold under [train] out
         pipe.train.out = str(Path(pipe.train.out) / f"fold{pipe.train.fold}")
     _train_head(pipe, resume)
+
+
+def _train_heads(pipe, replicas, resume: bool):
+    """Every fold x seed replica in one batched run; per epoch the replicas' mean (and range of test WAR)."""
+    from .train import train_replicas
+
+    cfg = pipe.train
+    table = Table(title=f"train-head: {cfg.store}, {len(replicas)} replicas trained together (mean over replicas)",
+                  box=box.SIMPLE_HEAVY)
+    for col in ("epoch", "lr", "loss", "train acc", "test WAR", "WAR range", "test UAR", "clips/s"):
+        table.add_column(col, justify="right")
+    with _progress() as progress:
+        task = progress.add_task("train-head", total=cfg.epochs)
+
+        def on_epoch(epoch, records) -> None:
+            df = pd.DataFrame([vars(r) for r in records])
+            table.add_row(str(epoch), f"{df.lr.iloc[0]:.0e}", f"{df.loss.mean():.3f}", f"{df.train_acc.mean():.3f}",
+                          f"{df.test_war.mean():.3f}", f"{df.test_war.min():.2f}-{df.test_war.max():.2f}",
+                          f"{df.test_uar.mean():.3f}", f"{df.clips_per_s.sum():.0f}")
+            progress.update(task, completed=epoch, description=f"train-head x{len(records)} mean loss "
+                                                               f"{df.loss.mean():.3f} test WAR {df.test_war.mean():.3f}")
+
+        results = train_replicas(pipe.head, cfg, replicas, resume=resume, config_record={"pipeline": pipe.to_dict()},
+                                 on_epoch=on_epoch, encoder=pipe.encoder)
+    console.print(table)
+    rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
+             "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
+    df = pd.DataFrame(rows)
+    mean = {"run": "mean", "fold": "", "seed": "", "epoch": "", "UAR": round(df.UAR.mean(), 2),
+            "WAR": round(df.WAR.mean(), 2)}
+    console.print(_table(pd.concat([df, pd.DataFrame([mean])], ignore_index=True).set_index("run"),
+                         title=f"test results (%), {results[0].protocol}"))
+    console.print(f"re-score or tabulate with: tgdfer evaluate {' '.join(str(r.run) for r in results[:5])}"
+                  f"{' ...' if len(results) > 5 else ''}")
+    return results
 
 
 def _train_head(pipe, resume: bool):
@@ -266,21 +315,33 @@ def _train_head(pipe, resume: bool):
 @_run
 def evaluate_cli(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (one per fold for a k-fold table).")],
-    out: Annotated[Optional[Path], typer.Option(help="Where results.csv / results.md go (default: first run's parent).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where tables and figures go (default: first run's parent).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    frames: Annotated[Optional[str], typer.Option(
+        help="Table 6: re-score from only the frames of highest | lowest influence (or highest,lowest).")] = None,
+    k: Annotated[str, typer.Option("--k", help="Table 6: numbers of frames, e.g. 1,2,3.")] = "1,2,3",
+    figures: Annotated[bool, typer.Option(help="Write confusion matrices and frame strips (PNG + PDF).")] = True,
 ):
-    """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout)."""
-    from .evaluate import rescore, results_table
-    from .metrics import save_table
+    """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout).
 
-    scores = [rescore(r, device) for r in runs]
-    df, protocol = results_table(scores)
-    stem = (out or Path(runs[0]).parent) / "results"
-    csv_path, md_path = save_table(df, stem, title="TG-DFER results (%)", note=f"model selection: {protocol}")
-    short = df.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
-    console.print(_table(short, title=f"TG-DFER results (%), model selection: {protocol}"))
-    console.print(f"saved {csv_path} and {md_path}")
-    return df
+    Also: Table 6 with --frames, localisation scores when the dataset has frame labels (SynthDFER),
+    and the figures of paper Fig. 3 and Fig. 4 under OUT/figures.
+    """
+    from .evaluate import evaluate, parse_frames, parse_ks
+
+    ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures)
+    short = ev.results.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
+    console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
+    if ev.table6 is not None:
+        console.print(_table(ev.table6, title="Table 6: test set from the k frames of highest / lowest influence (%)"))
+    if ev.localisation is not None:
+        console.print(_table(ev.localisation, title="Localisation of the expression episode by the frame influence "
+                                                    "(AUROC, hit@1; random influence beside)"))
+    pngs = [f for f in ev.files if f.suffix == ".png"]
+    console.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
+    if pngs:
+        console.print(f"figures: {len(pngs)} PNG (+ PDF) in {pngs[0].parent}")
+    return ev.results
 
 
 # -- info -----------------------------------------------------------------------------------------
@@ -309,6 +370,54 @@ def info_cli(
         console.print(_table(d.failures[["clip_id", "reason"]], title="failures"))
 
 
+# -- proxy ----------------------------------------------------------------------------------------
+
+
+@app.command("proxy")
+@_run
+def proxy_cli(
+    out: Annotated[Optional[Path], typer.Argument(help="Weights file to write (default: [encoder] pretrained).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Train again even if OUT exists.")] = False,
+):
+    """Train a small proxy CLIP on its own SynthDFER set: informative features without downloads.
+
+    Pretrained CLIP cannot be downloaded everywhere; random weights give features with no
+    expression information. The proxy learns zero-shot classification of single SynthDFER frames
+    (its own seed, never the evaluated clips) and is used like any local weights file:
+    [encoder] model = "tgdfer-proxy-vit", pretrained = OUT.
+    """
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, list(set_ or []))
+    target = out or Path(pipe.encoder.pretrained)
+    if target.exists() and not overwrite:
+        raise TgdferError(f"{target} exists; pass --overwrite to train the proxy again")
+    _train_proxy(target, pipe.proxy)
+
+
+def _train_proxy(out: Path, cfg) -> Path:
+    from .proxy import train_proxy
+
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"proxy CLIP ({cfg.model}, {cfg.clips} clips, seed {cfg.seed})", total=cfg.steps)
+        path = train_proxy(out, cfg, workdir=out.parent, progress=lambda n: progress.advance(task, n))
+    console.print(f"proxy CLIP weights -> {path} ({time.perf_counter() - t0:.0f} s)")
+    return path
+
+
+def _ensure_proxy(pipe) -> None:
+    """Train the pipeline's proxy CLIP once when [encoder] names it as a weights file that is not there yet."""
+    enc = pipe.encoder
+    weights = Path(enc.pretrained)
+    if enc.model != pipe.proxy.model or weights.suffix not in (".pt", ".pth", ".bin") or weights.exists():
+        return
+    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ([proxy] in {pipe.source})")
+    _train_proxy(weights, pipe.proxy)
+
+
 def _synth_matches(out: Path, cfg) -> bool:
     """True when `out` holds a complete SynthDFER made with the same settings (worker count aside)."""
     from .config import to_dict
@@ -331,10 +440,11 @@ def demo_cli(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Where the synthetic dataset is written.")] = Path("data/synth"),
 ):
-    """The main job on built-in synthetic data: SynthDFER -> extract -> train-head -> evaluate."""
+    """The main job on built-in synthetic data: (proxy CLIP) -> SynthDFER -> extract -> train-head -> evaluate."""
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, list(set_ or []))
+    _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
     else:
