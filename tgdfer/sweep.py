@@ -1,0 +1,653 @@
+"""`tgdfer sweep` and `tgdfer report`: grids or lists of config points (the paper's ablations), each on every fold.
+
+A sweep file (`pipelines/sweeps/*.toml`) names a base pipeline and the points to run:
+
+    [sweep]
+    base = "pipelines/dfew.toml"          # the pipeline every point starts from (path from the working folder)
+    out = "runs/sweeps/table4_window"     # default: runs/sweeps/<file stem>
+    folds = "1-5"                         # or [1, 2, 3, 4, 5]; default: the base's [train] fold
+    seeds = [0]                           # default: the base's [train] seed
+    set = ["train.epochs=50"]             # overrides applied to every point (same syntax as --set)
+    title = "Table 4: ..."                # title of the result table and plot
+    plot = "head.window"                  # x axis of the plot (default: the first swept field)
+    labels = { "head.stride" = { none = "X" } }   # how values are shown in the table ("X": the paper's mark)
+
+    [grid]                                # every combination, the first field varying slowest ...
+    "head.window" = [2, 4, 8]
+    "head.stride" = [1, 2]
+
+    [[points]]                            # ... or a list of points (not both), each with an optional name
+    name = "a"
+    "head.fine_depth" = 0
+
+Fields are dotted pipeline fields (`head.window`, `train.lr`, ...); TOML has no null, so `"none"`
+stands for None in an optional field that is not a string (`head.stride = "none"`: non-overlapping
+windows). Every point is built through the pipeline's own config checks and checked against its
+store (frames, prompt sets, folds) before anything runs; a bad point stops the sweep there,
+naming the point and the field.
+
+Each point is one `train_replicas` call (all folds x seeds as one batched head); points run one
+after another, or in `workers` processes sharing the device. A point whose runs all have
+final.json is skipped, so re-running a sweep resumes it (a half-trained run continues from its
+last checkpoint). A point that fails is recorded with its error and the others go on. Points split
+across machines by `shard_id`/`num_shards` (point i goes to shard i mod K; defaults from torchrun
+or Slurm as for extraction), all writing into one `out` folder; `report(out)` rebuilds the table
+from whatever has finished.
+
+Layout of `out`:
+
+    points.json                 the sweep: fields, points, folds, seeds, labels
+    <point>/point.json          the point's values, resolved pipeline, status, error, seconds
+    <point>/fold<k>[_seed<s>]/  a normal train-head run folder (evaluate works on it)
+    results.csv, results.md     the tidy table: one row per point x fold x seed, plus each point's mean
+    results.png                 mean UAR / WAR (error bars: std over runs) against the plotted field
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+import typing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field, fields, replace
+from itertools import product
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import load_toml
+from .errors import ConfigError, TgdferError
+from .metrics import save_table
+
+log = logging.getLogger(__name__)
+
+SWEEP_KEYS = ("base", "out", "folds", "seeds", "set", "title", "plot", "labels")
+PER_REPLICA = {"train.fold": "folds", "train.seed": "seeds", "train.out": "out"}  # set by the sweep, not swept
+METRICS = ("UAR", "WAR")
+
+
+class SweepError(ConfigError):
+    """A sweep file, or one of its points, is wrong: the message names the file, the point and the field."""
+
+    def __init__(self, source: str, point: Optional[str], field: str, message: str):
+        self.source, self.point = source, point
+        super().__init__(field, message)
+        where = f"{source}: " + (f"point {point!r}: " if point is not None else "")
+        self.args = (f"{where}{field}: {message}",)
+
+
+@dataclass
+class Point:
+    name: str  # folder name under the sweep's out and row label of the table
+    values: dict[str, Any]  # dotted field -> value (None for "none" in an optional field)
+
+
+@dataclass
+class SweepConfig:
+    source: str  # the sweep file
+    base: str  # pipeline file every point starts from
+    out: str  # sweep folder
+    folds: list[Optional[int]]  # test folds ([None]: a train/test-split dataset)
+    seeds: list[int]
+    points: list[Point]
+    fields: list[str]  # swept fields, in order
+    fixed: list[str] = field(default_factory=list)  # overrides applied to every point
+    title: str = ""
+    plot: Optional[str] = None  # field on the plot's x axis
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> shown value -> label
+
+    def meta(self) -> dict:
+        """What points.json holds (everything `report` needs)."""
+        return {"source": self.source, "base": self.base, "title": self.title, "folds": self.folds,
+                "seeds": self.seeds, "fields": self.fields, "fixed": self.fixed, "plot": self.plot,
+                "labels": self.labels, "points": [{"name": p.name, "values": p.values} for p in self.points]}
+
+
+# -- reading a sweep file ------------------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
+               seeds: Optional[Sequence[int]] = None, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Parse a sweep file into its points (not yet checked against the pipeline: see `plan_sweep`)."""
+    src = str(path)
+    raw = load_toml(path)
+    unknown = sorted(set(raw) - {"sweep", "grid", "points"})
+    if unknown:
+        raise SweepError(src, None, unknown[0], "unknown table; a sweep file has [sweep], and [grid] or [[points]]")
+    head = raw.get("sweep", {})
+    if not isinstance(head, dict):
+        raise SweepError(src, None, "sweep", "must be a table ([sweep])")
+    bad = sorted(set(head) - set(SWEEP_KEYS))
+    if bad:
+        raise SweepError(src, None, f"sweep.{bad[0]}", f"unknown field; known fields: {', '.join(SWEEP_KEYS)}")
+    base = head.get("base")
+    if not isinstance(base, str) or not base:
+        raise SweepError(src, None, "sweep.base", "name the pipeline file the points start from, "
+                                                  "e.g. base = \"pipelines/dfew.toml\"")
+    if not Path(base).is_file():
+        raise SweepError(src, None, "sweep.base", f"{base} does not exist (paths are read from the working folder)")
+    fixed = head.get("set", [])
+    if not isinstance(fixed, list) or not all(isinstance(s, str) for s in fixed):
+        raise SweepError(src, None, "sweep.set", 'must be a list of overrides like ["train.epochs=50"]')
+    points = _points(src, raw)
+    fields_ = list(dict.fromkeys(k for p in points for k in p.values))
+    labels = _labels(src, head.get("labels", {}))
+    plot = head.get("plot")
+    if plot is not None and plot not in fields_:
+        raise SweepError(src, None, "sweep.plot", f"{plot!r} is not a swept field ({', '.join(fields_)})")
+    return SweepConfig(
+        source=src, base=base, out=out or head.get("out") or f"runs/sweeps/{Path(src).stem}",
+        folds=list(folds) if folds is not None else _int_list(src, "sweep.folds", head.get("folds"), none_ok=True),
+        seeds=list(seeds) if seeds is not None else _int_list(src, "sweep.seeds", head.get("seeds"), none_ok=False),
+        points=points, fields=fields_, fixed=[*fixed, *overrides], title=str(head.get("title", Path(src).stem)),
+        plot=plot, labels=labels)
+
+
+def _int_list(src: str, name: str, value: Any, none_ok: bool) -> list:
+    """folds/seeds as given: a list of ints, "1-5" / "1,3,5", one int, or absent ([None]: the base's)."""
+    from .train import parse_int_list
+
+    if value is None:
+        return [None]
+    if isinstance(value, str):
+        try:
+            return parse_int_list(value, name)
+        except ConfigError as e:
+            raise SweepError(src, None, name, str(e).split(": ", 1)[-1]) from None
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise SweepError(src, None, name, f"must be a non-empty list of integers or a range like \"1-5\", got {value!r}")
+    if len(set(values)) != len(values):
+        raise SweepError(src, None, name, f"{values} repeats a value")
+    return list(values)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """{"head": {"window": 4}} and {"head.window": 4} -> {"head.window": 4}."""
+    out = {}
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _points(src: str, raw: dict) -> list[Point]:
+    grid, listed = raw.get("grid"), raw.get("points")
+    if grid is not None and listed is not None:
+        raise SweepError(src, None, "grid", "give either [grid] or [[points]], not both")
+    if grid is None and listed is None:
+        raise SweepError(src, None, "grid", "the sweep has no points: add a [grid] table or [[points]] entries")
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise SweepError(src, None, "grid", "must be a table of field = [values]")
+        axes = _flatten(grid)
+        if not axes:
+            raise SweepError(src, None, "grid", "is empty: give at least one field = [values]")
+        for k, v in axes.items():
+            if not isinstance(v, list) or not v:
+                raise SweepError(src, None, f"grid.{k}", f"must be a non-empty list of values, got {v!r}")
+        entries = [dict(zip(axes, combo)) for combo in product(*axes.values())]
+    else:
+        if not isinstance(listed, list) or not listed:
+            raise SweepError(src, None, "points", "is empty: give at least one [[points]] entry")
+        entries = []
+        for i, entry in enumerate(listed):
+            if not isinstance(entry, dict):
+                raise SweepError(src, None, f"points[{i}]", "must be a table of field = value")
+            entries.append(entry)
+    points = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        values = _flatten(entry)
+        label = name if isinstance(name, str) else f"#{i + 1}"
+        if name is not None and (not isinstance(name, str) or not name or "/" in name or name.startswith(".")):
+            raise SweepError(src, label, "name", f"must be a folder name, got {name!r}")
+        if not values:
+            raise SweepError(src, label, "points", "changes no field")
+        for k in values:
+            if k in PER_REPLICA:
+                raise SweepError(src, label, k, f"is set by the sweep; use [sweep] {PER_REPLICA[k]} instead")
+            if k.count(".") < 1:
+                raise SweepError(src, label, k, "name a pipeline field as section.field, e.g. head.window")
+        points.append(Point(name=name or "", values=values))
+    _name_points(src, points)
+    return points
+
+
+def _name_points(src: str, points: list[Point]) -> None:
+    """Unnamed points are named after their values: "window=4,stride=1"; names and values must be unique."""
+    short = _short_names([k for p in points for k in p.values])
+    for p in points:
+        if not p.name:
+            p.name = ",".join(f"{short[k]}={_show(v)}" for k, v in p.values.items()).replace("/", "-").replace(" ", "-")
+    seen: dict[str, Point] = {}
+    for p in points:
+        if p.name in seen:
+            raise SweepError(src, p.name, "name", "two points have this name (or the same values)")
+        seen[p.name] = p
+    same = [(a.name, b.name) for i, a in enumerate(points) for b in points[i + 1:] if a.values == b.values]
+    if same:
+        raise SweepError(src, same[0][1], "points", f"has the same values as point {same[0][0]!r}")
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """head.window -> window, unless two fields end alike (then the dotted name)."""
+    keys = list(dict.fromkeys(keys))
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _show(value: Any) -> str:
+    """A value as the key of `labels` and in point names: None -> "none", True -> "true"."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _labels(src: str, labels: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(labels, dict):
+        raise SweepError(src, None, "sweep.labels", 'must be a table like { "head.stride" = { none = "X" } }')
+    out: dict[str, dict[str, str]] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and all(not isinstance(x, dict) for x in v.values()) and "." in key:
+                out[key] = {str(a): str(b) for a, b in v.items()}
+            elif isinstance(v, dict):
+                walk(v, key)
+            else:
+                raise SweepError(src, None, f"sweep.labels.{key}", "must map values to labels, e.g. { none = \"X\" }")
+
+    walk(labels, "")
+    return out
+
+
+# -- checking every point before anything runs ---------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    """A TOML literal of a value read from TOML (for `field=value` overrides)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _optional_not_str(cls: type, name: str) -> bool:
+    hint = typing.get_type_hints(cls).get(name)
+    args = typing.get_args(hint)
+    return type(None) in args and str not in args
+
+
+def point_pipeline(sweep: SweepConfig, point: Point):
+    """The point's Pipeline: the base file, the sweep's fixed overrides, then the point's values."""
+    from .pipeline import load_pipeline
+
+    nones, sets = [], []
+    for k, v in point.values.items():
+        section, _, name = k.partition(".")
+        cls = _section_class(section)
+        if v == "none" and cls is not None and "." not in name and _optional_not_str(cls, name):
+            nones.append((section, name))
+        else:
+            sets.append(f"{k}={_toml(v)}")
+    try:
+        pipe = load_pipeline(sweep.base, [*sweep.fixed, *sets])
+        for section, name in nones:  # "none" -> None, through the dataclass's own checks
+            setattr(pipe, section, _rebuild(getattr(pipe, section), section, name))
+    except ConfigError as e:
+        raise SweepError(sweep.source, point.name, e.field, str(e).split(": ", 1)[-1]) from None
+    return pipe
+
+
+def _section_class(section: str) -> Optional[type]:
+    from .pipeline import Pipeline
+
+    return typing.get_type_hints(Pipeline).get(section) if section in {f.name for f in fields(Pipeline)} else None
+
+
+def _rebuild(cfg: Any, section: str, name: str) -> Any:
+    try:
+        return replace(cfg, **{name: None})
+    except ConfigError as e:
+        raise ConfigError(f"{section}.{e.field}", str(e).split(": ", 1)[-1]) from None
+
+
+@dataclass
+class PlannedPoint:
+    point: Point
+    pipe: Any  # tgdfer.pipeline.Pipeline
+    folder: Path  # <out>/<point name>
+    replicas: list  # tgdfer.train.Replica, one per fold x seed, run folders under `folder`
+    done: bool  # every replica has final.json: skipped
+    shard: int  # index in the sweep's point list (point i runs on shard i mod K)
+
+
+def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
+    """Every point built and checked (config, store, folds, settings of earlier runs in `out`)."""
+    from .store import FeatureStore
+    from .train import check_fold, check_head, replica_runs
+
+    pipes = [point_pipeline(sweep, p) for p in sweep.points]
+    if sweep.folds == [None]:  # not given: the base pipeline's (points cannot change train.fold)
+        sweep.folds = [pipes[0].train.fold]
+    if sweep.seeds == [None]:
+        sweep.seeds = [pipes[0].train.seed]
+    plans = []
+    for i, (point, pipe) in enumerate(zip(sweep.points, pipes)):
+        try:
+            with FeatureStore.open(pipe.train.store) as store:
+                check_head(pipe.head, store)
+                for f in sweep.folds:
+                    check_fold(store, f)
+        except ConfigError as e:
+            field_ = e.field if "." in e.field else f"train.{e.field}"
+            raise SweepError(sweep.source, point.name, field_, str(e).split(": ", 1)[-1]) from None
+        except TgdferError as e:
+            raise SweepError(sweep.source, point.name, "train.store", str(e)) from None
+        folder = Path(sweep.out) / point.name
+        _check_earlier_run(sweep, point, pipe, folder)
+        replicas = replica_runs(folder, [f for f in sweep.folds if f is not None], sweep.seeds)
+        done = all((Path(r.out) / "final.json").is_file() for r in replicas)
+        plans.append(PlannedPoint(point=point, pipe=pipe, folder=folder, replicas=replicas, done=done, shard=i))
+    return plans
+
+
+def _resolved(pipe) -> dict:
+    """The pipeline as a point records it: without the per-replica fold, seed and run folder."""
+    d = pipe.to_dict()
+    for k in ("fold", "seed", "out"):
+        d["train"].pop(k, None)
+    return d
+
+
+def _check_earlier_run(sweep: SweepConfig, point: Point, pipe, folder: Path) -> None:
+    record = folder / "point.json"
+    if not record.is_file():
+        return
+    before = json.loads(record.read_text()).get("pipeline")
+    now = json.loads(json.dumps(_resolved(pipe)))
+    if before is not None and before != now:
+        diff = [f"{s}.{k}: {before.get(s, {}).get(k)!r} then, {v!r} now" for s, t in now.items()
+                for k, v in t.items() if before.get(s, {}).get(k) != v]
+        raise SweepError(sweep.source, point.name, diff[0].split(":")[0] if diff else "pipeline",
+                         f"{folder} was run with other settings ({'; '.join(diff[:3])}); "
+                         "choose another --out or delete that folder")
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PointOutcome:
+    name: str
+    status: str  # done | failed | skipped
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+
+PointFn = Callable[[str, str, Optional[PointOutcome]], None]  # (point, "start" | "done" | "failed" | "skipped", outcome)
+
+
+def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
+              seeds: Optional[Sequence[int]] = None, overrides: Sequence[str] = (), workers: int = 1,
+              shard_id: Optional[int] = None, num_shards: Optional[int] = None,
+              on_point: Optional[PointFn] = None,
+              on_epoch: Optional[Callable[[str, int, list], None]] = None) -> pd.DataFrame:
+    """Run the sweep file at `path` (every point of this shard not finished yet); returns the results frame.
+
+    `overrides` (`section.field=value`) apply to every point; `folds`, `seeds`, `out` replace the
+    file's. `workers` > 1 runs points in that many processes (sharing the device); `on_epoch(point,
+    epoch, records)` is called only for points run in this process. The returned frame, also
+    written to out/results.{csv,md,png}, covers every finished run in `out` (other shards' too).
+    """
+    from .extract import default_shard
+
+    sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides)
+    plans = plan_sweep(sweep)
+    env_id, env_n = default_shard()
+    shard_id, num_shards = (env_id if shard_id is None else shard_id), (env_n if num_shards is None else num_shards)
+    if not 0 <= shard_id < num_shards:
+        raise ConfigError("--shard-id", f"must be in 0..{num_shards - 1}, got {shard_id}")
+    if workers < 1:
+        raise ConfigError("--workers", f"must be >= 1, got {workers}")
+    outdir = Path(sweep.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    _write_json(outdir / "points.json", sweep.meta())
+    mine = [p for p in plans if p.shard % num_shards == shard_id]
+    todo = []
+    for p in mine:
+        if p.done:
+            _notify(on_point, p.point.name, "skipped", PointOutcome(p.point.name, "skipped"))
+        else:
+            todo.append(p)
+    if workers == 1 or len(todo) <= 1:
+        for p in todo:
+            _notify(on_point, p.point.name, "start", None)
+            epoch_fn = (lambda e, recs, name=p.point.name: on_epoch(name, e, recs)) if on_epoch else None
+            outcome = run_point(sweep.source, p, on_epoch=epoch_fn)
+            _notify(on_point, p.point.name, outcome.status, outcome)
+            _safe_report(outdir)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {}
+            for p in todo:
+                _notify(on_point, p.point.name, "start", None)
+                futures[pool.submit(run_point, sweep.source, p)] = p
+            for fut in as_completed(futures):
+                name = futures[fut].point.name
+                try:
+                    outcome = fut.result()
+                except Exception as e:  # the worker process itself died (killed, out of memory)
+                    outcome = PointOutcome(name, "failed", error=f"worker process failed: {type(e).__name__}: {e}")
+                    _record_point(futures[fut], outcome)
+                _notify(on_point, name, outcome.status, outcome)
+                _safe_report(outdir)
+    return report(outdir)[0]
+
+
+def _notify(fn: Optional[PointFn], name: str, status: str, outcome: Optional[PointOutcome]) -> None:
+    if fn is not None:
+        fn(name, status, outcome)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = None) -> PointOutcome:
+    """Train every replica of one point as one batched head; any error is recorded, never raised."""
+    from .train import train_replicas
+
+    t0 = time.perf_counter()
+    pipe, point = plan.pipe, plan.point
+    record = {"pipeline": pipe.to_dict(), "sweep": {"source": source, "point": point.name, "values": point.values}}
+    _record_point(plan, PointOutcome(point.name, "running"))
+    try:
+        train_replicas(pipe.head, pipe.train, plan.replicas, resume=True, config_record=record,
+                       on_epoch=on_epoch, encoder=pipe.encoder)
+        outcome = PointOutcome(point.name, "done", time.perf_counter() - t0)
+    except Exception as e:  # one failing point must not stop the others
+        outcome = PointOutcome(point.name, "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+        (plan.folder / "error.txt").write_text(traceback.format_exc())
+        log.error("point %s failed: %s", point.name, outcome.error)
+    _record_point(plan, outcome)
+    return outcome
+
+
+def _record_point(plan: PlannedPoint, outcome: PointOutcome) -> None:
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    _write_json(plan.folder / "point.json", {"name": plan.point.name, "values": plan.point.values,
+                                        "pipeline": _resolved(plan.pipe), "status": outcome.status,
+                                        "error": outcome.error, "seconds": round(outcome.seconds, 2)})
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+# -- results ------------------------------------------------------------------------------------------
+
+
+def _run_folder(out: Path, point: str, fold: Optional[int], seed: int, seeds: Sequence[int]) -> Path:
+    from .train import replica_runs
+
+    return Path(replica_runs(out / point, [fold] if fold is not None else [], seeds)[list(seeds).index(seed)].out)
+
+
+def results_frame(out: str | Path) -> pd.DataFrame:
+    """The tidy results of the sweep in `out`: a row per point x fold x seed, then a "mean" row per point.
+
+    Columns: point, the swept fields (as labelled), fold, seed, epoch, UAR, WAR (percent, 2
+    decimals), status (done | failed | pending | running), error. The mean row averages the point's
+    finished runs; its status says how many of them there are ("5/5 done").
+    """
+    out = Path(out)
+    meta = _read_meta(out)
+    short = _short_names(meta["fields"])
+    seeds = meta["seeds"]
+    rows = []
+    for p in meta["points"]:
+        info = _read_json(out / p["name"] / "point.json") or {}
+        shown = {short[k]: _label(meta, k, p["values"].get(k)) for k in meta["fields"]}
+        runs = []
+        for fold in meta["folds"] or [None]:
+            for seed in seeds:
+                final = _read_json(_run_folder(out, p["name"], fold, seed, seeds) / "final.json")
+                status = "done" if final else (info.get("status") if info.get("status") in ("failed", "running")
+                                               else "pending")
+                row = {"point": p["name"], **shown, "fold": fold if fold is not None else "", "seed": seed,
+                       "epoch": final["selected_epoch"] if final else None,
+                       "UAR": round(100 * final["test"]["uar"], 2) if final else np.nan,
+                       "WAR": round(100 * final["test"]["war"], 2) if final else np.nan,
+                       "status": status, "error": "" if final else (info.get("error") or "")}
+                runs.append(row)
+        done = [r for r in runs if r["status"] == "done"]
+        state = info.get("status") if info.get("status") in ("failed", "running") and len(done) < len(runs) else \
+            ("done" if len(done) == len(runs) else "pending")
+        mean = {"point": p["name"], **shown, "fold": "mean", "seed": "", "epoch": None,
+                "UAR": round(float(np.mean([r["UAR"] for r in done])), 2) if done else np.nan,
+                "WAR": round(float(np.mean([r["WAR"] for r in done])), 2) if done else np.nan,
+                "status": f"{len(done)}/{len(runs)} {state}", "error": info.get("error") or ""}
+        rows += runs + [mean]
+    df = pd.DataFrame(rows, columns=["point", *short.values(), "fold", "seed", "epoch", *METRICS, "status", "error"])
+    df["epoch"] = df["epoch"].astype("Int64")
+    return df
+
+
+def paper_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The layout of the paper's Tables 3-5: one row per point (its mean over folds), swept fields, UAR, WAR."""
+    mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"])
+    return mean.set_index("point").rename(columns={"status": "runs"})
+
+
+def _label(meta: dict, key: str, value: Any) -> Any:
+    labels = meta.get("labels", {}).get(key, {})
+    shown = _show(value) if key in meta.get("labels", {}) or value is None or isinstance(value, bool) else value
+    return labels.get(_show(value), shown)
+
+
+def _read_meta(out: Path) -> dict:
+    meta = _read_json(out / "points.json")
+    if meta is None:
+        raise TgdferError(f"{out}: not a sweep folder (no points.json); sweeps are written by `tgdfer sweep`")
+    return meta
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def report(out: str | Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Rebuild the sweep's results (results.csv, results.md, results.png) from its run folders."""
+    out = Path(out)
+    meta = _read_meta(out)
+    df = results_frame(out)
+    title = meta.get("title") or out.name
+    note = (f"UAR / WAR in %, test fold of each run; mean over {len(meta['folds'] or [None])} fold(s) x "
+            f"{len(meta['seeds'])} seed(s). Base pipeline: {meta['base']}"
+            + (f", with {', '.join(meta['fixed'])}" if meta.get("fixed") else "") + ".")
+    csv = out / "results.csv"
+    df.to_csv(csv, index=False)
+    table = paper_table(df)
+    per_run = df[df["fold"] != "mean"].set_index("point")
+    md = out / "results.md"
+    from .metrics import to_markdown
+
+    md.write_text(to_markdown(table, title=title, note=note) + "\n"
+                  + to_markdown(per_run.drop(columns=["error"]), title="every run"), encoding="utf-8")
+    paths = [csv, md]
+    png = plot_results(df, meta, out / "results.png")
+    if png is not None:
+        paths.append(png)
+    return df, paths
+
+
+def _safe_report(out: Path) -> None:
+    try:
+        report(out)
+    except Exception as e:  # a progress report must never stop the sweep
+        log.warning("could not update the report in %s: %s", out, e)
+
+
+def plot_results(df: pd.DataFrame, meta: dict, path: Path) -> Optional[Path]:
+    """Mean UAR and WAR against the plotted field (one line per combination of the other fields), PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    short = _short_names(meta["fields"])
+    x_field = short[meta.get("plot") or meta["fields"][0]]
+    others = [short[k] for k in meta["fields"] if short[k] != x_field]
+    runs = df[(df["fold"] != "mean") & (df["status"] == "done")]
+    if runs.empty:
+        return None
+    xs = list(dict.fromkeys(df[x_field].astype(str)))  # x positions in the sweep's order
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, metric in zip(fig.subplots(1, 2), METRICS):
+        groups = runs.groupby(others, sort=False) if others else [((), runs)]
+        for key, g in groups:
+            stats = g.groupby(g[x_field].astype(str), sort=False)[metric].agg(["mean", "std"])
+            pos = [xs.index(x) for x in stats.index]
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{o}={v}" for o, v in zip(others, key)) or None
+            ax.errorbar(pos, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel(x_field)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        if others:
+            ax.legend(fontsize="small")
+    fig.suptitle(meta.get("title") or "")
+    fig.savefig(path, dpi=120)
+    return path
