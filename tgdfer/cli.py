@@ -344,6 +344,92 @@ def evaluate_cli(
     return ev.results
 
 
+# -- sweep / report -------------------------------------------------------------------------------
+
+
+@app.command("sweep")
+@_run
+def sweep_cli(
+    file: Annotated[Path, typer.Argument(help="Sweep file (pipelines/sweeps/*.toml).")],
+    set_: SetOpt = None,
+    out: Annotated[Optional[str], typer.Option(help="Sweep folder (default: [sweep] out, else runs/sweeps/<stem>).")] = None,
+    folds: Annotated[Optional[str], typer.Option(help="Test folds, e.g. 1-5 or 1,3 (default: the file's).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds, e.g. 0,1,2 (default: the file's).")] = None,
+    workers: Annotated[int, typer.Option(help="Points run at once, each in its own process (sharing the device).")] = 1,
+    shard_id: Annotated[Optional[int], typer.Option(help="This machine's share of the points (default: RANK / SLURM_PROCID).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(help="Machines in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Check every point and list them; train nothing.")] = False,
+):
+    """Run a grid or list of config points (the paper's ablations), each on every fold; resumable."""
+    from .sweep import load_sweep, paper_table, plan_sweep, run_sweep
+    from .train import parse_int_list
+
+    fold_list = parse_int_list(folds, "--folds") if folds is not None else None
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
+    if dry_run:
+        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
+        plans = plan_sweep(sweep)
+        df = pd.DataFrame([{"point": p.point.name, **p.point.values, "runs": len(p.replicas),
+                            "state": "done (skipped)" if p.done else "to run"} for p in plans]).set_index("point")
+        console.print(_table(df, title=f"{sweep.title}: {len(plans)} points x folds {sweep.folds} x seeds "
+                                       f"{sweep.seeds} -> {sweep.out}"))
+        return None
+    with _progress(TextColumn("{task.fields[info]}")) as progress:
+        task = progress.add_task("sweep", total=None, info="checking points")
+
+        def on_point(name, status, outcome) -> None:
+            if status == "queued":
+                progress.update(task, total=(progress.tasks[0].total or 0) + 1)
+                return
+            if status == "start":
+                progress.update(task, description=f"sweep: {name}", info="")
+                return
+            progress.update(task, advance=1, info="")
+            if status == "failed":
+                console.print(f"[red]failed[/] {name}: {outcome.error}", highlight=False)
+            elif status == "done":
+                console.print(f"[green]done[/] {name} ({outcome.seconds:.0f} s)", highlight=False)
+            else:
+                console.print(f"[dim]skipped[/] {name} (finished before)", highlight=False)
+
+        def on_epoch(name, epoch, records) -> None:
+            if records:
+                loss = sum(r.loss for r in records) / len(records)
+                war = sum(r.test_war for r in records) / len(records)
+                progress.update(task, info=f"epoch {epoch} x{len(records)} loss {loss:.3f} test WAR {war:.3f}")
+
+        df = run_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []),
+                       workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
+                       on_epoch=on_epoch)
+    _print_sweep(df, Path(out) if out else None, file)
+    return df
+
+
+def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
+    from .sweep import load_sweep, paper_table
+
+    if out is None:
+        out = Path(load_sweep(file).out)
+    console.print(_table(paper_table(df), title=f"{out}: mean over runs (%)"))
+    failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
+    for point, error in zip(failed["point"], failed["error"]):
+        console.print(f"[red]{point}[/]: {error}", highlight=False)
+    console.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
+
+
+@app.command("report")
+@_run
+def report_cli(
+    sweep_dir: Annotated[Path, typer.Argument(help="A sweep folder (written by `tgdfer sweep`).")],
+):
+    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards)."""
+    from .sweep import report
+
+    df, _ = report(sweep_dir)
+    _print_sweep(df, sweep_dir)
+    return df
+
+
 # -- info -----------------------------------------------------------------------------------------
 
 

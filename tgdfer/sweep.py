@@ -406,7 +406,9 @@ class PointOutcome:
     error: Optional[str] = None
 
 
-PointFn = Callable[[str, str, Optional[PointOutcome]], None]  # (point, "start" | "done" | "failed" | "skipped", outcome)
+# on_point(point, status, outcome): "queued" (each point of this shard, first), then "skipped", or "start" and
+# "done" | "failed" (with the outcome)
+PointFn = Callable[[str, str, Optional[PointOutcome]], None]
 
 
 def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
@@ -435,6 +437,8 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
     outdir.mkdir(parents=True, exist_ok=True)
     _write_json(outdir / "points.json", sweep.meta())
     mine = [p for p in plans if p.shard % num_shards == shard_id]
+    for p in mine:
+        _notify(on_point, p.point.name, "queued", None)
     todo = []
     for p in mine:
         if p.done:
