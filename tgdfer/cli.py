@@ -402,6 +402,8 @@ def sweep_cli(
                        workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
                        on_epoch=on_epoch)
     _print_sweep(df, Path(out) if out else None, file)
+    if df["status"].str.contains("failed").any():
+        raise typer.Exit(1)  # the others finished; re-running retries only what failed
     return df
 
 

@@ -1,0 +1,193 @@
+"""`tgdfer sweep` / `report`: points checked before anything runs, one batched run per point, resume, shards."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tgdfer.cli import app
+from tgdfer.errors import ConfigError
+from tgdfer.sweep import SweepError, load_sweep, paper_table, point_pipeline, report, results_frame, run_sweep
+
+GRID_2X2 = """
+[grid]
+"head.window" = [2, 4]
+head.visual_prompt = ["none", "add"]
+"""
+
+
+@pytest.fixture
+def base(tmp_path, reference_store, tiny_weights):
+    """A pipeline on the session's tiny store (20 clips, 2 folds, 8 frames): small head, 2 epochs."""
+    path = tmp_path / "base.toml"
+    path.write_text(f"""
+[encoder]
+model = "tgdfer-tiny-vit"
+pretrained = "{tiny_weights}"
+[head]
+heads = 2
+dim_head = 8
+mlp_dim = 32
+learnable = false
+[train]
+store = "{reference_store}"
+epochs = 2
+batch_size = 4
+milestones = [1]
+""")
+    return path
+
+
+def sweep_file(tmp_path, base, body, head=""):
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'[sweep]\nbase = "{base}"\nout = "{tmp_path / "out"}"\nfolds = "1-2"\n{head}\n{body}')
+    return path
+
+
+def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, base):
+    path = sweep_file(tmp_path, base, GRID_2X2, head='labels = { "head.visual_prompt" = { none = "X" } }')
+    events = []
+    df = run_sweep(path, on_point=lambda name, status, outcome: events.append((name, status)))
+    names = ["window=2,visual_prompt=none", "window=2,visual_prompt=add",
+             "window=4,visual_prompt=none", "window=4,visual_prompt=add"]
+    assert [n for n, s in events if s == "done"] == names
+    out = tmp_path / "out"
+    assert len(df) == 4 * 3 and df["point"].unique().tolist() == names
+    runs = df[df["fold"] != "mean"]
+    assert runs["fold"].tolist() == [1, 2] * 4 and (runs["status"] == "done").all()
+    for row in runs.itertuples():
+        final = json.loads((out / row.point / f"fold{row.fold}" / "final.json").read_text())
+        assert row.UAR == round(100 * final["test"]["uar"], 2) and row.WAR == round(100 * final["test"]["war"], 2)
+        recorded = json.loads((out / row.point / f"fold{row.fold}" / "config.json").read_text())
+        assert recorded["head"]["window"] == row.window and recorded["train"]["fold"] == row.fold
+    means = df[df["fold"] == "mean"].set_index("point")
+    for name in names:
+        assert means.loc[name, "WAR"] == pytest.approx(runs[runs["point"] == name]["WAR"].mean(), abs=0.006)
+    assert means["status"].tolist() == ["2/2 done"] * 4
+    assert means["visual_prompt"].tolist() == ["X", "add", "X", "add"] and means["window"].tolist() == [2, 2, 4, 4]
+    table = paper_table(df)  # the paper's layout: a row per point, swept fields, UAR, WAR
+    assert list(table.columns) == ["window", "visual_prompt", "UAR", "WAR", "runs"] and list(table.index) == names
+    for name in ("results.csv", "results.md", "results.png"):
+        assert (out / name).stat().st_size > 0
+    pd.testing.assert_frame_equal(results_frame(out), df)
+    again = pd.read_csv(out / "results.csv")
+    assert again["WAR"].tolist() == pytest.approx(df["WAR"].tolist())
+    assert "| window=2,visual_prompt=none |" in (out / "results.md").read_text()
+
+
+def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
+    path = sweep_file(tmp_path, base, GRID_2X2)
+    out = tmp_path / "out"
+    first = run_sweep(path, shard_id=0, num_shards=2)  # points 0 and 2
+    done = first[first["fold"] == "mean"].set_index("point")["status"]
+    assert done.tolist() == ["2/2 done", "0/2 pending", "2/2 done", "0/2 pending"]
+    stamp = (out / "window=2,visual_prompt=none" / "fold1" / "final.json").stat().st_mtime_ns
+    events = []
+    full = run_sweep(path, workers=2, on_point=lambda name, status, outcome: events.append((name, status)))
+    assert sorted(n for n, s in events if s == "skipped") == ["window=2,visual_prompt=none", "window=4,visual_prompt=none"]
+    assert sorted(n for n, s in events if s == "done") == ["window=2,visual_prompt=add", "window=4,visual_prompt=add"]
+    assert (out / "window=2,visual_prompt=none" / "fold1" / "final.json").stat().st_mtime_ns == stamp
+    assert (full[full["fold"] == "mean"]["status"] == "2/2 done").all()
+    events.clear()
+    run_sweep(path, on_point=lambda name, status, outcome: events.append((name, status)))
+    assert {s for _, s in events} == {"queued", "skipped"}
+    merged, paths = report(out)
+    pd.testing.assert_frame_equal(merged, full)
+    # the same point with other settings in the same folder is refused, naming the field
+    with pytest.raises(SweepError, match="train.epochs: 2 then, 3 now") as e:
+        run_sweep(path, overrides=["train.epochs=3"])
+    assert e.value.point == "window=2,visual_prompt=none"
+
+
+def test_a_failing_point_is_recorded_and_the_others_run(tmp_path, base):
+    body = """
+[[points]]
+name = "ok"
+head.window = 2
+
+[[points]]
+name = "broken"
+head = { window = 4, learnable = true }
+encoder.pretrained = "/nowhere/weights.pt"
+
+[[points]]
+name = "ok2"
+head.window = 4
+"""
+    df = run_sweep(sweep_file(tmp_path, base, body))
+    means = df[df["fold"] == "mean"].set_index("point")
+    assert means["status"].tolist() == ["2/2 done", "0/2 failed", "2/2 done"]
+    assert "local weights file" in means.loc["broken", "error"]
+    assert np.isnan(means.loc["broken", "WAR"]) and not np.isnan(means.loc["ok2", "WAR"])
+    point = json.loads((tmp_path / "out" / "broken" / "point.json").read_text())
+    assert point["status"] == "failed" and "TgdferError" in point["error"]
+    assert "Traceback" in (tmp_path / "out" / "broken" / "error.txt").read_text()
+
+
+@pytest.mark.parametrize("body, point, field", [
+    ('[grid]\n"head.windw" = [2, 4]', "windw=2", "head.windw"),  # unknown field
+    ('[grid]\n"head.window" = [2, 0]', "window=0", "head.window"),  # fails HeadConfig's check
+    ('[grid]\n"head.window" = [2, 16]', "window=16", "head.window"),  # does not fit the store's 8 frames
+    ('[grid]\n"train.lr" = [0.1, -1.0]', "lr=-1.0", "train.lr"),
+    ('[grid]\n"head.stride" = ["none", "two"]', "stride=two", "head.stride"),
+    ('[[points]]\nname = "p"\ntrain.fold = 2', "p", "train.fold"),  # folds are the sweep's
+    ('[grid]\n"head.window" = [2]\n[[points]]\nhead.window = 4', None, "grid"),
+    ("[grid]", None, "grid"),  # empty grid
+    ('[grid]\n"head.window" = []', None, "grid.head.window"),
+    ("", None, "grid"),  # no points at all
+    ('[grid]\n"head.window" = [2, 2]', "window=2", "name"),  # the same point twice
+])
+def test_bad_sweeps_are_rejected_before_anything_runs(tmp_path, base, body, point, field):
+    with pytest.raises(SweepError) as e:
+        run_sweep(sweep_file(tmp_path, base, body))
+    assert e.value.field == field and e.value.point == point
+    assert str(e.value).startswith(str(tmp_path / "sweep.toml"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_sweep_header_and_cli_message(tmp_path, base):
+    with pytest.raises(SweepError, match="sweep.fold: unknown field"):
+        load_sweep(sweep_file(tmp_path, base, GRID_2X2, head="fold = 1"))
+    with pytest.raises(SweepError, match="sweep.base: .*does not exist"):
+        load_sweep(sweep_file(tmp_path, tmp_path / "missing.toml", GRID_2X2))
+    path = sweep_file(tmp_path, base, '[grid]\n"head.depth" = [1]')
+    result = CliRunner().invoke(app, ["sweep", str(path)])
+    assert result.exit_code == 2
+    assert "point 'depth=1': head.depth: unknown field" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, rows", [
+    ("table3_depth", [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (1, 7), (7, 1), (7, 7)]),
+    ("table4_window", [(None, 2), (None, 4), (None, 8), (1, 2), (1, 4), (1, 8), (2, 4), (2, 8), (3, 4)]),
+    ("table5_prompts", [(lrn, t, v) for lrn in (False, True) for t in ("class", "descriptors")
+                        for v in ("none", "add", "prepend")]),
+])
+def test_ready_made_sweeps_hold_the_paper_rows(name, rows):
+    sweep = load_sweep(f"pipelines/sweeps/{name}.toml")
+    assert sweep.folds == [1, 2, 3, 4, 5] and sweep.base == "pipelines/dfew.toml"
+    got = []
+    for p in sweep.points:
+        head = point_pipeline(sweep, p).head  # every point passes the config checks
+        got.append({"table3_depth": (head.fine_depth, head.coarse_depth),
+                    "table4_window": (head.stride, head.window),
+                    "table5_prompts": (head.learnable, head.text_prompt, head.visual_prompt)}[name])
+    assert got == rows
+    if name != "table4_window":
+        assert [p.name for p in sweep.points] == list("abcdefghijkl")[:len(rows)]
+
+
+def test_demo_sweep_file_is_small():
+    sweep = load_sweep("pipelines/sweeps/synthetic.toml")
+    assert len(sweep.points) == 2 and sweep.folds == [1]
+    assert point_pipeline(sweep, sweep.points[0]).train.epochs <= 3
+
+
+def test_optional_none_only_for_non_string_fields(tmp_path, base):
+    sweep = load_sweep(sweep_file(tmp_path, base, '[grid]\n"head.stride" = ["none", 1]\n"encoder.pretrained" = ["none"]'))
+    pipe = point_pipeline(sweep, sweep.points[0])
+    assert pipe.head.stride is None and pipe.encoder.pretrained == "none"
+    with pytest.raises(ConfigError):
+        point_pipeline(sweep, type(sweep.points[0])("x", {"head.window": "none"}))
