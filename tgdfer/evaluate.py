@@ -33,7 +33,7 @@ from .errors import ConfigError, FrameReadError, TgdferError
 from .frames import open_frames
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES
-from .localize import find_frame_labels, load_frame_labels, localise
+from .localize import class_relative_influence, find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
 from .train import PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data, resolve_device
@@ -246,7 +246,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
                     t6_rows.append({"run": s.name, "influence": which, "frames": k, "UAR": sub.uar, "WAR": sub.war})
         loc = localise_run(lr) if localisation else None
         if loc is not None:
-            loc_rows.append({"run": s.name, **loc.to_dict()})
+            loc_rows.append({"run": s.name, **loc})
         if figures:
             strips += _confidence_strips(lr, s)
         del lr
@@ -261,8 +261,9 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
     if loc_rows:
         ev.localisation = localisation_table(loc_rows)
         ev.files += save_table(ev.localisation, out / "localisation", title="Localisation of the expression "
-                               "episode by the frame influence", note="AUROC and hit@1 of the influence (Eq. 12, "
-                               "true class) against SynthDFER's in_episode; random = uniform random influence")
+                               "episode by the frame influence", note="AUROC and hit@1 against SynthDFER's in_episode over the "
+                               "non-Neutral test clips: influence = Eq. 12 for the true class; class-relative = the "
+                               "same on frame scores centred over the classes; random = uniform random influence")
     if figures:
         from .figures import confusion_figures
 
@@ -293,8 +294,8 @@ def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
 # -- localisation -------------------------------------------------------------------------------
 
 
-def localise_run(lr: LoadedRun, seed: int = 0):
-    """`localize.Localisation` of the run's non-Neutral test clips, or None without frame labels."""
+def localise_run(lr: LoadedRun, seed: int = 0) -> Optional[dict[str, float]]:
+    """`localize.localise` of the run's non-Neutral test clips, or None without frame labels."""
     path = find_frame_labels(lr.clips["path"].iloc[lr.test])
     if path is None:
         return None
@@ -302,15 +303,22 @@ def localise_run(lr: LoadedRun, seed: int = 0):
     rows = lr.test[lr.labels[lr.test] != _NEUTRAL]
     if len(rows) == 0:
         return None
-    _, influence = forward(lr.head, lr.feats[rows], target=lr.labels[rows])  # for the true class
-    return localise(influence, lr.frame_index[rows], lr.clips["clip_id"].iloc[rows].astype(str).tolist(), truth,
-                    seed=seed)
+    influence, relative = [], []
+    with torch.no_grad():
+        for start in range(0, len(rows), 256):
+            r = rows[start:start + 256]
+            y = torch.as_tensor(lr.labels[r], device=lr.feats.device)[None]  # [1, B] true classes
+            out = lr.head(lr.feats[torch.as_tensor(r, device=lr.feats.device)].float(), target=y)
+            influence.append(out.influence[0].float().cpu())  # Eq. 12
+            relative.append(class_relative_influence(out.frame_logits, y)[0].float().cpu())
+    ids = lr.clips["clip_id"].iloc[rows].astype(str).tolist()
+    scores = {"influence": torch.cat(influence).numpy(), "class-relative": torch.cat(relative).numpy()}
+    return localise(scores, lr.frame_index[rows], ids, truth, seed=seed)
 
 
 def localisation_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per run plus their mean: clips, AUROC, hit@1, random AUROC, random hit@1 (fractions)."""
-    df = pd.DataFrame(rows).set_index("run").rename(columns={
-        "auroc": "AUROC", "hit1": "hit@1", "random_auroc": "random AUROC", "random_hit1": "random hit@1"})
+    """One row per run (and their mean): clips, then AUROC and hit@1 of each frame score (fractions)."""
+    df = pd.DataFrame(rows).set_index("run")
     if len(df) > 1:
         mean = df.mean().to_frame("mean").T
         mean["clips"] = df["clips"].sum()

@@ -13,6 +13,13 @@ random-influence baseline (uniform scores, `draws` seeded draws per clip, averag
 the same clips beside it: its expected AUROC is 0.5 and its expected hit@1 the episode's share
 of the sampled frames.
 
+Two frame scores are scored side by side: the influence of Eq. 12 (`head.frame_influence`,
+the frame's similarity to the class's enhanced label feature) and a class-relative variant
+(`class_relative_influence`: the same after subtracting each frame's mean score over the
+classes). The bag loss constrains only differences between classes, so the class-independent
+part of a frame's similarity is free, and on SynthDFER it decides the order of Eq. 12's
+influence about as often as the expression does (see docs/paper-mapping.md).
+
 Choices (docs/paper-mapping.md): the influence is taken for the clip's TRUE class (the question
 is where the labelled expression is); Neutral clips are left out (their "episode" is a stretch
 with no expression, not an expression to find); a source frame sampled at several positions
@@ -25,14 +32,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .errors import TgdferError
+from .head import frame_influence
 
 log = logging.getLogger(__name__)
 
@@ -101,43 +109,47 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     return float((_average_ranks(scores)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-@dataclass
-class Localisation:
-    """Localisation scores of one run's test clips (fractions in [0, 1])."""
+def class_relative_influence(frame_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 12's min-max normalisation of the frame scores [M, B, T, C] CENTRED over the classes -> [M, B, T].
 
-    clips: int  # clips scored: both in- and out-of-episode frames among the sampled ones
-    auroc: float  # mean per-clip AUROC of the influence against in_episode
-    hit1: float  # share of clips whose most influential frame is in the episode
-    random_auroc: float  # the same for uniform random influence (mean of the seeded draws)
-    random_hit1: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    A diagnostic beside Eq. 12: the bag softmax only sees differences between classes, so a frame
+    score's class-independent part is left free by training and can rank frames in any order;
+    subtracting each frame's mean over the classes removes it.
+    """
+    return frame_influence(frame_logits - frame_logits.mean(dim=-1, keepdim=True), target)
 
 
-def localise(influence: np.ndarray, frame_index: np.ndarray, clip_ids: Sequence[str],
-             truth: Mapping[str, np.ndarray], seed: int = 0, draws: int = 20) -> Optional[Localisation]:
-    """Score influence [n, T] (positions showing source frames frame_index [n, T]) against `truth`.
+def localise(scores: Mapping[str, np.ndarray], frame_index: np.ndarray, clip_ids: Sequence[str],
+             truth: Mapping[str, np.ndarray], seed: int = 0, draws: int = 20) -> Optional[dict[str, float]]:
+    """Score each frame score [n, T] of `scores` (positions showing source frames frame_index [n, T]) against `truth`.
 
-    Clips without frame labels, or whose labels do not cover their sampled frames, are skipped;
-    None when no clip can be scored.
+    Returns {"clips": scored clips, "<name> AUROC", "<name> hit@1" for every score, then
+    "random AUROC", "random hit@1"} (fractions), or None when no clip can be scored. Clips
+    without frame labels, or whose labels do not cover their sampled frames, are skipped.
     """
     rng = np.random.default_rng(seed)
-    model_auc, model_hit, rand_auc, rand_hit = [], [], [], []
-    for inf, idx, clip_id in zip(np.asarray(influence), np.asarray(frame_index), clip_ids):
+    names = [*scores, "random"]
+    auc: dict[str, list[float]] = {k: [] for k in names}
+    hit: dict[str, list[float]] = {k: [] for k in names}
+    for i, (idx, clip_id) in enumerate(zip(np.asarray(frame_index), clip_ids)):
         labels = truth.get(str(clip_id))
-        if labels is None or idx.max() >= len(labels) or idx.min() < 0:
+        if labels is None or idx.min() < 0 or idx.max() >= len(labels):
             continue
-        frames, score = frame_scores(inf, idx)  # [U]
+        frames = np.unique(idx)  # [U]
         inside = labels[frames]  # [U]
         if inside.all() or not inside.any():
             continue
-        model_auc.append(auroc(score, inside))
-        model_hit.append(bool(inside[np.argmax(score)]))
-        noise = rng.random((draws, len(frames)))  # [draws, U]
-        rand_auc.append(np.mean([auroc(r, inside) for r in noise]))
-        rand_hit.append(inside[noise.argmax(1)].mean())
-    if not model_auc:
+        for name, score in scores.items():
+            _, s = frame_scores(np.asarray(score)[i], idx)  # [U]
+            auc[name].append(auroc(s, inside))
+            hit[name].append(float(inside[np.argmax(s)]))
+        noise = rng.random((draws, len(frames)))  # [draws, U] uniform random influence
+        auc["random"].append(float(np.mean([auroc(r, inside) for r in noise])))
+        hit["random"].append(float(inside[noise.argmax(1)].mean()))
+    if not auc["random"]:
         return None
-    return Localisation(clips=len(model_auc), auroc=float(np.mean(model_auc)), hit1=float(np.mean(model_hit)),
-                        random_auroc=float(np.mean(rand_auc)), random_hit1=float(np.mean(rand_hit)))
+    out: dict[str, float] = {"clips": len(auc["random"])}
+    for name in names:
+        out[f"{name} AUROC"] = float(np.mean(auc[name]))
+        out[f"{name} hit@1"] = float(np.mean(hit[name]))
+    return out
