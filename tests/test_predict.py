@@ -1,0 +1,149 @@
+"""`tgdfer predict`: the extract path reproduced on new clips, JSON schema, figures, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from tgdfer.cli import app
+from tgdfer.evaluate import forward, load_run
+from tgdfer.head import HeadConfig
+from tgdfer.labels import CLASSES
+from tgdfer.predict import load_predictor, predict, predict_clip
+from tgdfer.sampling import segment_indices
+from tgdfer.store import FeatureStore
+from tgdfer.train import TrainConfig, train
+
+runner = CliRunner()
+T = 8  # the reference store's frames per view
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, reference_store, encoder_cfg):
+    """A head (learnable prompts: the text tower comes from the weights file) trained 2 epochs on the reference store."""
+    out = tmp_path_factory.mktemp("predict") / "run"
+    train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2, batch_size=8,
+                                    device="cpu"), encoder=encoder_cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(run):
+    return load_predictor(run, device="cpu")
+
+
+def test_predict_on_a_store_clip_reproduces_its_features_and_evaluate_logits(run, predictor, reference_store):
+    lr = load_run(run, "cpu")
+    with FeatureStore.open(reference_store) as store:
+        clips, feats = store.clips, store.read_feats(views=0)  # [N, T, D]
+    for row in (int(lr.test[0]), int(lr.test[-1])):
+        pred = predict_clip(predictor, clips["path"].iat[row])
+        assert pred.frame_index.tolist() == lr.frame_index[row].tolist()
+        x = torch.from_numpy(feats[[row]])
+        logits, influence = forward(lr.head, x)
+        np.testing.assert_allclose(pred.logits, logits[0], atol=5e-2)  # logits are cosines / 0.01
+        np.testing.assert_allclose(pred.influence, influence[0], atol=2e-3)
+        assert pred.predicted == int(logits[0].argmax())
+        assert pred.probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_video_json_schema(run, synth_dir):
+    video = sorted((synth_dir / "videos").glob("*.mp4"))[0]
+    result = runner.invoke(app, ["predict", str(run), str(video), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"model", "tgdfer_version", "encoder", "classes", "predictions"}
+    assert doc["classes"] == list(CLASSES) and doc["encoder"]["model"] == "tgdfer-tiny-vit"
+    assert doc["model"].endswith("last.pt")
+    (p,) = doc["predictions"]
+    assert set(p) == {"input", "ok", "n_frames", "predicted", "probabilities", "influence_class", "frames"}
+    assert p["ok"] and p["input"] == str(video)
+    assert list(p["probabilities"]) == list(CLASSES)
+    assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert p["predicted"] == max(p["probabilities"], key=p["probabilities"].get) == p["influence_class"]
+    frames = p["frames"]
+    assert [f["position"] for f in frames] == list(range(T))
+    assert [f["frame"] for f in frames] == segment_indices(p["n_frames"], T).tolist()  # test-mode sampling
+    inf = [f["influence"] for f in frames]
+    assert min(inf) == 0.0 and max(inf) == pytest.approx(1.0) and all(0 <= v <= 1 for v in inf)
+
+
+def test_any_length_folder_and_one_frame(predictor, synth_dir, tmp_path):
+    src = sorted((synth_dir / "frames").iterdir())[0]
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted(src.glob("*.jpg"))[3], one / "x_00001.jpg")
+    pred = predict_clip(predictor, one)
+    assert pred.n_frames == 1 and pred.frame_index.tolist() == [0] * T
+    assert np.all(pred.influence == 0)  # all frames tie: Eq. 12's min-max gives 0
+
+
+def test_list_of_inputs_keeps_going_past_bad_ones_and_exits_1(run, synth_dir, tmp_path):
+    good = sorted((synth_dir / "frames").iterdir())[1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00not a video" * 100)
+    missing = tmp_path / "missing.mp4"
+    listing = tmp_path / "clips.txt"
+    listing.write_text(f"# clips\n{good}\n\ncorrupt.mp4\n")
+    result = runner.invoke(app, ["predict", str(run), str(empty), str(listing), str(missing), "--json",
+                                 "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    preds = json.loads(result.stdout)["predictions"]
+    assert [p["input"] for p in preds] == [str(empty), str(good), str(corrupt), str(missing)]
+    assert [p["ok"] for p in preds] == [False, True, False, False]
+    for p in (preds[0], preds[2], preds[3]):
+        assert p["error"].startswith(p["input"]) and "Traceback" not in p["error"]
+        assert p["input"] in result.stderr  # also reported on the console
+    assert "no such file" in preds[3]["error"]
+
+
+def test_plain_output_and_figure(run, synth_dir, tmp_path):
+    clip = sorted((synth_dir / "frames").iterdir())[2]
+    result = runner.invoke(app, ["predict", str(run), str(clip), "--figure", str(tmp_path / "figs"),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert str(clip) in result.stdout and "influence (Eq. 12)" in result.stdout
+    png = tmp_path / "figs" / f"{clip.name}_influence.png"
+    assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape[1] > 3 * img.shape[0]  # a strip: T frames side by side
+    assert img.std() > 10  # not blank
+
+
+def test_missing_or_wrong_weights_file(run, tmp_path, tiny_weights, other_weights):
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt["config"]["encoder"]["pretrained"] = str(tmp_path / "gone.pt")
+    torch.save(ckpt, tmp_path / "moved.pt")
+    result = runner.invoke(app, ["predict", str(tmp_path / "moved.pt"), str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "moved.pt" in result.output and "gone.pt" in result.output and "--weights" in result.output
+    ok = predict(tmp_path / "moved.pt", [tmp_path / "nothing"], device="cpu", weights=str(tiny_weights))
+    assert ok.failed == 1  # the model loads with --weights; the input is what fails
+    result = runner.invoke(app, ["predict", str(tmp_path / "moved.pt"), str(tmp_path), "--weights",
+                                 str(other_weights), "--device", "cpu"])
+    assert result.exit_code == 2 and "sha256" in result.output
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d, ckpt: d, "not a run folder"),
+    (lambda d, ckpt: (d / "x.pt").write_bytes(b"garbage") or d / "x.pt", "cannot read checkpoint"),
+    (lambda d, ckpt: torch.save({"weights": 1}, d / "x.pt") or d / "x.pt", "not a tgdfer checkpoint"),
+    (lambda d, ckpt: torch.save({k: v for k, v in ckpt.items() if k != "store_fingerprint"}, d / "x.pt")
+     or d / "x.pt", "store_fingerprint"),
+    (lambda d, ckpt: torch.save({**ckpt, "mode": "end-to-end"}, d / "x.pt") or d / "x.pt", "mode"),
+    (lambda d, ckpt: torch.save({**ckpt, "tgdfer_version": "9.9", "head_args": {**ckpt["head_args"], "frames": 12}},
+                                d / "x.pt") or d / "x.pt", "9.9"),
+])
+def test_bad_model_is_a_clear_error_naming_it(run, tmp_path, make, words):
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    model = make(tmp_path, ckpt)
+    result = runner.invoke(app, ["predict", str(model), str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert str(model) in result.output and words in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,328 @@
+"""`tgdfer predict MODEL INPUT...`: a trained TG-DFER head applied to new clips.
+
+MODEL is a run folder (its reported checkpoint: best.pt under a selection rule, else last.pt) or
+a checkpoint file. The image encoder is rebuilt from what the checkpoint's store fingerprint
+names (model, weights tag / file sha256 / random "none", QuickGELU, precision), and each clip is
+decoded, sampled and transformed exactly as `tgdfer extract` makes view 0 (segment centres,
+resize only; `extract.read_views`), so a clip of the training dataset gets the same features,
+and the same logits, as `tgdfer evaluate` computes from the store. Any clip length works: T
+segment centres, a clip shorter than T repeats its last frame.
+
+INPUT: a video file, a folder of frame images, or a `.txt` file listing such paths one per line
+(relative paths are read from the list's folder; blank lines and `#` comments are skipped). A
+clip that cannot be read gives an error for that input; the other inputs are still predicted.
+
+JSON output (`--json`, `PredictResult.to_json()`):
+
+    {"model": "runs/x/last.pt", "tgdfer_version": "0.1.0",
+     "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
+     "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],
+     "predictions": [
+       {"input": "clip.mp4", "ok": true, "n_frames": 37, "predicted": "Happiness",
+        "probabilities": {"Happiness": 0.91, ...},        # softmax of the bag logits (Eq. 11), sums to 1
+        "influence_class": "Happiness",                    # the class the influence is computed for
+        "frames": [{"position": 0, "frame": 1, "influence": 0.12}, ...]},   # T entries: sampled
+                                                           # position, 0-based source frame, Eq. 12 in [0, 1]
+       {"input": "broken.mp4", "ok": false, "error": "broken.mp4: ..."}]}
+
+Shape legend: T frames, D width, C classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import ClipTransform
+from .config import build
+from .encoders import EncoderConfig, LoadedEncoder, encode_texts, load_encoder
+from .errors import ConfigError, TgdferError
+from .evaluate import run_checkpoint
+from .extract import encode_views, read_views
+from .frames import open_frames
+from .head import HeadConfig, TGDFERHead
+from .labels import CLASSES
+from .prompts import build_prompt_sets
+from .text import FrozenTextEncoder
+from .train import load_checkpoint, resolve_device
+
+log = logging.getLogger(__name__)
+
+LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with this suffix lists clips, one path per line
+_KEYS = ("config", "head_args", "store_fingerprint", "head_state")
+
+
+@dataclass
+class Predictor:
+    """A trained head with the image encoder and view-0 preprocessing of its store."""
+
+    checkpoint: Path
+    head: TGDFERHead
+    encoder: LoadedEncoder
+    transform: ClipTransform  # test-time: resize and normalise, as view 0
+    frames: int  # T
+    seed: int  # the store's sampling seed (view 0 does not draw from it)
+    frame_backend: str  # video decoder the store was extracted with
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+
+@dataclass
+class Prediction:
+    input: str
+    n_frames: int  # frames in the clip
+    probs: np.ndarray  # [C] softmax of the bag logits
+    logits: np.ndarray  # [C] bag logits (Eq. 11 before the softmax)
+    frame_index: np.ndarray  # [T] source frame (0-based) at each sampled position
+    influence: np.ndarray  # [T] Eq. 12 for the predicted class
+    frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8, kept for figures
+
+    @property
+    def predicted(self) -> int:
+        return int(self.probs.argmax())
+
+    def to_json(self) -> dict:
+        return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": CLASSES[self.predicted],
+                "probabilities": {c: float(p) for c, p in zip(CLASSES, self.probs)},
+                "influence_class": CLASSES[self.predicted],
+                "frames": [{"position": t, "frame": int(i), "influence": float(v)}
+                           for t, (i, v) in enumerate(zip(self.frame_index, self.influence))]}
+
+
+@dataclass
+class PredictFailure:
+    input: str
+    error: str
+
+    def to_json(self) -> dict:
+        return {"input": self.input, "ok": False, "error": self.error}
+
+
+@dataclass
+class PredictResult:
+    checkpoint: Path
+    encoder: dict  # the encoder record of the model's store fingerprint
+    predictions: list[Union[Prediction, PredictFailure]]
+    figures: list[Path] = field(default_factory=list)  # frame strips written (PNG)
+
+    @property
+    def failed(self) -> int:
+        return sum(isinstance(p, PredictFailure) for p in self.predictions)
+
+    def to_json(self) -> dict:
+        return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
+                "classes": list(CLASSES), "predictions": [p.to_json() for p in self.predictions]}
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(model: str | Path) -> Path:
+    """MODEL -> checkpoint file: a run folder's reported checkpoint, or the file itself."""
+    model = Path(model)
+    if model.is_dir():
+        if not (model / "config.json").is_file():
+            raise TgdferError(f"{model}: not a run folder (no config.json); pass a run written by "
+                              "`tgdfer train-head` or one of its .pt checkpoints")
+        return run_checkpoint(model)
+    if not model.is_file():
+        raise TgdferError(f"{model}: no such run folder or checkpoint")
+    return model
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint, checked to be a TG-DFER head trained on cached features."""
+    ckpt = load_checkpoint(path)  # TgdferError for unreadable or non-tgdfer files
+    missing = [k for k in _KEYS if k not in ckpt]
+    if missing:
+        raise TgdferError(f"{path}: not a TG-DFER head checkpoint of this tgdfer (it lacks {', '.join(missing)}; "
+                          f"written by tgdfer {ckpt.get('tgdfer_version', '?')}, this is {__version__})")
+    if ckpt.get("mode", "cached") != "cached":
+        raise TgdferError(f"{path}: a {ckpt['mode']!r} checkpoint; predict takes heads trained on cached "
+                          "features (mode 'cached')")
+    for part in ("encoder", "preprocessing", "sampling"):
+        if part not in ckpt["store_fingerprint"]:
+            raise TgdferError(f"{path}: its store fingerprint has no {part!r} record, so the image encoder and "
+                              "preprocessing it was trained with cannot be rebuilt")
+    return ckpt
+
+
+def encoder_config(ckpt: dict, path: Path, weights: Optional[str] = None) -> EncoderConfig:
+    """The EncoderConfig that rebuilds the image encoder the model's features came from."""
+    fp = ckpt["store_fingerprint"]["encoder"]
+    pretrained = weights or fp["pretrained"]
+    if fp["pretrained"] == "file" and not weights:
+        cfg = ckpt["config"]
+        recorded = (cfg.get("encoder") or cfg.get("pipeline", {}).get("encoder") or {}).get("pretrained")
+        where = f"not found at {recorded}" if recorded else "whose path the run did not record"
+        if not recorded or not os.path.isfile(recorded):
+            raise TgdferError(f"{path}: the model's features come from {fp['model']} weights in a local file "
+                              f"(sha256 {str(fp.get('weights_sha256'))[:12]}...), {where}; pass the file "
+                              "with --weights")
+        pretrained = recorded
+    if weights and not os.path.isfile(weights):
+        raise TgdferError(f"--weights {weights}: no such file")
+    return EncoderConfig(model=fp["model"], pretrained=pretrained, precision=fp.get("precision", "fp32"),
+                         quick_gelu=fp.get("quick_gelu"))
+
+
+def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.device) -> LoadedEncoder:
+    fp = ckpt["store_fingerprint"]["encoder"]
+    cfg = encoder_config(ckpt, path, weights)
+    try:
+        enc = load_encoder(cfg, device=device)
+    except TgdferError as e:
+        raise TgdferError(f"{path}: cannot load its image encoder {fp['model']}/{fp['pretrained']}: {e}") from e
+    if fp.get("weights_sha256") and enc.fingerprint.get("weights_sha256") != fp["weights_sha256"]:
+        raise TgdferError(f"{cfg.pretrained}: sha256 {enc.fingerprint.get('weights_sha256')} differs from the weights "
+                          f"the features of {path} were extracted with ({fp['weights_sha256']})")
+    return enc
+
+
+def _build_head(ckpt: dict, path: Path, enc: LoadedEncoder) -> TGDFERHead:
+    """The head the checkpoint describes, its text prompts re-encoded by `enc` and checked against it."""
+    head_cfg = build(HeadConfig, ckpt["config"]["head"], "head")
+    args = ckpt["head_args"]
+    if enc.embed_dim != args["dim"]:
+        raise TgdferError(f"{path}: the head takes {args['dim']}-wide features but {enc.fingerprint['model']} "
+                          f"gives {enc.embed_dim}")
+    descriptors = ckpt["config"].get("pipeline", {}).get("extract", {}).get("descriptors")
+    try:
+        prompts = build_prompt_sets(descriptors)
+    except (OSError, TgdferError) as e:
+        raise TgdferError(f"{path}: cannot rebuild its prompts (descriptors file {descriptors}): {e}") from e
+    text = {name: encode_texts(enc, prompts[name]) for name in {head_cfg.fine_text, head_cfg.coarse_text}}
+    try:
+        head = TGDFERHead(head_cfg, dim=args["dim"], frames=args["frames"], classes=args["classes"], text=text,
+                          text_encoder=FrozenTextEncoder(enc) if head_cfg.learnable else None,
+                          replicas=1, seeds=args["seeds"][:1])
+    except ConfigError as e:
+        raise TgdferError(f"{path}: cannot rebuild its head: {e}") from e
+    state = ckpt["head_state"]
+    _check_text(head, state, path)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as e:
+        raise TgdferError(f"{path}: its weights do not fit the head its config describes (written by tgdfer "
+                          f"{ckpt.get('tgdfer_version')}, this is {__version__}): {str(e).splitlines()[0]}") from e
+    return head.to(enc.device).eval()
+
+
+def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
+    """The re-encoded fixed prompts must match the checkpoint's: else the encoder weights are not the ones trained on."""
+    for name in ("coarse", "fine_fixed"):
+        if name not in state or not hasattr(head, name):
+            continue
+        again, saved = getattr(head, name).float().cpu(), state[name].float().cpu()
+        if again.shape != saved.shape or not torch.allclose(again, saved, rtol=1e-2,
+                                                            atol=1e-2 * float(saved.abs().max())):
+            raise TgdferError(f"{path}: the text encoder loaded for predict does not reproduce the prompt "
+                              "embeddings the model was trained with: wrong encoder weights?")
+
+
+def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None) -> Predictor:
+    """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store."""
+    path = resolve_checkpoint(model)
+    ckpt = read_checkpoint(path)
+    enc = _load_encoder(ckpt, path, weights, resolve_device(device))
+    head = _build_head(ckpt, path, enc)
+    fp = ckpt["store_fingerprint"]
+    pp, sampling = fp["preprocessing"], fp["sampling"]
+    transform = ClipTransform(size=pp["size"], train=False, normalize=pp["normalize"], mean=tuple(pp["mean"]),
+                              std=tuple(pp["std"]))
+    backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
+    return Predictor(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
+                     seed=int(sampling["seed"]), frame_backend=backend)
+
+
+# -- clips --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False) -> Prediction:
+    """Probabilities and per-frame influence of one clip (video file or frame folder), from view 0."""
+    path = Path(path)
+    with open_frames(path, backend=p.frame_backend) as src:
+        n = len(src)
+        pixels, index = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed, backend=p.frame_backend,
+                                   test_tf=p.transform)  # [1, T, 3, S, S], [1, T]
+        frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
+    feats = torch.from_numpy(encode_views(p.encoder, pixels[None])[:, 0]).to(p.device)  # [1, T, D] float16
+    out = p.head(feats.float())  # influence for the predicted class
+    logits = out.logits[0, 0].float().cpu()
+    return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
+                      frame_index=index[0], influence=out.influence[0, 0].float().cpu().numpy(), frames=frames)
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
+    """INPUT arguments -> clip paths; a `.txt`/`.lst` file contributes the paths it lists."""
+    out: list[Union[Path, PredictFailure]] = []
+    for item in map(Path, inputs):
+        if not (item.suffix.lower() in LIST_SUFFIXES and item.is_file()):
+            out.append(item)
+            continue
+        try:
+            lines = item.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            out.append(PredictFailure(str(item), f"{item}: cannot read the list ({e})"))
+            continue
+        listed = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        if not listed:
+            out.append(PredictFailure(str(item), f"{item}: the list names no clips"))
+        out += [Path(x) if Path(x).is_absolute() else item.parent / x for x in listed]
+    return out
+
+
+def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
+    name = Path(path).stem or "clip"
+    stem, k = f"{name}_influence", 2
+    while stem in used:
+        stem, k = f"{name}_{k}_influence", k + 1
+    used.add(stem)
+    return folder / stem
+
+
+def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
+            figure_dir: Optional[str | Path] = None) -> PredictResult:
+    """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
+
+    `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there.
+    """
+    if not inputs:
+        raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
+    p = load_predictor(model, device=device, weights=weights)
+    ckpt_fp = dict(p.encoder.fingerprint)
+    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[])
+    used: set[str] = set()
+    for item in expand_inputs(inputs):
+        if isinstance(item, PredictFailure):
+            result.predictions.append(item)
+            continue
+        try:
+            pred = predict_clip(p, item, keep_frames=figure_dir is not None)
+        except (TgdferError, ValueError, OSError) as e:
+            msg = str(e) if str(item) in str(e) else f"{item}: {e}"
+            result.predictions.append(PredictFailure(str(item), msg))
+            continue
+        result.predictions.append(pred)
+        if figure_dir is not None:
+            result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used)))
+    return result
+
+
+def _strip(pred: Prediction, stem: Path) -> Path:
+    from .figures import frame_strip_figure, save_figure
+
+    k = pred.predicted
+    title = f"{pred.input}: {CLASSES[k]} ({pred.probs[k]:.2f}); influence for {CLASSES[k]}"
+    return save_figure(frame_strip_figure(pred.frames, pred.influence, pred.frame_index, title), stem)[0]
