@@ -432,6 +432,62 @@ def report_cli(
     return df
 
 
+# -- predict ------------------------------------------------------------------------------------
+
+
+@app.command("predict")
+@_run
+def predict_cli(
+    model: Annotated[Path, typer.Argument(help="A run folder (or one of its .pt checkpoints).")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Video files, frame folders, or .txt files listing them (one path per line).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
+    figure: Annotated[Optional[Path], typer.Option(
+        "--figure", help="Folder for each clip's frame strip with its influence colour bar (PNG + PDF).")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        help="The image encoder's weights file, when the model's features came from a local file.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+):
+    """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
+
+    Exit code 1 when some input could not be predicted (the others are), 2 when the model cannot be loaded.
+    """
+    from .predict import PredictFailure, predict
+
+    result = predict(model, inputs, device=device, weights=weights, figure_dir=figure)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_predictions(result)
+    for f in result.predictions:
+        if isinstance(f, PredictFailure):
+            console.print(f"[bold red]failed:[/] {f.error}", highlight=False)
+    if result.figures:
+        console.print(f"figures: {', '.join(str(f) for f in result.figures)} (+ PDF)")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _print_predictions(result) -> None:
+    out = Console()  # predictions are the command's output: stdout
+    for pred in result.predictions:
+        if not hasattr(pred, "probs"):  # a PredictFailure, reported on stderr
+            continue
+        k = pred.predicted
+        out.print(f"[bold]{pred.input}[/]: {CLASSES[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames", highlight=False)
+        probs = Table(box=box.SIMPLE, show_header=True)
+        for c in CLASSES:
+            probs.add_column(c, justify="right")
+        probs.add_row(*[f"{p:.3f}" for p in pred.probs])
+        out.print(probs)
+        frames = Table(title=f"influence (Eq. 12) for {CLASSES[k]}", box=box.SIMPLE)
+        for col in ("position", "frame", "influence", ""):
+            frames.add_column(col, justify="right" if col else "left")
+        for t, (i, v) in enumerate(zip(pred.frame_index, pred.influence)):
+            frames.add_row(str(t), str(int(i)), f"{v:.3f}", "#" * int(round(20 * v)))
+        out.print(frames)
+
+
 # -- info -----------------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
 from .errors import ConfigError, FrameReadError, TgdferError
-from .frames import open_frames
+from .frames import FrameSource, open_frames
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
@@ -164,20 +164,22 @@ class ClipViews(Dataset):
         return {"row": row, "pixels": pixels, "index": index, "error": None}
 
 
-def read_views(path: str | Path, clip_id: str, *, views: int, frames: int, seed: int, backend: str,
+def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int, frames: int, seed: int, backend: str,
                test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None) -> tuple[torch.Tensor, np.ndarray]:
     """Decode and transform views 0..views-1 of one clip: (pixels [V, T, 3, S, S] float32, index [V, T] int64).
 
     The one place that turns a clip into encoder input (`extract` and `tgdfer predict` both call
-    it). Raises FrameReadError (or ValueError) when the clip cannot be read.
+    it). `path` may be an open FrameSource (left open). Raises FrameReadError (or ValueError) when
+    the clip cannot be read.
     """
-    src = open_frames(path, backend=backend)
+    src = path if isinstance(path, FrameSource) else open_frames(path, backend=backend)
     try:
         index = np.stack([view_indices(len(src), clip_id, v, seed, frames) for v in range(views)])  # [V, T]
         distinct, inverse = np.unique(index, return_inverse=True)
         decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
     finally:
-        src.close()
+        if src is not path:
+            src.close()
     inverse = inverse.reshape(index.shape)
     pixels = torch.stack([
         (train_tf if v else test_tf)(decoded[inverse[v]], seed=view_seed(seed, clip_id, v)) for v in range(views)

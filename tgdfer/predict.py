@@ -324,5 +324,5 @@ def _strip(pred: Prediction, stem: Path) -> Path:
     from .figures import frame_strip_figure, save_figure
 
     k = pred.predicted
-    title = f"{pred.input}: {CLASSES[k]} ({pred.probs[k]:.2f}); influence for {CLASSES[k]}"
+    title = f"{Path(pred.input).name}: {CLASSES[k]} ({pred.probs[k]:.2f}); influence for {CLASSES[k]}"
     return save_figure(frame_strip_figure(pred.frames, pred.influence, pred.frame_index, title), stem)[0]
