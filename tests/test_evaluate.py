@@ -24,7 +24,7 @@ from tgdfer.extract import write_text_features
 from tgdfer.figures import DPI
 from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
-from tgdfer.localize import auroc, find_frame_labels, frame_scores, load_frame_labels, localise
+from tgdfer.localize import auroc, find_frame_labels, frame_scores, localise
 from tgdfer.readers import read_dfew
 from tgdfer.sampling import view_indices
 from tgdfer.store import FeatureStore
@@ -153,12 +153,13 @@ def test_influence_localises_the_episode_better_than_random_after_training(runs,
 
 
 def test_table6_rescoring_from_oracle_frames(runs):
-    """With the true episode as influence, the k most influential frames carry the expression and the k least
-    do not: re-scoring from them must give far better and far worse accuracy than each other."""
+    """With the expression's true intensity as influence, the k most influential frames carry the expression and
+    the k least do not: re-scoring from them must give far better and far worse accuracy than each other."""
     lr = load_run(runs["seed1"], "cpu")
-    truth = load_frame_labels(find_frame_labels(lr.clips["path"]))
+    labels = pd.read_csv(find_frame_labels(lr.clips["path"]), dtype={"clip_id": str})
+    intensity = {c: g["intensity"].to_numpy() for c, g in labels.groupby("clip_id")}  # by frame number
     ids = lr.clips["clip_id"].to_numpy()
-    oracle = np.stack([truth[ids[r]][lr.frame_index[r]].astype(float) for r in lr.test])  # [n, T]
+    oracle = np.stack([intensity[ids[r]][lr.frame_index[r]] for r in lr.test])  # [n, T]: the apex is the most influential
     for k in (1, 2):
         high, low = (frame_subset_scores(lr, which, k, oracle) for which in ("highest", "lowest"))
         assert high.war > low.war + 0.3
