@@ -68,3 +68,18 @@ def test_frame_strip_size_and_colours(tmp_path, T, H, W):
 def test_frame_strip_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="influence"):
         frame_strip_figure(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(5))
+
+
+def test_frame_strip_with_ground_truth_row(tmp_path):
+    frames = np.full((6, 20, 20, 3), 128, np.uint8)
+    truth = np.array([0, 0, 1, 1, 0, 0])
+    fig = frame_strip_figure(frames, np.linspace(0, 1, 6), truth=truth)
+    png, _ = save_figure(fig, tmp_path / "s")
+    img = np.asarray(Image.open(png).convert("L")).astype(float)
+    h, w = img.shape
+    row = fig.axes[1].get_position()  # bottom row: the truth (black = in the episode)
+    y = int((1 - (row.y0 + row.y1) / 2) * h)
+    xs = [int((row.x0 + (t + 0.5) * row.width / 6) * w) for t in range(6)]
+    assert [img[y, x] < 50 for x in xs] == [False, False, True, True, False, False]
+    with pytest.raises(ValueError, match="truth"):
+        frame_strip_figure(frames, np.zeros(6), truth=np.zeros(5))

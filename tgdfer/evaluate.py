@@ -244,11 +244,12 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
                 for k in ks:
                     sub = frame_subset_scores(lr, which, k, influence)
                     t6_rows.append({"run": s.name, "influence": which, "frames": k, "UAR": sub.uar, "WAR": sub.war})
-        loc = localise_run(lr) if localisation else None
+        truth = frame_truth(lr)
+        loc = localise_run(lr, truth) if localisation and truth is not None else None
         if loc is not None:
             loc_rows.append({"run": s.name, **loc})
         if figures:
-            strips += _confidence_strips(lr, s)
+            strips += _confidence_strips(lr, s, truth)
         del lr
     results, protocol = results_table(scores)
     ev = Evaluation(results=results, protocol=protocol, scores=scores)
@@ -294,12 +295,18 @@ def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
 # -- localisation -------------------------------------------------------------------------------
 
 
-def localise_run(lr: LoadedRun, seed: int = 0) -> Optional[dict[str, float]]:
-    """`localize.localise` of the run's non-Neutral test clips, or None without frame labels."""
+def frame_truth(lr: LoadedRun) -> Optional[dict[str, np.ndarray]]:
+    """clip_id -> in_episode [frames] from the dataset's frame_labels.csv (SynthDFER), or None without one."""
     path = find_frame_labels(lr.clips["path"].iloc[lr.test])
-    if path is None:
+    return None if path is None else load_frame_labels(path)
+
+
+def localise_run(lr: LoadedRun, truth: Optional[dict[str, np.ndarray]] = None,
+                 seed: int = 0) -> Optional[dict[str, float]]:
+    """`localize.localise` of the run's non-Neutral test clips, or None without frame labels."""
+    truth = frame_truth(lr) if truth is None else truth
+    if truth is None:
         return None
-    truth = load_frame_labels(path)
     rows = lr.test[lr.labels[lr.test] != _NEUTRAL]
     if len(rows) == 0:
         return None
@@ -338,9 +345,10 @@ class _Strip:
     influence: np.ndarray  # [T]
     index: np.ndarray  # [T]
     title: str
+    truth: Optional[np.ndarray]  # [T] in_episode, when the dataset has frame labels
 
 
-def _confidence_strips(lr: LoadedRun, s: RunScore) -> list[_Strip]:
+def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None) -> list[_Strip]:
     """Frame strips of the run's most and least confident test clips (skipped when frames cannot be read)."""
     probs = torch.softmax(torch.as_tensor(s.logits), dim=-1).numpy()  # [n, C]
     conf = probs.max(1)
@@ -360,12 +368,14 @@ def _confidence_strips(lr: LoadedRun, s: RunScore) -> list[_Strip]:
         title = (f"{s.name}, {tag.replace('_', ' ')}: clip {lr.clips['clip_id'].iat[row]}, "
                  f"true {CLASSES[int(lr.labels[row])]}, predicted {CLASSES[pred]} ({probs[k, pred]:.2f}); "
                  f"influence for {CLASSES[pred]}")
-        out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title))
+        labels = (truth or {}).get(str(lr.clips["clip_id"].iat[row]))
+        shown = labels[index].astype(float) if labels is not None and index.max() < len(labels) else None
+        out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown))
     return out
 
 
 def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
     from .figures import frame_strip_figure, save_figure
 
-    return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title), folder / st.name)[0]
+    return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
             for st in strips]

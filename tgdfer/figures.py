@@ -25,6 +25,9 @@ THUMB = 96  # frame thumbnails are THUMB pixels high in the data (shown at the f
 
 
 def _figure(width: float, height: float) -> Figure:
+    # Sizes snapped to whole pixels plus half a pixel: Agg truncates width x DPI, which then cannot
+    # fall either side of an integer through rounding error.
+    width, height = ((round(x * DPI) + 0.5) / DPI for x in (width, height))
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)  # the Agg canvas: rendering without pyplot or a display
     return fig
@@ -33,7 +36,7 @@ def _figure(width: float, height: float) -> Figure:
 def figure_pixels(fig: Figure) -> tuple[int, int]:
     """(width, height) in pixels of the PNG `save_figure` writes for `fig`."""
     w, h = fig.get_size_inches()
-    return int(round(w * DPI)), int(round(h * DPI))
+    return int(w * DPI), int(h * DPI)
 
 
 def save_figure(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
@@ -114,39 +117,49 @@ def _thumbnails(frames: np.ndarray, height: int = THUMB) -> np.ndarray:
 
 
 def frame_strip_figure(frames: np.ndarray, influence: np.ndarray, frame_index: Sequence[int] | None = None,
-                       title: str = "") -> Figure:
+                       title: str = "", truth: np.ndarray | None = None) -> Figure:
     """Paper Fig. 4: the clip's sampled frames in a row, each above its influence (Eq. 12) colour cell.
 
     frames [T, H, W, 3] uint8, influence [T] in [0, 1], frame_index [T] source frame numbers
     (the tick labels). The colour bar runs from purple (low influence) to yellow (high).
+    `truth` [T] in [0, 1] (e.g. SynthDFER's in_episode) adds a grey row below: black = 1.
     """
     frames, influence = np.asarray(frames), np.asarray(influence, dtype=np.float64)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != len(influence) or len(frames) == 0:
         raise ValueError(f"need frames [T, H, W, 3] and influence [T], got {frames.shape} and {influence.shape}")
+    if truth is not None and len(truth) != len(frames):
+        raise ValueError(f"truth has {len(truth)} values for {len(frames)} frames")
     T = len(frames)
     aspect = frames.shape[2] / frames.shape[1]
-    # Layout in inches: strip of T thumbnails keeping their aspect, the influence row below it,
-    # tick labels under that, the colour bar on the right.
+    # Layout in inches, bottom up: tick labels, [truth row], influence row, the strip of T thumbnails
+    # keeping their aspect, the title; the colour bar on the right.
     strip_w = min(max(0.75 * T * aspect, 4.0), 16.0)
     strip_h = strip_w / (T * aspect)
-    left, cbar_zone, top, cell_h, bottom = 0.3, 0.9, 0.35, 0.3, 0.55
-    width, height = left + strip_w + cbar_zone, bottom + cell_h + 0.05 + strip_h + top
+    left, cbar_zone, top, cell_h, gap, bottom = 0.75, 0.9, 0.35, 0.3, 0.05, 0.55
+    rows = [("in episode", truth)] if truth is not None else []
+    rows.append(("influence", influence))
+    width = left + strip_w + cbar_zone
+    height = bottom + len(rows) * (cell_h + gap) + strip_h + top
     fig = _figure(width, height)
 
     def rect(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
         return x / width, y / height, w / width, h / height  # inches -> figure fraction
 
-    ax = fig.add_axes(rect(left, bottom + cell_h + 0.05, strip_w, strip_h))
+    ax = fig.add_axes(rect(left, bottom + len(rows) * (cell_h + gap), strip_w, strip_h))
     ax.imshow(_thumbnails(frames), aspect="auto")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    bar = fig.add_axes(rect(left, bottom, strip_w, cell_h))
-    im = bar.imshow(influence[None, :], cmap=CMAP, vmin=0.0, vmax=1.0, aspect="auto",
-                    extent=(-0.5, T - 0.5, 1, 0))
-    bar.set_yticks([])
-    labels = frame_index if frame_index is not None else range(T)
-    bar.set_xticks(range(T), [str(int(i)) for i in labels], fontsize=7)
-    bar.set_xlabel("source frame", fontsize=8)
-    cax = fig.add_axes(rect(left + strip_w + 0.15, bottom, 0.15, cell_h + 0.05 + strip_h))
-    fig.colorbar(im, cax=cax).set_label("influence (Eq. 12)", fontsize=8)
+    labels = [str(int(i)) for i in (frame_index if frame_index is not None else range(T))]
+    for k, (name, values) in enumerate(rows):
+        cells = fig.add_axes(rect(left, bottom + k * (cell_h + gap), strip_w, cell_h))
+        im = cells.imshow(np.asarray(values, dtype=np.float64)[None, :], cmap=CMAP if name == "influence" else "Greys",
+                          vmin=0.0, vmax=1.0, aspect="auto", extent=(-0.5, T - 0.5, 1, 0))
+        cells.set_yticks([0.5], [name], fontsize=8)
+        cells.set_xticks(range(T), labels if k == 0 else [], fontsize=7)
+        if name == "influence":
+            colours = im
+    fig.axes[1].set_xlabel("source frame", fontsize=8)
+    cax = fig.add_axes(rect(left + strip_w + 0.15, bottom + (len(rows) - 1) * (cell_h + gap), 0.15,
+                            cell_h + gap + strip_h))
+    fig.colorbar(colours, cax=cax).set_label("influence (Eq. 12)", fontsize=8)
     return fig
