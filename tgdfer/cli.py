@@ -335,8 +335,10 @@ def evaluate_cli(
     if ev.table6 is not None:
         console.print(_table(ev.table6, title="Table 6: test set from the k frames of highest / lowest influence (%)"))
     if ev.localisation is not None:
-        console.print(_table(ev.localisation, title="Localisation of the expression episode by the frame influence "
-                                                    "(AUROC, hit@1; random influence beside)"))
+        short = ev.localisation.rename(columns=lambda c: c.replace("influence", "Eq.12").replace(
+            "class-relative", "rel.").replace("random", "rand.").replace("AUROC", "AUC"))  # 80 columns
+        console.print(_table(short, title="Localisation of the expression episode: AUROC and hit@1 of the "
+                                          "influence (Eq. 12), class-relative influence, random influence"))
     pngs = [f for f in ev.files if f.suffix == ".png"]
     console.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
     if pngs:
