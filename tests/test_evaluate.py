@@ -159,7 +159,7 @@ def test_table6_rescoring_from_oracle_frames(runs):
     labels = pd.read_csv(find_frame_labels(lr.clips["path"]), dtype={"clip_id": str})
     intensity = {c: g["intensity"].to_numpy() for c, g in labels.groupby("clip_id")}  # by frame number
     ids = lr.clips["clip_id"].to_numpy()
-    oracle = np.stack([intensity[ids[r]][lr.frame_index[r]] for r in lr.test])  # [n, T]: the apex is the most influential
+    oracle = np.stack([intensity[ids[r]][lr.frame_index[r]] for r in lr.test])  # [n, T]: the apex ranks first
     for k in (1, 2):
         high, low = (frame_subset_scores(lr, which, k, oracle) for which in ("highest", "lowest"))
         assert high.war > low.war + 0.3

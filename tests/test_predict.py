@@ -29,7 +29,7 @@ def flat(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, reference_store, encoder_cfg):
-    """A head (learnable prompts: the text tower comes from the weights file) trained 2 epochs on the reference store."""
+    """A head with learnable prompts (text tower from the weights file), trained 2 epochs on the reference store."""
     out = tmp_path_factory.mktemp("predict") / "run"
     train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2, batch_size=8,
                                     device="cpu"), encoder=encoder_cfg)

@@ -327,13 +327,13 @@ def evaluate_cli(
     Also: Table 6 with --frames, localisation scores when the dataset has frame labels (SynthDFER),
     and the figures of paper Fig. 3 and Fig. 4 under OUT/figures.
     """
-    from .evaluate import evaluate, parse_frames, parse_ks
+    from .evaluate import TABLE6_TITLE, evaluate, parse_frames, parse_ks
 
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures)
     short = ev.results.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
     console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
     if ev.table6 is not None:
-        console.print(_table(ev.table6, title="Table 6: test set from the k frames of highest / lowest influence (%)"))
+        console.print(_table(ev.table6, title=TABLE6_TITLE))
     if ev.localisation is not None:
         short = ev.localisation.rename(columns=lambda c: c.replace("influence", "Eq.12").replace(
             "class-relative", "rel.").replace("random", "rand.").replace("AUROC", "AUC"))  # 80 columns

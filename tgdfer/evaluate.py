@@ -108,10 +108,10 @@ def load_run(run: str | Path, device: str = "auto") -> LoadedRun:
         clips = store.clips
     head.load_state_dict(ckpt["head_state"])
     head.eval()
-    backend = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
+    extract_record = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
-                     frame_backend=backend.get("frame_backend", "auto"))
+                     frame_backend=extract_record.get("frame_backend", "auto"))
 
 
 @torch.no_grad()
@@ -225,7 +225,11 @@ class Evaluation:
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
              localisation: bool = True) -> Evaluation:
-    """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`."""
+    """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`.
+
+    `frames` ("highest", "lowest") and `ks` ask for Table 6; localisation is scored whenever the
+    clips' dataset has frame labels; `figures` draws Fig. 3 and Fig. 4 under `out`/figures.
+    """
     runs = [Path(r) for r in runs]
     if not runs:
         raise TgdferError("evaluate needs at least one run folder")
@@ -233,38 +237,26 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
     out = Path(out) if out is not None else runs[0].parent
     scores, t6_rows, loc_rows, strips = [], [], [], []
     for run in runs:
-        lr = load_run(run, device)
+        lr = load_run(run, device)  # one run's store on the device at a time
         s = score_run(lr)
         scores.append(s)
-        if frames:
-            _, influence = forward(lr.head, lr.feats[lr.test])  # for the predicted class
-            t6_rows.append({"run": s.name, "influence": "all", "frames": lr.feats.shape[1],
-                            "UAR": s.test.uar, "WAR": s.test.war})
-            for which in frames:
-                for k in ks:
-                    sub = frame_subset_scores(lr, which, k, influence)
-                    t6_rows.append({"run": s.name, "influence": which, "frames": k, "UAR": sub.uar, "WAR": sub.war})
+        t6_rows += _table6_rows(lr, s, frames, ks) if frames else []
         truth = frame_truth(lr)
         loc = localise_run(lr, truth) if localisation and truth is not None else None
-        if loc is not None:
-            loc_rows.append({"run": s.name, **loc})
-        if figures:
-            strips += _confidence_strips(lr, s, truth)
-        del lr
+        loc_rows += [{"run": s.name, **loc}] if loc is not None else []
+        strips += _confidence_strips(lr, s, truth) if figures else []
     results, protocol = results_table(scores)
     ev = Evaluation(results=results, protocol=protocol, scores=scores)
     ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}")
     if t6_rows:
         ev.table6 = table6(t6_rows)
-        ev.files += save_table(ev.table6, out / "table6", title="Table 6: test set from the k frames of highest / "
-                               "lowest influence (%)", note=f"mean over {len(runs)} run(s); influence (Eq. 12) for "
-                               "the predicted class on view 0; 'all' = every frame")
+        ev.files += save_table(ev.table6, out / "table6", title=TABLE6_TITLE,
+                               note=f"mean over {len(runs)} run(s); influence (Eq. 12) for the predicted class on "
+                                    "view 0; 'all' = every frame")
     if loc_rows:
         ev.localisation = localisation_table(loc_rows)
-        ev.files += save_table(ev.localisation, out / "localisation", title="Localisation of the expression "
-                               "episode by the frame influence", note="AUROC and hit@1 against SynthDFER's in_episode over the "
-                               "non-Neutral test clips: influence = Eq. 12 for the true class; class-relative = the "
-                               "same on frame scores centred over the classes; random = uniform random influence")
+        ev.files += save_table(ev.localisation, out / "localisation", title=LOCALISATION_TITLE,
+                               note=LOCALISATION_NOTE)
     if figures:
         from .figures import confusion_figures
 
@@ -272,6 +264,24 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
                                       out / "figures")
         ev.files += _save_strips(strips, out / "figures")
     return ev
+
+
+TABLE6_TITLE = "Table 6: test set from the k frames of highest / lowest influence (%)"
+LOCALISATION_TITLE = "Localisation of the expression episode by the frame influence"
+LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the non-Neutral test clips: influence = "
+                     "Eq. 12 for the true class; class-relative = the same on frame scores centred over the classes; "
+                     "random = uniform random influence")
+
+
+def _table6_rows(lr: LoadedRun, s: RunScore, frames: Sequence[str], ks: Sequence[int]) -> list[dict]:
+    """One run's Table 6 rows: all frames, then each (influence, k) re-scored; fractions."""
+    _, influence = forward(lr.head, lr.feats[lr.test])  # for the predicted class
+    rows = [{"run": s.name, "influence": "all", "frames": lr.feats.shape[1], "UAR": s.test.uar, "WAR": s.test.war}]
+    for which in frames:
+        for k in ks:
+            sub = frame_subset_scores(lr, which, k, influence)
+            rows.append({"run": s.name, "influence": which, "frames": k, "UAR": sub.uar, "WAR": sub.war})
+    return rows
 
 
 def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:

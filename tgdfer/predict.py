@@ -219,7 +219,7 @@ def _build_head(ckpt: dict, path: Path, enc: LoadedEncoder) -> TGDFERHead:
 
 
 def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
-    """The re-encoded fixed prompts must match the checkpoint's: else the encoder weights are not the ones trained on."""
+    """Re-encoded fixed prompts must equal the checkpoint's, else the encoder weights are not the trained-on ones."""
     for name in ("coarse", "fine_fixed"):
         if name not in state or not hasattr(head, name):
             continue
