@@ -328,7 +328,7 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
                           f"OpenAI's TorchScript release)") from e
 
 
-def _autocast(enc: LoadedEncoder) -> torch.autocast:
+def autocast_context(enc: LoadedEncoder) -> torch.autocast:
     dtype = _AUTOCAST_DTYPES.get(enc.precision, torch.bfloat16)
     return torch.autocast(device_type=enc.device.type, dtype=dtype, enabled=enc.precision != "fp32")
 
@@ -337,7 +337,7 @@ def encode_images(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
     """Image features, not L2-normalised: pixels [N, 3, S, S] float, already normalised -> [N, D] float32."""
     if "image" not in enc.towers:
         raise TgdferError("this encoder was loaded without its image tower (towers=('text',))")
-    with torch.inference_mode(), _autocast(enc):
+    with torch.inference_mode(), autocast_context(enc):
         feats = enc.model.encode_image(pixels.to(enc.device, torch.float32))  # [N, D]
     return feats.float().clone()  # clone outside inference mode: a normal tensor callers may modify
 
@@ -347,6 +347,6 @@ def encode_texts(enc: LoadedEncoder, texts: list[str]) -> tuple[torch.Tensor, to
     if "text" not in enc.towers:
         raise TgdferError("this encoder was loaded without its text tower (towers=('image',))")
     tokens = enc.tokenizer(list(texts)).to(torch.int64)  # [P, L]
-    with torch.inference_mode(), _autocast(enc):
+    with torch.inference_mode(), autocast_context(enc):
         emb = enc.model.encode_text(tokens.to(enc.device))  # [P, D]
     return tokens.cpu(), emb.float().clone()
