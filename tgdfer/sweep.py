@@ -382,16 +382,19 @@ def _resolved(pipe) -> dict:
 
 
 def _check_earlier_run(sweep: SweepConfig, point: Point, pipe, folder: Path) -> None:
-    record = folder / "point.json"
-    if not record.is_file():
+    """SweepError when `folder` holds this point run with other settings.
+
+    Fields present on one side only (added or removed by another tgdfer version) do not count.
+    """
+    record = _read_json(folder / "point.json")
+    if not record or not isinstance(record.get("pipeline"), dict):
         return
-    before = json.loads(record.read_text()).get("pipeline")
-    now = json.loads(json.dumps(_resolved(pipe)))
-    if before is not None and before != now:
-        diff = [f"{s}.{k}: {before.get(s, {}).get(k)!r} then, {v!r} now" for s, t in now.items()
-                for k, v in t.items() if before.get(s, {}).get(k) != v]
-        raise SweepError(sweep.source, point.name, diff[0].split(":")[0] if diff else "pipeline",
-                         f"{folder} was run with other settings ({'; '.join(diff[:3])}); "
+    before, now = record["pipeline"], json.loads(json.dumps(_resolved(pipe)))
+    diff = [(f"{s}.{k}", before[s][k], v) for s, table in now.items() if isinstance(before.get(s), dict)
+            for k, v in table.items() if k in before[s] and before[s][k] != v]
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff[:3])
+        raise SweepError(sweep.source, point.name, diff[0][0], f"{folder} was run with other settings ({shown}); "
                          "choose another --out or delete that folder")
 
 
