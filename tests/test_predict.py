@@ -152,7 +152,7 @@ def _garbage(d, ckpt):
     (_garbage, "cannot read checkpoint"),
     (lambda d, ckpt: _save(d, {"weights": 1}), "not a tgdfer checkpoint"),
     (lambda d, ckpt: _save(d, {k: v for k, v in ckpt.items() if k != "store_fingerprint"}), "store_fingerprint"),
-    (lambda d, ckpt: _save(d, {**ckpt, "mode": "end-to-end"}), "mode"),
+    (lambda d, ckpt: _save(d, {**ckpt, "mode": "distilled"}), "mode"),
     (lambda d, ckpt: _save(d, {**ckpt, "tgdfer_version": "9.9", "head_args": {**ckpt["head_args"], "frames": 12}}),
      "9.9"),
 ], ids=["folder", "garbage", "foreign", "no-fingerprint", "mode", "other-version"])

@@ -231,8 +231,15 @@ def train_head_cli(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (paper: 50).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    end_to_end: Annotated[bool, typer.Option(
+        "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
 ):
-    """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed."""
+    """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed.
+
+    With --end-to-end the image encoder learns too: frames are decoded and augmented on the fly
+    with the store's sampling and augmentation, one fold and seed per run (the store still gives
+    the clip table, the prompts and the settings).
+    """
     from .errors import ConfigError
     from .pipeline import load_pipeline
     from .train import parse_int_list, replica_runs
@@ -240,7 +247,8 @@ def train_head_cli(
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
-                                            train__epochs=epochs, train__device=device))
+                                            train__epochs=epochs, train__device=device,
+                                            train__end_to_end=True if end_to_end else None))
     if folds is not None or seeds is not None:
         fold_list = parse_int_list(folds, "--folds") if folds is not None else [pipe.train.fold]
         seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [pipe.train.seed]

@@ -36,7 +36,8 @@ from .labels import CLASSES
 from .localize import class_relative_influence, find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
-from .train import PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data, resolve_device
+from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
+                    refresh_view0_from_checkpoint, resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def load_run(run: str | Path, device: str = "auto") -> LoadedRun:
                               "re-extract it with the run's settings")
         head = build_head(head_cfg, store, dev, ckpt["head_args"]["seeds"][0], encoder=encoder)
         data = load_device_data(store, cfg, dev)
+        if ckpt.get("mode") == "end-to-end":  # view 0 through the fine-tuned encoder, not the store's features
+            refresh_view0_from_checkpoint(store, ckpt, cfg, data, dev, encoder)
         frame_index = store.read_frame_index()[:, 0].astype(np.int64)  # [N, T]
         clips = store.clips
     head.load_state_dict(ckpt["head_state"])

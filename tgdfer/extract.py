@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -164,9 +164,11 @@ class ClipViews(Dataset):
         return {"row": row, "pixels": pixels, "index": index, "error": None}
 
 
-def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int, frames: int, seed: int, backend: str,
-               test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None) -> tuple[torch.Tensor, np.ndarray]:
+def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Sequence[int], frames: int, seed: int,
+               backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None) -> tuple[torch.Tensor, np.ndarray]:
     """Decode and transform views 0..views-1 of one clip: (pixels [V, T, 3, S, S] float32, index [V, T] int64).
+
+    `views` may instead list the view ids to read (end-to-end training reads one view at a time).
 
     The one place that turns a clip into encoder input (`extract` and `tgdfer predict` both call
     it). `path` may be an open FrameSource (left open). Raises FrameReadError (or ValueError) when
@@ -174,7 +176,8 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int, fram
     """
     src = path if isinstance(path, FrameSource) else open_frames(path, backend=backend)
     try:
-        index = np.stack([view_indices(len(src), clip_id, v, seed, frames) for v in range(views)])  # [V, T]
+        ids = list(range(views)) if isinstance(views, int) else [int(v) for v in views]
+        index = np.stack([view_indices(len(src), clip_id, v, seed, frames) for v in ids])  # [V, T]
         distinct, inverse = np.unique(index, return_inverse=True)
         decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
     finally:
@@ -182,7 +185,7 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int, fram
             src.close()
     inverse = inverse.reshape(index.shape)
     pixels = torch.stack([
-        (train_tf if v else test_tf)(decoded[inverse[v]], seed=view_seed(seed, clip_id, v)) for v in range(views)
+        (train_tf if v else test_tf)(decoded[inverse[k]], seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
     ])  # [V, T, 3, S, S]
     return pixels, index
 

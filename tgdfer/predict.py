@@ -141,15 +141,15 @@ def resolve_checkpoint(model: str | Path) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint, checked to be a TG-DFER head trained on cached features."""
+    """The checkpoint, checked to be a TG-DFER head written by train-head (cached or end-to-end)."""
     ckpt = load_checkpoint(path)  # TgdferError for unreadable or non-tgdfer files
     missing = [k for k in _KEYS if k not in ckpt]
     if missing:
         raise TgdferError(f"{path}: not a TG-DFER head checkpoint of this tgdfer (it lacks {', '.join(missing)}; "
                           f"written by tgdfer {ckpt.get('tgdfer_version', '?')}, this is {__version__})")
-    if ckpt.get("mode", "cached") != "cached":
-        raise TgdferError(f"{path}: a {ckpt['mode']!r} checkpoint; predict takes heads trained on cached "
-                          "features (mode 'cached')")
+    if ckpt.get("mode", "cached") not in ("cached", "end-to-end"):
+        raise TgdferError(f"{path}: a {ckpt['mode']!r} checkpoint; predict takes heads trained by train-head "
+                          "(mode 'cached' or 'end-to-end')")
     for part in ("encoder", "preprocessing", "sampling"):
         if part not in ckpt["store_fingerprint"]:
             raise TgdferError(f"{path}: its store fingerprint has no {part!r} record, so the image encoder and "
@@ -186,6 +186,8 @@ def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.
     if fp.get("weights_sha256") and enc.fingerprint.get("weights_sha256") != fp["weights_sha256"]:
         raise TgdferError(f"{cfg.pretrained}: sha256 {enc.fingerprint.get('weights_sha256')} differs from the weights "
                           f"the features of {path} were extracted with ({fp['weights_sha256']})")
+    if ckpt.get("encoder_state") is not None:  # end-to-end: the fine-tuned image tower
+        enc.model.visual.load_state_dict(ckpt["encoder_state"])
     return enc
 
 

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,13 +36,14 @@ import torch.nn.functional as F
 
 from . import __version__
 from .config import to_dict
-from .encoders import EncoderConfig, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, load_encoder
 from .errors import ConfigError, TgdferError
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .readers import fold_split
 from .store import FeatureStore
+from .live import LiveFeatures, closing
 from .text import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class TrainConfig:
     selection: Selection = "final"  # final epoch | best on a validation split | test-best (reference protocol)
     val_fraction: float = 0.1  # share of each class's training clips held out when selection = "val"
     device: str = "auto"  # auto = cuda when available, else cpu
+    end_to_end: bool = False  # fine-tune the image encoder from decoded frames (one replica) instead of the store
+    encoder_lr: float = 1e-5  # end-to-end: image encoder learning rate (paper: 1e-5; 0 = frozen)
+    grad_checkpointing: bool = False  # end-to-end: recompute the encoder's activations in backward (less memory)
+    decode_workers: int = 2  # end-to-end: threads decoding and augmenting a batch's clips
+    e2e_views: int = 0  # end-to-end: views each clip draws from (0 = the store's; more = fresh augmentation)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -79,6 +85,11 @@ class TrainConfig:
             raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError("milestones", f"must be increasing, got {list(self.milestones)}")
+        if not self.encoder_lr >= 0:
+            raise ConfigError("encoder_lr", f"must be >= 0 (0 = frozen), got {self.encoder_lr}")
+        for name in ("decode_workers", "e2e_views"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 class TrainingDiverged(TgdferError):
@@ -188,6 +199,9 @@ def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selec
         picks = [rng.permutation(train[labels == c])[: int(round(val_fraction * (labels == c).sum()))]
                  for c in np.unique(labels)]
         val = np.sort(np.concatenate(picks)).astype(np.int64)
+        if len(val) == 0:
+            raise ConfigError("val_fraction", f"{val_fraction} of fold {fold}'s {len(train)} training clips rounds to "
+                              "an empty validation split in every class; raise it or use selection = \"final\"")
         train = np.setdiff1d(train, val)
     return train, val, test
 
@@ -233,16 +247,35 @@ def load_text_encoder(store: FeatureStore, device: torch.device,
     A store extracted from a tag or random weights names everything needed; one extracted from a
     local weights file needs that file again: `encoder.pretrained` (the pipeline's [encoder]).
     """
+    return _text_encoder(store, store_encoder_config(store, encoder, "learnable prompts need its text tower"), device)
+
+
+def store_encoder_config(store: FeatureStore, encoder: Optional[EncoderConfig], why: str) -> EncoderConfig:
+    """The EncoderConfig of the weights `store` was extracted with (a weights file comes from `encoder`)."""
     fp = store.fingerprint["encoder"]
     pretrained = fp["pretrained"]
     if pretrained == "file":
         if encoder is None or not os.path.isfile(encoder.pretrained):
             raise TgdferError(
                 f"{store.path} was extracted from a local weights file (sha256 {fp['weights_sha256'][:12]}...); "
-                "learnable prompts need its text tower: set [encoder] pretrained to that file")
+                f"{why}: set [encoder] pretrained to that file")
         pretrained = encoder.pretrained
-    return _text_encoder(store, EncoderConfig(model=fp["model"], pretrained=pretrained,
-                                             quick_gelu=fp["quick_gelu"]), device)
+    precision = encoder.precision if encoder is not None else fp.get("precision", "fp32")
+    return EncoderConfig(model=fp["model"], pretrained=pretrained, quick_gelu=fp["quick_gelu"], precision=precision)
+
+
+def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optional[EncoderConfig] = None,
+                       state: Optional[dict] = None) -> LoadedEncoder:
+    """The store's image tower for end-to-end training (checked by sha256), optionally with fine-tuned `state`."""
+    cfg = store_encoder_config(store, encoder, "end-to-end training needs its image tower")
+    enc = load_encoder(cfg, device=device, towers=("image",))
+    want = store.fingerprint["encoder"].get("weights_sha256")
+    if want and enc.fingerprint.get("weights_sha256") != want:
+        raise TgdferError(f"{cfg.pretrained}: sha256 {enc.fingerprint['weights_sha256']} differs from the "
+                          f"weights {store.path} was extracted with ({want})")
+    if state is not None:
+        enc.model.visual.load_state_dict(state)
+    return enc
 
 
 def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.device) -> FrozenTextEncoder:
@@ -286,8 +319,9 @@ def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, 
     return head.to(device)
 
 
-def make_optimizer(head: TGDFERHead, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """SGD with the paper's parameter groups (head 1e-2, prompts 1e-3) and MultiStepLR.
+def make_optimizer(head: TGDFERHead, cfg: TrainConfig,
+                   encoder_params: Optional[Sequence[torch.nn.Parameter]] = None) -> tuple[torch.optim.Optimizer, Any]:
+    """SGD with the paper's parameter groups (head 1e-2, prompts 1e-3, image encoder 1e-5 end-to-end), MultiStepLR.
 
     Every parameter is stacked over the replica axis and SGD is elementwise, so one optimiser
     steps each replica exactly as its own optimiser would.
@@ -296,6 +330,8 @@ def make_optimizer(head: TGDFERHead, cfg: TrainConfig) -> tuple[torch.optim.Opti
     params = [{"params": groups["head"], "lr": cfg.lr, "name": "head"}]
     if groups["prompt"]:
         params.append({"params": groups["prompt"], "lr": cfg.prompt_lr, "name": "prompt"})
+    if encoder_params:
+        params.append({"params": list(encoder_params), "lr": cfg.encoder_lr, "name": "encoder"})
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
     return opt, sched
@@ -357,6 +393,14 @@ def masked_step(opt: torch.optim.Optimizer, frozen: np.ndarray) -> None:
                 new[idx] = buf if buf is not None else 0.0  # no momentum yet: as if never stepped
 
 
+class Features(Protocol):
+    """Where training features come from when not from the store (end-to-end: `live.LiveFeatures`)."""
+
+    views: int  # V of `epoch_order`: each clip trains on one of views 1..V-1 per epoch
+
+    def __call__(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor: ...  # [M, B] -> [M, B, T, D]
+
+
 @dataclass
 class EpochStats:
     """One epoch of M replicas: their mean loss and accuracy, and the steps where they diverged."""
@@ -368,19 +412,21 @@ class EpochStats:
 
 def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torch.optim.Optimizer,
                         batch_size: int, seeds: Sequence[int], epoch: int,
-                        active: Optional[np.ndarray] = None) -> EpochStats:
+                        active: Optional[np.ndarray] = None, features: Optional[Features] = None) -> EpochStats:
     """One pass of every active replica over its own training clips, all replicas in each step.
 
     Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
     `batch_size`; the replicas' mean losses are summed, so each one's gradient is its own. A
     replica whose loss is NaN or infinite stops (it is never stepped again) and is reported.
+    `features` replaces the store's `feats[rows, views]` (end-to-end: `live.LiveFeatures`).
     """
     head.train()
     M = head.replicas
     feats, labels = datas[0].feats, datas[0].labels  # [N, V, T, D], [N], shared by all replicas
     dev = feats.device
     active = np.ones(M, dtype=bool) if active is None else active.copy()
-    orders = [epoch_order(d.train, feats.shape[1], s, epoch) for d, s in zip(datas, seeds)]
+    views_n = feats.shape[1] if features is None else features.views
+    orders = [epoch_order(d.train, views_n, s, epoch) for d, s in zip(datas, seeds)]
     steps = max(math.ceil(len(d.train) / batch_size) for d in datas)
     total, correct = np.zeros(M), np.zeros(M)
     diverged: dict[int, str] = {}
@@ -390,7 +436,7 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
         views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)])
         rows_t, views_t = torch.as_tensor(rows, device=dev), torch.as_tensor(views, device=dev)
         mask_t = torch.as_tensor(mask, device=dev)
-        x = feats[rows_t, views_t].float()  # [M, B, T, D]
+        x = feats[rows_t, views_t].float() if features is None else features(rows_t, views_t)  # [M, B, T, D]
         y = labels[rows_t]  # [M, B]
         out = head(x, target=y)
         losses = replica_losses(out.logits, y, mask_t)  # [M]
@@ -571,6 +617,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     """
     replicas = list(replicas)
     _check_replicas(replicas, resume)
+    if cfg.end_to_end and len(replicas) != 1:
+        raise ConfigError("end_to_end", f"trains one replica (one fold, one seed) at a time, got {len(replicas)}: "
+                          "the image encoder is not batched over replicas")
     device = resolve_device(cfg.device)
     torch.manual_seed(replicas[0].seed)  # dropout and anything else drawing from the global generator
     with FeatureStore.open(cfg.store) as store:
@@ -587,13 +636,16 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
             groups.setdefault(run.start, []).append(i)
         heads = {start: build_head(head_cfg, store, device, [replicas[i].seed for i in idx], text_encoder, encoder)
                  for start, idx in groups.items()}
-        meta = dict(store_fingerprint=store.fingerprint, tgdfer_version=__version__, mode="cached",
+        live = _live_features(store, cfg, runs, device, encoder) if cfg.end_to_end else None
+        meta = dict(store_fingerprint=store.fingerprint, tgdfer_version=__version__,
+                    mode="end-to-end" if live else "cached",
                     head_args=dict(dim=store.dim, frames=store.frames, classes=len(CLASSES)))
     results: list[Optional[TrainResult]] = [None] * len(replicas)
     failed: list[str] = []
     for start, idx in groups.items():
         group = [runs[i] for i in idx]
-        done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch)
+        with closing(live):
+            done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch, live)
         failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
                    for m, msg in diverged.items()]
         for m, res in done.items():
@@ -601,6 +653,31 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     if failed:
         raise TrainingDiverged("; ".join(failed) + " (try a lower lr)")
     return results  # type: ignore[return-value]
+
+
+def _live_features(store: FeatureStore, cfg: TrainConfig, runs: list[_Run], device: torch.device,
+                   encoder: Optional[EncoderConfig]) -> LiveFeatures:
+    """End-to-end mode: the store's image encoder, trainable, fed by decoded frames (one replica only)."""
+    state = runs[0].ckpt.get("encoder_state") if runs[0].ckpt else None
+    enc = load_image_encoder(store, device, encoder, state)
+    return LiveFeatures(enc, store, views=cfg.e2e_views, workers=cfg.decode_workers,
+                        grad_checkpointing=cfg.grad_checkpointing)
+
+
+def refresh_view0(live: LiveFeatures, data: DeviceData) -> None:
+    """End-to-end: overwrite view 0 of the validation and test clips with the current encoder's features."""
+    rows = np.union1d(data.val, data.test)
+    if len(rows):
+        data.feats[torch.as_tensor(rows, device=data.feats.device), 0] = live.view0(rows).to(data.feats)
+
+
+def refresh_view0_from_checkpoint(store: FeatureStore, ckpt: dict, cfg: TrainConfig, data: DeviceData,
+                                  device: torch.device, encoder: Optional[EncoderConfig] = None) -> None:
+    """An end-to-end checkpoint's view-0 features of the val/test clips, through its fine-tuned encoder."""
+    live = LiveFeatures(load_image_encoder(store, device, encoder, ckpt["encoder_state"]), store,
+                        workers=cfg.decode_workers)
+    with closing(live):
+        refresh_view0(live, data)
 
 
 def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
@@ -644,9 +721,13 @@ def _replica_record(config_record: Optional[dict], cfg: TrainConfig) -> dict:
 
 
 def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dict, start: int,
-                 on_epoch: Optional[Callable]) -> tuple[dict[int, TrainResult], dict[int, str]]:
-    """Train the replicas that start at the same epoch as one batched head; finish the healthy ones."""
-    opt, sched = make_optimizer(head, cfg)
+                 on_epoch: Optional[Callable], live: Optional[LiveFeatures] = None
+                 ) -> tuple[dict[int, TrainResult], dict[int, str]]:
+    """Train the replicas that start at the same epoch as one batched head; finish the healthy ones.
+
+    `live` (end-to-end, one replica): features from decoded frames through the trainable encoder.
+    """
+    opt, sched = make_optimizer(head, cfg, list(live.parameters()) if live else None)
     if runs[0].ckpt is not None:  # resume: stack the replicas' checkpoints
         ckpts = [r.ckpt for r in runs]
         head.load_state_dict(stack_head_states(head, [c["head_state"] for c in ckpts]))
@@ -663,9 +744,13 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active)
+        if live:
+            live.train(True)
+        stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live)
         sched.step()
         seconds = time.perf_counter() - t0
+        if live:
+            refresh_view0(live, datas[0])
         for m, msg in stats.diverged.items():
             diverged[m], active[m] = msg, False
         if not active.any():
@@ -678,37 +763,45 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
                               test_war=tests[m].war, test_uar=tests[m].uar,
                               val_war=vals[m].war if vals[m] else float("nan"),
                               val_uar=vals[m].uar if vals[m] else float("nan"))
-            _save_epoch(runs[m], head, opt, sched, meta, m, rec)
+            _save_epoch(runs[m], head, opt, sched, meta, m, rec, live)
             records.append(rec)
         if on_epoch:
             on_epoch(epoch, records)
     healthy = [m for m in range(len(runs)) if m not in diverged]
-    return (_finish(head, runs, healthy, cfg) if healthy else {}), diverged
+    return (_finish(head, runs, healthy, cfg, live) if healthy else {}), diverged
 
 
 def _save_epoch(run: _Run, head: TGDFERHead, opt: torch.optim.Optimizer, sched: Any, meta: dict, m: int,
-                rec: EpochRecord) -> None:
+                rec: EpochRecord, live: Optional[LiveFeatures] = None) -> None:
     """Replica m's epoch: history, metrics.csv, best.pt when the selection rule improves, last.pt."""
     run.history.append(rec)
     state = dict(head_state=replica_head_state(head, m), epoch=rec.epoch, config=run.record,
                  **{**meta, "head_args": {**meta["head_args"], "seeds": [run.cfg.seed]}})
+    if live:  # end-to-end: the fine-tuned image tower belongs to the model
+        state["encoder_state"] = {k: v.detach().clone() for k, v in live.visual.state_dict().items()}
     selection = run.cfg.selection
     if selection != "final" and _selection_metric(rec, selection) > run.best[0]:
         run.best = (_selection_metric(rec, selection), rec.epoch)
         save_checkpoint(run.out / "best.pt", **state)
-    save_checkpoint(run.out / "last.pt", **state, opt_state=replica_opt_state(opt.state_dict(), m),
+    opt_state = opt.state_dict() if head.replicas == 1 else replica_opt_state(opt.state_dict(), m)
+    save_checkpoint(run.out / "last.pt", **state, opt_state=opt_state,
                     sched_state=sched.state_dict(), torch_rng=torch.get_rng_state(),
                     history=[vars(r) for r in run.history], best=list(run.best))
     pd.DataFrame([vars(r) for r in run.history]).to_csv(run.out / "metrics.csv", index=False)
 
 
-def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainConfig) -> dict[int, TrainResult]:
+def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainConfig,
+            live: Optional[LiveFeatures] = None) -> dict[int, TrainResult]:
     """Score each healthy replica's selected weights on its test rows and write its final.json."""
     device = runs[0].data.feats.device
     if cfg.selection != "final":  # the selected epochs' weights, one replica at a time into the stack
         states = [replica_head_state(head, m) for m in range(len(runs))]
         for m in healthy:
-            states[m] = load_checkpoint(runs[m].out / "best.pt", map_location=device)["head_state"]
+            best = load_checkpoint(runs[m].out / "best.pt", map_location=device)
+            states[m] = best["head_state"]
+            if live:
+                live.visual.load_state_dict(best["encoder_state"])
+                refresh_view0(live, runs[m].data)
         head.load_state_dict(stack_head_states(head, states))
     tests = evaluate_replicas(head, [r.data for r in runs], "test")
     protocol = PROTOCOLS[cfg.selection]
