@@ -86,7 +86,8 @@ def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
     stamp = (out / "window=2,visual_prompt=none" / "fold1" / "final.json").stat().st_mtime_ns
     events = []
     full = run_sweep(path, workers=2, on_point=lambda name, status, outcome: events.append((name, status)))
-    assert sorted(n for n, s in events if s == "skipped") == ["window=2,visual_prompt=none", "window=4,visual_prompt=none"]
+    skipped = sorted(n for n, s in events if s == "skipped")
+    assert skipped == ["window=2,visual_prompt=none", "window=4,visual_prompt=none"]
     assert sorted(n for n, s in events if s == "done") == ["window=2,visual_prompt=add", "window=4,visual_prompt=add"]
     assert (out / "window=2,visual_prompt=none" / "fold1" / "final.json").stat().st_mtime_ns == stamp
     assert (full[full["fold"] == "mean"]["status"] == "2/2 done").all()
@@ -186,7 +187,8 @@ def test_demo_sweep_file_is_small():
 
 
 def test_optional_none_only_for_non_string_fields(tmp_path, base):
-    sweep = load_sweep(sweep_file(tmp_path, base, '[grid]\n"head.stride" = ["none", 1]\n"encoder.pretrained" = ["none"]'))
+    body = '[grid]\n"head.stride" = ["none", 1]\n"encoder.pretrained" = ["none"]'
+    sweep = load_sweep(sweep_file(tmp_path, base, body))
     pipe = point_pipeline(sweep, sweep.points[0])
     assert pipe.head.stride is None and pipe.encoder.pretrained == "none"
     with pytest.raises(ConfigError):

@@ -155,7 +155,7 @@ def _state(run):
 def test_replicas_trained_together_equal_each_replica_trained_alone(uneven_store, tmp_path, learnable):
     head = HeadConfig(learnable=learnable, **SMALL)
     base = _uneven_cfg(uneven_store, tmp_path, selection="val", val_fraction=0.2)
-    reps = [Replica(1, 5, str(tmp_path / "b1")), Replica(2, 6, str(tmp_path / "b2")), Replica(3, 7, str(tmp_path / "b3"))]
+    reps = [Replica(fold, seed, str(tmp_path / f"b{fold}")) for fold, seed in ((1, 5), (2, 6), (3, 7))]
     together = train_replicas(head, base, reps)
     for rep, res in zip(reps, together):
         alone = train(head, replace(base, fold=rep.fold, seed=rep.seed, out=str(tmp_path / f"a{rep.fold}")))

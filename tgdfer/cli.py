@@ -362,12 +362,16 @@ def evaluate_cli(
 def sweep_cli(
     file: Annotated[Path, typer.Argument(help="Sweep file (pipelines/sweeps/*.toml).")],
     set_: SetOpt = None,
-    out: Annotated[Optional[str], typer.Option(help="Sweep folder (default: [sweep] out, else runs/sweeps/<stem>).")] = None,
+    out: Annotated[Optional[str], typer.Option(
+        help="Sweep folder (default: the file's out, else runs/sweeps/<stem>).")] = None,
     folds: Annotated[Optional[str], typer.Option(help="Test folds, e.g. 1-5 or 1,3 (default: the file's).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Seeds, e.g. 0,1,2 (default: the file's).")] = None,
-    workers: Annotated[int, typer.Option(help="Points run at once, each in its own process (sharing the device).")] = 1,
-    shard_id: Annotated[Optional[int], typer.Option(help="This machine's share of the points (default: RANK / SLURM_PROCID).")] = None,
-    num_shards: Annotated[Optional[int], typer.Option(help="Machines in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Points run at once, each in its own process (sharing the device; each holds the store).")] = 1,
+    shard_id: Annotated[Optional[int], typer.Option(
+        help="This machine's share of the points (default: RANK / SLURM_PROCID).")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(
+        help="Machines in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Check every point and list them; train nothing.")] = False,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable."""

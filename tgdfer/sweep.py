@@ -162,7 +162,8 @@ def _int_list(src: str, name: str, value: Any, none_ok: bool) -> list:
             raise SweepError(src, None, name, str(e).split(": ", 1)[-1]) from None
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise SweepError(src, None, name, f"must be a non-empty list of integers or a range like \"1-5\", got {value!r}")
+        raise SweepError(src, None, name,
+                         f"must be a non-empty list of integers or a range like \"1-5\", got {value!r}")
     if len(set(values)) != len(values):
         raise SweepError(src, None, name, f"{values} repeats a value")
     return list(values)
