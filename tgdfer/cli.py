@@ -549,8 +549,10 @@ def demo_cli(
     config: ConfigOpt = Path("pipelines/synthetic.toml"),
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(help="Where the synthetic dataset is written.")] = Path("data/synth"),
+    sweep: Annotated[Optional[Path], typer.Option(help="Sweep run at the end on the same store (\"\" skips it).")]
+        = Path("pipelines/sweeps/synthetic.toml"),
 ):
-    """The main job on built-in synthetic data: SynthDFER -> extract -> train-head -> evaluate."""
+    """The main job on built-in synthetic data: SynthDFER -> extract -> train-head -> evaluate -> a small sweep."""
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, list(set_ or []))
@@ -565,6 +567,9 @@ def demo_cli(
     run = Path(pipe.train.out)
     trained = _train_head(pipe, resume=(run / "last.pt").exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
+    if sweep is not None and str(sweep) not in ("", "."):
+        sweep_cli(sweep, set_=set_, out=None, folds=None, seeds=None, workers=1, shard_id=None, num_shards=None,
+                  dry_run=False)
     if not result.ok:
         raise typer.Exit(1)
 
