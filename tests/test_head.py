@@ -150,10 +150,35 @@ def test_pooling_functions():
     torch.testing.assert_close(POOLINGS["attention"](s, 2)[0, 0, 0], (w * torch.tensor([1.0, 3.0, 2.0])).sum())
 
 
-def test_eq12_influence_is_min_max_normalised_target_class_score():
+def test_similarity_influence_is_min_max_normalised_target_class_score():
     s = torch.tensor([[[[1.0, 5.0], [3.0, 5.0], [2.0, 5.0]]]])  # [1, 1, 3, 2]
-    torch.testing.assert_close(frame_influence(s, torch.tensor([[0]])), torch.tensor([[[0.0, 1.0, 0.5]]]))
-    assert frame_influence(s, torch.tensor([[1]])).tolist() == [[[0.0, 0.0, 0.0]]]  # flat scores: no NaN
+    torch.testing.assert_close(frame_influence(s, torch.tensor([[0]]), "similarity"),
+                               torch.tensor([[[0.0, 1.0, 0.5]]]))
+    assert frame_influence(s, torch.tensor([[1]]), "similarity").tolist() == [[[0.0, 0.0, 0.0]]]  # flat: no NaN
+
+
+def test_relative_influence_is_the_class_score_minus_its_mean_over_classes():
+    s = torch.tensor([[[[1.0, 5.0], [3.0, 5.0], [2.0, 9.0]]]])  # [1, 1, 3, 2]
+    # class 0 minus the frame's mean: -2, -1, -3.5 -> min-max 0.6, 1, 0 (similarity would give 0, 1, 0.5)
+    torch.testing.assert_close(frame_influence(s, torch.tensor([[0]])), torch.tensor([[[0.6, 1.0, 0.0]]]))
+    assert frame_influence(s, torch.tensor([[0]]), "relative").equal(frame_influence(s, torch.tensor([[0]])))
+    # class 1: +2, +1, +3.5 -> 0.4, 0, 1, where the similarity influence is flat for frames 0 and 1
+    torch.testing.assert_close(frame_influence(s, torch.tensor([[1]])), torch.tensor([[[0.4, 0.0, 1.0]]]))
+
+
+def test_relative_influence_ignores_what_a_frame_adds_to_every_class_and_similarity_does_not():
+    torch.manual_seed(0)
+    s = torch.randn(2, 3, 6, 7)  # [M, B, T, C]
+    shift = 10 * torch.randn(2, 3, 6, 1)  # one constant per frame, added to all classes: the bag softmax ignores it
+    target = torch.randint(0, 7, (2, 3))
+    torch.testing.assert_close(frame_influence(s + shift, target), frame_influence(s, target), atol=1e-5, rtol=0)
+    moved = (frame_influence(s + shift, target, "similarity") - frame_influence(s, target, "similarity")).abs()
+    assert moved.max() > 0.3
+
+
+def test_unknown_influence_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="influence.*relative, similarity"):
+        frame_influence(torch.zeros(1, 1, 3, 2), torch.tensor([[0]]), "raw")
 
 
 def test_influence_follows_the_given_or_the_predicted_class(text):

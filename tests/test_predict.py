@@ -52,6 +52,8 @@ def test_predict_on_a_store_clip_reproduces_its_features_and_evaluate_logits(run
         logits, influence = forward(lr.head, x)
         np.testing.assert_allclose(pred.logits, logits[0], atol=5e-2)  # logits are cosines / 0.01
         np.testing.assert_allclose(pred.influence, influence[0], atol=2e-3)
+        sim = predict_clip(predictor, clips["path"].iat[row], influence="similarity")
+        np.testing.assert_allclose(sim.influence, forward(lr.head, x, influence="similarity")[1][0], atol=2e-3)
         assert pred.predicted == int(logits[0].argmax())
         assert pred.probs.sum() == pytest.approx(1.0, abs=1e-5)
 
@@ -61,7 +63,8 @@ def test_video_json_schema(run, synth_dir):
     result = runner.invoke(app, ["predict", str(run), str(video), "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"model", "tgdfer_version", "encoder", "classes", "predictions"}
+    assert set(doc) == {"model", "tgdfer_version", "encoder", "influence", "classes", "predictions"}
+    assert doc["influence"] == "relative"  # the default mode
     assert doc["classes"] == list(CLASSES) and doc["encoder"]["model"] == "tgdfer-tiny-vit"
     assert doc["model"].endswith("last.pt")
     (p,) = doc["predictions"]
@@ -114,12 +117,25 @@ def test_plain_output_and_figure(run, synth_dir, tmp_path):
     result = runner.invoke(app, ["predict", str(run), str(clip), "--figure", str(tmp_path / "figs"),
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert str(clip) in result.stdout and "influence (Eq. 12)" in result.stdout
+    assert str(clip) in result.stdout and "influence (Eq. 12, relative)" in result.stdout
     png = tmp_path / "figs" / f"{clip.name}_influence.png"
     assert png.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
     img = np.asarray(Image.open(png).convert("RGB"))
     assert img.shape[1] > 3 * img.shape[0]  # a strip: T frames side by side
     assert img.std() > 10  # not blank
+
+
+def test_influence_option(run, synth_dir):
+    clip = sorted((synth_dir / "frames").iterdir())[2]
+    result = runner.invoke(app, ["predict", str(run), str(clip), "--json", "--influence", "similarity",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["influence"] == "similarity"
+    assert max(f["influence"] for f in doc["predictions"][0]["frames"]) == pytest.approx(1.0)
+    result = runner.invoke(app, ["predict", str(run), str(clip), "--influence", "raw", "--device", "cpu"])
+    assert result.exit_code == 2 and "--influence" in result.output and "relative, similarity" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_missing_or_wrong_weights_file(run, tmp_path, tiny_weights, other_weights):

@@ -329,24 +329,28 @@ def evaluate_cli(
         help="Table 6: re-score from only the frames of highest | lowest influence (or highest,lowest).")] = None,
     k: Annotated[str, typer.Option("--k", help="Table 6: numbers of frames, e.g. 1,2,3.")] = "1,2,3",
     figures: Annotated[bool, typer.Option(help="Write confusion matrices and frame strips (PNG + PDF).")] = True,
+    influence: Annotated[str, typer.Option(
+        help="Influence (Eq. 12) for Table 6 and the strips: relative (the frame's class score minus its mean over "
+             "the classes) | similarity (the raw class score).")] = "relative",
 ):
     """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout).
 
     Also: Table 6 with --frames, localisation scores when the dataset has frame labels (SynthDFER),
     and the figures of paper Fig. 3 and Fig. 4 under OUT/figures.
     """
-    from .evaluate import TABLE6_TITLE, evaluate, parse_frames, parse_ks
+    from .evaluate import TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
 
-    ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures)
+    ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
+                  influence=check_influence(influence))
     short = ev.results.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
     console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
     if ev.table6 is not None:
-        console.print(_table(ev.table6, title=TABLE6_TITLE))
+        console.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence"))
     if ev.localisation is not None:
-        short = ev.localisation.rename(columns=lambda c: c.replace("influence", "Eq.12").replace(
-            "class-relative", "rel.").replace("random", "rand.").replace("AUROC", "AUC"))  # 80 columns
-        console.print(_table(short, title="Localisation of the expression episode: AUROC and hit@1 of the "
-                                          "influence (Eq. 12), class-relative influence, random influence"))
+        short = ev.localisation.rename(columns=lambda c: c.replace("relative", "rel").replace(
+            "similarity", "sim").replace("random", "rnd").replace("AUROC", "AUC").replace("hit@1", "hit"))  # 80 cols
+        console.print(_table(short, title="Localisation of the expression episode (AUROC, hit@1) by the influence "
+                                          "for the true class: relative (default), similarity, random"))
     pngs = [f for f in ev.files if f.suffix == ".png"]
     console.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
     if pngs:
@@ -461,14 +465,19 @@ def predict_cli(
     weights: Annotated[Optional[str], typer.Option(
         help="The image encoder's weights file, when the model's features came from a local file.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    influence: Annotated[str, typer.Option(
+        help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
+             "score).")] = "relative",
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
     Exit code 1 when some input could not be predicted (the others are), 2 when the model cannot be loaded.
     """
+    from .evaluate import check_influence
     from .predict import PredictFailure, predict
 
-    result = predict(model, inputs, device=device, weights=weights, figure_dir=figure)
+    result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
+                     influence=check_influence(influence))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -494,7 +503,7 @@ def _print_predictions(result) -> None:
             probs.add_column(c, justify="right")
         probs.add_row(*[f"{p:.3f}" for p in pred.probs])
         out.print(probs)
-        frames = Table(title=f"influence (Eq. 12) for {CLASSES[k]}", box=box.SIMPLE)
+        frames = Table(title=f"influence (Eq. 12, {result.influence}) for {CLASSES[k]}", box=box.SIMPLE)
         for col in ("position", "frame", "influence", ""):
             frames.add_column(col, justify="right" if col else "left")
         for t, (i, v) in enumerate(zip(pred.frame_index, pred.influence)):

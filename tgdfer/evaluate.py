@@ -4,10 +4,12 @@ For each run (one per fold) the head is rebuilt from its checkpoint and scored o
 of its store (view 0), giving the paper's Table 1 / 2 layout. On top of that:
 
 - Table 6 (`frames=("highest", "lowest"), ks=(1, 2, 3)`): the test set re-scored from only the
-  k frames of highest or lowest influence (Eq. 12, for the predicted class). The k frames,
+  k frames of highest or lowest influence (Eq. 12 in the chosen `head.frame_influence` mode,
+  default "relative", for the predicted class). The k frames,
   in their temporal order, each fill T/k consecutive positions of a T-frame input, which goes
   through the whole head again (docs/paper-mapping.md says why).
-- Localisation (`tgdfer.localize`), whenever the dataset has frame labels (SynthDFER).
+- Localisation (`tgdfer.localize`), whenever the dataset has frame labels (SynthDFER): both
+  influence modes and a random influence, side by side.
 - Figures (`tgdfer.figures`): the confusion matrix per fold and their mean (Fig. 3), and the
   frame strips of the most and least confident test clip of each run (Fig. 4).
 
@@ -31,9 +33,9 @@ from .config import build
 from .encoders import EncoderConfig
 from .errors import ConfigError, FrameReadError, TgdferError
 from .frames import open_frames
-from .head import HeadConfig, TGDFERHead
+from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES
-from .localize import class_relative_influence, find_frame_labels, load_frame_labels, localise
+from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
 from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
@@ -119,21 +121,31 @@ def load_run(run: str | Path, device: str = "auto") -> LoadedRun:
 
 @torch.no_grad()
 def forward(head: TGDFERHead, feats: torch.Tensor, target: Optional[np.ndarray] = None,
-            batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+            batch_size: int = 256, influence: str = "relative") -> tuple[np.ndarray, np.ndarray]:
     """Head on features [n, T, D] (any float dtype) -> (logits [n, C], influence [n, T]) as numpy.
 
-    The influence (Eq. 12) is for `target` [n] when given, else for the predicted class.
+    The influence (Eq. 12, `head.frame_influence` mode `influence`) is for `target` [n] when given,
+    else for the predicted class.
     """
+    check_influence(influence)
     head.eval()
     fine = head.fine_prompt()  # X^FP once for all batches
-    logits, influence = [], []
+    logits, scores = [], []
     for start in range(0, len(feats), batch_size):
         x = feats[start:start + batch_size].float()  # [B, T, D]
         t = None if target is None else torch.as_tensor(target[start:start + batch_size], device=x.device)[None]
         out = head.forward_head(head.forward_features(x), target=t, fine=fine)
+        t = out.logits.argmax(dim=-1) if t is None else t  # [1, B]
         logits.append(out.logits[0].float().cpu())
-        influence.append(out.influence[0].float().cpu())
-    return torch.cat(logits).numpy(), torch.cat(influence).numpy()
+        scores.append(frame_influence(out.frame_logits, t, influence)[0].float().cpu())
+    return torch.cat(logits).numpy(), torch.cat(scores).numpy()
+
+
+def check_influence(mode: str) -> str:
+    """`mode` if it is a `head.frame_influence` mode, else ConfigError naming --influence."""
+    if mode not in INFLUENCES:
+        raise ConfigError("--influence", f"{mode!r} is not one of {', '.join(INFLUENCES)}")
+    return mode
 
 
 def score_run(lr: LoadedRun) -> RunScore:
@@ -222,20 +234,23 @@ class Evaluation:
     scores: list[RunScore]
     table6: Optional[pd.DataFrame] = None  # when frames were asked for
     localisation: Optional[pd.DataFrame] = None  # when the dataset has frame labels
+    influence: str = "relative"  # head.frame_influence mode of Table 6 and the strips
     files: list[Path] = field(default_factory=list)  # tables and figures written
 
 
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
-             localisation: bool = True) -> Evaluation:
+             localisation: bool = True, influence: str = "relative") -> Evaluation:
     """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`.
 
     `frames` ("highest", "lowest") and `ks` ask for Table 6; localisation is scored whenever the
-    clips' dataset has frame labels; `figures` draws Fig. 3 and Fig. 4 under `out`/figures.
+    clips' dataset has frame labels (both influence modes); `figures` draws Fig. 3 and Fig. 4 under
+    `out`/figures. `influence` is the `head.frame_influence` mode Table 6 and the strips use.
     """
     runs = [Path(r) for r in runs]
     if not runs:
         raise TgdferError("evaluate needs at least one run folder")
+    check_influence(influence)
     frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
     out = Path(out) if out is not None else runs[0].parent
     scores, t6_rows, loc_rows, strips = [], [], [], []
@@ -243,19 +258,19 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         lr = load_run(run, device)  # one run's store on the device at a time
         s = score_run(lr)
         scores.append(s)
-        t6_rows += _table6_rows(lr, s, frames, ks) if frames else []
+        t6_rows += _table6_rows(lr, s, frames, ks, influence) if frames else []
         truth = frame_truth(lr)
         loc = localise_run(lr, truth) if localisation and truth is not None else None
         loc_rows += [{"run": s.name, **loc}] if loc is not None else []
-        strips += _confidence_strips(lr, s, truth) if figures else []
+        strips += _confidence_strips(lr, s, truth, influence) if figures else []
     results, protocol = results_table(scores)
-    ev = Evaluation(results=results, protocol=protocol, scores=scores)
+    ev = Evaluation(results=results, protocol=protocol, scores=scores, influence=influence)
     ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}")
     if t6_rows:
         ev.table6 = table6(t6_rows)
         ev.files += save_table(ev.table6, out / "table6", title=TABLE6_TITLE,
-                               note=f"mean over {len(runs)} run(s); influence (Eq. 12) for the predicted class on "
-                                    "view 0; 'all' = every frame")
+                               note=f"mean over {len(runs)} run(s); influence (Eq. 12, {influence}) for the "
+                                    "predicted class on view 0; 'all' = every frame")
     if loc_rows:
         ev.localisation = localisation_table(loc_rows)
         ev.files += save_table(ev.localisation, out / "localisation", title=LOCALISATION_TITLE,
@@ -271,14 +286,15 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
 
 TABLE6_TITLE = "Table 6: test set from the k frames of highest / lowest influence (%)"
 LOCALISATION_TITLE = "Localisation of the expression episode by the frame influence"
-LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the non-Neutral test clips: influence = "
-                     "Eq. 12 for the true class; class-relative = the same on frame scores centred over the classes; "
-                     "random = uniform random influence")
+LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the non-Neutral test clips, influence "
+                     "(Eq. 12) for the true class: relative = the default, the frame's class score minus its mean "
+                     "over the classes; similarity = the raw class score; random = uniform random influence")
 
 
-def _table6_rows(lr: LoadedRun, s: RunScore, frames: Sequence[str], ks: Sequence[int]) -> list[dict]:
+def _table6_rows(lr: LoadedRun, s: RunScore, frames: Sequence[str], ks: Sequence[int],
+                 mode: str = "relative") -> list[dict]:
     """One run's Table 6 rows: all frames, then each (influence, k) re-scored; fractions."""
-    _, influence = forward(lr.head, lr.feats[lr.test])  # for the predicted class
+    _, influence = forward(lr.head, lr.feats[lr.test], influence=mode)  # for the predicted class
     rows = [{"run": s.name, "influence": "all", "frames": lr.feats.shape[1], "UAR": s.test.uar, "WAR": s.test.war}]
     for which in frames:
         for k in ks:
@@ -323,17 +339,17 @@ def localise_run(lr: LoadedRun, truth: Optional[dict[str, np.ndarray]] = None,
     rows = lr.test[lr.labels[lr.test] != _NEUTRAL]
     if len(rows) == 0:
         return None
-    influence, relative = [], []
+    scores: dict[str, list[torch.Tensor]] = {mode: [] for mode in INFLUENCES}  # Eq. 12 in each mode
     with torch.no_grad():
         for start in range(0, len(rows), 256):
             r = rows[start:start + 256]
             y = torch.as_tensor(lr.labels[r], device=lr.feats.device)[None]  # [1, B] true classes
             out = lr.head(lr.feats[torch.as_tensor(r, device=lr.feats.device)].float(), target=y)
-            influence.append(out.influence[0].float().cpu())  # Eq. 12
-            relative.append(class_relative_influence(out.frame_logits, y)[0].float().cpu())
+            for mode, got in scores.items():
+                got.append(frame_influence(out.frame_logits, y, mode)[0].float().cpu())
     ids = lr.clips["clip_id"].iloc[rows].astype(str).tolist()
-    scores = {"influence": torch.cat(influence).numpy(), "class-relative": torch.cat(relative).numpy()}
-    return localise(scores, lr.frame_index[rows], ids, truth, seed=seed)
+    return localise({mode: torch.cat(got).numpy() for mode, got in scores.items()}, lr.frame_index[rows], ids,
+                    truth, seed=seed)
 
 
 def localisation_table(rows: list[dict]) -> pd.DataFrame:
@@ -361,7 +377,8 @@ class _Strip:
     truth: Optional[np.ndarray]  # [T] in_episode, when the dataset has frame labels
 
 
-def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None) -> list[_Strip]:
+def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None,
+                       mode: str = "relative") -> list[_Strip]:
     """Frame strips of the run's most and least confident test clips (skipped when frames cannot be read)."""
     probs = torch.softmax(torch.as_tensor(s.logits), dim=-1).numpy()  # [n, C]
     conf = probs.max(1)
@@ -369,7 +386,7 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
     for tag, k in (("most_confident", int(conf.argmax())), ("least_confident", int(conf.argmin()))):
         row = int(s.rows[k])
         pred = int(probs[k].argmax())
-        _, influence = forward(lr.head, lr.feats[[row]])  # for the predicted class
+        _, influence = forward(lr.head, lr.feats[[row]], influence=mode)  # for the predicted class
         index = lr.frame_index[row]
         path = lr.clips["path"].iat[row]
         try:
@@ -380,7 +397,7 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
             continue
         title = (f"{s.name}, {tag.replace('_', ' ')}: clip {lr.clips['clip_id'].iat[row]}, "
                  f"true {CLASSES[int(lr.labels[row])]}, predicted {CLASSES[pred]} ({probs[k, pred]:.2f}); "
-                 f"influence for {CLASSES[pred]}")
+                 f"{mode} influence for {CLASSES[pred]}")
         labels = (truth or {}).get(str(lr.clips["clip_id"].iat[row]))
         shown = labels[index].astype(float) if labels is not None and index.max() < len(labels) else None
         out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown))

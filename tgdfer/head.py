@@ -4,7 +4,8 @@
 X^v -> X^I. `forward_head` does the rest: the fine prompt X^FP (learnable context through the
 frozen text encoder, Eq. 6, or fixed embeddings from the store), the visual prompt (Eq. 7-8),
 the enhanced label feature X~ (Eq. 9-10), frame and bag scores (Eq. 11) and the per-frame
-influence (Eq. 12). Every interpretation of what the paper leaves open is listed in
+influence (Eq. 12, `frame_influence`: by default the frame's class score minus its mean over the
+classes). Every interpretation of what the paper leaves open is listed in
 docs/paper-mapping.md.
 
 All trainable tensors carry a leading replica axis M: M copies of one architecture (DFEW folds x
@@ -139,7 +140,7 @@ class HeadOutput:
 
     logits: torch.Tensor  # [M, B, C] bag scores, already / tau: cross-entropy input (Eq. 11 before softmax)
     frame_logits: torch.Tensor  # [M, B, T, C] cos(X^I_t, X~_k) / tau
-    influence: torch.Tensor  # [M, B, T] frame similarity to the target class's X~, min-max over T (Eq. 12)
+    influence: torch.Tensor  # [M, B, T] Eq. 12 for the target class, default (class-relative) mode of frame_influence
     alignment: torch.Tensor  # [M, B, T, C] A_I = cos(X^I, X^FP) / tau (Eq. 8)
 
 
@@ -283,8 +284,22 @@ class TGDFERHead(nn.Module):
         return self.forward_head(self.forward_features(feats), target)
 
 
-def frame_influence(frame_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 12: frame scores [M, B, T, C] of class `target` [M, B], min-max normalised over T -> [M, B, T]."""
+INFLUENCES = ("relative", "similarity")  # frame_influence modes; the first is the default
+
+
+def frame_influence(frame_logits: torch.Tensor, target: torch.Tensor, mode: str = "relative") -> torch.Tensor:
+    """Eq. 12: the frames' scores [M, B, T, C] for class `target` [M, B], min-max normalised over T -> [M, B, T].
+
+    mode "relative" (default): frame t's contribution to the class-k decision, s_tk - mean_j s_tj.
+    With mean pooling the bag softmax ignores whatever a frame adds to every class, so only this
+    part is fixed by training. mode "similarity": the raw score s_tk = cos(X^I_t, X~_k) / tau, whose
+    class-independent part is left free by the bag loss and can rank frames either way
+    (docs/paper-mapping.md, "Influence (Eq. 12)").
+    """
+    if mode not in INFLUENCES:
+        raise ConfigError("influence", f"{mode!r} is not one of {', '.join(INFLUENCES)}")
+    if mode == "relative":
+        frame_logits = frame_logits - frame_logits.mean(dim=3, keepdim=True)
     T = frame_logits.shape[2]
     s = frame_logits.gather(3, target.long()[:, :, None, None].expand(-1, -1, T, 1)).squeeze(3)  # [M, B, T]
     low = s.amin(dim=2, keepdim=True)

@@ -13,12 +13,12 @@ random-influence baseline (uniform scores, `draws` seeded draws per clip, averag
 the same clips beside it: its expected AUROC is 0.5 and its expected hit@1 the episode's share
 of the sampled frames.
 
-Two frame scores are scored side by side: the influence of Eq. 12 (`head.frame_influence`,
-the frame's similarity to the class's enhanced label feature) and a class-relative variant
-(`class_relative_influence`: the same after subtracting each frame's mean score over the
-classes). The bag loss constrains only differences between classes, so the class-independent
-part of a frame's similarity is free, and on SynthDFER it decides the order of Eq. 12's
-influence about as often as the expression does (see docs/paper-mapping.md).
+Both modes of `head.frame_influence` are scored side by side: "relative" (the default
+influence: the frame's score for the class minus its mean over the classes, i.e. its contribution
+to the class-k decision) and "similarity" (the frame's raw similarity to the class's enhanced
+label feature). The bag loss constrains only differences between classes, so the
+class-independent part of a frame's similarity is free, and on SynthDFER it decides the order of
+the similarity influence about as often as the expression does (see docs/paper-mapping.md).
 
 Choices (docs/paper-mapping.md): the influence is taken for the clip's TRUE class (the question
 is where the labelled expression is); Neutral clips are left out (their "episode" is a stretch
@@ -37,10 +37,8 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .errors import TgdferError
-from .head import frame_influence
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +105,6 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
     if n1 == 0 or n0 == 0:
         return float("nan")
     return float((_average_ranks(scores)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def class_relative_influence(frame_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 12's min-max normalisation of the frame scores [M, B, T, C] CENTRED over the classes -> [M, B, T].
-
-    A diagnostic beside Eq. 12: the bag softmax only sees differences between classes, so a frame
-    score's class-independent part is left free by training and can rank frames in any order;
-    subtracting each frame's mean over the classes removes it.
-    """
-    return frame_influence(frame_logits - frame_logits.mean(dim=-1, keepdim=True), target)
 
 
 def localise(scores: Mapping[str, np.ndarray], frame_index: np.ndarray, clip_ids: Sequence[str],

@@ -16,6 +16,7 @@ JSON output (`--json`, `PredictResult.to_json()`):
 
     {"model": "runs/x/last.pt", "tgdfer_version": "0.1.0",
      "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
+     "influence": "relative",                              # head.frame_influence mode (--influence)
      "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],
      "predictions": [
        {"input": "clip.mp4", "ok": true, "n_frames": 37, "predicted": "Happiness",
@@ -23,6 +24,8 @@ JSON output (`--json`, `PredictResult.to_json()`):
         "influence_class": "Happiness",                    # the class the influence is computed for
         "frames": [{"position": 0, "frame": 1, "influence": 0.12}, ...]},   # T entries: sampled
                                                            # position, 0-based source frame, Eq. 12 in [0, 1]
+                                                           # (relative: the frame's class score minus its
+                                                           # mean over the classes; similarity: the raw score)
        {"input": "broken.mp4", "ok": false, "error": "broken.mp4: ..."}]}
 
 Shape legend: T frames, D width, C classes.
@@ -45,10 +48,10 @@ from .augment import ClipTransform
 from .config import build
 from .encoders import EncoderConfig, LoadedEncoder, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
-from .evaluate import run_checkpoint
+from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
 from .frames import open_frames
-from .head import HeadConfig, TGDFERHead
+from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES
 from .prompts import build_prompt_sets
 from .text import FrozenTextEncoder
@@ -84,7 +87,7 @@ class Prediction:
     probs: np.ndarray  # [C] softmax of the bag logits
     logits: np.ndarray  # [C] bag logits (Eq. 11 before the softmax)
     frame_index: np.ndarray  # [T] source frame (0-based) at each sampled position
-    influence: np.ndarray  # [T] Eq. 12 for the predicted class
+    influence: np.ndarray  # [T] Eq. 12 for the predicted class (PredictResult.influence mode)
     frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8, kept for figures
 
     @property
@@ -114,6 +117,7 @@ class PredictResult:
     encoder: dict  # the encoder record of the model's store fingerprint
     predictions: list[Union[Prediction, PredictFailure]]
     figures: list[Path] = field(default_factory=list)  # frame strips written (PNG)
+    influence: str = "relative"  # head.frame_influence mode of every prediction
 
     @property
     def failed(self) -> int:
@@ -121,7 +125,8 @@ class PredictResult:
 
     def to_json(self) -> dict:
         return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
-                "classes": list(CLASSES), "predictions": [p.to_json() for p in self.predictions]}
+                "influence": self.influence, "classes": list(CLASSES),
+                "predictions": [p.to_json() for p in self.predictions]}
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -251,8 +256,12 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
 
 
 @torch.no_grad()
-def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False) -> Prediction:
-    """Probabilities and per-frame influence of one clip (video file or frame folder), from view 0."""
+def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False, influence: str = "relative") -> Prediction:
+    """Probabilities and per-frame influence of one clip (video file or frame folder), from view 0.
+
+    `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
+    """
+    check_influence(influence)
     path = Path(path)
     with open_frames(path, backend=p.frame_backend) as src:
         n = len(src)
@@ -260,10 +269,11 @@ def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False) -> P
                                    test_tf=p.transform)  # [1, T, 3, S, S], [1, T]
         frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
     feats = torch.from_numpy(encode_views(p.encoder, pixels[None])[:, 0]).to(p.device)  # [1, T, D] float16
-    out = p.head(feats.float())  # influence for the predicted class
+    out = p.head(feats.float())
+    scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # for the predicted class
     logits = out.logits[0, 0].float().cpu()
     return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
-                      frame_index=index[0], influence=out.influence[0, 0].float().cpu().numpy(), frames=frames)
+                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(), frames=frames)
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
@@ -295,36 +305,38 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
-            figure_dir: Optional[str | Path] = None) -> PredictResult:
+            figure_dir: Optional[str | Path] = None, influence: str = "relative") -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
 
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there.
+    `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
     """
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
+    check_influence(influence)
     p = load_predictor(model, device=device, weights=weights)
     ckpt_fp = dict(p.encoder.fingerprint)
-    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[])
+    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence)
     used: set[str] = set()
     for item in expand_inputs(inputs):
         if isinstance(item, PredictFailure):
             result.predictions.append(item)
             continue
         try:
-            pred = predict_clip(p, item, keep_frames=figure_dir is not None)
+            pred = predict_clip(p, item, keep_frames=figure_dir is not None, influence=influence)
         except (TgdferError, ValueError, OSError) as e:
             msg = str(e) if str(item) in str(e) else f"{item}: {e}"
             result.predictions.append(PredictFailure(str(item), msg))
             continue
         result.predictions.append(pred)
         if figure_dir is not None:
-            result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used)))
+            result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used), influence))
     return result
 
 
-def _strip(pred: Prediction, stem: Path) -> Path:
+def _strip(pred: Prediction, stem: Path, mode: str = "relative") -> Path:
     from .figures import frame_strip_figure, save_figure
 
     k = pred.predicted
-    title = f"{Path(pred.input).name}: {CLASSES[k]} ({pred.probs[k]:.2f}); influence for {CLASSES[k]}"
+    title = f"{Path(pred.input).name}: {CLASSES[k]} ({pred.probs[k]:.2f}); {mode} influence for {CLASSES[k]}"
     return save_figure(frame_strip_figure(pred.frames, pred.influence, pred.frame_index, title), stem)[0]
