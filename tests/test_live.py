@@ -112,3 +112,17 @@ def test_train_head_end_to_end_from_the_cli(reference_store, encoder_cfg, tmp_pa
     res = CliRunner().invoke(app, args[:3] + ["--folds", "1-2", "--epochs", "1", "--out", str(tmp_path / "m"),
                                               "--end-to-end", "--set", f'encoder.pretrained="{encoder_cfg.pretrained}"'])
     assert res.exit_code == 2 and "end_to_end" in res.output
+
+
+def test_fp16_end_to_end_is_refused_naming_the_field(reference_store, encoder_cfg, tmp_path, monkeypatch):
+    """On CUDA fp16 autocast stays fp16, whose gradients need loss scaling: refused before training."""
+    import dataclasses
+
+    import tgdfer.train as tr
+
+    real = tr.load_image_encoder
+    monkeypatch.setattr(tr, "load_image_encoder",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), precision="fp16"))
+    with pytest.raises(ConfigError, match="encoder.precision"):
+        train(HEAD, _cfg(reference_store, tmp_path / "fp16", end_to_end=True), encoder=encoder_cfg)
+    assert not (tmp_path / "fp16" / "last.pt").exists()

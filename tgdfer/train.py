@@ -660,6 +660,9 @@ def _live_features(store: FeatureStore, cfg: TrainConfig, runs: list[_Run], devi
     """End-to-end mode: the store's image encoder, trainable, fed by decoded frames (one replica only)."""
     state = runs[0].ckpt.get("encoder_state") if runs[0].ckpt else None
     enc = load_image_encoder(store, device, encoder, state)
+    if enc.precision == "fp16":  # fp16 gradients underflow without loss scaling; bf16 has fp32's range
+        raise ConfigError("encoder.precision", "end-to-end training runs the encoder under bf16 or fp32 autocast; "
+                          "fp16 would need loss scaling: set encoder.precision=bf16 (or fp32)")
     return LiveFeatures(enc, store, views=cfg.e2e_views, workers=cfg.decode_workers,
                         grad_checkpointing=cfg.grad_checkpointing)
 
