@@ -24,8 +24,8 @@ def test_paper_augmentation_recipes():
 
 
 def test_overrides_reach_the_dataclasses():
-    pipe = load_pipeline("pipelines/synthetic.toml", ["extract.views=3", "encoder.precision=fp32"])
-    assert pipe.extract.views == 3 and pipe.encoder.precision == "fp32"
+    pipe = load_pipeline("pipelines/synthetic.toml", ["extract.views=3", "encoder.precision=bf16", "proxy.steps=50"])
+    assert pipe.extract.views == 3 and pipe.encoder.precision == "bf16" and pipe.proxy.steps == 50
 
 
 @pytest.mark.parametrize(

@@ -537,6 +537,55 @@ def info_cli(
         console.print(_table(d.failures[["clip_id", "reason"]], title="failures"))
 
 
+# -- proxy ----------------------------------------------------------------------------------------
+
+
+@app.command("proxy")
+@_run
+def proxy_cli(
+    out: Annotated[Optional[Path], typer.Argument(help="Weights file to write (default: [encoder] pretrained).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Train again even if OUT exists.")] = False,
+):
+    """Train a small proxy CLIP on its own SynthDFER set: informative features without downloads.
+
+    Pretrained CLIP cannot be downloaded everywhere; random weights give features with no
+    expression information. The proxy learns the 7 classes from single frames of its own SynthDFER
+    set (its own seed and people, never the evaluated clips), then its text tower learns to put
+    each prompt on its class; it is used like any local weights file:
+    [encoder] model = "tgdfer-proxy-vit", pretrained = OUT.
+    """
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, list(set_ or []))
+    target = out or Path(pipe.encoder.pretrained)
+    if target.exists() and not overwrite:
+        raise TgdferError(f"{target} exists; pass --overwrite to train the proxy again")
+    _train_proxy(target, pipe.proxy)
+
+
+def _train_proxy(out: Path, cfg) -> Path:
+    from .proxy import train_proxy
+
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"proxy CLIP ({cfg.model}, {cfg.clips} clips, seed {cfg.seed})", total=cfg.steps)
+        path = train_proxy(out, cfg, workdir=out.parent, progress=lambda n: progress.advance(task, n))
+    console.print(f"proxy CLIP weights -> {path} ({time.perf_counter() - t0:.0f} s)")
+    return path
+
+
+def _ensure_proxy(pipe) -> None:
+    """Train the pipeline's proxy CLIP once when [encoder] names it as a weights file that is not there yet."""
+    enc = pipe.encoder
+    weights = Path(enc.pretrained)
+    if enc.model != pipe.proxy.model or weights.suffix not in (".pt", ".pth", ".bin") or weights.exists():
+        return
+    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ([proxy] in {pipe.source})")
+    _train_proxy(weights, pipe.proxy)
+
+
 def _synth_matches(out: Path, cfg) -> bool:
     """True when `out` holds a complete SynthDFER made with the same settings (worker count aside)."""
     from .config import to_dict
@@ -561,10 +610,11 @@ def demo_cli(
     sweep: Annotated[Optional[Path], typer.Option(help="Sweep run at the end on the same store (\"\" skips it).")]
         = Path("pipelines/sweeps/synthetic.toml"),
 ):
-    """The main job on built-in synthetic data: SynthDFER -> extract -> train-head -> evaluate -> a small sweep."""
+    """The main job on built-in synthetic data: (proxy CLIP) -> SynthDFER -> extract -> train-head -> evaluate -> sweep."""
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, list(set_ or []))
+    _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
     else:

@@ -7,6 +7,7 @@
     [extract]  -> extract.ExtractConfig
     [head]     -> head.HeadConfig          (the TG-DFER architecture, Tables 3-5 axes)
     [train]    -> train.TrainConfig        (optimiser, schedule, fold, run folder)
+    [proxy]    -> proxy.ProxyConfig        (only when [encoder] is a proxy CLIP trained here)
 
 Missing tables take their defaults; an unknown table or field is a ConfigError naming it.
 CLI overrides (`--set extract.views=2`) are applied to the TOML before building.
@@ -25,6 +26,7 @@ from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
 from .head import HeadConfig
+from .proxy import ProxyConfig
 from .readers import READERS, ClipTable, load_clips
 from .synth import SynthConfig
 from .train import TrainConfig
@@ -55,6 +57,7 @@ class Pipeline:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     source: Optional[str] = None  # the TOML file it came from, for messages and run records
 
     def to_dict(self) -> dict[str, Any]:
