@@ -642,14 +642,14 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
                     head_args=dict(dim=store.dim, frames=store.frames, classes=len(CLASSES)))
     results: list[Optional[TrainResult]] = [None] * len(replicas)
     failed: list[str] = []
-    for start, idx in groups.items():
-        group = [runs[i] for i in idx]
-        with closing(live):
+    with closing(live):  # end-to-end: the decode threads end with training
+        for start, idx in groups.items():
+            group = [runs[i] for i in idx]
             done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch, live)
-        failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
-                   for m, msg in diverged.items()]
-        for m, res in done.items():
-            results[idx[m]] = res
+            failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
+                       for m, msg in diverged.items()]
+            for m, res in done.items():
+                results[idx[m]] = res
     if failed:
         raise TrainingDiverged("; ".join(failed) + " (try a lower lr)")
     return results  # type: ignore[return-value]
