@@ -328,6 +328,17 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
                           f"OpenAI's TorchScript release)") from e
 
 
+def check_weights(enc: LoadedEncoder, sha256: str | None, source: str, features_of: str) -> None:
+    """TgdferError unless `enc` holds the weights (sha256) the features of `features_of` were extracted with.
+
+    `sha256` None or empty (a tag checked by open_clip, random weights): nothing to compare.
+    """
+    got = enc.fingerprint.get("weights_sha256")
+    if sha256 and got != sha256:
+        raise TgdferError(f"{source}: sha256 {got} differs from the weights the features of {features_of} "
+                          f"were extracted with ({sha256})")
+
+
 def autocast_context(enc: LoadedEncoder) -> torch.autocast:
     dtype = _AUTOCAST_DTYPES.get(enc.precision, torch.bfloat16)
     return torch.autocast(device_type=enc.device.type, dtype=dtype, enabled=enc.precision != "fp32")

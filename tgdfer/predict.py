@@ -46,7 +46,7 @@ import torch
 from . import __version__
 from .augment import ClipTransform
 from .config import build
-from .encoders import EncoderConfig, LoadedEncoder, encode_texts, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
 from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
@@ -188,9 +188,7 @@ def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.
         enc = load_encoder(cfg, device=device)
     except TgdferError as e:
         raise TgdferError(f"{path}: cannot load its image encoder {fp['model']}/{fp['pretrained']}: {e}") from e
-    if fp.get("weights_sha256") and enc.fingerprint.get("weights_sha256") != fp["weights_sha256"]:
-        raise TgdferError(f"{cfg.pretrained}: sha256 {enc.fingerprint.get('weights_sha256')} differs from the weights "
-                          f"the features of {path} were extracted with ({fp['weights_sha256']})")
+    check_weights(enc, fp.get("weights_sha256"), cfg.pretrained, str(path))
     if ckpt.get("encoder_state") is not None:  # end-to-end: the fine-tuned image tower
         enc.model.visual.load_state_dict(ckpt["encoder_state"])
     return enc

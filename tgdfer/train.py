@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .config import to_dict
-from .encoders import EncoderConfig, LoadedEncoder, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder
 from .errors import ConfigError, TgdferError
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES
@@ -269,10 +269,7 @@ def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optio
     """The store's image tower for end-to-end training (checked by sha256), optionally with fine-tuned `state`."""
     cfg = store_encoder_config(store, encoder, "end-to-end training needs its image tower")
     enc = load_encoder(cfg, device=device, towers=("image",))
-    want = store.fingerprint["encoder"].get("weights_sha256")
-    if want and enc.fingerprint.get("weights_sha256") != want:
-        raise TgdferError(f"{cfg.pretrained}: sha256 {enc.fingerprint['weights_sha256']} differs from the "
-                          f"weights {store.path} was extracted with ({want})")
+    check_weights(enc, store.fingerprint["encoder"].get("weights_sha256"), cfg.pretrained, str(store.path))
     if state is not None:
         enc.model.visual.load_state_dict(state)
     return enc
@@ -281,9 +278,7 @@ def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optio
 def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.device) -> FrozenTextEncoder:
     enc = load_encoder(enc_cfg, device=device, towers=("text",))
     fp = store.fingerprint["encoder"]
-    if fp.get("weights_sha256") and enc.fingerprint.get("weights_sha256") != fp["weights_sha256"]:
-        raise TgdferError(f"{enc_cfg.pretrained}: sha256 {enc.fingerprint['weights_sha256']} differs from the "
-                          f"weights {store.path} was extracted with ({fp['weights_sha256']})")
+    check_weights(enc, fp.get("weights_sha256"), enc_cfg.pretrained, str(store.path))
     text = FrozenTextEncoder(enc)
     _, tokens, emb = store.text("class_names")
     with torch.no_grad():
