@@ -126,3 +126,28 @@ def test_fp16_end_to_end_is_refused_naming_the_field(reference_store, encoder_cf
     with pytest.raises(ConfigError, match="encoder.precision"):
         train(HEAD, _cfg(reference_store, tmp_path / "fp16", end_to_end=True), encoder=encoder_cfg)
     assert not (tmp_path / "fp16" / "last.pt").exists()
+
+
+def test_end_to_end_with_other_weights_is_refused(reference_store, encoder_cfg, other_weights, tmp_path):
+    """The [encoder] file must be the one the store was extracted with (sha256), for both towers."""
+    from dataclasses import replace
+
+    from tgdfer.errors import TgdferError
+
+    wrong = replace(encoder_cfg, pretrained=str(other_weights))
+    for head in (HEAD, HeadConfig(**{**vars(HEAD), "learnable": True})):
+        with pytest.raises(TgdferError, match="sha256"):
+            train(head, _cfg(reference_store, tmp_path / f"w{head.learnable}", end_to_end=True), encoder=wrong)
+
+
+def test_end_to_end_never_reads_the_stored_features(reference_store, encoder_cfg, tmp_path, monkeypatch):
+    """Training encodes frames and evaluation re-encodes view 0, so the store's feats array stays unread."""
+    def refuse(self, *a, **k):
+        raise AssertionError("end-to-end read the stored features")
+
+    monkeypatch.setattr(FeatureStore, "read_feats", refuse)
+    out = tmp_path / "noread"
+    res = train(HEAD, _cfg(reference_store, out, end_to_end=True, epochs=1), encoder=encoder_cfg)
+    assert np.isfinite(res.history["loss"]).all()
+    run = load_run(out, device="cpu")  # evaluate's path too
+    assert run.feats.shape[0] == len(run.labels) and run.feats[run.test].abs().sum() > 0

@@ -14,7 +14,6 @@ Shapes: M replicas (1 in end-to-end mode), B clips, T frames, S image side, D fe
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -105,7 +104,7 @@ class LiveFeatures:
 
     @torch.no_grad()
     def view0(self, rows: np.ndarray, batch_clips: int = 16) -> torch.Tensor:
-        """Test-time features of `rows` with the encoder as it is now: [n, T, D] float32, no gradients."""
+        """Test-time features of `rows` (n >= 1) with the encoder as it is now: [n, T, D] float32, no gradients."""
         was = self.visual.training
         self.visual.eval()
         try:
@@ -113,14 +112,4 @@ class LiveFeatures:
                    for i in range(0, len(rows), batch_clips)]
         finally:
             self.visual.train(was)
-        return torch.cat(out) if out else torch.zeros(0)
-
-
-@contextlib.contextmanager
-def closing(live: LiveFeatures | None):
-    """Shut the decode threads down when training ends (also on errors)."""
-    try:
-        yield live
-    finally:
-        if live is not None:
-            live.close()
+        return torch.cat(out)

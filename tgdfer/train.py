@@ -20,6 +20,7 @@ output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from .labels import CLASSES
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .readers import fold_split
 from .store import FeatureStore
-from .live import LiveFeatures, closing
+from .live import LiveFeatures
 from .text import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
@@ -214,12 +215,19 @@ def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
 
 
 def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: torch.device) -> list[DeviceData]:
-    """One DeviceData per replica config (its fold's splits), all sharing one copy of the features."""
+    """One DeviceData per replica config (its fold's splits), all sharing one copy of the features.
+
+    End-to-end configs never use the stored features (training encodes frames, evaluation re-encodes
+    view 0 with the current encoder: `refresh_view0`), so they get a zero view-0 tensor instead.
+    """
     for cfg in cfgs:
         check_fold(store, cfg.fold)
     clips, done = store.clips, store.done
     splits = [split_rows(clips, done, c.fold, c.selection, c.val_fraction, c.seed) for c in cfgs]
-    feats = torch.from_numpy(store.read_feats()).to(device)  # [N, V, T, D] float16, read once
+    if cfgs[0].end_to_end:
+        feats = torch.zeros(len(clips), 1, store.frames, store.dim, dtype=torch.float16, device=device)  # [N, 1, T, D]
+    else:
+        feats = torch.from_numpy(store.read_feats()).to(device)  # [N, V, T, D] float16, read once
     labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
     return [DeviceData(feats, labels, *rows) for rows in splits]
 
@@ -637,7 +645,7 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
                     head_args=dict(dim=store.dim, frames=store.frames, classes=len(CLASSES)))
     results: list[Optional[TrainResult]] = [None] * len(replicas)
     failed: list[str] = []
-    with closing(live):  # end-to-end: the decode threads end with training
+    with contextlib.closing(live) if live else contextlib.nullcontext():  # end-to-end: decode threads end here
         for start, idx in groups.items():
             group = [runs[i] for i in idx]
             done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch, live)
@@ -674,7 +682,7 @@ def refresh_view0_from_checkpoint(store: FeatureStore, ckpt: dict, cfg: TrainCon
     """An end-to-end checkpoint's view-0 features of the val/test clips, through its fine-tuned encoder."""
     live = LiveFeatures(load_image_encoder(store, device, encoder, ckpt["encoder_state"]), store,
                         workers=cfg.decode_workers)
-    with closing(live):
+    with contextlib.closing(live):
         refresh_view0(live, data)
 
 
