@@ -385,7 +385,7 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     create(path).close()
     host = socket.gethostname()
     names = [f"feats.c.0.0.0.0~999999999@{host}~ab", f"done.c.0~{os.getpid()}@{host}~cd",
-             f"done.c.0~999999999@elsewhere~ef"]
+             "done.c.0~999999999@elsewhere~ef"]
     for name in names:
         (path / ".tmp" / name).write_bytes(b"half")
     FeatureStore.open(path, "r+").close()

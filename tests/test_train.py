@@ -109,7 +109,7 @@ def test_selection_protocols_and_evaluate_rescoring(planted_store, tmp_path):
     assert (tmp_path / "val" / "best.pt").exists() and val.protocol.startswith("best epoch on a validation")
     again = rescore(tmp_path / "val", device="cpu")
     assert again.epoch == val.selected_epoch and again.test.war == pytest.approx(val.test.war)
-    ref = train(head, cfg(planted_store, tmp_path / "ref", selection="test-best", epochs=3))
+    train(head, cfg(planted_store, tmp_path / "ref", selection="test-best", epochs=3))
     assert json.loads((tmp_path / "ref" / "final.json").read_text())["protocol"] == REFERENCE_PROTOCOL
     table, protocol = results_table([rescore(tmp_path / "ref", device="cpu")])
     assert protocol == REFERENCE_PROTOCOL and (table["protocol"] == REFERENCE_PROTOCOL).all()

@@ -379,7 +379,7 @@ def sweep_cli(
     dry_run: Annotated[bool, typer.Option(help="Check every point and list them; train nothing.")] = False,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable."""
-    from .sweep import load_sweep, paper_table, plan_sweep, run_sweep
+    from .sweep import load_sweep, plan_sweep, run_sweep
     from .train import parse_int_list
 
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None

@@ -63,7 +63,6 @@ import pandas as pd
 
 from .config import load_toml
 from .errors import ConfigError, TgdferError
-from .metrics import save_table
 
 log = logging.getLogger(__name__)
 
