@@ -150,3 +150,15 @@ def test_end_to_end_never_reads_the_stored_features(reference_store, encoder_cfg
     assert np.isfinite(res.history["loss"]).all()
     run = load_run(out, device="cpu")  # evaluate's path too
     assert run.feats.shape[0] == len(run.labels) and run.feats[run.test].abs().sum() > 0
+
+
+def test_end_to_end_resume_continues_exactly(reference_store, encoder_cfg, tmp_path):
+    """last.pt carries the fine-tuned tower and its optimiser state: 1 + 1 epochs equal 2 epochs."""
+    straight = train(HEAD, _cfg(reference_store, tmp_path / "a", end_to_end=True, encoder_lr=0.05), encoder=encoder_cfg)
+    train(HEAD, _cfg(reference_store, tmp_path / "b", end_to_end=True, encoder_lr=0.05, epochs=1), encoder=encoder_cfg)
+    resumed = train(HEAD, _cfg(reference_store, tmp_path / "b", end_to_end=True, encoder_lr=0.05), resume=True,
+                    encoder=encoder_cfg)
+    np.testing.assert_allclose(resumed.history["loss"], straight.history["loss"], rtol=1e-5)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for k, v in a["encoder_state"].items():
+        torch.testing.assert_close(b["encoder_state"][k], v, msg=k)
