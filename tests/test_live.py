@@ -49,8 +49,8 @@ def test_end_to_end_at_encoder_lr_0_matches_cached_training(reference_store, enc
     live = train(head, _cfg(reference_store, tmp_path / "live", end_to_end=True, encoder_lr=0.0), encoder=encoder_cfg)
     np.testing.assert_allclose(live.history["loss"], cached.history["loss"], rtol=2e-3)
     assert live.history["test_war"].tolist() == cached.history["test_war"].tolist()
-    a = load_checkpoint(tmp_path / "cached" / "last.pt")
-    b = load_checkpoint(tmp_path / "live" / "last.pt")
+    a = load_checkpoint(tmp_path / "cached" / "last.safetensors")
+    b = load_checkpoint(tmp_path / "live" / "last.safetensors")
     assert (a["mode"], b["mode"]) == ("cached", "end-to-end")
     for k, v in a["head_state"].items():
         torch.testing.assert_close(b["head_state"][k], v, rtol=1e-2, atol=1e-4, msg=k)
@@ -63,7 +63,7 @@ def test_end_to_end_fine_tunes_the_encoder_and_its_run_rescores(reference_store,
     out = tmp_path / "e2e"
     res = train(HEAD, _cfg(reference_store, out, end_to_end=True, encoder_lr=0.05, selection="test-best"),
                 encoder=encoder_cfg)
-    ckpt = load_checkpoint(out / "best.pt")
+    ckpt = load_checkpoint(out / "best.safetensors")
     start = load_encoder(encoder_cfg).model.visual.state_dict()
     moved = [k for k, v in ckpt["encoder_state"].items() if not torch.equal(v, start[k])]
     assert len(moved) > len(start) // 2  # the image tower learned
@@ -105,7 +105,7 @@ def test_train_head_end_to_end_from_the_cli(reference_store, encoder_cfg, tmp_pa
             "--set", "train.batch_size=4", "--set", "train.decode_workers=1"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert load_checkpoint(out / "last.pt")["mode"] == "end-to-end"
+    assert load_checkpoint(out / "last.safetensors")["mode"] == "end-to-end"
     assert json.loads((out / "config.json").read_text())["train"]["end_to_end"] is True
     # several replicas and --end-to-end: refused with the field named, exit 2
     res = CliRunner().invoke(app, args[:3] + ["--folds", "1-2", "--epochs", "1", "--out", str(tmp_path / "m"),
@@ -124,7 +124,7 @@ def test_fp16_end_to_end_is_refused_naming_the_field(reference_store, encoder_cf
                         lambda *a, **k: dataclasses.replace(real(*a, **k), precision="fp16"))
     with pytest.raises(ConfigError, match="encoder.precision"):
         train(HEAD, _cfg(reference_store, tmp_path / "fp16", end_to_end=True), encoder=encoder_cfg)
-    assert not (tmp_path / "fp16" / "last.pt").exists()
+    assert not (tmp_path / "fp16" / "last.safetensors").exists()
 
 
 def test_end_to_end_with_other_weights_is_refused(reference_store, encoder_cfg, other_weights, tmp_path):
@@ -153,12 +153,12 @@ def test_end_to_end_never_reads_the_stored_features(reference_store, encoder_cfg
 
 
 def test_end_to_end_resume_continues_exactly(reference_store, encoder_cfg, tmp_path):
-    """last.pt carries the fine-tuned tower and its optimiser state: 1 + 1 epochs equal 2 epochs."""
+    """last.safetensors carries the fine-tuned tower and its optimiser state: 1 + 1 epochs equal 2 epochs."""
     straight = train(HEAD, _cfg(reference_store, tmp_path / "a", end_to_end=True, encoder_lr=0.05), encoder=encoder_cfg)
     train(HEAD, _cfg(reference_store, tmp_path / "b", end_to_end=True, encoder_lr=0.05, epochs=1), encoder=encoder_cfg)
     resumed = train(HEAD, _cfg(reference_store, tmp_path / "b", end_to_end=True, encoder_lr=0.05), resume=True,
                     encoder=encoder_cfg)
     np.testing.assert_allclose(resumed.history["loss"], straight.history["loss"], rtol=1e-5)
-    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    a, b = load_checkpoint(tmp_path / "a" / "last.safetensors"), load_checkpoint(tmp_path / "b" / "last.safetensors")
     for k, v in a["encoder_state"].items():
         torch.testing.assert_close(b["encoder_state"][k], v, msg=k)

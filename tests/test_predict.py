@@ -16,7 +16,7 @@ from tgdfer.labels import CLASSES
 from tgdfer.predict import load_predictor, predict, predict_clip
 from tgdfer.sampling import segment_indices
 from tgdfer.store import FeatureStore
-from tgdfer.train import TrainConfig, train
+from tgdfer.train import TrainConfig, load_checkpoint, save_checkpoint, train
 
 runner = CliRunner()
 T = 8
@@ -66,7 +66,7 @@ def test_video_json_schema(run, synth_dir):
     assert set(doc) == {"model", "tgdfer_version", "encoder", "influence", "classes", "predictions"}
     assert doc["influence"] == "relative"  # the default mode
     assert doc["classes"] == list(CLASSES) and doc["encoder"]["model"] == "tgdfer-tiny-vit"
-    assert doc["model"].endswith("last.pt")
+    assert doc["model"].endswith("last.safetensors")
     (p,) = doc["predictions"]
     assert set(p) == {"input", "ok", "n_frames", "predicted", "probabilities", "influence_class", "frames"}
     assert p["ok"] and p["input"] == str(video)
@@ -139,9 +139,9 @@ def test_influence_option(run, synth_dir):
 
 
 def test_missing_or_wrong_weights_file(run, tmp_path, tiny_weights, other_weights):
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = load_checkpoint(run / "last.safetensors")
     ckpt["config"]["encoder"]["pretrained"] = str(tmp_path / "gone.pt")
-    torch.save(ckpt, tmp_path / "moved.pt")
+    save_checkpoint(tmp_path / "moved.pt", **ckpt)
     result = runner.invoke(app, ["predict", str(tmp_path / "moved.pt"), str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 2
     assert flat(tmp_path / "moved.pt") in flat(result.output) and flat(tmp_path / "gone.pt") in flat(result.output)
@@ -154,26 +154,34 @@ def test_missing_or_wrong_weights_file(run, tmp_path, tiny_weights, other_weight
 
 
 def _save(d, obj):
-    torch.save(obj, d / "x.pt")
-    return d / "x.pt"
+    save_checkpoint(d / "x.safetensors", **obj)
+    return d / "x.safetensors"
 
 
 def _garbage(d, ckpt):
-    (d / "x.pt").write_bytes(b"garbage")
-    return d / "x.pt"
+    (d / "x.safetensors").write_bytes(b"garbage")
+    return d / "x.safetensors"
+
+
+def _torn(d, ckpt):
+    save_checkpoint(d / "x.safetensors", **ckpt)
+    data = (d / "x.safetensors").read_bytes()
+    (d / "x.safetensors").write_bytes(data[: len(data) // 2])
+    return d / "x.safetensors"
 
 
 @pytest.mark.parametrize("make, words", [
     (lambda d, ckpt: d, "not a run folder"),
-    (_garbage, "cannot read checkpoint"),
+    (_garbage, "not a tgdfer checkpoint"),
+    (_torn, "truncated or damaged"),
     (lambda d, ckpt: _save(d, {"weights": 1}), "not a tgdfer checkpoint"),
     (lambda d, ckpt: _save(d, {k: v for k, v in ckpt.items() if k != "store_fingerprint"}), "store_fingerprint"),
     (lambda d, ckpt: _save(d, {**ckpt, "mode": "distilled"}), "mode"),
     (lambda d, ckpt: _save(d, {**ckpt, "tgdfer_version": "9.9", "head_args": {**ckpt["head_args"], "frames": 12}}),
      "9.9"),
-], ids=["folder", "garbage", "foreign", "no-fingerprint", "mode", "other-version"])
+], ids=["folder", "garbage", "torn", "foreign", "no-fingerprint", "mode", "other-version"])
 def test_bad_model_is_a_clear_error_naming_it(run, tmp_path, make, words):
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = load_checkpoint(run / "last.safetensors")
     model = make(tmp_path, ckpt)
     result = runner.invoke(app, ["predict", str(model), str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 2, result.output

@@ -41,7 +41,7 @@ def test_head_learns_synthdfer_from_proxy_clip_features(tmp_path):
     pipe = load_pipeline("pipelines/synthetic.toml")
     threads = torch.get_num_threads()
     try:
-        weights = train_proxy(tmp_path / "proxy.pt", pipe.proxy, workdir=tmp_path)
+        weights = train_proxy(tmp_path / "proxy.safetensors", pipe.proxy, workdir=tmp_path)
     finally:
         torch.set_num_threads(threads)
     data = tmp_path / "synth"

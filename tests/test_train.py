@@ -15,7 +15,7 @@ from tgdfer.extract import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.store import FeatureStore
-from tgdfer.train import (Replica, TrainConfig, TrainingDiverged, parse_int_list, replica_runs, split_rows, train,
+from tgdfer.train import (Replica, load_checkpoint, TrainConfig, TrainingDiverged, parse_int_list, replica_runs, split_rows, train,
                           train_replicas)
 
 N, V, T = 105, 3, 16
@@ -72,7 +72,7 @@ def test_same_seed_same_run_and_resume_continues_exactly(planted_store, tmp_path
     b = train(head, cfg(planted_store, tmp_path / "b", epochs=4), resume=True)
     cols = ["loss", "train_acc", "test_war", "test_uar"]
     pd.testing.assert_frame_equal(a.history[cols], b.history[cols])
-    sa, sb = (torch.load(tmp_path / r / "last.pt", weights_only=False)["head_state"] for r in "ab")
+    sa, sb = (load_checkpoint(tmp_path / r / "last.safetensors")["head_state"] for r in "ab")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     with pytest.raises(TgdferError, match="--resume"):
         train(head, cfg(planted_store, tmp_path / "a", epochs=4))
@@ -92,7 +92,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(plant
     monkeypatch.setattr(tr.F, "cross_entropy", flaky)
     with pytest.raises(TrainingDiverged, match="epoch 2, step 1"):
         train(HeadConfig(learnable=False), cfg(planted_store, tmp_path / "run"))
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors")["epoch"] == 1
 
 
 def test_validation_split_is_stratified_and_disjoint(planted_store):
@@ -106,7 +106,7 @@ def test_validation_split_is_stratified_and_disjoint(planted_store):
 def test_selection_protocols_and_evaluate_rescoring(planted_store, tmp_path):
     head = HeadConfig(learnable=False)
     val = train(head, cfg(planted_store, tmp_path / "val", selection="val", val_fraction=0.2, epochs=4))
-    assert (tmp_path / "val" / "best.pt").exists() and val.protocol.startswith("best epoch on a validation")
+    assert (tmp_path / "val" / "best.safetensors").exists() and val.protocol.startswith("best epoch on a validation")
     again = rescore(tmp_path / "val", device="cpu")
     assert again.epoch == val.selected_epoch and again.test.war == pytest.approx(val.test.war)
     train(head, cfg(planted_store, tmp_path / "ref", selection="test-best", epochs=3))
@@ -126,7 +126,7 @@ def test_impossible_settings_fail_before_training(planted_store, tmp_path, head_
     with pytest.raises(ConfigError) as e:
         train(HeadConfig(learnable=False, **head_kw), cfg(planted_store, tmp_path / "run", **train_kw))
     assert e.value.field == field
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run" / "last.safetensors").exists()
 
 
 # -- replicas: folds x seeds trained together ---------------------------------------------------------
@@ -148,7 +148,7 @@ def _uneven_cfg(store, tmp_path, **kw):
 
 
 def _state(run):
-    return torch.load(run / "last.pt", weights_only=False)["head_state"]
+    return load_checkpoint(run / "last.safetensors")["head_state"]
 
 
 @pytest.mark.parametrize("learnable", [False, True])
@@ -222,7 +222,7 @@ def test_a_diverging_replica_stops_alone(uneven_store, tmp_path, monkeypatch):
     assert "fold 1" not in str(e.value) and "fold 3" not in str(e.value)
     assert (tmp_path / "fold1" / "final.json").exists() and (tmp_path / "fold3" / "final.json").exists()
     assert not (tmp_path / "fold2" / "final.json").exists()
-    assert torch.load(tmp_path / "fold2" / "last.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "fold2" / "last.safetensors")["epoch"] == 1
     assert len(pd.read_csv(tmp_path / "fold3" / "metrics.csv")) == 2
 
 

@@ -17,11 +17,13 @@ import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
 
-from .errors import TgdferError
+from .checkpoint import LAST
+from .errors import TgdferError, os_error
 from .labels import CLASSES
 
 app = typer.Typer(
@@ -45,10 +47,17 @@ def _run(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except TgdferError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
-            raise typer.Exit(EXIT_USER_ERROR) from None
+            _error(e)
+        except OSError as e:  # the operating system's refusals that no library call turned into a TgdferError
+            _error(os_error(e.filename or "tgdfer", e, "complete the command"))
 
     return wrapper
+
+
+def _error(e: Exception) -> None:
+    """One red line (the message's brackets, e.g. `[encoder]`, shown as text), then exit code 2."""
+    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+    raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Pipeline TOML file (pipelines/*.toml).")]
@@ -56,6 +65,11 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config field, e.g. --set extract.views=2 (repeatable)."),
 ]
+
+
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-weights", help="Unpickle an encoder weights file in full even if it holds more than tensors. This can "
+    "run code from the file: only for files whose source you trust (see README, Sharing runs safely).")]
 
 
 def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
@@ -146,6 +160,7 @@ def extract_cli(
     num_shards: Annotated[Optional[int], typer.Option(help="Writers in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
     verify_only: Annotated[bool, typer.Option("--verify", help="Only report the store's coverage and failures.")] = False,
+    trust_weights: TrustOpt = False,
 ):
     """Run the frozen open_clip encoders over a dataset and cache features in a store (resumable)."""
     from .pipeline import load_pipeline
@@ -153,7 +168,7 @@ def extract_cli(
     pipe = load_pipeline(config, _overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
-        extract__workers=workers, extract__device=device))
+        extract__workers=workers, extract__device=device, encoder__trust_weights=trust_weights or None))
     if verify_only:
         ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
         raise typer.Exit(0 if ok else 1)
@@ -233,6 +248,7 @@ def train_head_cli(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     end_to_end: Annotated[bool, typer.Option(
         "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
+    trust_weights: TrustOpt = False,
 ):
     """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed.
 
@@ -248,7 +264,8 @@ def train_head_cli(
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
                                             train__epochs=epochs, train__device=device,
-                                            train__end_to_end=True if end_to_end else None))
+                                            train__end_to_end=True if end_to_end else None,
+                                            encoder__trust_weights=trust_weights or None))
     if folds is not None or seeds is not None:
         fold_list = parse_int_list(folds, "--folds") if folds is not None else [pipe.train.fold]
         seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [pipe.train.seed]
@@ -332,6 +349,7 @@ def evaluate_cli(
     influence: Annotated[str, typer.Option(
         help="Influence (Eq. 12) for Table 6 and the strips: relative (the frame's class score minus its mean over "
              "the classes) | similarity (the raw class score).")] = "relative",
+    trust_weights: TrustOpt = False,
 ):
     """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout).
 
@@ -341,7 +359,7 @@ def evaluate_cli(
     from .evaluate import TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
 
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
-                  influence=check_influence(influence))
+                  influence=check_influence(influence), trust_weights=trust_weights)
     short = ev.results.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
     console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
     if ev.table6 is not None:
@@ -456,7 +474,7 @@ def report_cli(
 @app.command("predict")
 @_run
 def predict_cli(
-    model: Annotated[Path, typer.Argument(help="A run folder (or one of its .pt checkpoints).")],
+    model: Annotated[Path, typer.Argument(help="A run folder (or one of its .safetensors checkpoints).")],
     inputs: Annotated[list[Path], typer.Argument(
         help="Video files, frame folders, or .txt files listing them (one path per line).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
@@ -468,6 +486,7 @@ def predict_cli(
     influence: Annotated[str, typer.Option(
         help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
              "score).")] = "relative",
+    trust_weights: TrustOpt = False,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -477,7 +496,7 @@ def predict_cli(
     from .predict import PredictFailure, predict
 
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
-                     influence=check_influence(influence))
+                     influence=check_influence(influence), trust_weights=trust_weights)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -487,6 +506,8 @@ def predict_cli(
             console.print(f"[bold red]failed:[/] {f.error}", highlight=False)
     if result.figures:
         console.print(f"figures: {', '.join(str(f) for f in result.figures)} (+ PDF)")
+    if result.figure_error:
+        _error(result.figure_error)
     if result.failed:
         raise typer.Exit(1)
 
@@ -509,6 +530,35 @@ def _print_predictions(result) -> None:
         for t, (i, v) in enumerate(zip(pred.frame_index, pred.influence)):
             frames.add_row(str(t), str(int(i)), f"{v:.3f}", "#" * int(round(20 * v)))
         out.print(frames)
+
+
+# -- convert-checkpoint ---------------------------------------------------------------------------
+
+
+@app.command("convert-checkpoint")
+@_run
+def convert_checkpoint_cli(
+    paths: Annotated[list[Path], typer.Argument(help="Old .pt checkpoints, or run folders holding them.")],
+    trust: Annotated[bool, typer.Option(
+        "--trust", help="Unpickle a file in full when it holds more than tensors and plain values. This can run "
+        "code from the file: only for files whose source you trust.")] = False,
+):
+    """Convert checkpoints of tgdfer 0.1 (torch pickles) to the safetensors format, once.
+
+    Each `last.pt` / `best.pt` becomes `last.safetensors` / `best.safetensors` beside it (the old
+    file is kept). Files are read with torch.load(weights_only=True), which refuses anything but
+    tensors and plain values; --trust lifts that for files you vouch for.
+    """
+    from .checkpoint import convert_legacy
+
+    files = []
+    for p in paths:
+        found = sorted(p.glob("*.pt")) if p.is_dir() else [p]
+        if not found:
+            raise TgdferError(f"{p}: no .pt checkpoints in this folder")
+        files += found
+    for f in files:
+        console.print(f"{f} -> {convert_legacy(f, trust=trust)}", highlight=False)
 
 
 # -- info -----------------------------------------------------------------------------------------
@@ -580,7 +630,7 @@ def _ensure_proxy(pipe) -> None:
     """Train the pipeline's proxy CLIP once when [encoder] names it as a weights file that is not there yet."""
     enc = pipe.encoder
     weights = Path(enc.pretrained)
-    if enc.model != pipe.proxy.model or weights.suffix not in (".pt", ".pth", ".bin") or weights.exists():
+    if enc.model != pipe.proxy.model or weights.suffix not in (".safetensors", ".pt", ".pth", ".bin") or weights.exists():
         return
     console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ([proxy] in {pipe.source})")
     _train_proxy(weights, pipe.proxy)
@@ -624,7 +674,7 @@ def demo_cli(
     if pipe.train.store != result.store:
         pipe.train.store = result.store  # train on what was just extracted
     run = Path(pipe.train.out)
-    trained = _train_head(pipe, resume=(run / "last.pt").exists())
+    trained = _train_head(pipe, resume=(run / LAST).exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):
         sweep_cli(sweep, set_=set_, out=None, folds=None, seeds=None, workers=1, shard_id=None, num_shards=None,

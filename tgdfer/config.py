@@ -138,3 +138,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def table_diff(before: dict[str, Any], now: dict[str, Any],
+               ignore: frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
+    """`(section.field, before, now)` for every field of two `{section: {field: value}}` records that differs.
+
+    Only fields present on both sides count (a field added or removed by another tgdfer version
+    says nothing about this run); `ignore` names `section.field`s that cannot change a result.
+    """
+    return [(f"{s}.{k}", before[s][k], v) for s, table in now.items()
+            if isinstance(table, dict) and isinstance(before.get(s), dict)
+            for k, v in table.items() if k in before[s] and before[s][k] != v and f"{s}.{k}" not in ignore]

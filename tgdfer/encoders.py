@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import ConfigError, TgdferError
+from .weights import is_torchscript_archive, load_into, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class EncoderConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward (features are stored as fp16)
     quick_gelu: bool | None = None  # None = decide (OpenAI weights need QuickGELU); True/False forces it
     cache_dir: str | None = None  # where open_clip downloads tagged weights (None: the Hugging Face cache)
+    trust_weights: bool = False  # unpickle a weights file in full even if it holds more than tensors (can run code)
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -117,14 +118,6 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             h.update(chunk)
     return h.hexdigest()
-
-
-def is_torchscript_archive(path: str | os.PathLike) -> bool:
-    """True for a TorchScript zip (has constants.pkl), the format of OpenAI's CLIP releases."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in zf.namelist())
 
 
 def _download_hint(model: str) -> str:
@@ -305,27 +298,34 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     kwargs: dict[str, Any] = {}
     if not quick_gelu and config_quick_gelu:
         kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
-    pretrained = None if src.kind == "none" else (src.tag if src.kind == "tag" else src.path)
+    # Weights never go through open_clip's torch.load: tgdfer reads the file itself (weights.read_state_dict:
+    # safetensors, TorchScript via torch.jit.load, anything else weights_only) and loads it as open_clip would.
+    state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             # Random weights ("none") come from a fixed seed so that every stage rebuilds the same model:
             # train-head's text tower must match the one whose embeddings extract stored.
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            # torch's notes on TorchScript archives are noise: OpenAI ships them
-            warnings.filterwarnings("ignore", message=".*TorchScript archive.*", category=UserWarning)
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
-            return open_clip.create_model(
-                cfg.model, pretrained=pretrained, precision="fp32", device="cpu", force_quick_gelu=quick_gelu,
-                cache_dir=cfg.cache_dir,
-                # torch.load refuses TorchScript under weights_only; torch.jit.load runs no Python pickle code
-                weights_only=not src.torchscript,
-                **kwargs)
-    except Exception as e:  # torch.load / load_state_dict fail in many ways on a wrong or broken file
+            model = open_clip.create_model(cfg.model, pretrained=None, precision="fp32", device="cpu",
+                                           force_quick_gelu=quick_gelu, cache_dir=cfg.cache_dir,
+                                           force_preprocess_cfg=_tag_preprocess(cfg.model, src), **kwargs)
+        if state is not None:
+            load_into(model, state)
+        return model
+    except Exception as e:  # load_state_dict fails in many ways on weights of another model
         if src.kind == "none":
             raise
-        raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {e}. Check that the file "
-                          f"holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
+        raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {str(e).strip()}. Check that the "
+                          f"file holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
                           f"OpenAI's TorchScript release)") from e
+
+
+def _tag_preprocess(model: str, src: WeightsSource) -> dict[str, Any]:
+    """The image preprocessing a pretrained tag declares (mean, std, size, ...), as open_clip applies it."""
+    import open_clip
+    from open_clip.transform import merge_preprocess_dict
+
+    return merge_preprocess_dict({}, open_clip.get_pretrained_cfg(model, src.tag)) if src.kind == "tag" else {}
 
 
 def check_weights(enc: LoadedEncoder, sha256: str | None, source: str, features_of: str) -> None:

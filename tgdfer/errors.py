@@ -5,6 +5,7 @@ Every message names the file, line, field or option at fault and, where there is
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -36,3 +37,18 @@ class FrameReadError(TgdferError, OSError):
     def __init__(self, path: str | Path, message: str):
         self.path = str(path)
         super().__init__(f"{path}: {message}")
+
+
+def os_error(path: str | Path, e: OSError, doing: str) -> TgdferError:
+    """One line for an operating system refusal: the path, what failed, and what to do."""
+    hint = {
+        errno.ENOSPC: "the disk is full: free space or choose another folder",
+        errno.EDQUOT: "the disk quota is exceeded: free space or choose another folder",
+        errno.EACCES: "permission denied: choose a folder you can write to (or fix its permissions)",
+        errno.EPERM: "operation not permitted: choose a folder you can write to",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.ENOTDIR: "a path component is a file, not a folder: choose another path",
+        errno.EISDIR: "the path is a folder, not a file",
+        errno.ENOENT: "no such file or folder",
+    }.get(e.errno, e.strerror or str(e))
+    return TgdferError(f"{path}: cannot {doing}: {hint}")

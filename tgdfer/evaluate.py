@@ -38,6 +38,7 @@ from .labels import CLASSES
 from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
+from .checkpoint import BEST, LAST
 from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
                     refresh_view0_from_checkpoint, resolve_device)
 
@@ -84,21 +85,38 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
     path = Path(run) / "config.json"
     if not path.is_file():
         raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TgdferError(f"{path}: cannot read the run's settings ({e})") from e
     encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
+    if encoder is not None:
+        encoder.trust_weights = False  # a run folder cannot vouch for files: only the user's --trust-weights can
     return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
 
 
 def run_checkpoint(run: str | Path) -> Path:
-    """The checkpoint a run reports: best.pt when a selection rule picked an epoch, else last.pt."""
+    """The checkpoint a run reports: the best one when a selection rule picked an epoch, else the last.
+
+    A run of tgdfer 0.1 (`last.pt`/`best.pt` pickles) gives that file, which loading then refuses
+    with how to convert it.
+    """
     _, cfg, _ = load_run_config(run)
-    return Path(run) / ("last.pt" if cfg.selection == "final" else "best.pt")
+    path = Path(run) / (LAST if cfg.selection == "final" else BEST)
+    legacy = path.with_suffix(".pt")
+    return legacy if not path.exists() and legacy.exists() else path
 
 
-def load_run(run: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild the run's head from its checkpoint, with its store's view-0 features on the device."""
+def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False) -> LoadedRun:
+    """Rebuild the run's head from its checkpoint, with its store's view-0 features on the device.
+
+    `trust_weights`: the user's opt-in to unpickle the store's encoder weights file in full (see
+    weights.read_state_dict); the run's own config.json never sets it.
+    """
     run = Path(run)
     head_cfg, cfg, encoder = load_run_config(run)
+    if encoder is not None:
+        encoder.trust_weights = trust_weights
     dev = resolve_device(device)
     ckpt = load_checkpoint(run_checkpoint(run), map_location=dev)
     with FeatureStore.open(cfg.store) as store:
@@ -155,9 +173,9 @@ def score_run(lr: LoadedRun) -> RunScore:
                     test=score(lr.labels[lr.test], logits), rows=lr.test, logits=logits)
 
 
-def rescore(run: str | Path, device: str = "auto") -> RunScore:
+def rescore(run: str | Path, device: str = "auto", trust_weights: bool = False) -> RunScore:
     """Rebuild the run's head from its checkpoint and score it on the test clips of its store."""
-    return score_run(load_run(run, device))
+    return score_run(load_run(run, device, trust_weights))
 
 
 # -- Table 6 ------------------------------------------------------------------------------------
@@ -240,12 +258,13 @@ class Evaluation:
 
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
-             localisation: bool = True, influence: str = "relative") -> Evaluation:
+             localisation: bool = True, influence: str = "relative", trust_weights: bool = False) -> Evaluation:
     """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`.
 
     `frames` ("highest", "lowest") and `ks` ask for Table 6; localisation is scored whenever the
     clips' dataset has frame labels (both influence modes); `figures` draws Fig. 3 and Fig. 4 under
     `out`/figures. `influence` is the `head.frame_influence` mode Table 6 and the strips use.
+    `trust_weights` opts in to unpickling the stores' encoder weights files in full (weights.py).
     """
     runs = [Path(r) for r in runs]
     if not runs:
@@ -255,7 +274,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
     out = Path(out) if out is not None else runs[0].parent
     scores, t6_rows, loc_rows, strips = [], [], [], []
     for run in runs:
-        lr = load_run(run, device)  # one run's store on the device at a time
+        lr = load_run(run, device, trust_weights)  # one run's store on the device at a time
         s = score_run(lr)
         scores.append(s)
         t6_rows += _table6_rows(lr, s, frames, ks, influence) if frames else []

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from .errors import os_error
 from .labels import CLASSES
 
 DPI = 150  # dots per inch of every saved PNG
@@ -42,10 +43,13 @@ def figure_pixels(fig: Figure) -> tuple[int, int]:
 def save_figure(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
     """Write `stem`.png and `stem`.pdf (folders created); returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
-    fig.savefig(png, dpi=DPI)  # no bbox_inches="tight": the pixel size stays figsize x DPI
-    fig.savefig(pdf)
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(png, dpi=DPI)  # no bbox_inches="tight": the pixel size stays figsize x DPI
+        fig.savefig(pdf)
+    except OSError as e:
+        raise os_error(stem.parent, e, "write figures") from e
     return png, pdf
 
 

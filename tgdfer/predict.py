@@ -1,7 +1,7 @@
 """`tgdfer predict MODEL INPUT...`: a trained TG-DFER head applied to new clips.
 
-MODEL is a run folder (its reported checkpoint: best.pt under a selection rule, else last.pt) or
-a checkpoint file. The image encoder is rebuilt from what the checkpoint's store fingerprint
+MODEL is a run folder (its reported checkpoint: best.safetensors under a selection rule, else
+last.safetensors) or a checkpoint file. The image encoder is rebuilt from what the checkpoint's store fingerprint
 names (model, weights tag / file sha256 / random "none", QuickGELU, precision), and each clip is
 decoded, sampled and transformed exactly as `tgdfer extract` makes view 0 (segment centres,
 resize only; `extract.read_views`), so a clip of the training dataset gets the same features,
@@ -14,7 +14,7 @@ clip that cannot be read gives an error for that input; the other inputs are sti
 
 JSON output (`--json`, `PredictResult.to_json()`):
 
-    {"model": "runs/x/last.pt", "tgdfer_version": "0.1.0",
+    {"model": "runs/x/last.safetensors", "tgdfer_version": "0.1.0",
      "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
      "influence": "relative",                              # head.frame_influence mode (--influence)
      "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],
@@ -117,6 +117,7 @@ class PredictResult:
     encoder: dict  # the encoder record of the model's store fingerprint
     predictions: list[Union[Prediction, PredictFailure]]
     figures: list[Path] = field(default_factory=list)  # frame strips written (PNG)
+    figure_error: Optional[str] = None  # why the strips could not be written (the predictions stand)
     influence: str = "relative"  # head.frame_influence mode of every prediction
 
     @property
@@ -138,7 +139,7 @@ def resolve_checkpoint(model: str | Path) -> Path:
     if model.is_dir():
         if not (model / "config.json").is_file():
             raise TgdferError(f"{model}: not a run folder (no config.json); pass a run written by "
-                              "`tgdfer train-head` or one of its .pt checkpoints")
+                              "`tgdfer train-head` or one of its .safetensors checkpoints")
         return run_checkpoint(model)
     if not model.is_file():
         raise TgdferError(f"{model}: no such run folder or checkpoint")
@@ -162,8 +163,11 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def encoder_config(ckpt: dict, path: Path, weights: Optional[str] = None) -> EncoderConfig:
-    """The EncoderConfig that rebuilds the image encoder the model's features came from."""
+def encoder_config(ckpt: dict, path: Path, weights: Optional[str] = None, trust_weights: bool = False) -> EncoderConfig:
+    """The EncoderConfig that rebuilds the image encoder the model's features came from.
+
+    `trust_weights` is the user's opt-in (--trust-weights), never read from the checkpoint.
+    """
     fp = ckpt["store_fingerprint"]["encoder"]
     pretrained = weights or fp["pretrained"]
     if fp["pretrained"] == "file" and not weights:
@@ -178,12 +182,13 @@ def encoder_config(ckpt: dict, path: Path, weights: Optional[str] = None) -> Enc
     if weights and not os.path.isfile(weights):
         raise TgdferError(f"--weights {weights}: no such file")
     return EncoderConfig(model=fp["model"], pretrained=pretrained, precision=fp.get("precision", "fp32"),
-                         quick_gelu=fp.get("quick_gelu"))
+                         quick_gelu=fp.get("quick_gelu"), trust_weights=trust_weights)
 
 
-def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.device) -> LoadedEncoder:
+def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.device,
+                  trust_weights: bool = False) -> LoadedEncoder:
     fp = ckpt["store_fingerprint"]["encoder"]
-    cfg = encoder_config(ckpt, path, weights)
+    cfg = encoder_config(ckpt, path, weights, trust_weights)
     try:
         enc = load_encoder(cfg, device=device)
     except TgdferError as e:
@@ -235,11 +240,15 @@ def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
                               "embeddings the model was trained with: wrong encoder weights?")
 
 
-def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None) -> Predictor:
-    """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store."""
+def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
+                   trust_weights: bool = False) -> Predictor:
+    """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
+
+    `trust_weights`: the user's opt-in to unpickle the encoder weights file in full (weights.py).
+    """
     path = resolve_checkpoint(model)
     ckpt = read_checkpoint(path)
-    enc = _load_encoder(ckpt, path, weights, resolve_device(device))
+    enc = _load_encoder(ckpt, path, weights, resolve_device(device), trust_weights)
     head = _build_head(ckpt, path, enc)
     fp = ckpt["store_fingerprint"]
     pp, sampling = fp["preprocessing"], fp["sampling"]
@@ -303,16 +312,19 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
-            figure_dir: Optional[str | Path] = None, influence: str = "relative") -> PredictResult:
+            figure_dir: Optional[str | Path] = None, influence: str = "relative",
+            trust_weights: bool = False) -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
 
-    `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there.
+    `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there;
+    if it cannot be written the predictions go on without figures (`figure_error` says why).
     `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
+    `trust_weights`: opt in to unpickling the encoder weights file in full (weights.py).
     """
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
     check_influence(influence)
-    p = load_predictor(model, device=device, weights=weights)
+    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights)
     ckpt_fp = dict(p.encoder.fingerprint)
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence)
     used: set[str] = set()
@@ -328,7 +340,10 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
             continue
         result.predictions.append(pred)
         if figure_dir is not None:
-            result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used), influence))
+            try:
+                result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used), influence))
+            except TgdferError as e:  # an unwritable folder, a full disk: the predictions still count
+                result.figure_error, figure_dir = str(e), None
     return result
 
 

@@ -20,7 +20,7 @@ every set in `prompts.PROMPT_SETS` lands on its class's prototype, which makes z
 classification with the prompts reproduce the image stage's classifier. The saved
 `model.state_dict()` is then an ordinary local weights file:
 
-    path = train_proxy("cache/proxy/proxy.pt", ProxyConfig())
+    path = train_proxy("cache/proxy/proxy.safetensors", ProxyConfig())
     enc = load_encoder(EncoderConfig(model="tgdfer-proxy-vit", pretrained=str(path)))
 
 No evaluation data is used. The proxy generates its OWN SynthDFER set (`ProxyConfig.seed`,
@@ -42,7 +42,6 @@ augmentation all come from `seed`), and the saved bytes do not depend on the fil
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -308,14 +307,15 @@ def _train(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarray, cf
 
 
 def _save_atomic(state: dict, out_file: Path) -> None:
-    """torch.save into memory (so the bytes do not depend on the file name), then write and rename."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
+    """The state dict as safetensors bytes (data only: loading it runs no code), then write and rename."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in state.items()})
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".tmp", dir=out_file.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out_file)

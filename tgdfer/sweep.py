@@ -61,7 +61,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import load_toml
+from .config import load_toml, table_diff
 from .errors import ConfigError, TgdferError
 
 log = logging.getLogger(__name__)
@@ -390,8 +390,7 @@ def _check_earlier_run(sweep: SweepConfig, point: Point, pipe, folder: Path) -> 
     if not record or not isinstance(record.get("pipeline"), dict):
         return
     before, now = record["pipeline"], json.loads(json.dumps(_resolved(pipe)))
-    diff = [(f"{s}.{k}", before[s][k], v) for s, table in now.items() if isinstance(before.get(s), dict)
-            for k, v in table.items() if k in before[s] and before[s][k] != v]
+    diff = table_diff(before, now)
     if diff:
         shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff[:3])
         raise SweepError(sweep.source, point.name, diff[0][0], f"{folder} was run with other settings ({shown}); "

@@ -36,9 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .config import to_dict
+from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
+from .config import table_diff, to_dict
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder
-from .errors import ConfigError, TgdferError
+from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES
 from .metrics import REFERENCE_PROTOCOL, Scores, score
@@ -269,7 +270,8 @@ def store_encoder_config(store: FeatureStore, encoder: Optional[EncoderConfig], 
                 f"{why}: set [encoder] pretrained to that file")
         pretrained = encoder.pretrained
     precision = encoder.precision if encoder is not None else fp.get("precision", "fp32")
-    return EncoderConfig(model=fp["model"], pretrained=pretrained, quick_gelu=fp["quick_gelu"], precision=precision)
+    return EncoderConfig(model=fp["model"], pretrained=pretrained, quick_gelu=fp["quick_gelu"], precision=precision,
+                         trust_weights=encoder.trust_weights if encoder is not None else False)
 
 
 def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optional[EncoderConfig] = None,
@@ -510,22 +512,16 @@ def evaluate_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray) -> Score
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a torn checkpoint."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """A safetensors checkpoint (tgdfer.checkpoint), written atomically: a crash never leaves a torn file."""
+    save_state(path, state)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """A checkpoint written by train-head; CheckpointError (naming the file) for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise TgdferError(f"{path}: no checkpoint here")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torn, foreign or not a torch file
-        raise TgdferError(f"{path}: cannot read checkpoint ({e})") from e
-    if not isinstance(ckpt, dict) or "head_state" not in ckpt:
-        raise TgdferError(f"{path}: not a tgdfer checkpoint")
+    ckpt = load_state(path, map_location)  # no unpickling: safetensors tensors + a JSON header
+    if "head_state" not in ckpt or not isinstance(ckpt["head_state"], dict):
+        raise CheckpointError(f"{path}: not a tgdfer checkpoint (no head weights)")
     if ckpt.get("tgdfer_version") != __version__:
         log.warning("%s was written by tgdfer %s, this is %s", path, ckpt.get("tgdfer_version"), __version__)
     return ckpt
@@ -589,14 +585,14 @@ class _Run:
     history: list[EpochRecord] = field(default_factory=list)
     best: tuple = (-math.inf, 0)
     start: int = 1  # first epoch still to train
-    ckpt: Optional[dict] = None  # last.pt when resuming
+    ckpt: Optional[dict] = None  # last checkpoint when resuming
 
 
 def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, config_record: Optional[dict] = None,
           on_epoch: Optional[Callable[[EpochRecord], None]] = None,
           text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None) -> TrainResult:
     """Train one replica (cfg.fold, cfg.seed) on cfg.store; writes cfg.out/{config.json, metrics.csv,
-    final.json, last.pt, best.pt}. The M = 1 case of `train_replicas`."""
+    final.json, last.safetensors, best.safetensors}. The M = 1 case of `train_replicas`."""
     each = None if on_epoch is None else (lambda epoch, records: [on_epoch(r) for r in records])
     return train_replicas(head_cfg, cfg, [Replica(cfg.fold, cfg.seed, cfg.out)], resume=resume,
                           config_record=config_record, on_epoch=each, text_encoder=text_encoder,
@@ -612,10 +608,10 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
 
     `cfg` holds everything the replicas share; each replica's fold, seed and out replace cfg's.
     Each run folder ends up as a single `train` run with that fold and seed would leave it
-    (config.json, metrics.csv, final.json, last.pt, best.pt holding a 1-replica head), up to float
+    (config.json, metrics.csv, final.json, last/best.safetensors holding a 1-replica head), up to float
     rounding of the batched matmuls and the dropout draws. `on_epoch(epoch, records)` gets one
     record per replica trained in that epoch, in `replicas` order. With `resume`, replicas are
-    continued from their last.pt (replicas stopped at different epochs train in separate groups).
+    continued from their last checkpoint (replicas stopped at different epochs train in separate groups).
     A replica whose loss turns NaN stops; the others go on, then TrainingDiverged names it.
     """
     replicas = list(replicas)
@@ -630,6 +626,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         cfgs = [replace(cfg, fold=r.fold, seed=r.seed, out=r.out) for r in replicas]
         for c in cfgs:
             check_fold(store, c.fold)
+        if resume:  # before anything is loaded or written: a changed setting refuses the whole command
+            for c in cfgs:
+                check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint)
         if head_cfg.learnable and text_encoder is None:
             text_encoder = load_text_encoder(store, device, encoder)  # once, for every group
         datas = load_replica_data(store, cfgs, device)
@@ -694,22 +693,76 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
         raise ConfigError("out", "two replicas share one run folder")
     for r in replicas:
         out = Path(r.out)
-        if out.exists() and any(out.glob("*.pt")) and not resume:
+        if out.is_file():
+            raise TgdferError(f"{out}: the run folder is a file; choose another --out")
+        if not resume and out.exists() and any(out.glob(f"*{s}") for s in (".safetensors", ".pt")):
             raise TgdferError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        if resume and not (out / LAST).exists() and (out / "last.pt").exists():
+            load_checkpoint(out / "last.pt")  # LegacyCheckpointError: says how to convert it
+
+
+# Fields of a run's record that cannot change its result: where it runs, how fast, where files go.
+# `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
+RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.out", "train.store", "train.epochs",
+                            "encoder.cache_dir", "encoder.trust_weights"})
+
+
+def run_record(head_cfg: HeadConfig, cfg: TrainConfig, config_record: Optional[dict],
+               encoder: Optional[EncoderConfig]) -> dict:
+    """What a run folder's config.json holds: head and train tables, the encoder, the whole pipeline."""
+    record = {"head": to_dict(head_cfg), "train": to_dict(cfg), **_replica_record(config_record, cfg)}
+    if encoder is not None:
+        record["encoder"] = to_dict(encoder)
+    return json.loads(json.dumps(record))  # tuples as lists, as config.json reads back
+
+
+def check_resume(out: str | Path, record: dict, fingerprint: dict) -> None:
+    """TgdferError naming every setting of `record` that differs from the run recorded in `out`.
+
+    Compared: the head, train and encoder tables (less RESULT_NEUTRAL) and the store's
+    fingerprint against the one the last checkpoint was trained on. `train.epochs` may be raised
+    (the MultiStepLR milestones are absolute epochs, so the added epochs run at the rate the
+    schedule gives them) but not set below the epochs already trained.
+    """
+    out = Path(out)
+    path = out / LAST
+    if not path.exists():
+        return  # nothing trained yet: a fresh start in this folder
+    try:
+        before = json.loads((out / "config.json").read_text())
+    except FileNotFoundError:
+        before = None
+    except (OSError, ValueError) as e:
+        raise TgdferError(f"{out / 'config.json'}: cannot read the run's recorded settings ({e})") from e
+    ckpt = load_checkpoint(path)
+    if not isinstance(before, dict):
+        before = ckpt.get("config") or {}
+    sections = ("head", "train", "encoder")
+    diff = table_diff({k: before.get(k) for k in sections}, {k: record.get(k) for k in sections}, RESULT_NEUTRAL)
+    if ckpt.get("store_fingerprint") is not None and ckpt["store_fingerprint"] != fingerprint:
+        diff.append(("store fingerprint", "the store it was trained on", "another store (other features)"))
+    done, epochs = int(ckpt["epoch"]), record.get("train", {}).get("epochs", 0)
+    if epochs < done:
+        diff.append(("train.epochs", f"{done} already trained", epochs))
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff)
+        raise TgdferError(f"{out}: cannot resume with other settings ({shown}); resume with the run's own "
+                          f"settings (they are in {out / 'config.json'}) or train into another --out")
 
 
 def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, config_record: Optional[dict],
                  encoder: Optional[EncoderConfig], resume: bool) -> _Run:
-    """Create the run folder, write config.json, read last.pt when resuming."""
+    """Create the run folder, write config.json, read the last checkpoint when resuming."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {"head": to_dict(head_cfg), "train": to_dict(cfg), **_replica_record(config_record, cfg)}
-    if encoder is not None:
-        record["encoder"] = to_dict(encoder)
-    (out / "config.json").write_text(json.dumps(record, indent=2))
+    record = run_record(head_cfg, cfg, config_record, encoder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text(out / "config.json", json.dumps(record, indent=2))
+    except OSError as e:
+        raise os_error(out, e, "write the run folder") from e
     run = _Run(cfg=cfg, data=data, out=out, record=record)
-    if resume and (out / "last.pt").exists():
-        ckpt = load_checkpoint(out / "last.pt")
+    if resume and (out / LAST).exists():
+        ckpt = load_checkpoint(out / LAST)
         run.ckpt, run.start = ckpt, int(ckpt["epoch"]) + 1
         run.history = [EpochRecord(**r) for r in ckpt["history"]]
         run.best = tuple(ckpt["best"])
@@ -779,7 +832,7 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
 
 def _save_epoch(run: _Run, head: TGDFERHead, opt: torch.optim.Optimizer, sched: Any, meta: dict, m: int,
                 rec: EpochRecord, live: Optional[LiveFeatures] = None) -> None:
-    """Replica m's epoch: history, metrics.csv, best.pt when the selection rule improves, last.pt."""
+    """Replica m's epoch: history, metrics.csv, best checkpoint when the selection rule improves, last one."""
     run.history.append(rec)
     state = dict(head_state=replica_head_state(head, m), epoch=rec.epoch, config=run.record,
                  **{**meta, "head_args": {**meta["head_args"], "seeds": [run.cfg.seed]}})
@@ -788,12 +841,12 @@ def _save_epoch(run: _Run, head: TGDFERHead, opt: torch.optim.Optimizer, sched: 
     selection = run.cfg.selection
     if selection != "final" and _selection_metric(rec, selection) > run.best[0]:
         run.best = (_selection_metric(rec, selection), rec.epoch)
-        save_checkpoint(run.out / "best.pt", **state)
+        save_checkpoint(run.out / BEST, **state)
     opt_state = opt.state_dict() if head.replicas == 1 else replica_opt_state(opt.state_dict(), m)
-    save_checkpoint(run.out / "last.pt", **state, opt_state=opt_state,
+    save_checkpoint(run.out / LAST, **state, opt_state=opt_state,
                     sched_state=sched.state_dict(), torch_rng=torch.get_rng_state(),
                     history=[vars(r) for r in run.history], best=list(run.best))
-    pd.DataFrame([vars(r) for r in run.history]).to_csv(run.out / "metrics.csv", index=False)
+    _write_text(run.out / "metrics.csv", pd.DataFrame([vars(r) for r in run.history]).to_csv(index=False))
 
 
 def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainConfig,
@@ -803,7 +856,7 @@ def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainCo
     if cfg.selection != "final":  # the selected epochs' weights, one replica at a time into the stack
         states = [replica_head_state(head, m) for m in range(len(runs))]
         for m in healthy:
-            best = load_checkpoint(runs[m].out / "best.pt", map_location=device)
+            best = load_checkpoint(runs[m].out / BEST, map_location=device)
             states[m] = best["head_state"]
             if live:
                 live.visual.load_state_dict(best["encoder_state"])
@@ -818,7 +871,18 @@ def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainCo
         final = {"selection": cfg.selection, "protocol": protocol, "selected_epoch": selected, "fold": run.cfg.fold,
                  "seed": run.cfg.seed, "test": tests[m].to_dict(), "n_train": len(run.data.train),
                  "n_val": len(run.data.val), "n_test": len(run.data.test)}
-        (run.out / "final.json").write_text(json.dumps(final, indent=2))
+        _write_text(run.out / "final.json", json.dumps(final, indent=2))
         out[m] = TrainResult(run=run.out, selected_epoch=selected, selection=cfg.selection, test=tests[m],
                              history=pd.DataFrame([vars(r) for r in run.history]), protocol=protocol)
     return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a run file atomically (temporary file, then rename); a refusal is one clear line naming it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise os_error(path, e, "write") from e

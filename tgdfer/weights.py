@@ -1,0 +1,146 @@
+"""Reading encoder weight files without running code that comes with them.
+
+A CLIP weights file a user hands over is one of:
+- safetensors (`.safetensors`, open_clip's and Hugging Face's format): read as data;
+- a TorchScript archive (OpenAI's CLIP release, `ViT-B-32.pt`): recognised exactly as torch
+  recognises one (a zip whose records include a top-level `constants.pkl`) and read by
+  `torch.jit.load`, whose unpickler builds TorchScript values only, never arbitrary Python objects;
+- any other `torch.save` zip or pickle (`open_clip_pytorch_model.bin`, a state dict): read with
+  `torch.load(weights_only=True)`, which refuses every object that is not a tensor or plain value.
+
+A file that passes only as "unsafe" (its pickle names other Python objects) is refused with
+UnsafeWeightsError, unless the user opts in (`--trust-weights`, `[encoder] trust_weights = true`):
+only then is it unpickled in full. See docs/sharing.md.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import TgdferError
+
+TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's archives, not weights
+
+
+class UnsafeWeightsError(TgdferError):
+    """A weights file that only loads by unpickling arbitrary objects, and the user did not opt in."""
+
+
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """True when torch.load would treat the file as TorchScript: a torch zip with a top-level constants.pkl.
+
+    Uses torch's own zip reader and test, so a zip that merely holds a nested `x/y/constants.pkl`
+    (or anything torch would not dispatch to torch.jit.load) is not one.
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False
+            f.seek(0)
+            with torch.serialization._open_zipfile_reader(f) as zf:
+                return torch.serialization._is_torchscript_zip(zf)
+    except (OSError, RuntimeError):  # unreadable, or a zip torch's reader does not take
+        return False
+
+
+def has_safetensors_header(path: str | os.PathLike) -> bool:
+    """The file starts as safetensors does: an 8-byte little-endian header length, then the JSON header's '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= 100 * 2**20 and head[8:9] == b"{"
+
+
+def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file, on the CPU (see the module docstring for which loader reads what).
+
+    Unwraps `{"state_dict": ...}` checkpoints and a `module.` prefix (DataParallel), as open_clip does.
+    Raises UnsafeWeightsError (naming the file and the reason) for a file that needs full unpickling
+    when `trust` is False, TgdferError for a file that is not weights at all.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors" or has_safetensors_header(path):
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    elif is_torchscript_archive(path):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        for key in TORCHSCRIPT_EXTRA_KEYS:
+            state.pop(key, None)
+    else:
+        state = _load_pickled(path, trust)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise TgdferError(f"{path}: holds no state dict of tensors (got {type(state).__name__})")
+    if next(iter(state)).startswith("module."):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _load_pickled(path: Path, trust: bool):
+    """A torch.save zip or pickle: weights_only=True, or in full when it names other objects and `trust`."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # torch's zip format: list the objects its pickle names, without running it
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as e:  # not a torch zip, truncated
+            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+    else:
+        unsafe = [] if head[:1] != b"\x80" else None  # None: a bare pickle, known only by trying
+    if unsafe and not trust:
+        _refuse(path, f"it names {', '.join(unsafe[:3])}{' ...' if len(unsafe) > 3 else ''}")
+    if not unsafe or not trust:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if unsafe is None and not trust:  # a pickle the restricted unpickler refused
+                _refuse(path, _first_line(e))
+            if unsafe is not None:
+                raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+        except Exception as e:  # garbage, truncated
+            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+    return torch.load(path, map_location="cpu", weights_only=False)  # the user's explicit opt-in (trust)
+
+
+def _refuse(path: Path, why: str) -> None:
+    raise UnsafeWeightsError(
+        f"{path}: refused: loading it would unpickle objects other than tensors, which can run code ({why}). "
+        f"Use a safetensors or plain state-dict file; if you trust where this file came from, pass "
+        f"--trust-weights (or set [encoder] trust_weights = true)")
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0].rstrip(".") if lines else type(e).__name__
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a CLIP state dict into an open_clip model the way open_clip's own `load_checkpoint` does.
+
+    The same conversions in the same order (third-party layouts, the old text-tower layout,
+    scalar logit_scale, position embeddings resized to the model), then a strict load.
+    """
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for key in ("logit_scale", "logit_bias"):
+        ours = getattr(model, key, None)
+        if key in state and ours is not None and ours.ndim != state[key].ndim:
+            state[key] = state[key].reshape(ours.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None:
+        state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    model.load_state_dict(state, strict=True)
