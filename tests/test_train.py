@@ -21,7 +21,7 @@ from tgdfer.train import (Replica, load_checkpoint, TrainConfig, TrainingDiverge
 N, V, T = 105, 3, 16
 
 
-def make_planted_store(path, folds, seed=0):
+def make_planted_store(path, folds, seed=0, fingerprint=None):
     """len(folds) clips, one per entry of `folds` (its test fold), class signal in 5 of 16 frames, tiny text tower."""
     enc = load_encoder(EncoderConfig(model="tgdfer-tiny-vit", pretrained="none"), towers=("text",))
     d = enc.embed_dim
@@ -38,7 +38,7 @@ def make_planted_store(path, folds, seed=0):
         start = rng.integers(0, T - 5)
         feats[i, :, start:start + 5] += means[label]
     with FeatureStore.create(path, clips=clips, views=V, frames=T, dim=d,
-                             fingerprint={"encoder": enc.fingerprint}) as store:
+                             fingerprint={"encoder": enc.fingerprint, **(fingerprint or {})}) as store:
         store.write_clips(np.arange(N), feats.astype(np.float16), np.zeros((N, V, T), np.int32))
         write_text_features(store, enc, None)
     return path
@@ -236,3 +236,50 @@ def test_fold_and_seed_lists():
     assert [r.out for r in replica_runs("runs/x", [1], [0, 1])] == ["runs/x/fold1_seed0", "runs/x/fold1_seed1"]
     assert [r.out for r in replica_runs("runs/x", [], [0])] == ["runs/x"]
     assert [(r.fold, r.seed) for r in replica_runs("r", [None], [3, 4])] == [(None, 3), (None, 4)]
+
+
+@pytest.fixture(scope="module")
+def two_epochs(planted_store, tmp_path_factory):
+    """The uninterrupted 2-epoch run every resumed run must equal."""
+    return train(HeadConfig(learnable=False), cfg(planted_store, tmp_path_factory.mktemp("full") / "run", epochs=2))
+
+
+@pytest.mark.parametrize("section, change", [
+    ("train", {"lr": 5e-3}), ("train", {"seed": 1}), ("head", {"visual_prompt": "none"}), ("head", {"window": 2}),
+], ids=["lr", "seed", "visual_prompt", "window"])
+def test_resume_refuses_changed_settings_then_resumes_with_its_own(planted_store, tmp_path, two_epochs, section,
+                                                                   change):
+    head, out = HeadConfig(learnable=False), tmp_path / "run"
+    train(head, cfg(planted_store, out, epochs=1))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    changed_head = replace(head, **change) if section == "head" else head
+    changed_cfg = cfg(planted_store, out, epochs=2, **(change if section == "train" else {}))
+    (key, value), = change.items()
+    with pytest.raises(TgdferError, match=rf"{section}\.{key}: .* then, {value!r} now"):
+        train(changed_head, changed_cfg, resume=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # config.json and checkpoints untouched
+    resumed = train(head, cfg(planted_store, out, epochs=2, device="cpu"), resume=True)  # device may differ
+    cols = ["loss", "train_acc", "test_war", "test_uar"]
+    pd.testing.assert_frame_equal(two_epochs.history[cols], resumed.history[cols])
+
+
+def test_resume_refuses_fewer_epochs_and_another_store_and_cli_exits_2(planted_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from tgdfer.cli import app
+
+    head, out = HeadConfig(learnable=False), tmp_path / "run"
+    train(head, cfg(planted_store, out, epochs=2))
+    with pytest.raises(TgdferError, match="train.epochs: '2 already trained' then, 1 now"):
+        train(head, cfg(planted_store, out, epochs=1), resume=True)
+    other = make_planted_store(tmp_path / "other.zarr", np.tile(np.arange(1, 6), 21), seed=1,
+                               fingerprint={"sampling": {"seed": 1}})
+    with pytest.raises(TgdferError, match="store fingerprint"):
+        train(head, cfg(other, out, epochs=3), resume=True)
+    config = (out / "config.json").read_bytes()
+    result = CliRunner().invoke(app, ["train-head", "--set", f'train.store="{planted_store}"', "--set",
+                                      "head.learnable=false", "--set", "train.lr=0.5", "--set", "train.batch_size=16",
+                                      "--set", "train.milestones=[5]", "--out", str(out), "--fold", "1",
+                                      "--epochs", "3", "--device", "cpu", "--resume"])
+    assert result.exit_code == 2 and "train.lr" in result.output and "Traceback" not in result.output, result.output
+    assert (out / "config.json").read_bytes() == config

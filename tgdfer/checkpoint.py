@@ -186,7 +186,7 @@ def convert_legacy(src: str | Path, dst: str | Path | None = None, *, trust: boo
             raise CheckpointError(
                 f"{src}: holds objects other than tensors and plain values, so reading it could run code "
                 f"({str(e).splitlines()[0]}); convert it only if you trust where it came from, with --trust") from e
-        state = torch.load(src, map_location="cpu", weights_only=False)  # the user's explicit opt-in
+        state = torch.load(src, map_location="cpu", weights_only=False)  # the user vouches for it: --trust
     except Exception as e:
         raise CheckpointError(f"{src}: cannot read it as a torch checkpoint ({e})") from e
     if not isinstance(state, dict) or "head_state" not in state:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
-from .errors import ConfigError, FrameReadError, TgdferError
+from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .frames import FrameSource, open_frames
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
@@ -260,6 +260,8 @@ def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: d
         if not existed:  # nothing to rebuild: the hint would only invite deleting something else
             raise
         raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
+    except OSError as e:  # a read-only folder, a full disk, a path through a file
+        raise os_error(zpath, e, "create the feature store") from e
 
 
 def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Optional[str]) -> None:

@@ -703,7 +703,8 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
 
 # Fields of a run's record that cannot change its result: where it runs, how fast, where files go.
 # `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
-RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.out", "train.store", "train.epochs",
+RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.grad_checkpointing", "train.out",
+                            "train.store", "train.epochs",
                             "encoder.cache_dir", "encoder.trust_weights"})
 
 
@@ -755,19 +756,34 @@ def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, confi
     """Create the run folder, write config.json, read the last checkpoint when resuming."""
     out = Path(cfg.out)
     record = run_record(head_cfg, cfg, config_record, encoder)
+    resumed = resume and (out / LAST).exists()
+    if resumed:  # check_resume passed: the run keeps its own record, with the epochs now asked for
+        record = _recorded(out, record)
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "config.json", json.dumps(record, indent=2))
     except OSError as e:
         raise os_error(out, e, "write the run folder") from e
     run = _Run(cfg=cfg, data=data, out=out, record=record)
-    if resume and (out / LAST).exists():
+    if resumed:
         ckpt = load_checkpoint(out / LAST)
         run.ckpt, run.start = ckpt, int(ckpt["epoch"]) + 1
         run.history = [EpochRecord(**r) for r in ckpt["history"]]
         run.best = tuple(ckpt["best"])
         log.info("resuming %s at epoch %d", out, run.start)
     return run
+
+
+def _recorded(out: Path, record: dict) -> dict:
+    """The record in out/config.json (as the run was started) with `train.epochs` from `record`."""
+    try:
+        before = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return record
+    for table in (before.get("train"), before.get("pipeline", {}).get("train")):
+        if isinstance(table, dict):
+            table["epochs"] = record["train"]["epochs"]
+    return before
 
 
 def _replica_record(config_record: Optional[dict], cfg: TrainConfig) -> dict:
