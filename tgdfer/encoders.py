@@ -25,10 +25,10 @@ Shapes: N images, P prompts, S image side, D embedding width, L context length (
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -302,7 +302,7 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     # safetensors, TorchScript via torch.jit.load, anything else weights_only) and loads it as open_clip would.
     state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip():
             # Random weights ("none") come from a fixed seed so that every stage rebuilds the same model:
             # train-head's text tower must match the one whose embeddings extract stored.
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -318,6 +318,21 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
         raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {str(e).strip()}. Check that the "
                           f"file holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
                           f"OpenAI's TorchScript release)") from e
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """Drop open_clip's "initialized randomly" warning: tgdfer loads the weights itself right after
+    (and warns in its own words when they really are random, pretrained = "none")."""
+    def keep(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _tag_preprocess(model: str, src: WeightsSource) -> dict[str, Any]:
