@@ -1,6 +1,7 @@
 """Stage 2: the trainer on a small store whose features carry a planted, frame-local class signal."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,8 @@ from tgdfer.extract import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.store import FeatureStore
-from tgdfer.train import (Replica, load_checkpoint, TrainConfig, TrainingDiverged, parse_int_list, replica_runs, split_rows, train,
+from tgdfer.train import (Replica, TrainConfig, TrainingDiverged, epoch_order, load_checkpoint, parse_int_list,
+                          replica_runs, split_rows, train,
                           train_replicas)
 
 N, V, T = 105, 3, 16
@@ -283,3 +285,33 @@ def test_resume_refuses_fewer_epochs_and_another_store_and_cli_exits_2(planted_s
                                       "--epochs", "3", "--device", "cpu", "--resume"])
     assert result.exit_code == 2 and "train.lr" in result.output and "Traceback" not in result.output, result.output
     assert (out / "config.json").read_bytes() == config
+
+
+def test_epoch_order_draws_a_view_per_clip_or_per_frame():
+    rows = np.arange(50)
+    order, view = epoch_order(rows, 4, seed=3, epoch=2)
+    assert sorted(order) == list(rows) and view.shape == (50,) and set(view) <= {1, 2, 3}
+    order2, per_frame = epoch_order(rows, 4, seed=3, epoch=2, frames=16)
+    assert np.array_equal(order, order2) and per_frame.shape == (50, 16) and set(per_frame.ravel()) == {1, 2, 3}
+    assert (per_frame != per_frame[:, :1]).any(axis=1).mean() > 0.9  # frames of a clip come from different views
+
+
+def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(planted_store, tmp_path):
+    """View 2 of a copy of the planted store is NaN: views=1 never reads it, the default (all views) does."""
+    poisoned = tmp_path / "p.zarr"
+    shutil.copytree(planted_store, poisoned)
+    with FeatureStore.open(poisoned, mode="r+") as s:
+        feats = s.read_feats()
+        feats[:, 2] = np.nan
+        s.write_clips(np.arange(s.n_clips), feats, s.read_frame_index())
+    head = HeadConfig(learnable=False)
+    one = train(head, cfg(poisoned, tmp_path / "one", epochs=2, views=1))
+    assert np.isfinite(one.history["loss"]).all()
+    with pytest.raises(TrainingDiverged):
+        train(head, cfg(poisoned, tmp_path / "all", epochs=2))
+    with pytest.raises(TrainingDiverged):
+        train(head, cfg(poisoned, tmp_path / "frame", epochs=2, view_mixing="frame"))
+    framed = train(head, cfg(poisoned, tmp_path / "framed1", epochs=2, views=1, view_mixing="frame"))
+    pd.testing.assert_frame_equal(one.history[["loss", "test_war"]], framed.history[["loss", "test_war"]])
+    with pytest.raises(ConfigError, match="views: 3 augmented views asked for, but .* holds 2"):
+        train(head, cfg(poisoned, tmp_path / "x", views=3))

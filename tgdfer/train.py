@@ -75,6 +75,9 @@ class TrainConfig:
     grad_checkpointing: bool = False  # end-to-end: recompute the encoder's activations in backward (less memory)
     decode_workers: int = 2  # end-to-end: threads decoding and augmenting a batch's clips
     e2e_views: int = 0  # end-to-end: views each clip draws from (0 = the store's; more = fresh augmentation)
+    views: int = 0  # augmented views a clip draws from: the store's views 1..views (0 = all V-1 it holds)
+    view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
+    #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -89,9 +92,14 @@ class TrainConfig:
             raise ConfigError("milestones", f"must be increasing, got {list(self.milestones)}")
         if not self.encoder_lr >= 0:
             raise ConfigError("encoder_lr", f"must be >= 0 (0 = frozen), got {self.encoder_lr}")
-        for name in ("decode_workers", "e2e_views"):
+        for name in ("decode_workers", "e2e_views", "views"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.view_mixing not in ("clip", "frame"):
+            raise ConfigError("view_mixing", f"{self.view_mixing!r} is not one of clip, frame")
+        if self.end_to_end and (self.views or self.view_mixing != "clip"):
+            raise ConfigError("views", "views and view_mixing choose among a store's cached views; end-to-end "
+                              "training draws fresh ones (set e2e_views instead)")
 
 
 class TrainingDiverged(TgdferError):
@@ -345,18 +353,24 @@ def make_optimizer(head: TGDFERHead, cfg: TrainConfig,
 # -- steps ----------------------------------------------------------------------------------------
 
 
-def epoch_order(rows: np.ndarray, views: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """This epoch's clip order and the augmented view each clip uses (depends only on seed, epoch)."""
+def epoch_order(rows: np.ndarray, views: int, seed: int, epoch: int,
+                frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """This epoch's clip order and the augmented view each clip uses (depends only on seed, epoch).
+
+    views [n] (one of 1..views-1 per clip; 0 when the store has only the test view), or with
+    `frames` = T > 0, views [n, T]: an independent draw for every frame (view_mixing = "frame").
+    """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(rows)
-    view = rng.integers(1, views, size=len(order)) if views > 1 else np.zeros(len(order), dtype=np.int64)
+    shape = (len(order), frames) if frames else len(order)
+    view = rng.integers(1, views, size=shape) if views > 1 else np.zeros(shape, dtype=np.int64)
     return order, view
 
 
 def pad_batches(parts: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-replica index arrays of different lengths -> ([M, B] padded with `fill`, [M, B] bool mask)."""
+    """Per-replica index arrays of different lengths [n_m, ...] -> ([M, B, ...] padded with `fill`, [M, B] mask)."""
     width = max(1, max(len(p) for p in parts))
-    out = np.full((len(parts), width), fill, dtype=np.int64)
+    out = np.full((len(parts), width, *np.shape(parts[0])[1:]), fill, dtype=np.int64)
     mask = np.zeros((len(parts), width), dtype=bool)
     for m, p in enumerate(parts):
         out[m, :len(p)], mask[m, :len(p)] = p, True
@@ -417,13 +431,15 @@ class EpochStats:
 
 def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torch.optim.Optimizer,
                         batch_size: int, seeds: Sequence[int], epoch: int,
-                        active: Optional[np.ndarray] = None, features: Optional[Features] = None) -> EpochStats:
+                        active: Optional[np.ndarray] = None, features: Optional[Features] = None,
+                        views: int = 0, mixing: str = "clip") -> EpochStats:
     """One pass of every active replica over its own training clips, all replicas in each step.
 
     Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
     `batch_size`; the replicas' mean losses are summed, so each one's gradient is its own. A
     replica whose loss is NaN or infinite stops (it is never stepped again) and is reported.
     `features` replaces the store's `feats[rows, views]` (end-to-end: `live.LiveFeatures`).
+    `views` > 0 draws only from the store's views 1..views; `mixing` = "frame" draws a view per frame.
     """
     head.train()
     M = head.replicas
@@ -431,7 +447,11 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     dev = feats.device
     active = np.ones(M, dtype=bool) if active is None else active.copy()
     views_n = feats.shape[1] if features is None else features.views
-    orders = [epoch_order(d.train, views_n, s, epoch) for d, s in zip(datas, seeds)]
+    if views:
+        views_n = min(views_n, views + 1)
+    T = feats.shape[2]
+    per_frame = T if mixing == "frame" else 0
+    orders = [epoch_order(d.train, views_n, s, epoch, per_frame) for d, s in zip(datas, seeds)]
     steps = max(math.ceil(len(d.train) / batch_size) for d in datas)
     total, correct = np.zeros(M), np.zeros(M)
     diverged: dict[int, str] = {}
@@ -441,7 +461,12 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
         views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)])
         rows_t, views_t = torch.as_tensor(rows, device=dev), torch.as_tensor(views, device=dev)
         mask_t = torch.as_tensor(mask, device=dev)
-        x = feats[rows_t, views_t].float() if features is None else features(rows_t, views_t)  # [M, B, T, D]
+        if features is not None:
+            x = features(rows_t, views_t)  # [M, B, T, D]
+        elif per_frame:  # views_t [M, B, T]: frame t of clip b from its own view
+            x = feats[rows_t[..., None], views_t, torch.arange(T, device=dev)].float()
+        else:
+            x = feats[rows_t, views_t].float()  # [M, B, T, D]
         y = labels[rows_t]  # [M, B]
         out = head(x, target=y)
         losses = replica_losses(out.logits, y, mask_t)  # [M]
@@ -465,7 +490,8 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
 def train_epoch(head: TGDFERHead, data: DeviceData, opt: torch.optim.Optimizer, cfg: TrainConfig,
                 epoch: int) -> tuple[float, float]:
     """One pass of a 1-replica head over the training clips; returns (mean loss, train accuracy)."""
-    stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch)
+    stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch, views=cfg.views,
+                                mixing=cfg.view_mixing)
     if stats.diverged:
         raise TrainingDiverged(f"{stats.diverged[0]}; the last good checkpoint is kept in {cfg.out} (try a lower lr)")
     return float(stats.loss[0]), float(stats.acc[0])
@@ -626,6 +652,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         cfgs = [replace(cfg, fold=r.fold, seed=r.seed, out=r.out) for r in replicas]
         for c in cfgs:
             check_fold(store, c.fold)
+        if cfg.views and cfg.views > store.views - 1:
+            raise ConfigError("views", f"{cfg.views} augmented views asked for, but {store.path} holds "
+                              f"{store.views - 1} (views 1..{store.views - 1}; view 0 is the test view)")
         if resume:  # before anything is loaded or written: a changed setting refuses the whole command
             for c in cfgs:
                 check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint)
@@ -821,7 +850,8 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
         lr = opt.param_groups[0]["lr"]
         if live:
             live.train(True)
-        stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live)
+        stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live,
+                                    views=cfg.views, mixing=cfg.view_mixing)
         sched.step()
         seconds = time.perf_counter() - t0
         if live:
