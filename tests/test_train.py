@@ -17,8 +17,7 @@ from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.store import FeatureStore
 from tgdfer.train import (Replica, TrainConfig, TrainingDiverged, epoch_order, load_checkpoint, parse_int_list,
-                          replica_runs, split_rows, train,
-                          train_replicas)
+                          replica_runs, split_rows, train, train_replicas)
 
 N, V, T = 105, 3, 16
 
