@@ -487,7 +487,8 @@ def _init_worker(threads: int) -> None:
 
 
 def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = None) -> PointOutcome:
-    """Train every replica of one point as one batched head; any error is recorded, never raised."""
+    """Train every replica of one point as one batched head (end-to-end points: one replica after
+    another, the image encoder is not batched); any error is recorded, never raised."""
     from .train import train_replicas
 
     t0 = time.perf_counter()
@@ -495,8 +496,10 @@ def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = No
     record = {"pipeline": pipe.to_dict(), "sweep": {"source": source, "point": point.name, "values": point.values}}
     _record_point(plan, PointOutcome(point.name, "running"))
     try:
-        train_replicas(pipe.head, pipe.train, plan.replicas, resume=True, config_record=record,
-                       on_epoch=on_epoch, encoder=pipe.encoder)
+        groups = [[r] for r in plan.replicas] if pipe.train.end_to_end else [plan.replicas]
+        for replicas in groups:
+            train_replicas(pipe.head, pipe.train, replicas, resume=True, config_record=record,
+                           on_epoch=on_epoch, encoder=pipe.encoder)
         outcome = PointOutcome(point.name, "done", time.perf_counter() - t0)
     except Exception as e:  # one failing point must not stop the others
         outcome = PointOutcome(point.name, "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}")

@@ -1,0 +1,102 @@
+"""The cache-fidelity study's table and plot from a finished `pipelines/sweeps/cache_views.toml` sweep.
+
+For every run of the sweep: test UAR/WAR (from its final.json), the localisation AUROC of the
+relative influence against SynthDFER's expression frames (tgdfer.evaluate.localise_run on its
+checkpoint), and its training time (metrics.csv). Per point: mean +- std over its folds x seeds,
+and the paired difference to the reference point ("fresh": a new augmentation every epoch) over
+the same folds and seeds, with a 95% t confidence interval.
+
+    python benchmarks/cache_views.py runs/sweeps/cache_views [--reference fresh] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def run_rows(sweep_dir: Path) -> pd.DataFrame:
+    """One row per finished run: point, fold, seed, UAR, WAR, AUROC, train seconds (all epochs)."""
+    from tgdfer.evaluate import load_run, localise_run
+
+    rows = []
+    for final in sorted(sweep_dir.glob("*/*/final.json")):
+        run = final.parent
+        point = run.parent.name
+        res = json.loads(final.read_text())
+        lr = load_run(run, device="cpu")
+        loc = localise_run(lr) or {}
+        seconds = pd.read_csv(run / "metrics.csv")["seconds"].sum()
+        rows.append({"point": point, "fold": res["fold"], "seed": res["seed"],
+                     "UAR": 100 * res["test"]["uar"], "WAR": 100 * res["test"]["war"],
+                     "AUROC": loc.get("relative AUROC", float("nan")), "train_s": seconds})
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame, reference: str, order: list[str]) -> pd.DataFrame:
+    """Per point: runs, mean ± std of UAR/WAR/AUROC, paired difference to `reference` (95% t interval)."""
+    from tgdfer.stats import mean_std, paired_difference
+
+    ref = df[df.point == reference].set_index(["fold", "seed"])
+    out = []
+    for point in order:
+        sub = df[df.point == point].set_index(["fold", "seed"])
+        row = {"point": point, "runs": len(sub)}
+        for m, digits in (("UAR", 2), ("WAR", 2), ("AUROC", 3)):
+            row[m] = mean_std(sub[m], digits)
+        for m, digits in (("UAR", 2), ("WAR", 2), ("AUROC", 3)):
+            if point != reference and len(ref):
+                both = sub.index.intersection(ref.index)
+                d = paired_difference(sub.loc[both, m], ref.loc[both, m])
+                row[f"d{m} vs {reference}"] = d.format(digits) + (" *" if d.significant else "")
+        row["train s/run"] = f"{sub.train_s.mean():.1f}"
+        out.append(row)
+    return pd.DataFrame(out).set_index("point")
+
+
+def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.4))
+    FigureCanvasAgg(fig)
+    for ax, m in zip(fig.subplots(1, 3), ("UAR", "WAR", "AUROC")):
+        g = df.groupby("point")[m]
+        mean, std = g.mean().reindex(order), g.std(ddof=1).reindex(order)
+        x = np.arange(len(order))
+        ax.errorbar(x, mean, yerr=std, fmt="o", capsize=3)
+        for i, p in enumerate(order):  # every run, so the spread is seen, not only summarised
+            vals = df[df.point == p][m].to_numpy()
+            ax.plot(np.full(len(vals), i) + 0.15, vals, ".", color="0.6", ms=3)
+        ax.set_xticks(x, order, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{m} (mean ± std, runs in grey)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--reference", default="fresh", help="point the others are compared with (paired)")
+    ap.add_argument("--out", type=Path, default=Path("docs"), help="where cache_views.{csv,md} and the plot go")
+    args = ap.parse_args()
+    df = run_rows(args.sweep_dir)
+    from tgdfer.metrics import to_markdown
+
+    listed = json.loads((args.sweep_dir / "points.json").read_text()).get("points", [])
+    order = [p["name"] for p in listed if p["name"] in set(df.point)] or list(dict.fromkeys(df.point))
+    table = summary(df, args.reference, order)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out / "cache_views_runs.csv", index=False, float_format="%.4f")
+    (args.out / "cache_views.md").write_text(to_markdown(table, note="* the paired 95% interval excludes 0"))
+    plot(df, order, args.out / "figures" / "cache_views.png")
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()
