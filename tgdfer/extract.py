@@ -34,7 +34,7 @@ from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
 from .errors import ConfigError, FrameReadError, TgdferError
 from .frames import FrameSource, open_frames
-from .labels import DEFAULT, ClassSet, classes_record
+from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
@@ -277,6 +277,8 @@ def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: d
     except TgdferError as e:
         if not existed:  # nothing to rebuild: the hint would only invite deleting something else
             raise
+        with FeatureStore.open(zpath) as old:  # another class set: say so in words, naming both sets
+            check_same_classes(stored_classes(old.fingerprint), stored_classes(fingerprint), str(zpath))
         raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
 
 
