@@ -200,6 +200,26 @@ def test_dfer_clip_text_py_is_parsed_without_running_it(tmp_path):
         load_prompt_file(bad, ClassSet(THREE))
 
 
+def test_dfer_clip_style_file_with_7_and_11_lists_serves_the_default_set_and_mafw(tmp_path):
+    dfer11 = [c.lower() for c in CLASSES] + ["contempt", "anxiety", "helplessness", "disappointment"]
+    lines = []
+    for n, names in ((7, dfer11[:7]), (11, dfer11)):
+        lines.append(f"class_names_{n} = [" + ", ".join(f"'{c}.'" for c in names) + "]")
+        lines.append(f"class_names_with_context_{n} = [" + ", ".join(f"'an expression of {c}.'" for c in names) + "]")
+        lines.append(f"class_descriptor_{n} = [" + ", ".join(f"'{n} faces of {c}.'" for c in names) + "]")
+    path = tmp_path / "Text.py"
+    path.write_text("\n".join(lines) + "\n")
+    seven = ClassesConfig(prompts_file=str(path)).class_set()  # the default names: the _7 lists
+    assert seven.is_default and seven.prompts["descriptors"][6] == "7 faces of fear."
+    built = build_prompt_sets(classes=seven, tokenizer=TOK)
+    assert built["class_names"][0] == "happiness." and built["class_sentences"][2] == "an expression of neutral."
+    eleven = ClassesConfig(names=dfer11, prompts_file=str(path)).class_set()
+    assert eleven.prompts["descriptors"][10] == "11 faces of disappointment."
+    with pytest.raises(ConfigError, match=r"class_names_11 lists 'happiness.' as class 1, where the class set has "
+                                          r"'anger'"):
+        ClassesConfig(names=list(MAFW), prompts_file=str(path))  # MAFW's official order is not the file's
+
+
 def test_the_mafw_pipeline_declares_11_classes_with_prompts_that_fit():
     pipe = load_pipeline(ROOT / "pipelines" / "mafw.toml")
     cs = pipe.classes.class_set()
