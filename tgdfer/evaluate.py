@@ -289,7 +289,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
 
 TABLE6_TITLE = "Table 6: test set from the k frames of highest / lowest influence (%)"
 LOCALISATION_TITLE = "Localisation of the expression episode by the frame influence"
-LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the non-Neutral test clips, influence "
+LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the test clips not of a Neutral class, influence "
                      "(Eq. 12) for the true class: relative = the default, the frame's class score minus its mean "
                      "over the classes; similarity = the raw class score; random = uniform random influence")
 
