@@ -299,6 +299,7 @@ def test_three_classes_end_to_end_through_the_cli(three, synth_dir):
         assert store.text("descriptors")[0] == THREE_DESCRIPTORS
         assert store.text("class_names")[0] == ["joy", "calm", "something else"]
         assert store.clips["label"].tolist() == three["labels"].tolist()
+    assert describe(three["store"]).to_json()["classes"] == list(THREE)
     counts = describe(three["store"]).counts
     assert list(counts.index) == [*THREE, "total"]
     assert counts.loc["Calm", "total"] == f"{(three['labels'] == 1).sum()}/{(three['labels'] == 1).sum()}"
@@ -373,3 +374,22 @@ def test_eleven_classes_from_the_mafw_prompts(clip_table, encoder_cfg, extract_c
     doc = predict(run, [sorted((synth_dir / "frames").iterdir())[3]], device="cpu").to_json()
     assert doc["classes"] == list(cs.names) and len(doc["predictions"][0]["probabilities"]) == 11
     assert sum(doc["predictions"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoints_without_a_class_record_are_the_default_set(reference_store, encoder_cfg, synth_dir, tmp_path):
+    """Checkpoints written before class sets existed: names from the store fingerprint, prompts rebuilt."""
+    import torch
+
+    run = tmp_path / "run"
+    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
+                                                   batch_size=8, device="cpu"), classes=DEFAULT)
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["class_names"] == list(CLASSES) and set(ckpt["prompts"]) == {"class_sentences"}
+    old = {k: v for k, v in ckpt.items() if k not in ("class_names", "prompts")}
+    torch.save(old, tmp_path / "old.pt")
+    clip = sorted((synth_dir / "frames").iterdir())[4]
+    new_doc = predict(run, [clip], device="cpu", weights=encoder_cfg.pretrained).to_json()
+    old_doc = predict(tmp_path / "old.pt", [clip], device="cpu", weights=encoder_cfg.pretrained).to_json()
+    assert old_doc["classes"] == new_doc["classes"] == list(CLASSES)
+    np.testing.assert_allclose(list(old_doc["predictions"][0]["probabilities"].values()),
+                               list(new_doc["predictions"][0]["probabilities"].values()), atol=1e-6)

@@ -221,6 +221,10 @@ def _build_head(ckpt: dict, path: Path, enc: LoadedEncoder) -> TGDFERHead:
             prompts = build_prompt_sets(descriptors, classes=class_set(checkpoint_classes(ckpt)))
         except (OSError, TgdferError) as e:
             raise TgdferError(f"{path}: cannot rebuild its prompts (descriptors file {descriptors}): {e}") from e
+        missing = sorted({head_cfg.fine_text, head_cfg.coarse_text} - set(prompts))
+        if missing:
+            raise TgdferError(f"{path}: records no prompt texts and tgdfer cannot rebuild its prompt set "
+                              f"{', '.join(missing)} for {class_set(checkpoint_classes(ckpt)).describe()}")
     text = {name: encode_texts(enc, prompts[name]) for name in {head_cfg.fine_text, head_cfg.coarse_text}}
     try:
         head = TGDFERHead(head_cfg, dim=args["dim"], frames=args["frames"], classes=args["classes"], text=text,
