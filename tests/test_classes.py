@@ -300,6 +300,8 @@ def test_three_classes_end_to_end_through_the_cli(three, synth_dir):
         assert store.text("class_names")[0] == ["joy", "calm", "something else"]
         assert store.clips["label"].tolist() == three["labels"].tolist()
     assert describe(three["store"]).to_json()["classes"] == list(THREE)
+    result = runner.invoke(app, ["info", str(three["store"])])
+    assert result.exit_code == 0 and "classes: 3 classes (Joy, Calm, Other)" in result.output
     counts = describe(three["store"]).counts
     assert list(counts.index) == [*THREE, "total"]
     assert counts.loc["Calm", "total"] == f"{(three['labels'] == 1).sum()}/{(three['labels'] == 1).sum()}"
