@@ -113,7 +113,7 @@ def test_too_long_descriptor_names_class_and_budget(tmp_path):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(ConfigError, match="descriptor file not found"):
+    with pytest.raises(ConfigError, match="prompts file not found"):
         load_descriptors(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match=r"\.toml or \.json"):
         load_descriptors(_write(tmp_path, "x", name="d.yaml"))

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from .checkpoint import LAST
 from .errors import TgdferError, os_error
-from .labels import CLASSES
+from .labels import short_names
 
 app = typer.Typer(
     name="tgdfer",
@@ -120,12 +120,13 @@ def synth_cli(
 
     pipe = load_pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
                                             synth__size=size, synth__workers=workers))
-    _synth(out, pipe.synth, overwrite)
+    _synth(out, pipe.synth, overwrite, pipe.classes.class_set())
 
 
-def _synth(out: Path, cfg, overwrite: bool) -> None:
-    from .synth import generate, summarize
+def _synth(out: Path, cfg, overwrite: bool, classes=None) -> None:
+    from .synth import check_class_set, generate, summarize
 
+    check_class_set(classes)  # SynthDFER draws the 7 emotions only
     with _progress() as progress:
         task = progress.add_task("synth", total=cfg.clips)
         generate(out, cfg, progress=lambda n: progress.advance(task, n), overwrite=overwrite)
@@ -197,7 +198,7 @@ def _extract(pipe, shard_id, num_shards, overwrite):
 
         result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, on_progress=on_progress)
+                         on_start=on_start, on_progress=on_progress, classes=pipe.classes.class_set())
     _print_extract_summary(result)
     return result
 
@@ -299,7 +300,7 @@ def _train_heads(pipe, replicas, resume: bool):
                                                                f"{df.loss.mean():.3f} test WAR {df.test_war.mean():.3f}")
 
         results = train_replicas(pipe.head, cfg, replicas, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                                 on_epoch=on_epoch, encoder=pipe.encoder)
+                                 on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set())
     console.print(table)
     rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
              "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
@@ -330,7 +331,7 @@ def _train_head(pipe, resume: bool):
                             description=f"train-head loss {r.loss:.3f} test WAR {r.test_war:.3f}")
 
         result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                       on_epoch=on_epoch, encoder=pipe.encoder)
+                       on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set())
     console.print(table)
     console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
@@ -361,7 +362,7 @@ def evaluate_cli(
 
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
                   influence=check_influence(influence), trust_weights=trust_weights)
-    short = ev.results.rename(columns=lambda c: c[:3] if c in CLASSES else c)  # fits 80 columns; files keep full names
+    short = ev.results.rename(columns=short_names(ev.classes))  # fits 80 columns; files keep full names
     console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
     if ev.table6 is not None:
         console.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence"))
@@ -519,13 +520,14 @@ def _print_predictions(result) -> None:
         if not hasattr(pred, "probs"):  # a PredictFailure, reported on stderr
             continue
         k = pred.predicted
-        out.print(f"[bold]{pred.input}[/]: {CLASSES[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames", highlight=False)
+        out.print(f"[bold]{pred.input}[/]: {pred.classes[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames",
+                  highlight=False)
         probs = Table(box=box.SIMPLE, show_header=True)
-        for c in CLASSES:
+        for c in pred.classes:
             probs.add_column(c, justify="right")
         probs.add_row(*[f"{p:.3f}" for p in pred.probs])
         out.print(probs)
-        frames = Table(title=f"influence (Eq. 12, {result.influence}) for {CLASSES[k]}", box=box.SIMPLE)
+        frames = Table(title=f"influence (Eq. 12, {result.influence}) for {pred.classes[k]}", box=box.SIMPLE)
         for col in ("position", "frame", "influence", ""):
             frames.add_column(col, justify="right" if col else "left")
         for t, (i, v) in enumerate(zip(pred.frame_index, pred.influence)):
@@ -581,6 +583,7 @@ def info_cli(
     console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
     console.print_json(json.dumps(d.fingerprint))
+    console.print(f"classes: {d.classes.describe()}", highlight=False)
     console.print(_table(d.counts, title="clips per class (done / all)"))
     console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
     console.print(f"coverage: {d.coverage}")
@@ -669,7 +672,7 @@ def demo_cli(
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
     else:
-        _synth(out, pipe.synth, overwrite=True)
+        _synth(out, pipe.synth, overwrite=True, classes=pipe.classes.class_set())
     result = _extract(pipe, None, None, overwrite=False)
     info_cli(Path(result.store), as_json=False)
     if pipe.train.store != result.store:

@@ -34,7 +34,7 @@ from .encoders import EncoderConfig
 from .errors import ConfigError, FrameReadError, TgdferError
 from .frames import open_frames
 from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
-from .labels import CLASSES
+from .labels import CLASSES, class_set
 from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
@@ -45,7 +45,6 @@ from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_de
 log = logging.getLogger(__name__)
 
 FRAME_CHOICES = ("highest", "lowest")  # Table 6's "Influence" column
-_NEUTRAL = CLASSES.index("Neutral")
 
 
 @dataclass
@@ -57,6 +56,7 @@ class RunScore:
     test: Scores
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # [n] store rows of the test clips
     logits: np.ndarray = field(default_factory=lambda: np.empty((0, len(CLASSES))))  # [n, C] view 0
+    classes: tuple[str, ...] = CLASSES  # class names of the run's store, label order
 
     @property
     def name(self) -> str:
@@ -78,6 +78,7 @@ class LoadedRun:
     clips: pd.DataFrame  # the store's clip table
     frame_index: np.ndarray  # [N, T] source frame of every view-0 feature
     frame_backend: str  # video decoder the store was extracted with
+    classes: tuple[str, ...] = CLASSES  # class names of the store (label i = classes[i])
 
 
 def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
@@ -134,7 +135,7 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
     extract_record = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
-                     frame_backend=extract_record.get("frame_backend", "auto"))
+                     frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes)
 
 
 @torch.no_grad()
@@ -170,7 +171,8 @@ def score_run(lr: LoadedRun) -> RunScore:
     """Scores of the run's test clips from view 0 (what train-head reported for the same weights)."""
     logits, _ = forward(lr.head, lr.feats[lr.test])
     return RunScore(run=lr.run, fold=lr.cfg.fold, selection=lr.cfg.selection, epoch=lr.epoch,
-                    test=score(lr.labels[lr.test], logits), rows=lr.test, logits=logits)
+                    test=score(lr.labels[lr.test], logits, lr.classes), rows=lr.test, logits=logits,
+                    classes=lr.classes)
 
 
 def rescore(run: str | Path, device: str = "auto", trust_weights: bool = False) -> RunScore:
@@ -207,7 +209,7 @@ def frame_subset_scores(lr: LoadedRun, which: str, k: int, influence: np.ndarray
     feats = lr.feats[torch.as_tensor(rows, device=lr.feats.device)[:, None],
                      torch.as_tensor(pos, device=lr.feats.device)]  # [n, T, D]
     logits, _ = forward(lr.head, feats)
-    return score(lr.labels[rows], logits)
+    return score(lr.labels[rows], logits, lr.classes)
 
 
 def parse_ks(text: str | Sequence[int]) -> list[int]:
@@ -253,6 +255,7 @@ class Evaluation:
     table6: Optional[pd.DataFrame] = None  # when frames were asked for
     localisation: Optional[pd.DataFrame] = None  # when the dataset has frame labels
     influence: str = "relative"  # head.frame_influence mode of Table 6 and the strips
+    classes: tuple[str, ...] = CLASSES  # the runs' class set (label order)
     files: list[Path] = field(default_factory=list)  # tables and figures written
 
 
@@ -283,7 +286,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         loc_rows += [{"run": s.name, **loc}] if loc is not None else []
         strips += _confidence_strips(lr, s, truth, influence) if figures else []
     results, protocol = results_table(scores)
-    ev = Evaluation(results=results, protocol=protocol, scores=scores, influence=influence)
+    ev = Evaluation(results=results, protocol=protocol, scores=scores, influence=influence, classes=scores[0].classes)
     ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}")
     if t6_rows:
         ev.table6 = table6(t6_rows)
@@ -298,14 +301,14 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         from .figures import confusion_figures
 
         ev.files += confusion_figures({s.name.replace(" ", ""): np.asarray(s.test.confusion) for s in scores},
-                                      out / "figures")
+                                      out / "figures", ev.classes)
         ev.files += _save_strips(strips, out / "figures")
     return ev
 
 
 TABLE6_TITLE = "Table 6: test set from the k frames of highest / lowest influence (%)"
 LOCALISATION_TITLE = "Localisation of the expression episode by the frame influence"
-LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the non-Neutral test clips, influence "
+LOCALISATION_NOTE = ("AUROC and hit@1 against SynthDFER's in_episode over the test clips not of a Neutral class, influence "
                      "(Eq. 12) for the true class: relative = the default, the frame's class score minus its mean "
                      "over the classes; similarity = the raw class score; random = uniform random influence")
 
@@ -324,6 +327,10 @@ def _table6_rows(lr: LoadedRun, s: RunScore, frames: Sequence[str], ks: Sequence
 
 def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
     """Table 1 layout (one row per fold, plus the mean) or Table 2 layout (one split); and the protocol."""
+    sets = {s.classes for s in scores}
+    if len(sets) > 1:
+        raise TgdferError(f"runs use different class sets ({'; '.join(', '.join(c) for c in sorted(sets))}); "
+                          "tabulate them separately")
     protocols = {PROTOCOLS[s.selection] for s in scores}
     if len(protocols) > 1:
         raise TgdferError(f"runs use different model-selection protocols ({'; '.join(sorted(protocols))}); "
@@ -351,11 +358,13 @@ def frame_truth(lr: LoadedRun) -> Optional[dict[str, np.ndarray]]:
 
 def localise_run(lr: LoadedRun, truth: Optional[dict[str, np.ndarray]] = None,
                  seed: int = 0) -> Optional[dict[str, float]]:
-    """`localize.localise` of the run's non-Neutral test clips, or None without frame labels."""
+    """`localize.localise` of the run's non-Neutral test clips (all of them in a class set without a
+    "neutral" class), or None without frame labels."""
     truth = frame_truth(lr) if truth is None else truth
     if truth is None:
         return None
-    rows = lr.test[lr.labels[lr.test] != _NEUTRAL]
+    neutral = class_set(lr.classes).neutral
+    rows = lr.test if neutral is None else lr.test[lr.labels[lr.test] != neutral]
     if len(rows) == 0:
         return None
     scores: dict[str, list[torch.Tensor]] = {mode: [] for mode in INFLUENCES}  # Eq. 12 in each mode
@@ -415,8 +424,8 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
             log.warning("no frame strip for clip %s: %s", lr.clips["clip_id"].iat[row], e)
             continue
         title = (f"{s.name}, {tag.replace('_', ' ')}: clip {lr.clips['clip_id'].iat[row]}, "
-                 f"true {CLASSES[int(lr.labels[row])]}, predicted {CLASSES[pred]} ({probs[k, pred]:.2f}); "
-                 f"{mode} influence for {CLASSES[pred]}")
+                 f"true {lr.classes[int(lr.labels[row])]}, predicted {lr.classes[pred]} ({probs[k, pred]:.2f}); "
+                 f"{mode} influence for {lr.classes[pred]}")
         labels = (truth or {}).get(str(lr.clips["clip_id"].iat[row]))
         shown = labels[index].astype(float) if labels is not None and index.max() < len(labels) else None
         out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown))

@@ -34,6 +34,7 @@ from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .frames import FrameSource, open_frames
+from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
@@ -120,9 +121,13 @@ def annotation_digest(table: pd.DataFrame) -> str:
 
 
 def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEncoder, table: pd.DataFrame,
-                      data_kind: str) -> dict:
-    """Everything the stored features depend on; a store refuses a run whose fingerprint differs."""
-    return {
+                      data_kind: str, classes: ClassSet = DEFAULT) -> dict:
+    """Everything the stored features depend on; a store refuses a run whose fingerprint differs.
+
+    A class set other than the default 7 emotions adds "classes": {"names": [...]} (labels.classes_record);
+    without that entry a store is for the default set, so older stores keep their fingerprint.
+    """
+    fp = {
         "tgdfer_version": __version__,
         "encoder": dict(enc.fingerprint),
         "preprocessing": {"size": enc.image_size, "normalize": cfg.normalize,
@@ -132,6 +137,19 @@ def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEnc
                                                    for k, v in asdict(augment).items()}},
         "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
     }
+    record = classes_record(classes)
+    return fp if record is None else {**fp, "classes": record}
+
+
+def check_labels(table: pd.DataFrame, classes: ClassSet) -> None:
+    """TgdferError when a clip's label is not a class of `classes` (labels are 0-based indices)."""
+    labels = table["label"].to_numpy()
+    bad = (labels < 0) | (labels >= len(classes))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise TgdferError(f"clip {table['clip_id'].iat[row]} has label {int(labels[row])}, but the class set has "
+                          f"{classes.describe()}: labels must lie in 0..{len(classes) - 1}; declare the dataset's "
+                          "classes in [classes] names")
 
 
 class ClipViews(Dataset):
@@ -259,16 +277,20 @@ def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: d
     except TgdferError as e:
         if not existed:  # nothing to rebuild: the hint would only invite deleting something else
             raise
+        with FeatureStore.open(zpath) as old:  # another class set: say so in words, naming both sets
+            check_same_classes(stored_classes(old.fingerprint), stored_classes(fingerprint), str(zpath))
         raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
     except OSError as e:  # a read-only folder, a full disk, a path through a file
         raise os_error(zpath, e, "create the feature store") from e
 
 
-def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Optional[str]) -> None:
-    """Tokens and frozen embeddings of every prompt set (class names, sentences, descriptors) that the
-    store lacks or holds with other prompts: a run killed between two sets wrote only some of them, and
-    a new descriptors file replaces that set (the encoder is in the fingerprint, the prompts are not)."""
-    for name, prompts in build_prompt_sets(descriptors).items():
+def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Optional[str],
+                        classes: ClassSet = DEFAULT) -> None:
+    """Tokens and frozen embeddings of every prompt set (class names, sentences, descriptors) of `classes`
+    that the store lacks or holds with other prompts: a run killed between two sets wrote only some of
+    them, and a new prompts file replaces that set (the encoder and class names are in the fingerprint,
+    the prompts are not)."""
+    for name, prompts in build_prompt_sets(descriptors, classes=classes).items():
         if name in store.text_sets and store.text(name)[0] == prompts:
             continue
         if name in store.text_sets:
@@ -283,8 +305,11 @@ ProgressFn = Callable[[int, int], None]  # (clips finished in this call, images 
 def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, table: pd.DataFrame, *,
             data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
             overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
-            on_progress: Optional[ProgressFn] = None) -> ExtractResult:
+            on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT) -> ExtractResult:
     """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
+
+    `classes`: the class set the table's labels index (recorded in the fingerprint unless the
+    default 7 emotions; its prompts are the store's text sets).
 
     on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
     draws a rich bar with them). Clips that cannot be read are recorded and skipped.
@@ -301,13 +326,14 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
                           "delete it once, then start the shards")
     if len(table) == 0:
         raise TgdferError("the clip table is empty: nothing to extract")
+    check_labels(table, classes)
     device = resolve_device(cfg.device)
     enc = load_encoder(encoder, device=device)
-    fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind)
+    fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind, classes)
     store = open_or_create_store(cfg, table, fingerprint, enc.embed_dim, overwrite)
     try:
         if shard_id == 0:
-            write_text_features(store, enc, cfg.descriptors)
+            write_text_features(store, enc, cfg.descriptors, classes)
         todo = store.todo_rows(shard_id, num_shards, retry_failed=True)
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
         skipped = mine - len(todo)

@@ -72,11 +72,16 @@ def confusion_figure(conf: np.ndarray, title: str, classes: Sequence[str] = CLAS
                      percent: bool = False) -> Figure:
     """Paper Fig. 3: a confusion matrix, rows = true class, cells = percent of the row.
 
-    `conf` is counts [C, C] (normalised here) or, with `percent=True`, already row percentages.
+    `conf` is counts [C, C] (normalised here) or, with `percent=True`, already row percentages;
+    `classes` its C class names in label order. Beyond 7 classes the figure grows so that the cells
+    keep the size they have for the paper's 7.
     """
     pct = np.asarray(conf, dtype=np.float64) if percent else row_percent(conf)
     C = len(classes)
-    fig = _figure(5.6, 5.0)
+    if pct.shape != (C, C):
+        raise ValueError(f"a confusion of shape {pct.shape} does not fit {C} classes ({', '.join(classes)})")
+    grow = max(0, C - 7) * 0.45  # inches per extra class
+    fig = _figure(5.6 + grow, 5.0 + grow)
     ax = fig.add_axes((0.24, 0.22, 0.62, 0.68))
     im = ax.imshow(np.nan_to_num(pct), cmap="Blues", vmin=0, vmax=100)
     for i in range(C):

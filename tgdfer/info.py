@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .labels import CLASSES
+from .labels import CLASSES, ClassSet, stored_classes
 from .store import FeatureStore
 
 
@@ -25,21 +25,23 @@ class StoreDescription:
     counts: pd.DataFrame  # index class; columns per fold (or split) as "done/all", plus total
     failures: pd.DataFrame  # row, clip_id, reason, writer
     text_sets: list[str]
+    classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
 
     def to_json(self) -> dict:
         return {
             "path": self.path, "backend": self.backend, "clips": self.clips, "views": self.views,
             "frames": self.frames, "dim": self.dim, "size_bytes": self.size_bytes,
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
-            "counts": self.counts.to_dict(orient="index"),
+            "classes": list(self.classes.names), "counts": self.counts.to_dict(orient="index"),
             "failures": self.failures.to_dict(orient="records"),
         }
 
 
-def class_counts(clips: pd.DataFrame, done) -> pd.DataFrame:
-    """Clips per class and fold (or split) as 'done/all' strings, with a total column and row."""
+def class_counts(clips: pd.DataFrame, done, classes: tuple[str, ...] = CLASSES) -> pd.DataFrame:
+    """Clips per class (of `classes`, label order) and fold (or split) as 'done/all' strings, with totals."""
     group = "fold" if clips["fold"].notna().any() else "split"
-    df = clips.assign(done=done, cls=pd.Categorical([CLASSES[i] for i in clips["label"]], categories=CLASSES))
+    names = list(classes)
+    df = clips.assign(done=done, cls=pd.Categorical([names[i] for i in clips["label"]], categories=names))
     keys = [f"{group} {g}" for g in clips[group].fillna("-")]
     df = df.assign(group=keys)
     all_ = pd.crosstab(df["cls"], df["group"], margins=True, margins_name="total", dropna=False)
@@ -54,9 +56,10 @@ def class_counts(clips: pd.DataFrame, done) -> pd.DataFrame:
 def describe(path: str | Path) -> StoreDescription:
     with FeatureStore.open(path) as store:
         clips = store.clips
+        classes = stored_classes(store.fingerprint)
         return StoreDescription(
             path=str(path), backend=store.backend, clips=store.n_clips, views=store.views, frames=store.frames,
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
-            coverage=store.coverage(), counts=class_counts(clips, store.done), failures=store.failures,
-            text_sets=list(store.text_sets),
+            coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
+            failures=store.failures, text_sets=list(store.text_sets), classes=classes,
         )

@@ -1,6 +1,7 @@
 """DFER metrics (confusion, per-class recall, WAR, UAR) and the paper's result tables.
 
-Shapes: N samples, C classes. Labels are 0-based ints 0..C-1 (tgdfer's convention, DFEW order).
+Shapes: N samples, C classes. Labels are 0-based ints 0..C-1 into the class set's names (tgdfer's
+convention; DFEW order for the default 7 emotions, `labels.ClassSet` for any other set).
 Metric functions return fractions in [0, 1]; the tables (`fold_table`, `split_table`) show
 percent with 2 decimals, as the paper's Tables 1 and 2.
 
@@ -259,8 +260,8 @@ def fold_table(results: Mapping[str | int, Scores] | pd.DataFrame, *, std: bool 
     """The DFEW k-fold result table in the layout of the paper's Table 1.
 
     Rows "fold 1".."fold K" (keys 1, "1", "fold 1" or "set_1" all name fold 1), then "mean"
-    (and "std", the sample std over folds, if `std`). Columns: the per-class accuracies in DFEW
-    order (Happiness .. Fear), then UAR and WAR, percent with 2 decimals. The mean row is the mean
+    (and "std", the sample std over folds, if `std`). Columns: the per-class accuracies in label
+    order (DFEW's Happiness .. Fear for the default set; any class set's own), then UAR and WAR, percent with 2 decimals. The mean row is the mean
     of the unrounded per-fold values, as DFER papers report the 5-fold mean; a class absent from
     a fold's test set (NaN) is averaged over the folds that have it.
 
@@ -282,7 +283,7 @@ def split_table(results: Scores | Mapping[str, Scores], *, split: str = "test", 
     """A single-split result table (FERV39k) in the layout of the paper's Table 2.
 
     One row per split (`results` a `Scores`: one row named `split`; or split name -> `Scores`),
-    columns UAR, WAR, then, if `per_class`, the per-class accuracies (DFEW order). Percent with 2
+    columns UAR, WAR, then, if `per_class`, the per-class accuracies (label order; DFEW's for the 7). Percent with 2
     decimals; `protocol` as in `fold_table`.
     """
     if isinstance(results, Scores):

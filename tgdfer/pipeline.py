@@ -1,5 +1,6 @@
 """A pipeline file (`pipelines/*.toml`): one table per stage, each built into its dataclass.
 
+    [classes]  -> ClassesConfig            (the class set: names in label order, prompts file)
     [synth]    -> synth.SynthConfig        (only for the synthetic dataset)
     [data]     -> DataConfig               (which reader, and its arguments)
     [encoder]  -> encoders.EncoderConfig
@@ -26,10 +27,35 @@ from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
 from .head import HeadConfig
+from .labels import CLASSES, ClassSet, class_set
+from .prompts import load_prompt_file
 from .proxy import ProxyConfig
 from .readers import READERS, ClipTable, load_clips
 from .synth import SynthConfig
 from .train import TrainConfig
+
+
+@dataclass
+class ClassesConfig:
+    """The classes a pipeline predicts (docs/classes.md); the default is the paper's 7 emotions in DFEW order."""
+
+    names: list[str] = field(default_factory=lambda: list(CLASSES))  # class i = names[i] (label i), case-insensitive
+    prompts_file: str = ""  # TOML/JSON prompt texts per class (or DFER-CLIP's Text.py); "" = built-in/derived
+
+    def __post_init__(self):
+        self.class_set()  # ConfigError naming classes.names or classes.prompts_file now, not after extraction
+
+    def class_set(self) -> ClassSet:
+        """The declared ClassSet with the prompts file's texts (DEFAULT, with its aliases, for the 7 emotions)."""
+        names = class_set(self.names, source="names")
+        if not self.prompts_file:
+            return names
+        try:
+            prompts = load_prompt_file(self.prompts_file, names)
+        except ConfigError as e:
+            raise ConfigError("prompts_file", str(e)) from None
+        return ClassSet(names.names, aliases=names.aliases, prompts=prompts, source="names",
+                        prompts_source=self.prompts_file)
 
 
 @dataclass
@@ -45,11 +71,16 @@ class DataConfig:
 
     def load(self) -> ClipTable:
         """Read the annotations into a clip table."""
+        # TODO(lead, after merging the readers branch): read labels against the declared class set,
+        #   `load_clips(self.kind, class_names=classes.names, **self.args)` with `classes` from
+        #   Pipeline.classes (e.g. `def load(self, classes: ClassesConfig | None = None)`, called as
+        #   `pipe.data.load(pipe.classes)` in cli._extract). Today's readers take no class_names.
         return load_clips(self.kind, **self.args)
 
 
 @dataclass
 class Pipeline:
+    classes: ClassesConfig = field(default_factory=ClassesConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -17,7 +17,8 @@ JSON output (`--json`, `PredictResult.to_json()`):
     {"model": "runs/x/last.safetensors", "tgdfer_version": "0.1.0",
      "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
      "influence": "relative",                              # head.frame_influence mode (--influence)
-     "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],
+     "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],   # the model's
+                                                           # class set, label order (the 7 emotions by default)
      "predictions": [
        {"input": "clip.mp4", "ok": true, "n_frames": 37, "predicted": "Happiness",
         "probabilities": {"Happiness": 0.91, ...},        # softmax of the bag logits (Eq. 11), sums to 1
@@ -52,7 +53,7 @@ from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
 from .frames import open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
-from .labels import CLASSES
+from .labels import CLASSES, class_set, stored_classes
 from .prompts import build_prompt_sets
 from .text import FrozenTextEncoder
 from .train import load_checkpoint, resolve_device
@@ -74,6 +75,7 @@ class Predictor:
     frames: int  # T
     seed: int  # the store's sampling seed (view 0 does not draw from it)
     frame_backend: str  # video decoder the store was extracted with
+    classes: tuple[str, ...] = CLASSES  # the model's class names, label order
 
     @property
     def device(self) -> torch.device:
@@ -89,15 +91,16 @@ class Prediction:
     frame_index: np.ndarray  # [T] source frame (0-based) at each sampled position
     influence: np.ndarray  # [T] Eq. 12 for the predicted class (PredictResult.influence mode)
     frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8, kept for figures
+    classes: tuple[str, ...] = CLASSES  # class names of probs, label order
 
     @property
     def predicted(self) -> int:
         return int(self.probs.argmax())
 
     def to_json(self) -> dict:
-        return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": CLASSES[self.predicted],
-                "probabilities": {c: float(p) for c, p in zip(CLASSES, self.probs)},
-                "influence_class": CLASSES[self.predicted],
+        return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": self.classes[self.predicted],
+                "probabilities": {c: float(p) for c, p in zip(self.classes, self.probs)},
+                "influence_class": self.classes[self.predicted],
                 "frames": [{"position": t, "frame": int(i), "influence": float(v)}
                            for t, (i, v) in enumerate(zip(self.frame_index, self.influence))]}
 
@@ -119,6 +122,7 @@ class PredictResult:
     figures: list[Path] = field(default_factory=list)  # frame strips written (PNG)
     figure_error: Optional[str] = None  # why the strips could not be written (the predictions stand)
     influence: str = "relative"  # head.frame_influence mode of every prediction
+    classes: tuple[str, ...] = CLASSES  # the model's class names, label order
 
     @property
     def failed(self) -> int:
@@ -126,7 +130,7 @@ class PredictResult:
 
     def to_json(self) -> dict:
         return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
-                "influence": self.influence, "classes": list(CLASSES),
+                "influence": self.influence, "classes": list(self.classes),
                 "predictions": [p.to_json() for p in self.predictions]}
 
 
@@ -199,18 +203,33 @@ def _load_encoder(ckpt: dict, path: Path, weights: Optional[str], device: torch.
     return enc
 
 
+def checkpoint_classes(ckpt: dict) -> tuple[str, ...]:
+    """The class names a checkpoint predicts: its own record, else its store's (the 7 emotions for old ones)."""
+    names = ckpt.get("class_names")
+    return tuple(names) if names else stored_classes(ckpt.get("store_fingerprint")).names
+
+
 def _build_head(ckpt: dict, path: Path, enc: LoadedEncoder) -> TGDFERHead:
-    """The head the checkpoint describes, its text prompts re-encoded by `enc` and checked against it."""
+    """The head the checkpoint describes, its text prompts re-encoded by `enc` and checked against it.
+
+    The prompt texts are the checkpoint's own (recorded by train-head); older checkpoints rebuild them
+    from the built-in sets and the run's descriptors file."""
     head_cfg = build(HeadConfig, ckpt["config"]["head"], "head")
     args = ckpt["head_args"]
     if enc.embed_dim != args["dim"]:
         raise TgdferError(f"{path}: the head takes {args['dim']}-wide features but {enc.fingerprint['model']} "
                           f"gives {enc.embed_dim}")
     descriptors = ckpt["config"].get("pipeline", {}).get("extract", {}).get("descriptors")
-    try:
-        prompts = build_prompt_sets(descriptors)
-    except (OSError, TgdferError) as e:
-        raise TgdferError(f"{path}: cannot rebuild its prompts (descriptors file {descriptors}): {e}") from e
+    prompts = ckpt.get("prompts") or {}
+    if not {head_cfg.fine_text, head_cfg.coarse_text} <= set(prompts):
+        try:
+            prompts = build_prompt_sets(descriptors, classes=class_set(checkpoint_classes(ckpt)))
+        except (OSError, TgdferError) as e:
+            raise TgdferError(f"{path}: cannot rebuild its prompts (descriptors file {descriptors}): {e}") from e
+        missing = sorted({head_cfg.fine_text, head_cfg.coarse_text} - set(prompts))
+        if missing:
+            raise TgdferError(f"{path}: records no prompt texts and tgdfer cannot rebuild its prompt set "
+                              f"{', '.join(missing)} for {class_set(checkpoint_classes(ckpt)).describe()}")
     text = {name: encode_texts(enc, prompts[name]) for name in {head_cfg.fine_text, head_cfg.coarse_text}}
     try:
         head = TGDFERHead(head_cfg, dim=args["dim"], frames=args["frames"], classes=args["classes"], text=text,
@@ -256,7 +275,7 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
                               std=tuple(pp["std"]))
     backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
     return Predictor(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
-                     seed=int(sampling["seed"]), frame_backend=backend)
+                     seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt))
 
 
 # -- clips --------------------------------------------------------------------------------------
@@ -280,7 +299,8 @@ def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False, infl
     scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # for the predicted class
     logits = out.logits[0, 0].float().cpu()
     return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
-                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(), frames=frames)
+                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(), frames=frames,
+                      classes=p.classes)
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
@@ -326,7 +346,8 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
     check_influence(influence)
     p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights)
     ckpt_fp = dict(p.encoder.fingerprint)
-    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence)
+    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
+                           classes=p.classes)
     used: set[str] = set()
     for item in expand_inputs(inputs):
         if isinstance(item, PredictFailure):
@@ -351,5 +372,6 @@ def _strip(pred: Prediction, stem: Path, mode: str = "relative") -> Path:
     from .figures import frame_strip_figure, save_figure
 
     k = pred.predicted
-    title = f"{Path(pred.input).name}: {CLASSES[k]} ({pred.probs[k]:.2f}); {mode} influence for {CLASSES[k]}"
+    name = pred.classes[k]
+    title = f"{Path(pred.input).name}: {name} ({pred.probs[k]:.2f}); {mode} influence for {name}"
     return save_figure(frame_strip_figure(pred.frames, pred.influence, pred.frame_index, title), stem)[0]

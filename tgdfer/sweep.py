@@ -346,6 +346,7 @@ class PlannedPoint:
 def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     """Every point built and checked (config, store, folds, settings of earlier runs in `out`)."""
     from .store import FeatureStore
+    from .labels import check_same_classes, stored_classes
     from .train import check_fold, check_head, replica_runs
 
     pipes = [point_pipeline(sweep, p) for p in sweep.points]
@@ -357,6 +358,7 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     for i, (point, pipe) in enumerate(zip(sweep.points, pipes)):
         try:
             with FeatureStore.open(pipe.train.store) as store:
+                check_same_classes(stored_classes(store.fingerprint), pipe.classes.class_set(), str(store.path))
                 check_head(pipe.head, store)
                 for f in sweep.folds:
                     check_fold(store, f)
@@ -499,7 +501,7 @@ def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = No
         groups = [[r] for r in plan.replicas] if pipe.train.end_to_end else [plan.replicas]
         for replicas in groups:
             train_replicas(pipe.head, pipe.train, replicas, resume=True, config_record=record,
-                           on_epoch=on_epoch, encoder=pipe.encoder)
+                           on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set())
         outcome = PointOutcome(point.name, "done", time.perf_counter() - t0)
     except Exception as e:  # one failing point must not stop the others
         outcome = PointOutcome(point.name, "failed", time.perf_counter() - t0, f"{type(e).__name__}: {e}")

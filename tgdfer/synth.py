@@ -44,7 +44,7 @@ import pandas as pd
 from . import faces
 from .config import to_dict
 from .errors import AnnotationError, ConfigError, TgdferError
-from .labels import CLASSES, DFEW_CLASS_SHARES, NUM_CLASSES
+from .labels import CLASSES, DFEW_CLASS_SHARES, NUM_CLASSES, ClassSet
 
 logger = logging.getLogger(__name__)
 
@@ -387,11 +387,26 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def check_class_set(classes: ClassSet | None) -> None:
+    """ConfigError unless `classes` is None or the default set: SynthDFER draws the 7 basic emotions
+    (faces.EMOTION_AUS) and writes their labels in DFEW's order, so no other class set fits its files."""
+    if classes is None or classes.is_default:
+        return
+    known = {c.lower() for c in CLASSES}
+    alien = [n for n in classes.names if n.lower() not in known]
+    why = (f"it cannot draw {', '.join(alien)}" if alien else
+           "its files number the classes in DFEW's order, and the declared set orders or selects them differently")
+    raise ConfigError("classes.names", f"SynthDFER makes only the 7 basic emotions ({', '.join(CLASSES)}); the "
+                      f"pipeline declares {classes.describe()}: {why}. Generate SynthDFER with the default "
+                      "[classes], or bring a dataset with these classes")
+
+
 def generate(
     out: str | Path,
     cfg: SynthConfig,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    classes: ClassSet | None = None,
 ) -> pd.DataFrame:
     """Write a SynthDFER dataset to `out` (layout in the module docstring) and return its clip summary.
 
@@ -399,8 +414,10 @@ def generate(
     `progress.advance`). With more than one worker the clips are rendered in a "spawn" process
     pool, so a script calling this needs the usual `if __name__ == "__main__":` guard. Returns one row per clip: clip_id, path (relative to `out`), label
     (0-based), class, fold, n_frames, episode_start, episode_end (exclusive), apex, distractor
-    (class name, "" if none).
+    (class name, "" if none). `classes` (a pipeline's [classes]): refused unless the default 7
+    emotions (`check_class_set`).
     """
+    check_class_set(classes)
     out = Path(out)
     _prepare_out(out, overwrite)
     started = time.perf_counter()

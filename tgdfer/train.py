@@ -41,7 +41,7 @@ from .config import table_diff, to_dict
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder
 from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
-from .labels import CLASSES
+from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .readers import fold_split
 from .store import FeatureStore
@@ -193,6 +193,7 @@ class DeviceData:
     train: np.ndarray  # row indices
     val: np.ndarray
     test: np.ndarray
+    classes: tuple[str, ...] = CLASSES  # the store's class names: label i is classes[i]
 
 
 def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selection: str,
@@ -238,7 +239,8 @@ def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: 
     else:
         feats = torch.from_numpy(store.read_feats()).to(device)  # [N, V, T, D] float16, read once
     labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
-    return [DeviceData(feats, labels, *rows) for rows in splits]
+    names = stored_classes(store.fingerprint).names
+    return [DeviceData(feats, labels, *rows, classes=names) for rows in splits]
 
 
 def load_device_data(store: FeatureStore, cfg: TrainConfig, device: torch.device) -> DeviceData:
@@ -315,8 +317,10 @@ def check_head(head_cfg: HeadConfig, store: FeatureStore) -> None:
         raise ConfigError(f"head.{e.field}", f"{str(e).split(': ', 1)[-1]} (the store has {store.frames} frames)") from None
     for field_name, name in (("head.text_prompt", head_cfg.fine_text), ("head.coarse_text", head_cfg.coarse_text)):
         if name not in store.text_sets:
+            hint = ("; descriptors of classes outside the 7 emotions come from [classes] prompts_file"
+                    if name == "descriptors" else "")
             raise ConfigError(field_name, f"{store.path} has no prompt set {name!r} "
-                              f"(it has: {', '.join(store.text_sets) or 'none'})")
+                              f"(it has: {', '.join(store.text_sets) or 'none'}){hint}")
 
 
 def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int | Sequence[int],
@@ -327,7 +331,8 @@ def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, 
     check_head(head_cfg, store)
     if head_cfg.learnable and text_encoder is None:
         text_encoder = load_text_encoder(store, device, encoder)
-    head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=len(CLASSES), text=text_sets(store),
+    classes = len(stored_classes(store.fingerprint))
+    head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=classes, text=text_sets(store),
                       text_encoder=text_encoder if head_cfg.learnable else None, replicas=len(seeds), seeds=seeds)
     return head.to(device)
 
@@ -525,13 +530,13 @@ def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str)
         return [None] * len(rows)
     logits = predict_replicas(head, datas[0].feats, rows)
     labels = datas[0].labels
-    return [score(labels[torch.as_tensor(r, device=labels.device)], lg) if len(r) else None
+    return [score(labels[torch.as_tensor(r, device=labels.device)], lg, datas[0].classes) if len(r) else None
             for r, lg in zip(rows, logits)]
 
 
 def evaluate_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray) -> Scores:
     logits = predict_rows(head, data, rows)
-    return score(data.labels[torch.as_tensor(rows, device=data.labels.device)], logits)
+    return score(data.labels[torch.as_tensor(rows, device=data.labels.device)], logits, data.classes)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -616,20 +621,22 @@ class _Run:
 
 def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, config_record: Optional[dict] = None,
           on_epoch: Optional[Callable[[EpochRecord], None]] = None,
-          text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None) -> TrainResult:
+          text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None,
+          classes: Optional[ClassSet | Sequence[str]] = None) -> TrainResult:
     """Train one replica (cfg.fold, cfg.seed) on cfg.store; writes cfg.out/{config.json, metrics.csv,
     final.json, last.safetensors, best.safetensors}. The M = 1 case of `train_replicas`."""
     each = None if on_epoch is None else (lambda epoch, records: [on_epoch(r) for r in records])
     return train_replicas(head_cfg, cfg, [Replica(cfg.fold, cfg.seed, cfg.out)], resume=resume,
                           config_record=config_record, on_epoch=each, text_encoder=text_encoder,
-                          encoder=encoder)[0]
+                          encoder=encoder, classes=classes)[0]
 
 
 def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Replica], *, resume: bool = False,
                    config_record: Optional[dict] = None,
                    on_epoch: Optional[Callable[[int, list[EpochRecord]], None]] = None,
                    text_encoder: Optional[FrozenTextEncoder] = None,
-                   encoder: Optional[EncoderConfig] = None) -> list[TrainResult]:
+                   encoder: Optional[EncoderConfig] = None,
+                   classes: Optional[ClassSet | Sequence[str]] = None) -> list[TrainResult]:
     """Train every replica (fold, seed, run folder) of one architecture together on cfg.store.
 
     `cfg` holds everything the replicas share; each replica's fold, seed and out replace cfg's.
@@ -639,6 +646,8 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     record per replica trained in that epoch, in `replicas` order. With `resume`, replicas are
     continued from their last checkpoint (replicas stopped at different epochs train in separate groups).
     A replica whose loss turns NaN stops; the others go on, then TrainingDiverged names it.
+    `classes` (the pipeline's [classes]): a ConfigError naming both sets when the store was built
+    for another class set; None trains on whatever set the store has.
     """
     replicas = list(replicas)
     _check_replicas(replicas, resume)
@@ -648,6 +657,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     device = resolve_device(cfg.device)
     torch.manual_seed(replicas[0].seed)  # dropout and anything else drawing from the global generator
     with FeatureStore.open(cfg.store) as store:
+        store_classes = stored_classes(store.fingerprint)
+        if classes is not None:
+            check_same_classes(store_classes, class_set(classes), str(store.path))
         check_head(head_cfg, store)
         cfgs = [replace(cfg, fold=r.fold, seed=r.seed, out=r.out) for r in replicas]
         for c in cfgs:
@@ -670,7 +682,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         live = _live_features(store, cfg, runs, device, encoder) if cfg.end_to_end else None
         meta = dict(store_fingerprint=store.fingerprint, tgdfer_version=__version__,
                     mode="end-to-end" if live else "cached",
-                    head_args=dict(dim=store.dim, frames=store.frames, classes=len(CLASSES)))
+                    head_args=dict(dim=store.dim, frames=store.frames, classes=len(store_classes)),
+                    class_names=list(store_classes.names),  # label i's name, for evaluate and predict
+                    prompts={name: store.text(name)[0] for name in (head_cfg.fine_text, head_cfg.coarse_text)})
     results: list[Optional[TrainResult]] = [None] * len(replicas)
     failed: list[str] = []
     with contextlib.closing(live) if live else contextlib.nullcontext():  # end-to-end: decode threads end here
