@@ -380,18 +380,18 @@ def test_eleven_classes_from_the_mafw_prompts(clip_table, encoder_cfg, extract_c
 
 def test_checkpoints_without_a_class_record_are_the_default_set(reference_store, encoder_cfg, synth_dir, tmp_path):
     """Checkpoints written before class sets existed: names from the store fingerprint, prompts rebuilt."""
-    import torch
+    from tgdfer.train import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
                                                    batch_size=8, device="cpu"), classes=DEFAULT)
-    ckpt = torch.load(run / "last.pt", weights_only=False)
+    ckpt = load_checkpoint(run / "last.safetensors")
     assert ckpt["class_names"] == list(CLASSES) and set(ckpt["prompts"]) == {"class_sentences"}
     old = {k: v for k, v in ckpt.items() if k not in ("class_names", "prompts")}
-    torch.save(old, tmp_path / "old.pt")
+    save_checkpoint(tmp_path / "old.safetensors", **old)
     clip = sorted((synth_dir / "frames").iterdir())[4]
     new_doc = predict(run, [clip], device="cpu", weights=encoder_cfg.pretrained).to_json()
-    old_doc = predict(tmp_path / "old.pt", [clip], device="cpu", weights=encoder_cfg.pretrained).to_json()
+    old_doc = predict(tmp_path / "old.safetensors", [clip], device="cpu", weights=encoder_cfg.pretrained).to_json()
     assert old_doc["classes"] == new_doc["classes"] == list(CLASSES)
     np.testing.assert_allclose(list(old_doc["predictions"][0]["probabilities"].values()),
                                list(new_doc["predictions"][0]["probabilities"].values()), atol=1e-6)
