@@ -43,7 +43,7 @@ def text_encoder(encoder):
 def _head(text, text_encoder=None, replicas=1, seeds=None, **changes):
     cfg = dataclasses.replace(TINY, **changes)
     return TGDFERHead(cfg, dim=D, frames=T, classes=C, text=text,
-                      text_encoder=text_encoder if cfg.learnable else None, replicas=replicas,
+                      text_encoder=text_encoder if cfg.needs_text_encoder else None, replicas=replicas,
                       seeds=seeds if seeds is not None else list(range(replicas)))
 
 
@@ -211,7 +211,7 @@ TABLE3 = [dict(fine_depth=f, coarse_depth=c) for f, c in
 TABLE4 = [dict(stride=s, window=w) for s, w in
           [(None, 2), (None, 4), (None, 8), (1, 2), (1, 4), (1, 8), (2, 4), (2, 8), (3, 4)]]
 TABLE5 = [dict(text_prompt=t, learnable=lrn, visual_prompt=v)
-          for lrn in (False, True) for t in ("class", "descriptors") for v in ("none", "add", "prepend")]
+          for lrn in (False, True) for t in ("class", "descriptors") for v in ("none", "add", "prepend", "token")]
 OTHERS = [dict(pooling=p) for p in ("max", "topk", "attention")] + [dict(class_specific_ctx=False, fusion_dim=8)]
 
 
@@ -233,7 +233,7 @@ def test_variant_builds_and_gradients_reach_exactly_the_trainable_parameters(tex
     groups = head.param_groups()
     assert [id(p) for p in groups["prompt"]] == ([id(head.prompt.ctx)] if head.cfg.learnable else [])
     assert len(groups["prompt"]) + len(groups["head"]) == len(list(head.parameters()))
-    if not head.cfg.learnable:
+    if not head.cfg.needs_text_encoder:
         assert head.prompt is None  # built with text_encoder=None: fixed prompts never run the encoder
 
 
@@ -246,7 +246,8 @@ def test_stride_none_is_non_overlapping_windows(text):
 
 
 @pytest.mark.parametrize("changes", [{}, dict(visual_prompt="prepend", class_specific_ctx=False,
-                                              text_prompt="descriptors")], ids=_variant_id)
+                                              text_prompt="descriptors"), dict(visual_prompt="token"),
+                                     dict(visual_prompt="token", learnable=False)], ids=_variant_id)
 def test_three_replicas_equal_three_single_heads_forward_and_gradients(text, text_encoder, changes):
     seeds = [11, 22, 33]
     x, y = _feats(3, 4, seed=1), torch.tensor([[0, 1, 2, 3], [4, 5, 6, 0], [1, 1, 2, 2]])
@@ -288,3 +289,24 @@ def test_state_dict_round_trip_without_the_text_encoder(text, text_encoder):
     other.load_state_dict(head.state_dict())
     x = _feats(2, 3)
     torch.testing.assert_close(other(x).logits, head(x).logits)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_token_visual_prompt_is_a_text_encoder_token_per_clip_and_class(text, text_encoder, learnable):
+    """visual_prompt "token" (VPT's reading of "Prepend"): X^hat_bk = F_t([SOT, W V^P_bk, ctx_k, Tok(y'_k), EOT])."""
+    head = _head(text, text_encoder, learnable=learnable, visual_prompt="token")
+    x = head.forward_features(_feats(1, 2))
+    fine = head.fine_prompt()
+    vp = head.visual_prompt(x, head.alignment(x, fine))  # [1, 2, C, D]
+    prompt = head.prompt if learnable else head.fixed_text
+    tokens = prompt.embeddings(head.vp_token(vp).unsqueeze(3))  # [1, 2, C, L, W]
+    assert tokens.shape[:3] == (1, 2, C)
+    torch.testing.assert_close(tokens[0, 1, :, 1], head.vp_token(vp)[0, 1])  # the token right after SOT
+    by_hand = text_encoder.encode_embeddings(tokens[0, 1], prompt.eot + 1)  # clip 1, every class: [C, D]
+    label = head.enhanced_label(fine, vp)  # Eq. 10 on X^hat from the text encoder
+    expected = head.fusion(F.normalize(by_hand, dim=-1)[None, None]) + F.normalize(head.coarse, dim=-1)
+    torch.testing.assert_close(label[0, 1], expected[0, 0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(label[0, 0], label[0, 1])  # each clip its own label features
+    with pytest.raises(ConfigError, match="visual_prompt"):
+        TGDFERHead(dataclasses.replace(TINY, learnable=False, visual_prompt="token"), dim=D, frames=T, classes=C,
+                   text=text)

@@ -31,7 +31,7 @@ from .temporal import MultiGrained, ReplicaLinear
 from .text import FrozenTextEncoder, PromptLearner
 
 TEXT_PROMPTS = ("class", "descriptors")
-VISUAL_PROMPTS = ("none", "add", "prepend")
+VISUAL_PROMPTS = ("none", "add", "prepend", "token")
 # (text_prompt, learnable) -> prompt set read from the store for the fine prompt X^FP:
 # learnable variants put the context in front of the set's tokens, fixed ones use its embeddings.
 FINE_PROMPT_SETS: Mapping[tuple[str, bool], str] = {
@@ -118,6 +118,11 @@ class HeadConfig:
         return FINE_PROMPT_SETS[(self.text_prompt, self.learnable)]
 
     @property
+    def needs_text_encoder(self) -> bool:
+        """Learnable context (Eq. 6) and V^P as a prompt token run the frozen text encoder every step."""
+        return self.learnable or self.visual_prompt == "token"
+
+    @property
     def effective_stride(self) -> int:
         """s, with None resolved to the window width (non-overlapping windows)."""
         return self.window if self.stride is None else self.stride
@@ -170,7 +175,8 @@ class TGDFERHead(nn.Module):
             replicas, dim, frames, window=cfg.window, stride=cfg.effective_stride, fine_depth=cfg.fine_depth,
             coarse_depth=cfg.coarse_depth, heads=cfg.heads, dim_head=cfg.dim_head, mlp_dim=cfg.mlp_dim,
             dropout=cfg.dropout, pos_std=cfg.pos_init_std)
-        self.prompt = self._build_prompt(text, text_encoder) if cfg.learnable else None
+        token = cfg.visual_prompt == "token"
+        self.prompt = self._build_prompt(text, text_encoder, extra_tokens=int(token)) if cfg.learnable else None
         if self.prompt is None:
             self.register_buffer("fine_fixed", self._text_emb(text, cfg.fine_text, "text_prompt"))  # [C, D]
         self.register_buffer("coarse", self._text_emb(text, cfg.coarse_text, "coarse_text"))  # X^CP [C, D]
@@ -178,6 +184,11 @@ class TGDFERHead(nn.Module):
         hidden = cfg.fusion_dim or dim
         self.fusion = nn.Sequential(ReplicaLinear(replicas, fusion_in, hidden), nn.GELU(),
                                     ReplicaLinear(replicas, hidden, dim))  # Eq. 10's MLP
+        self.fixed_text = self.vp_token = None
+        if token:  # V^P -> one token of the text encoder's input (VPT), in front of the fine prompt
+            if self.prompt is None:  # fixed prompts: their text only, no context, with room for the token
+                self.fixed_text = self._build_prompt(text, text_encoder, extra_tokens=1, n_ctx=0)
+            self.vp_token = ReplicaLinear(replicas, dim, text_encoder.width)  # D -> W, token space
         self.reset_parameters()
 
     def _text_set(self, text: Mapping, name: str, field: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,16 +204,20 @@ class TGDFERHead(nn.Module):
     def _text_emb(self, text: Mapping, name: str, field: str) -> torch.Tensor:
         return self._text_set(text, name, field)[1]
 
-    def _build_prompt(self, text: Mapping, encoder: FrozenTextEncoder | None) -> PromptLearner:
+    def _build_prompt(self, text: Mapping, encoder: FrozenTextEncoder | None, extra_tokens: int = 0,
+                      n_ctx: int | None = None) -> PromptLearner:
         cfg = self.cfg
         if encoder is None:
-            raise ConfigError("learnable", "learnable prompts run the frozen text encoder each step; pass "
-                              "text_encoder=FrozenTextEncoder(...) or set learnable = false")
+            field = "learnable" if cfg.learnable else "visual_prompt"
+            raise ConfigError(field, "learnable prompts and visual_prompt 'token' run the frozen text encoder each "
+                              "step; pass text_encoder=FrozenTextEncoder(...) (or set learnable = false and "
+                              "another visual_prompt)")
         if encoder.dim != self.dim:
             raise ConfigError("text_encoder", f"text embeddings are {encoder.dim} wide but features are {self.dim}")
         tokens, _ = self._text_set(text, cfg.fine_text, "text_prompt")
-        return PromptLearner(encoder, tokens, n_ctx=cfg.n_ctx, class_specific=cfg.class_specific_ctx,
-                             replicas=self.replicas)
+        return PromptLearner(encoder, tokens, n_ctx=cfg.n_ctx if n_ctx is None else n_ctx,
+                             class_specific=cfg.class_specific_ctx, replicas=self.replicas,
+                             extra_tokens=extra_tokens, allow_empty=n_ctx == 0)
 
     def reset_parameters(self) -> None:
         """Initialise every replica from its seed; the draw order does not depend on the replica count."""
@@ -213,6 +228,8 @@ class TGDFERHead(nn.Module):
         for layer in self.fusion:
             if isinstance(layer, ReplicaLinear):
                 layer.reset_parameters(gens)
+        if self.vp_token is not None:
+            self.vp_token.reset_parameters(gens)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """{"prompt": learnable context, "head": every other trainable parameter} (lr 1e-3 / 1e-2 in the paper)."""
@@ -257,8 +274,11 @@ class TGDFERHead(nn.Module):
             x_hat = fine.unsqueeze(1)  # [M, 1, C, D]: one label feature for every clip
         elif mode == "add":
             x_hat = fine.unsqueeze(1) + vp  # Eq. 9
-        else:  # prepend: V^P in front of X^FP, fused by the MLP of Eq. 10
+        elif mode == "prepend":  # V^P in front of X^FP on the feature axis, fused by the MLP of Eq. 10
             x_hat = torch.cat([vp, fine.unsqueeze(1).expand_as(vp)], dim=-1)  # [M, B, C, 2D]
+        else:  # token (VPT): F_t([SOT, W V^P, (context), Tok(y'), EOT]), one text pass per clip and class
+            prompt = self.prompt if self.prompt is not None else self.fixed_text
+            x_hat = F.normalize(prompt(extra=self.vp_token(vp).unsqueeze(3)).to(fine.dtype), dim=-1)  # [M, B, C, D]
         return self.fusion(x_hat) + F.normalize(self.coarse, dim=-1)  # Eq. 10, X^CP [C, D] broadcast
 
     def forward_head(self, xi: torch.Tensor, target: torch.Tensor | None = None,

@@ -233,7 +233,7 @@ def _build_head(ckpt: dict, path: Path, enc: LoadedEncoder) -> TGDFERHead:
     text = {name: encode_texts(enc, prompts[name]) for name in {head_cfg.fine_text, head_cfg.coarse_text}}
     try:
         head = TGDFERHead(head_cfg, dim=args["dim"], frames=args["frames"], classes=args["classes"], text=text,
-                          text_encoder=FrozenTextEncoder(enc) if head_cfg.learnable else None,
+                          text_encoder=FrozenTextEncoder(enc) if head_cfg.needs_text_encoder else None,
                           replicas=1, seeds=args["seeds"][:1])
     except ConfigError as e:
         raise TgdferError(f"{path}: cannot rebuild its head: {e}") from e

@@ -12,7 +12,8 @@ instead of 77 tokens about twice as fast on a CPU).
 
 `PromptLearner` holds M replicas of the learnable context and encodes the prompts of all classes
 of all replicas in one text-encoder pass ([M*C] sequences) per step; the result does not depend
-on the clips.
+on the clips. With `extra` tokens (visual_prompt = "token": V^P as a prompt token, VPT's reading
+of Table 5's "Prepend") it encodes one sequence per clip and class instead ([M*B*C]).
 
 Shape legend: M replicas, C classes (prompts), N sequences, L tokens, W text width, D embedding width.
 """
@@ -117,21 +118,26 @@ class FrozenTextEncoder(nn.Module):
 class PromptLearner(nn.Module):
     """Eq. 6: P_k = [SOT][c_1 .. c_n][Tok(y'_k)][EOT], context vectors c learnable per replica.
 
-    The context is class-specific ([M, C, n, W]) or shared by all classes ([M, n, W]). The text
-    encoder is held by reference, not as a submodule: it is frozen, so it stays out of
+    The context is class-specific ([M, C, n, W]) or shared by all classes ([M, n, W]); n_ctx = 0
+    (`allow_empty`) keeps the fixed prompt text only, for per-clip tokens (`forward(extra)`). The
+    text encoder is held by reference, not as a submodule: it is frozen, so it stays out of
     `parameters()` and `state_dict()`; `.to()` moves it along.
     """
 
     def __init__(self, encoder: FrozenTextEncoder, tokens: torch.Tensor, *, n_ctx: int = 8,
-                 class_specific: bool = True, replicas: int = 1, init_std: float = 0.02):
-        """`tokens` [C, L]: the prompts' token ids as the tokenizer writes them ([SOT] text [EOT] 0 ...)."""
+                 class_specific: bool = True, replicas: int = 1, init_std: float = 0.02, extra_tokens: int = 0,
+                 allow_empty: bool = False):
+        """`tokens` [C, L]: the prompts' token ids as the tokenizer writes them ([SOT] text [EOT] 0 ...).
+
+        `extra_tokens`: room kept for that many per-clip tokens after SOT (`forward(extra)`).
+        """
         super().__init__()
         tokens = torch.as_tensor(tokens).long()
         C, L = tokens.shape
         eot = encoder.eot_index(tokens)  # [C]
-        if n_ctx < 1:
+        if n_ctx < (0 if allow_empty else 1):
             raise ConfigError("n_ctx", f"learnable prompts need at least one context token, got {n_ctx}")
-        if int(eot.max()) + n_ctx >= min(L, encoder.context_length):
+        if int(eot.max()) + n_ctx + extra_tokens >= min(L, encoder.context_length):
             k = int(eot.argmax())
             raise ConfigError("n_ctx", f"prompt {k} has {int(eot[k]) - 1} tokens; with {n_ctx} context tokens, start "
                               f"and end tokens it exceeds the {min(L, encoder.context_length)}-token context; "
@@ -145,7 +151,8 @@ class PromptLearner(nn.Module):
         self.register_buffer("suffix", emb[:, 1:self.length - n_ctx].clone())  # [C, L'-1-n, W] text, EOT
         self.register_buffer("eot", eot + n_ctx)  # [C] EOT position after the context is inserted
         shape = (replicas, C, n_ctx, encoder.width) if class_specific else (replicas, n_ctx, encoder.width)
-        self.ctx = nn.Parameter(torch.empty(shape))  # c, [M, C, n, W] or [M, n, W]
+        self.ctx = nn.Parameter(torch.empty(shape)) if n_ctx else None  # c, [M, C, n, W] or [M, n, W]
+        self.replicas = replicas
 
     @property
     def encoder(self) -> FrozenTextEncoder:
@@ -159,19 +166,36 @@ class PromptLearner(nn.Module):
     def reset_parameters(self, gens: Sequence[torch.Generator]) -> None:
         """Normal(0, init_std) per replica from its generator (CoOp / DFER-CLIP use std 0.02)."""
         for m, g in enumerate(gens):
-            init_normal_(self.ctx[m], self.init_std, g)
+            if self.ctx is not None:
+                init_normal_(self.ctx[m], self.init_std, g)
 
-    def embeddings(self) -> torch.Tensor:
-        """The prompts as token embeddings [M, C, L', W], context inserted after SOT (Eq. 6)."""
-        M = self.ctx.shape[0]
-        C, _, W = self.prefix.shape
-        ctx = self.ctx if self.class_specific else self.ctx[:, None].expand(M, C, self.n_ctx, W)
-        return torch.cat([self.prefix.expand(M, -1, -1, -1), ctx,
-                          self.suffix.expand(M, -1, -1, -1)], dim=2)  # Eq. 6
+    def embeddings(self, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """The prompts as token embeddings [M, C, L', W], context inserted after SOT (Eq. 6).
 
-    def forward(self) -> torch.Tensor:
-        """Prompt embeddings [M, C, D] of all classes of all replicas, one text-encoder pass."""
-        x = self.embeddings()
-        M, C, Lc, W = x.shape
-        out = self.encoder.encode_embeddings(x.reshape(M * C, Lc, W), self.eot.repeat(M), length=self.length)
-        return out.reshape(M, C, -1)  # [M*C, D] -> [M, C, D]
+        With `extra` [M, B, C, k, W] (per-clip tokens, e.g. the visual prompt): [M, B, C, k + L', W],
+        the extra tokens right after SOT, before the context.
+        """
+        M, (C, _, W) = self.replicas, self.prefix.shape
+        parts = [self.prefix.expand(M, -1, -1, -1)]
+        if self.ctx is not None:
+            parts.append(self.ctx if self.class_specific else self.ctx[:, None].expand(M, C, self.n_ctx, W))
+        parts.append(self.suffix.expand(M, -1, -1, -1))
+        if extra is None:
+            return torch.cat(parts, dim=2)  # Eq. 6
+        B = extra.shape[1]
+        parts = [p.to(extra.dtype)[:, None].expand(-1, B, -1, -1, -1) for p in parts]
+        return torch.cat([parts[0], extra, *parts[1:]], dim=3)  # [M, B, C, 1 + k + n + text, W]
+
+    def forward(self, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompt embeddings [M, C, D] of all classes of all replicas, one text-encoder pass; with
+        per-clip `extra` tokens [M, B, C, k, W], one sequence per clip and class: [M, B, C, D]."""
+        x = self.embeddings(extra)
+        if extra is None:
+            M, C, Lc, W = x.shape
+            out = self.encoder.encode_embeddings(x.reshape(M * C, Lc, W), self.eot.repeat(M), length=self.length)
+            return out.reshape(M, C, -1)  # [M*C, D] -> [M, C, D]
+        M, B, C, Lc, W = x.shape
+        k = extra.shape[3]
+        eot = (self.eot + k).repeat(M * B)  # [M*B*C]
+        out = self.encoder.encode_embeddings(x.reshape(M * B * C, Lc, W), eot, length=self.length + k)
+        return out.reshape(M, B, C, -1)

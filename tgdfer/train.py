@@ -266,7 +266,7 @@ def load_text_encoder(store: FeatureStore, device: torch.device,
     A store extracted from a tag or random weights names everything needed; one extracted from a
     local weights file needs that file again: `encoder.pretrained` (the pipeline's [encoder]).
     """
-    return _text_encoder(store, store_encoder_config(store, encoder, "learnable prompts need its text tower"), device)
+    return _text_encoder(store, store_encoder_config(store, encoder, "learnable prompts and a token visual prompt need its text tower"), device)
 
 
 def store_encoder_config(store: FeatureStore, encoder: Optional[EncoderConfig], why: str) -> EncoderConfig:
@@ -329,11 +329,12 @@ def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, 
     """The head for `store`: one replica per seed (an int: one replica)."""
     seeds = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
     check_head(head_cfg, store)
-    if head_cfg.learnable and text_encoder is None:
+    if head_cfg.needs_text_encoder and text_encoder is None:
         text_encoder = load_text_encoder(store, device, encoder)
     classes = len(stored_classes(store.fingerprint))
     head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=classes, text=text_sets(store),
-                      text_encoder=text_encoder if head_cfg.learnable else None, replicas=len(seeds), seeds=seeds)
+                      text_encoder=text_encoder if head_cfg.needs_text_encoder else None, replicas=len(seeds),
+                      seeds=seeds)
     return head.to(device)
 
 
@@ -670,7 +671,7 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         if resume:  # before anything is loaded or written: a changed setting refuses the whole command
             for c in cfgs:
                 check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint)
-        if head_cfg.learnable and text_encoder is None:
+        if head_cfg.needs_text_encoder and text_encoder is None:
             text_encoder = load_text_encoder(store, device, encoder)  # once, for every group
         datas = load_replica_data(store, cfgs, device)
         runs = [_prepare_run(c, d, head_cfg, config_record, encoder, resume) for c, d in zip(cfgs, datas)]
