@@ -165,8 +165,7 @@ def _extract(pipe, shard_id, num_shards, overwrite):
     from .extract import extract
 
     clips = pipe.data.load()
-    for src, line, clip_id, reason in clips.skipped.itertuples(index=False):
-        console.print(f"[yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+    _print_skipped(clips, f"recorded as failures in the store (`tgdfer info {pipe.extract.store}`)")
     images = TextColumn("{task.fields[rate]}")
     with _progress(images) as progress:
         task = progress.add_task("extract", total=None, rate="")
@@ -179,11 +178,24 @@ def _extract(pipe, shard_id, num_shards, overwrite):
             dt = max(time.perf_counter() - t0, 1e-9)
             progress.update(task, completed=n, rate=f"{n / dt:.1f} clips/s {frames / dt:.0f} frames/s")
 
-        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
+        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, on_progress=on_progress)
+                         on_start=on_start, on_progress=on_progress, unreadable=clips.skip_reasons())
     _print_extract_summary(result)
     return result
+
+
+SHOW_FIRST = 5  # clips listed by name when many are skipped or fail; the rest are counted
+
+
+def _print_skipped(clips, where: str) -> None:
+    """The first few clips the reader skipped (its warning already gave the one-line summary)."""
+    first = clips.skipped.head(SHOW_FIRST)
+    for src, line, clip_id, reason in first[["source", "line", "clip_id", "reason"]].itertuples(index=False):
+        console.print(f"  [yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+    if len(clips.skipped):
+        more = len(clips.skipped) - len(first)
+        console.print(f"  {'... and ' + str(more) + ' more; all ' if more else ''}{where}", highlight=False)
 
 
 def _print_extract_summary(r) -> None:
@@ -193,12 +205,17 @@ def _print_extract_summary(r) -> None:
     fps = r.frames / r.seconds if r.seconds > 0 else 0.0
     t.add_row(str(r.extracted), str(r.failed), str(r.skipped), str(r.frames), f"{r.seconds:.1f}", f"{fps:.1f}")
     console.print(t)
-    for clip_id, reason in r.failures[:20]:
+    from .readers import SKIPPED_AT_READ
+
+    decoded = [(c, why) for c, why in r.failures if not why.startswith(SKIPPED_AT_READ)]  # skips: listed above
+    for clip_id, reason in decoded[:SHOW_FIRST]:
         console.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
-    if len(r.failures) > 20:
-        console.print(f"... and {len(r.failures) - 20} more (see `tgdfer info {r.store}`)")
+    if len(decoded) > SHOW_FIRST:
+        console.print(f"... and {len(decoded) - SHOW_FIRST} more (see `tgdfer info {r.store}`)")
     cov = r.coverage
-    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed, {cov['pending']} pending")
+    at_read = len(r.failures) - len(decoded)
+    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed"
+                  f"{f' ({at_read} skipped when reading the annotations)' if at_read else ''}, {cov['pending']} pending")
 
 
 def _verify(store: Path, backend: str) -> bool:
@@ -534,7 +551,10 @@ def info_cli(
     console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
     console.print(f"coverage: {d.coverage}")
     if len(d.failures):
-        console.print(_table(d.failures[["clip_id", "reason"]], title="failures"))
+        console.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
+                      "annotations (missing or empty)")
+        console.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
+                             if len(d.failures) > 20 else "failures"))
 
 
 # -- proxy ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .labels import CLASSES
+from .readers import SKIPPED_AT_READ
 from .store import FeatureStore
 
 
@@ -25,12 +26,14 @@ class StoreDescription:
     counts: pd.DataFrame  # index class; columns per fold (or split) as "done/all", plus total
     failures: pd.DataFrame  # row, clip_id, reason, writer
     text_sets: list[str]
+    skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
 
     def to_json(self) -> dict:
         return {
             "path": self.path, "backend": self.backend, "clips": self.clips, "views": self.views,
             "frames": self.frames, "dim": self.dim, "size_bytes": self.size_bytes,
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
+            "skipped_at_read": self.skipped_at_read,
             "counts": self.counts.to_dict(orient="index"),
             "failures": self.failures.to_dict(orient="records"),
         }
@@ -59,4 +62,5 @@ def describe(path: str | Path) -> StoreDescription:
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
             coverage=store.coverage(), counts=class_counts(clips, store.done), failures=store.failures,
             text_sets=list(store.text_sets),
+            skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
         )

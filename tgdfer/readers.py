@@ -952,8 +952,7 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
         raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}")
     result = ClipTable(_table(rows), _skipped_table(skipped))
     if skipped:
-        first = skipped[0]
-        logger.warning("%s; first: %s:%d %s: %s", result.summary(), first[0], first[1], first[2], first[3])
+        logger.warning("%s (ClipTable.skipped lists them)", result.summary())
     return result
 
 
