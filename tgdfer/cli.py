@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -228,6 +229,51 @@ def _verify(store: Path, backend: str) -> bool:
     if len(failures):
         console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
     return coverage["failed"] == 0 and coverage["pending"] == 0
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+@app.command("check")
+@_run
+def check_cli(
+    data_config: Annotated[Path, typer.Argument(help="Pipeline TOML whose [data] table names the annotations.")],
+    set_: SetOpt = None,
+    workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
+                                                "(default: cache/check_<config name>.csv).")] = None,
+):
+    """Read every annotation row and decode every frame of every clip; exit 1 if any clip is bad.
+
+    Reports per clip what is missing, empty, unreadable, shorter than declared, or labelled
+    against its path, before a long extraction finds it (extraction decodes only sampled frames).
+    """
+    from .check import check_clips, status_counts
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(data_config, list(set_ or []) + ['data.args.missing="skip"'])
+    clips = pipe.data.load()
+    with _progress() as progress:
+        task = progress.add_task("check", total=None)
+        results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
+                              on_progress=lambda n: progress.update(task, completed=n))
+    counts = status_counts(results)
+    out = csv or Path("cache") / f"check_{data_config.stem}.csv"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        results.to_csv(out, index=False)
+        written = f"; every clip in {out}"
+    except OSError as e:
+        written = f"; cannot write {out} ({e.strerror})"
+    bad = results[results["status"] != "ok"]
+    if len(bad):
+        console.print(_table(bad[["clip_id", "status", "reason"]].head(20).set_index("clip_id"),
+                             title=f"problems (first {min(20, len(bad))} of {len(bad)})"))
+    claimed = results["claimed"].notna().sum()
+    if claimed:
+        console.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
+    raise typer.Exit(1 if len(bad) else 0)
 
 
 # -- train-head / evaluate -----------------------------------------------------------------------
