@@ -290,3 +290,19 @@ def test_skipped_clips_keep_their_place_for_the_store(tmp_path):
     reasons = result.skip_reasons()
     assert sorted(reasons) == ["00002", "00004"]
     assert reasons["00002"].startswith(f"{SKIPPED_AT_READ} (") and "nothing at" in reasons["00002"]
+
+
+def test_whole_set_list_with_and_without_a_test_list(tmp_path):
+    for name in ("a", "b", "c"):
+        frames(tmp_path / "clips" / name, 2)
+    whole = write(tmp_path / "mine.txt", "clips/a 0\nclips/b 1\nclips/c 2\n")
+    tests = write(tmp_path / "held_out.txt", "clips/b\nc\n")  # by path as written, or by clip id
+    table = read_list({"all": whole}, test_list=tests).table
+    assert table[["clip_id", "split"]].values.tolist() == [["a", "train"], ["b", "test"], ["c", "test"]]
+    assert read_list({"all": whole}).table["split"].isna().all()
+    write(tests, "clips/b\nclips/zzz\n")
+    with pytest.raises(AnnotationError) as e:
+        read_list({"all": whole}, test_list=tests)
+    raises_at(e, tests, 2, "'clips/zzz' is neither a path nor a clip id")
+    with pytest.raises(ConfigError, match="test_list"):
+        read_list({"train": whole, "test": whole}, test_list=tests)

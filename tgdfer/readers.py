@@ -201,7 +201,7 @@ class _Role:
 
     path: Path
     fold: int | None  # k for set_<k>_train / set_<k>_test, None for plain train/test
-    part: str  # "train" | "test"
+    part: str  # "train" | "test" | "all" (a whole-set list: no split unless a test_list says)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -550,6 +550,7 @@ def read_list(
     label_names: Sequence[str] | None = None,
     label_from_path: PathLabel = None,
     path_map: Mapping[str, str] | None = None,
+    test_list: PathLike | None = None,
     class_names: Sequence[str] | None = None,
     frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
@@ -561,15 +562,22 @@ def read_list(
     field count of each file's first line decides. Labels are integers counted from `label_base` (0) or names.
     `files` is a folder (its files matching `pattern`), one file, a list of files or a mapping
     {role: file}; roles `set_<k>_train`/`set_<k>_test` give folds (fold = k of the test list
-    holding the clip), roles `train`/`test` give splits (see the module docstring). Relative
-    paths are relative to `root` (default: each list file's folder).
+    holding the clip), roles `train`/`test` give splits (see the module docstring), and the
+    mapping key `all` marks a whole-set list: no split, or with `test_list` (a file naming the
+    test clips, one a line, by path as written or clip id) test = listed, train = the rest.
+    Relative paths are relative to `root` (default: each list file's folder).
     """
     _check_missing(missing)
+    test_list = _none(test_list)
     labels = make_labels(class_names, label_names, label_base)
     by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
     layout = _list_layout(fields, by_path is not None)
     raw: list[tuple[_Role, int, Path, int | None, int, str | None]] = []  # role, line, path, n_frames, label, problem
+    written: list[str] = []  # each row's path as written, for test_list
     roles = _annotation_files(files, pattern)
+    if test_list is not None and [r.part for r in roles] != ["all"]:
+        raise ConfigError("test_list", "goes with one whole-set list: files = { all = \"list.txt\" }; these "
+                                       "files already say their part: " + ", ".join(str(r.path) for r in roles))
     for role in roles:
         base = Path(root) if root is not None else role.path.parent
         lines = _read_lines(role.path)
@@ -585,11 +593,21 @@ def read_list(
             label, problem = _row_label(labels, by_path, row.get("label"), row["path"], role.path, line, "label",
                                         missing)
             raw.append((role, line, (base / paths(row["path"])).resolve(), n_frames, label, problem))
+            written.append(row["path"])
     paths.check_used(", ".join(str(r.path) for r in roles))
     ids = _ids_from_paths([r[2] for r in raw])
-    entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold, role.part, problem)
+    tested = _read_test_list(Path(test_list), written, ids) if test_list is not None else None
+    entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold,
+                      _part(role.part, tested, clip_id), problem)
                for (role, line, path, n, label, problem), clip_id in zip(raw, ids)]
     return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+
+
+def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
+    """A row's split: its file's part, or for a whole-set list the test_list's say (None without one)."""
+    if part != "all":
+        return part
+    return None if tested is None else ("test" if clip_id in tested else "train")
 
 
 # (field count of a file's first line, label from the path?) -> its lines' fields, when `fields` is not given
@@ -775,6 +793,8 @@ def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLi
 
 def _role_of(name: str, path: Path) -> _Role | None:
     """The part a file plays from its name or mapping key, or None when the name does not say."""
+    if name.lower() == "all":
+        return _Role(path, None, "all")
     m = _ROLE.search(name)
     if m is None:
         return None
@@ -791,6 +811,9 @@ def _check_roles(roles: list[_Role]) -> None:
             raise AnnotationError(r.path, f"both this file and {seen[key]} are the {_role_name(r)} list; "
                                           f"pass one (narrow the pattern or use a mapping)")
         seen[key] = r.path
+    if any(r.part == "all" for r in roles) and len(roles) > 1:
+        raise AnnotationError(roles[0].path, "a whole-set list ('all') comes alone; name its test clips with "
+                                             "test_list instead of a second list")
     if len({r.fold is None for r in roles}) > 1:
         raise AnnotationError(roles[0].path, "mixes per-fold lists (set_<k>_train/test) with plain train/test lists; "
                                              "pass one kind")
