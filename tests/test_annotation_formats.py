@@ -306,3 +306,16 @@ def test_whole_set_list_with_and_without_a_test_list(tmp_path):
     raises_at(e, tests, 2, "'clips/zzz' is neither a path nor a clip id")
     with pytest.raises(ConfigError, match="test_list"):
         read_list({"train": whole, "test": whole}, test_list=tests)
+
+
+def test_a_bad_label_stops_the_read_or_is_skipped(tmp_path):
+    out = make_synth(tmp_path)
+    bad = write(out / "EmoLabel_DataSplit" / TEST / "set_1.csv", "video_name,label\n1,1\n3,9\n5,3\n")
+    with pytest.raises(AnnotationError) as e:
+        read_dfew(out / "EmoLabel_DataSplit", out / "frames")
+    raises_at(e, bad, 3, "label 9", "1..7")
+    result = read_dfew(out / "EmoLabel_DataSplit", out / "frames", missing="skip")
+    assert "00003" not in result.table["clip_id"].tolist() and len(result.table) == 5
+    assert result.skipped[["line", "clip_id"]].values.tolist() == [[3, "00003"]]
+    assert "label 9 is outside the allowed range 1..7" in result.skipped["reason"][0]
+    assert result.summary() == "skipped 1 of 6 annotated clips (1 bad labels)"

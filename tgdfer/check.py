@@ -10,7 +10,7 @@ long extraction and reports per clip:
     unreadable  a frame (named) or the container cannot be decoded
     short       fewer frames decode than declared (the annotation's n_frames, or for a video
                 without one the frames its packets hold)
-    label       the row's label column and its path disagree (with `label_from_path`)
+    label       the row's label is not a class, or disagrees with its path (`label_from_path`)
 
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
 not an error: tgdfer reads the frames it holds.
@@ -64,7 +64,7 @@ def check_clip(path: str, declared: Optional[int]) -> ClipReport:
 
 
 def _skip_status(reason: str) -> str:
-    if "label" in reason and "path" in reason:
+    if "label" in reason:
         return "label"
     return "missing" if "nothing at" in reason else "empty"
 

@@ -55,7 +55,10 @@ Options every reader takes
 - `frame_cache` (list, csv, dfew, ferv39k): a JSON file caching the frame counts of videos
   (default `cache/frame_counts.json` under the working directory, never inside the dataset;
   `"none"` turns it off), keyed by absolute path, size and modification time.
-- `missing`: "error" (default) or "skip".
+- `missing`: "error" (default) or "skip": a clip that is missing or empty, or a row whose label
+  is not a class or disagrees with its path, stops the read (AnnotationError naming file and
+  line) or is left out and listed in `skipped` with the reason. Malformed files (wrong field
+  counts, a clip listed twice, conflicting files) always stop it.
 In TOML there is no null: an optional column or file is switched off with `"none"` (or `""`).
 
 Which file plays which part (`read_list`, `read_ferv39k`): the `files` argument is a folder
@@ -174,7 +177,8 @@ class ClipTable:
 
 def _reason_kind(reason: str) -> str:
     for words, kind in (("nothing at", "missing"), ("holds no images", "empty folder"),
-                        ("is empty", "empty video file"), ("label", "label disagreements")):
+                        ("is empty", "empty video file"), ("disagrees with the path", "label disagreements"),
+                        ("label", "bad labels")):
         if words in reason:
             return kind
     return "other"
@@ -460,11 +464,11 @@ def read_dfew(
         header, rows = _read_csv_rows(role.path, required=(id_col, label_col))
         for line, row in rows:
             number = _parse_int(row[id_col], role.path, line, id_col, low=1)
-            label = labels.parse(row[label_col], role.path, line, label_col)
+            label, problem = _row_label(labels, None, row[label_col], "", role.path, line, label_col, missing)
             clip_id = f"{number:05d}"
             names = dict.fromkeys((clip_id, str(number), row[id_col]))  # padded first, then as written
             candidates = tuple(clip_dir / f"{name}{ext}" for ext in exts for name in names)
-            entries.append(_Entry(role.path, line, clip_id, candidates, label, None, role.fold, role.part))
+            entries.append(_Entry(role.path, line, clip_id, candidates, label, None, role.fold, role.part, problem))
     return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
 
 
@@ -895,7 +899,12 @@ def _row_label(labels: Labels, by_path: Callable[[str], str] | None, text: str |
     A path that gives no class, or disagrees with the label column, is a problem: raised with
     missing="error", returned (the row is then skipped) with missing="skip".
     """
-    from_col = labels.parse(text, source, line, field) if text is not None else None
+    try:
+        from_col = labels.parse(text, source, line, field) if text is not None else None
+    except AnnotationError as e:  # not a class: with missing="skip", one bad row does not stop the dataset
+        if missing == "error":
+            raise
+        return -1, str(e).removeprefix(f"{source}:{line}: ")
     if by_path is None:
         return from_col, None
     try:
