@@ -319,3 +319,35 @@ def test_a_bad_label_stops_the_read_or_is_skipped(tmp_path):
     assert result.skipped[["line", "clip_id"]].values.tolist() == [[3, "00003"]]
     assert "label 9 is outside the allowed range 1..7" in result.skipped["reason"][0]
     assert result.summary() == "skipped 1 of 6 annotated clips (1 bad labels)"
+
+
+def test_every_snippet_in_docs_datasets_names_real_reader_arguments():
+    import inspect
+    import re
+    import tomllib
+
+    from tgdfer.readers import READERS
+
+    text = (Path(__file__).parents[1] / "docs" / "datasets.md").read_text()
+    snippets = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    assert len(snippets) >= 10
+    kinds = set()
+    for snippet in snippets:
+        data = tomllib.loads(snippet)["data"]  # valid TOML, a [data] table
+        config = DataConfig(**data)
+        params = inspect.signature(READERS[config.kind]).parameters
+        assert set(config.args) <= set(params), (config.kind, set(config.args) - set(params))
+        kinds.add(config.kind)
+    assert kinds == set(READERS)
+
+
+def test_data_config_passes_the_pipelines_class_set(tmp_path):
+    frames(tmp_path / "clips" / "a", 2)
+    lst = write(tmp_path / "test.txt", "clips/a contempt\n")
+    data = DataConfig(kind="list", args={"files": str(lst)})
+    assert data.load(class_names=MAFW).table["label"].tolist() == [7]
+    with pytest.raises(AnnotationError, match="'contempt' is not"):
+        data.load()  # the default 7 emotions
+    clash = DataConfig(kind="list", args={"files": str(lst), "class_names": CLASSES})
+    with pytest.raises(ConfigError, match="args.class_names"):
+        clash.load(class_names=MAFW)

@@ -283,8 +283,6 @@ class PyAVSource(FrameSource):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        import av
-
         count = video_frame_count(path)
         self._n = count.frames
         if count.overclaimed:
