@@ -213,12 +213,12 @@ class _Role:
 
 @dataclass(frozen=True)
 class Labels:
-    """How label cells become 0-based indices into `class_names`."""
+    """How label cells become 0-based indices into `class_names` (build it with `make_labels`)."""
 
     class_names: tuple[str, ...]  # the class set
+    lookup: Callable[[str], int]  # class name -> index (`class_lookup`), ValueError if unknown
     base: int = 0  # the integer written for the first class (or for label_names[0])
     label_names: tuple[int, ...] | None = None  # class index of file integer base + i
-    base_option: str = "label_base"  # the reader option an off-by-one error should suggest
 
     def parse(self, text: str, source: Path, line: int, field: str) -> int:
         """A class name, or an integer counted from `base`; AnnotationError naming file, line, field."""
@@ -228,24 +228,21 @@ class Labels:
             if not low <= value <= high:
                 what = f"{k} label_names" if self.label_names else f"{k} classes"
                 hint = ""
-                if value in (low - 1, high + 1) and self.base in (0, 1):
+                if value in (low - 1, high + 1):
                     other = 1 - self.base
-                    hint = (f"; if this file counts labels from {other}, set {self.base_option} = {other}")
+                    hint = f"; if this file counts labels from {other}, set label_base = {other}"
                 raise AnnotationError(source, f"{field} {value} is outside the allowed range {low}..{high} "
                                               f"({what}){hint}", line=line)
             i = value - self.base
             return self.label_names[i] if self.label_names else i
         try:
-            return class_lookup(self.class_names)(text)
+            return self.lookup(text)
         except ValueError:
-            raise AnnotationError(source, f"{field} {text!r} is not an emotion; expected one of "
-                                          f"{', '.join(self.class_names)}"
-                                          + (f" (or {', '.join(FERV39K_LABELS)})" if self._default else ""),
+            default = self.class_names == CLASSES
+            raise AnnotationError(source, f"{field} {text!r} is not {'an emotion' if default else 'a class'}; "
+                                          f"expected one of {', '.join(self.class_names)}"
+                                          + (f" (or {', '.join(FERV39K_LABELS)})" if default else ""),
                                   line=line) from None
-
-    @property
-    def _default(self) -> bool:
-        return tuple(self.class_names) == CLASSES
 
 
 def class_lookup(class_names: Sequence[str]) -> Callable[[str], int]:
@@ -265,8 +262,7 @@ def class_lookup(class_names: Sequence[str]) -> Callable[[str], int]:
     return lookup
 
 
-def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | None, label_base: int,
-                base_option: str = "label_base") -> Labels:
+def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | None, label_base: int) -> Labels:
     """Check the class set and the integer mapping (ConfigError naming the field) and build a Labels."""
     names = tuple(CLASSES if class_names is None else class_names)
     if isinstance(class_names, str) or not names or not all(isinstance(n, str) and n.strip() for n in names):
@@ -278,12 +274,12 @@ def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | 
                                              "unique (case-insensitive)")
         seen[n.lower()] = n
     if isinstance(label_base, bool) or not isinstance(label_base, int) or label_base not in (0, 1):
-        raise ConfigError(base_option, f"must be 0 or 1, got {label_base!r}")
+        raise ConfigError("label_base", f"must be 0 or 1, got {label_base!r}")
+    lookup = class_lookup(names)
     mapped = None
     if label_names is not None:
         if isinstance(label_names, str) or not label_names:
             raise ConfigError("label_names", f"must be a non-empty list of class names, got {label_names!r}")
-        lookup = class_lookup(names)
         mapped = []
         for i, n in enumerate(label_names):
             try:
@@ -292,7 +288,7 @@ def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | 
                 raise ConfigError("label_names", f"entry {i} ({n!r}, the file's integer {label_base + i}) is not "
                                                  f"a class; class_names: {', '.join(names)}") from None
         mapped = tuple(mapped)
-    return Labels(names, label_base, mapped, base_option)
+    return Labels(names, lookup, label_base, mapped)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -302,7 +298,7 @@ class PathMap:
     """Rewrites annotated paths written on another machine: {their prefix: our folder}.
 
     The longest prefix that matches whole path components wins; backslashes read as slashes.
-    `unused()` lists the prefixes that matched nothing (a ConfigError for the reader).
+    `check_used` raises a ConfigError naming a prefix that matched no path.
     """
 
     def __init__(self, mapping: Mapping[str, str] | None):
@@ -909,7 +905,7 @@ def _row_label(labels: Labels, by_path: Callable[[str], str] | None, text: str |
         return from_col, None
     try:
         word = by_path(raw_path)
-        from_path = class_lookup(labels.class_names)(word)
+        from_path = labels.lookup(word)
     except ValueError as e:
         problem = f"no label in the path {raw_path!r}: {e}"
         return _problem(problem, missing, source, line, -1 if from_col is None else from_col)
