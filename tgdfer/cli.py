@@ -237,7 +237,7 @@ def _verify(store: Path, backend: str) -> bool:
 @app.command("check")
 @_run
 def check_cli(
-    data_config: Annotated[Path, typer.Argument(help="Pipeline TOML whose [data] table names the annotations.")],
+    data_config: Annotated[Path, typer.Argument(help="Pipeline TOML file; its data section (reader and arguments) names the annotations.")],
     set_: SetOpt = None,
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
