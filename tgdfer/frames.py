@@ -388,7 +388,7 @@ def decode_all(path: str | Path) -> int:
     if path.is_dir():
         src = FolderSource(path)
         for i in range(len(src)):
-            src._load(i)
+            src._read_sorted(np.array([i]))  # decodes frame i and checks its size against the first
         return len(src)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
