@@ -18,6 +18,7 @@ from tgdfer.readers import (
     COLUMNS,
     DTYPES,
     READERS,
+    SKIPPED_COLUMNS,
     ClipTable,
     fold_split,
     load_clips,
@@ -124,7 +125,7 @@ def test_dfew_table_and_folds(tmp_path):
     out = make_synth(tmp_path)
     result = read_dfew(out / "EmoLabel_DataSplit", out / "frames")
     check_table(result, synth_expected(out))
-    assert result.skipped.empty and list(result.skipped.columns) == ["source", "line", "clip_id", "reason"]
+    assert result.skipped.empty and list(result.skipped.columns) == list(SKIPPED_COLUMNS)
     train, test = fold_split(result.table, 2)
     assert train.dtype == np.int64
     assert train.tolist() == [0, 2, 4] and test.tolist() == [1, 3, 5]
@@ -138,12 +139,12 @@ def test_dfew_unpadded_names_and_videos(tmp_path):
     write(split / TRAIN / "set_2.csv", "video_name,label\n00001,2\n12,7\n")
     vids = tmp_path / "original"
     video(vids / "1.mp4", 7)  # written unpadded on disk
-    video(vids / "00012.mkv", 5)  # container without a frame count
+    video(vids / "00012.mkv", 5)  # container without a frame count: counted from its packets
     video(vids / "00003.avi", 4)
     result = read_dfew(split, videos_dir=vids)
     check_table(result, expected([("00001", "original/1.mp4", 1, 1, None, 7),
                                   ("00003", "original/00003.avi", 0, 2, None, 4),
-                                  ("00012", "original/00012.mkv", 6, 1, None, None)], tmp_path))
+                                  ("00012", "original/00012.mkv", 6, 1, None, 5)], tmp_path))
 
 
 def test_dfew_needs_exactly_one_clip_source(tmp_path):
@@ -243,8 +244,11 @@ def test_missing_clip_error_and_skip(tmp_path):
     result = read_dfew(split, out / "frames", missing="skip")
     check_table(result, synth_expected(out, [c for c in SYNTH if c[0] not in ("00002", "00003")]))
     skipped = result.skipped
-    assert {c: str(t) for c, t in skipped.dtypes.items()} == {"source": "str", "line": "Int64", "clip_id": "str",
-                                                              "reason": "str"}
+    assert {c: str(t) for c, t in skipped.dtypes.items()} == {
+        "source": "str", "line": "Int64", "clip_id": "str", "reason": "str", "label": "Int64", "fold": "Int64",
+        "split": "string", "path": "str"}
+    assert skipped[["label", "fold", "path"]].values.tolist() == [[4, 2, str(out / "frames" / "00002")],
+                                                                  [6, 1, str(out / "frames" / "00003")]]
     assert skipped[["source", "line", "clip_id"]].values.tolist() == [
         [str(split / TEST / "set_2.csv"), 2, "00002"], [str(test1), 3, "00003"]]
     assert skipped["reason"].str.contains("nothing at").tolist() == [True, False]
@@ -420,7 +424,7 @@ def test_csv_names_aliases_and_one_based_ints(tmp_path):
     ("path,label,fold\nframes/00001,0,1\n", {"label_base": 1}, 2, ["label 0", "1..7"]),
     ("path,label,fold\nframes/00001,0,0\n", {}, 2, ["fold 0", ">= 1"]),
     ("path,label,fold\nframes/00001,0,x\n", {}, 2, ["fold 'x' is not an integer"]),
-    ("path,label\nframes/00001,0\n", {}, 1, ["no column 'fold'", "columns: path, label"]),
+    ("path,label\nframes/00001,0\n", {"fold_col": "fold"}, 1, ["no column 'fold'", "columns: path, label"]),
     ("path,label,split\nframes/00001,0,val\n", {"fold_col": None, "split_col": "split"}, 2, ["'train' or 'test'"]),
     ("path,label,fold\nframes/00001,0,1\nframes/00001,1,2\n", {}, 3, ["listed twice"]),
 ])
@@ -468,7 +472,7 @@ def test_load_clips_dispatches_by_kind(tmp_path):
     assert e.value.field == "kind" and "dfew, ferv39k, list, csv" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_clips("list", file=out / "lists")
-    assert e.value.field == "file" and "files, root, pattern, missing" in str(e.value)
+    assert e.value.field == "file" and "files, root, pattern, fields, label_base" in str(e.value)
     with pytest.raises(ConfigError) as e:
         load_clips("ferv39k", lists=out / "lists")
     assert e.value.field == "root" and "required" in str(e.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -181,9 +182,8 @@ def extract_cli(
 def _extract(pipe, shard_id, num_shards, overwrite):
     from .extract import extract
 
-    clips = pipe.data.load()
-    for src, line, clip_id, reason in clips.skipped.itertuples(index=False):
-        console.print(f"[yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+    clips = pipe.data.load(class_names=pipe.classes.class_set().names)
+    _print_skipped(clips, f"recorded as failures in the store (`tgdfer info {pipe.extract.store}`)")
     images = TextColumn("{task.fields[rate]}")
     with _progress(images) as progress:
         task = progress.add_task("extract", total=None, rate="")
@@ -196,11 +196,25 @@ def _extract(pipe, shard_id, num_shards, overwrite):
             dt = max(time.perf_counter() - t0, 1e-9)
             progress.update(task, completed=n, rate=f"{n / dt:.1f} clips/s {frames / dt:.0f} frames/s")
 
-        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
+        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, on_progress=on_progress, classes=pipe.classes.class_set())
+                         on_start=on_start, on_progress=on_progress, classes=pipe.classes.class_set(),
+                         unreadable=clips.skip_reasons())
     _print_extract_summary(result)
     return result
+
+
+SHOW_FIRST = 5  # clips listed by name when many are skipped or fail; the rest are counted
+
+
+def _print_skipped(clips, where: str) -> None:
+    """The first few clips the reader skipped (its warning already gave the one-line summary)."""
+    first = clips.skipped.head(SHOW_FIRST)
+    for src, line, clip_id, reason in first[["source", "line", "clip_id", "reason"]].itertuples(index=False):
+        console.print(f"  [yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+    if len(clips.skipped):
+        more = len(clips.skipped) - len(first)
+        console.print(f"  {'... and ' + str(more) + ' more; all ' if more else ''}{where}", highlight=False)
 
 
 def _print_extract_summary(r) -> None:
@@ -210,12 +224,17 @@ def _print_extract_summary(r) -> None:
     fps = r.frames / r.seconds if r.seconds > 0 else 0.0
     t.add_row(str(r.extracted), str(r.failed), str(r.skipped), str(r.frames), f"{r.seconds:.1f}", f"{fps:.1f}")
     console.print(t)
-    for clip_id, reason in r.failures[:20]:
+    from .readers import SKIPPED_AT_READ
+
+    decoded = [(c, why) for c, why in r.failures if not why.startswith(SKIPPED_AT_READ)]  # skips: listed above
+    for clip_id, reason in decoded[:SHOW_FIRST]:
         console.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
-    if len(r.failures) > 20:
-        console.print(f"... and {len(r.failures) - 20} more (see `tgdfer info {r.store}`)")
+    if len(decoded) > SHOW_FIRST:
+        console.print(f"... and {len(decoded) - SHOW_FIRST} more (see `tgdfer info {r.store}`)")
     cov = r.coverage
-    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed, {cov['pending']} pending")
+    at_read = len(r.failures) - len(decoded)
+    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed"
+                  f"{f' ({at_read} skipped when reading the annotations)' if at_read else ''}, {cov['pending']} pending")
 
 
 def _verify(store: Path, backend: str) -> bool:
@@ -228,6 +247,51 @@ def _verify(store: Path, backend: str) -> bool:
     if len(failures):
         console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
     return coverage["failed"] == 0 and coverage["pending"] == 0
+
+
+# -- check ----------------------------------------------------------------------------------------
+
+
+@app.command("check")
+@_run
+def check_cli(
+    data_config: Annotated[Path, typer.Argument(help="Pipeline TOML file; its data section (reader and arguments) names the annotations.")],
+    set_: SetOpt = None,
+    workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
+                                                "(default: cache/check_<config name>.csv).")] = None,
+):
+    """Read every annotation row and decode every frame of every clip; exit 1 if any clip is bad.
+
+    Reports per clip what is missing, empty, unreadable, shorter than declared, or labelled
+    against its path, before a long extraction finds it (extraction decodes only sampled frames).
+    """
+    from .check import check_clips, status_counts
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(data_config, list(set_ or []) + ['data.args.missing="skip"'])
+    clips = pipe.data.load(class_names=pipe.classes.class_set().names)
+    with _progress() as progress:
+        task = progress.add_task("check", total=None)
+        results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
+                              on_progress=lambda n: progress.update(task, completed=n))
+    counts = status_counts(results)
+    out = csv or Path("cache") / f"check_{data_config.stem}.csv"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        results.to_csv(out, index=False)
+        written = f"; every clip in {out}"
+    except OSError as e:
+        written = f"; cannot write {out} ({e.strerror})"
+    bad = results[results["status"] != "ok"]
+    if len(bad):
+        console.print(_table(bad[["clip_id", "status", "reason"]].head(20).set_index("clip_id"),
+                             title=f"problems (first {min(20, len(bad))} of {len(bad)})"))
+    claimed = results["claimed"].notna().sum()
+    if claimed:
+        console.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
+    raise typer.Exit(1 if len(bad) else 0)
 
 
 # -- train-head / evaluate -----------------------------------------------------------------------
@@ -588,7 +652,10 @@ def info_cli(
     console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
     console.print(f"coverage: {d.coverage}")
     if len(d.failures):
-        console.print(_table(d.failures[["clip_id", "reason"]], title="failures"))
+        console.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
+                      "annotations (missing or empty)")
+        console.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
+                             if len(d.failures) > 20 else "failures"))
 
 
 # -- proxy ----------------------------------------------------------------------------------------

@@ -305,7 +305,8 @@ ProgressFn = Callable[[int, int], None]  # (clips finished in this call, images 
 def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, table: pd.DataFrame, *,
             data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
             overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
-            on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT) -> ExtractResult:
+            on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT,
+            unreadable: Optional[dict[str, str]] = None) -> ExtractResult:
     """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
 
     `classes`: the class set the table's labels index (recorded in the fingerprint unless the
@@ -313,6 +314,8 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
 
     on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
     draws a rich bar with them). Clips that cannot be read are recorded and skipped.
+    `unreadable` {clip_id: reason} names clips of `table` the reader already found missing or
+    empty (`ClipTable.with_skipped()` / `skip_reasons()`): recorded as failures without decoding.
     """
     t0 = time.perf_counter()
     if shard_id is None or num_shards is None:
@@ -337,10 +340,12 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         todo = store.todo_rows(shard_id, num_shards, retry_failed=True)
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
         skipped = mine - len(todo)
+        todo, not_read = _record_unreadable(store, table, todo, unreadable or {}, shard_id, num_shards)
         if on_start:
             on_start(len(todo), skipped)
         extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
                                                 on_progress)
+        failures = not_read + failures
         coverage = store.coverage()
     finally:
         store.close()
@@ -348,6 +353,18 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     return ExtractResult(store=str(final), shard_id=shard_id, num_shards=num_shards, extracted=extracted,
                          failed=len(failures), skipped=skipped, frames=images,
                          seconds=time.perf_counter() - t0, coverage=coverage, failures=failures)
+
+
+def _record_unreadable(store: FeatureStore, table: pd.DataFrame, todo: np.ndarray, unreadable: dict[str, str],
+                       shard_id: int, num_shards: int) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Record the rows the reader found unreadable as failures; returns (rows left to decode, failures)."""
+    ids = table["clip_id"].to_numpy()
+    gone = np.array([str(ids[r]) in unreadable for r in todo], dtype=bool)
+    if not gone.any():
+        return todo, []
+    failures = [(str(ids[r]), unreadable[str(ids[r])]) for r in todo[gone]]
+    store.record_failures(todo[gone], [reason for _, reason in failures], shard_id, num_shards)
+    return todo[~gone], failures
 
 
 def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,

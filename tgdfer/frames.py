@@ -8,6 +8,9 @@ Indices are 0-based positions in the clip's frame order: frame files sorted by t
 frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or decoded video
 frames in presentation order. A source is used by one thread at a time (decord's reader is not
 thread-safe); open one per clip.
+A video's frame count is the number of its packets that hold data (`video_frame_count`), not
+the container header's claim, which can be larger (empty "dropped frame" chunks in AVI files, a
+file cut short); decord counts the same way.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
 extract stage can record the clip as failed and go on.
@@ -26,6 +29,7 @@ import abc
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -64,6 +68,7 @@ class FrameSource(abc.ABC):
     """The frames of one clip. `len(src)` frames; `src.read(indices)` decodes some of them."""
 
     backend: str  # "folder" | "decord" | "pyav": who decodes the frames
+    claimed: int | None = None  # a video header's frame count when it claims more than len(self)
 
     def __init__(self, path: Path):
         self.path = path
@@ -90,10 +95,12 @@ class FrameSource(abc.ABC):
         n = len(self)
         bad = idx[(idx < 0) | (idx >= n)]
         if bad.size:
+            claimed = self.claimed
+            why = (f"its header claims {claimed}: the file is truncated or holds empty frames"
+                   if claimed is not None and claimed > n else
+                   "indices are 0-based; does the annotation's frame count match the clip?")
             raise FrameReadError(
-                self.path,
-                f"frame index {int(bad[0])} is out of range: the clip has {n} frames "
-                "(indices are 0-based; does the annotation's frame count match the clip?)",
+                self.path, f"frame index {int(bad[0])} is out of range: the clip has {n} frames ({why})",
             )
         unique, inverse = np.unique(idx, return_inverse=True)
         return self._read_sorted(unique)[inverse]  # [T, H, W, 3]
@@ -276,20 +283,12 @@ class PyAVSource(FrameSource):
 
     def __init__(self, path: Path):
         super().__init__(path)
-        import av
-
-        try:
-            with av.open(str(path)) as container:
-                stream = self._video_stream(container)
-                # The container's frame count where it has one (mp4, avi), else count packets.
-                self._n = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-        except FrameReadError:
-            raise
-        except _av_errors() as e:
-            raise FrameReadError(
-                path, f"PyAV cannot open the video (corrupt, truncated or not a video): "
-                f"{_first_line(e)}"
-            ) from e
+        count = video_frame_count(path)
+        self._n = count.frames
+        if count.overclaimed:
+            self.claimed = count.claimed
+            log.debug("%s: the container header claims %d frames, %d hold data; reading %d",
+                      path, count.claimed, count.frames, count.frames)
         if self._n < 1:
             raise FrameReadError(path, "the video has no frames")
 
@@ -333,6 +332,86 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
+@dataclass(frozen=True)
+class VideoFrameCount:
+    """How many frames a video holds, and how many its container header claims."""
+
+    frames: int  # packets of the video stream that hold data: the frames a decoder gives
+    claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
+
+    @property
+    def overclaimed(self) -> bool:
+        """True when the header claims more frames than the file holds."""
+        return self.claimed is not None and self.claimed > self.frames
+
+
+def video_frame_count(path: str | Path) -> VideoFrameCount:
+    """Count a video's frames by reading its packets (no decoding), next to the header's claim.
+
+    The header is not the truth: an AVI whose dropped frames are stored as empty chunks (a
+    cinepak AVI claimed 444 frames and gave 68), or one cut short, claims more frames than any
+    decoder returns. Empty packets are not frames; a truncated file ends where its packets end.
+    Raises FrameReadError when the file cannot be opened as a video.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameReadError(path, "the file has no video stream")
+            stream = container.streams.video[0]
+            claimed = stream.frames or None
+            frames = 0
+            try:
+                for packet in container.demux(stream):
+                    frames += bool(packet.size)
+            except _av_errors() as e:  # a damaged tail: count what came before it
+                log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
+    except FrameReadError:
+        raise
+    except _av_errors() as e:
+        raise FrameReadError(
+            path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}"
+        ) from e
+    return VideoFrameCount(frames, claimed)
+
+
+def decode_all(path: str | Path) -> int:
+    """Decode every frame of a clip (checks them all); returns the number of frames decoded.
+
+    A folder: every image is opened and decoded. A video: decoded from start to end with PyAV
+    (sequential decoding is what finds a damaged frame). Raises FrameReadError at the first frame
+    that cannot be read, naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        src = FolderSource(path)
+        for i in range(len(src)):
+            src._read_sorted(np.array([i]))  # decodes frame i and checks its size against the first
+        return len(src)
+    if not path.is_file():
+        raise FrameReadError(path, "no such file or directory")
+    if path.stat().st_size == 0:
+        raise FrameReadError(path, "the video file is empty (0 bytes)")
+    import av
+
+    decoded = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise FrameReadError(path, "the file has no video stream")
+            for frame in container.decode(container.streams.video[0]):
+                frame.to_ndarray(format="rgb24")
+                decoded += 1
+    except FrameReadError:
+        raise
+    except _av_errors() as e:
+        raise FrameReadError(path, f"frame {decoded} cannot be decoded (corrupt or truncated): "
+                                   f"{_first_line(e)}") from e
+    return decoded
+
+
 def _reason(e: FrameReadError) -> str:
     """The message of a FrameReadError without its leading path."""
     return str(e).removeprefix(f"{e.path}: ")
@@ -367,6 +446,10 @@ class AutoVideoSource(FrameSource):
     @property
     def backend(self) -> str:  # type: ignore[override]
         return self._inner.backend
+
+    @property
+    def claimed(self) -> int | None:  # type: ignore[override]
+        return self._inner.claimed
 
     def __len__(self) -> int:
         return self._n

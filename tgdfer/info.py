@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .labels import CLASSES, ClassSet, stored_classes
+from .readers import SKIPPED_AT_READ
 from .store import FeatureStore
 
 
@@ -26,13 +27,15 @@ class StoreDescription:
     failures: pd.DataFrame  # row, clip_id, reason, writer
     text_sets: list[str]
     classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
+    skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
 
     def to_json(self) -> dict:
         return {
             "path": self.path, "backend": self.backend, "clips": self.clips, "views": self.views,
             "frames": self.frames, "dim": self.dim, "size_bytes": self.size_bytes,
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
-            "classes": list(self.classes.names), "counts": self.counts.to_dict(orient="index"),
+            "classes": list(self.classes.names), "skipped_at_read": self.skipped_at_read,
+            "counts": self.counts.to_dict(orient="index"),
             "failures": self.failures.to_dict(orient="records"),
         }
 
@@ -62,4 +65,5 @@ def describe(path: str | Path) -> StoreDescription:
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
             coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
             failures=store.failures, text_sets=list(store.text_sets), classes=classes,
+            skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
         )

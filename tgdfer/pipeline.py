@@ -19,6 +19,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from .augment import AugmentConfig
@@ -60,7 +61,7 @@ class ClassesConfig:
 
 @dataclass
 class DataConfig:
-    kind: str = "dfew"  # reader: one of readers.READERS (dfew, ferv39k, list, csv)
+    kind: str = "dfew"  # reader: one of readers.READERS (dfew, ferv39k, list, csv); formats in docs/datasets.md
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that reader (paths, columns, missing=...)
 
     def __post_init__(self):
@@ -69,13 +70,20 @@ class DataConfig:
         if not isinstance(self.args, dict):
             raise ConfigError("args", "must be a table of reader arguments")
 
-    def load(self) -> ClipTable:
-        """Read the annotations into a clip table."""
-        # TODO(lead, after merging the readers branch): read labels against the declared class set,
-        #   `load_clips(self.kind, class_names=classes.names, **self.args)` with `classes` from
-        #   Pipeline.classes (e.g. `def load(self, classes: ClassesConfig | None = None)`, called as
-        #   `pipe.data.load(pipe.classes)` in cli._extract). Today's readers take no class_names.
-        return load_clips(self.kind, **self.args)
+    def load(self, class_names: Optional[Sequence[str]] = None) -> ClipTable:
+        """Read the annotations into a clip table whose labels index `class_names`.
+
+        `class_names` is the pipeline's class set (default: `args.class_names`, else the 7
+        emotions); `args.class_names`, when given too, must be the same list.
+        """
+        args = dict(self.args)
+        if class_names is not None:
+            given = args.get("class_names")
+            if given is not None and list(given) != list(class_names):
+                raise ConfigError("args.class_names", f"{list(given)} differs from the pipeline's classes "
+                                                      f"{list(class_names)}; give the class set once")
+            args["class_names"] = list(class_names)
+        return load_clips(self.kind, **args)
 
 
 @dataclass

@@ -1,14 +1,18 @@
 """Annotation readers: DFEW, FERV39k, plain lists and generic CSV -> one clip table.
 
 Every reader returns a `ClipTable`: `table` follows the clip-table contract (columns `clip_id`
-str, `path` str, `label` int64 0..6, `fold` Int64, `split` string, `n_frames` Int64, rows sorted
-by `clip_id`) and `skipped` lists the clips left out with `missing="skip"` (`source`, `line`,
-`clip_id`, `reason`). `load_clips(kind, **kwargs)` picks a reader from `READERS` by name.
+str, `path` str, `label` int64 0..K-1 into the class names, `fold` Int64, `split` string,
+`n_frames` Int64, rows sorted by `clip_id`) and `skipped` lists the clips left out with
+`missing="skip"` (`source`, `line`, `clip_id`, `reason`, and the clip's `label`, `fold`, `split`,
+`path` as annotated). `load_clips(kind, **kwargs)` picks a reader from `READERS` by name.
+docs/datasets.md shows a pipeline snippet for every format below.
 
 Formats (what each reader expects, and where the format was found)
 - DFEW (`read_dfew`): `EmoLabel_DataSplit/{train,test}(single-labeled)/set_<k>.csv`, header
-  `video_name,label`, label 1..7 in `labels.CLASSES` order; `video_name` is the clip number,
-  written padded ("00001") or not ("1"). Frames live in `clip_224x224/<5-digit id>/`, original
+  `video_name,label`, label 1..7 in `labels.CLASSES` order (`label_base=0` for files counting
+  from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). The split
+  files may also lie in one folder as `train_set_<k>.csv`/`test_set_<k>.csv` (or
+  `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live in `clip_224x224/<5-digit id>/`, original
   videos as `<id>.mp4` (padded or not). fold = the k whose *test* csv lists the clip.
 - FERV39k (`read_ferv39k`): the official setup lists `FERV39k/4_setups/All_scenes/train_All.csv`
   and `test_All.csv` are not comma-separated: one clip a line, `<Scene>/<Emotion>/<NNNN> <Emotion>`
@@ -22,77 +26,162 @@ Formats (what each reader expects, and where the format was found)
   plain list format below. Assumptions: no header line (one loader skips a first row; the
   official-format readers above do not); a clip's number is unique only within its
   Scene/Emotion folder, so `clip_id` is the whole relative path `Action/Happy/0267`.
-- Plain lists (`read_list`): `path n_frames label` a line, separated by whitespace (so paths
-  cannot hold spaces, as in DFER-CLIP's own loader), label 0..6, as DFER-CLIP's `annotation/*.txt`
-  and SynthDFER's `lists/`. `clip_id` is the clip's path relative to the deepest folder that
-  holds all clips of the table, video extension dropped (`frames/00001` and
+- Plain lists (`read_list`): `path n_frames label` a line (DFER-CLIP's `annotation/*.txt`,
+  SynthDFER's `lists/`), `path label` (no frame count: counted when read), or `path` alone with
+  the label taken from the path; separated by whitespace (paths cannot hold spaces, as in
+  DFER-CLIP's own loader); label 0-based by default. `clip_id` is the clip's path relative to the
+  deepest folder that holds all clips of the table, video extension dropped (`frames/00001` and
   `videos/00001.mp4` under one root both give `00001`; FERV39k folders give `Action/Happy/0267`).
-- Generic CSV (`read_csv`): a header row, a path and a label column (class names, aliases, or
-  integers 0- or 1-based), optionally a fold or a split column and a clip-id column.
+- Generic CSV (`read_csv`): a header row, a path and a label column, optionally a fold or a split
+  column (used when the header has one named `fold`/`split`; name another, or `"none"`), a
+  clip-id column, and for a table with neither, a separate list of the test clips.
+
+Options every reader takes
+- `class_names`: the class set labels index into (default `labels.CLASSES`, the 7 emotions). A
+  label written as a word is matched case-insensitively against these names; the emotion
+  aliases of `labels.py` (Happy, Angry, ...) apply only to the default set. Integer labels are
+  checked against len(class_names).
+- `label_names`: the file's integers mapped onto class names: integer `label_base + i` means
+  `label_names[i]` (e.g. alphabetical ids 0..6 = Angry, Disgust, Fear, Happy, Neutral, Sad,
+  Surprise). An integer just outside the range suggests the other `label_base` in the error.
+- `path_map` (list, csv, ferv39k): {"/their/prefix": "data/DFEW"} rewrites annotated paths
+  written on another machine (longest matching prefix, whole path components, `\\` read as `/`);
+  a prefix that matches no path is a ConfigError naming it.
+- `label_from_path` (list, csv, ferv39k): the label read from the annotated path, as a
+  path-component index (`-2` = the parent folder, FERV39k's `<Scene>/<Emotion>/<NNNN>`) or a
+  regular expression whose group `label` (or first group) is the class name. With a label
+  column too, every row is checked: a disagreement is an error naming the row, or with
+  `missing="skip"` a skipped row with both labels in its reason.
+- `frame_cache` (list, csv, dfew, ferv39k): a JSON file caching the frame counts of videos
+  (default `cache/frame_counts.json` under the working directory, never inside the dataset;
+  `"none"` turns it off), keyed by absolute path, size and modification time.
+- `missing`: "error" (default) or "skip": a clip that is missing or empty, or a row whose label
+  is not a class or disagrees with its path, stops the read (AnnotationError naming file and
+  line) or is left out and listed in `skipped` with the reason. Malformed files (wrong field
+  counts, a clip listed twice, conflicting files) always stop it.
+In TOML there is no null: an optional column or file is switched off with `"none"` (or `""`).
 
 Which file plays which part (`read_list`, `read_ferv39k`): the `files` argument is a folder
 (files matching `pattern` in it), one file, a list of files, or a mapping {role: file}. The role
-comes from the mapping key or the file name: a `set_<k>_` before `train`/`test` makes it fold k's
-list (`set_1_test.txt`, `DFEW_set_1_test.txt`), otherwise it is the train or test split
-(`train.txt`, `FERV39K_test.txt`, `train_All.csv`). A table is either per-fold (fold = the k
-whose test list holds the clip, every clip in exactly one test list; the train lists are only
-checked against it) or train/test (split = the list that holds the clip), never both.
+comes from the mapping key or the file name: a `set_<k>_` before `train`/`test` (or `_set_<k>`
+after it) makes it fold k's list (`set_1_test.txt`, `DFEW_set_1_test.txt`, `train_set_1.csv`),
+otherwise it is the train or test split (`train.txt`, `FERV39K_test.txt`, `train_All.csv`). A
+table is either per-fold (fold = the k whose test list holds the clip, every clip in exactly one
+test list; the train lists are only checked against it) or train/test (split = the list that
+holds the clip), never both.
 
 Frames and paths: paths in the table are absolute and resolved. Relative annotation paths are
 relative to `root` (default: the annotation file's folder). n_frames is the number of image files
 in a frame folder (os.scandir, no decoding); for a video, the annotated count when the
-annotation has one, else the container's frame count from PyAV metadata, <NA> when the container
-does not record it. When an annotated n_frames disagrees with a frame folder the folder's count
-is kept (it is what the frame source will read; sampling past it would fail) and one warning
-names the clips. A clip whose path points to nothing, to an empty frame folder or to an empty
-video file raises AnnotationError with file and line (`missing="error"`), or is recorded in
-`skipped` with the reason (`missing="skip"`).
+annotation has one, else the frames the file holds (`frames.video_frame_count`: its packets
+that hold data, read without decoding, cached in `frame_cache`). A container header that claims
+more frames than the file holds (empty "dropped frame" chunks of old AVIs, a file cut short) is
+not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
+a frame folder the folder's count is kept (it is what the frame source will read; sampling past
+it would fail) and one warning names the clips. A clip whose path points to nothing, to an empty
+frame folder or to an empty video file raises AnnotationError with file and line
+(`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the extract
+stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
 """
 
 from __future__ import annotations
 
 import csv
 import inspect
+import json
 import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
 
-from .errors import AnnotationError, ConfigError
-from .labels import CLASSES, NUM_CLASSES, class_index
+from .errors import AnnotationError, ConfigError, FrameReadError
+from .labels import CLASSES, class_index
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 Missing = Literal["error", "skip"]
+PathLabel = int | str | None  # label_from_path: a path-component index, a regex, or None
 
 COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "fold", "split", "n_frames")
 DTYPES: dict[str, str] = {
     "clip_id": "str", "path": "str", "label": "int64", "fold": "Int64", "split": "string", "n_frames": "Int64",
 }
-SKIPPED_COLUMNS: tuple[str, ...] = ("source", "line", "clip_id", "reason")
+SKIPPED_COLUMNS: tuple[str, ...] = ("source", "line", "clip_id", "reason", "label", "fold", "split", "path")
+SKIPPED_DTYPES: dict[str, str] = {
+    "source": "str", "line": "Int64", "clip_id": "str", "reason": "str", "label": "Int64", "fold": "Int64",
+    "split": "string", "path": "str",
+}
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 DFEW_TRAIN_DIR = "train(single-labeled)"
 DFEW_TEST_DIR = "test(single-labeled)"
 FERV39K_LABELS = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")  # CLASSES order
+DEFAULT_FRAME_CACHE = "cache/frame_counts.json"
+SKIPPED_AT_READ = "skipped when reading the annotations"  # prefix of a skipped clip's reason in a store
+_NONE = ("", "none")  # how TOML says "no such column / file" (it has no null)
 
-# A file's part from its name or mapping key: optional "set_<k>_" (fold k), then train or test.
-_ROLE = re.compile(r"(?:^|_)(?:set_?(?P<fold>\d+)_)?(?P<part>train|test)(?=_|$)", re.IGNORECASE)
+# A file's part from its name or mapping key: "set_<k>_" then train|test, or train|test then "_set_<k>".
+_ROLE = re.compile(r"(?:^|_)(?:set_?(?P<fold>\d+)_)?(?P<part>train|test)(?:_?set_?(?P<fold2>\d+))?(?=_|$)",
+                   re.IGNORECASE)
+_INT = re.compile(r"[+-]?\d+")
 
 
 @dataclass
 class ClipTable:
     """What a reader returns."""
 
-    table: pd.DataFrame  # one row per clip: clip_id, path, label, fold, split, n_frames
-    skipped: pd.DataFrame  # clips left out with missing="skip": source, line, clip_id, reason
+    table: pd.DataFrame  # one row per clip found: clip_id, path, label, fold, split, n_frames
+    skipped: pd.DataFrame  # clips left out with missing="skip": SKIPPED_COLUMNS
+
+    def with_skipped(self) -> pd.DataFrame:
+        """Every annotated clip: `table` plus the skipped ones (n_frames <NA>), sorted by clip_id.
+
+        What a feature store holds, so that its clip table describes the annotations and not
+        what was on disk that day: the skipped clips become failed rows, and a rerun after the
+        files appear extracts them into the same store.
+        """
+        if self.skipped is None or self.skipped.empty:
+            return self.table
+        extra = pd.DataFrame({
+            "clip_id": self.skipped["clip_id"], "path": self.skipped["path"], "label": self.skipped["label"],
+            "fold": self.skipped["fold"], "split": self.skipped["split"],
+            "n_frames": pd.array([None] * len(self.skipped), dtype="Int64"),
+        })
+        both = pd.concat([self.table, extra[self.skipped["label"].notna().to_numpy()]], ignore_index=True)
+        both = both.astype(DTYPES).sort_values("clip_id", kind="stable").reset_index(drop=True)
+        return both
+
+    def skip_reasons(self) -> dict[str, str]:
+        """{clip_id: why it was skipped}, for the clips of `with_skipped()` missing from `table`."""
+        if self.skipped is None or self.skipped.empty:
+            return {}
+        return {str(c): f"{SKIPPED_AT_READ} ({s}:{n}): {r}" for c, s, n, r
+                in self.skipped[["clip_id", "source", "line", "reason"]].itertuples(index=False)}
+
+    def summary(self) -> str:
+        """One line: how many clips were skipped and why (by kind of reason); '' when none."""
+        if self.skipped is None or self.skipped.empty:
+            return ""
+        kinds = self.skipped["reason"].map(_reason_kind).value_counts()
+        total = len(self.table) + len(self.skipped)
+        parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        return f"skipped {len(self.skipped)} of {total} annotated clips ({parts})"
+
+
+def _reason_kind(reason: str) -> str:
+    for words, kind in (("nothing at", "missing"), ("holds no images", "empty folder"),
+                        ("is empty", "empty video file"), ("disagrees with the path", "label disagreements"),
+                        ("label", "bad labels")):
+        if words in reason:
+            return kind
+    return "other"
 
 
 @dataclass(frozen=True)
@@ -103,10 +192,11 @@ class _Entry:
     line: int  # 1-based line in source
     clip_id: str
     candidates: tuple[Path, ...]  # where the clip may be; the first that exists is used
-    label: int  # 0-based
+    label: int  # 0-based index into the class names
     n_frames: int | None  # annotated frame count, None when the format has none
     fold: int | None  # the fold k of the source file (per-fold annotations)
     part: str | None  # "train" | "test": the source file's part; None when the file has no split
+    problem: str | None = None  # a row-level problem (label column vs path): skipped or raised
 
 
 @dataclass(frozen=True)
@@ -115,7 +205,221 @@ class _Role:
 
     path: Path
     fold: int | None  # k for set_<k>_train / set_<k>_test, None for plain train/test
-    part: str  # "train" | "test"
+    part: str  # "train" | "test" | "all" (a whole-set list: no split unless a test_list says)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How label cells become 0-based indices into `class_names` (build it with `make_labels`)."""
+
+    class_names: tuple[str, ...]  # the class set
+    lookup: Callable[[str], int]  # class name -> index (`class_lookup`), ValueError if unknown
+    base: int = 0  # the integer written for the first class (or for label_names[0])
+    label_names: tuple[int, ...] | None = None  # class index of file integer base + i
+
+    def parse(self, text: str, source: Path, line: int, field: str) -> int:
+        """A class name, or an integer counted from `base`; AnnotationError naming file, line, field."""
+        if _INT.fullmatch(text):
+            value, k = int(text), len(self.label_names or self.class_names)
+            low, high = self.base, self.base + k - 1
+            if not low <= value <= high:
+                what = f"{k} label_names" if self.label_names else f"{k} classes"
+                hint = ""
+                if value in (low - 1, high + 1):
+                    other = 1 - self.base
+                    hint = f"; if this file counts labels from {other}, set label_base = {other}"
+                raise AnnotationError(source, f"{field} {value} is outside the allowed range {low}..{high} "
+                                              f"({what}){hint}", line=line)
+            i = value - self.base
+            return self.label_names[i] if self.label_names else i
+        try:
+            return self.lookup(text)
+        except ValueError:
+            default = self.class_names == CLASSES
+            raise AnnotationError(source, f"{field} {text!r} is not {'an emotion' if default else 'a class'}; "
+                                          f"expected one of {', '.join(self.class_names)}"
+                                          + (f" (or {', '.join(FERV39K_LABELS)})" if default else ""),
+                                  line=line) from None
+
+
+def class_lookup(class_names: Sequence[str]) -> Callable[[str], int]:
+    """name -> index in class_names: exact name, case-insensitive; the emotion aliases of `labels`
+    (Happy, Angry, ...) only for the default 7 classes. The function raises ValueError."""
+    exact = {n.lower(): i for i, n in enumerate(class_names)}
+    default = tuple(class_names) == CLASSES
+
+    def lookup(name: str) -> int:
+        key = name.strip().lower()
+        if key in exact:
+            return exact[key]
+        if default:
+            return class_index(name)
+        raise ValueError(f"unknown class {name!r}; expected one of {', '.join(class_names)}")
+
+    return lookup
+
+
+def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | None, label_base: int) -> Labels:
+    """Check the class set and the integer mapping (ConfigError naming the field) and build a Labels."""
+    names = tuple(CLASSES if class_names is None else class_names)
+    if isinstance(class_names, str) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError("class_names", f"must be a non-empty list of class names, got {class_names!r}")
+    seen: dict[str, str] = {}
+    for n in names:
+        if n.lower() in seen:
+            raise ConfigError("class_names", f"{n!r} appears twice (as {seen[n.lower()]!r}); class names must be "
+                                             "unique (case-insensitive)")
+        seen[n.lower()] = n
+    if isinstance(label_base, bool) or not isinstance(label_base, int) or label_base not in (0, 1):
+        raise ConfigError("label_base", f"must be 0 or 1, got {label_base!r}")
+    lookup = class_lookup(names)
+    mapped = None
+    if label_names is not None:
+        if isinstance(label_names, str) or not label_names:
+            raise ConfigError("label_names", f"must be a non-empty list of class names, got {label_names!r}")
+        mapped = []
+        for i, n in enumerate(label_names):
+            try:
+                mapped.append(lookup(str(n)))
+            except ValueError:
+                raise ConfigError("label_names", f"entry {i} ({n!r}, the file's integer {label_base + i}) is not "
+                                                 f"a class; class_names: {', '.join(names)}") from None
+        mapped = tuple(mapped)
+    return Labels(names, lookup, label_base, mapped)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+class PathMap:
+    """Rewrites annotated paths written on another machine: {their prefix: our folder}.
+
+    The longest prefix that matches whole path components wins; backslashes read as slashes.
+    `check_used` raises a ConfigError naming a prefix that matched no path.
+    """
+
+    def __init__(self, mapping: Mapping[str, str] | None):
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise ConfigError("path_map", f"must be a table {{\"/their/prefix\" = \"our/folder\"}}, got {mapping!r}")
+        items = []
+        for prefix, target in (mapping or {}).items():
+            if not isinstance(target, (str, os.PathLike)) or not str(prefix).strip():
+                raise ConfigError("path_map", f"entry {prefix!r} = {target!r}: both sides must be paths")
+            items.append((_slashes(str(prefix)).rstrip("/") or "/", str(target)))
+        self.items = sorted(items, key=lambda kv: -len(kv[0]))
+        self.used: set[str] = set()
+
+    def __call__(self, raw: str) -> str:
+        if not self.items:
+            return raw
+        text = _slashes(raw)
+        for prefix, target in self.items:
+            if text == prefix or text.startswith(prefix + "/") or prefix == "/":
+                self.used.add(prefix)
+                rest = text[len(prefix):].lstrip("/")
+                return str(Path(target) / rest) if rest else target
+        return raw
+
+    def check_used(self, what: str) -> None:
+        unused = [p for p, _ in self.items if p not in self.used]
+        if unused:
+            raise ConfigError("path_map", f"prefix {unused[0]!r} matches none of the paths in {what}; "
+                                          "check the prefix as written in the annotation file")
+
+
+def _slashes(text: str) -> str:
+    return text.replace("\\", "/") if "\\" in text else text
+
+
+def path_label_reader(spec: PathLabel) -> Callable[[str], str] | None:
+    """label_from_path -> a function from the annotated path to the label text it holds (or None)."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in _NONE):
+        return None
+    if isinstance(spec, bool):
+        raise ConfigError("label_from_path", f"must be a path-component index or a regex, got {spec!r}")
+    if isinstance(spec, int):
+        def component(raw: str) -> str:
+            parts = [p for p in PurePosixPath(_slashes(raw)).parts if p != "/"]
+            try:
+                part = parts[spec]
+            except IndexError:
+                raise ValueError(f"the path has {len(parts)} components, no component {spec}") from None
+            return part.split(".")[0] if spec == -1 else part
+        return component
+    try:
+        pattern = re.compile(str(spec))
+    except re.error as e:
+        raise ConfigError("label_from_path", f"{spec!r} is not a valid regular expression: {e}") from None
+    if pattern.groups < 1:
+        raise ConfigError("label_from_path", f"{spec!r} needs a group that captures the label, e.g. "
+                                             r"'/(?P<label>\w+)/\d+$'")
+    group = "label" if "label" in pattern.groupindex else 1
+
+    def match(raw: str) -> str:
+        m = pattern.search(_slashes(raw))
+        if m is None or not m.group(group):
+            raise ValueError(f"label_from_path {pattern.pattern!r} does not match")
+        return m.group(group)
+
+    return match
+
+
+def _none(value: Any) -> Any:
+    """TOML's way to say 'none': the string "none" or "" (any case) -> None."""
+    return None if value is None or (isinstance(value, str) and value.strip().lower() in _NONE) else value
+
+
+# ----------------------------------------------------------------------------- frame counts
+
+
+class FrameCountCache:
+    """Frame counts of video files in a small JSON file, keyed by absolute path, size and mtime.
+
+    Lives where the caller says (`frame_cache`, default `cache/frame_counts.json` under the working
+    directory): never inside the dataset, which may be read-only. A cache that cannot be written
+    is reported once and the counts are simply not kept.
+    """
+
+    def __init__(self, path: PathLike | None):
+        self.path = None if _none(path) is None else Path(path)
+        self.entries: dict[str, list] = {}  # path -> [size, mtime_ns, frames, claimed]
+        self.dirty = False
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = dict(data.get("counts", {})) if data.get("version") == 1 else {}
+            except (OSError, ValueError, AttributeError) as e:
+                logger.warning("frame count cache %s is unreadable (%s); counting again", self.path, e)
+
+    def count(self, video: Path) -> tuple[int, int | None]:
+        """(frames the file holds, frames its header claims or None); FrameReadError when unreadable."""
+        from .frames import video_frame_count  # deferred: PyAV only needed for videos
+
+        st = video.stat()
+        key = str(video)
+        hit = self.entries.get(key)
+        if hit is not None and hit[:2] == [st.st_size, st.st_mtime_ns]:
+            return int(hit[2]), hit[3]
+        c = video_frame_count(video)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, c.frames, c.claimed]
+        self.dirty = True
+        return c.frames, c.claimed
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": 1, "counts": self.entries}), encoding="utf-8")
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError as e:
+            logger.warning("cannot write the frame count cache %s (%s); frame counts are not kept "
+                           "(set frame_cache to a writable file, or \"none\")", self.path, e)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -126,41 +430,61 @@ def read_dfew(
     frames_dir: PathLike | None = None,
     *,
     videos_dir: PathLike | None = None,
+    id_col: str = "video_name",
+    label_col: str = "label",
+    label_base: int = 1,
+    label_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
     """DFEW's fold CSVs -> clip table (fold = the set whose test csv lists the clip).
 
     `split_dir` is DFEW's `EmoLabel_DataSplit` (holding `train(single-labeled)/set_<k>.csv` and
-    `test(single-labeled)/set_<k>.csv`); clips are frame folders `frames_dir/<id>` or videos
-    `videos_dir/<id>.mp4` (give exactly one of the two).
+    `test(single-labeled)/set_<k>.csv`) or a folder of `train_set_<k>.csv`/`test_set_<k>.csv`
+    (or `set_<k>_train.csv`/`set_<k>_test.csv`); clips are frame folders `frames_dir/<id>` or
+    videos `videos_dir/<id>.mp4` (give exactly one of the two). Labels count from `label_base`
+    (DFEW's own files: 1); `label_names` maps them onto other class orders.
     """
     _check_missing(missing)
+    frames_dir, videos_dir = _none(frames_dir), _none(videos_dir)
     if (frames_dir is None) == (videos_dir is None):
         raise ConfigError("frames_dir", "give exactly one of frames_dir (frame folders) or videos_dir (video files)")
+    labels = make_labels(class_names, label_names, label_base)
     split_dir = Path(split_dir)
     clip_dir = _existing_dir(frames_dir if frames_dir is not None else videos_dir,
                              "frames_dir" if frames_dir is not None else "videos_dir")
     exts = ("",) if frames_dir is not None else VIDEO_EXTS
     entries: list[_Entry] = []
     for role in _dfew_files(split_dir):
-        header, rows = _read_csv_rows(role.path, required=("video_name", "label"))
+        header, rows = _read_csv_rows(role.path, required=(id_col, label_col))
         for line, row in rows:
-            number = _parse_int(row["video_name"], role.path, line, "video_name", low=1)
-            label = _parse_int(row["label"], role.path, line, "label", low=1, high=NUM_CLASSES) - 1
+            number = _parse_int(row[id_col], role.path, line, id_col, low=1)
+            label, problem = _row_label(labels, None, row[label_col], "", role.path, line, label_col, missing)
             clip_id = f"{number:05d}"
-            names = dict.fromkeys((clip_id, str(number)))  # padded first, then as written
+            names = dict.fromkeys((clip_id, str(number), row[id_col]))  # padded first, then as written
             candidates = tuple(clip_dir / f"{name}{ext}" for ext in exts for name in names)
-            entries.append(_Entry(role.path, line, clip_id, candidates, label, None, role.fold, role.part))
-    return _build(entries, missing=missing)
+            entries.append(_Entry(role.path, line, clip_id, candidates, label, None, role.fold, role.part, problem))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
 
 
 def _dfew_files(split_dir: Path) -> list[_Role]:
     """The (train, test) csv pair of every set k, checked to come in pairs."""
     test_dir, train_dir = split_dir / DFEW_TEST_DIR, split_dir / DFEW_TRAIN_DIR
+    if not test_dir.is_dir() and not train_dir.is_dir() and split_dir.is_dir():
+        flat = [r for r in (_role_of(f.stem, f) for f in sorted(split_dir.glob("*.csv"))) if r and r.fold]
+        if flat:  # train_set_1.csv / test_set_1.csv (or set_1_train.csv ...) in one folder
+            _check_roles(flat)
+            folds = {r.fold for r in flat if r.part == "test"}
+            for r in flat:
+                if r.fold not in folds:
+                    raise AnnotationError(r.path, f"no test file for set {r.fold} beside it; each set needs its test csv")
+            return sorted(flat, key=lambda r: (r.fold, r.part != "train"))
     for folder in (test_dir, train_dir):
         if not folder.is_dir():
             raise AnnotationError(folder, f"folder not found; split_dir must be DFEW's EmoLabel_DataSplit folder "
-                                          f"holding '{DFEW_TRAIN_DIR}' and '{DFEW_TEST_DIR}'")
+                                          f"holding '{DFEW_TRAIN_DIR}' and '{DFEW_TEST_DIR}', or a folder of "
+                                          f"train_set_<k>.csv / test_set_<k>.csv files")
     sets = {d: {int(m[1]) for f in d.iterdir() if (m := re.fullmatch(r"set_(\d+)\.csv", f.name))}
             for d in (test_dir, train_dir)}
     if not sets[test_dir]:
@@ -179,6 +503,10 @@ def read_ferv39k(
     root: PathLike,
     *,
     pattern: str = "*.csv",
+    label_from_path: PathLabel = None,
+    path_map: Mapping[str, str] | None = None,
+    class_names: Sequence[str] | None = None,
+    frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
     """FERV39k's official setup lists (`Scene/Emotion/NNNN Emotion` a line) -> clip table.
@@ -186,22 +514,30 @@ def read_ferv39k(
     `lists` is a setup folder such as `FERV39k/4_setups/All_scenes` (its `train_*.csv` and
     `test_*.csv`), one file, a list of files, or {"train": file, "test": file}; `root` is the
     `2_ClipsforFaceCrop` folder the listed paths are relative to. split = the list holding the clip.
+    `label_from_path = -2` also checks every line's label word against its Emotion folder.
     """
     _check_missing(missing)
     root = _existing_dir(root, "root")
+    labels = make_labels(class_names, None, 0)
+    by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
     entries: list[_Entry] = []
-    for role in _annotation_files(lists, pattern):
+    roles = _annotation_files(lists, pattern)
+    for role in roles:
         for line, text in _read_lines(role.path):
             fields = text.split()
             if len(fields) != 2:
                 raise AnnotationError(role.path, f"expected 2 fields 'Scene/Emotion/NNNN Emotion', got {len(fields)}: "
                                                  f"{text!r}", line=line)
             rel, word = fields
-            label = _parse_class(word, role.path, line, "label")
+            label, problem = _row_label(labels, by_path, word, rel, role.path, line, "label", missing)
             clip_id = Path(rel).as_posix().strip("/")
-            path = (root / rel).resolve()
-            entries.append(_Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part))
-    return _build(entries, missing=missing)
+            path = (root / paths(rel)).resolve()
+            entries.append(_Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part, problem))
+    paths.check_used(", ".join(str(r.path) for r in roles))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+
+
+LIST_FIELDS = ("path", "n_frames", "label")
 
 
 def read_list(
@@ -209,31 +545,85 @@ def read_list(
     root: PathLike | None = None,
     *,
     pattern: str = "*.txt",
+    fields: Sequence[str] | None = None,
+    label_base: int = 0,
+    label_names: Sequence[str] | None = None,
+    label_from_path: PathLabel = None,
+    path_map: Mapping[str, str] | None = None,
+    test_list: PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
-    """Plain `path n_frames label` lists (label 0..6) -> clip table.
+    """Plain whitespace-separated lists -> clip table.
 
+    A line is `path n_frames label`, `path label` (frames counted when read) or `path` (label
+    from the path); `fields` fixes the layout instead (e.g. ["path", "label"]), otherwise the
+    field count of each file's first line decides. Labels are integers counted from `label_base` (0) or names.
     `files` is a folder (its files matching `pattern`), one file, a list of files or a mapping
     {role: file}; roles `set_<k>_train`/`set_<k>_test` give folds (fold = k of the test list
-    holding the clip), roles `train`/`test` give splits (see the module docstring). Relative
-    paths are relative to `root` (default: each list file's folder).
+    holding the clip), roles `train`/`test` give splits (see the module docstring), and the
+    mapping key `all` marks a whole-set list: no split, or with `test_list` (a file naming the
+    test clips, one a line, by path as written or clip id) test = listed, train = the rest.
+    Relative paths are relative to `root` (default: each list file's folder).
     """
     _check_missing(missing)
-    raw: list[tuple[_Role, int, Path, int, int]] = []  # role, line, absolute path, n_frames, label
-    for role in _annotation_files(files, pattern):
+    test_list = _none(test_list)
+    labels = make_labels(class_names, label_names, label_base)
+    by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
+    layout = _list_layout(fields, by_path is not None)
+    raw: list[tuple[_Role, int, Path, int | None, int, str | None]] = []  # role, line, path, n_frames, label, problem
+    written: list[str] = []  # each row's path as written, for test_list
+    roles = _annotation_files(files, pattern)
+    if test_list is not None and [r.part for r in roles] != ["all"]:
+        raise ConfigError("test_list", "goes with one whole-set list: files = { all = \"list.txt\" }; these "
+                                       "files already say their part: " + ", ".join(str(r.path) for r in roles))
+    for role in roles:
         base = Path(root) if root is not None else role.path.parent
-        for line, text in _read_lines(role.path):
-            fields = text.split()
-            if len(fields) != 3:
-                raise AnnotationError(role.path, f"expected 3 fields 'path n_frames label', got {len(fields)}: "
-                                                 f"{text!r}", line=line)
-            n_frames = _parse_int(fields[1], role.path, line, "n_frames", low=1)
-            label = _parse_int(fields[2], role.path, line, "label", low=0, high=NUM_CLASSES - 1)
-            raw.append((role, line, (base / fields[0]).resolve(), n_frames, label))
-    ids = _ids_from_paths([path for _, _, path, _, _ in raw])
-    entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold, role.part)
-               for (role, line, path, n, label), clip_id in zip(raw, ids)]
-    return _build(entries, missing=missing)
+        lines = _read_lines(role.path)
+        names = layout or _LIST_LAYOUTS.get((len(lines[0][1].split()), by_path is not None))  # first line decides
+        for line, text in lines:
+            cells = text.split()
+            if names is None or len(cells) != len(names):
+                expected = " ".join(names) if names else "path n_frames label', 'path label"
+                raise AnnotationError(role.path, f"expected {len(names) if names else '2 or 3'} fields "
+                                                 f"'{expected}', got {len(cells)}: {text!r}", line=line)
+            row = dict(zip(names, cells))
+            n_frames = _parse_int(row["n_frames"], role.path, line, "n_frames", low=1) if "n_frames" in row else None
+            label, problem = _row_label(labels, by_path, row.get("label"), row["path"], role.path, line, "label",
+                                        missing)
+            raw.append((role, line, (base / paths(row["path"])).resolve(), n_frames, label, problem))
+            written.append(row["path"])
+    paths.check_used(", ".join(str(r.path) for r in roles))
+    ids = _ids_from_paths([r[2] for r in raw])
+    tested = _read_test_list(Path(test_list), written, ids) if test_list is not None else None
+    entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold,
+                      _part(role.part, tested, clip_id), problem)
+               for (role, line, path, n, label, problem), clip_id in zip(raw, ids)]
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+
+
+def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
+    """A row's split: its file's part, or for a whole-set list the test_list's say (None without one)."""
+    if part != "all":
+        return part
+    return None if tested is None else ("test" if clip_id in tested else "train")
+
+
+# (field count of a file's first line, label from the path?) -> its lines' fields, when `fields` is not given
+_LIST_LAYOUTS = {(3, False): LIST_FIELDS, (2, False): ("path", "label"), (3, True): LIST_FIELDS,
+                 (2, True): ("path", "label"), (1, True): ("path",)}
+
+
+def _list_layout(fields: Sequence[str] | None, by_path: bool) -> tuple[str, ...] | None:
+    if fields is None:
+        return None
+    names = tuple(fields)
+    if isinstance(fields, str) or "path" not in names or len(set(names)) != len(names) \
+            or not set(names) <= set(LIST_FIELDS) or ("label" not in names and not by_path):
+        raise ConfigError("fields", f"must list 'path' and, unless label_from_path is set, 'label', each once, "
+                                    f"from {', '.join(LIST_FIELDS)}; got {fields!r}")
+    return names
 
 
 def read_csv(
@@ -241,39 +631,90 @@ def read_csv(
     root: PathLike | None = None,
     *,
     path_col: str = "path",
-    label_col: str = "label",
-    fold_col: str | None = "fold",
-    split_col: str | None = None,
+    label_col: str | None = "label",
+    fold_col: str | None = "auto",
+    split_col: str | None = "auto",
     id_col: str | None = None,
+    test_list: PathLike | None = None,
     label_base: int = 0,
+    label_names: Sequence[str] | None = None,
+    label_from_path: PathLabel = None,
+    path_map: Mapping[str, str] | None = None,
+    class_names: Sequence[str] | None = None,
+    frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
     """A CSV with a header row -> clip table.
 
-    Labels are class names/aliases (`labels.class_index`) or integers counted from `label_base`
-    (0 or 1). `fold_col` (integers >= 1) or `split_col` ("train"/"test") says where each clip is
-    tested; set both to None for a table with neither. `id_col` names a clip-id column; without
-    one, ids come from the paths as in `read_list`. Relative paths are relative to `root`
-    (default: the CSV's folder).
+    Labels are class names (aliases for the default 7 classes) or integers counted from
+    `label_base` (0 or 1; `label_names` maps them). Where each clip is tested:
+    - `fold_col` (integers >= 1) or `split_col` ("train"/"test"); the default "auto" uses a
+      column named `fold` or `split` when the header has one; "none" (or None) uses no column;
+    - or, for a table with neither, `test_list`: a file naming the test clips, one a line (the
+      clip's path as written in the CSV, or its clip id); every other clip is train.
+    With none of these the table has neither folds nor a split (fine for `tgdfer check`).
+    `id_col` names a clip-id column; without one, ids come from the paths as in `read_list`.
+    `label_col = "none"` with `label_from_path` takes every label from the path. Relative paths
+    are relative to `root` (default: the CSV's folder).
     """
     _check_missing(missing)
-    if label_base not in (0, 1):
-        raise ConfigError("label_base", f"must be 0 or 1, got {label_base!r}")
-    if fold_col is not None and split_col is not None:
-        raise ConfigError("split_col", "give fold_col or split_col, not both (fold_col=None for a train/test split)")
+    labels = make_labels(class_names, label_names, label_base)
+    by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
     source = Path(csv_file)
-    wanted = tuple(c for c in (path_col, label_col, fold_col, split_col, id_col) if c is not None)
-    _, rows = _read_csv_rows(source, required=wanted)
+    label_col, id_col, test_list = _none(label_col), _none(id_col), _none(test_list)
+    if label_col is None and by_path is None:
+        raise ConfigError("label_col", "is none, so label_from_path must say where the label is")
+    header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c))
+    fold_col = _auto_column(fold_col, "fold", header, source)
+    split_col = _auto_column(split_col, "split", header, source)
+    if fold_col is not None and split_col is not None:
+        raise ConfigError("split_col", f"give fold_col or split_col, not both (set fold_col = \"none\" for a "
+                                       f"train/test split); {source} has both {fold_col!r} and {split_col!r}")
+    if test_list is not None and (fold_col is not None or split_col is not None):
+        raise ConfigError("test_list", f"{source} already says where clips are tested (column "
+                                       f"{fold_col or split_col!r}); set that column to \"none\" or drop test_list")
     base = Path(root) if root is not None else source.parent
-    paths = [(base / row[path_col]).resolve() for _, row in rows]
-    ids = [row[id_col] for _, row in rows] if id_col is not None else _ids_from_paths(paths)
+    abs_paths = [(base / paths(row[path_col])).resolve() for _, row in rows]
+    paths.check_used(str(source))
+    ids = [row[id_col] for _, row in rows] if id_col is not None else _ids_from_paths(abs_paths)
+    tested = _read_test_list(Path(test_list), [row[path_col] for _, row in rows], ids) if test_list else None
     entries = []
-    for (line, row), path, clip_id in zip(rows, paths, ids):
-        label = _parse_label(row[label_col], source, line, label_col, label_base)
+    for (line, row), path, clip_id in zip(rows, abs_paths, ids):
+        label, problem = _row_label(labels, by_path, row[label_col] if label_col else None, row[path_col], source,
+                                    line, label_col or "label", missing)
         fold = _parse_int(row[fold_col], source, line, fold_col, low=1) if fold_col is not None else None
         part = _parse_split(row[split_col], source, line, split_col) if split_col is not None else None
-        entries.append(_Entry(source, line, clip_id, (path,), label, None, fold, "test" if fold else part))
-    return _build(entries, missing=missing)
+        if tested is not None:
+            part = "test" if clip_id in tested else "train"
+        entries.append(_Entry(source, line, clip_id, (path,), label, None, fold, "test" if fold else part, problem))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+
+
+def _auto_column(value: str | None, name: str, header: list[str], source: Path) -> str | None:
+    """fold_col / split_col: "auto" = the column `name` if the header has it; "none" = no column."""
+    value = _none(value)
+    if value == "auto":
+        return name if name in header else None
+    if value is not None and value not in header:
+        raise AnnotationError(source, f"no column {value!r} in the header (columns: {', '.join(header)}); set "
+                                      f"{name}_col to \"none\" if the file has no {name} column", line=1)
+    return value
+
+
+def _read_test_list(path: Path, written: list[str], ids: list[str]) -> set[str]:
+    """Clip ids named by a test list (one clip a line: its path as written in the CSV, or its id)."""
+    by_written = dict(zip(written, ids))
+    known = set(ids)
+    tested = set()
+    for line, text in _read_lines(path):
+        name = re.split(r"[,\s]", text, maxsplit=1)[0]
+        clip_id = by_written.get(name) or (name if name in known else None)
+        if clip_id is None:
+            if line == 1 and not any(c in name for c in "/\\.") and name.isidentifier():
+                continue  # a header line such as "path"
+            raise AnnotationError(path, f"{name!r} is neither a path nor a clip id of the CSV", line=line)
+        tested.add(clip_id)
+    return tested
 
 
 READERS: dict[str, Callable[..., ClipTable]] = {
@@ -338,9 +779,9 @@ def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLi
         named = [(Path(f), Path(f).stem, True) for f in files]
     roles = []
     for path, name, explicit in named:
-        m = _ROLE.search(name)
-        if m is not None:
-            roles.append(_Role(path, int(m["fold"]) if m["fold"] else None, m["part"].lower()))
+        role = _role_of(name, path)
+        if role is not None:
+            roles.append(role)
         elif explicit:
             raise AnnotationError(path, f"cannot tell the part from {name!r}: name it train/test or set_<k>_train/"
                                         f"set_<k>_test, or pass a mapping such as {{'train': ..., 'test': ...}}")
@@ -348,6 +789,17 @@ def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLi
         raise AnnotationError(files, f"no annotation files matching {pattern!r} named train/test or set_<k>_train/test")
     _check_roles(roles)
     return roles
+
+
+def _role_of(name: str, path: Path) -> _Role | None:
+    """The part a file plays from its name or mapping key, or None when the name does not say."""
+    if name.lower() == "all":
+        return _Role(path, None, "all")
+    m = _ROLE.search(name)
+    if m is None:
+        return None
+    fold = m["fold"] or m["fold2"]
+    return _Role(path, int(fold) if fold else None, m["part"].lower())
 
 
 def _check_roles(roles: list[_Role]) -> None:
@@ -359,6 +811,9 @@ def _check_roles(roles: list[_Role]) -> None:
             raise AnnotationError(r.path, f"both this file and {seen[key]} are the {_role_name(r)} list; "
                                           f"pass one (narrow the pattern or use a mapping)")
         seen[key] = r.path
+    if any(r.part == "all" for r in roles) and len(roles) > 1:
+        raise AnnotationError(roles[0].path, "a whole-set list ('all') comes alone; name its test clips with "
+                                             "test_list instead of a second list")
     if len({r.fold is None for r in roles}) > 1:
         raise AnnotationError(roles[0].path, "mixes per-fold lists (set_<k>_train/test) with plain train/test lists; "
                                              "pass one kind")
@@ -426,26 +881,47 @@ def _parse_int(text: str, source: Path, line: int, field: str, *, low: int | Non
     return value
 
 
-def _parse_class(text: str, source: Path, line: int, field: str) -> int:
-    try:
-        return class_index(text)
-    except ValueError:
-        raise AnnotationError(source, f"{field} {text!r} is not an emotion; expected one of "
-                                      f"{', '.join(CLASSES)} (or {', '.join(FERV39K_LABELS)})", line=line) from None
-
-
-def _parse_label(text: str, source: Path, line: int, field: str, base: int) -> int:
-    """A class name/alias, or an integer counted from `base`; returns 0-based."""
-    if re.fullmatch(r"[+-]?\d+", text):
-        return _parse_int(text, source, line, field, low=base, high=base + NUM_CLASSES - 1) - base
-    return _parse_class(text, source, line, field)
-
-
 def _parse_split(text: str, source: Path, line: int, field: str) -> str:
     part = text.lower()
     if part not in ("train", "test"):
         raise AnnotationError(source, f"{field} {text!r} must be 'train' or 'test'", line=line)
     return part
+
+
+def _row_label(labels: Labels, by_path: Callable[[str], str] | None, text: str | None, raw_path: str,
+               source: Path, line: int, field: str, missing: Missing) -> tuple[int, str | None]:
+    """(label, problem) of one row: from the label column, the path, or both checked against each other.
+
+    A path that gives no class, or disagrees with the label column, is a problem: raised with
+    missing="error", returned (the row is then skipped) with missing="skip".
+    """
+    try:
+        from_col = labels.parse(text, source, line, field) if text is not None else None
+    except AnnotationError as e:  # not a class: with missing="skip", one bad row does not stop the dataset
+        if missing == "error":
+            raise
+        return -1, str(e).removeprefix(f"{source}:{line}: ")
+    if by_path is None:
+        return from_col, None
+    try:
+        word = by_path(raw_path)
+        from_path = labels.lookup(word)
+    except ValueError as e:
+        problem = f"no label in the path {raw_path!r}: {e}"
+        return _problem(problem, missing, source, line, -1 if from_col is None else from_col)
+    if from_col is not None and from_col != from_path:
+        names = labels.class_names
+        problem = (f"label disagrees with the path: {field} says {names[from_col]} ({text!r}), the path "
+                   f"{raw_path!r} says {names[from_path]} ({word!r})")
+        return _problem(problem, missing, source, line, from_col)
+    return from_path, None
+
+
+def _problem(message: str, missing: Missing, source: Path, line: int, label: int) -> tuple[int, str]:
+    if missing == "error":
+        raise AnnotationError(source, f"{message} (fix the row, or pass missing='skip' to leave such rows out)",
+                              line=line)
+    return label, message
 
 
 def _ids_from_paths(paths: Sequence[Path]) -> list[str]:
@@ -465,40 +941,50 @@ def _ids_from_paths(paths: Sequence[Path]) -> list[str]:
 # ----------------------------------------------------------------------------- clip table
 
 
-def _build(entries: list[_Entry], *, missing: Missing) -> ClipTable:
+def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache) -> ClipTable:
     """Check entries across files, find each clip on disk, and assemble the table."""
     groups: dict[str, list[_Entry]] = {}
     for e in entries:
         groups.setdefault(e.clip_id, []).append(e)
     per_fold = any(e.fold is not None for e in entries)
-    chosen = [_check_clip(groups[clip_id], per_fold) for clip_id in sorted(groups)]
+    chosen = [_check_clip(groups[clip_id], per_fold, labels.class_names) for clip_id in sorted(groups)]
     if per_fold:
         _warn_incomplete_train_lists(entries, chosen)
-    rows, skipped, mismatched = [], [], []
+    rows, skipped, mismatched, overclaimed = [], [], [], []
     for e in chosen:
-        found = _find_clip(e)
+        fold, split = (e.fold, None) if per_fold else (None, e.part)
+        found = e.problem or _find_clip(e)
         if isinstance(found, str):
             if missing == "error":
                 raise AnnotationError(e.source, f"clip {e.clip_id}: {found} (fix the path, or pass missing='skip' "
                                                 f"to leave such clips out)", line=e.line)
-            skipped.append((str(e.source), e.line, e.clip_id, found))
+            label = None if e.problem else e.label  # a row with a problem is not an annotated clip
+            skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
             continue
         path, counted = found  # counted: images in a frame folder, None for a video
         if counted is not None and e.n_frames not in (None, counted):
             mismatched.append((e, counted))
-        n_frames = counted if counted is not None else (e.n_frames or _video_frames(path))
-        fold, split = (e.fold, None) if per_fold else (None, e.part)
+        n_frames = counted if counted is not None else e.n_frames
+        if n_frames is None:
+            n_frames, claimed = _video_frames(path, cache)
+            if claimed is not None and n_frames is not None and claimed > n_frames:
+                overclaimed.append((path, claimed, n_frames))
         rows.append((e.clip_id, str(path), e.label, fold, split, n_frames))
+    cache.save()
     _warn_mismatches(mismatched)
+    if overclaimed:
+        path, claimed, n = overclaimed[0]
+        logger.warning("%d videos: the container header claims more frames than the file holds; using the frames "
+                       "it holds (first: %s claims %d, holds %d)", len(overclaimed), path, claimed, n)
     if not rows:
         raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}")
+    result = ClipTable(_table(rows), _skipped_table(skipped))
     if skipped:
-        logger.warning("skipped %d of %d clips (first: %s:%d: %s)", len(skipped), len(chosen), *skipped[0][:2],
-                       skipped[0][3])
-    return ClipTable(_table(rows), _skipped_table(skipped))
+        logger.warning("%s (ClipTable.skipped lists them)", result.summary())
+    return result
 
 
-def _check_clip(group: list[_Entry], per_fold: bool) -> _Entry:
+def _check_clip(group: list[_Entry], per_fold: bool, class_names: Sequence[str]) -> _Entry:
     """The entry that places this clip (its test-list entry for folds), after cross-file checks."""
     ref = group[0]
     where = f"{ref.source}:{ref.line}"
@@ -508,16 +994,20 @@ def _check_clip(group: list[_Entry], per_fold: bool) -> _Entry:
             raise AnnotationError(e.source, f"clip {e.clip_id} is listed twice (lines {by_source[e.source].line} and "
                                             f"{e.line}); clip ids must be unique", line=e.line)
         by_source[e.source] = e
-        if e.label != ref.label:
-            raise AnnotationError(e.source, f"clip {e.clip_id} is labelled {CLASSES[e.label]} here but "
-                                            f"{CLASSES[ref.label]} in {where}", line=e.line)
+        if e.label != ref.label and e.label >= 0 and ref.label >= 0:
+            raise AnnotationError(e.source, f"clip {e.clip_id} is labelled {class_names[e.label]} here but "
+                                            f"{class_names[ref.label]} in {where}", line=e.line)
         if e.candidates != ref.candidates:
             raise AnnotationError(e.source, f"clip {e.clip_id} points to {e.candidates[0]} here but to "
                                             f"{ref.candidates[0]} in {where}", line=e.line)
         if e.n_frames != ref.n_frames:
             raise AnnotationError(e.source, f"clip {e.clip_id} has n_frames {e.n_frames} here but {ref.n_frames} "
                                             f"in {where}", line=e.line)
-    return _placing_entry(group, per_fold)
+    placing = _placing_entry(group, per_fold)
+    problem = next((e.problem for e in group if e.problem), None)
+    if problem and not placing.problem:
+        placing = _Entry(**{**placing.__dict__, "problem": problem})
+    return placing
 
 
 def _placing_entry(group: list[_Entry], per_fold: bool) -> _Entry:
@@ -573,18 +1063,13 @@ def _count_images(folder: Path) -> int:
         return sum(1 for d in it if d.name.lower().endswith(IMAGE_EXTS) and d.is_file())
 
 
-def _video_frames(path: Path) -> int | None:
-    """The frame count a video's container records (no decoding); None when it records none."""
-    import av  # deferred: only needed for video clips
-
+def _video_frames(path: Path, cache: FrameCountCache) -> tuple[int | None, int | None]:
+    """(frames the video holds, frames its header claims); (None, None) when it cannot be read."""
     try:
-        with av.open(str(path)) as container:
-            streams = container.streams.video
-            n = streams[0].frames if streams else 0
-    except (av.FFmpegError, OSError) as e:
-        logger.warning("cannot read the frame count of %s (%s); n_frames left unknown", path, e)
-        return None
-    return n or None
+        return cache.count(path)
+    except (FrameReadError, OSError) as e:
+        logger.warning("cannot count the frames of %s (%s); n_frames left unknown", path, e)
+        return None, None
 
 
 def _warn_mismatches(mismatched: list[tuple[_Entry, int]]) -> None:
@@ -603,8 +1088,7 @@ def _table(rows: list[tuple]) -> pd.DataFrame:
 
 def _skipped_table(rows: list[tuple]) -> pd.DataFrame:
     cols = list(zip(*rows)) if rows else [()] * len(SKIPPED_COLUMNS)
-    dtypes = ("str", "Int64", "str", "str")
-    return pd.DataFrame({name: pd.array(list(v), dtype=d) for name, v, d in zip(SKIPPED_COLUMNS, cols, dtypes)})
+    return pd.DataFrame({name: pd.array(list(v), dtype=SKIPPED_DTYPES[name]) for name, v in zip(SKIPPED_COLUMNS, cols)})
 
 
 def _existing_dir(path: PathLike, field: str) -> Path:
