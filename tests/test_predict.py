@@ -187,3 +187,16 @@ def test_bad_model_is_a_clear_error_naming_it(run, tmp_path, make, words):
     assert result.exit_code == 2, result.output
     assert flat(model) in flat(result.output) and flat(words) in flat(result.output)
     assert "Traceback" not in result.output
+
+
+def test_influence_mode_defaults_to_the_models_head_setting(run, tmp_path, synth_dir):
+    """A model trained with [head] influence = "similarity" (the paper profile) shows that mode by default."""
+    ckpt = load_checkpoint(run / "last.safetensors")
+    ckpt["config"]["head"]["influence"] = "similarity"
+    save_checkpoint(tmp_path / "sim.safetensors", **ckpt)
+    clip = sorted((synth_dir / "videos").glob("*.mp4"))[0]
+    sim = predict(tmp_path / "sim.safetensors", [clip], device="cpu")
+    assert sim.influence == "similarity" and predict(run, [clip], device="cpu").influence == "relative"
+    forced = predict(tmp_path / "sim.safetensors", [clip], device="cpu", influence="relative")
+    plain = predict(run, [clip], device="cpu").predictions[0].influence
+    np.testing.assert_allclose(forced.predictions[0].influence, plain, atol=1e-6)

@@ -314,3 +314,41 @@ def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(pl
     pd.testing.assert_frame_equal(one.history[["loss", "test_war"]], framed.history[["loss", "test_war"]])
     with pytest.raises(ConfigError, match="views: 3 augmented views asked for, but .* holds 2"):
         train(head, cfg(poisoned, tmp_path / "x", views=3))
+
+
+def test_drop_last_skips_each_epochs_partial_batch(planted_store, tmp_path, monkeypatch):
+    """84 training clips, batch 16: 6 steps with the last 4 clips, 5 full steps with drop_last."""
+    import tgdfer.train as tr
+
+    seen = []
+    real = tr.replica_losses
+
+    def spy(logits, y, mask):
+        seen.append(int(mask.sum()))
+        return real(logits, y, mask)
+
+    monkeypatch.setattr(tr, "replica_losses", spy)
+    head = HeadConfig(learnable=False)
+    train(head, cfg(planted_store, tmp_path / "keep", epochs=1))
+    assert seen == [16] * 5 + [4]
+    seen.clear()
+    res = train(head, cfg(planted_store, tmp_path / "drop", epochs=1, drop_last=True))
+    assert seen == [16] * 5 and res.history["train_acc"].iloc[0] * 80 == pytest.approx(
+        round(res.history["train_acc"].iloc[0] * 80))  # accuracy over the 80 clips trained on
+
+
+def test_coarse_prompt_with_learnable_context_is_trained_in_the_prompt_group(planted_store, tmp_path):
+    """The paper's literal X^CP: class names with their own learnable context, lr of the prompt group."""
+    from tgdfer.train import make_optimizer
+
+    head_cfg = HeadConfig(learnable=False, coarse_learnable=True, coarse_text="class_names")
+    res = train(head_cfg, cfg(planted_store, tmp_path / "run", epochs=2))
+    state = load_checkpoint(tmp_path / "run" / "last.safetensors")["head_state"]
+    assert state["coarse_prompt.ctx"].shape[:3] == (1, 7, 8) and np.isfinite(res.history["loss"]).all()
+    with FeatureStore.open(planted_store) as store:
+        from tgdfer.train import build_head
+
+        head = build_head(head_cfg, store, torch.device("cpu"), 0)
+    opt, _ = make_optimizer(head, cfg(planted_store, tmp_path / "x"))
+    prompt_group = next(g for g in opt.param_groups if any(p is head.coarse_prompt.ctx for p in g["params"]))
+    assert prompt_group["lr"] == pytest.approx(1e-3)

@@ -412,9 +412,9 @@ def evaluate_cli(
         help="Table 6: re-score from only the frames of highest | lowest influence (or highest,lowest).")] = None,
     k: Annotated[str, typer.Option("--k", help="Table 6: numbers of frames, e.g. 1,2,3.")] = "1,2,3",
     figures: Annotated[bool, typer.Option(help="Write confusion matrices and frame strips (PNG + PDF).")] = True,
-    influence: Annotated[str, typer.Option(
+    influence: Annotated[Optional[str], typer.Option(
         help="Influence (Eq. 12) for Table 6 and the strips: relative (the frame's class score minus its mean over "
-             "the classes) | similarity (the raw class score).")] = "relative",
+             "the classes) | similarity (the raw class score). Default: the run's [head] influence.")] = None,
     trust_weights: TrustOpt = False,
 ):
     """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout).
@@ -425,7 +425,7 @@ def evaluate_cli(
     from .evaluate import TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
 
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
-                  influence=check_influence(influence), trust_weights=trust_weights)
+                  influence=influence and check_influence(influence), trust_weights=trust_weights)
     short = ev.results.rename(columns=short_names(ev.classes))  # fits 80 columns; files keep full names
     console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
     if ev.table6 is not None:
@@ -549,9 +549,9 @@ def predict_cli(
     weights: Annotated[Optional[str], typer.Option(
         help="The image encoder's weights file, when the model's features came from a local file.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    influence: Annotated[str, typer.Option(
+    influence: Annotated[Optional[str], typer.Option(
         help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
-             "score).")] = "relative",
+             "score). Default: the model's [head] influence.")] = None,
     trust_weights: TrustOpt = False,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
@@ -562,7 +562,7 @@ def predict_cli(
     from .predict import PredictFailure, predict
 
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
-                     influence=check_influence(influence), trust_weights=trust_weights)
+                     influence=influence and check_influence(influence), trust_weights=trust_weights)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

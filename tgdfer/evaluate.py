@@ -261,17 +261,20 @@ class Evaluation:
 
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
-             localisation: bool = True, influence: str = "relative", trust_weights: bool = False) -> Evaluation:
+             localisation: bool = True, influence: Optional[str] = None, trust_weights: bool = False) -> Evaluation:
     """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`.
 
     `frames` ("highest", "lowest") and `ks` ask for Table 6; localisation is scored whenever the
     clips' dataset has frame labels (both influence modes); `figures` draws Fig. 3 and Fig. 4 under
-    `out`/figures. `influence` is the `head.frame_influence` mode Table 6 and the strips use.
+    `out`/figures. `influence` is the `head.frame_influence` mode Table 6 and the strips use (None:
+    the first run's `[head] influence`, "relative" unless its pipeline chose the paper's similarity).
     `trust_weights` opts in to unpickling the stores' encoder weights files in full (weights.py).
     """
     runs = [Path(r) for r in runs]
     if not runs:
         raise TgdferError("evaluate needs at least one run folder")
+    if influence is None:
+        influence = load_run_config(runs[0])[0].influence
     check_influence(influence)
     frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
     out = Path(out) if out is not None else runs[0].parent

@@ -81,12 +81,15 @@ class HeadConfig:
     learnable: bool = True  # learnable context before the prompt (Eq. 6); False = fixed store embeddings
     n_ctx: int = 8  # learnable context tokens (DFER-CLIP: 8)
     class_specific_ctx: bool = True  # one context per class (DFER-CLIP) rather than one shared context
-    coarse_text: str = "class_sentences"  # store prompt set of the fixed coarse prompt X^CP (Eq. 10)
-    visual_prompt: Literal["none", "add", "prepend"] = "add"  # V^P placement (Table 5; best WAR: add)
+    coarse_text: str = "class_sentences"  # store prompt set of the coarse prompt X^CP (Eq. 10)
+    coarse_learnable: bool = False  # X^CP with its own learnable context, "in a similar manner" to X^FP (Eq. 6)
+    visual_prompt: Literal["none", "add", "prepend", "token"] = "add"  # V^P placement (Table 5; best WAR: add);
+    #   prepend: [V^P, X^FP] on the feature axis; token: V^P as a text-encoder input token (VPT)
     fusion_dim: int = 0  # hidden width of Eq. 10's MLP; 0 = D
     tau: float = 0.01  # temperature of Eq. 8 and 11 (paper: 0.01)
     pooling: Literal["mean", "max", "topk", "attention"] = "mean"  # frame scores -> bag score (paper silent)
     topk: int = 2  # frames averaged by pooling "topk"
+    influence: Literal["relative", "similarity"] = "relative"  # Eq. 12 shown by evaluate/predict (and Table 6)
 
     def __post_init__(self) -> None:
         for name in ("window", "heads", "dim_head", "mlp_dim", "topk"):
@@ -104,10 +107,11 @@ class HeadConfig:
             raise ConfigError("pos_init_std", f"must be >= 0, got {self.pos_init_std!r}")
         if not self.tau > 0.0:
             raise ConfigError("tau", f"must be > 0, got {self.tau!r}")
-        for name, allowed in (("text_prompt", TEXT_PROMPTS), ("visual_prompt", VISUAL_PROMPTS), ("pooling", POOLINGS)):
+        for name, allowed in (("text_prompt", TEXT_PROMPTS), ("visual_prompt", VISUAL_PROMPTS), ("pooling", POOLINGS),
+                              ("influence", INFLUENCES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if self.learnable and self.n_ctx < 1:
+        if (self.learnable or self.coarse_learnable) and self.n_ctx < 1:
             raise ConfigError("n_ctx", "learnable prompts need n_ctx >= 1 (or set learnable = false)")
         if not self.coarse_text or not isinstance(self.coarse_text, str):
             raise ConfigError("coarse_text", "must name a prompt set of the store, e.g. 'class_sentences'")
@@ -119,8 +123,8 @@ class HeadConfig:
 
     @property
     def needs_text_encoder(self) -> bool:
-        """Learnable context (Eq. 6) and V^P as a prompt token run the frozen text encoder every step."""
-        return self.learnable or self.visual_prompt == "token"
+        """Learnable context (Eq. 6, fine or coarse) and V^P as a prompt token run the frozen text encoder every step."""
+        return self.learnable or self.coarse_learnable or self.visual_prompt == "token"
 
     @property
     def effective_stride(self) -> int:
@@ -179,7 +183,9 @@ class TGDFERHead(nn.Module):
         self.prompt = self._build_prompt(text, text_encoder, extra_tokens=int(token)) if cfg.learnable else None
         if self.prompt is None:
             self.register_buffer("fine_fixed", self._text_emb(text, cfg.fine_text, "text_prompt"))  # [C, D]
-        self.register_buffer("coarse", self._text_emb(text, cfg.coarse_text, "coarse_text"))  # X^CP [C, D]
+        self.register_buffer("coarse", self._text_emb(text, cfg.coarse_text, "coarse_text"))  # fixed X^CP [C, D]
+        self.coarse_prompt = self._build_prompt(text, text_encoder, prompt_set=cfg.coarse_text) \
+            if cfg.coarse_learnable else None  # X^CP = F_t([SOT][ctx][Tok(label)][EOT]), its own context
         fusion_in = 2 * dim if cfg.visual_prompt == "prepend" else dim  # prepend: [V^P, X^FP]
         hidden = cfg.fusion_dim or dim
         self.fusion = nn.Sequential(ReplicaLinear(replicas, fusion_in, hidden), nn.GELU(),
@@ -205,7 +211,7 @@ class TGDFERHead(nn.Module):
         return self._text_set(text, name, field)[1]
 
     def _build_prompt(self, text: Mapping, encoder: FrozenTextEncoder | None, extra_tokens: int = 0,
-                      n_ctx: int | None = None) -> PromptLearner:
+                      n_ctx: int | None = None, prompt_set: str | None = None) -> PromptLearner:
         cfg = self.cfg
         if encoder is None:
             field = "learnable" if cfg.learnable else "visual_prompt"
@@ -214,7 +220,7 @@ class TGDFERHead(nn.Module):
                               "another visual_prompt)")
         if encoder.dim != self.dim:
             raise ConfigError("text_encoder", f"text embeddings are {encoder.dim} wide but features are {self.dim}")
-        tokens, _ = self._text_set(text, cfg.fine_text, "text_prompt")
+        tokens, _ = self._text_set(text, prompt_set or cfg.fine_text, "coarse_text" if prompt_set else "text_prompt")
         return PromptLearner(encoder, tokens, n_ctx=cfg.n_ctx if n_ctx is None else n_ctx,
                              class_specific=cfg.class_specific_ctx, replicas=self.replicas,
                              extra_tokens=extra_tokens, allow_empty=n_ctx == 0)
@@ -230,13 +236,15 @@ class TGDFERHead(nn.Module):
                 layer.reset_parameters(gens)
         if self.vp_token is not None:
             self.vp_token.reset_parameters(gens)
+        if self.coarse_prompt is not None:
+            self.coarse_prompt.reset_parameters(gens)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """{"prompt": learnable context, "head": every other trainable parameter} (lr 1e-3 / 1e-2 in the paper)."""
+        """{"prompt": learnable contexts, "head": every other trainable parameter} (lr 1e-3 / 1e-2 in the paper)."""
         groups: dict[str, list[nn.Parameter]] = {"prompt": [], "head": []}
         for name, p in self.named_parameters():
             if p.requires_grad:
-                groups["prompt" if name.startswith("prompt.") else "head"].append(p)
+                groups["prompt" if name.startswith(("prompt.", "coarse_prompt.")) else "head"].append(p)
         return groups
 
     # -- forward --------------------------------------------------------------------------------
@@ -279,7 +287,13 @@ class TGDFERHead(nn.Module):
         else:  # token (VPT): F_t([SOT, W V^P, (context), Tok(y'), EOT]), one text pass per clip and class
             prompt = self.prompt if self.prompt is not None else self.fixed_text
             x_hat = F.normalize(prompt(extra=self.vp_token(vp).unsqueeze(3)).to(fine.dtype), dim=-1)  # [M, B, C, D]
-        return self.fusion(x_hat) + F.normalize(self.coarse, dim=-1)  # Eq. 10, X^CP [C, D] broadcast
+        return self.fusion(x_hat) + self.coarse_label()  # Eq. 10
+
+    def coarse_label(self) -> torch.Tensor:
+        """X^CP, L2-normalised: fixed [C, D] (broadcast), or through the text encoder [M, 1, C, D]."""
+        if self.coarse_prompt is None:
+            return F.normalize(self.coarse, dim=-1)
+        return F.normalize(self.coarse_prompt().to(self.coarse.dtype), dim=-1).unsqueeze(1)  # Eq. 6 for X^CP
 
     def forward_head(self, xi: torch.Tensor, target: torch.Tensor | None = None,
                      fine: torch.Tensor | None = None) -> HeadOutput:
@@ -297,7 +311,7 @@ class TGDFERHead(nn.Module):
         logits = POOLINGS[self.cfg.pooling](frame_logits, self.cfg.topk)  # Eq. 11, frames -> bag
         target = logits.argmax(dim=-1) if target is None else target.to(logits.device).expand(logits.shape[:2])
         return HeadOutput(logits=logits, frame_logits=frame_logits,
-                          influence=frame_influence(frame_logits, target), alignment=align)
+                          influence=frame_influence(frame_logits, target, self.cfg.influence), alignment=align)
 
     def forward(self, feats: torch.Tensor, target: torch.Tensor | None = None) -> HeadOutput:
         """Frame features [M, B, T, D] (or [B, T, D]) -> HeadOutput."""

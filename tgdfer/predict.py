@@ -332,19 +332,20 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
-            figure_dir: Optional[str | Path] = None, influence: str = "relative",
+            figure_dir: Optional[str | Path] = None, influence: Optional[str] = None,
             trust_weights: bool = False) -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
 
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there;
     if it cannot be written the predictions go on without figures (`figure_error` says why).
-    `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
+    `influence`: the `head.frame_influence` mode ("relative" or "similarity"; None: the model's
+    `[head] influence`).
     `trust_weights`: opt in to unpickling the encoder weights file in full (weights.py).
     """
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
-    check_influence(influence)
     p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights)
+    influence = check_influence(p.head.cfg.influence if influence is None else influence)
     ckpt_fp = dict(p.encoder.fingerprint)
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
                            classes=p.classes)

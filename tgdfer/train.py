@@ -76,6 +76,7 @@ class TrainConfig:
     decode_workers: int = 2  # end-to-end: threads decoding and augmenting a batch's clips
     e2e_views: int = 0  # end-to-end: views each clip draws from (0 = the store's; more = fresh augmentation)
     views: int = 0  # augmented views a clip draws from: the store's views 1..views (0 = all V-1 it holds)
+    drop_last: bool = False  # skip each epoch's last partial batch (DFER-CLIP's DataLoader does; tgdfer trains on it)
     view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
     #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
 
@@ -438,14 +439,15 @@ class EpochStats:
 def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torch.optim.Optimizer,
                         batch_size: int, seeds: Sequence[int], epoch: int,
                         active: Optional[np.ndarray] = None, features: Optional[Features] = None,
-                        views: int = 0, mixing: str = "clip") -> EpochStats:
+                        views: int = 0, mixing: str = "clip", drop_last: bool = False) -> EpochStats:
     """One pass of every active replica over its own training clips, all replicas in each step.
 
     Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
     `batch_size`; the replicas' mean losses are summed, so each one's gradient is its own. A
     replica whose loss is NaN or infinite stops (it is never stepped again) and is reported.
     `features` replaces the store's `feats[rows, views]` (end-to-end: `live.LiveFeatures`).
-    `views` > 0 draws only from the store's views 1..views; `mixing` = "frame" draws a view per frame.
+    `views` > 0 draws only from the store's views 1..views; `mixing` = "frame" draws a view per frame;
+    `drop_last` leaves out the clips of a replica's last partial batch (kept when it has no full batch).
     """
     head.train()
     M = head.replicas
@@ -458,7 +460,10 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     T = feats.shape[2]
     per_frame = T if mixing == "frame" else 0
     orders = [epoch_order(d.train, views_n, s, epoch, per_frame) for d, s in zip(datas, seeds)]
-    steps = max(math.ceil(len(d.train) / batch_size) for d in datas)
+    if drop_last:  # whole batches only (all clips when there is not even one)
+        full = [len(o) // batch_size * batch_size or len(o) for o, _ in orders]
+        orders = [(o[:n], v[:n]) for (o, v), n in zip(orders, full)]
+    steps = max(math.ceil(len(o) / batch_size) for o, _ in orders)
     total, correct = np.zeros(M), np.zeros(M)
     diverged: dict[int, str] = {}
     for step in range(steps):
@@ -489,7 +494,7 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
         masked_step(opt, ~mask.any(axis=1) | ~active)
         total += np.where(active, host * mask.sum(axis=1), 0.0)
         correct += np.where(active, hits, 0)
-    sizes = np.array([max(len(d.train), 1) for d in datas])
+    sizes = np.array([max(len(o), 1) for o, _ in orders])  # clips trained on this epoch
     return EpochStats(loss=total / sizes, acc=correct / sizes, diverged=diverged)
 
 
@@ -497,7 +502,7 @@ def train_epoch(head: TGDFERHead, data: DeviceData, opt: torch.optim.Optimizer, 
                 epoch: int) -> tuple[float, float]:
     """One pass of a 1-replica head over the training clips; returns (mean loss, train accuracy)."""
     stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch, views=cfg.views,
-                                mixing=cfg.view_mixing)
+                                mixing=cfg.view_mixing, drop_last=cfg.drop_last)
     if stats.diverged:
         raise TrainingDiverged(f"{stats.diverged[0]}; the last good checkpoint is kept in {cfg.out} (try a lower lr)")
     return float(stats.loss[0]), float(stats.acc[0])
@@ -866,7 +871,7 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
         if live:
             live.train(True)
         stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live,
-                                    views=cfg.views, mixing=cfg.view_mixing)
+                                    views=cfg.views, mixing=cfg.view_mixing, drop_last=cfg.drop_last)
         sched.step()
         seconds = time.perf_counter() - t0
         if live:
