@@ -37,3 +37,23 @@ def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError) as e:
         load_pipeline("pipelines/synthetic.toml", [override])
     assert e.value.field == field
+
+
+def test_profiles_paper_and_recommended_are_one_flag_apart(tmp_path):
+    from tgdfer.errors import ConfigError
+    from tgdfer.pipeline import load_pipeline
+
+    paper = load_pipeline("pipelines/dfew.toml")  # the file says profile = "paper"
+    assert (paper.head.coarse_learnable, paper.head.coarse_text, paper.head.influence, paper.head.pos_init_std,
+            paper.train.drop_last, paper.extract.normalize) == (True, "class_names", "similarity", 1.0, True, "none")
+    rec = load_pipeline("pipelines/dfew.toml", profile="recommended")
+    assert (rec.head.coarse_learnable, rec.head.coarse_text, rec.head.influence, rec.head.pos_init_std,
+            rec.train.drop_last, rec.extract.normalize) == (False, "class_sentences", "relative", 0.02, False, "clip")
+    assert rec.train.epochs == paper.train.epochs == 50 and rec.data == paper.data  # the file's own settings stay
+    # precedence: profile < the file's tables < overrides
+    f = tmp_path / "p.toml"
+    f.write_text('profile = "paper"\n[head]\ninfluence = "relative"\n')
+    p = load_pipeline(f, ["train.drop_last=false"])
+    assert p.head.influence == "relative" and p.train.drop_last is False and p.head.coarse_learnable is True
+    with pytest.raises(ConfigError, match="profile: 'papr' is neither a profile"):
+        load_pipeline(f, profile="papr")

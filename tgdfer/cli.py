@@ -69,6 +69,9 @@ SetOpt = Annotated[
 ]
 
 
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", help="paper (the paper's literal readings) | recommended (tgdfer's choices) | a TOML overlay; "
+    "default: the config's own `profile = ...` (docs/paper-mapping.md, Deviations).")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-weights", help="Unpickle an encoder weights file in full even if it holds more than tensors. This can "
     "run code from the file: only for files whose source you trust (see README, Sharing runs safely).")]
@@ -164,11 +167,12 @@ def extract_cli(
     overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
     verify_only: Annotated[bool, typer.Option("--verify", help="Only report the store's coverage and failures.")] = False,
     trust_weights: TrustOpt = False,
+    profile: ProfileOpt = None,
 ):
     """Run the frozen open_clip encoders over a dataset and cache features in a store (resumable)."""
     from .pipeline import load_pipeline
 
-    pipe = load_pipeline(config, _overrides(
+    pipe = load_pipeline(config, profile=profile, overrides=_overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
         extract__workers=workers, extract__device=device, encoder__trust_weights=trust_weights or None))
@@ -315,6 +319,7 @@ def train_head_cli(
     end_to_end: Annotated[bool, typer.Option(
         "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
     trust_weights: TrustOpt = False,
+    profile: ProfileOpt = None,
 ):
     """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed.
 
@@ -328,10 +333,9 @@ def train_head_cli(
 
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
-    pipe = load_pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__out=out,
-                                            train__epochs=epochs, train__device=device,
-                                            train__end_to_end=True if end_to_end else None,
-                                            encoder__trust_weights=trust_weights or None))
+    pipe = load_pipeline(config, profile=profile, overrides=_overrides(
+        set_, train__store=store, train__fold=fold, train__out=out, train__epochs=epochs, train__device=device,
+        train__end_to_end=True if end_to_end else None, encoder__trust_weights=trust_weights or None))
     if folds is not None or seeds is not None:
         fold_list = parse_int_list(folds, "--folds") if folds is not None else [pipe.train.fold]
         seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [pipe.train.seed]

@@ -58,6 +58,14 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def merge_tables(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` laid over `base`: tables merged key by key, any other value of `top` replaces `base`'s."""
+    out = _deepcopy_tables(base)
+    for k, v in top.items():
+        out[k] = merge_tables(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def _deepcopy_tables(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deepcopy_tables(v) if isinstance(v, dict) else v for k, v in d.items()}
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .augment import AugmentConfig
-from .config import apply_overrides, build, load_toml, to_dict
+from .config import apply_overrides, build, load_toml, merge_tables, to_dict
 from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
@@ -106,9 +106,29 @@ class Pipeline:
 _SECTIONS = {f.name: typing.get_type_hints(Pipeline)[f.name] for f in fields(Pipeline) if f.name != "source"}
 
 
-def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None) -> Pipeline:
-    """Build a Pipeline from a TOML file (or defaults) plus dotted overrides."""
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILES = ("paper", "recommended")  # tgdfer/profiles/<name>.toml; a path to a TOML file works too
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A profile overlay: "paper" (the paper's literal readings), "recommended" (tgdfer's), or a TOML file."""
+    path = PROFILE_DIR / f"{name}.toml" if name in PROFILES else Path(name)
+    if not path.is_file():
+        raise ConfigError("profile", f"{name!r} is neither a profile ({', '.join(PROFILES)}) nor a TOML file")
+    return load_toml(path)
+
+
+def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None,
+                  profile: str | None = None) -> Pipeline:
+    """Build a Pipeline from a TOML file (or defaults) plus dotted overrides.
+
+    Precedence, lowest first: dataclass defaults, the profile (`profile`, else the file's top-level
+    `profile = "..."`), the file's own tables, the overrides.
+    """
     raw = load_toml(path) if path is not None else {}
+    named = raw.pop("profile", None)
+    if profile or named:
+        raw = merge_tables(load_profile(profile or named), raw)
     raw = apply_overrides(raw, overrides or [])
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
