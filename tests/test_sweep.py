@@ -67,8 +67,17 @@ def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, b
         assert means.loc[name, "WAR"] == pytest.approx(runs[runs["point"] == name]["WAR"].mean(), abs=0.006)
     assert means["status"].tolist() == ["2/2 done"] * 4
     assert means["visual_prompt"].tolist() == ["X", "add", "X", "add"] and means["window"].tolist() == [2, 2, 4, 4]
-    table = paper_table(df)  # the paper's layout: a row per point, swept fields, UAR, WAR
-    assert list(table.columns) == ["window", "visual_prompt", "UAR", "WAR", "runs"] and list(table.index) == names
+    table = paper_table(df)  # the paper's layout: a row per point, swept fields, UAR, WAR, their spread
+    assert list(table.columns) == ["window", "visual_prompt", "UAR", "UAR std", "WAR", "WAR std", "runs",
+                                   "vs best (WAR)"] and list(table.index) == names
+    best = means["WAR"].idxmax()
+    assert table.loc[best, "vs best (WAR)"] == "best"
+    for name in names:
+        wars = runs[runs["point"] == name].set_index("fold")["WAR"]
+        assert table.loc[name, "WAR std"] == pytest.approx(wars.std(ddof=1), abs=0.006)
+        if name != best:  # two folds: the paired mean difference, and its interval
+            ref = runs[runs["point"] == best].set_index("fold")["WAR"]
+            assert table.loc[name, "vs best (WAR)"].startswith(f"{(wars - ref).mean():+.2f} [")
     for name in ("results.csv", "results.md", "results.png"):
         assert (out / name).stat().st_size > 0
     pd.testing.assert_frame_equal(results_frame(out), df)
@@ -164,7 +173,7 @@ def test_bad_sweep_header_and_cli_message(tmp_path, base):
     ("table3_depth", [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (1, 7), (7, 1), (7, 7)]),
     ("table4_window", [(None, 2), (None, 4), (None, 8), (1, 2), (1, 4), (1, 8), (2, 4), (2, 8), (3, 4)]),
     ("table5_prompts", [(lrn, t, v) for lrn in (False, True) for t in ("class", "descriptors")
-                        for v in ("none", "add", "prepend")]),
+                        for v in ("none", "add", "token")]),
 ])
 def test_ready_made_sweeps_hold_the_paper_rows(name, rows):
     sweep = load_sweep(f"pipelines/sweeps/{name}.toml")

@@ -329,7 +329,8 @@ def _table6_rows(lr: LoadedRun, s: RunScore, frames: Sequence[str], ks: Sequence
 
 
 def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
-    """Table 1 layout (one row per fold, plus the mean) or Table 2 layout (one split); and the protocol."""
+    """Table 1 layout (one row per fold, then the mean and the std over folds) or Table 2 layout (one split);
+    and the protocol."""
     sets = {s.classes for s in scores}
     if len(sets) > 1:
         raise TgdferError(f"runs use different class sets ({'; '.join(', '.join(c) for c in sorted(sets))}); "
@@ -344,7 +345,7 @@ def results_table(scores: Sequence[RunScore]) -> tuple[pd.DataFrame, str]:
     if all(f is not None for f in folds):
         if len(set(folds)) != len(folds):
             raise TgdferError(f"two runs for the same fold among {[str(s.run) for s in scores]}")
-        return fold_table({s.fold: s.test for s in scores}, protocol=marked), protocol
+        return fold_table({s.fold: s.test for s in scores}, std=len(scores) > 1, protocol=marked), protocol
     if len(scores) != 1:
         raise TgdferError("runs without folds (train/test split datasets) are tabulated one at a time")
     return split_table(scores[0].test, protocol=marked), protocol

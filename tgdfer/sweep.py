@@ -574,9 +574,40 @@ def results_frame(out: str | Path) -> pd.DataFrame:
 
 
 def paper_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The layout of the paper's Tables 3-5: one row per point (its mean over folds), swept fields, UAR, WAR."""
-    mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"])
-    return mean.set_index("point").rename(columns={"status": "runs"})
+    """The layout of the paper's Tables 3-5: one row per point (its mean over folds and seeds), swept
+    fields, UAR, WAR, their std over the runs, and each point's paired WAR difference to the best point.
+
+    "vs best" is the mean of (point - best) over the runs both finished (same fold and seed) with
+    its 95% t interval, marked "*" when the interval excludes 0: a difference beyond the noise of
+    training, which a gap between two means of 5 folds often is not.
+    """
+    runs = results[(results["fold"] != "mean") & (results["status"] == "done")]
+    mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"]).set_index("point")
+    std = runs.groupby("point")[list(METRICS)].std(ddof=1).round(2)
+    for m in METRICS:
+        mean.insert(mean.columns.get_loc(m) + 1, f"{m} std", std[m].reindex(mean.index))
+    mean["vs best (WAR)"] = _versus_best(runs, mean["WAR"])
+    return mean.rename(columns={"status": "runs"})
+
+
+def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
+    """point -> paired WAR difference to the point of highest mean WAR ("best" for that point itself)."""
+    from .stats import paired_difference
+
+    if war.dropna().empty:
+        return pd.Series("", index=war.index)
+    best = war.idxmax()
+    ref = runs[runs["point"] == best].set_index(["fold", "seed"])["WAR"]
+    out = {}
+    for point in war.index:
+        if point == best:
+            out[point] = "best"
+            continue
+        mine = runs[runs["point"] == point].set_index(["fold", "seed"])["WAR"]
+        both = mine.index.intersection(ref.index)
+        d = paired_difference(mine.loc[both], ref.loc[both])
+        out[point] = d.format(2) + (" *" if d.significant else "") if d.n else ""
+    return pd.Series(out)
 
 
 def _label(meta: dict, key: str, value: Any) -> Any:

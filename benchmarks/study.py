@@ -1,12 +1,13 @@
-"""The cache-fidelity study's table and plot from a finished `pipelines/sweeps/cache_views.toml` sweep.
+"""A study's table and plot from a finished sweep on SynthDFER (docs/cache-study.md, docs/paper-mapping.md).
 
-For every run of the sweep: test UAR/WAR (from its final.json), the localisation AUROC of the
-relative influence against SynthDFER's expression frames (tgdfer.evaluate.localise_run on its
-checkpoint), and its training time (metrics.csv). Per point: mean +- std over its folds x seeds,
-and the paired difference to the reference point ("fresh": a new augmentation every epoch) over
-the same folds and seeds, with a 95% t confidence interval.
+For every run of the sweep: test UAR/WAR (its final.json), the localisation AUROC of the influence
+against SynthDFER's expression frames in both Eq. 12 modes (tgdfer.evaluate.localise_run on its
+checkpoint: "AUROC" relative, "AUROC sim" the raw similarity), and its training time
+(metrics.csv). Per point: mean ± std over its folds x seeds, and the paired difference to the
+reference point over the same folds and seeds with a 95% t interval (tgdfer.stats).
 
-    python benchmarks/cache_views.py runs/sweeps/cache_views [--reference fresh] [--out docs]
+    python benchmarks/study.py runs/sweeps/cache_views --reference fresh      # docs/cache_views.md
+    python benchmarks/study.py runs/sweeps/deviations --reference recommended # docs/deviations.md
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def run_rows(sweep_dir: Path) -> pd.DataFrame:
         seconds = pd.read_csv(run / "metrics.csv")["seconds"].sum()
         rows.append({"point": point, "fold": res["fold"], "seed": res["seed"],
                      "UAR": 100 * res["test"]["uar"], "WAR": 100 * res["test"]["war"],
-                     "AUROC": loc.get("relative AUROC", float("nan")), "train_s": seconds})
+                     "AUROC": loc.get("relative AUROC", float("nan")),
+                     "AUROC sim": loc.get("similarity AUROC", float("nan")), "train_s": seconds})
     return pd.DataFrame(rows)
+
+
+METRICS = (("UAR", 2), ("WAR", 2), ("AUROC", 3), ("AUROC sim", 3))
 
 
 def summary(df: pd.DataFrame, reference: str, order: list[str]) -> pd.DataFrame:
@@ -46,9 +51,9 @@ def summary(df: pd.DataFrame, reference: str, order: list[str]) -> pd.DataFrame:
     for point in order:
         sub = df[df.point == point].set_index(["fold", "seed"])
         row = {"point": point, "runs": len(sub)}
-        for m, digits in (("UAR", 2), ("WAR", 2), ("AUROC", 3)):
+        for m, digits in METRICS:
             row[m] = mean_std(sub[m], digits)
-        for m, digits in (("UAR", 2), ("WAR", 2), ("AUROC", 3)):
+        for m, digits in METRICS:
             if point != reference and len(ref):
                 both = sub.index.intersection(ref.index)
                 d = paired_difference(sub.loc[both, m], ref.loc[both, m])
@@ -64,7 +69,7 @@ def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:
 
     fig = Figure(figsize=(9, 3.4))
     FigureCanvasAgg(fig)
-    for ax, m in zip(fig.subplots(1, 3), ("UAR", "WAR", "AUROC")):
+    for ax, m in zip(fig.subplots(1, 3), ("UAR", "WAR", "AUROC")):  # AUROC: the relative influence
         g = df.groupby("point")[m]
         mean, std = g.mean().reindex(order), g.std(ddof=1).reindex(order)
         x = np.arange(len(order))
@@ -82,8 +87,9 @@ def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--reference", default="fresh", help="point the others are compared with (paired)")
-    ap.add_argument("--out", type=Path, default=Path("docs"), help="where cache_views.{csv,md} and the plot go")
+    ap.add_argument("--reference", required=True, help="point the others are compared with (paired)")
+    ap.add_argument("--out", type=Path, default=Path("docs"), help="where <sweep>.md, <sweep>_runs.csv and "
+                    "figures/<sweep>.png go")
     args = ap.parse_args()
     df = run_rows(args.sweep_dir)
     from tgdfer.metrics import to_markdown
@@ -92,9 +98,10 @@ def main() -> None:
     order = [p["name"] for p in listed if p["name"] in set(df.point)] or list(dict.fromkeys(df.point))
     table = summary(df, args.reference, order)
     args.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out / "cache_views_runs.csv", index=False, float_format="%.4f")
-    (args.out / "cache_views.md").write_text(to_markdown(table, note="* the paired 95% interval excludes 0"))
-    plot(df, order, args.out / "figures" / "cache_views.png")
+    name = args.sweep_dir.name
+    df.to_csv(args.out / f"{name}_runs.csv", index=False, float_format="%.4f")
+    (args.out / f"{name}.md").write_text(to_markdown(table, note="* the paired 95% interval excludes 0"))
+    plot(df, order, args.out / "figures" / f"{name}.png")
     print(table.to_string())
 
 
