@@ -142,6 +142,9 @@ def extract_cli(
     views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    faces: Annotated[Optional[str], typer.Option(
+        help="Face detector cropping each frame to the clip's face track: none (pre-cropped data) | centerface | "
+             "module:factory ([faces] table).")] = None,
     shard_id: Annotated[Optional[int], typer.Option(help="This writer's shard (default: RANK / SLURM_PROCID).")] = None,
     num_shards: Annotated[Optional[int], typer.Option(help="Writers in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
@@ -153,7 +156,7 @@ def extract_cli(
     pipe = load_pipeline(config, _overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
-        extract__workers=workers, extract__device=device))
+        extract__workers=workers, extract__device=device, faces__detector=faces))
     if verify_only:
         ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
         raise typer.Exit(0 if ok else 1)
@@ -181,7 +184,7 @@ def _extract(pipe, shard_id, num_shards, overwrite):
 
         result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, on_progress=on_progress)
+                         on_start=on_start, on_progress=on_progress, faces=pipe.faces)
     _print_extract_summary(result)
     return result
 
@@ -468,6 +471,9 @@ def predict_cli(
     influence: Annotated[str, typer.Option(
         help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
              "score).")] = "relative",
+    faces: Annotated[Optional[str], typer.Option(
+        help="Face detector for raw video (centerface | module:factory | none); default: the model's own "
+             "(its store's face stage).")] = None,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -477,7 +483,7 @@ def predict_cli(
     from .predict import PredictFailure, predict
 
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
-                     influence=check_influence(influence))
+                     influence=check_influence(influence), faces=faces)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -497,7 +503,9 @@ def _print_predictions(result) -> None:
         if not hasattr(pred, "probs"):  # a PredictFailure, reported on stderr
             continue
         k = pred.predicted
-        out.print(f"[bold]{pred.input}[/]: {CLASSES[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames", highlight=False)
+        faces = "" if pred.boxes is None else f", face crops by {result.faces['detector']}"
+        out.print(f"[bold]{pred.input}[/]: {CLASSES[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames{faces}",
+                  highlight=False)
         probs = Table(box=box.SIMPLE, show_header=True)
         for c in CLASSES:
             probs.add_column(c, justify="right")

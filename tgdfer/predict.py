@@ -6,7 +6,9 @@ names (model, weights tag / file sha256 / random "none", QuickGELU, precision), 
 decoded, sampled and transformed exactly as `tgdfer extract` makes view 0 (segment centres,
 resize only; `extract.read_views`), so a clip of the training dataset gets the same features,
 and the same logits, as `tgdfer evaluate` computes from the store. Any clip length works: T
-segment centres, a clip shorter than T repeats its last frame.
+segment centres, a clip shorter than T repeats its last frame. The face stage too follows the
+store (`fingerprint["faces"]`: the same detector, margin, smoothing and crop size; none for
+pre-cropped datasets); `--faces NAME` overrides it for raw video (`--faces none` turns it off).
 
 INPUT: a video file, a folder of frame images, or a `.txt` file listing such paths one per line
 (relative paths are read from the list's folder; blank lines and `#` comments are skipped). A
@@ -17,6 +19,7 @@ JSON output (`--json`, `PredictResult.to_json()`):
     {"model": "runs/x/last.pt", "tgdfer_version": "0.1.0",
      "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
      "influence": "relative",                              # head.frame_influence mode (--influence)
+     "faces": {"detector": "centerface", "margin": 0.25, ...},  # facetrack.FacesConfig used ({"detector": "none"}: whole frames)
      "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],
      "predictions": [
        {"input": "clip.mp4", "ok": true, "n_frames": 37, "predicted": "Happiness",
@@ -25,7 +28,9 @@ JSON output (`--json`, `PredictResult.to_json()`):
         "frames": [{"position": 0, "frame": 1, "influence": 0.12}, ...]},   # T entries: sampled
                                                            # position, 0-based source frame, Eq. 12 in [0, 1]
                                                            # (relative: the frame's class score minus its
-                                                           # mean over the classes; similarity: the raw score)
+                                                           # mean over the classes; similarity: the raw score);
+                                                           # with a face stage also "box": [x0, y0, x1, y1], the
+                                                           # square crop of that frame in source pixels
        {"input": "broken.mp4", "ok": false, "error": "broken.mp4: ..."}]}
 
 Shape legend: T frames, D width, C classes.
@@ -50,6 +55,7 @@ from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts,
 from .errors import ConfigError, TgdferError
 from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
+from .facetrack import FaceStage, FacesConfig, crop_frames
 from .frames import open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES
@@ -74,6 +80,8 @@ class Predictor:
     frames: int  # T
     seed: int  # the store's sampling seed (view 0 does not draw from it)
     frame_backend: str  # video decoder the store was extracted with
+    faces: FacesConfig = field(default_factory=FacesConfig)  # face stage: the store's, or --faces
+    stage: Optional[FaceStage] = field(default=None, repr=False)  # its loaded detector (None: whole frames)
 
     @property
     def device(self) -> torch.device:
@@ -88,7 +96,8 @@ class Prediction:
     logits: np.ndarray  # [C] bag logits (Eq. 11 before the softmax)
     frame_index: np.ndarray  # [T] source frame (0-based) at each sampled position
     influence: np.ndarray  # [T] Eq. 12 for the predicted class (PredictResult.influence mode)
-    frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8, kept for figures
+    boxes: Optional[np.ndarray] = None  # [T, 4] face crop box of each sampled frame (None: whole frames)
+    frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8 (the crops), for figures
 
     @property
     def predicted(self) -> int:
@@ -98,7 +107,8 @@ class Prediction:
         return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": CLASSES[self.predicted],
                 "probabilities": {c: float(p) for c, p in zip(CLASSES, self.probs)},
                 "influence_class": CLASSES[self.predicted],
-                "frames": [{"position": t, "frame": int(i), "influence": float(v)}
+                "frames": [{"position": t, "frame": int(i), "influence": float(v),
+                            **({} if self.boxes is None else {"box": [float(c) for c in self.boxes[t]]})}
                            for t, (i, v) in enumerate(zip(self.frame_index, self.influence))]}
 
 
@@ -118,6 +128,7 @@ class PredictResult:
     predictions: list[Union[Prediction, PredictFailure]]
     figures: list[Path] = field(default_factory=list)  # frame strips written (PNG)
     influence: str = "relative"  # head.frame_influence mode of every prediction
+    faces: dict = field(default_factory=lambda: {"detector": "none"})  # the face stage used (FacesConfig fields)
 
     @property
     def failed(self) -> int:
@@ -125,7 +136,7 @@ class PredictResult:
 
     def to_json(self) -> dict:
         return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
-                "influence": self.influence, "classes": list(CLASSES),
+                "influence": self.influence, "faces": self.faces, "classes": list(CLASSES),
                 "predictions": [p.to_json() for p in self.predictions]}
 
 
@@ -235,8 +246,21 @@ def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
                               "embeddings the model was trained with: wrong encoder weights?")
 
 
-def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None) -> Predictor:
-    """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store."""
+def faces_config(ckpt: dict, override: Optional[str] = None) -> FacesConfig:
+    """The face stage of the model's store (fingerprint "faces"; absent = none), or detector `override`
+    ("none" turns it off; another name keeps the store's other face settings when it had any)."""
+    stored = FacesConfig.from_fingerprint(ckpt["store_fingerprint"].get("faces"))
+    if override is None:
+        return stored
+    return FacesConfig(**{**stored.fingerprint(), "detector": override, **({} if stored.enabled else {"args": {}})})
+
+
+def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
+                   faces: Optional[str] = None) -> Predictor:
+    """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
+
+    `faces`: a face detector overriding the store's face stage (None = the store's; "none" = whole frames).
+    """
     path = resolve_checkpoint(model)
     ckpt = read_checkpoint(path)
     enc = _load_encoder(ckpt, path, weights, resolve_device(device))
@@ -246,8 +270,12 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
     transform = ClipTransform(size=pp["size"], train=False, normalize=pp["normalize"], mean=tuple(pp["mean"]),
                               std=tuple(pp["std"]))
     backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
+    face_cfg = faces_config(ckpt, faces)
+    stage = FaceStage(face_cfg) if face_cfg.enabled else None
+    if stage is not None:
+        stage.detector  # a detector that cannot load fails here, not once per input
     return Predictor(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
-                     seed=int(sampling["seed"]), frame_backend=backend)
+                     seed=int(sampling["seed"]), frame_backend=backend, faces=face_cfg, stage=stage)
 
 
 # -- clips --------------------------------------------------------------------------------------
@@ -261,17 +289,22 @@ def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False, infl
     """
     check_influence(influence)
     path = Path(path)
+    stage = p.stage
     with open_frames(path, backend=p.frame_backend) as src:
         n = len(src)
-        pixels, index = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed, backend=p.frame_backend,
-                                   test_tf=p.transform)  # [1, T, 3, S, S], [1, T]
+        pixels, index, boxes = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed,
+                                          backend=p.frame_backend, test_tf=p.transform,
+                                          faces=stage)  # [1, T, 3, S, S], [1, T], [1, T, 4]
         frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
+    if frames is not None and stage is not None:
+        frames = crop_frames(frames, boxes[0], p.faces.size)  # the strip shows what the encoder saw
     feats = torch.from_numpy(encode_views(p.encoder, pixels[None])[:, 0]).to(p.device)  # [1, T, D] float16
     out = p.head(feats.float())
     scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # for the predicted class
     logits = out.logits[0, 0].float().cpu()
     return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
-                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(), frames=frames)
+                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(),
+                      boxes=boxes[0] if stage is not None else None, frames=frames)
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
@@ -303,8 +336,12 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
-            figure_dir: Optional[str | Path] = None, influence: str = "relative") -> PredictResult:
+            figure_dir: Optional[str | Path] = None, influence: str = "relative",
+            faces: Optional[str] = None) -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
+
+    `faces`: face detector overriding the model's (None = its store's face stage; "none" = whole frames).
+    A clip where the face stage finds no face (and on_missing = "fail") is a PredictFailure.
 
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there.
     `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
@@ -312,9 +349,10 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
     check_influence(influence)
-    p = load_predictor(model, device=device, weights=weights)
+    p = load_predictor(model, device=device, weights=weights, faces=faces)
     ckpt_fp = dict(p.encoder.fingerprint)
-    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence)
+    result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
+                           faces=p.faces.fingerprint() if p.faces.enabled else {"detector": "none"})
     used: set[str] = set()
     for item in expand_inputs(inputs):
         if isinstance(item, PredictFailure):
