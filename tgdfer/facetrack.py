@@ -219,21 +219,35 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
     return keep
 
 
-def main_track(detections: Sequence[Sequence[Detection]], min_score: float, link_iou: float = 0.3) -> np.ndarray:
+def _link_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Centre distance of two boxes in units of their mean side; inf when their sizes differ over 2x."""
+    sa, sb = np.sqrt(max(_area(a), 1e-9)), np.sqrt(max(_area(b), 1e-9))
+    if max(sa, sb) > 2 * min(sa, sb):
+        return np.inf
+    ca, cb = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
+    return float(np.linalg.norm(ca - cb) / ((sa + sb) / 2))
+
+
+def _area(b: np.ndarray) -> float:
+    return float(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0))
+
+
+def main_track(detections: Sequence[Sequence[Detection]], min_score: float, link: float = 1.5) -> np.ndarray:
     """The main face through G detection frames: boxes [G, 4] float64, NaN where it was not detected.
 
-    Detections are linked frame to frame into tracklets (greedy, best IoU >= link_iou with a
-    tracklet's last box); the main tracklet has the largest sum over its frames of
-    sqrt(area) x score, i.e. the face that is both large and present most of the time.
+    Detections are linked frame to frame into tracklets (greedy, best score first, to the tracklet
+    whose last box is nearest: centre distance <= `link` mean sides, sizes within 2x; detection
+    frames may be far apart, so overlap is not required); the main tracklet has the largest sum
+    over its frames of sqrt(area) x score: the face that is both large and present most of the time.
     """
     tracks: list[dict[int, tuple[np.ndarray, float]]] = []
     for g, found in enumerate(detections):
         taken: set[int] = set()
         for box, score in sorted(((np.asarray(b, float), float(s)) for b, s in found if s >= min_score),
                                  key=lambda d: -d[1]):
-            ious = [-1.0 if i in taken else float(box_iou(box, t[max(t)][0])) for i, t in enumerate(tracks)]
-            best = int(np.argmax(ious)) if ious else -1
-            if best >= 0 and ious[best] >= link_iou:
+            dist = [np.inf if i in taken else _link_distance(box, t[max(t)][0]) for i, t in enumerate(tracks)]
+            best = int(np.argmin(dist)) if dist else -1
+            if best >= 0 and dist[best] <= link:
                 tracks[best][g] = (box, score)
                 taken.add(best)
             else:
@@ -242,7 +256,7 @@ def main_track(detections: Sequence[Sequence[Detection]], min_score: float, link
     out = np.full((len(detections), 4), np.nan)
     if not tracks:
         return out
-    weight = [sum(np.sqrt(max((b[2] - b[0]) * (b[3] - b[1]), 0.0)) * s for b, s in t.values()) for t in tracks]
+    weight = [sum(np.sqrt(_area(b)) * s for b, s in t.values()) for t in tracks]
     for g, (box, _) in tracks[int(np.argmax(weight))].items():
         out[g] = box
     return out
@@ -252,18 +266,20 @@ def fill_and_smooth(frames: np.ndarray, boxes: np.ndarray, smooth: int) -> np.nd
     """Interpolate missing boxes (NaN rows) linearly over frame numbers, then smooth centre and size.
 
     frames [G] increasing frame numbers, boxes [G, 4] with at least one finite row -> [G, 4].
-    Smoothing: a centred moving average of width `smooth` over (cx, cy, w, h), shrinking at the ends.
+    Smoothing: a centred moving average of width `smooth` (odd; an even one is widened by 1) over
+    (cx, cy, w, h), the ends padded by odd reflection so that steady motion is kept exactly.
     """
     ok = np.isfinite(boxes).all(1)
     cxcywh = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                        boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
     x = np.asarray(frames, float)
     filled = np.stack([np.interp(x, x[ok], cxcywh[ok, j]) for j in range(4)], 1)  # holds the ends
-    if smooth > 1 and len(filled) > 1:
-        kernel = np.ones(min(smooth, len(filled)))
-        counts = np.convolve(np.ones(len(filled)), kernel, mode="same")
-        filled = np.stack([np.convolve(filled[:, j], kernel, mode="same") / counts for j in range(4)], 1)
-    c, s = filled[:, :2], filled[:, 2:] / 2
+    half = min(smooth // 2, len(filled) - 1)
+    if half > 0:
+        padded = np.pad(filled, ((half, half), (0, 0)), mode="reflect", reflect_type="odd")
+        kernel = np.ones(2 * half + 1) / (2 * half + 1)
+        filled = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(4)], 1)
+    c, s = filled[:, :2], np.maximum(filled[:, 2:], 1.0) / 2
     return np.concatenate([c - s, c + s], 1)
 
 
@@ -318,12 +334,13 @@ class FaceTrack:
 
 
 def detection_frames(n_frames: int, frames_per_view: int, every: int) -> np.ndarray:
-    """Frame numbers to detect on: the test-time segment centres (every = 0) or 0, k, 2k, ... [G]."""
+    """Frame numbers to detect on [G]: the test-time segment centres (every = 0), or 0, k, 2k, ... and the
+    last frame (every = k), so that no sampled frame lies beyond the track's ends."""
     from .sampling import segment_indices
 
     if every == 0:
         return np.unique(segment_indices(n_frames, frames_per_view, train=False))
-    return np.arange(0, n_frames, every, dtype=np.int64)
+    return np.unique(np.append(np.arange(0, n_frames, every, dtype=np.int64), n_frames - 1))
 
 
 class FaceStage:
