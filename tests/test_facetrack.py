@@ -283,3 +283,31 @@ def run_without_faces(tmp_path_factory, reference_store, encoder_cfg):
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     return out
+
+
+# -- SynthDFER raw-video mode -----------------------------------------------------------------------
+
+
+def test_synth_canvas_pastes_the_same_face_clip_and_writes_its_true_boxes(tmp_path):
+    from tgdfer.synth import SynthConfig, canvas_offsets, face_boxes, generate, place_on_canvas, plan, render
+
+    cfg = SynthConfig(clips=3, seed=4, format="frames", size=32, canvas=96, min_frames=5, max_frames=7, folds=2,
+                      workers=1)
+    generate(tmp_path / "s", cfg)
+    boxes = pd.read_csv(tmp_path / "s" / "boxes.csv", dtype={"clip_id": str})
+    plans = plan(cfg)
+    assert len(boxes) == sum(p.n_frames for p in plans)
+    for p in plans:
+        crop = render(p, cfg)  # [T, 32, 32, 3]: exactly the clip canvas = 0 writes
+        canvas = place_on_canvas(p, cfg, crop)  # [T, 96, 96, 3]
+        at = canvas_offsets(p, cfg)  # [T, 2]
+        assert canvas.shape == (p.n_frames, 96, 96, 3) and len(np.unique(at, axis=0)) > 1  # it moves
+        for t, (x, y) in enumerate(at):
+            np.testing.assert_array_equal(canvas[t, y:y + 32, x:x + 32], crop[t])
+        truth = boxes[boxes.clip_id == p.clip_id][["x0", "y0", "x1", "y1"]].to_numpy()
+        np.testing.assert_allclose(truth, face_boxes(p, cfg) + np.tile(at, 2), atol=0.01)
+        side = truth[:, 2:] - truth[:, :2]
+        assert (side > 0.45 * 32).all() and (side < 33).all()  # the face oval fills most of the face clip
+        assert (truth[:, :2] >= at - 1).all() and (truth[:, 2:] <= at + 33).all()
+    with pytest.raises(ConfigError, match="canvas: must be 0 or an even frame side larger than size"):
+        SynthConfig(size=32, canvas=32)
