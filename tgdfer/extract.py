@@ -196,21 +196,22 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
         ids = list(range(views)) if isinstance(views, int) else [int(v) for v in views]
         n = len(src)
         index = np.stack([view_indices(n, clip_id, v, seed, frames) for v in ids])  # [V, T]
-        crop = None
+        crop, grid = None, np.zeros(0, np.int64)
         if boxes is not None:
             crop = np.asarray(boxes, np.float64).reshape(*index.shape, 4)
             if faces is None or not np.isfinite(crop).all():
                 raise ValueError(f"{clip_id}: crop boxes need the face stage's config and a finite box per frame")
         elif faces is not None:
-            grid = detection_frames(n, frames, faces.cfg.every)  # [G]
-            track = faces.track(grid, src.read(grid), str(getattr(src, "path", path)))
-            crop = track.crop_boxes(index, faces.cfg.margin)  # [V, T, 4]
-        distinct, inverse = np.unique(index, return_inverse=True)
+            grid = detection_frames(n, frames, faces.cfg.every)  # [G] frames the detector looks at
+        distinct, inverse = np.unique(np.concatenate([index.ravel(), grid]), return_inverse=True)
         decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
     finally:
         if src is not path:
             src.close()
-    inverse = inverse.reshape(index.shape)
+    if faces is not None and crop is None:
+        track = faces.track(grid, decoded[inverse[index.size:]], str(getattr(src, "path", path)))
+        crop = track.crop_boxes(index, faces.cfg.margin)  # [V, T, 4]
+    inverse = inverse[:index.size].reshape(index.shape)
     if crop is None:
         clip = lambda k: decoded[inverse[k]]  # noqa: E731  [T, H, W, 3]
         out_boxes = np.full((*index.shape, 4), np.nan, np.float32)

@@ -248,11 +248,13 @@ def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
 
 def faces_config(ckpt: dict, override: Optional[str] = None) -> FacesConfig:
     """The face stage of the model's store (fingerprint "faces"; absent = none), or detector `override`
-    ("none" turns it off; another name keeps the store's other face settings when it had any)."""
+    ("none" turns it off; another detector keeps the store's margin, size, ... but not its detector args)."""
     stored = FacesConfig.from_fingerprint(ckpt["store_fingerprint"].get("faces"))
     if override is None:
         return stored
-    return FacesConfig(**{**stored.fingerprint(), "detector": override, **({} if stored.enabled else {"args": {}})})
+    if override == stored.detector:
+        return stored
+    return FacesConfig(**{**stored.fingerprint(), "detector": override, "args": {}})
 
 
 def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
