@@ -95,6 +95,8 @@ def synth_cli(
     seed: Annotated[Optional[int], typer.Option(help="Master seed (same seed, same files).")] = None,
     format: Annotated[Optional[str], typer.Option("--format", help="video | frames | both")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (even).")] = None,
+    canvas: Annotated[Optional[int], typer.Option(
+        help="Raw-video frames of this side: the face off-centre and moving, true boxes in boxes.csv (0 = off).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes (0 = all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     config: ConfigOpt = None,
@@ -104,7 +106,7 @@ def synth_cli(
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
-                                            synth__size=size, synth__workers=workers))
+                                            synth__size=size, synth__canvas=canvas, synth__workers=workers))
     _synth(out, pipe.synth, overwrite)
 
 
