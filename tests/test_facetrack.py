@@ -249,6 +249,7 @@ def test_predict_follows_the_stores_face_stage(face_run, face_store, face_data):
     lr = load_run(face_run, "cpu")
     with FeatureStore.open(face_store) as s:
         feats, boxes = s.read_feats(views=0), s.read_boxes()
+    np.testing.assert_array_equal(lr.boxes, boxes[:, 0])  # evaluate's frame strips show the same crops
     row = int(lr.test[0])
     pred = predict_clip(predictor, face_data["raw"]["path"].iat[row])
     np.testing.assert_array_equal(pred.boxes, boxes[row, 0])
@@ -256,6 +257,13 @@ def test_predict_follows_the_stores_face_stage(face_run, face_store, face_data):
     np.testing.assert_allclose(pred.logits, logits[0], atol=5e-2)
     none = load_predictor(face_run, device="cpu", faces="none")
     assert not none.faces.enabled and predict_clip(none, face_data["raw"]["path"].iat[row]).boxes is None
+
+
+def test_evaluate_strips_of_a_face_store(face_run, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(face_run), "--out", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    strips = sorted(tmp_path.rglob("strip_*.png"))
+    assert strips, sorted(p.name for p in tmp_path.rglob("*"))
 
 
 def test_predict_cli_faces_on_raw_video(face_run, run_without_faces, tmp_path):
