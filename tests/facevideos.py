@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import skimage.data as skdata
 import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
-
-skdata = __import__("pytest").importorskip("skimage.data")
 
 ASTRONAUT_FACE = np.array([179.0, 60.0, 270.0, 177.0])  # x0, y0, x1, y1 in skimage.data.astronaut() (512 x 512)
 
