@@ -63,8 +63,9 @@ def test_video_json_schema(run, synth_dir):
     result = runner.invoke(app, ["predict", str(run), str(video), "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc) == {"model", "tgdfer_version", "encoder", "influence", "classes", "predictions"}
+    assert set(doc) == {"model", "tgdfer_version", "encoder", "influence", "faces", "classes", "predictions"}
     assert doc["influence"] == "relative"  # the default mode
+    assert doc["faces"] == {"detector": "none"}  # the store was pre-cropped: no face stage, no boxes
     assert doc["classes"] == list(CLASSES) and doc["encoder"]["model"] == "tgdfer-tiny-vit"
     assert doc["model"].endswith("last.safetensors")
     (p,) = doc["predictions"]

@@ -114,6 +114,8 @@ def synth_cli(
     seed: Annotated[Optional[int], typer.Option(help="Master seed (same seed, same files).")] = None,
     format: Annotated[Optional[str], typer.Option("--format", help="video | frames | both")] = None,
     size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (even).")] = None,
+    canvas: Annotated[Optional[int], typer.Option(
+        help="Raw-video frames of this side: the face off-centre and moving, true boxes in boxes.csv (0 = off).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes (0 = all cores).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     config: ConfigOpt = None,
@@ -123,7 +125,7 @@ def synth_cli(
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
-                                            synth__size=size, synth__workers=workers))
+                                            synth__size=size, synth__canvas=canvas, synth__workers=workers))
     _synth(out, pipe.synth, overwrite, pipe.classes.class_set())
 
 
@@ -162,6 +164,9 @@ def extract_cli(
     views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    faces: Annotated[Optional[str], typer.Option(
+        help="Face detector cropping each frame to the clip's face track: none (pre-cropped data) | centerface | "
+             "module:factory ([faces] table).")] = None,
     shard_id: Annotated[Optional[int], typer.Option(help="This writer's shard (default: RANK / SLURM_PROCID).")] = None,
     num_shards: Annotated[Optional[int], typer.Option(help="Writers in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
@@ -175,7 +180,8 @@ def extract_cli(
     pipe = load_pipeline(config, profile=profile, overrides=_overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
-        extract__workers=workers, extract__device=device, encoder__trust_weights=trust_weights or None))
+        extract__workers=workers, extract__device=device, encoder__trust_weights=trust_weights or None,
+        faces__detector=faces))
     if verify_only:
         ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
         raise typer.Exit(0 if ok else 1)
@@ -203,7 +209,7 @@ def _extract(pipe, shard_id, num_shards, overwrite):
         result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
                          on_start=on_start, on_progress=on_progress, classes=pipe.classes.class_set(),
-                         unreadable=clips.skip_reasons())
+                         unreadable=clips.skip_reasons(), faces=pipe.faces)
     _print_extract_summary(result)
     return result
 
@@ -557,6 +563,9 @@ def predict_cli(
         help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
              "score). Default: the model's [head] influence.")] = None,
     trust_weights: TrustOpt = False,
+    faces: Annotated[Optional[str], typer.Option(
+        help="Face detector for raw video (centerface | module:factory | none); default: the model's own "
+             "(its store's face stage).")] = None,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -566,7 +575,7 @@ def predict_cli(
     from .predict import PredictFailure, predict
 
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
-                     influence=influence and check_influence(influence), trust_weights=trust_weights)
+                     influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -588,7 +597,8 @@ def _print_predictions(result) -> None:
         if not hasattr(pred, "probs"):  # a PredictFailure, reported on stderr
             continue
         k = pred.predicted
-        out.print(f"[bold]{pred.input}[/]: {pred.classes[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames",
+        faces = "" if pred.boxes is None else f", face crops by {result.faces['detector']}"
+        out.print(f"[bold]{pred.input}[/]: {pred.classes[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames{faces}",
                   highlight=False)
         probs = Table(box=box.SIMPLE, show_header=True)
         for c in pred.classes:

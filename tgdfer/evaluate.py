@@ -32,6 +32,7 @@ import torch
 from .config import build
 from .encoders import EncoderConfig
 from .errors import ConfigError, FrameReadError, TgdferError
+from .facetrack import crop_frames
 from .frames import open_frames
 from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set
@@ -79,6 +80,8 @@ class LoadedRun:
     frame_index: np.ndarray  # [N, T] source frame of every view-0 feature
     frame_backend: str  # video decoder the store was extracted with
     classes: tuple[str, ...] = CLASSES  # class names of the store (label i = classes[i])
+    boxes: Optional[np.ndarray] = None  # [N, T, 4] view-0 face crop boxes (None: the store has no face stage)
+    crop_size: int = 224  # side of the face crops (the store's faces.size)
 
 
 def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
@@ -129,13 +132,16 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
         if ckpt.get("mode") == "end-to-end":  # view 0 through the fine-tuned encoder, not the store's features
             refresh_view0_from_checkpoint(store, ckpt, cfg, data, dev, encoder)
         frame_index = store.read_frame_index()[:, 0].astype(np.int64)  # [N, T]
+        faces = store.fingerprint.get("faces")
+        boxes = store.read_boxes()[:, 0] if faces else None  # [N, T, 4]
         clips = store.clips
     head.load_state_dict(ckpt["head_state"])
     head.eval()
     extract_record = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
-                     frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes)
+                     frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes, boxes=boxes,
+                     crop_size=int(faces["size"]) if faces else 224)
 
 
 @torch.no_grad()
@@ -424,6 +430,8 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
         try:
             with open_frames(path, backend=lr.frame_backend) as src:
                 frames = src.read(index)
+            if lr.boxes is not None:  # show what the encoder saw: the face crops
+                frames = crop_frames(frames, lr.boxes[row], lr.crop_size)
         except (FrameReadError, ValueError) as e:
             log.warning("no frame strip for clip %s: %s", lr.clips["clip_id"].iat[row], e)
             continue

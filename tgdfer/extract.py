@@ -2,10 +2,11 @@
 
 Data flow per clip (shape legend: V views, T frames, S image side, D embedding width):
     frame source -> view_indices (view 0 test-time, 1..V-1 train-time)  # [V, T] frame numbers
-    -> decode each distinct frame once -> ClipTransform per view (one augmentation draw per view)
+    -> [faces] face track on the clip's detection frames -> square crop box per frame  # [V, T, 4]
+    -> decode each distinct frame once (-> face crops) -> ClipTransform per view (one augmentation draw per view)
     -> pixels  # [V, T, 3, S, S]  (DataLoader workers)
     -> encode_images on the batch's B*V*T images (main process, inference_mode, autocast)
-    -> feats  # [B, V, T, D] float16 -> FeatureStore.write_clips (marks the clips done)
+    -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4]) -> FeatureStore.write_clips (marks the clips done)
 
 Everything a view shows depends only on (seed, clip_id, view), so a resumed or sharded run
 computes the same bytes as one uninterrupted run.
@@ -33,6 +34,7 @@ from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
+from .facetrack import FaceStage, FacesConfig, crop_frames, detection_frames
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
@@ -121,11 +123,13 @@ def annotation_digest(table: pd.DataFrame) -> str:
 
 
 def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEncoder, table: pd.DataFrame,
-                      data_kind: str, classes: ClassSet = DEFAULT) -> dict:
+                      data_kind: str, classes: ClassSet = DEFAULT, faces: Optional[FacesConfig] = None) -> dict:
     """Everything the stored features depend on; a store refuses a run whose fingerprint differs.
 
     A class set other than the default 7 emotions adds "classes": {"names": [...]} (labels.classes_record);
     without that entry a store is for the default set, so older stores keep their fingerprint.
+    "faces" (the face stage's config) is there only when a detector crops the frames, so stores of
+    pre-cropped datasets keep the fingerprint they had before the face stage existed.
     """
     fp = {
         "tgdfer_version": __version__,
@@ -138,7 +142,11 @@ def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEnc
         "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
     }
     record = classes_record(classes)
-    return fp if record is None else {**fp, "classes": record}
+    if record is not None:
+        fp["classes"] = record
+    if faces is not None and faces.enabled:
+        fp["faces"] = faces.fingerprint()
+    return fp
 
 
 def check_labels(table: pd.DataFrame, classes: ClassSet) -> None:
@@ -155,17 +163,19 @@ def check_labels(table: pd.DataFrame, classes: ClassSet) -> None:
 class ClipViews(Dataset):
     """Item k: the V views of clip `rows[k]` as encoder input, or the reason it cannot be read.
 
-    Returns dict(row, pixels [V, T, 3, S, S] float32 | None, index [V, T] int64 | None, error str | None).
+    Returns dict(row, pixels [V, T, 3, S, S] float32 | None, index [V, T] int64 | None,
+    boxes [V, T, 4] float32 | None, error str | None).
     """
 
     def __init__(self, table: pd.DataFrame, rows: np.ndarray, cfg: ExtractConfig, augment: AugmentConfig,
-                 size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+                 size: int, mean: tuple[float, ...], std: tuple[float, ...], faces: Optional[FacesConfig] = None):
         self.paths = table["path"].to_numpy()
         self.clip_ids = table["clip_id"].to_numpy()
         self.rows = np.asarray(rows, dtype=np.int64)
         self.cfg = cfg
         kw = dict(size=size, config=augment, normalize=cfg.normalize, mean=mean, std=std)
         self.test_tf, self.train_tf = ClipTransform(train=False, **kw), ClipTransform(train=True, **kw)
+        self.faces = FaceStage(faces) if faces is not None and faces.enabled else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -174,38 +184,61 @@ class ClipViews(Dataset):
         row = int(self.rows[k])
         path, clip_id = self.paths[row], str(self.clip_ids[row])
         try:
-            pixels, index = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
-                                       seed=self.cfg.seed, backend=self.cfg.frame_backend,
-                                       test_tf=self.test_tf, train_tf=self.train_tf)
+            pixels, index, boxes = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
+                                              seed=self.cfg.seed, backend=self.cfg.frame_backend,
+                                              test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces)
         except (FrameReadError, ValueError) as e:
-            return {"row": row, "pixels": None, "index": None, "error": str(e)}
-        return {"row": row, "pixels": pixels, "index": index, "error": None}
+            return {"row": row, "pixels": None, "index": None, "boxes": None, "error": str(e)}
+        return {"row": row, "pixels": pixels, "index": index, "boxes": boxes, "error": None}
 
 
 def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Sequence[int], frames: int, seed: int,
-               backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Decode and transform views 0..views-1 of one clip: (pixels [V, T, 3, S, S] float32, index [V, T] int64).
+               backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None,
+               faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None,
+               ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Decode and transform views 0..views-1 of one clip.
 
-    `views` may instead list the view ids to read (end-to-end training reads one view at a time).
+    Returns (pixels [V, T, 3, S, S] float32, index [V, T] int64, boxes [V, T, 4] float32): the
+    square face crop box of every sampled frame in source pixels (x0, y0, x1, y1), NaN without a
+    face stage. `views` may instead list the view ids to read (end-to-end training reads one view at
+    a time). With `faces`, each frame is cropped to the clip's face track (`facetrack`); `boxes`
+    [V, T, 4] instead gives the crop boxes (a store's, for end-to-end training) and skips detection.
 
-    The one place that turns a clip into encoder input (`extract` and `tgdfer predict` both call
-    it). `path` may be an open FrameSource (left open). Raises FrameReadError (or ValueError) when
-    the clip cannot be read.
+    The one place that turns a clip into encoder input (`extract`, end-to-end training and
+    `tgdfer predict` all call it). `path` may be an open FrameSource (left open). Raises
+    FrameReadError (or ValueError) when the clip cannot be read or, by faces.on_missing, has no face.
     """
     src = path if isinstance(path, FrameSource) else open_frames(path, backend=backend)
     try:
         ids = list(range(views)) if isinstance(views, int) else [int(v) for v in views]
-        index = np.stack([view_indices(len(src), clip_id, v, seed, frames) for v in ids])  # [V, T]
-        distinct, inverse = np.unique(index, return_inverse=True)
+        n = len(src)
+        index = np.stack([view_indices(n, clip_id, v, seed, frames) for v in ids])  # [V, T]
+        crop, grid = None, np.zeros(0, np.int64)
+        if boxes is not None:
+            crop = np.asarray(boxes, np.float64).reshape(*index.shape, 4)
+            if faces is None or not np.isfinite(crop).all():
+                raise ValueError(f"{clip_id}: crop boxes need the face stage's config and a finite box per frame")
+        elif faces is not None:
+            grid = detection_frames(n, frames, faces.cfg.every)  # [G] frames the detector looks at
+        distinct, inverse = np.unique(np.concatenate([index.ravel(), grid]), return_inverse=True)
         decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
     finally:
         if src is not path:
             src.close()
-    inverse = inverse.reshape(index.shape)
+    if faces is not None and crop is None:
+        track = faces.track(grid, decoded[inverse[index.size:]], str(getattr(src, "path", path)))
+        crop = track.crop_boxes(index, faces.cfg.margin)  # [V, T, 4]
+    inverse = inverse[:index.size].reshape(index.shape)
+    if crop is None:
+        clip = lambda k: decoded[inverse[k]]  # noqa: E731  [T, H, W, 3]
+        out_boxes = np.full((*index.shape, 4), np.nan, np.float32)
+    else:
+        clip = lambda k: crop_frames(decoded[inverse[k]], crop[k], faces.cfg.size)  # noqa: E731  [T, size, size, 3]
+        out_boxes = crop.astype(np.float32)
     pixels = torch.stack([
-        (train_tf if v else test_tf)(decoded[inverse[k]], seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
+        (train_tf if v else test_tf)(clip(k), seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
     ])  # [V, T, 3, S, S]
-    return pixels, index
+    return pixels, index, out_boxes
 
 
 def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
@@ -306,11 +339,13 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
             data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
             overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
             on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT,
-            unreadable: Optional[dict[str, str]] = None) -> ExtractResult:
+            unreadable: Optional[dict[str, str]] = None, faces: Optional[FacesConfig] = None) -> ExtractResult:
     """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
 
     `classes`: the class set the table's labels index (recorded in the fingerprint unless the
     default 7 emotions; its prompts are the store's text sets).
+    `faces`: the face stage (detector "none" or absent: frames are used whole, as pre-cropped datasets
+    need); its config is part of the store fingerprint and the crop boxes are stored per frame.
 
     on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
     draws a rich bar with them). Clips that cannot be read are recorded and skipped.
@@ -332,7 +367,10 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     check_labels(table, classes)
     device = resolve_device(cfg.device)
     enc = load_encoder(encoder, device=device)
-    fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind, classes)
+    faces = faces if faces is not None and faces.enabled else None
+    if faces is not None:
+        FaceStage(faces).detector  # a detector that cannot load stops the run before any clip
+    fingerprint = build_fingerprint(cfg, augment, enc, table, data_kind, classes, faces)
     store = open_or_create_store(cfg, table, fingerprint, enc.embed_dim, overwrite)
     try:
         if shard_id == 0:
@@ -344,7 +382,7 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         if on_start:
             on_start(len(todo), skipped)
         extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
-                                                on_progress)
+                                                on_progress, faces)
         failures = not_read + failures
         coverage = store.coverage()
     finally:
@@ -369,9 +407,10 @@ def _record_unreadable(store: FeatureStore, table: pd.DataFrame, todo: np.ndarra
 
 def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,
               cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
-              on_progress: Optional[ProgressFn]) -> tuple[int, int, list[tuple[str, str]]]:
+              on_progress: Optional[ProgressFn], faces: Optional[FacesConfig] = None,
+              ) -> tuple[int, int, list[tuple[str, str]]]:
     """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures)."""
-    dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std)
+    dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces)
     extracted = images = 0
     failures: list[tuple[str, str]] = []
     for batch in _loader(dataset, cfg):
@@ -385,7 +424,7 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             b, v, t = pixels.shape[:3]
             feats = encode_views(enc, pixels)  # [B, V, T, D]
             store.write_clips([g["row"] for g in good], feats, np.stack([g["index"] for g in good]),
-                              shard_id, num_shards)
+                              shard_id, num_shards, boxes=np.stack([g["boxes"] for g in good]))
             extracted += b
             images += b * v * t
         if on_progress:

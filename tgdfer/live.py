@@ -7,7 +7,9 @@ clip draws its frame indices and augmentation from `(seed, clip_id, v)` exactly 
 did for the store: `extract.read_views`) and runs the image encoder with gradients. Everything
 the store's features depend on (sampling, views, augmentation, preprocessing, encoder) is read
 from the store's fingerprint, so with the encoder's learning rate at 0 an end-to-end run sees
-the features a cached run reads from the store (up to the store's float16 rounding).
+the features a cached run reads from the store (up to the store's float16 rounding). A store
+extracted with a face stage (`fingerprint["faces"]`) gives its crop boxes: every live frame is cropped
+to the box `extract` used for that clip, view and frame (no detection at training time).
 
 Shapes: M replicas (1 in end-to-end mode), B clips, T frames, S image side, D feature width.
 """
@@ -24,6 +26,7 @@ from .augment import AugmentConfig, ClipTransform
 from .encoders import LoadedEncoder, autocast_context
 from .errors import FrameReadError, TgdferError
 from .extract import read_views
+from .facetrack import FaceStage, FacesConfig
 from .store import FeatureStore
 
 
@@ -57,6 +60,9 @@ class LiveFeatures:
         self.clip_ids = clips["clip_id"].astype(str).to_numpy()
         self.frames, self.seed = int(sampling["frames"]), int(sampling["seed"])
         self.views = int(views) or int(sampling["views"])  # V of epoch_order: views 1..V-1 are augmented
+        faces = FacesConfig.from_fingerprint(fp.get("faces"))
+        self.faces = FaceStage(faces) if faces.enabled else None
+        self.boxes = store.read_boxes() if faces.enabled else None  # [N, V, T, 4] crop boxes extract used
         self.enc = enc
         self.visual = enc.model.visual
         self.visual.requires_grad_(True)
@@ -78,11 +84,18 @@ class LiveFeatures:
     def _clip(self, row: int, view: int) -> torch.Tensor:
         """View `view` of clip `row`: pixels [T, 3, S, S] float32."""
         try:
-            pixels, _ = read_views(self.paths[row], self.clip_ids[row], views=[view], frames=self.frames,
-                                   seed=self.seed, backend="auto", test_tf=self.test_tf, train_tf=self.train_tf)
+            pixels, _, _ = read_views(self.paths[row], self.clip_ids[row], views=[view], frames=self.frames,
+                                      seed=self.seed, backend="auto", test_tf=self.test_tf, train_tf=self.train_tf,
+                                      faces=self.faces, boxes=self._stored_boxes(row, view))
         except (FrameReadError, ValueError) as e:
             raise TgdferError(f"end-to-end: cannot read clip {self.clip_ids[row]} ({self.paths[row]}): {e}") from e
         return pixels[0]
+
+    def _stored_boxes(self, row: int, view: int) -> np.ndarray | None:
+        """The crop boxes [1, T, 4] extract stored for (row, view); None (detect again) for views beyond the store's."""
+        if self.boxes is None or view >= self.boxes.shape[1] or not np.isfinite(self.boxes[row, view]).all():
+            return None
+        return self.boxes[row, [view]]
 
     def pixels(self, rows: np.ndarray, views: np.ndarray) -> torch.Tensor:
         """Decoded, transformed frames of each (row, view): [n, T, 3, S, S] float32 on the CPU."""

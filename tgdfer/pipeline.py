@@ -6,6 +6,7 @@
     [encoder]  -> encoders.EncoderConfig
     [augment]  -> augment.AugmentConfig
     [extract]  -> extract.ExtractConfig
+    [faces]    -> facetrack.FacesConfig    (face detection and cropping for raw video; default none)
     [head]     -> head.HeadConfig          (the TG-DFER architecture, Tables 3-5 axes)
     [train]    -> train.TrainConfig        (optimiser, schedule, fold, run folder)
     [proxy]    -> proxy.ProxyConfig        (only when [encoder] is a proxy CLIP trained here)
@@ -27,6 +28,7 @@ from .config import apply_overrides, build, load_toml, merge_tables, to_dict
 from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
+from .facetrack import FacesConfig
 from .head import HeadConfig
 from .labels import CLASSES, ClassSet, class_set
 from .prompts import load_prompt_file
@@ -94,6 +96,7 @@ class Pipeline:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)

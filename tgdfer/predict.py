@@ -6,7 +6,9 @@ names (model, weights tag / file sha256 / random "none", QuickGELU, precision), 
 decoded, sampled and transformed exactly as `tgdfer extract` makes view 0 (segment centres,
 resize only; `extract.read_views`), so a clip of the training dataset gets the same features,
 and the same logits, as `tgdfer evaluate` computes from the store. Any clip length works: T
-segment centres, a clip shorter than T repeats its last frame.
+segment centres, a clip shorter than T repeats its last frame. The face stage too follows the
+store (`fingerprint["faces"]`: the same detector, margin, smoothing and crop size; none for
+pre-cropped datasets); `--faces NAME` overrides it for raw video (`--faces none` turns it off).
 
 INPUT: a video file, a folder of frame images, or a `.txt` file listing such paths one per line
 (relative paths are read from the list's folder; blank lines and `#` comments are skipped). A
@@ -17,6 +19,7 @@ JSON output (`--json`, `PredictResult.to_json()`):
     {"model": "runs/x/last.safetensors", "tgdfer_version": "0.1.0",
      "encoder": {"model": "ViT-B-32", "pretrained": "openai", ...},
      "influence": "relative",                              # head.frame_influence mode (--influence)
+     "faces": {"detector": "centerface", "margin": 0.25, ...},  # facetrack.FacesConfig used ({"detector": "none"}: whole frames)
      "classes": ["Happiness", "Sadness", "Neutral", "Anger", "Surprise", "Disgust", "Fear"],   # the model's
                                                            # class set, label order (the 7 emotions by default)
      "predictions": [
@@ -26,7 +29,9 @@ JSON output (`--json`, `PredictResult.to_json()`):
         "frames": [{"position": 0, "frame": 1, "influence": 0.12}, ...]},   # T entries: sampled
                                                            # position, 0-based source frame, Eq. 12 in [0, 1]
                                                            # (relative: the frame's class score minus its
-                                                           # mean over the classes; similarity: the raw score)
+                                                           # mean over the classes; similarity: the raw score);
+                                                           # with a face stage also "box": [x0, y0, x1, y1], the
+                                                           # square crop of that frame in source pixels
        {"input": "broken.mp4", "ok": false, "error": "broken.mp4: ..."}]}
 
 Shape legend: T frames, D width, C classes.
@@ -51,6 +56,7 @@ from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts,
 from .errors import ConfigError, TgdferError
 from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
+from .facetrack import FaceStage, FacesConfig, crop_frames
 from .frames import open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
@@ -76,6 +82,8 @@ class Predictor:
     seed: int  # the store's sampling seed (view 0 does not draw from it)
     frame_backend: str  # video decoder the store was extracted with
     classes: tuple[str, ...] = CLASSES  # the model's class names, label order
+    faces: FacesConfig = field(default_factory=FacesConfig)  # face stage: the store's, or --faces
+    stage: Optional[FaceStage] = field(default=None, repr=False)  # its loaded detector (None: whole frames)
 
     @property
     def device(self) -> torch.device:
@@ -90,7 +98,8 @@ class Prediction:
     logits: np.ndarray  # [C] bag logits (Eq. 11 before the softmax)
     frame_index: np.ndarray  # [T] source frame (0-based) at each sampled position
     influence: np.ndarray  # [T] Eq. 12 for the predicted class (PredictResult.influence mode)
-    frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8, kept for figures
+    boxes: Optional[np.ndarray] = None  # [T, 4] face crop box of each sampled frame (None: whole frames)
+    frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8 (the crops), for figures
     classes: tuple[str, ...] = CLASSES  # class names of probs, label order
 
     @property
@@ -101,7 +110,8 @@ class Prediction:
         return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": self.classes[self.predicted],
                 "probabilities": {c: float(p) for c, p in zip(self.classes, self.probs)},
                 "influence_class": self.classes[self.predicted],
-                "frames": [{"position": t, "frame": int(i), "influence": float(v)}
+                "frames": [{"position": t, "frame": int(i), "influence": float(v),
+                            **({} if self.boxes is None else {"box": [float(c) for c in self.boxes[t]]})}
                            for t, (i, v) in enumerate(zip(self.frame_index, self.influence))]}
 
 
@@ -123,6 +133,7 @@ class PredictResult:
     figure_error: Optional[str] = None  # why the strips could not be written (the predictions stand)
     influence: str = "relative"  # head.frame_influence mode of every prediction
     classes: tuple[str, ...] = CLASSES  # the model's class names, label order
+    faces: dict = field(default_factory=lambda: {"detector": "none"})  # the face stage used (FacesConfig fields)
 
     @property
     def failed(self) -> int:
@@ -130,7 +141,7 @@ class PredictResult:
 
     def to_json(self) -> dict:
         return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
-                "influence": self.influence, "classes": list(self.classes),
+                "influence": self.influence, "faces": self.faces, "classes": list(self.classes),
                 "predictions": [p.to_json() for p in self.predictions]}
 
 
@@ -259,11 +270,23 @@ def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
                               "embeddings the model was trained with: wrong encoder weights?")
 
 
+def faces_config(ckpt: dict, override: Optional[str] = None) -> FacesConfig:
+    """The face stage of the model's store (fingerprint "faces"; absent = none), or detector `override`
+    ("none" turns it off; another detector keeps the store's margin, size, ... but not its detector args)."""
+    stored = FacesConfig.from_fingerprint(ckpt["store_fingerprint"].get("faces"))
+    if override is None:
+        return stored
+    if override == stored.detector:
+        return stored
+    return FacesConfig(**{**stored.fingerprint(), "detector": override, "args": {}})
+
+
 def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
-                   trust_weights: bool = False) -> Predictor:
+                   trust_weights: bool = False, faces: Optional[str] = None) -> Predictor:
     """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
 
     `trust_weights`: the user's opt-in to unpickle the encoder weights file in full (weights.py).
+    `faces`: a face detector overriding the store's face stage (None = the store's; "none" = whole frames).
     """
     path = resolve_checkpoint(model)
     ckpt = read_checkpoint(path)
@@ -274,8 +297,13 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
     transform = ClipTransform(size=pp["size"], train=False, normalize=pp["normalize"], mean=tuple(pp["mean"]),
                               std=tuple(pp["std"]))
     backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
+    face_cfg = faces_config(ckpt, faces)
+    stage = FaceStage(face_cfg) if face_cfg.enabled else None
+    if stage is not None:
+        stage.detector  # a detector that cannot load fails here, not once per input
     return Predictor(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
-                     seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt))
+                     seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt),
+                     faces=face_cfg, stage=stage)
 
 
 # -- clips --------------------------------------------------------------------------------------
@@ -289,18 +317,22 @@ def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False, infl
     """
     check_influence(influence)
     path = Path(path)
+    stage = p.stage
     with open_frames(path, backend=p.frame_backend) as src:
         n = len(src)
-        pixels, index = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed, backend=p.frame_backend,
-                                   test_tf=p.transform)  # [1, T, 3, S, S], [1, T]
+        pixels, index, boxes = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed,
+                                          backend=p.frame_backend, test_tf=p.transform,
+                                          faces=stage)  # [1, T, 3, S, S], [1, T], [1, T, 4]
         frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
+    if frames is not None and stage is not None:
+        frames = crop_frames(frames, boxes[0], p.faces.size)  # the strip shows what the encoder saw
     feats = torch.from_numpy(encode_views(p.encoder, pixels[None])[:, 0]).to(p.device)  # [1, T, D] float16
     out = p.head(feats.float())
     scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # for the predicted class
     logits = out.logits[0, 0].float().cpu()
     return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
-                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(), frames=frames,
-                      classes=p.classes)
+                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(),
+                      boxes=boxes[0] if stage is not None else None, frames=frames, classes=p.classes)
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
@@ -333,9 +365,11 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
             figure_dir: Optional[str | Path] = None, influence: Optional[str] = None,
-            trust_weights: bool = False) -> PredictResult:
+            trust_weights: bool = False, faces: Optional[str] = None) -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
 
+    `faces`: face detector overriding the model's (None = its store's face stage; "none" = whole frames).
+    A clip where the face stage finds no face (and on_missing = "fail") is a PredictFailure.
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there;
     if it cannot be written the predictions go on without figures (`figure_error` says why).
     `influence`: the `head.frame_influence` mode ("relative" or "similarity"; None: the model's
@@ -344,11 +378,11 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
     """
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
-    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights)
+    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces)
     influence = check_influence(p.head.cfg.influence if influence is None else influence)
     ckpt_fp = dict(p.encoder.fingerprint)
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
-                           classes=p.classes)
+                           classes=p.classes, faces=p.faces.fingerprint() if p.faces.enabled else {"detector": "none"})
     used: set[str] = set()
     for item in expand_inputs(inputs):
         if isinstance(item, PredictFailure):

@@ -9,6 +9,10 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
     <store>/feats/                    [N, V, T, D] float16, chunk (1, V, T, D), optional shard (B, V, T, D)
                                       (NaN = not written)
     <store>/frame_index/              [N, V, T] int32, chunk (B, V, T); -1 = not written
+    <store>/boxes/                    [N, V, T, 4] float32, chunk (B, V, T, 4): square face crop box of every
+                                      sampled frame (x0, y0, x1, y1, source pixels); NaN = whole frame
+                                      (no face stage) or not written. Stores made before the face
+                                      stage lack it and read as NaN.
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
     <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
@@ -448,6 +452,9 @@ class _ZarrFiles:
             self._arrays[name] = self.group[name]
         return self._arrays[name]
 
+    def has(self, name: str) -> bool:
+        return name in self._arrays or (self.root / name / "zarr.json").is_file()
+
     def clips_csv(self) -> str:
         return (self.root / _CLIPS_FILE).read_text(encoding="utf-8")
 
@@ -484,6 +491,9 @@ class _H5Files:
 
     def array(self, name: str) -> h5py.Dataset:
         return self.file[name]
+
+    def has(self, name: str) -> bool:
+        return name in self.file
 
     def clips_csv(self) -> str:
         return self.file["clips_csv"].asstr()[()]
@@ -548,6 +558,7 @@ def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str,
     shards = (b, v, t, d) if layout["zarr_shards"] else None
     g.create_array("feats", shape=(n, v, t, d), chunks=(1, v, t, d), shards=shards, dtype="float16", fill_value=np.nan)
     g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
+    g.create_array("boxes", shape=(n, v, t, 4), chunks=(b, v, t, 4), dtype="float32", fill_value=np.nan)
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
     _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, fsync)
@@ -733,6 +744,14 @@ class FeatureStore:
         """Source frame numbers ``[n, V, T]`` int32 each view used (-1 where never written)."""
         return self._read("frame_index", rows, None)
 
+    def read_boxes(self, rows: Any = None) -> np.ndarray:
+        """Face crop boxes ``[n, V, T, 4]`` float32 (x0, y0, x1, y1) each sampled frame was cropped to;
+        NaN where the whole frame was used (no face stage), never written, or the store predates boxes."""
+        if not self._files.has("boxes"):
+            n = self.n_clips if rows is None else len(self._rows(rows))
+            return np.full((n, self.views, self.frames, 4), np.nan, np.float32)
+        return self._read("boxes", rows, None)
+
     @property
     def done(self) -> np.ndarray:
         """``[N]`` bool: clips whose features are written (read fresh: other writers update it)."""
@@ -814,12 +833,13 @@ class FeatureStore:
             array[start:stop] = values[at:at + stop - start] if isinstance(values, np.ndarray) else values
 
     def write_clips(self, rows: Any, feats: np.ndarray, frame_index: np.ndarray,
-                    writer: int = 0, num_writers: int = 1) -> None:
+                    writer: int = 0, num_writers: int = 1, boxes: np.ndarray | None = None) -> None:
         """Store finished clips, then mark them done.
 
         rows         # [n] clip rows, all owned by ``writer`` of ``num_writers``
         feats        # [n, V, T, D], cast to float16
         frame_index  # [n, V, T] integer source frame numbers
+        boxes        # [n, V, T, 4] face crop boxes, or None (whole frames: stays NaN)
         Returns after the data is on disk; ``done`` is set only then. Clears failures of these rows.
         """
         rows = self._owned(rows, writer, num_writers)
@@ -832,10 +852,20 @@ class FeatureStore:
                              f"got {feats.shape} and {frame_index.shape}")
         if not np.issubdtype(frame_index.dtype, np.integer):
             raise ValueError(f"frame_index must be integers, got {frame_index.dtype}")
+        if boxes is not None:
+            boxes = np.asarray(boxes, np.float32)
+            if boxes.shape != (n, v, t, 4):
+                raise ValueError(f"expected boxes {(n, v, t, 4)}, got {boxes.shape}")
+            if np.isnan(boxes).all():
+                boxes = None
+            elif not self._files.has("boxes"):
+                raise TgdferError(f"{self.path}: made before face crop boxes were stored; extract into a new store")
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
         self._set_rows(self._files.array("feats"), rows, feats[order].astype(np.float16))
         self._set_rows(self._files.array("frame_index"), rows, frame_index[order].astype(np.int32))
+        if boxes is not None:
+            self._set_rows(self._files.array("boxes"), rows, boxes[order])
         self._set_rows(self._files.array("done"), rows, True)  # only after the data above is stored
         failures = self._own_failures(writer)
         written = set(rows.tolist())
@@ -911,6 +941,7 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
     for start in range(0, n, step):
         feats[start:start + step] = src._files.array("feats")[start:start + step]
     f.create_dataset("frame_index", data=src.read_frame_index(), chunks=(min(n, src.block_size), v, t))
+    f.create_dataset("boxes", data=src.read_boxes(), chunks=(min(n, src.block_size), v, t, 4))
     f.create_dataset("done", data=src.done)
     text = h5py.string_dtype()
     f.create_dataset("clips_csv", data=src._files.clips_csv(), dtype=text)

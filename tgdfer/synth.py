@@ -17,6 +17,13 @@ Layout written under OUT (readers and tests rely on it):
     lists/set_<k>_train.txt, lists/set_<k>_test.txt         "path n_frames label" (label 0..6)
     clips.csv                               clip_id,path,label,fold (label = class name)
     frame_labels.csv                        clip_id,frame,intensity,in_episode (frame 0-based)
+    boxes.csv                               canvas > 0: clip_id,frame,x0,y0,x1,y1, the true face box (pixels)
+
+Raw-video mode (`canvas > 0`): each frame is a larger canvas x canvas scene (its own cluttered
+background) with the size x size face clip pasted off-centre, moving along a straight path; the
+face clip itself is exactly the one canvas = 0 renders (the placement has its own random stream),
+so the pre-cropped and the raw version of a dataset are the same faces. The true face box is the
+face oval's bounding box (forehead to chin, without hair and ears), moved with the paste.
 
 Determinism: the class and fold assignment is drawn from `seed` alone, and everything about
 clip i (length, episode, distractor, face, motion, noise) from `(seed, i)` alone, so the output
@@ -49,10 +56,11 @@ from .labels import CLASSES, DFEW_CLASS_SHARES, NUM_CLASSES, ClassSet
 logger = logging.getLogger(__name__)
 
 # Independent random streams, each seeded by (seed, stream[, clip index]).
-_PLAN_STREAM, _CLIP_STREAM, _RENDER_STREAM = 0, 1, 2
+_PLAN_STREAM, _CLIP_STREAM, _RENDER_STREAM, _CANVAS_STREAM = 0, 1, 2, 3
 _NEUTRAL = CLASSES.index("Neutral")
 # Everything generate() writes under OUT (removed first when overwrite=True).
-_OUTPUTS = ("meta.json", "videos", "frames", "EmoLabel_DataSplit", "lists", "clips.csv", "frame_labels.csv")
+_OUTPUTS = ("meta.json", "videos", "frames", "EmoLabel_DataSplit", "lists", "clips.csv", "frame_labels.csv",
+            "boxes.csv")
 
 
 @dataclass
@@ -76,6 +84,7 @@ class SynthConfig:
     clutter: int = 6  # most random shapes in a clip's background
     jpeg_quality: int = 90  # Pillow JPEG quality of the frame files
     crf: int = 20  # x264 constant rate factor of the mp4 files (0 = lossless, 51 = worst)
+    canvas: int = 0  # 0: frames are face crops (like DFEW); > size: raw-video frames of canvas x canvas px, face off-centre and moving (boxes.csv)
 
     def __post_init__(self):
         _check_range("clips", self.clips, 1, 99_999)
@@ -106,6 +115,9 @@ class SynthConfig:
         _check_range("clutter", self.clutter, 0, 100)
         _check_range("jpeg_quality", self.jpeg_quality, 1, 100)
         _check_range("crf", self.crf, 0, 51)
+        if self.canvas and (self.canvas <= self.size or self.canvas % 2):
+            raise ConfigError("canvas", f"must be 0 or an even frame side larger than size ({self.size}), "
+                              f"got {self.canvas}")
 
     def shares(self) -> np.ndarray:
         """Normalised class shares.  # [C] float64"""
@@ -223,6 +235,48 @@ def render(p: ClipPlan, cfg: SynthConfig) -> np.ndarray:
     return faces.render_clip(identity, scene, motion, aus, rng)
 
 
+def face_boxes(p: ClipPlan, cfg: SynthConfig) -> np.ndarray:
+    """True face box of every frame of `render(p, cfg)`: the face oval's bounding box, rotated by the
+    head's roll, in pixels (x0, y0, x1, y1).  # [T, 4] float64"""
+    rng = np.random.default_rng([cfg.seed, _RENDER_STREAM, p.index])
+    identity = faces.sample_identity(rng)
+    faces.sample_scene(rng, cfg.size, cfg.clutter, cfg.noise)  # the draws render() makes in between
+    motion = faces.sample_motion(rng, p.n_frames, cfg.pose_jitter)
+    a, b = motion.scale * identity.face_w, motion.scale * identity.face_h  # half-axes, image units [-1, 1]
+    cos, sin = np.cos(motion.roll), np.sin(motion.roll)
+    hx, hy = np.hypot(a * cos, b * sin), np.hypot(a * sin, b * cos)
+    to_px = lambda v: (v.astype(np.float64) + 1) / 2 * cfg.size  # noqa: E731
+    return np.stack([to_px(motion.cx - hx), to_px(motion.cy - hy), to_px(motion.cx + hx), to_px(motion.cy + hy)], 1)
+
+
+def canvas_offsets(p: ClipPlan, cfg: SynthConfig) -> np.ndarray:
+    """Top-left corner (x, y) of the face clip in each canvas frame: a straight path between two random
+    points.  # [T, 2] int64"""
+    rng = np.random.default_rng([cfg.seed, _CANVAS_STREAM, p.index])
+    start, end = rng.uniform(0, cfg.canvas - cfg.size, (2, 2))
+    a = np.linspace(0.0, 1.0, p.n_frames)[:, None]
+    return np.round(start + (end - start) * a).astype(np.int64)
+
+
+def place_on_canvas(p: ClipPlan, cfg: SynthConfig, frames: np.ndarray) -> np.ndarray:
+    """The face clip [T, S, S, 3] pasted into canvas frames [T, C, C, 3] uint8 over a background of its own."""
+    rng = np.random.default_rng([cfg.seed, _CANVAS_STREAM, p.index])
+    rng.uniform(size=4)  # the path's draws (canvas_offsets)
+    bg = faces.sample_scene(rng, cfg.canvas, cfg.clutter, 0.0).background
+    out = np.repeat((bg * 255 + 0.5).astype(np.uint8)[None], len(frames), axis=0)
+    for t, (x, y) in enumerate(canvas_offsets(p, cfg)):
+        out[t, y:y + cfg.size, x:x + cfg.size] = frames[t]
+    return out
+
+
+def true_boxes(p: ClipPlan, cfg: SynthConfig) -> np.ndarray:
+    """True face boxes of the frames written for `p` (on the canvas when canvas > 0).  # [T, 4]"""
+    boxes = face_boxes(p, cfg)
+    if cfg.canvas:
+        boxes = boxes + np.tile(canvas_offsets(p, cfg), 2)
+    return boxes
+
+
 def _write_jpegs(folder: Path, clip_id: str, frames: np.ndarray, quality: int) -> None:
     from PIL import Image
 
@@ -279,6 +333,8 @@ def _write_clip(job: tuple[ClipPlan, SynthConfig, str]) -> int:
     """Render one clip and write its files; returns its index."""
     p, cfg, out = job
     frames = render(p, cfg)  # [T, H, W, 3] uint8
+    if cfg.canvas:
+        frames = place_on_canvas(p, cfg, frames)  # [T, C, C, 3]
     if cfg.format in ("frames", "both"):
         _write_jpegs(Path(out) / "frames" / p.clip_id, p.clip_id, frames, cfg.jpeg_quality)
     if cfg.format in ("video", "both"):
@@ -352,6 +408,11 @@ def _write_annotations(out: Path, table: pd.DataFrame, plans: list[ClipPlan], cf
         "in_episode": (intensity > 0).astype(np.int64),
     })
     _to_csv(frames, out / "frame_labels.csv", float_format="%.4f")
+    if cfg.canvas:
+        boxes = np.concatenate([true_boxes(p, cfg) for p in plans])  # [sum T, 4]
+        _to_csv(pd.DataFrame({"clip_id": frames["clip_id"], "frame": frames["frame"], "x0": boxes[:, 0],
+                              "y0": boxes[:, 1], "x1": boxes[:, 2], "y1": boxes[:, 3]}),
+                out / "boxes.csv", float_format="%.2f")
     from . import __version__
 
     config = {k: v for k, v in to_dict(cfg).items() if k != "workers"}  # workers never changes the output
