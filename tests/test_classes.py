@@ -313,7 +313,7 @@ def test_three_classes_end_to_end_through_the_cli(three, synth_dir):
     result = runner.invoke(app, ["evaluate", *map(str, three["runs"]), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "results.csv", index_col=0)
-    assert list(table.columns) == [*THREE, "UAR", "WAR"] and list(table.index) == ["fold 1", "fold 2", "mean"]
+    assert list(table.columns) == [*THREE, "UAR", "WAR"] and list(table.index) == ["fold 1", "fold 2", "mean", "std"]
     assert table.loc["mean", "WAR"] == pytest.approx(table.loc[["fold 1", "fold 2"], "WAR"].mean(), abs=0.01)
     assert "Joy" in result.output and "Oth" in result.output  # the console's short names
     assert Image.open(out / "figures" / "confusion_mean.png").size == (round(5.6 * DPI), round(5.0 * DPI))
