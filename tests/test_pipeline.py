@@ -57,3 +57,17 @@ def test_profiles_paper_and_recommended_are_one_flag_apart(tmp_path):
     assert p.head.influence == "relative" and p.train.drop_last is False and p.head.coarse_learnable is True
     with pytest.raises(ConfigError, match="profile: 'papr' is neither a profile"):
         load_pipeline(f, profile="papr")
+
+
+def test_a_pipeline_extends_its_base_file(tmp_path):
+    from tgdfer.errors import ConfigError
+    from tgdfer.pipeline import load_pipeline
+
+    e2e = load_pipeline("pipelines/dfew_end_to_end.toml")  # base = "dfew.toml", profile "paper" from there
+    dfew = load_pipeline("pipelines/dfew.toml")
+    assert e2e.train.end_to_end and e2e.train.encoder_lr == 1e-5 and e2e.extract.views == 1
+    assert e2e.data == dfew.data and e2e.head == dfew.head and e2e.train.epochs == dfew.train.epochs == 50
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="loop"):
+        load_pipeline(tmp_path / "a.toml")

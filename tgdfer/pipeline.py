@@ -113,6 +113,18 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES = ("paper", "recommended")  # tgdfer/profiles/<name>.toml; a path to a TOML file works too
 
 
+def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A pipeline file laid over the file its top-level `base = "..."` names (recursively)."""
+    raw = load_toml(path)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / base).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError("base", f"{path}: base files form a loop through {base_path}")
+    return merge_tables(_read_with_base(base_path, (*seen, path.resolve())), raw)
+
+
 def load_profile(name: str) -> dict[str, Any]:
     """A profile overlay: "paper" (the paper's literal readings), "recommended" (tgdfer's), or a TOML file."""
     path = PROFILE_DIR / f"{name}.toml" if name in PROFILES else Path(name)
@@ -126,9 +138,10 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
     """Build a Pipeline from a TOML file (or defaults) plus dotted overrides.
 
     Precedence, lowest first: dataclass defaults, the profile (`profile`, else the file's top-level
-    `profile = "..."`), the file's own tables, the overrides.
+    `profile = "..."`), the file `base = "other.toml"` names (relative to this file), the file's own
+    tables, the overrides.
     """
-    raw = load_toml(path) if path is not None else {}
+    raw = _read_with_base(Path(path)) if path is not None else {}
     named = raw.pop("profile", None)
     if profile or named:
         raw = merge_tables(load_profile(profile or named), raw)
