@@ -205,7 +205,7 @@ def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = No
         tag_qg = bool(open_clip.get_pretrained_cfg(model, src.tag or "").get("quick_gelu", False))
         evidence = (tag_qg, f"open_clip's pretrained config for {model}/{src.tag} has quick_gelu={tag_qg}")
     elif src.kind == "file":
-        evidence = _file_evidence(model, src)
+        evidence = _file_evidence(model, src) or _own_config_evidence(model)
     else:
         evidence = (False, f"random weights; model config {model} has no quick_gelu")
     if explicit is not None:
@@ -214,9 +214,22 @@ def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = No
                            "features will not match how the weights were trained", explicit, evidence[1], evidence[0])
         return explicit, "set explicitly in the encoder config"
     if evidence is None:
-        return False, (f"nothing identifies {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
+        return False, (f"{NO_EVIDENCE} {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
                        "is used; if these are OpenAI (or LAION-400M) weights set quick_gelu=true")
     return evidence
+
+
+NO_EVIDENCE = "nothing identifies"  # how decide_quick_gelu's reason starts when it had to guess (logged as a warning)
+
+
+PROXY_MODELS = ("tgdfer-proxy-vit",)  # model configs whose weights only `tgdfer proxy` trains (nn.GELU)
+
+
+def _own_config_evidence(model: str) -> tuple[bool, str] | None:
+    """A proxy CLIP config (model_configs/) has weights from `tgdfer proxy` only, trained with nn.GELU."""
+    if model in PROXY_MODELS:
+        return False, f"{model} is tgdfer's proxy CLIP config, trained by `tgdfer proxy` with nn.GELU (no quick_gelu)"
+    return None
 
 
 def effective_precision(precision: str, device: torch.device) -> str:
@@ -263,7 +276,7 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     device = torch.device(device)
     src = resolve_weights(cfg)
     quick_gelu, reason = decide_quick_gelu(cfg.model, src, cfg.quick_gelu)
-    log = logger.warning if src.kind == "file" else logger.info
+    log = logger.warning if src.kind == "file" and reason.startswith(NO_EVIDENCE) else logger.info
     log("%s: quick_gelu=%s because %s", cfg.model, quick_gelu, reason)
     model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)))
     if src.kind == "none":

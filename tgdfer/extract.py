@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ._callable import make_callable
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
@@ -37,6 +38,7 @@ from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
+from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
 
 log = logging.getLogger(__name__)
@@ -305,14 +307,17 @@ ProgressFn = Callable[[int, int], None]  # (clips finished in this call, images 
 def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, table: pd.DataFrame, *,
             data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
             overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
-            on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT) -> ExtractResult:
+            on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT,
+            progress: Optional[ProgressCallback] = None) -> ExtractResult:
     """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
 
     `classes`: the class set the table's labels index (recorded in the fingerprint unless the
     default 7 emotions; its prompts are the store's text sets).
 
     on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
-    draws a rich bar with them). Clips that cannot be read are recorded and skipped.
+    draws a rich bar with them). `progress` (tgdfer.progress: a callable, a tqdm bar, a rich
+    Progress) gets an event per batch, marked for the log at each finished block of clips.
+    Clips that cannot be read are recorded and skipped.
     """
     t0 = time.perf_counter()
     if shard_id is None or num_shards is None:
@@ -339,8 +344,10 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         skipped = mine - len(todo)
         if on_start:
             on_start(len(todo), skipped)
+        stage = Stage(as_callback(progress), "extract", len(todo), "clips",
+                      detail=f"shard {shard_id + 1}/{num_shards}" if num_shards > 1 else "")
         extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
-                                                on_progress)
+                                                on_progress, stage)
         coverage = store.coverage()
     finally:
         store.close()
@@ -352,7 +359,8 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
 
 def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,
               cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
-              on_progress: Optional[ProgressFn]) -> tuple[int, int, list[tuple[str, str]]]:
+              on_progress: Optional[ProgressFn], stage: Optional[Stage] = None
+              ) -> tuple[int, int, list[tuple[str, str]]]:
     """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures)."""
     dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std)
     extracted = images = 0
@@ -371,8 +379,14 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
                               shard_id, num_shards)
             extracted += b
             images += b * v * t
+        done = extracted + len(failures)
         if on_progress:
-            on_progress(extracted + len(failures), images)
+            on_progress(done, images)
+        if stage is not None:
+            dt = max(time.perf_counter() - stage.t0, 1e-9)
+            block_done = done // cfg.block_size > (done - len(batch)) // cfg.block_size or done == len(rows)
+            stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round(images / dt, 1),
+                                "failed": len(failures)}, log=block_done)
     return extracted, images, failures
 
 
@@ -392,3 +406,6 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame]:
     """Coverage counts and the failure table of a store (for `tgdfer extract --verify`)."""
     with FeatureStore.open(path) as store:
         return store.coverage(), store.failures
+
+
+make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)
