@@ -214,12 +214,9 @@ def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = No
                            "features will not match how the weights were trained", explicit, evidence[1], evidence[0])
         return explicit, "set explicitly in the encoder config"
     if evidence is None:
-        return False, (f"{NO_EVIDENCE} {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
+        return False, (f"nothing identifies {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
                        "is used; if these are OpenAI (or LAION-400M) weights set quick_gelu=true")
     return evidence
-
-
-NO_EVIDENCE = "nothing identifies"  # how decide_quick_gelu's reason starts when it had to guess (logged as a warning)
 
 
 PROXY_MODELS = ("tgdfer-proxy-vit",)  # model configs whose weights only `tgdfer proxy` trains (nn.GELU)
@@ -276,7 +273,7 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     device = torch.device(device)
     src = resolve_weights(cfg)
     quick_gelu, reason = decide_quick_gelu(cfg.model, src, cfg.quick_gelu)
-    log = logger.warning if src.kind == "file" and reason.startswith(NO_EVIDENCE) else logger.info
+    log = logger.warning if src.kind == "file" and cfg.model not in PROXY_MODELS else logger.info
     log("%s: quick_gelu=%s because %s", cfg.model, quick_gelu, reason)
     model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)))
     if src.kind == "none":
