@@ -15,7 +15,6 @@ import tgdfer
 from tgdfer.cli import app
 from tgdfer.errors import TgdferError
 from tgdfer.frames import open_frames
-from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
 from tgdfer.predict import Prediction, PredictFailure, Predictor
 from tgdfer.train import TrainConfig

@@ -53,6 +53,7 @@ def _global_options(
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
 
+
 EXIT_USER_ERROR = 2
 
 
@@ -136,7 +137,7 @@ def _table(df, title: str | None = None, decimals: Optional[int] = None) -> Tabl
         t.add_column(str(df.index.name or ""), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
     for c in df.columns:
         t.add_column(str(c), justify="right", no_wrap=True, min_width=len(str(c)))
-    for idx, row in df.iterrows():
+    for idx, row in zip(df.index, df.itertuples(index=False)):  # itertuples keeps each column's type (ints stay ints)
         t.add_row(*([str(idx)] if with_index else []), *[_cell(v, decimals) for v in row])
     return t
 
@@ -520,7 +521,11 @@ def sweep_cli(
             if records:
                 loss = sum(r.loss for r in records) / len(records)
                 war = sum(r.test_war for r in records) / len(records)
-                progress.update(task, info=f"epoch {epoch} x{len(records)} loss {loss:.3f} test WAR {war:.3f}")
+                info = f"epoch {epoch} x{len(records)} loss {loss:.3f} test WAR {war:.3f}"
+                progress.update(task, info=info)
+                if not console.is_terminal:  # a batch log: one line per epoch as it happens
+                    console.file.write(f"sweep {name} {info}\n")
+                    console.file.flush()
 
         df = run_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []),
                        workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
@@ -757,11 +762,13 @@ def _train_proxy(out: Path, cfg) -> Path:
 
 def _ensure_proxy(pipe) -> None:
     """Train the pipeline's proxy CLIP once when [encoder] names it as a weights file that is not there yet."""
-    enc = pipe.encoder
-    weights = Path(enc.pretrained)
-    if enc.model != pipe.proxy.model or weights.suffix not in (".safetensors", ".pt", ".pth", ".bin") or weights.exists():
+    from .api import proxy_missing
+
+    if not proxy_missing(pipe):
         return
-    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ([proxy] in {pipe.source})")
+    weights = Path(pipe.encoder.pretrained)
+    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ({escape('[proxy]')} in {pipe.source})",
+                  highlight=False)
     _train_proxy(weights, pipe.proxy)
 
 

@@ -184,13 +184,14 @@ def _build_model(cfg: ProxyConfig) -> torch.nn.Module:
     """The open_clip model with its config's random initialisation, drawn from `cfg.seed`."""
     import open_clip
 
-    from .encoders import register_model_configs
+    from .encoders import _quiet_open_clip, register_model_configs
 
     register_model_configs()
     if open_clip.get_model_config(cfg.model) is None:
         raise ConfigError("model", f"unknown open_clip model {cfg.model!r}; e.g. tgdfer-proxy-vit")
     torch.manual_seed(cfg.seed)
-    return open_clip.create_model(cfg.model, pretrained=None, precision="fp32", device="cpu")
+    with _quiet_open_clip():  # a random start is the point here: no "initialized randomly" warning
+        return open_clip.create_model(cfg.model, pretrained=None, precision="fp32", device="cpu")
 
 
 def _optimizer(model: torch.nn.Module, cfg: ProxyConfig, extra: list | None = None) -> torch.optim.AdamW:
