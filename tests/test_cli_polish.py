@@ -68,6 +68,17 @@ def test_print_config_prints_the_effective_config_that_reads_back(command, tmp_p
     assert not Path("data/x").exists()  # nothing was generated
 
 
+def test_sweep_print_config_is_the_points_common_start(tmp_path):
+    result = runner.invoke(app, ["sweep", "pipelines/sweeps/cache_views.toml", "--set", "train.lr=0.5",
+                                 "--print-config"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "p.toml"
+    path.write_text(result.stdout)
+    pipe = load_pipeline(path)
+    assert pipe.extract.views == 17 and pipe.train.lr == 0.5  # the file's set, then --set
+    assert pipe.extract.store == pipe.train.store == "cache/synth_proxy_v17.zarr"
+
+
 def test_print_config_includes_the_command_options():
     result = runner.invoke(app, ["train-head", "-c", "pipelines/synthetic.toml", "--epochs", "7", "--seed", "4",
                                  "--device", "cuda:1", "--print-config"])
@@ -193,3 +204,22 @@ def test_proxy_progress_covers_all_stages(tmp_path):
     last = {e.stage: e for e in events}
     assert [(last[s].done, last[s].total) for s in stages] == [(14, 14), (3, 3), (2, 2)]
     assert "loss" in last["proxy image"].metrics and "loss" in last["proxy text"].metrics
+
+
+@pytest.mark.parametrize("command", ["train-head", "evaluate", "predict"])
+def test_a_bad_device_is_one_line_naming_it(command, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from tgdfer.extract import resolve_device as extract_device
+    from tgdfer.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") == extract_device("cpu")
+    for name, words in (("gpu", "is not a device"), ("cuda:1", "CUDA is not available")):
+        with pytest.raises(ConfigError, match=words):
+            resolve_device(name)
+        with pytest.raises(ConfigError, match=words):
+            extract_device(name)
+    args = {"train-head": ["train-head", "--device", "gpu"],
+            "evaluate": ["evaluate", str(tmp_path), "--device", "gpu"],
+            "predict": ["predict", str(tmp_path), "x.mp4", "--device", "gpu"]}[command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "'gpu' is not a device" in result.output

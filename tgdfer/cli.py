@@ -439,7 +439,9 @@ def evaluate_cli(
       tgdfer evaluate runs/synth/fold1 --frames highest,lowest --k 1,2,3 --out results/table6
     """
     from .evaluate import DECIMALS, TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
+    from .train import resolve_device
 
+    resolve_device(device)  # a misspelt --device fails before any run is read
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
                   influence=check_influence(influence), trust_weights=trust_weights)
     short = ev.results.rename(columns=short_names(ev.classes))  # fits 80 columns; files keep full names
@@ -478,6 +480,9 @@ def sweep_cli(
     num_shards: Annotated[Optional[int], typer.Option(
         help="Machines in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Check every point and list them; train nothing.")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the config every point starts from (base file, the file's set, --set) as TOML "
+                               "and exit; the points then change their swept fields.")] = False,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable.
 
@@ -491,6 +496,9 @@ def sweep_cli(
 
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
+    if print_config:
+        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
+        _pipeline(Path(sweep.base), sweep.fixed, print_config=True)
     if dry_run:
         sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
         plans = plan_sweep(sweep)
@@ -604,7 +612,9 @@ def predict_cli(
     """
     from .evaluate import check_influence
     from .predict import PredictFailure, predict
+    from .train import resolve_device
 
+    resolve_device(device)  # a misspelt --device fails before the model is read
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
                      influence=check_influence(influence), trust_weights=trust_weights)
     if csv is not None:
@@ -826,7 +836,7 @@ def demo_cli(
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):
         sweep_cli(sweep, set_=set_, out=None, folds=None, seeds=None, workers=1, shard_id=None, num_shards=None,
-                  dry_run=False)
+                  dry_run=False, print_config=False)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -229,6 +229,25 @@ def _own_config_evidence(model: str) -> tuple[bool, str] | None:
     return None
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def named_device(name: str, option: str = "device") -> torch.device:
+    """A device the user named (`cpu`, `cuda`, `cuda:N`, `mps`), checked: ConfigError naming `option`
+    for a misspelt name, a GPU index that is not there, or CUDA on a machine without it."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(option, f"{name!r} is not a device; use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(option, f"{name!r}: CUDA is not available on this machine; use cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(option, f"{name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
 def effective_precision(precision: str, device: torch.device) -> str:
     """The autocast precision actually used: fp16 autocast on CPU falls back to bf16 (with a warning)."""
     if precision == "fp16" and device.type == "cpu":

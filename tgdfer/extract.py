@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._callable import make_callable
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
-from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
@@ -105,7 +105,7 @@ def resolve_device(name: str) -> torch.device:
     """`auto` = this process's GPU (LOCAL_RANK under torchrun, SLURM_LOCALID under srun) when CUDA
     is available, else CPU."""
     if name != "auto":
-        return torch.device(name)
+        return named_device(name)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
         return torch.device("cuda", local % torch.cuda.device_count())

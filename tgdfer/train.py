@@ -40,7 +40,7 @@ from ._callable import make_callable
 from . import __version__
 from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
 from .config import table_diff, to_dict
-from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
 from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
@@ -621,7 +621,7 @@ def stack_opt_states(states: Sequence[dict]) -> dict:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return named_device(name)  # ConfigError for a misspelt name or a GPU that is not there
 
 
 # -- the run --------------------------------------------------------------------------------------
