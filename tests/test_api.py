@@ -20,13 +20,14 @@ from tgdfer.predict import Prediction, PredictFailure, Predictor
 from tgdfer.train import TrainConfig
 
 runner = CliRunner()
-DOC = Path(__file__).parents[1] / "docs" / "python-api.md"
+ROOT = Path(__file__).parents[1]
+MARKER = "python-api-example"  # an HTML comment right above a ```python block: the block is tested as written
+EXAMPLES = [p for p in (ROOT / "docs" / "python-api.md", ROOT / "README.md") if MARKER in p.read_text()]
 
 
-def docs_example() -> str:
-    """The code block after the `python-api-example` marker of docs/python-api.md."""
-    text = DOC.read_text()
-    return re.search(r"python-api-example.*?```python\n(.*?)```", text, re.S).group(1)
+def docs_example(doc: Path) -> str:
+    """The code block after the `python-api-example` marker of `doc`."""
+    return re.search(MARKER + r".*?```python\n(.*?)```", doc.read_text(), re.S).group(1)
 
 
 def test_import_tgdfer_is_light_and_names_the_api():
@@ -40,8 +41,9 @@ def test_import_tgdfer_is_light_and_names_the_api():
     assert tgdfer.train.TrainConfig is TrainConfig  # still the module as well
 
 
-def test_the_docs_example_runs_as_written(tmp_path, monkeypatch, synth_dir, tiny_weights):
-    code = docs_example()
+@pytest.mark.parametrize("doc", EXAMPLES, ids=lambda p: p.name)
+def test_the_docs_example_runs_as_written(doc, tmp_path, monkeypatch, synth_dir, tiny_weights):
+    code = docs_example(doc)
     assert len(code.strip().splitlines()) <= 10
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "synthetic.toml").write_text(f"""
@@ -69,7 +71,7 @@ device = "cpu"
     (tmp_path / "data" / "synth").symlink_to(synth_dir)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(code, str(DOC), "exec"), scope)
+    exec(compile(code, str(doc), "exec"), scope)
     run = Path("runs/synth/fold1")
     assert scope["run"] == run and (run / "final.json").is_file()
     assert len(pd.read_csv(run / "metrics.csv")) == 5  # train.epochs=5 from the example's override

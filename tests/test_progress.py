@@ -133,3 +133,18 @@ def test_python_progress_callback_gets_every_epoch(tmp_path, reference_store, en
           encoder=encoder_cfg, progress=events.append)
     assert [(e.stage, e.done, e.total, e.unit) for e in events] == [("train-head", k, 3, "epoch") for k in (1, 2, 3)]
     assert events[-1].eta == 0 and set(events[-1].metrics) == {"loss", "train_acc", "test_war", "test_uar"}
+
+
+def test_on_a_terminal_a_bar_replaces_the_lines(tmp_path, reference_store, encoder_cfg, monkeypatch):
+    from rich.console import Console
+
+    import tgdfer.cli as cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=150))
+    result = runner.invoke(app, _train_args(reference_store, tmp_path / "t", encoder_cfg, "--fold", "1",
+                                            "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    text = screen.getvalue()
+    assert "train-head fold 1 seed 0" in text and "2/2" in text  # the bar: stage, detail, metrics, done/total
+    assert not re.search(r"^train-head fold 1 seed 0 epoch \d/2", text, re.M)  # no plain lines
