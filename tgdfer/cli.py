@@ -93,7 +93,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda
 
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-weights", help="Unpickle an encoder weights file in full even if it holds more than tensors. This can "
-    "run code from the file: only for files whose source you trust (see README, Sharing runs safely).")]
+    "run code from the file: only for files whose source you trust (see docs/sharing.md).")]
 
 
 def _pipeline(config: Optional[Path], overrides: list[str], print_config: bool = False):
