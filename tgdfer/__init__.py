@@ -1,7 +1,41 @@
-"""tgdfer: TG-DFER as a two-stage pipeline (cached CLIP features -> fast head training)."""
+"""tgdfer: TG-DFER as a two-stage pipeline (cached CLIP features -> fast head training).
+
+The Python API (docs/python-api.md), imported on first use so that `import tgdfer` stays fast:
+
+    tgdfer.load_pipeline(path, overrides)   the CLI's --config and --set -> a Pipeline
+    tgdfer.extract(pipe)                    `tgdfer extract`
+    tgdfer.train(pipe, fold=1)              `tgdfer train-head`
+    tgdfer.evaluate(run_or_runs)            `tgdfer evaluate`
+    tgdfer.Predictor(run)(clips)            `tgdfer predict`, one call: probabilities and per-frame influence
+    tgdfer.FeatureStore.open(path)          a feature store written by extract
+"""
 
 __version__ = "0.1.0"
 
 from .labels import CLASSES, NUM_CLASSES
 
-__all__ = ["__version__", "CLASSES", "NUM_CLASSES"]
+_LAZY = {  # name -> (module, attribute); None: the module itself (callable: tgdfer/_callable.py)
+    "load_pipeline": ("tgdfer.pipeline", "load_pipeline"),
+    "Pipeline": ("tgdfer.pipeline", "Pipeline"),
+    "extract": ("tgdfer.extract", None),
+    "train": ("tgdfer.train", None),
+    "evaluate": ("tgdfer.evaluate", None),
+    "Predictor": ("tgdfer.predict", "Predictor"),
+    "FeatureStore": ("tgdfer.store", "FeatureStore"),
+}
+
+__all__ = ["__version__", "CLASSES", "NUM_CLASSES", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tgdfer' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    found = importlib.import_module(module)
+    return found if attr is None else getattr(found, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -6,6 +6,7 @@ one-line message and exit code 2, so no user error ends in a bare traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
+from . import __version__
 from .checkpoint import LAST
 from .errors import TgdferError, os_error
 from .labels import short_names
@@ -34,8 +36,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help text is plain text: `[train] store` must not be read as markup
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tgdfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print tgdfer's version and exit.")] = False,
+) -> None:
+    """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
+
 
 EXIT_USER_ERROR = 2
 
@@ -72,9 +90,38 @@ SetOpt = Annotated[
 ProfileOpt = Annotated[Optional[str], typer.Option(
     "--profile", help="paper (the paper's literal readings) | recommended (tgdfer's choices) | a TOML overlay; "
     "default: the config's own `profile = ...` (docs/paper-mapping.md, Deviations).")]
+PrintConfigOpt = Annotated[bool, typer.Option(
+    "--print-config", help="Print the effective config (the TOML file, --set and the options) as TOML and exit.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")]
+
+
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-weights", help="Unpickle an encoder weights file in full even if it holds more than tensors. This can "
-    "run code from the file: only for files whose source you trust (see README, Sharing runs safely).")]
+    "run code from the file: only for files whose source you trust (see docs/sharing.md).")]
+
+
+def _pipeline(config: Optional[Path], overrides: list[str], print_config: bool = False,
+              profile: Optional[str] = None):
+    """The pipeline from --config, --profile and the overrides; with --print-config, print it as TOML and exit 0."""
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(config, overrides, profile=profile)
+    if print_config:
+        typer.echo(pipe.to_toml())
+        raise typer.Exit(0)
+    return pipe
+
+
+@contextlib.contextmanager
+def _reporter():
+    """A progress callback (tgdfer.progress): rich bars on a terminal, else one plain line per epoch / block."""
+    from .progress import LineLogger, RichCallback
+
+    if not console.is_terminal:  # Slurm, nohup, CI: lines that appear in the log as the job runs
+        yield LineLogger(stream=console.file)
+        return
+    with _progress() as progress:
+        yield RichCallback(progress)
 
 
 def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
@@ -86,20 +133,25 @@ def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
     return out
 
 
-def _table(df, title: str | None = None) -> Table:
-    """A pandas frame as a rich table (index included when it is named)."""
+def _table(df, title: str | None = None, decimals: Optional[int] = None) -> Table:
+    """A pandas frame as a rich table (index included when it is named); floats with `decimals` when given
+    (as the saved Markdown table shows them), else 3 significant digits."""
     t = Table(title=title, box=box.SIMPLE_HEAVY)
     with_index = df.index.name is not None or not isinstance(df.index, pd.RangeIndex)
     if with_index:
         t.add_column(str(df.index.name or ""), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
     for c in df.columns:
         t.add_column(str(c), justify="right", no_wrap=True, min_width=len(str(c)))
-    for idx, row in df.iterrows():
-        t.add_row(*([str(idx)] if with_index else []), *[_cell(v) for v in row])
+    for idx, row in zip(df.index, df.itertuples(index=False)):  # itertuples keeps each column's type (ints stay ints)
+        t.add_row(*([str(idx)] if with_index else []), *[_cell(v, decimals) for v in row])
     return t
 
 
-def _cell(v) -> str:
+def _cell(v, decimals: Optional[int] = None) -> str:
+    if decimals is not None:
+        from .metrics import format_cell
+
+        return format_cell(v, decimals)
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
@@ -110,32 +162,46 @@ def _cell(v) -> str:
 @_run
 def synth_cli(
     out: Annotated[Path, typer.Argument(help="Empty (or new) output folder.")],
-    clips: Annotated[Optional[int], typer.Option(help="Number of clips.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Master seed (same seed, same files).")] = None,
-    format: Annotated[Optional[str], typer.Option("--format", help="video | frames | both")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (even).")] = None,
+    clips: Annotated[Optional[int], typer.Option(help="Number of clips (default: [synth] clips).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Master seed: same seed, same files (default: [synth] seed).")]
+        = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="video | frames | both (default: [synth] format).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Frame side in pixels, even (default: [synth] size).")] = None,
     canvas: Annotated[Optional[int], typer.Option(
         help="Raw-video frames of this side: the face off-centre and moving, true boxes in boxes.csv (0 = off).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Processes (0 = all cores).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes, 0 = all cores (default: [synth] workers).")]
+        = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    print_config: PrintConfigOpt = False,
 ):
-    """Generate SynthDFER: procedural face clips for the 7 DFEW classes, in DFEW/list/CSV layouts."""
-    from .pipeline import load_pipeline
+    """Generate SynthDFER: procedural face clips for the 7 DFEW classes, in DFEW/list/CSV layouts.
 
-    pipe = load_pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
-                                            synth__size=size, synth__canvas=canvas, synth__workers=workers))
+    \b
+    Example:
+      tgdfer synth data/synth --clips 400 --size 112
+      tgdfer synth data/raw --clips 50 --size 64 --canvas 160     # raw video: faces anywhere in the frame
+      tgdfer synth data/synth -c pipelines/synthetic.toml --print-config
+    """
+    pipe = _pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
+                                        synth__size=size, synth__canvas=canvas, synth__workers=workers), print_config)
     _synth(out, pipe.synth, overwrite, pipe.classes.class_set())
 
 
 def _synth(out: Path, cfg, overwrite: bool, classes=None) -> None:
+    from .progress import Stage, every_tenth
     from .synth import check_class_set, generate, summarize
 
     check_class_set(classes)  # SynthDFER draws the 7 emotions only
-    with _progress() as progress:
-        task = progress.add_task("synth", total=cfg.clips)
-        generate(out, cfg, progress=lambda n: progress.advance(task, n), overwrite=overwrite)
+    with _reporter() as report:
+        stage, drawn = Stage(report, "synth", cfg.clips, "clips"), [0]
+
+        def on_clips(n: int) -> None:
+            drawn[0] += n
+            stage.update(drawn[0], log=every_tenth(drawn[0], cfg.clips))
+
+        generate(out, cfg, progress=on_clips, overwrite=overwrite)
     summary = summarize(out).rename(columns=lambda c: c.replace("fold_", "f").replace("_frames", "")
                                     .replace("episode_share", "episode").replace("short", "<16"))
     console.print(_table(summary, title=f"SynthDFER: {cfg.clips} clips in {out} (test clips per fold, frames, "
@@ -163,7 +229,9 @@ def extract_cli(
     normalize: Annotated[Optional[str], typer.Option(help="clip (CLIP mean/std) | none ([0, 1]).")] = None,
     views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    device: DeviceOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling and augmentation seed (default: [extract] seed).")]
+        = None,
     faces: Annotated[Optional[str], typer.Option(
         help="Face detector cropping each frame to the clip's face track: none (pre-cropped data) | centerface | "
              "module:factory ([faces] table).")] = None,
@@ -173,15 +241,24 @@ def extract_cli(
     verify_only: Annotated[bool, typer.Option("--verify", help="Only report the store's coverage and failures.")] = False,
     trust_weights: TrustOpt = False,
     profile: ProfileOpt = None,
+    print_config: PrintConfigOpt = False,
 ):
-    """Run the frozen open_clip encoders over a dataset and cache features in a store (resumable)."""
-    from .pipeline import load_pipeline
+    """Run the frozen open_clip encoders over a dataset and cache features in a store (resumable).
 
-    pipe = load_pipeline(config, profile=profile, overrides=_overrides(
+    Options left out take their value from the config (--print-config shows them all).
+
+    \b
+    Example:
+      tgdfer extract -c pipelines/synthetic.toml
+      tgdfer extract -c pipelines/dfew.toml --device cuda:1 --set extract.batch_clips=16
+      tgdfer extract -c pipelines/custom.toml --faces centerface
+      tgdfer extract -c pipelines/dfew.toml --verify
+    """
+    pipe = _pipeline(config, _overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
-        extract__workers=workers, extract__device=device, encoder__trust_weights=trust_weights or None,
-        faces__detector=faces))
+        extract__workers=workers, extract__device=device, extract__seed=seed,
+        encoder__trust_weights=trust_weights or None, faces__detector=faces), print_config, profile)
     if verify_only:
         ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
         raise typer.Exit(0 if ok else 1)
@@ -194,21 +271,14 @@ def _extract(pipe, shard_id, num_shards, overwrite):
 
     clips = pipe.data.load(class_names=pipe.classes.class_set().names)
     _print_skipped(clips, f"recorded as failures in the store (`tgdfer info {pipe.extract.store}`)")
-    images = TextColumn("{task.fields[rate]}")
-    with _progress(images) as progress:
-        task = progress.add_task("extract", total=None, rate="")
-        t0 = time.perf_counter()
-
+    with _reporter() as report:
         def on_start(todo: int, done: int) -> None:
-            progress.update(task, total=todo, description=f"extract ({done} already done)" if done else "extract")
-
-        def on_progress(n: int, frames: int) -> None:
-            dt = max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, completed=n, rate=f"{n / dt:.1f} clips/s {frames / dt:.0f} frames/s")
+            if done:
+                console.print(f"extract: {done} clips done before (kept), {todo} to do", highlight=False)
 
         result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
                          shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, on_progress=on_progress, classes=pipe.classes.class_set(),
+                         on_start=on_start, progress=report, classes=pipe.classes.class_set(),
                          unreadable=clips.skip_reasons(), faces=pipe.faces)
     _print_extract_summary(result)
     return result
@@ -312,44 +382,53 @@ def check_cli(
 def train_head_cli(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    store: Annotated[Optional[str], typer.Option(help="Feature store (default: [train] store).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Feature store (default: [train] store, else [extract] store).")]
+        = None,
     fold: Annotated[Optional[int], typer.Option(help="Test fold of a k-fold dataset (DFEW: 1..5).")] = None,
     folds: Annotated[Optional[str], typer.Option(
         help="Several test folds trained together in one batched run, e.g. 1-5 or 1,3,5 (runs in <out>/fold<k>).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the run (default: [train] seed).")] = None,
     seeds: Annotated[Optional[str], typer.Option(
         help="Several seeds trained together, e.g. 0,1,2 (runs in <out>/fold<k>_seed<s>).")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Run folder (default: [train] out, plus /fold<k> with --fold).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (paper: 50).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    out: Annotated[Optional[str], typer.Option(
+        help="Run folder (default: [train] out/fold<k> with a fold; with --folds/--seeds their parent).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: [train] epochs; paper: 50).")] = None,
+    device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     end_to_end: Annotated[bool, typer.Option(
         "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
     trust_weights: TrustOpt = False,
     profile: ProfileOpt = None,
+    print_config: PrintConfigOpt = False,
 ):
     """Train the TG-DFER head on cached features (seconds to minutes); writes a run folder per fold and seed.
 
     With --end-to-end the image encoder learns too: frames are decoded and augmented on the fly
     with the store's sampling and augmentation, one fold and seed per run (the store still gives
-    the clip table, the prompts and the settings).
+    the clip table, the prompts and the settings). Fold k's run goes to <out>/fold<k>, never to
+    .../fold<k>/fold<k>.
+
+    \b
+    Example:
+      tgdfer train-head -c pipelines/synthetic.toml --fold 1       # -> runs/synth/fold1
+      tgdfer train-head -c pipelines/dfew.toml --folds 1-5 --seeds 0,1,2 --device cuda:0
+      tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
     """
     from .errors import ConfigError
-    from .pipeline import load_pipeline
-    from .train import parse_int_list, replica_runs
+    from .train import parse_int_list, plan_runs
 
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
-    pipe = load_pipeline(config, profile=profile, overrides=_overrides(
-        set_, train__store=store, train__fold=fold, train__out=out, train__epochs=epochs, train__device=device,
-        train__end_to_end=True if end_to_end else None, encoder__trust_weights=trust_weights or None))
+    pipe = _pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__seed=seed,
+                                        train__epochs=epochs, train__device=device,
+                                        train__end_to_end=True if end_to_end else None,
+                                        encoder__trust_weights=trust_weights or None), print_config, profile)
+    runs = plan_runs(pipe.train, parse_int_list(folds, "--folds") if folds is not None else None,
+                     parse_int_list(seeds, "--seeds") if seeds is not None else None, out)
     if folds is not None or seeds is not None:
-        fold_list = parse_int_list(folds, "--folds") if folds is not None else [pipe.train.fold]
-        seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else [pipe.train.seed]
-        runs = replica_runs(pipe.train.out, [f for f in fold_list if f is not None], seed_list)  # under [train] out
         _train_heads(pipe, runs, resume)
         return
-    if out is None and pipe.train.fold is not None:  # one run folder per fold under [train] out
-        pipe.train.out = str(Path(pipe.train.out) / f"fold{pipe.train.fold}")
+    pipe.train.out = runs[0].out
     _train_head(pipe, resume)
 
 
@@ -362,19 +441,17 @@ def _train_heads(pipe, replicas, resume: bool):
                   box=box.SIMPLE_HEAVY)
     for col in ("epoch", "lr", "loss", "train acc", "test WAR", "WAR range", "test UAR", "clips/s"):
         table.add_column(col, justify="right")
-    with _progress() as progress:
-        task = progress.add_task("train-head", total=cfg.epochs)
 
-        def on_epoch(epoch, records) -> None:
-            df = pd.DataFrame([vars(r) for r in records])
-            table.add_row(str(epoch), f"{df.lr.iloc[0]:.0e}", f"{df.loss.mean():.3f}", f"{df.train_acc.mean():.3f}",
-                          f"{df.test_war.mean():.3f}", f"{df.test_war.min():.2f}-{df.test_war.max():.2f}",
-                          f"{df.test_uar.mean():.3f}", f"{df.clips_per_s.sum():.0f}")
-            progress.update(task, completed=epoch, description=f"train-head x{len(records)} mean loss "
-                                                               f"{df.loss.mean():.3f} test WAR {df.test_war.mean():.3f}")
+    def on_epoch(epoch, records) -> None:
+        df = pd.DataFrame([vars(r) for r in records])
+        table.add_row(str(epoch), f"{df.lr.iloc[0]:.0e}", f"{df.loss.mean():.3f}", f"{df.train_acc.mean():.3f}",
+                      f"{df.test_war.mean():.3f}", f"{df.test_war.min():.2f}-{df.test_war.max():.2f}",
+                      f"{df.test_uar.mean():.3f}", f"{df.clips_per_s.sum():.0f}")
 
+    with _reporter() as report:
         results = train_replicas(pipe.head, cfg, replicas, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                                 on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set())
+                                 on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(),
+                                 progress=report)
     console.print(table)
     rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
              "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
@@ -395,17 +472,14 @@ def _train_head(pipe, resume: bool):
     table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
     for col in ("epoch", "lr", "loss", "train acc", "test WAR", "test UAR", "val WAR", "clips/s"):
         table.add_column(col, justify="right")
-    with _progress() as progress:
-        task = progress.add_task("train-head", total=cfg.epochs)
 
-        def on_epoch(r) -> None:
-            table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
-                          f"{r.test_uar:.3f}", _cell(r.val_war), f"{r.clips_per_s:.0f}")
-            progress.update(task, completed=r.epoch,
-                            description=f"train-head loss {r.loss:.3f} test WAR {r.test_war:.3f}")
+    def on_epoch(r) -> None:
+        table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
+                      f"{r.test_uar:.3f}", _cell(r.val_war), f"{r.clips_per_s:.0f}")
 
+    with _reporter() as report:
         result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                       on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set())
+                       on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=report)
     console.print(table)
     console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
@@ -416,8 +490,10 @@ def _train_head(pipe, resume: bool):
 @_run
 def evaluate_cli(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (one per fold for a k-fold table).")],
-    out: Annotated[Optional[Path], typer.Option(help="Where tables and figures go (default: first run's parent).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for the tables and figures (default: <run>/eval for one run, "
+             "<common parent>/eval_<run names> for several).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     frames: Annotated[Optional[str], typer.Option(
         help="Table 6: re-score from only the frames of highest | lowest influence (or highest,lowest).")] = None,
     k: Annotated[str, typer.Option("--k", help="Table 6: numbers of frames, e.g. 1,2,3.")] = "1,2,3",
@@ -430,20 +506,30 @@ def evaluate_cli(
     """Re-score runs from their checkpoints; print and save the result table (paper Table 1 / 2 layout).
 
     Also: Table 6 with --frames, localisation scores when the dataset has frame labels (SynthDFER),
-    and the figures of paper Fig. 3 and Fig. 4 under OUT/figures.
-    """
-    from .evaluate import TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
+    and the figures of paper Fig. 3 and Fig. 4 under OUT/figures. The numbers on screen have the
+    decimals of the saved CSV and Markdown files.
 
+    \b
+    Example:
+      tgdfer evaluate runs/synth/fold1                       # -> runs/synth/fold1/eval
+      tgdfer evaluate runs/dfew/fold1 runs/dfew/fold2 runs/dfew/fold3 runs/dfew/fold4 runs/dfew/fold5
+      tgdfer evaluate runs/synth/fold1 --frames highest,lowest --k 1,2,3 --out results/table6
+    """
+    from .evaluate import DECIMALS, TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
+    from .train import resolve_device
+
+    resolve_device(device)  # a misspelt --device fails before any run is read
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
                   influence=influence and check_influence(influence), trust_weights=trust_weights)
     short = ev.results.rename(columns=short_names(ev.classes))  # fits 80 columns; files keep full names
-    console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}"))
+    console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}",
+                         decimals=DECIMALS["results"]))
     if ev.table6 is not None:
-        console.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence"))
+        console.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence", decimals=DECIMALS["table6"]))
     if ev.localisation is not None:
         short = ev.localisation.rename(columns=lambda c: c.replace("relative", "rel").replace(
             "similarity", "sim").replace("random", "rnd").replace("AUROC", "AUC").replace("hit@1", "hit"))  # 80 cols
-        console.print(_table(short, title="Localisation of the expression episode (AUROC, hit@1) by the influence "
+        console.print(_table(short, decimals=DECIMALS["localisation"], title="Localisation of the expression episode (AUROC, hit@1) by the influence "
                                           "for the true class: relative (default), similarity, random"))
     pngs = [f for f in ev.files if f.suffix == ".png"]
     console.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
@@ -471,13 +557,25 @@ def sweep_cli(
     num_shards: Annotated[Optional[int], typer.Option(
         help="Machines in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Check every point and list them; train nothing.")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the config every point starts from (base file, the file's set, --set) as TOML "
+                               "and exit; the points then change their swept fields.")] = False,
 ):
-    """Run a grid or list of config points (the paper's ablations), each on every fold; resumable."""
+    """Run a grid or list of config points (the paper's ablations), each on every fold; resumable.
+
+    \b
+    Example:
+      tgdfer sweep pipelines/sweeps/table4_window.toml --dry-run
+      tgdfer sweep pipelines/sweeps/synthetic.toml --folds 1 --seeds 0,1
+    """
     from .sweep import load_sweep, plan_sweep, run_sweep
     from .train import parse_int_list
 
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
+    if print_config:
+        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
+        _pipeline(Path(sweep.base), sweep.fixed, print_config=True)
     if dry_run:
         sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
         plans = plan_sweep(sweep)
@@ -508,7 +606,11 @@ def sweep_cli(
             if records:
                 loss = sum(r.loss for r in records) / len(records)
                 war = sum(r.test_war for r in records) / len(records)
-                progress.update(task, info=f"epoch {epoch} x{len(records)} loss {loss:.3f} test WAR {war:.3f}")
+                info = f"epoch {epoch} x{len(records)} loss {loss:.3f} test WAR {war:.3f}"
+                progress.update(task, info=info)
+                if not console.is_terminal:  # a batch log: one line per epoch as it happens
+                    console.file.write(f"sweep {name} {info}\n")
+                    console.file.flush()
 
         df = run_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []),
                        workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
@@ -536,7 +638,12 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
 def report_cli(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep folder (written by `tgdfer sweep`).")],
 ):
-    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards)."""
+    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards).
+
+    \b
+    Example:
+      tgdfer report runs/sweeps/table4_window
+    """
     from .sweep import report
 
     df, _ = report(sweep_dir)
@@ -551,11 +658,16 @@ def report_cli(
 @_run
 def predict_cli(
     model: Annotated[Path, typer.Argument(help="A run folder (or one of its .safetensors checkpoints).")],
-    inputs: Annotated[list[Path], typer.Argument(
-        help="Video files, frame folders, or .txt files listing them (one path per line).", show_default=False)],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt files listing "
+             "them (one path per line).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
-    figure: Annotated[Optional[Path], typer.Option(
-        "--figure", help="Folder for each clip's frame strip with its influence colour bar (PNG + PDF).")] = None,
+    csv: Annotated[Optional[Path], typer.Option(
+        "--csv", help="Also write the predictions to this CSV file: one row per input, a probability column per "
+                      "class, the per-frame influence.")] = None,
+    figures: Annotated[Optional[Path], typer.Option(
+        "--figures", help="Folder for each clip's frame strip with its influence colour bar (PNG + PDF).")] = None,
+    figure: Annotated[Optional[Path], typer.Option("--figure", hidden=True, help="Old name of --figures.")] = None,
     weights: Annotated[Optional[str], typer.Option(
         help="The image encoder's weights file, when the model's features came from a local file.")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -570,12 +682,28 @@ def predict_cli(
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
     Exit code 1 when some input could not be predicted (the others are), 2 when the model cannot be loaded.
+
+    \b
+    Example:
+      tgdfer predict runs/synth/fold1 data/synth/videos/00001.mp4 data/synth/frames/00002
+      tgdfer predict runs/synth/fold1 'data/synth/videos/*.mp4' --csv predictions.csv
+      tgdfer predict runs/synth/fold1 my_videos/ --json > predictions.json
+      tgdfer predict runs/synth/fold1 clip.mp4 --figures figs/
     """
     from .evaluate import check_influence
     from .predict import PredictFailure, predict
+    from .train import resolve_device
 
-    result = predict(model, inputs, device=device, weights=weights, figure_dir=figure,
+    resolve_device(device)  # a misspelt --device fails before the model is read
+    result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
                      influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces)
+    if csv is not None:
+        try:
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            result.to_frame().to_csv(csv, index=False)
+        except OSError as e:
+            raise os_error(csv, e, "write the CSV file") from e
+        console.print(f"predictions -> {csv}", highlight=False)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -629,6 +757,10 @@ def convert_checkpoint_cli(
     Each `last.pt` / `best.pt` becomes `last.safetensors` / `best.safetensors` beside it (the old
     file is kept). Files are read with torch.load(weights_only=True), which refuses anything but
     tensors and plain values; --trust lifts that for files you vouch for.
+
+    \b
+    Example:
+      tgdfer convert-checkpoint runs/dfew/fold1 runs/dfew/fold2
     """
     from .checkpoint import convert_legacy
 
@@ -651,7 +783,13 @@ def info_cli(
     store: Annotated[Path, typer.Argument(help="A feature store (.zarr folder or .h5 file).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ):
-    """Show what a feature store holds: fingerprint, clips per class and fold, failures, size."""
+    """Show what a feature store holds: fingerprint, clips per class and fold, failures, size.
+
+    \b
+    Example:
+      tgdfer info cache/synth_proxy.zarr
+      tgdfer info cache/dfew_vitb32.zarr --json
+    """
     from .info import describe
 
     d = describe(store)
@@ -682,6 +820,7 @@ def proxy_cli(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Train again even if OUT exists.")] = False,
+    print_config: PrintConfigOpt = False,
 ):
     """Train a small proxy CLIP on its own SynthDFER set: informative features without downloads.
 
@@ -690,10 +829,13 @@ def proxy_cli(
     set (its own seed and people, never the evaluated clips), then its text tower learns to put
     each prompt on its class; it is used like any local weights file:
     [encoder] model = "tgdfer-proxy-vit", pretrained = OUT.
-    """
-    from .pipeline import load_pipeline
 
-    pipe = load_pipeline(config, list(set_ or []))
+    \b
+    Example:
+      tgdfer proxy -c pipelines/synthetic.toml          # -> [encoder] pretrained
+      tgdfer proxy cache/proxy/small.safetensors --set proxy.steps=200 --set proxy.clips=500
+    """
+    pipe = _pipeline(config, list(set_ or []), print_config)
     target = out or Path(pipe.encoder.pretrained)
     if target.exists() and not overwrite:
         raise TgdferError(f"{target} exists; pass --overwrite to train the proxy again")
@@ -704,20 +846,23 @@ def _train_proxy(out: Path, cfg) -> Path:
     from .proxy import train_proxy
 
     t0 = time.perf_counter()
-    with _progress() as progress:
-        task = progress.add_task(f"proxy CLIP ({cfg.model}, {cfg.clips} clips, seed {cfg.seed})", total=cfg.steps)
-        path = train_proxy(out, cfg, workdir=out.parent, progress=lambda n: progress.advance(task, n))
+    console.print(f"proxy CLIP: {cfg.model}, {cfg.clips} clips, seed {cfg.seed}: data, {cfg.steps} image steps, "
+                  f"{cfg.text_steps} text steps", highlight=False)
+    with _reporter() as report:
+        path = train_proxy(out, cfg, workdir=out.parent, progress=report)
     console.print(f"proxy CLIP weights -> {path} ({time.perf_counter() - t0:.0f} s)")
     return path
 
 
 def _ensure_proxy(pipe) -> None:
     """Train the pipeline's proxy CLIP once when [encoder] names it as a weights file that is not there yet."""
-    enc = pipe.encoder
-    weights = Path(enc.pretrained)
-    if enc.model != pipe.proxy.model or weights.suffix not in (".safetensors", ".pt", ".pth", ".bin") or weights.exists():
+    from .api import proxy_missing
+
+    if not proxy_missing(pipe):
         return
-    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ([proxy] in {pipe.source})")
+    weights = Path(pipe.encoder.pretrained)
+    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ({escape('[proxy]')} in {pipe.source})",
+                  highlight=False)
     _train_proxy(weights, pipe.proxy)
 
 
@@ -741,14 +886,25 @@ def _synth_matches(out: Path, cfg) -> bool:
 def demo_cli(
     config: ConfigOpt = Path("pipelines/synthetic.toml"),
     set_: SetOpt = None,
-    out: Annotated[Path, typer.Option(help="Where the synthetic dataset is written.")] = Path("data/synth"),
+    data: Annotated[Path, typer.Option("--data", help="Where the synthetic dataset is written.")] = Path("data/synth"),
+    out: Annotated[Optional[Path], typer.Option("--out", hidden=True, help="Old name of --data.")] = None,
     sweep: Annotated[Optional[Path], typer.Option(help="Sweep run at the end on the same store (\"\" skips it).")]
         = Path("pipelines/sweeps/synthetic.toml"),
+    print_config: PrintConfigOpt = False,
 ):
-    """The main job on built-in synthetic data: (proxy CLIP) -> SynthDFER -> extract -> train-head -> evaluate -> sweep."""
-    from .pipeline import load_pipeline
+    """The main job on built-in synthetic data: (proxy CLIP) -> SynthDFER -> extract -> train-head -> evaluate -> sweep.
 
-    pipe = load_pipeline(config, list(set_ or []))
+    The run goes to [train] out/fold<k> (runs/synth/fold1 with pipelines/synthetic.toml).
+
+    \b
+    Example:
+      tgdfer demo                                      # = make demo
+      tgdfer demo --set train.epochs=5 --sweep ""      # shorter, no sweep
+    """
+    from .train import fold_folder
+
+    pipe = _pipeline(config, list(set_ or []), print_config)
+    out = out or data  # the dataset folder (--out is its old name)
     _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
@@ -758,12 +914,13 @@ def demo_cli(
     info_cli(Path(result.store), as_json=False)
     if pipe.train.store != result.store:
         pipe.train.store = result.store  # train on what was just extracted
-    run = Path(pipe.train.out)
+    run = fold_folder(pipe.train.out, pipe.train.fold)
+    pipe.train.out = str(run)
     trained = _train_head(pipe, resume=(run / LAST).exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):
         sweep_cli(sweep, set_=set_, out=None, folds=None, seeds=None, workers=1, shard_id=None, num_shards=None,
-                  dry_run=False)
+                  dry_run=False, print_config=False)
     if not result.ok:
         raise typer.Exit(1)
 

@@ -4,11 +4,17 @@ A pipeline file (`pipelines/*.toml`) has one table per stage (`[synth]`, `[extra
 table is built into that stage's dataclass by `build`, which rejects unknown fields and wrong
 types with a message naming the field. Overrides look like `extract.batch_size=64`; the value is
 parsed as TOML (so `64`, `true`, `"text"`, `[1, 2]` all work) and falls back to a bare string.
+
+TOML has no null: the string `"none"` (any case) sets an optional field (`Optional[int]`,
+`bool | None`, `Optional[str]`, ...) to None, e.g. `head.stride = "none"`, `--set train.fold=none`,
+as the sweep files write it. `to_toml` writes None back the same way, so printed configs read back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
 import types
 import typing
@@ -81,7 +87,8 @@ def build(cls: type[C], table: dict[str, Any] | None, section: str) -> C:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - names)
     if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}", f"unknown field; known fields: {', '.join(sorted(names))}")
+        raise ConfigError(f"{section}.{unknown[0]}",
+                          f"unknown field{did_you_mean(unknown[0], names)}; known fields: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in table.items()}
     try:
         return cls(**kwargs)
@@ -94,7 +101,7 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or is_none(value)):
             return None
         errors = []
         for a in args:
@@ -134,6 +141,45 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
             raise ConfigError(field, f"expected a string, got {value!r}")
         return value
     return value
+
+
+def is_none(value: Any) -> bool:
+    """True for the TOML spelling of None: the string "none" (any case)."""
+    return isinstance(value, str) and value.strip().lower() == "none"
+
+
+def did_you_mean(name: str, known: Any) -> str:
+    """' (did you mean "x"?)' for the closest of `known` to a misspelt `name`, else ''."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal: None as "none" (see the module docstring), tuples as arrays, tables inline."""
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if value == value and abs(value) != float("inf") else \
+            ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """`{section: {field: value}}` as a TOML document (one [section] per table), readable by load_toml."""
+    parts = []
+    for section, table in tables.items():
+        parts.append(f"[{section}]")
+        parts += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+        parts.append("")
+    return "\n".join(parts)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -205,7 +205,7 @@ def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = No
         tag_qg = bool(open_clip.get_pretrained_cfg(model, src.tag or "").get("quick_gelu", False))
         evidence = (tag_qg, f"open_clip's pretrained config for {model}/{src.tag} has quick_gelu={tag_qg}")
     elif src.kind == "file":
-        evidence = _file_evidence(model, src)
+        evidence = _file_evidence(model, src) or _own_config_evidence(model)
     else:
         evidence = (False, f"random weights; model config {model} has no quick_gelu")
     if explicit is not None:
@@ -217,6 +217,35 @@ def decide_quick_gelu(model: str, src: WeightsSource, explicit: bool | None = No
         return False, (f"nothing identifies {os.path.basename(src.path or '')} as a QuickGELU checkpoint, so nn.GELU "
                        "is used; if these are OpenAI (or LAION-400M) weights set quick_gelu=true")
     return evidence
+
+
+PROXY_MODELS = ("tgdfer-proxy-vit",)  # model configs whose weights only `tgdfer proxy` trains (nn.GELU)
+
+
+def _own_config_evidence(model: str) -> tuple[bool, str] | None:
+    """A proxy CLIP config (model_configs/) has weights from `tgdfer proxy` only, trained with nn.GELU."""
+    if model in PROXY_MODELS:
+        return False, f"{model} is tgdfer's proxy CLIP config, trained by `tgdfer proxy` with nn.GELU (no quick_gelu)"
+    return None
+
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def named_device(name: str, option: str = "device") -> torch.device:
+    """A device the user named (`cpu`, `cuda`, `cuda:N`, `mps`), checked: ConfigError naming `option`
+    for a misspelt name, a GPU index that is not there, or CUDA on a machine without it."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(option, f"{name!r} is not a device; use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(option, f"{name!r}: CUDA is not available on this machine; use cpu (or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(option, f"{name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return dev
 
 
 def effective_precision(precision: str, device: torch.device) -> str:
@@ -263,7 +292,7 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     device = torch.device(device)
     src = resolve_weights(cfg)
     quick_gelu, reason = decide_quick_gelu(cfg.model, src, cfg.quick_gelu)
-    log = logger.warning if src.kind == "file" else logger.info
+    log = logger.warning if src.kind == "file" and cfg.model not in PROXY_MODELS else logger.info
     log("%s: quick_gelu=%s because %s", cfg.model, quick_gelu, reason)
     model = _create(cfg, src, quick_gelu, bool(model_cfg.get("quick_gelu", False)))
     if src.kind == "none":

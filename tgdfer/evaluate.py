@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._callable import make_callable
 from .config import build
 from .encoders import EncoderConfig
 from .errors import ConfigError, FrameReadError, TgdferError
@@ -283,7 +285,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         influence = load_run_config(runs[0])[0].influence
     check_influence(influence)
     frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
-    out = Path(out) if out is not None else runs[0].parent
+    out = Path(out) if out is not None else default_out(runs)
     scores, t6_rows, loc_rows, strips = [], [], [], []
     for run in runs:
         lr = load_run(run, device, trust_weights)  # one run's store on the device at a time
@@ -296,15 +298,17 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         strips += _confidence_strips(lr, s, truth, influence) if figures else []
     results, protocol = results_table(scores)
     ev = Evaluation(results=results, protocol=protocol, scores=scores, influence=influence, classes=scores[0].classes)
-    ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}")
+    ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}",
+                           decimals=DECIMALS["results"])
     if t6_rows:
         ev.table6 = table6(t6_rows)
-        ev.files += save_table(ev.table6, out / "table6", title=TABLE6_TITLE,
+        ev.files += save_table(ev.table6, out / "table6", title=TABLE6_TITLE, decimals=DECIMALS["table6"],
                                note=f"mean over {len(runs)} run(s); influence (Eq. 12, {influence}) for the "
                                     "predicted class on view 0; 'all' = every frame")
     if loc_rows:
         ev.localisation = localisation_table(loc_rows)
         ev.files += save_table(ev.localisation, out / "localisation", title=LOCALISATION_TITLE,
+                               decimals=DECIMALS["localisation"],
                                note=LOCALISATION_NOTE)
     if figures:
         from .figures import confusion_figures
@@ -313,6 +317,27 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
                                       out / "figures", ev.classes)
         ev.files += _save_strips(strips, out / "figures")
     return ev
+
+
+DECIMALS = {"results": 2, "table6": 2, "localisation": 3}  # per table, in its CSV, Markdown and on screen
+
+
+def default_out(runs: Sequence[Path]) -> Path:
+    """Where evaluate writes without --out: a folder of its own, never a shared parent such as runs/.
+
+    One run: <run>/eval. Several: <their common parent>/eval_<run names joined by '+'> (names
+    past the third as '+<n>more'), e.g. runs/dfew/eval_fold1+fold2+fold3+2more.
+    """
+    if len(runs) == 1:
+        return runs[0] / "eval"
+    names = [r.resolve().name for r in runs]
+    shown = names[:3] + ([f"{len(names) - 3}more"] if len(names) > 3 else [])
+    parent = Path(os.path.commonpath([str(r.resolve().parent) for r in runs]))
+    try:
+        parent = parent.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return parent / ("eval_" + "+".join(shown))
 
 
 TABLE6_TITLE = "Table 6: test set from the k frames of highest / lowest influence (%)"
@@ -399,7 +424,7 @@ def localisation_table(rows: list[dict]) -> pd.DataFrame:
         df = pd.concat([df, mean])
     df["clips"] = df["clips"].astype(int)
     df.index.name = "run"
-    return df.round(4)
+    return df.round(DECIMALS["localisation"])
 
 
 # -- frame strips ---------------------------------------------------------------------------------
@@ -449,3 +474,6 @@ def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
 
     return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
             for st in strips]
+
+
+make_callable(__name__)  # `tgdfer.evaluate(...)` calls tgdfer.api.evaluate (tgdfer/_callable.py)

@@ -30,15 +30,17 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ._callable import make_callable
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
-from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .facetrack import FaceStage, FacesConfig, crop_frames, detection_frames
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
+from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def resolve_device(name: str) -> torch.device:
     """`auto` = this process's GPU (LOCAL_RANK under torchrun, SLURM_LOCALID under srun) when CUDA
     is available, else CPU."""
     if name != "auto":
-        return torch.device(name)
+        return named_device(name)
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
         return torch.device("cuda", local % torch.cuda.device_count())
@@ -339,7 +341,8 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
             data_kind: str = "unknown", shard_id: Optional[int] = None, num_shards: Optional[int] = None,
             overwrite: bool = False, on_start: Optional[Callable[[int, int], None]] = None,
             on_progress: Optional[ProgressFn] = None, classes: ClassSet = DEFAULT,
-            unreadable: Optional[dict[str, str]] = None, faces: Optional[FacesConfig] = None) -> ExtractResult:
+            unreadable: Optional[dict[str, str]] = None, faces: Optional[FacesConfig] = None,
+            progress: Optional[ProgressCallback] = None) -> ExtractResult:
     """Fill the store at `cfg.store` with this shard's clips; re-running skips finished clips.
 
     `classes`: the class set the table's labels index (recorded in the fingerprint unless the
@@ -348,7 +351,9 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     need); its config is part of the store fingerprint and the crop boxes are stored per frame.
 
     on_start(todo_clips, already_done) and on_progress(clips, images) report progress (the CLI
-    draws a rich bar with them). Clips that cannot be read are recorded and skipped.
+    draws a rich bar with them). `progress` (tgdfer.progress: a callable, a tqdm bar, a rich
+    Progress) gets an event per batch, marked for the log at each finished block of clips.
+    Clips that cannot be read are recorded and skipped.
     `unreadable` {clip_id: reason} names clips of `table` the reader already found missing or
     empty (`ClipTable.with_skipped()` / `skip_reasons()`): recorded as failures without decoding.
     """
@@ -381,8 +386,10 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         todo, not_read = _record_unreadable(store, table, todo, unreadable or {}, shard_id, num_shards)
         if on_start:
             on_start(len(todo), skipped)
+        stage = Stage(as_callback(progress), "extract", len(todo), "clips",
+                      detail=f"shard {shard_id + 1}/{num_shards}" if num_shards > 1 else "")
         extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
-                                                on_progress, faces)
+                                                on_progress, faces, stage)
         failures = not_read + failures
         coverage = store.coverage()
     finally:
@@ -408,6 +415,7 @@ def _record_unreadable(store: FeatureStore, table: pd.DataFrame, todo: np.ndarra
 def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,
               cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
               on_progress: Optional[ProgressFn], faces: Optional[FacesConfig] = None,
+              stage: Optional[Stage] = None,
               ) -> tuple[int, int, list[tuple[str, str]]]:
     """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures)."""
     dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces)
@@ -427,8 +435,14 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
                               shard_id, num_shards, boxes=np.stack([g["boxes"] for g in good]))
             extracted += b
             images += b * v * t
+        done = extracted + len(failures)
         if on_progress:
-            on_progress(extracted + len(failures), images)
+            on_progress(done, images)
+        if stage is not None:
+            dt = max(time.perf_counter() - stage.t0, 1e-9)
+            block_done = done // cfg.block_size > (done - len(batch)) // cfg.block_size or done == len(rows)
+            stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round(images / dt, 1),
+                                "failed": len(failures)}, log=block_done)
     return extracted, images, failures
 
 
@@ -448,3 +462,6 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame]:
     """Coverage counts and the failure table of a store (for `tgdfer extract --verify`)."""
     with FeatureStore.open(path) as store:
         return store.coverage(), store.failures
+
+
+make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)

@@ -479,3 +479,26 @@ class AutoVideoSource(FrameSource):
 
     def close(self) -> None:
         self._inner.close()
+
+
+# ---------------------------------------------------------------------------- arrays
+
+
+class ArraySource(FrameSource):
+    """Frames already in memory (a notebook's clip): `[T, H, W, 3]` uint8 RGB."""
+
+    backend = "array"
+
+    def __init__(self, frames: np.ndarray, name: str = "array"):
+        arr = np.asarray(frames)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or len(arr) == 0:
+            raise FrameReadError(name, f"an array clip must be frames [T, H, W, 3] uint8 RGB with T >= 1, got shape "
+                                       f"{tuple(arr.shape)} dtype {arr.dtype}")
+        super().__init__(Path(name))
+        self.frames = arr  # [T, H, W, 3]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
+        return self.frames[idx]

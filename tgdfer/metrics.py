@@ -300,22 +300,24 @@ def split_table(results: Scores | Mapping[str, Scores], *, split: str = "test", 
 # Rendering
 
 
-def _cell(v: Any) -> str:
+def format_cell(v: Any, decimals: int = 2) -> str:
+    """A table cell as tgdfer shows it in Markdown and on screen: floats with `decimals` decimals, NaN as "-"."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return "-"  # the paper's mark for a value not reported
     if isinstance(v, (float, np.floating)):
-        return f"{v:.2f}"
+        return f"{v:.{decimals}f}"
     return str(v).replace("|", r"\|")
 
 
-def to_markdown(df: pd.DataFrame, title: str | None = None, note: str | None = None) -> str:
-    """`df` as a GitHub pipe table (index as first column), floats with 2 decimals, NaN as "-".
+def to_markdown(df: pd.DataFrame, title: str | None = None, note: str | None = None, decimals: int = 2) -> str:
+    """`df` as a GitHub pipe table (index as first column), floats with `decimals` decimals, NaN as "-".
 
     `title` is printed in bold above the table, `note` as a paragraph below it.
     """
     header = [str(df.index.name or ""), *map(str, df.columns)]
     numeric = [False, *(pd.api.types.is_numeric_dtype(t) for t in df.dtypes)]
-    rows = [[_cell(i), *map(_cell, r)] for i, r in zip(df.index, df.itertuples(index=False))]
+    rows = [[format_cell(i, decimals), *(format_cell(v, decimals) for v in r)]
+            for i, r in zip(df.index, df.itertuples(index=False))]
     widths = [max(3, *(len(r[j]) for r in [header, *rows])) for j in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -332,12 +334,12 @@ def to_markdown(df: pd.DataFrame, title: str | None = None, note: str | None = N
 
 
 def save_table(df: pd.DataFrame, stem: str | Path, title: str | None = None,
-               note: str | None = None) -> tuple[Path, Path]:
-    """Write `stem.csv` (read back with `pd.read_csv(path, index_col=0)`) and `stem.md`."""
+               note: str | None = None, decimals: int = 2) -> tuple[Path, Path]:
+    """Write `stem.csv` (read back with `pd.read_csv(path, index_col=0)`) and `stem.md`, both with `decimals`."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    df.to_csv(csv)
-    md.write_text(to_markdown(df, title=title, note=note), encoding="utf-8")
+    df.round(decimals).to_csv(csv, float_format=f"%.{decimals}f")
+    md.write_text(to_markdown(df, title=title, note=note, decimals=decimals), encoding="utf-8")
     log.info("wrote %s and %s", csv, md)
     return csv, md

@@ -11,8 +11,9 @@
     [train]    -> train.TrainConfig        (optimiser, schedule, fold, run folder)
     [proxy]    -> proxy.ProxyConfig        (only when [encoder] is a proxy CLIP trained here)
 
-Missing tables take their defaults; an unknown table or field is a ConfigError naming it.
-CLI overrides (`--set extract.views=2`) are applied to the TOML before building.
+Missing tables take their defaults; an unknown table or field is a ConfigError naming it (with
+the closest known name). CLI overrides (`--set extract.views=2`) are applied to the TOML before
+building. `[train] store` defaults to `[extract] store`: the path is written once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .augment import AugmentConfig
-from .config import apply_overrides, build, load_toml, merge_tables, to_dict
+from .config import apply_overrides, build, did_you_mean, load_toml, merge_tables, to_dict, to_toml
 from .encoders import EncoderConfig
 from .errors import ConfigError
 from .extract import ExtractConfig
@@ -105,6 +106,11 @@ class Pipeline:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: to_dict(getattr(self, f.name)) for f in fields(self) if f.name != "source"}
 
+    def to_toml(self) -> str:
+        """The effective config as a pipeline TOML file (`--print-config`); `load_pipeline` reads it back."""
+        head = f"# effective config of {self.source}" if self.source else "# effective config (defaults)"
+        return f"{head}, written by tgdfer\n" + to_toml(self.to_dict())
+
 
 _SECTIONS = {f.name: typing.get_type_hints(Pipeline)[f.name] for f in fields(Pipeline) if f.name != "source"}
 
@@ -149,11 +155,14 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         where = f"{path}: " if path else ""
-        raise ConfigError(unknown[0], f"{where}unknown section; known sections: {', '.join(_SECTIONS)}")
+        raise ConfigError(unknown[0], f"{where}unknown section{did_you_mean(unknown[0], _SECTIONS)}; "
+                          f"known sections: {', '.join(_SECTIONS)}")
     parts = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(name, "must be a table ([name] in TOML)")
         parts[name] = build(cls, table, name)
+    if "store" not in raw.get("train", {}):  # the store path given once: train on what extract writes
+        parts["train"].store = parts["extract"].store
     return Pipeline(**parts, source=str(path) if path else None)

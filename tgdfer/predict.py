@@ -10,9 +10,11 @@ segment centres, a clip shorter than T repeats its last frame. The face stage to
 store (`fingerprint["faces"]`: the same detector, margin, smoothing and crop size; none for
 pre-cropped datasets); `--faces NAME` overrides it for raw video (`--faces none` turns it off).
 
-INPUT: a video file, a folder of frame images, or a `.txt` file listing such paths one per line
+INPUT: a video file, a folder of frame images, a folder of videos (each one a clip), a glob
+pattern (`clips/*.mp4`, quoted in the shell), or a `.txt` file listing such paths one per line
 (relative paths are read from the list's folder; blank lines and `#` comments are skipped). A
 clip that cannot be read gives an error for that input; the other inputs are still predicted.
+From Python, `Predictor("runs/x")(clip_or_list)` also takes frame arrays [T, H, W, 3] uint8.
 
 JSON output (`--json`, `PredictResult.to_json()`):
 
@@ -39,6 +41,7 @@ Shape legend: T frames, D width, C classes.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -57,7 +60,7 @@ from .errors import ConfigError, TgdferError
 from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
 from .facetrack import FaceStage, FacesConfig, crop_frames
-from .frames import open_frames
+from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
 from .prompts import build_prompt_sets
@@ -67,12 +70,13 @@ from .train import load_checkpoint, resolve_device
 log = logging.getLogger(__name__)
 
 LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with this suffix lists clips, one path per line
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")  # in a folder
 _KEYS = ("config", "head_args", "store_fingerprint", "head_state")
 
 
 @dataclass
-class Predictor:
-    """A trained head with the image encoder and view-0 preprocessing of its store."""
+class LoadedModel:
+    """A trained head with the image encoder and view-0 preprocessing of its store (`load_predictor`)."""
 
     checkpoint: Path
     head: TGDFERHead
@@ -105,6 +109,16 @@ class Prediction:
     @property
     def predicted(self) -> int:
         return int(self.probs.argmax())
+
+    @property
+    def label(self) -> str:
+        """The predicted class name."""
+        return self.classes[self.predicted]
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Class name -> probability, in label order."""
+        return {c: float(p) for c, p in zip(self.classes, self.probs)}
 
     def to_json(self) -> dict:
         return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": self.classes[self.predicted],
@@ -143,6 +157,20 @@ class PredictResult:
         return {"model": str(self.checkpoint), "tgdfer_version": __version__, "encoder": self.encoder,
                 "influence": self.influence, "faces": self.faces, "classes": list(self.classes),
                 "predictions": [p.to_json() for p in self.predictions]}
+
+    def to_frame(self):  # -> pandas.DataFrame
+        """One row per input (the `--csv` file): input, ok, predicted, one probability column per class,
+        n_frames, influence (the T per-frame values, space-separated), error."""
+        import pandas as pd
+
+        rows = []
+        for p in self.predictions:
+            if isinstance(p, PredictFailure):
+                rows.append({"input": p.input, "ok": False, "error": p.error})
+                continue
+            rows.append({"input": p.input, "ok": True, "predicted": p.label, **p.probabilities,
+                         "n_frames": p.n_frames, "influence": " ".join(f"{v:.4f}" for v in p.influence)})
+        return pd.DataFrame(rows, columns=["input", "ok", "predicted", *self.classes, "n_frames", "influence", "error"])
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -282,7 +310,7 @@ def faces_config(ckpt: dict, override: Optional[str] = None) -> FacesConfig:
 
 
 def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
-                   trust_weights: bool = False, faces: Optional[str] = None) -> Predictor:
+                   trust_weights: bool = False, faces: Optional[str] = None) -> LoadedModel:
     """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
 
     `trust_weights`: the user's opt-in to unpickle the encoder weights file in full (weights.py).
@@ -301,44 +329,147 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
     stage = FaceStage(face_cfg) if face_cfg.enabled else None
     if stage is not None:
         stage.detector  # a detector that cannot load fails here, not once per input
-    return Predictor(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
-                     seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt),
-                     faces=face_cfg, stage=stage)
+    return LoadedModel(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
+                       seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt),
+                       faces=face_cfg, stage=stage)
 
 
 # -- clips --------------------------------------------------------------------------------------
 
 
+Clip = Union[str, Path, np.ndarray]  # a video file, a frame folder, or frames [T, H, W, 3] uint8 RGB
+
+
+@dataclass
+class _Read:
+    """One clip decoded and transformed as view 0, ready for the encoder."""
+
+    input: str
+    n_frames: int
+    pixels: torch.Tensor  # [1, T, 3, S, S]
+    index: np.ndarray  # [T]
+    frames: Optional[np.ndarray]  # [T, H, W, 3] when kept for a figure (the face crops with a face stage)
+    boxes: Optional[np.ndarray] = None  # [T, 4] face crop boxes (None: whole frames)
+
+
+def _read_clip(p: LoadedModel, clip: Clip, keep_frames: bool, name: Optional[str] = None) -> _Read:
+    """Decode one clip's T view-0 frames (FrameReadError / ValueError / OSError when it cannot be read)."""
+    if isinstance(clip, np.ndarray):
+        name = name or "array"
+        src, stem = ArraySource(clip, name), name
+    else:
+        path = Path(clip)
+        name, src, stem = str(path), open_frames(path, backend=p.frame_backend), path.stem
+    with src:
+        pixels, index, boxes = read_views(src, stem, views=1, frames=p.frames, seed=p.seed, backend=p.frame_backend,
+                                          test_tf=p.transform, faces=p.stage)  # [1, T, 3, S, S], [1, T], [1, T, 4]
+        frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
+        n = len(src)
+    if frames is not None and p.stage is not None:
+        frames = crop_frames(frames, boxes[0], p.faces.size)  # the strip shows what the encoder saw
+    return _Read(name, n, pixels, index[0], frames, boxes[0] if p.stage is not None else None)
+
+
 @torch.no_grad()
-def predict_clip(p: Predictor, path: str | Path, keep_frames: bool = False, influence: str = "relative") -> Prediction:
-    """Probabilities and per-frame influence of one clip (video file or frame folder), from view 0.
+def _score(p: LoadedModel, reads: Sequence[_Read], influence: str) -> list[Prediction]:
+    """Encode and classify several read clips in one batch: probabilities and influence of each."""
+    feats = torch.from_numpy(encode_views(p.encoder, torch.stack([r.pixels for r in reads]))[:, 0]).to(p.device)
+    out = p.head(feats.float())  # feats [B, T, D]
+    scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # [1, B, T], predicted class
+    logits = out.logits[0].float().cpu()  # [B, C]
+    return [Prediction(input=r.input, n_frames=r.n_frames, probs=logits[i].softmax(-1).numpy(),
+                       logits=logits[i].numpy(), frame_index=r.index, influence=scores[0, i].float().cpu().numpy(),
+                       boxes=r.boxes, frames=r.frames, classes=p.classes) for i, r in enumerate(reads)]
+
+
+def predict_clip(p: LoadedModel, path: Clip, keep_frames: bool = False, influence: str = "relative") -> Prediction:
+    """Probabilities and per-frame influence of one clip (video file, frame folder or frame array), from view 0.
 
     `influence`: the `head.frame_influence` mode ("relative", the default, or "similarity").
     """
     check_influence(influence)
-    path = Path(path)
-    stage = p.stage
-    with open_frames(path, backend=p.frame_backend) as src:
-        n = len(src)
-        pixels, index, boxes = read_views(src, path.stem, views=1, frames=p.frames, seed=p.seed,
-                                          backend=p.frame_backend, test_tf=p.transform,
-                                          faces=stage)  # [1, T, 3, S, S], [1, T], [1, T, 4]
-        frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
-    if frames is not None and stage is not None:
-        frames = crop_frames(frames, boxes[0], p.faces.size)  # the strip shows what the encoder saw
-    feats = torch.from_numpy(encode_views(p.encoder, pixels[None])[:, 0]).to(p.device)  # [1, T, D] float16
-    out = p.head(feats.float())
-    scores = frame_influence(out.frame_logits, out.logits.argmax(dim=-1), influence)  # for the predicted class
-    logits = out.logits[0, 0].float().cpu()
-    return Prediction(input=str(path), n_frames=n, probs=logits.softmax(-1).numpy(), logits=logits.numpy(),
-                      frame_index=index[0], influence=scores[0, 0].float().cpu().numpy(),
-                      boxes=boxes[0] if stage is not None else None, frames=frames, classes=p.classes)
+    return _score(p, [_read_clip(p, path, keep_frames)], influence)[0]
+
+
+def predict_clips(p: LoadedModel, clips: Sequence[Union[Clip, PredictFailure]], keep_frames: bool = False,
+                  influence: str = "relative", batch: int = 8) -> list[Union[Prediction, PredictFailure]]:
+    """`predict_clip` for many clips, encoded `batch` clips at a time; one that cannot be read becomes a
+    PredictFailure (in its place) and the others go on."""
+    check_influence(influence)
+    out: list[Union[Prediction, PredictFailure, None]] = [None] * len(clips)
+    pending: list[tuple[int, _Read]] = []
+
+    def flush() -> None:
+        for (i, _), pred in zip(pending, _score(p, [r for _, r in pending], influence)):
+            out[i] = pred
+        pending.clear()
+
+    for i, clip in enumerate(clips):
+        if isinstance(clip, PredictFailure):
+            out[i] = clip
+            continue
+        name = f"array[{i}]" if isinstance(clip, np.ndarray) else str(clip)
+        try:
+            pending.append((i, _read_clip(p, clip, keep_frames, name)))
+        except (TgdferError, ValueError, OSError) as e:
+            out[i] = PredictFailure(name, str(e) if name in str(e) else f"{name}: {e}")
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    return out  # type: ignore[return-value]
+
+
+class Predictor:
+    """One call from a trained run to predictions, for notebooks and scripts:
+
+        predictor = Predictor("runs/synth/fold1")            # a run folder or a .safetensors checkpoint
+        pred = predictor("clip.mp4")                          # a video, a frame folder, or frames [T, H, W, 3] uint8
+        pred.label, pred.probabilities, pred.influence        # class, {class: p}, [T] per-frame influence (Eq. 12)
+        preds = predictor(["a.mp4", "frames/b", array])       # a list: encoded in batches, a list back
+
+    One input that cannot be read raises its TgdferError; in a list it becomes a PredictFailure in
+    its place and the others are predicted. Built on `load_predictor` and `predict_clips`.
+    """
+
+    def __init__(self, model: str | Path, device: str = "auto", weights: Optional[str] = None,
+                 influence: Optional[str] = None, trust_weights: bool = False, faces: Optional[str] = None,
+                 batch: int = 8):
+        self.model = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces)
+        self.influence = check_influence(self.model.head.cfg.influence if influence is None else influence)
+        self.batch = batch
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.classes
+
+    def __call__(self, clips: Union[Clip, Sequence[Clip]], keep_frames: bool = False
+                 ) -> Union[Prediction, list[Union[Prediction, PredictFailure]]]:
+        if isinstance(clips, (str, Path, np.ndarray)):
+            pred = predict_clips(self.model, [clips], keep_frames, self.influence, self.batch)[0]
+            if isinstance(pred, PredictFailure):
+                raise TgdferError(pred.error)
+            return pred
+        return predict_clips(self.model, list(clips), keep_frames, self.influence, self.batch)
+
+    def __repr__(self) -> str:
+        return f"Predictor({str(self.model.checkpoint)!r}, classes={list(self.classes)})"
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
-    """INPUT arguments -> clip paths; a `.txt`/`.lst` file contributes the paths it lists."""
+    """INPUT arguments -> clip paths: a `.txt`/`.lst` file contributes the paths it lists, a folder
+    of videos its videos (a folder of frame images is one clip), a glob pattern (`clips/*.mp4`,
+    `data/**/*.avi`) the paths it matches, in natural order."""
     out: list[Union[Path, PredictFailure]] = []
-    for item in map(Path, inputs):
+    for text in map(str, inputs):
+        item = Path(text)
+        if not item.exists() and any(c in text for c in "*?["):
+            matches = sorted(glob.glob(text, recursive=True), key=_natural_key)
+            out += [Path(m) for m in matches] or [PredictFailure(text, f"{text}: no file or folder matches")]
+            continue
+        if item.is_dir():
+            out += _folder_clips(item)
+            continue
         if not (item.suffix.lower() in LIST_SUFFIXES and item.is_file()):
             out.append(item)
             continue
@@ -352,6 +483,18 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailu
             out.append(PredictFailure(str(item), f"{item}: the list names no clips"))
         out += [Path(x) if Path(x).is_absolute() else item.parent / x for x in listed]
     return out
+
+
+def _folder_clips(folder: Path) -> list[Path]:
+    """A folder's clips: the folder itself when it holds frame images (or nothing known), else its videos."""
+    try:
+        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+    except OSError:
+        return [folder]  # predict_clip names the problem
+    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+        return [folder]
+    videos = sorted((f for f in files if f.suffix.lower() in VIDEO_SUFFIXES), key=lambda f: _natural_key(f.name))
+    return videos or [folder]
 
 
 def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
@@ -384,18 +527,9 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
                            classes=p.classes, faces=p.faces.fingerprint() if p.faces.enabled else {"detector": "none"})
     used: set[str] = set()
-    for item in expand_inputs(inputs):
-        if isinstance(item, PredictFailure):
-            result.predictions.append(item)
-            continue
-        try:
-            pred = predict_clip(p, item, keep_frames=figure_dir is not None, influence=influence)
-        except (TgdferError, ValueError, OSError) as e:
-            msg = str(e) if str(item) in str(e) else f"{item}: {e}"
-            result.predictions.append(PredictFailure(str(item), msg))
-            continue
+    for pred in predict_clips(p, expand_inputs(inputs), keep_frames=figure_dir is not None, influence=influence):
         result.predictions.append(pred)
-        if figure_dir is not None:
+        if figure_dir is not None and isinstance(pred, Prediction):
             try:
                 result.figures.append(_strip(pred, _figure_stem(Path(figure_dir), pred.input, used), influence))
             except TgdferError as e:  # an unwritable folder, a full disk: the predictions still count

@@ -50,7 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from .augment import AugmentConfig, ClipTransform
 from .errors import ConfigError, TgdferError
+from .progress import ProgressCallback, Stage, as_callback, every_tenth
 from .frames import open_frames
 from .labels import CLASSES, NUM_CLASSES
 from .prompts import PROMPT_SETS
@@ -183,13 +184,14 @@ def _build_model(cfg: ProxyConfig) -> torch.nn.Module:
     """The open_clip model with its config's random initialisation, drawn from `cfg.seed`."""
     import open_clip
 
-    from .encoders import register_model_configs
+    from .encoders import _quiet_open_clip, register_model_configs
 
     register_model_configs()
     if open_clip.get_model_config(cfg.model) is None:
         raise ConfigError("model", f"unknown open_clip model {cfg.model!r}; e.g. tgdfer-proxy-vit")
     torch.manual_seed(cfg.seed)
-    return open_clip.create_model(cfg.model, pretrained=None, precision="fp32", device="cpu")
+    with _quiet_open_clip():  # a random start is the point here: no "initialized randomly" warning
+        return open_clip.create_model(cfg.model, pretrained=None, precision="fp32", device="cpu")
 
 
 def _optimizer(model: torch.nn.Module, cfg: ProxyConfig, extra: list | None = None) -> torch.optim.AdamW:
@@ -227,7 +229,7 @@ PROTO_SCALE = 20.0  # cosine-classifier temperature of both stages (a fixed CLIP
 
 
 def _image_stage(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarray, cfg: ProxyConfig,
-                 progress: Callable[[int], None] | None) -> tuple[torch.Tensor, list[float]]:
+                 progress: ProgressCallback | None) -> tuple[torch.Tensor, list[float]]:
     """Train the image tower against one learnable prototype per class; returns (prototypes [C, D], losses).
 
     Cosine classifier: logits = PROTO_SCALE * cos(image feature, prototype). Class-balanced batches,
@@ -245,6 +247,7 @@ def _image_stage(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarr
     opt = _optimizer(model, cfg, extra=[protos])
     model.train()
     losses = []
+    stage = Stage(progress, "proxy image", cfg.steps, "step")
     for step in range(cfg.steps):
         idx = _balanced_batch(np.random.default_rng([cfg.seed, _SAMPLE_STREAM, step]), by_class, cfg.batch)
         seeds = np.random.default_rng([cfg.seed, _AUGMENT_STREAM, step]).integers(2**62, size=cfg.batch)
@@ -259,13 +262,13 @@ def _image_stage(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarr
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if progress:
-            progress(1)
+        stage.update(step + 1, {"loss": round(losses[-1], 4)}, log=every_tenth(step + 1, cfg.steps))
     model.eval()
     return F.normalize(protos.detach(), dim=-1), losses
 
 
-def _text_stage(model: torch.nn.Module, protos: torch.Tensor, cfg: ProxyConfig) -> list[float]:
+def _text_stage(model: torch.nn.Module, protos: torch.Tensor, cfg: ProxyConfig,
+                progress: ProgressCallback | None = None) -> list[float]:
     """Train the text tower (above its frozen word table) so every prompt of class k lands on prototype k.
 
     For each prompt set, cross-entropy of PROTO_SCALE * cos(prompt embedding, prototypes) plus
@@ -285,7 +288,8 @@ def _text_stage(model: torch.nn.Module, protos: torch.Tensor, cfg: ProxyConfig) 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.0)
     losses = []
-    for _ in range(cfg.text_steps):
+    stage = Stage(progress, "proxy text", cfg.text_steps, "step")
+    for step in range(cfg.text_steps):
         txt = F.normalize(text.encode_tokens(tokens), dim=-1)  # [S * C, D]
         cos = txt @ protos.T  # [S * C, C]
         loss = F.cross_entropy(PROTO_SCALE * cos, target) + (1 - cos[torch.arange(len(target)), target]).mean()
@@ -293,15 +297,16 @@ def _text_stage(model: torch.nn.Module, protos: torch.Tensor, cfg: ProxyConfig) 
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        stage.update(step + 1, {"loss": round(losses[-1], 4)}, log=every_tenth(step + 1, cfg.text_steps))
     model.requires_grad_(False)
     return losses
 
 
 def _train(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarray, cfg: ProxyConfig,
-           progress: Callable[[int], None] | None) -> list[float]:
+           progress: ProgressCallback | None) -> list[float]:
     """Image stage, then text stage; returns the image stage's losses."""
     protos, losses = _image_stage(model, frames, classes, cfg, progress)
-    text_losses = _text_stage(model, protos, cfg)
+    text_losses = _text_stage(model, protos, cfg, progress)
     logger.info("proxy text stage: loss %.3f -> %.3f", text_losses[0], text_losses[-1])
     return losses
 
@@ -325,12 +330,13 @@ def _save_atomic(state: dict, out_file: Path) -> None:
 
 
 def train_proxy(out_file: str | os.PathLike, cfg: ProxyConfig | None = None, *,
-                workdir: str | os.PathLike | None = None, progress: Callable[[int], None] | None = None) -> Path:
+                workdir: str | os.PathLike | None = None, progress: Any = None) -> Path:
     """Train a proxy CLIP on its own SynthDFER set and save its state dict to `out_file` (atomically).
 
     The SynthDFER set is written to a temporary folder under `workdir` (None: the system's temp
-    dir) and removed afterwards. `progress` is called with 1 after every optimiser step
-    (`cfg.steps` calls). Returns the absolute path of the weights file.
+    dir) and removed afterwards. `progress` (tgdfer.progress: a callable, a tqdm bar, a rich
+    Progress) follows all three stages: "proxy data" (clips drawn), "proxy image" (cfg.steps
+    steps), "proxy text" (cfg.text_steps steps). Returns the absolute path of the weights file.
     """
     from .synth import generate
 
@@ -340,8 +346,16 @@ def train_proxy(out_file: str | os.PathLike, cfg: ProxyConfig | None = None, *,
         Path(workdir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tgdfer-proxy-", dir=workdir))
     started = time.perf_counter()
+    progress = as_callback(progress)
+    data = Stage(progress, "proxy data", cfg.clips, "clips")
+    drawn = [0]
+
+    def on_clips(n: int) -> None:
+        drawn[0] += n
+        data.update(drawn[0], log=every_tenth(drawn[0], cfg.clips))
+
     try:
-        generate(tmp / "synth", _synth_config(cfg))
+        generate(tmp / "synth", _synth_config(cfg), progress=on_clips)
         frames, classes = load_frames(tmp / "synth", cfg)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -21,8 +21,8 @@ A sweep file (`pipelines/sweeps/*.toml`) names a base pipeline and the points to
     "head.fine_depth" = 0
 
 Fields are dotted pipeline fields (`head.window`, `train.lr`, ...); TOML has no null, so `"none"`
-stands for None in an optional field that is not a string (`head.stride = "none"`: non-overlapping
-windows). Every point is built through the pipeline's own config checks and checked against its
+stands for None in an optional field (`head.stride = "none"`: non-overlapping windows), as in
+every pipeline file (tgdfer.config). Every point is built through the pipeline's own config checks and checked against its
 store (frames, prompt sets, folds) before anything runs; a bad point stops the sweep there,
 naming the point and the field.
 
@@ -50,9 +50,8 @@ import logging
 import os
 import time
 import traceback
-import typing
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from itertools import product
 from multiprocessing import get_context
 from pathlib import Path
@@ -61,7 +60,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import load_toml, table_diff
+from .config import load_toml, table_diff, toml_value
 from .errors import ConfigError, TgdferError
 
 log = logging.getLogger(__name__)
@@ -278,59 +277,16 @@ def _labels(src: str, labels: Any) -> dict[str, dict[str, str]]:
 # -- checking every point before anything runs ---------------------------------------------------------
 
 
-def _toml(value: Any) -> str:
-    """A TOML literal of a value read from TOML (for `field=value` overrides)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _optional_not_str(cls: type, name: str) -> bool:
-    hint = typing.get_type_hints(cls).get(name)
-    args = typing.get_args(hint)
-    return type(None) in args and str not in args
-
-
 def point_pipeline(sweep: SweepConfig, point: Point):
-    """The point's Pipeline: the base file, the sweep's fixed overrides, then the point's values."""
+    """The point's Pipeline: the base file, the sweep's fixed overrides, then the point's values
+    (`"none"` in an optional field is None, as everywhere in tgdfer.config)."""
     from .pipeline import load_pipeline
 
-    nones, sets = [], []
-    for k, v in point.values.items():
-        section, _, name = k.partition(".")
-        cls = _section_class(section)
-        if v == "none" and cls is not None and "." not in name and _optional_not_str(cls, name):
-            nones.append((section, name))
-        else:
-            sets.append(f"{k}={_toml(v)}")
+    sets = [f"{k}={toml_value(v)}" for k, v in point.values.items()]
     try:
-        pipe = load_pipeline(sweep.base, [*sweep.fixed, *sets])
-        for section, name in nones:  # "none" -> None, through the dataclass's own checks
-            setattr(pipe, section, _rebuild(getattr(pipe, section), section, name))
+        return load_pipeline(sweep.base, [*sweep.fixed, *sets])
     except ConfigError as e:
         raise SweepError(sweep.source, point.name, e.field, str(e).split(": ", 1)[-1]) from None
-    return pipe
-
-
-def _section_class(section: str) -> Optional[type]:
-    from .pipeline import Pipeline
-
-    return typing.get_type_hints(Pipeline).get(section) if section in {f.name for f in fields(Pipeline)} else None
-
-
-def _rebuild(cfg: Any, section: str, name: str) -> Any:
-    try:
-        return replace(cfg, **{name: None})
-    except ConfigError as e:
-        raise ConfigError(f"{section}.{e.field}", str(e).split(": ", 1)[-1]) from None
 
 
 @dataclass

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,17 +36,20 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ._callable import make_callable
 from . import __version__
 from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
 from .config import table_diff, to_dict
-from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder
+from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
 from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
 from .metrics import REFERENCE_PROTOCOL, Scores, score
+from .progress import ProgressCallback, Stage, as_callback
 from .readers import fold_split
 from .store import FeatureStore
 from .live import LiveFeatures
+from .tensorboard_log import check_tensorboard, epoch_writers, write_epoch
 from .text import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
@@ -55,9 +59,10 @@ Selection = Literal["final", "val", "test-best"]
 
 @dataclass
 class TrainConfig:
-    store: str = "cache/features.zarr"  # feature store written by `tgdfer extract`
-    fold: Optional[int] = None  # DFEW-style test fold (1..K); None for train/test-split datasets
-    out: str = "runs/run"  # run folder: config, metrics per epoch, final metrics, checkpoints
+    store: str = "cache/features.zarr"  # feature store written by `tgdfer extract` (pipelines: [extract] store if unset)
+    fold: Optional[int] = None  # DFEW-style test fold (1..K); None (TOML: "none") for train/test-split datasets
+    out: str = "runs/run"  # run folder: config, metrics per epoch, final metrics, checkpoints (the CLI and
+    #   tgdfer.train put fold k's run in <out>/fold<k>, never in .../fold<k>/fold<k>: fold_folder)
     epochs: int = 50  # paper: 50
     batch_size: int = 48  # paper: 48
     lr: float = 1e-2  # head parameters (paper: 1e-2)
@@ -79,6 +84,7 @@ class TrainConfig:
     drop_last: bool = False  # skip each epoch's last partial batch (DFER-CLIP's DataLoader does; tgdfer trains on it)
     view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
     #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
+    tensorboard: bool = False  # also write each epoch's scalars to <run>/tensorboard (pip install 'tgdfer[tensorboard]')
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -154,12 +160,38 @@ def replica_runs(out: str | Path, folds: Sequence[Optional[int]], seeds: Sequenc
         if len(set(values)) != len(values):
             raise ConfigError(name, f"{values} repeats a value")
     out = Path(out)
+    if folds != [None]:
+        out = fold_parent(out)
     reps = []
     for fold in folds:
         for seed in seeds:
             parts = ([f"fold{fold}"] if fold is not None else []) + ([f"seed{seed}"] if len(seeds) > 1 else [])
             reps.append(Replica(fold, seed, str(out / "_".join(parts)) if parts else str(out)))
     return reps
+
+
+_FOLD_NAME = re.compile(r"fold\d+")
+
+
+def fold_parent(out: str | Path) -> Path:
+    """The folder that holds the fold<k> runs: `out` itself, or its parent when `out` is already named fold<j>."""
+    out = Path(out)
+    return out.parent if _FOLD_NAME.fullmatch(out.name) else out
+
+
+def fold_folder(out: str | Path, fold: Optional[int]) -> Path:
+    """Fold k's run folder under `out`: <out>/fold<k> (runs/x/fold1 + fold 1 -> runs/x/fold1, never .../fold1/fold1)."""
+    return Path(out) if fold is None else fold_parent(out) / f"fold{fold}"
+
+
+def plan_runs(cfg: TrainConfig, folds: Optional[Sequence[Optional[int]]] = None, seeds: Optional[Sequence[int]] = None,
+              out: Optional[str | Path] = None) -> list[Replica]:
+    """The runs of one `train-head`: every fold x seed under `out` (default cfg.out) when `folds` or
+    `seeds` is given; else one run, in `out` itself when given, else in cfg.out's fold folder (fold_folder)."""
+    if folds is None and seeds is None:
+        return [Replica(cfg.fold, cfg.seed, str(out) if out is not None else str(fold_folder(cfg.out, cfg.fold)))]
+    return replica_runs(out if out is not None else cfg.out, list(folds) if folds is not None else [cfg.fold],
+                        list(seeds) if seeds is not None else [cfg.seed])
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -595,7 +627,7 @@ def stack_opt_states(states: Sequence[dict]) -> dict:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return named_device(name)  # ConfigError for a misspelt name or a GPU that is not there
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -628,13 +660,14 @@ class _Run:
 def train(head_cfg: HeadConfig, cfg: TrainConfig, *, resume: bool = False, config_record: Optional[dict] = None,
           on_epoch: Optional[Callable[[EpochRecord], None]] = None,
           text_encoder: Optional[FrozenTextEncoder] = None, encoder: Optional[EncoderConfig] = None,
-          classes: Optional[ClassSet | Sequence[str]] = None) -> TrainResult:
+          classes: Optional[ClassSet | Sequence[str]] = None, progress: Optional[ProgressCallback] = None
+          ) -> TrainResult:
     """Train one replica (cfg.fold, cfg.seed) on cfg.store; writes cfg.out/{config.json, metrics.csv,
     final.json, last.safetensors, best.safetensors}. The M = 1 case of `train_replicas`."""
     each = None if on_epoch is None else (lambda epoch, records: [on_epoch(r) for r in records])
     return train_replicas(head_cfg, cfg, [Replica(cfg.fold, cfg.seed, cfg.out)], resume=resume,
                           config_record=config_record, on_epoch=each, text_encoder=text_encoder,
-                          encoder=encoder, classes=classes)[0]
+                          encoder=encoder, classes=classes, progress=progress)[0]
 
 
 def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Replica], *, resume: bool = False,
@@ -642,7 +675,8 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
                    on_epoch: Optional[Callable[[int, list[EpochRecord]], None]] = None,
                    text_encoder: Optional[FrozenTextEncoder] = None,
                    encoder: Optional[EncoderConfig] = None,
-                   classes: Optional[ClassSet | Sequence[str]] = None) -> list[TrainResult]:
+                   classes: Optional[ClassSet | Sequence[str]] = None,
+                   progress: Optional[ProgressCallback] = None) -> list[TrainResult]:
     """Train every replica (fold, seed, run folder) of one architecture together on cfg.store.
 
     `cfg` holds everything the replicas share; each replica's fold, seed and out replace cfg's.
@@ -652,6 +686,8 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     record per replica trained in that epoch, in `replicas` order. With `resume`, replicas are
     continued from their last checkpoint (replicas stopped at different epochs train in separate groups).
     A replica whose loss turns NaN stops; the others go on, then TrainingDiverged names it.
+    `progress` (tgdfer.progress: a callable, a tqdm bar, a rich Progress) gets one event per epoch
+    (means over the replicas); with `cfg.tensorboard` each run folder gets a tensorboard/ log too.
     `classes` (the pipeline's [classes]): a ConfigError naming both sets when the store was built
     for another class set; None trains on whatever set the store has.
     """
@@ -661,6 +697,8 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         raise ConfigError("end_to_end", f"trains one replica (one fold, one seed) at a time, got {len(replicas)}: "
                           "the image encoder is not batched over replicas")
     device = resolve_device(cfg.device)
+    if cfg.tensorboard:
+        check_tensorboard()  # before any work: a missing package names the extra
     torch.manual_seed(replicas[0].seed)  # dropout and anything else drawing from the global generator
     with FeatureStore.open(cfg.store) as store:
         store_classes = stored_classes(store.fingerprint)
@@ -696,7 +734,11 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     with contextlib.closing(live) if live else contextlib.nullcontext():  # end-to-end: decode threads end here
         for start, idx in groups.items():
             group = [runs[i] for i in idx]
-            done, diverged = _train_group(heads[start], group, cfg, meta, start, on_epoch, live)
+            stage = Stage(as_callback(progress), "train-head", cfg.epochs, "epoch", start=start - 1,
+                          detail=f"x{len(group)} replicas" if len(group) > 1 else replicas[idx[0]].label)
+            with epoch_writers([r.out for r in group], cfg.tensorboard) as boards:
+                done, diverged = _train_group(heads[start], group, cfg, meta, start,
+                                              _epoch_hooks(on_epoch, stage, boards), live)
             failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
                        for m, msg in diverged.items()]
             for m, res in done.items():
@@ -704,6 +746,22 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     if failed:
         raise TrainingDiverged("; ".join(failed) + " (try a lower lr)")
     return results  # type: ignore[return-value]
+
+
+def _epoch_hooks(on_epoch: Optional[Callable], stage: Stage, boards: list) -> Callable:
+    """`on_epoch(epoch, records)` plus the progress event (replica means) and the TensorBoard scalars."""
+
+    def hook(epoch: int, records: list[EpochRecord], active: Sequence[int]) -> None:
+        for m, rec in zip(active, records):
+            write_epoch(boards[m], rec)
+        if records:
+            df = pd.DataFrame([vars(r) for r in records])
+            keys = ["loss", "train_acc", "test_war", "test_uar"] + (["val_war"] if df.val_war.notna().any() else [])
+            stage.update(epoch, {k: round(float(df[k].mean()), 4) for k in keys})
+        if on_epoch:
+            on_epoch(epoch, records)
+
+    return hook
 
 
 def _live_features(store: FeatureStore, cfg: TrainConfig, runs: list[_Run], device: torch.device,
@@ -753,7 +811,7 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
 # Fields of a run's record that cannot change its result: where it runs, how fast, where files go.
 # `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
 RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.grad_checkpointing", "train.out",
-                            "train.store", "train.epochs",
+                            "train.store", "train.epochs", "train.tensorboard",
                             "encoder.cache_dir", "encoder.trust_weights"})
 
 
@@ -845,11 +903,12 @@ def _replica_record(config_record: Optional[dict], cfg: TrainConfig) -> dict:
 
 
 def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dict, start: int,
-                 on_epoch: Optional[Callable], live: Optional[LiveFeatures] = None
+                 on_epoch: Callable, live: Optional[LiveFeatures] = None
                  ) -> tuple[dict[int, TrainResult], dict[int, str]]:
     """Train the replicas that start at the same epoch as one batched head; finish the healthy ones.
 
     `live` (end-to-end, one replica): features from decoded frames through the trainable encoder.
+    `on_epoch(epoch, records, replicas)`: the epoch's records of the replicas still training.
     """
     opt, sched = make_optimizer(head, cfg, list(live.parameters()) if live else None)
     if runs[0].ckpt is not None:  # resume: stack the replicas' checkpoints
@@ -890,8 +949,7 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
                               val_uar=vals[m].uar if vals[m] else float("nan"))
             _save_epoch(runs[m], head, opt, sched, meta, m, rec, live)
             records.append(rec)
-        if on_epoch:
-            on_epoch(epoch, records)
+        on_epoch(epoch, records, list(np.flatnonzero(active)))
     healthy = [m for m in range(len(runs)) if m not in diverged]
     return (_finish(head, runs, healthy, cfg, live) if healthy else {}), diverged
 
@@ -952,3 +1010,6 @@ def _write_text(path: Path, text: str) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise os_error(path, e, "write") from e
+
+
+make_callable(__name__)  # `tgdfer.train(...)` calls tgdfer.api.train (tgdfer/_callable.py)

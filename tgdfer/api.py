@@ -1,0 +1,97 @@
+"""The Python API: the CLI's main steps as functions, for notebooks and scripts (docs/python-api.md).
+
+    import tgdfer
+    pipe = tgdfer.load_pipeline("pipelines/synthetic.toml", ["train.epochs=5"])  # the CLI's --config and --set
+    tgdfer.extract(pipe)                          # features into [extract] store (resumable)
+    run = tgdfer.train(pipe, fold=1).run          # -> runs/synth/fold1
+    ev = tgdfer.evaluate(run)                     # tables and figures in runs/synth/fold1/eval
+    pred = tgdfer.Predictor(run)("clip.mp4")      # pred.label, pred.probabilities, pred.influence
+
+`tgdfer.extract`, `tgdfer.train` and `tgdfer.evaluate` are also the modules of those names
+(`tgdfer.train.TrainConfig` ...): calling the module calls the function here (tgdfer/_callable.py).
+Every function takes `progress=`: a callable receiving tgdfer.progress.ProgressEvent, a tqdm bar
+or a rich Progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from .pipeline import Pipeline, load_pipeline
+
+PipelineLike = Union[Pipeline, str, Path]  # a Pipeline, or a pipeline TOML file
+
+
+def _as_pipeline(pipe: PipelineLike, overrides: Optional[Sequence[str]] = None) -> Pipeline:
+    if isinstance(pipe, Pipeline):
+        return _reload(pipe, overrides) if overrides else pipe
+    return load_pipeline(pipe, list(overrides or []))
+
+
+def _reload(pipe: Pipeline, overrides: Sequence[str]) -> Pipeline:
+    """`pipe` with more `section.field=value` overrides, checked as load_pipeline checks them."""
+    from .config import apply_overrides, build
+
+    raw = apply_overrides(pipe.to_dict(), list(overrides))
+    parts = {name: build(type(getattr(pipe, name)), raw[name], name) for name in raw}
+    return Pipeline(**parts, source=pipe.source)
+
+
+def proxy_missing(pipe: Pipeline) -> bool:
+    """True when [encoder] names the pipeline's proxy CLIP as a weights file that is not there yet."""
+    enc, weights = pipe.encoder, Path(pipe.encoder.pretrained)
+    return (enc.model == pipe.proxy.model and weights.suffix in (".safetensors", ".pt", ".pth", ".bin")
+            and not weights.exists())
+
+
+def extract(pipe: PipelineLike, *, overrides: Optional[Sequence[str]] = None, overwrite: bool = False,
+            shard_id: Optional[int] = None, num_shards: Optional[int] = None, progress: Any = None):
+    """`tgdfer extract`: read [data], encode every clip with [encoder], write [extract] store.
+
+    Trains the proxy CLIP first when [encoder] names one that is missing (as `tgdfer demo` does).
+    Returns tgdfer.extract.ExtractResult (store, extracted, failed, coverage, ...).
+    """
+    from . import extract as extract_module
+    from .proxy import train_proxy
+
+    pipe = _as_pipeline(pipe, overrides)
+    if proxy_missing(pipe):
+        weights = Path(pipe.encoder.pretrained)
+        train_proxy(weights, pipe.proxy, workdir=weights.parent, progress=progress)
+    clips = pipe.data.load()
+    return extract_module.extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
+                                  shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
+                                  classes=pipe.classes.class_set(), progress=progress)
+
+
+def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Sequence[int]] = None,
+          seeds: Optional[Sequence[int]] = None, out: Optional[str | Path] = None, resume: bool = False,
+          overrides: Optional[Sequence[str]] = None, progress: Any = None):
+    """`tgdfer train-head`: train the head on [train] store (default: [extract] store).
+
+    One run (a TrainResult: run folder, test scores, history) in `out`, else in [train] out/fold<k>;
+    with `folds` and/or `seeds`, every fold x seed trained together under `out` (a list of TrainResult).
+    """
+    from .train import plan_runs, train_replicas
+
+    pipe = _as_pipeline(pipe, overrides)
+    cfg = pipe.train if fold is None else replace(pipe.train, fold=fold)
+    runs = plan_runs(cfg, folds, seeds, out)
+    results = train_replicas(pipe.head, cfg, runs, resume=resume, config_record={"pipeline": pipe.to_dict()},
+                             encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=progress)
+    return results if folds is not None or seeds is not None else results[0]
+
+
+def evaluate(runs: Union[str, Path, Sequence[Union[str, Path]]], out: Optional[str | Path] = None, **kwargs):
+    """`tgdfer evaluate`: re-score runs (one run folder or a list), write the tables and figures.
+
+    Without `out`: <run>/eval for one run, <common parent>/eval_<names> for several. Keyword
+    arguments as tgdfer.evaluate.evaluate (device, frames, ks, figures, influence, ...); returns its
+    Evaluation (results, table6, localisation, files).
+    """
+    from .evaluate import evaluate as evaluate_runs
+
+    runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    return evaluate_runs(runs, out=out, **kwargs)
