@@ -181,7 +181,7 @@ def synth_cli(
     \b
     Example:
       tgdfer synth data/synth --clips 400 --size 112
-      tgdfer synth data/raw --clips 50 --size 64 --canvas 160     # raw video: faces anywhere in the frame
+      tgdfer synth data/raw --clips 50 --size 64 --canvas 160   # raw video, faces off-centre
       tgdfer synth data/synth -c pipelines/synthetic.toml --print-config
     """
     pipe = _pipeline(config, _overrides(set_, synth__clips=clips, synth__seed=seed, synth__format=format,
@@ -345,6 +345,11 @@ def check_cli(
 
     Reports per clip what is missing, empty, unreadable, shorter than declared, or labelled
     against its path, before a long extraction finds it (extraction decodes only sampled frames).
+
+    \b
+    Example:
+      tgdfer check pipelines/custom.toml
+      tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv
     """
     from .check import check_clips, status_counts
     from .pipeline import load_pipeline
