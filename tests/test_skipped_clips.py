@@ -60,6 +60,6 @@ def test_skipped_clips_are_failures_in_the_store_then_extracted_when_back(tmp_pa
     shutil.copytree(tmp_path / emptied, data / "frames" / emptied)
     again = runner.invoke(app, ["extract", "--config", str(config)])
     assert again.exit_code == 0, again.output
-    assert "extract (12 already done)" in again.output
+    assert "extract: 12 clips done before (kept), 8 to do" in again.output
     with FeatureStore.open(store) as s:
         assert s.done.all() and s.failures.empty
