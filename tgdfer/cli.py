@@ -51,6 +51,19 @@ def _run(fn: Callable) -> Callable:
     return wrapper
 
 
+@app.callback()
+def _threads_option(
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads for every command; 0 = "
+                                         "auto: the CPUs this process may use (affinity mask, cgroup quota), "
+                                         "or OMP_NUM_THREADS when set.")] = 0,
+):
+    """Choose torch's thread count once, before any command does parallel work (tgdfer.threads)."""
+    from .threads import apply_threads, auto_threads
+
+    choice = apply_threads(auto_threads(threads))
+    logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
+
+
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Pipeline TOML file (pipelines/*.toml).")]
 SetOpt = Annotated[
     Optional[list[str]],
