@@ -1,7 +1,9 @@
 """Shared session fixtures: one small SynthDFER dataset, fixed tiny-encoder weights, one reference store.
 
 Everything here is made once per test session (a few seconds) and must be treated as read-only
-by the tests: copy it into `tmp_path` before changing anything.
+by the tests: copy it into `tmp_path` before changing anything. The session runs torch on the
+thread count `tgdfer.threads` chooses (the CPUs this process may use, or OMP_NUM_THREADS), as the
+CLI does; the proxy-CLIP learnability check's settings are in tests/proxy_check.py.
 """
 
 from __future__ import annotations
@@ -12,17 +14,33 @@ from pathlib import Path
 import pytest
 import torch
 
+from proxy_check import DEMO, OVERRIDES
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.extract import ExtractConfig, extract
+from tgdfer.pipeline import load_pipeline
 from tgdfer.readers import read_dfew
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate
+from tgdfer.threads import ThreadChoice, apply_threads, auto_threads
 
 TINY = "tgdfer-tiny-vit"  # 32 px input, D = 32: fast enough for extraction on 2 CPU cores
 SYNTH = SynthConfig(clips=20, seed=7, format="both", size=32, min_frames=6, max_frames=20, folds=2, workers=1)
 # Small blocks so that two shards and partial blocks both happen on 20 clips; batches of 4 clips.
 EXTRACT = ExtractConfig(views=2, frames=8, seed=3, workers=0, batch_clips=4, block_size=4)
+
+
+THREADS = pytest.StashKey[ThreadChoice]()
+
+
+def pytest_configure(config):
+    """One torch thread count for the whole session, set before any test runs torch (no over-subscription)."""
+    config.stash[THREADS] = apply_threads(auto_threads())
+
+
+def pytest_report_header(config):
+    choice = config.stash[THREADS]
+    return f"torch threads: {choice.threads} ({choice.reason})"
 
 
 def save_tiny_weights(path: Path, seed: int) -> Path:
@@ -94,3 +112,44 @@ def ref(reference_store) -> dict:
             "text": {name: s.text(name) for name in s.text_sets},
         }
 
+
+
+# -- the proxy-CLIP learnability check (tests/test_proxy.py): trained once, shared by its tests ----
+
+
+@pytest.fixture(scope="session")
+def proxy_pipe():
+    """The demo's pipeline made small (tests/proxy_check.py), training on the CPU."""
+    return load_pipeline(DEMO, OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def proxy_weights(tmp_path_factory, proxy_pipe) -> Path:
+    """The proxy CLIP trained on its own SynthDFER set (proxy.seed; other people than the held-out set)."""
+    from tgdfer.proxy import train_proxy
+
+    root = tmp_path_factory.mktemp("proxy")
+    return train_proxy(root / "proxy.safetensors", proxy_pipe.proxy, workdir=root)
+
+
+@pytest.fixture(scope="session")
+def proxy_store(tmp_path_factory, proxy_pipe, proxy_weights) -> Path:
+    """The held-out SynthDFER set (synth.seed) extracted with the proxy weights."""
+    root = tmp_path_factory.mktemp("proxy_store")
+    generate(root / "synth", proxy_pipe.synth)
+    table = read_dfew(root / "synth" / "EmoLabel_DataSplit", frames_dir=root / "synth" / "frames").table
+    enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
+    result = extract(replace(proxy_pipe.extract, store=str(root / "proxy.zarr")), proxy_pipe.augment, enc, table,
+                     data_kind="dfew")
+    assert result.ok and result.extracted == len(table)
+    return Path(result.store)
+
+
+@pytest.fixture(scope="session")
+def proxy_run(tmp_path_factory, proxy_pipe, proxy_weights, proxy_store):
+    """The TG-DFER head trained on fold 1 of the proxy store (tgdfer.train.TrainResult)."""
+    from tgdfer.train import train
+
+    enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
+    out = tmp_path_factory.mktemp("proxy_run") / "run"
+    return train(proxy_pipe.head, replace(proxy_pipe.train, store=str(proxy_store), out=str(out)), encoder=enc)

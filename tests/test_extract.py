@@ -75,6 +75,7 @@ def _extract_child(conn, go, table, cfg, encoder, shard_id, num_shards, slow) ->
     """
     os.setsid()
     logging.disable(logging.WARNING)
+    torch.set_num_threads(1)  # two shard children on a 2-core machine: one thread each, not the parent's count each
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under the CLI, not forkserver
     import tgdfer.extract as ex
 

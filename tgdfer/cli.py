@@ -51,8 +51,15 @@ def _print_version(value: bool) -> None:
 def _global_options(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print tgdfer's version and exit.")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads for every command; 0 = "
+                                         "auto: the CPUs this process may use (affinity mask, cgroup quota), "
+                                         "or OMP_NUM_THREADS when set.")] = 0,
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
+    from .threads import apply_threads, auto_threads  # once, before any command does parallel work
+
+    choice = apply_threads(auto_threads(threads))
+    logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
 
 
 EXIT_USER_ERROR = 2

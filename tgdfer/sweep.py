@@ -413,7 +413,9 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
             _notify(on_point, p.point.name, outcome.status, outcome)
             _safe_report(outdir)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)  # this process's threads (tgdfer.threads) split among workers
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {}

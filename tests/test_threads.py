@@ -1,0 +1,88 @@
+"""tgdfer.threads: the thread count from the affinity mask, the cgroup quota and the environment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tgdfer.threads import ThreadChoice, apply_threads, cgroup_quota, choose_threads, parse_cfs, parse_cpu_max
+
+
+def test_parse_quotas():
+    assert parse_cpu_max("150000 100000\n") == 1.5
+    assert parse_cpu_max("max 100000\n") is None
+    assert parse_cpu_max("50000") == 0.5  # the period defaults to 100 ms
+    assert parse_cfs("-1\n", "100000\n") is None
+    assert parse_cfs("200000\n", "100000\n") == 2.0
+
+
+@pytest.mark.parametrize("cpus, quota, env, requested, threads", [
+    (16, None, {}, None, 16),  # no limit: every CPU of the mask
+    (16, 4.0, {}, None, 4),  # a container with 4 CPUs on a 16-core host
+    (16, 1.5, {}, None, 2),  # fractional quota rounds up
+    (16, 0.2, {}, 0, 1),  # never below one thread; 0 = automatic
+    (2, 8.0, {}, None, 2),  # a quota above the mask does not add CPUs
+    (16, 4.0, {"OMP_NUM_THREADS": "3"}, None, 3),  # the user's OMP_NUM_THREADS wins over the computed value
+    (16, 4.0, {"OMP_NUM_THREADS": "4,2"}, None, 4),  # malformed (nested OpenMP list): ignored
+    (16, 4.0, {"OMP_NUM_THREADS": "0"}, None, 4),
+    (16, 4.0, {"OMP_NUM_THREADS": "3"}, 6, 6),  # an explicit --threads wins over everything
+])
+def test_choose_threads(cpus, quota, env, requested, threads):
+    choice = choose_threads(cpus, quota, env, requested)
+    assert choice.threads == threads, choice
+    assert choice.reason
+
+
+def test_choose_threads_refuses_negative():
+    with pytest.raises(ValueError):
+        choose_threads(4, None, {}, -1)
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_takes_the_tightest_quota_of_the_ancestors(tmp_path):
+    _write(tmp_path / "cpu.max", "max 100000\n")
+    _write(tmp_path / "job" / "cpu.max", "300000 100000\n")
+    _write(tmp_path / "job" / "step" / "cpu.max", "max 100000\n")
+    assert cgroup_quota(tmp_path, "0::/job/step\n") == 3.0
+    assert cgroup_quota(tmp_path, "0::/\n") is None
+    # a host path that does not exist inside the container: the mount itself is the cgroup
+    _write(tmp_path / "cpu.max", "150000 100000\n")
+    assert cgroup_quota(tmp_path, "0::/host/docker/abc\n") == 1.5
+
+
+def test_cgroup_v1_cpu_controller(tmp_path):
+    _write(tmp_path / "cpu" / "cpu.cfs_quota_us", "-1\n")
+    _write(tmp_path / "cpu" / "cpu.cfs_period_us", "100000\n")
+    _write(tmp_path / "cpu" / "slurm" / "cpu.cfs_quota_us", "200000\n")
+    _write(tmp_path / "cpu" / "slurm" / "cpu.cfs_period_us", "100000\n")
+    proc = "4:memory:/slurm\n2:cpuacct:/slurm\n1:cpu:/slurm\n0::/\n"
+    assert cgroup_quota(tmp_path, proc) == 2.0
+    assert cgroup_quota(tmp_path, "1:cpu:/\n") is None
+    assert cgroup_quota(tmp_path / "missing", proc) is None
+
+
+def test_apply_threads_sets_torch():
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(ThreadChoice(1, "test")).threads == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_threads_option(tmp_path):
+    from tgdfer.cli import app
+
+    before = torch.get_num_threads()
+    try:
+        for n in (3, 1):  # the callback runs before the command, whatever the command then does
+            CliRunner().invoke(app, ["--threads", str(n), "info", str(tmp_path / "missing.zarr")])
+            assert torch.get_num_threads() == n
+        assert CliRunner().invoke(app, ["--threads", "-1", "info", str(tmp_path)]).exit_code == 2  # typer's usage error
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,156 @@
+"""How many torch threads to run: the CPUs this process may really use, not the machine's core count.
+
+torch starts one intra-op thread per core of the machine. On a shared node that is often more
+threads than the process may use: a Slurm job or a container is pinned to a few cores
+(`sched_getaffinity`) or given a CPU quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+`cpu.cfs_period_us`), and every extra thread then waits at each operator's OpenMP barrier for a
+slice the scheduler hands out late. A TG-DFER head step is thousands of small operators, so
+over-subscription costs far more than one missing thread (measured in benchmarks/README.md).
+
+    choice = choose_threads(usable_cpus(), cgroup_quota(), os.environ)   # pure: testable with fake inputs
+    apply_threads(choice)                                              # once, before any parallel work
+
+The rule, first match wins:
+  1. an explicit request (`tgdfer --threads N`, N >= 1);
+  2. OMP_NUM_THREADS set by the user (a positive integer), as OpenMP itself would honour it;
+  3. the CPUs in the affinity mask, capped by the cgroup quota rounded up (a quota of 1.5 CPUs
+     -> 2 threads that each get 75 % of the period; 0.5 -> 1).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count chosen for torch and why."""
+
+    threads: int  # torch.set_num_threads(threads), >= 1
+    reason: str  # one line for logs: which input decided it
+
+
+def usable_cpus() -> int:
+    """CPUs in this process's affinity mask (`taskset`, Slurm, cpusets); os.cpu_count() where there is no mask."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """cgroup v2 `cpu.max` ("150000 100000", "max 100000") -> CPUs (1.5), None without a limit."""
+    parts = text.split()
+    if not parts or parts[0] == "max":
+        return None
+    quota = int(parts[0])
+    period = int(parts[1]) if len(parts) > 1 else 100_000
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def parse_cfs(quota_text: str, period_text: str) -> float | None:
+    """cgroup v1 `cpu.cfs_quota_us` ("-1" = no limit) and `cpu.cfs_period_us` -> CPUs, None without a limit."""
+    quota, period = int(quota_text.strip()), int(period_text.strip())
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _cgroup_dirs(root: Path, proc_cgroup: str) -> list[tuple[str, Path]]:
+    """("v2" | "v1", folder) for this process's cgroup and every ancestor up to the mount, v2 and v1's cpu."""
+    out = []
+    for line in proc_cgroup.splitlines():
+        hier, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hier == "0" and controllers == "":
+            kind, mounts = "v2", [root, root / "unified"]
+        elif "cpu" in controllers.split(","):
+            kind, mounts = "v1", [root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu"]
+        else:
+            continue
+        for mount in mounts:
+            if not mount.is_dir():
+                continue
+            # Inside a container the path in /proc may be the host's; the mount itself is then the cgroup
+            folder = mount / path.lstrip("/")
+            if not folder.is_dir():
+                folder = mount
+            while True:
+                out.append((kind, folder))
+                if folder == mount:
+                    break
+                folder = folder.parent
+    return out
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> float | None:
+    """The tightest CPU quota (in CPUs) on this process's cgroup or its ancestors; None without one."""
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for kind, folder in _cgroup_dirs(Path(root), proc_cgroup):
+        try:
+            if kind == "v2":
+                limit = parse_cpu_max((folder / "cpu.max").read_text())
+            else:
+                limit = parse_cfs((folder / "cpu.cfs_quota_us").read_text(), (folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if limit is not None:
+            limits.append(limit)
+    return min(limits) if limits else None
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
+def choose_threads(cpus: int, quota: float | None, env: Mapping[str, str], requested: int | None = None) -> ThreadChoice:
+    """The thread count from the affinity CPUs, the cgroup quota (CPUs or None), the environment and a request.
+
+    `requested` None or 0 means automatic. A malformed OMP_NUM_THREADS ("4,2", "") is ignored.
+    """
+    if requested is not None and requested < 0:
+        raise ValueError(f"threads must be >= 0 (0 = automatic), got {requested}")
+    if requested:
+        return ThreadChoice(requested, f"--threads {requested}")
+    omp = _positive_int(env.get("OMP_NUM_THREADS"))
+    if omp is not None:
+        return ThreadChoice(omp, f"OMP_NUM_THREADS={omp}")
+    cpus = max(1, int(cpus))
+    if quota is not None and math.ceil(quota) < cpus:
+        n = max(1, math.ceil(quota))
+        return ThreadChoice(n, f"cgroup CPU quota {quota:g} CPUs (affinity {cpus} CPUs)")
+    return ThreadChoice(cpus, f"{cpus} CPUs in the affinity mask" + ("" if quota is None else f" (cgroup quota {quota:g})"))
+
+
+def auto_threads(requested: int | None = None) -> ThreadChoice:
+    """`choose_threads` from this process's affinity mask, cgroup quota and environment."""
+    return choose_threads(usable_cpus(), cgroup_quota(), os.environ, requested)
+
+
+def apply_threads(choice: ThreadChoice) -> ThreadChoice:
+    """Set torch's intra-op threads (and inter-op threads, which torch allows only before any parallel work).
+
+    Inter-op threads are set to the same count once; when parallel work already ran, torch refuses
+    that (RuntimeError) and the inter-op pool is left as it is: the intra-op count is what matters here.
+    """
+    import torch
+
+    torch.set_num_threads(choice.threads)
+    try:
+        if torch.get_num_interop_threads() != choice.threads:
+            torch.set_num_interop_threads(choice.threads)
+    except RuntimeError:
+        pass
+    return choice
