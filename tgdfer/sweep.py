@@ -537,14 +537,16 @@ def paper_table(results: pd.DataFrame) -> pd.DataFrame:
 
     "vs best" is the mean of (point - best) over the runs both finished (same fold and seed) with
     its 95% t interval, marked "*" when the interval excludes 0: a difference beyond the noise of
-    training, which a gap between two means of 5 folds often is not.
+    training, which a gap between two means of 5 folds often is not. Points of one run each (a
+    single fold and seed) have no spread: those two columns are left out.
     """
     runs = results[(results["fold"] != "mean") & (results["status"] == "done")]
     mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"]).set_index("point")
     std = runs.groupby("point")[list(METRICS)].std(ddof=1).round(2)
-    for m in METRICS:
-        mean.insert(mean.columns.get_loc(m) + 1, f"{m} std", std[m].reindex(mean.index))
-    mean["vs best (WAR)"] = _versus_best(runs, mean["WAR"])
+    if std.notna().any().any():  # a point with two runs or more: its spread, and the paired comparison
+        for m in METRICS:
+            mean.insert(mean.columns.get_loc(m) + 1, f"{m} std", std[m].reindex(mean.index))
+        mean["vs best (WAR)"] = _versus_best(runs, mean["WAR"])
     return mean.rename(columns={"status": "runs"})
 
 
