@@ -197,5 +197,9 @@ def test_checkpoint_round_trips_every_value(tmp_path):
     assert back["opt_state"]["param_groups"] == state["opt_state"]["param_groups"]
     assert back["best"] == [float("-inf"), 0] and back["pair"] == (1, "x") and back["empty"].shape == (0, 5)
     assert torch.equal(back["head_state"]["view"], w[1:]) and torch.equal(back["rng"], state["rng"])
+    header = load_state(tmp_path / "c.safetensors", tensors=False)  # what --resume's check reads
+    assert header["best"] == [float("-inf"), 0] and header["pair"] == (1, "x") and header["rng"] is None
+    assert header["opt_state"]["param_groups"] == state["opt_state"]["param_groups"]
+    assert header["head_state"] == {"a": None, "view": None, "scalar": None}
     with pytest.raises(TypeError, match="payload"):
         save_state(tmp_path / "d.safetensors", {"payload": Payload(tmp_path / "m")})

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .errors import TgdferError, os_error
-from .weights import has_safetensors_header
+from .weights import file_format
 
 FORMAT = "tgdfer-checkpoint/1"  # the header's `format` entry
 SUFFIX = ".safetensors"
@@ -116,23 +116,20 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
         raise os_error(path, e, "write the checkpoint") from e
 
 
-def is_pickle(path: str | Path) -> bool:
-    """True for a torch.save zip or a bare pickle (protocol 2+): the formats of tgdfer 0.1's checkpoints."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+def load_state(path: str | Path, map_location: Any = "cpu", tensors: bool = True) -> dict[str, Any]:
+    """Read a checkpoint written by `save_state` (CheckpointError for anything else).
 
-
-def load_state(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_state` (CheckpointError for anything else)."""
+    `tensors=False` reads the header only (epoch, config, fingerprint, ...), every tensor as None:
+    what a check needs without reading an end-to-end checkpoint's image tower from disk.
+    """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint here")
     try:
-        safe = has_safetensors_header(path)
-        legacy = not safe and is_pickle(path)
+        kind = file_format(path)
+        safe, legacy = kind == "safetensors", kind in ("zip", "pickle")  # zip / pickle: tgdfer 0.1's torch.save
     except OSError as e:
         raise os_error(path, e, "read the checkpoint") from e
     if legacy:
@@ -149,7 +146,7 @@ def load_state(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
             if meta.get("format") != FORMAT or _STATE_KEY not in meta:
                 raise CheckpointError(f"{path}: a safetensors file, but not a tgdfer checkpoint "
                                       f"(format {meta.get('format')!r}, expected {FORMAT!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            stored = {k: f.get_tensor(k) if tensors else None for k in f.keys()}
         skeleton = json.loads(meta[_STATE_KEY])
     except CheckpointError:
         raise
@@ -157,7 +154,7 @@ def load_state(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise os_error(path, e, "read the checkpoint") from e
     except Exception as e:  # safetensors' own errors on a torn or malformed file, bad JSON
         raise CheckpointError(f"{path}: cannot read checkpoint, the file is truncated or damaged ({e})") from e
-    state = _decode(skeleton, tensors, str(path))
+    state = _decode(skeleton, stored, str(path))
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a tgdfer checkpoint")
     return state
@@ -173,7 +170,7 @@ def convert_legacy(src: str | Path, dst: str | Path | None = None, *, trust: boo
     dst = Path(dst) if dst is not None else src.with_suffix(SUFFIX)
     if not src.is_file():
         raise CheckpointError(f"{src}: no checkpoint here")
-    if has_safetensors_header(src):
+    if file_format(src) == "safetensors":
         raise CheckpointError(f"{src}: already in the safetensors format, nothing to convert")
     if dst.exists():
         raise CheckpointError(f"{dst} exists; remove it or pass another output path")

@@ -585,10 +585,13 @@ def save_checkpoint(path: Path, **state: Any) -> None:
     save_state(path, state)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """A checkpoint written by train-head; CheckpointError (naming the file) for anything else."""
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", tensors: bool = True) -> dict:
+    """A checkpoint written by train-head; CheckpointError (naming the file) for anything else.
+
+    `tensors=False`: the header only, tensors as None (checkpoint.load_state).
+    """
     path = Path(path)
-    ckpt = load_state(path, map_location)  # no unpickling: safetensors tensors + a JSON header
+    ckpt = load_state(path, map_location, tensors)  # no unpickling: safetensors tensors + a JSON header
     if "head_state" not in ckpt or not isinstance(ckpt["head_state"], dict):
         raise CheckpointError(f"{path}: not a tgdfer checkpoint (no head weights)")
     if ckpt.get("tgdfer_version") != __version__:
@@ -842,7 +845,7 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict) -> None:
         before = None
     except (OSError, ValueError) as e:
         raise TgdferError(f"{out / 'config.json'}: cannot read the run's recorded settings ({e})") from e
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, tensors=False)  # epoch and fingerprint; the weights are read once, later
     if not isinstance(before, dict):
         before = ckpt.get("config") or {}
     sections = ("head", "train", "encoder")

@@ -38,21 +38,26 @@ def is_torchscript_archive(path: str | os.PathLike) -> bool:
     (or anything torch would not dispatch to torch.jit.load) is not one.
     """
     try:
+        if file_format(path) != "zip":
+            return False
         with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                return False
-            f.seek(0)
             with torch.serialization._open_zipfile_reader(f) as zf:
                 return torch.serialization._is_torchscript_zip(zf)
     except (OSError, RuntimeError):  # unreadable, or a zip torch's reader does not take
         return False
 
 
-def has_safetensors_header(path: str | os.PathLike) -> bool:
-    """The file starts as safetensors does: an 8-byte little-endian header length, then the JSON header's '{'."""
+def file_format(path: str | os.PathLike) -> str:
+    """What a file's first bytes say it is: "safetensors" (an 8-byte little-endian header length, then
+    the JSON header's '{'), "zip" (torch.save's format, TorchScript), "pickle" (a bare pickle,
+    protocol 2+) or "other"."""
     with open(path, "rb") as f:
         head = f.read(9)
-    return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= 100 * 2**20 and head[8:9] == b"{"
+    if len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= 100 * 2**20 and head[8:9] == b"{":
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    return "pickle" if head[:1] == b"\x80" else "other"
 
 
 def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
@@ -63,7 +68,7 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     when `trust` is False, TgdferError for a file that is not weights at all.
     """
     path = Path(path)
-    if path.suffix == ".safetensors" or has_safetensors_header(path):
+    if path.suffix == ".safetensors" or file_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path), device="cpu")
@@ -87,15 +92,14 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
 
 def _load_pickled(path: Path, trust: bool):
     """A torch.save zip or pickle: weights_only=True, or in full when it names other objects and `trust`."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head == b"PK\x03\x04":  # torch's zip format: list the objects its pickle names, without running it
+    kind = file_format(path)
+    if kind == "zip":  # torch's zip format: list the objects its pickle names, without running it
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception as e:  # not a torch zip, truncated
             raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
     else:
-        unsafe = [] if head[:1] != b"\x80" else None  # None: a bare pickle, known only by trying
+        unsafe = None if kind == "pickle" else []  # None: a bare pickle, known only by trying
     if unsafe and not trust:
         _refuse(path, f"it names {', '.join(unsafe[:3])}{' ...' if len(unsafe) > 3 else ''}")
     if not unsafe or not trust:
