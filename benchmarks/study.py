@@ -44,7 +44,7 @@ METRICS = (("UAR", 2), ("WAR", 2), ("AUROC", 3), ("AUROC sim", 3))
 
 def summary(df: pd.DataFrame, reference: str, order: list[str]) -> pd.DataFrame:
     """Per point: runs, mean ± std of UAR/WAR/AUROC, paired difference to `reference` (95% t interval)."""
-    from tgdfer.stats import mean_std, paired_difference
+    from tgdfer.stats import mean_std, paired_on
 
     ref = df[df.point == reference].set_index(["fold", "seed"])
     out = []
@@ -55,9 +55,7 @@ def summary(df: pd.DataFrame, reference: str, order: list[str]) -> pd.DataFrame:
             row[m] = mean_std(sub[m], digits)
         for m, digits in METRICS:
             if point != reference and len(ref):
-                both = sub.index.intersection(ref.index)
-                d = paired_difference(sub.loc[both, m], ref.loc[both, m])
-                row[f"d{m} vs {reference}"] = d.format(digits) + (" *" if d.significant else "")
+                row[f"d{m} vs {reference}"] = paired_on(sub[m], ref[m]).format(digits)
         row["train s/run"] = f"{sub.train_s.mean():.1f}"
         out.append(row)
     return pd.DataFrame(out).set_index("point")

@@ -21,7 +21,7 @@ def test_paired_difference_by_hand():
     assert (d.low, d.high) == pytest.approx((1.5 - half, 1.5 + half), abs=1e-3)
     assert not d.significant  # [-0.55, 3.55] contains 0
     assert paired_difference([5, 6, 7, 8], [1, 2, 3, 4.5]).significant  # always about +4: beyond noise
-    assert d.format(1) == "+1.5 [-0.6, +3.6]"
+    assert d.format(1) == "+1.5 [-0.6, +3.6]" and paired_difference([5, 6, 7, 8], [1, 2, 3, 4.5]).format(1).endswith(" *")
 
 
 def test_pairs_with_missing_runs_and_mean_std():

@@ -43,9 +43,11 @@ class Paired:
         return self.n >= 2 and (self.low > 0 or self.high < 0)
 
     def format(self, digits: int = 2) -> str:
+        """"+1.50 [-0.55, +3.55]", with " *" when significant; "+0.50 (n=1)" without an interval."""
         if self.n < 2:
             return f"{self.mean:+.{digits}f} (n={self.n})"
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        mark = " *" if self.significant else ""
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Paired:
@@ -60,6 +62,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> Paired:
         return Paired(mean, float("nan"), float("nan"), n)
     half = t975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
     return Paired(mean, mean - half, mean + half, n)
+
+
+def paired_on(a, b) -> Paired:
+    """`paired_difference` of two pandas Series over the index labels both have (e.g. (fold, seed))."""
+    both = a.index.intersection(b.index)
+    return paired_difference(a.loc[both], b.loc[both])
 
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:

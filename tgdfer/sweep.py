@@ -552,7 +552,7 @@ def paper_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
     """point -> paired WAR difference to the point of highest mean WAR ("best" for that point itself)."""
-    from .stats import paired_difference
+    from .stats import paired_on
 
     if war.dropna().empty:
         return pd.Series("", index=war.index)
@@ -563,10 +563,8 @@ def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
         if point == best:
             out[point] = "best"
             continue
-        mine = runs[runs["point"] == point].set_index(["fold", "seed"])["WAR"]
-        both = mine.index.intersection(ref.index)
-        d = paired_difference(mine.loc[both], ref.loc[both])
-        out[point] = d.format(2) + (" *" if d.significant else "") if d.n else ""
+        d = paired_on(runs[runs["point"] == point].set_index(["fold", "seed"])["WAR"], ref)
+        out[point] = d.format(2) if d.n else ""
     return pd.Series(out)
 
 
