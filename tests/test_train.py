@@ -332,9 +332,8 @@ def test_drop_last_skips_each_epochs_partial_batch(planted_store, tmp_path, monk
     train(head, cfg(planted_store, tmp_path / "keep", epochs=1))
     assert seen == [16] * 5 + [4]
     seen.clear()
-    res = train(head, cfg(planted_store, tmp_path / "drop", epochs=1, drop_last=True))
-    assert seen == [16] * 5 and res.history["train_acc"].iloc[0] * 80 == pytest.approx(
-        round(res.history["train_acc"].iloc[0] * 80))  # accuracy over the 80 clips trained on
+    train(head, cfg(planted_store, tmp_path / "drop", epochs=1, drop_last=True))
+    assert seen == [16] * 5
 
 
 def test_coarse_prompt_with_learnable_context_is_trained_in_the_prompt_group(planted_store, tmp_path):
