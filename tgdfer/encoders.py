@@ -398,10 +398,14 @@ def encode_images(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
 
 
 def encode_texts(enc: LoadedEncoder, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenise and encode prompts: P texts -> (tokens [P, L] int64, embeddings [P, D] float32, not normalised)."""
+    """Tokenise and encode prompts: P texts -> (tokens [P, L] int64, embeddings [P, D] float32, not normalised).
+
+    Both come back on the CPU whatever the encoder's device: they are stored, hashed and turned into
+    numpy by the callers, and the head moves them with its own `.to(device)`.
+    """
     if "text" not in enc.towers:
         raise TgdferError("this encoder was loaded without its text tower (towers=('image',))")
     tokens = enc.tokenizer(list(texts)).to(torch.int64)  # [P, L]
     with torch.inference_mode(), autocast_context(enc):
         emb = enc.model.encode_text(tokens.to(enc.device))  # [P, D]
-    return tokens.cpu(), emb.float().clone()
+    return tokens.cpu(), emb.float().cpu().clone()

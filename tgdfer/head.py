@@ -201,7 +201,7 @@ class TGDFERHead(nn.Module):
         if name not in text:
             raise ConfigError(field, f"needs prompt set {name!r}, which is not among {sorted(text)}; "
                               "extract it into the store or choose another")
-        tokens, emb = (torch.as_tensor(np.asarray(a)) for a in text[name])
+        tokens, emb = (a.detach().cpu() if torch.is_tensor(a) else torch.as_tensor(np.asarray(a)) for a in text[name])
         if emb.shape != (self.classes, self.dim) or tokens.shape[0] != self.classes:
             raise ConfigError(field, f"prompt set {name!r} has embeddings {tuple(emb.shape)} and tokens "
                               f"{tuple(tokens.shape)}; expected {self.classes} prompts of width {self.dim}")
