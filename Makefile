@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# One pytest worker per usable core (at most 4): the proxy-CLIP check runs on one while the others
+# share the rest of the suite (tests/conftest.py). PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-n 0".
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/tgdfer demo --config pipelines/synthetic.toml

@@ -8,13 +8,15 @@ CLI does; the proxy-CLIP learnability check's settings are in tests/proxy_check.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from proxy_check import DEMO, OVERRIDES
+from proxy_check import DEMO, OVERRIDES, PROXY_MODULE
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.extract import ExtractConfig, extract
@@ -22,7 +24,7 @@ from tgdfer.pipeline import load_pipeline
 from tgdfer.readers import read_dfew
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate
-from tgdfer.threads import ThreadChoice, apply_threads, auto_threads
+from tgdfer.threads import ThreadChoice, apply_threads, auto_threads, cgroup_quota, choose_threads, usable_cpus
 
 TINY = "tgdfer-tiny-vit"  # 32 px input, D = 32: fast enough for extraction on 2 CPU cores
 SYNTH = SynthConfig(clips=20, seed=7, format="both", size=32, min_frames=6, max_frames=20, folds=2, workers=1)
@@ -34,8 +36,31 @@ THREADS = pytest.StashKey[ThreadChoice]()
 
 
 def pytest_configure(config):
-    """One torch thread count for the whole session, set before any test runs torch (no over-subscription)."""
-    config.stash[THREADS] = apply_threads(auto_threads())
+    """One torch thread count for the whole session, set before any test runs torch (no over-subscription).
+
+    Under pytest-xdist (`make test` runs `-n auto`) the workers share the CPUs: each takes its part
+    of the automatic choice, so that two workers on two cores run one thread each.
+    """
+    choice = auto_threads()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, choice.threads // workers)
+        choice = ThreadChoice(share, f"{choice.reason}, shared by {workers} xdist workers")
+        # The processes tests start (CLI runs, DataLoader and render workers) take the same share;
+        # at two threads each they would spin at OpenMP barriers on cores the other worker holds.
+        os.environ["OMP_NUM_THREADS"] = str(share)
+    config.stash[THREADS] = apply_threads(choice)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The proxy check's module first. `make test` runs `pytest -n auto --dist loadfile`: a module
+    stays on one worker (its module and session fixtures are built once there), and the proxy
+    check, the longest unit, starts at once while the other workers share the rest. The order is
+    the same in every worker, as xdist needs, and `--no-loadscope-reorder` keeps it (xdist would put
+    the modules with most tests first). The grouping is by module because xdist's `loadgroup`
+    did not group here (pytest 9.2, xdist 3.8: the "@group" nodeid suffix never appeared).
+    """
+    items.sort(key=lambda item: item.module.__name__ != PROXY_MODULE)  # stable: the rest keep their order
 
 
 def pytest_report_header(config):
@@ -123,13 +148,30 @@ def proxy_pipe():
     return load_pipeline(DEMO, OVERRIDES)
 
 
+@contextlib.contextmanager
+def every_cpu():
+    """torch on every CPU the session may use, for the proxy check's training steps.
+
+    Under xdist the other workers run the rest of the suite at one thread each, and finish first;
+    the proxy check then has the machine to itself. `make test` sets OMP_WAIT_POLICY=PASSIVE, so
+    while the cores are still shared the extra thread sleeps at barriers instead of spinning.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(choose_threads(usable_cpus(), cgroup_quota(), {}).threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def proxy_weights(tmp_path_factory, proxy_pipe) -> Path:
     """The proxy CLIP trained on its own SynthDFER set (proxy.seed; other people than the held-out set)."""
     from tgdfer.proxy import train_proxy
 
     root = tmp_path_factory.mktemp("proxy")
-    return train_proxy(root / "proxy.safetensors", proxy_pipe.proxy, workdir=root)
+    with every_cpu():
+        return train_proxy(root / "proxy.safetensors", proxy_pipe.proxy, workdir=root)
 
 
 @pytest.fixture(scope="session")
@@ -152,4 +194,5 @@ def proxy_run(tmp_path_factory, proxy_pipe, proxy_weights, proxy_store):
 
     enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
     out = tmp_path_factory.mktemp("proxy_run") / "run"
-    return train(proxy_pipe.head, replace(proxy_pipe.train, store=str(proxy_store), out=str(out)), encoder=enc)
+    with every_cpu():
+        return train(proxy_pipe.head, replace(proxy_pipe.train, store=str(proxy_store), out=str(out)), encoder=enc)

@@ -21,6 +21,7 @@ DEMO = str(Path(__file__).resolve().parents[1] / "pipelines" / "synthetic.toml")
 # generalise to new people (zero-shot 0.08-0.10, head UAR 0.16-0.19); at 400 steps proxy seed 1
 # reached zero-shot 0.19 but the head only UAR 0.12. The held-out set is written as JPEG folders
 # only: the same frames and splits as the demo's "both", without encoding 400 mp4 files.
+PROXY_MODULE = "test_proxy"  # the tests that read the proxy fixtures: one xdist worker builds them once
 OVERRIDES = ["synth.format=\"frames\"", "train.device=\"cpu\""]
 
 

@@ -109,6 +109,27 @@ def test_draw_matches_torchvision_compose_on_the_same_seed(cfg):
         assert torch.allclose(tf(frames, seed=seed), ref.as_subclass(torch.Tensor), rtol=0, atol=1e-6), seed
 
 
+@pytest.mark.parametrize("cfg", [AugmentConfig(crop_scale=(0.8, 1.0), brightness=0.3), AugmentConfig(rotation_degrees=4.0),
+                                 AugmentConfig(brightness=0.0, flip_p=0.0)], ids=["proxy", "rotation", "crop-only"])
+def test_per_frame_equals_one_clip_transform_a_frame_bit_for_bit(cfg):
+    """The proxy's batched path (`per_frame`) draws and computes exactly what a call per frame does."""
+    frames = torch.randint(0, 256, (24, 40, 48, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    seeds = np.random.default_rng(1).integers(2**62, size=24)
+    t = ClipTransform(32, train=True, config=cfg)
+    want = torch.cat([t(frames[i:i + 1], seed=int(s)) for i, s in enumerate(seeds)])  # [24, 3, 32, 32]
+    got = t.per_frame(frames, seeds)
+    assert torch.equal(got, want)
+    assert len({tuple(g.flatten()[:64].tolist()) for g in got}) == 24  # every frame its own draw
+    video = tv_tensors.Video(frames[:1].permute(0, 3, 1, 2))
+    with torch.device("meta"):  # another default device (a notebook's cuda) leaves the draws on the CPU generator
+        drawn = t._draw_many(video, [int(s) for s in seeds])
+    assert repr(drawn) == repr(t._draw_many(video, [int(s) for s in seeds]))
+    with pytest.raises(ValueError, match="seeds"):
+        t.per_frame(frames, seeds[:3])
+    with pytest.raises(ValueError, match="train=False"):
+        ClipTransform(32).per_frame(frames, seeds)
+
+
 def test_concurrent_threads_get_the_same_views_as_a_sequential_run():
     tf = ClipTransform(S, train=True, config=ALL_ON)
     frames = clip()

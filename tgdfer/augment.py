@@ -26,6 +26,7 @@ draw; torchvision offers no per-call generator.)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -137,6 +138,39 @@ class ClipTransform:
                 video = step.transform(video, params)
         else:
             video = self._steps[0](video)
+        return self._to_float(video)
+
+    def per_frame(self, frames: np.ndarray | torch.Tensor, seeds: np.ndarray) -> torch.Tensor:
+        """Every frame its own train-time draw: `[B, H, W, 3]` uint8 -> `[B, 3, size, size]` float32.
+
+        Equal, bit for bit, to `torch.cat([self(frames[i:i + 1], seed=s) for i, s in enumerate(seeds)])`
+        (the proxy CLIP's image batches), at a fraction of its cost: the parameters are drawn under
+        one lock, brightness, flip and normalisation run on the whole batch, and only the steps that
+        change a frame's geometry (crop, rotation) run frame by frame.
+        """
+        if not self.train:
+            raise ValueError("per_frame draws train-time augmentation; this ClipTransform has train=False")
+        video = _to_video(frames)  # [B, 3, H, W] uint8
+        if len(seeds) != len(video):
+            raise ValueError(f"{len(video)} frames but {len(seeds)} seeds")
+        plans = self._draw_many(video[:1], [int(s) for s in seeds])  # [B] of {step index: params}
+        x = video.as_subclass(torch.Tensor)
+        for k, step in enumerate(self._steps):
+            params = [plan.get(k) for plan in plans]
+            if isinstance(step, v2.RandomHorizontalFlip):
+                hit = torch.tensor([p is not None for p in params], device=x.device)
+                x = torch.where(hit.view(-1, 1, 1, 1), x.flip(-1), x)
+            elif isinstance(step, v2.ColorJitter) and _brightness_only(params):
+                factor = torch.tensor([p["brightness_factor"] for p in params], dtype=torch.float32, device=x.device)
+                nhwc = x.permute(0, 2, 3, 1)  # the frames' own memory order: a fast elementwise pass
+                x = nhwc.mul(factor.view(-1, 1, 1, 1)).clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2)  # as F.adjust_brightness
+            else:  # a step that moves pixels differently per frame
+                x = torch.cat([step.transform(tv_tensors.Video(x[i:i + 1]), p).as_subclass(torch.Tensor)
+                               for i, p in enumerate(params)])
+        return self._to_float(x)
+
+    def _to_float(self, video: torch.Tensor) -> torch.Tensor:
+        """uint8 `[T, 3, S, S]` -> normalised float32."""
         # Contiguous uint8 first: float maths on the channels-last view is several times slower.
         out = video.as_subclass(torch.Tensor).contiguous().to(torch.float32)  # [T, 3, S, S]
         mean = torch.tensor(self.mean, device=out.device).view(3, 1, 1) * 255.0
@@ -144,24 +178,41 @@ class ClipTransform:
         return out.sub_(mean).mul_(scale)  # (x / 255 - mean) / std
 
     def _draw(self, video: tv_tensors.Video, seed: int) -> list[tuple[v2.Transform, dict[str, Any]]]:
-        """One clip's parameters, drawn exactly as `v2.Compose(self._steps)(video)` would draw them.
+        """One clip's parameters, drawn exactly as `v2.Compose(self._steps)(video)` would draw them."""
+        plan = self._draw_many(video, [seed])[0]
+        return [(self._steps[k], params) for k, params in plan.items()]
+
+    def _draw_many(self, video: tv_tensors.Video, seeds: list[int]) -> list[dict[int, dict[str, Any]]]:
+        """For each seed, {step index: parameters} of the steps it applies, as v2.Compose would draw them.
 
         Every step before the crop keeps the frame size, so all parameters can be drawn from
         the input. RandomHorizontalFlip's coin is v2's own (`torch.rand(1) >= p` skips it).
         """
-        plan = []
-        with _DRAW_LOCK, torch.random.fork_rng(devices=[]), torch.device("cpu"):
-            # default_generator only: torch.manual_seed would also reseed every CUDA device.
-            torch.default_generator.manual_seed(seed)
-            for step in self._steps:
-                if isinstance(step, v2.RandomHorizontalFlip) and torch.rand(1) >= step.p:
-                    continue
-                plan.append((step, step.make_params([video])))
-        return plan
+        plans = []
+        # A default device other than the CPU (`with torch.device("cuda")`) would move the draws to
+        # its generator; the context costs a Python call per torch call, so it is entered only then.
+        on_cpu = torch.get_default_device().type == "cpu"
+        with _DRAW_LOCK, torch.random.fork_rng(devices=[]), contextlib.nullcontext() if on_cpu else torch.device("cpu"):
+            for seed in seeds:
+                # default_generator only: torch.manual_seed would also reseed every CUDA device.
+                torch.default_generator.manual_seed(seed)
+                plan = {}
+                for k, step in enumerate(self._steps):
+                    if isinstance(step, v2.RandomHorizontalFlip) and torch.rand(1) >= step.p:
+                        continue
+                    plan[k] = step.make_params([video])
+                plans.append(plan)
+        return plans
 
     def __repr__(self) -> str:
         return (f"ClipTransform(size={self.size}, train={self.train}, normalize={self.normalize!r}, "
                 f"steps={[type(s).__name__ for s in self._steps]})")
+
+
+def _brightness_only(params: list[dict[str, Any] | None]) -> bool:
+    """ColorJitter parameters that change brightness alone (contrast, saturation and hue off)."""
+    return all(p is not None and p["brightness_factor"] is not None and p["contrast_factor"] is None
+               and p["saturation_factor"] is None and p["hue_factor"] is None for p in params)
 
 
 def _mean_std(normalize: str, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -48,6 +48,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,11 +214,6 @@ def _lr_at(step: int, cfg: ProxyConfig) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
 
 
-def _augment(transform: ClipTransform, frames: torch.Tensor, seeds: np.ndarray) -> torch.Tensor:
-    """Each frame its own training-view transform: [B, H, W, 3] uint8 -> [B, 3, S, S] float32."""
-    return torch.cat([transform(frames[i : i + 1], seed=int(s)) for i, s in enumerate(seeds)])
-
-
 def _tokens(cfg: ProxyConfig) -> torch.Tensor:
     import open_clip
 
@@ -248,21 +244,32 @@ def _image_stage(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarr
     model.train()
     losses = []
     stage = Stage(progress, "proxy image", cfg.steps, "step")
-    for step in range(cfg.steps):
+
+    def batch(step: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Step `step`'s frame indices [B] and augmented pixels [B, 3, S, S]: a function of the step alone."""
         idx = _balanced_batch(np.random.default_rng([cfg.seed, _SAMPLE_STREAM, step]), by_class, cfg.batch)
         seeds = np.random.default_rng([cfg.seed, _AUGMENT_STREAM, step]).integers(2**62, size=cfg.batch)
-        pixels = _augment(transform, frames[idx], seeds)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        img = F.normalize(model.encode_image(pixels), dim=-1)  # [B, D]
-        loss = F.cross_entropy(PROTO_SCALE * img @ F.normalize(protos, dim=-1).T, torch.from_numpy(classes[idx]))
-        if not torch.isfinite(loss):
-            raise TgdferError(f"proxy training diverged at step {step} (loss {loss.item()}); lower lr (now {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        stage.update(step + 1, {"loss": round(losses[-1], 4)}, log=every_tenth(step + 1, cfg.steps))
+        return idx, transform.per_frame(frames[idx], seeds)  # each frame its own draw
+
+    # The next batch is augmented in a thread while this one trains (the model draws no random
+    # numbers, so the augmentation's seeded draws cannot interleave with its own).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgdfer-proxy-augment") as pool:
+        pending = pool.submit(batch, 0)
+        for step in range(cfg.steps):
+            idx, pixels = pending.result()
+            if step + 1 < cfg.steps:
+                pending = pool.submit(batch, step + 1)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            img = F.normalize(model.encode_image(pixels), dim=-1)  # [B, D]
+            loss = F.cross_entropy(PROTO_SCALE * img @ F.normalize(protos, dim=-1).T, torch.from_numpy(classes[idx]))
+            if not torch.isfinite(loss):
+                raise TgdferError(f"proxy training diverged at step {step} (loss {loss.item()}); lower lr (now {cfg.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            stage.update(step + 1, {"loss": round(losses[-1], 4)}, log=every_tenth(step + 1, cfg.steps))
     model.eval()
     return F.normalize(protos.detach(), dim=-1), losses
 
