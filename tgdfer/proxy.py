@@ -1,6 +1,6 @@
 """A small "proxy CLIP" trained here on SynthDFER frames, standing in for CLIP's pretraining.
 
-Measured (2 CPU cores, idle): training takes about 165 s (defaults). On a held-out SynthDFER set
+Measured (2 CPU cores, idle): training takes about 155 s (defaults; 160 s on one thread). On a held-out SynthDFER set
 (seed 0, other people, 112 px, 16 frames a clip) the mean frame feature of a clip classifies
 zero-shot at 0.34-0.35 with each prompt set (chance 0.14, majority 0.23), and the demo's TG-DFER
 head on the proxy's features reaches test WAR 0.44, UAR 0.34 on fold 1 (400 clips). What made it
@@ -72,7 +72,7 @@ _SAMPLE_STREAM, _AUGMENT_STREAM = 0, 1  # independent numpy streams, seeded by (
 
 @dataclass
 class ProxyConfig:
-    """How to train the proxy CLIP (defaults: about a minute on 2 CPU cores)."""
+    """How to train the proxy CLIP (defaults: about 2.5 minutes on 2 CPU cores)."""
 
     model: str = "tgdfer-proxy-vit"  # open_clip model to train (a tgdfer config in model_configs/ or a built-in)
     clips: int = 2000  # clips in the proxy's own SynthDFER set: one person each, and many people is what generalises
