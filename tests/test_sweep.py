@@ -136,6 +136,20 @@ head.window = 4
     assert "Traceback" in (tmp_path / "out" / "broken" / "error.txt").read_text()
 
 
+def test_points_option_runs_only_the_named_points(tmp_path, base):
+    path = sweep_file(tmp_path, base, GRID_2X2)
+    events = []
+    df = run_sweep(path, points=["window=4,visual_prompt=add"], on_point=lambda n, s, o: events.append((n, s)))
+    assert [n for n, s in events if s == "done"] == ["window=4,visual_prompt=add"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["window=4,visual_prompt=add"]
+    status = df[df["fold"] == "mean"].set_index("point")["status"]
+    assert status["window=4,visual_prompt=add"] == "2/2 done" and status["window=2,visual_prompt=none"] == "0/2 pending"
+    result = CliRunner().invoke(app, ["sweep", str(path), "--point", "window=4,visual_prompt=ad", "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    flat = " ".join(result.output.split())
+    assert "--point" in flat and "did you mean 'window=4,visual_prompt=add'" in flat
+
+
 @pytest.mark.parametrize("body, point, field", [
     ('[grid]\n"head.windw" = [2, 4]', "windw=2", "head.windw"),  # unknown field
     ('[grid]\n"head.window" = [2, 0]', "window=0", "head.window"),  # fails HeadConfig's check

@@ -572,6 +572,8 @@ def sweep_cli(
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the config every point starts from (base file, the file's set, --set) as TOML "
                                "and exit; the points then change their swept fields.")] = False,
+    points: Annotated[Optional[list[str]], typer.Option(
+        "--point", help="Run only this point, by name (repeatable; default: all); the others stay as they are.")] = None,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable.
 
@@ -579,18 +581,20 @@ def sweep_cli(
     Example:
       tgdfer sweep pipelines/sweeps/table4_window.toml --dry-run
       tgdfer sweep pipelines/sweeps/synthetic.toml --folds 1 --seeds 0,1
+      tgdfer sweep pipelines/sweeps/cache_views.toml --point V8 --point fresh
     """
-    from .sweep import load_sweep, plan_sweep, run_sweep
+    from .sweep import load_sweep, plan_sweep, run_sweep, select_points
     from .train import parse_int_list
 
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
+    point_list = list(points) if points else None
     if print_config:
         sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
         _pipeline(Path(sweep.base), sweep.fixed, print_config=True)
     if dry_run:
         sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
-        plans = plan_sweep(sweep)
+        plans = select_points(plan_sweep(sweep), point_list)
         df = pd.DataFrame([{"point": p.point.name, **p.point.values, "runs": len(p.replicas),
                             "state": "done (skipped)" if p.done else "to run"} for p in plans]).set_index("point")
         console.print(_table(df, title=f"{sweep.title}: {len(plans)} points x folds {sweep.folds} x seeds "
@@ -626,7 +630,7 @@ def sweep_cli(
 
         df = run_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []),
                        workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
-                       on_epoch=on_epoch)
+                       on_epoch=on_epoch, points=point_list)
     _print_sweep(df, Path(out) if out else None, file)
     if df["status"].str.contains("failed").any():
         raise typer.Exit(1)  # the others finished; re-running retries only what failed

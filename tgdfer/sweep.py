@@ -45,6 +45,8 @@ Layout of `out`:
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import logging
 import os
@@ -371,22 +373,37 @@ class PointOutcome:
 PointFn = Callable[[str, str, Optional[PointOutcome]], None]
 
 
+def select_points(plans: list, names: Optional[Sequence[str]]) -> list:
+    """The plans of the points named (all for None), in the file's order; an unknown name is a ConfigError."""
+    if names is None:
+        return plans
+    known = [p.point.name for p in plans]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the points are: {', '.join(known)}"
+            raise ConfigError("--point", f"no point named {name!r}{hint}")
+    return [p for p in plans if p.point.name in set(names)]
+
+
 def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
               seeds: Optional[Sequence[int]] = None, overrides: Sequence[str] = (), workers: int = 1,
               shard_id: Optional[int] = None, num_shards: Optional[int] = None,
               on_point: Optional[PointFn] = None,
-              on_epoch: Optional[Callable[[str, int, list], None]] = None) -> pd.DataFrame:
+              on_epoch: Optional[Callable[[str, int, list], None]] = None,
+              points: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """Run the sweep file at `path` (every point of this shard not finished yet); returns the results frame.
 
     `overrides` (`section.field=value`) apply to every point; `folds`, `seeds`, `out` replace the
-    file's. `workers` > 1 runs points in that many processes (sharing the device); `on_epoch(point,
+    file's. `points` names the points to run (default: all); the others stay as they are in `out`.
+    `workers` > 1 runs points in that many processes (sharing the device); `on_epoch(point,
     epoch, records)` is called only for points run in this process. The returned frame, also
     written to out/results.{csv,md,png}, covers every finished run in `out` (other shards' too).
     """
     from .extract import default_shard
 
     sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides)
-    plans = plan_sweep(sweep)
+    plans = select_points(plan_sweep(sweep), points)
     env_id, env_n = default_shard()
     shard_id, num_shards = (env_id if shard_id is None else shard_id), (env_n if num_shards is None else num_shards)
     if not 0 <= shard_id < num_shards:
