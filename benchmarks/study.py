@@ -8,6 +8,10 @@ reference point over the same folds and seeds with a 95% t interval (tgdfer.stat
 
     python benchmarks/study.py runs/sweeps/cache_views --reference fresh      # docs/cache_views.md
     python benchmarks/study.py runs/sweeps/deviations --reference recommended # docs/deviations.md
+
+`--runs docs/cache_views_runs.csv` starts from the rows of an earlier run of this script, so that
+a sweep folder holding only some points (`tgdfer sweep ... --point NAME`) completes the study: a
+run found in the folder replaces the earlier row of the same point, fold and seed.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ def run_rows(sweep_dir: Path) -> pd.DataFrame:
                      "AUROC": loc.get("relative AUROC", float("nan")),
                      "AUROC sim": loc.get("similarity AUROC", float("nan")), "train_s": seconds})
     return pd.DataFrame(rows)
+
+
+def merge_runs(earlier: pd.DataFrame | None, found: pd.DataFrame) -> pd.DataFrame:
+    """`earlier` rows without a run in `found` (same point, fold, seed), then `found`'s, in the earlier order."""
+    if earlier is None or earlier.empty:
+        return found
+    key = ["point", "fold", "seed"]
+    both = pd.concat([earlier, found], ignore_index=True).drop_duplicates(key, keep="last")
+    order = {p: i for i, p in enumerate(dict.fromkeys([*earlier.point, *found.point]))}
+    return both.sort_values(key, key=lambda c: c.map(order) if c.name == "point" else c, kind="stable") \
+        .reset_index(drop=True)
 
 
 METRICS = (("UAR", 2), ("WAR", 2), ("AUROC", 3), ("AUROC sim", 3))
@@ -88,8 +103,10 @@ def main() -> None:
     ap.add_argument("--reference", required=True, help="point the others are compared with (paired)")
     ap.add_argument("--out", type=Path, default=Path("docs"), help="where <sweep>.md, <sweep>_runs.csv and "
                     "figures/<sweep>.png go")
+    ap.add_argument("--runs", type=Path, default=None, help="an earlier <sweep>_runs.csv whose rows the sweep "
+                    "folder's runs complete (same point, fold and seed: the folder's run wins)")
     args = ap.parse_args()
-    df = run_rows(args.sweep_dir)
+    df = merge_runs(pd.read_csv(args.runs) if args.runs else None, run_rows(args.sweep_dir))
     from tgdfer.metrics import to_markdown
 
     listed = json.loads((args.sweep_dir / "points.json").read_text()).get("points", [])
@@ -98,7 +115,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.sweep_dir.name
     df.to_csv(args.out / f"{name}_runs.csv", index=False, float_format="%.4f")
-    (args.out / f"{name}.md").write_text(to_markdown(table, note="* the paired 95% interval excludes 0"))
+    md = args.out / f"{name}.md"
+    head = md.read_text().split("\n|", 1)[0] + "\n" if md.is_file() and "\n|" in md.read_text() else ""
+    md.write_text(head + to_markdown(table, note="* the paired 95% interval excludes 0"))  # the prose above stays
     plot(df, order, args.out / "figures" / f"{name}.png")
     print(table.to_string())
 

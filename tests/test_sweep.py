@@ -147,6 +147,12 @@ def test_points_option_runs_only_the_named_points(tmp_path, base):
     result = CliRunner().invoke(app, ["sweep", str(path), "--point", "window=4,visual_prompt=ad", "--dry-run"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     flat = " ".join(result.output.split())
+    # only the named points are checked: another point may need a store that is not made yet
+    body = '[[points]]\nname = "ok"\nhead.window = 2\n\n[[points]]\nname = "later"\ntrain.store = "/nowhere.zarr"\n'
+    later = sweep_file(tmp_path / "later", base, body) if (tmp_path / "later").mkdir() is None else None
+    assert run_sweep(later, points=["ok"]).set_index("point").loc["ok", "status"].iloc[-1] == "2/2 done"
+    with pytest.raises((SweepError, ConfigError), match="nowhere"):
+        run_sweep(later)
     assert "--point" in flat and "did you mean 'window=4,visual_prompt=add'" in flat
 
 

@@ -594,7 +594,7 @@ def sweep_cli(
         _pipeline(Path(sweep.base), sweep.fixed, print_config=True)
     if dry_run:
         sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
-        plans = select_points(plan_sweep(sweep), point_list)
+        plans = plan_sweep(select_points(sweep, point_list))
         df = pd.DataFrame([{"point": p.point.name, **p.point.values, "runs": len(p.replicas),
                             "state": "done (skipped)" if p.done else "to run"} for p in plans]).set_index("point")
         console.print(_table(df, title=f"{sweep.title}: {len(plans)} points x folds {sweep.folds} x seeds "

@@ -53,7 +53,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import product
 from multiprocessing import get_context
 from pathlib import Path
@@ -373,17 +373,20 @@ class PointOutcome:
 PointFn = Callable[[str, str, Optional[PointOutcome]], None]
 
 
-def select_points(plans: list, names: Optional[Sequence[str]]) -> list:
-    """The plans of the points named (all for None), in the file's order; an unknown name is a ConfigError."""
+def select_points(sweep: SweepConfig, names: Optional[Sequence[str]]) -> SweepConfig:
+    """`sweep` with only the points named (all for None), in the file's order; an unknown name is a ConfigError.
+
+    Only the points selected are checked and run (another point may need a store not made yet).
+    """
     if names is None:
-        return plans
-    known = [p.point.name for p in plans]
+        return sweep
+    known = [p.name for p in sweep.points]
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; the points are: {', '.join(known)}"
             raise ConfigError("--point", f"no point named {name!r}{hint}")
-    return [p for p in plans if p.point.name in set(names)]
+    return replace(sweep, points=[p for p in sweep.points if p.name in set(names)])
 
 
 def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
@@ -403,7 +406,7 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
     from .extract import default_shard
 
     sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides)
-    plans = select_points(plan_sweep(sweep), points)
+    plans = plan_sweep(select_points(sweep, points))
     env_id, env_n = default_shard()
     shard_id, num_shards = (env_id if shard_id is None else shard_id), (env_n if num_shards is None else num_shards)
     if not 0 <= shard_id < num_shards:
