@@ -156,6 +156,20 @@ def test_points_option_runs_only_the_named_points(tmp_path, base):
     assert "--point" in flat and "did you mean 'window=4,visual_prompt=add'" in flat
 
 
+def test_profile_lies_under_the_base_file_of_every_point(tmp_path, base):
+    path = sweep_file(tmp_path, base, GRID_2X2)
+    plain, paper = load_sweep(path), load_sweep(path, profile="paper")
+    point = plain.points[0]
+    assert point_pipeline(plain, point).head.coarse_learnable is False
+    got = point_pipeline(paper, point)
+    assert got.head.coarse_learnable is True and got.head.pos_init_std == 1.0  # tgdfer/profiles/paper.toml
+    assert got.head.window == 2 and got.head.heads == 2  # the point and the base file still win
+    result = CliRunner().invoke(app, ["sweep", str(path), "--profile", "paper", "--print-config"])
+    assert result.exit_code == 0 and "coarse_learnable = true" in result.output
+    with pytest.raises(ConfigError, match="profile"):
+        point_pipeline(load_sweep(path, profile="nonsense"), point)
+
+
 @pytest.mark.parametrize("body, point, field", [
     ('[grid]\n"head.windw" = [2, 4]', "windw=2", "head.windw"),  # unknown field
     ('[grid]\n"head.window" = [2, 0]', "window=0", "head.window"),  # fails HeadConfig's check

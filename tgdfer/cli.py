@@ -574,6 +574,7 @@ def sweep_cli(
                                "and exit; the points then change their swept fields.")] = False,
     points: Annotated[Optional[list[str]], typer.Option(
         "--point", help="Run only this point, by name (repeatable; default: all); the others stay as they are.")] = None,
+    profile: ProfileOpt = None,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable.
 
@@ -582,6 +583,7 @@ def sweep_cli(
       tgdfer sweep pipelines/sweeps/table4_window.toml --dry-run
       tgdfer sweep pipelines/sweeps/synthetic.toml --folds 1 --seeds 0,1
       tgdfer sweep pipelines/sweeps/cache_views.toml --point V8 --point fresh
+      tgdfer sweep pipelines/sweeps/table5_prompts.toml --profile recommended --out runs/sweeps/t5_rec
     """
     from .sweep import load_sweep, plan_sweep, run_sweep, select_points
     from .train import parse_int_list
@@ -590,10 +592,10 @@ def sweep_cli(
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
     point_list = list(points) if points else None
     if print_config:
-        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
-        _pipeline(Path(sweep.base), sweep.fixed, print_config=True)
+        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []), profile=profile)
+        _pipeline(Path(sweep.base), sweep.fixed, print_config=True, profile=profile)
     if dry_run:
-        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []))
+        sweep = load_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []), profile=profile)
         plans = plan_sweep(select_points(sweep, point_list))
         df = pd.DataFrame([{"point": p.point.name, **p.point.values, "runs": len(p.replicas),
                             "state": "done (skipped)" if p.done else "to run"} for p in plans]).set_index("point")
@@ -630,7 +632,7 @@ def sweep_cli(
 
         df = run_sweep(file, out=out, folds=fold_list, seeds=seed_list, overrides=list(set_ or []),
                        workers=workers, shard_id=shard_id, num_shards=num_shards, on_point=on_point,
-                       on_epoch=on_epoch, points=point_list)
+                       on_epoch=on_epoch, points=point_list, profile=profile)
     _print_sweep(df, Path(out) if out else None, file)
     if df["status"].str.contains("failed").any():
         raise typer.Exit(1)  # the others finished; re-running retries only what failed
@@ -907,6 +909,7 @@ def demo_cli(
     sweep: Annotated[Optional[Path], typer.Option(help="Sweep run at the end on the same store (\"\" skips it).")]
         = Path("pipelines/sweeps/synthetic.toml"),
     print_config: PrintConfigOpt = False,
+    profile: ProfileOpt = None,
 ):
     """The main job on built-in synthetic data: (proxy CLIP) -> SynthDFER -> extract -> train-head -> evaluate -> sweep.
 
@@ -919,7 +922,7 @@ def demo_cli(
     """
     from .train import fold_folder
 
-    pipe = _pipeline(config, list(set_ or []), print_config)
+    pipe = _pipeline(config, list(set_ or []), print_config, profile)
     out = out or data  # the dataset folder (--out is its old name)
     _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
@@ -936,7 +939,7 @@ def demo_cli(
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):
         sweep_cli(sweep, set_=set_, out=None, folds=None, seeds=None, workers=1, shard_id=None, num_shards=None,
-                  dry_run=False, print_config=False)
+                  dry_run=False, print_config=False, points=None, profile=profile)
     if not result.ok:
         raise typer.Exit(1)
 

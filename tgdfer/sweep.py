@@ -101,20 +101,27 @@ class SweepConfig:
     title: str = ""
     plot: Optional[str] = None  # field on the plot's x axis
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # field -> shown value -> label
+    profile: Optional[str] = None  # --profile: under the base file (else the base file's own `profile = ...`)
 
     def meta(self) -> dict:
         """What points.json holds (everything `report` needs)."""
         return {"source": self.source, "base": self.base, "title": self.title, "folds": self.folds,
                 "seeds": self.seeds, "fields": self.fields, "fixed": self.fixed, "plot": self.plot,
-                "labels": self.labels, "points": [{"name": p.name, "values": p.values} for p in self.points]}
+                "labels": self.labels, "profile": self.profile,
+                "points": [{"name": p.name, "values": p.values} for p in self.points]}
 
 
 # -- reading a sweep file ------------------------------------------------------------------------------
 
 
 def load_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
-               seeds: Optional[Sequence[int]] = None, overrides: Sequence[str] = ()) -> SweepConfig:
-    """Parse a sweep file into its points (not yet checked against the pipeline: see `plan_sweep`)."""
+               seeds: Optional[Sequence[int]] = None, overrides: Sequence[str] = (),
+               profile: Optional[str] = None) -> SweepConfig:
+    """Parse a sweep file into its points (not yet checked against the pipeline: see `plan_sweep`).
+
+    `profile` ("paper", "recommended" or a TOML file) lies under every point's base file, as
+    `--profile` does for train-head; None keeps the base file's own `profile = ...`.
+    """
     src = str(path)
     raw = load_toml(path)
     unknown = sorted(set(raw) - {"sweep", "grid", "points"})
@@ -146,7 +153,7 @@ def load_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[S
         folds=list(folds) if folds is not None else _int_list(src, "sweep.folds", head.get("folds"), none_ok=True),
         seeds=list(seeds) if seeds is not None else _int_list(src, "sweep.seeds", head.get("seeds"), none_ok=False),
         points=points, fields=fields_, fixed=[*fixed, *overrides], title=str(head.get("title", Path(src).stem)),
-        plot=plot, labels=labels)
+        plot=plot, labels=labels, profile=profile)
 
 
 def _int_list(src: str, name: str, value: Any, none_ok: bool) -> list:
@@ -286,7 +293,7 @@ def point_pipeline(sweep: SweepConfig, point: Point):
 
     sets = [f"{k}={toml_value(v)}" for k, v in point.values.items()]
     try:
-        return load_pipeline(sweep.base, [*sweep.fixed, *sets])
+        return load_pipeline(sweep.base, [*sweep.fixed, *sets], profile=sweep.profile)
     except ConfigError as e:
         raise SweepError(sweep.source, point.name, e.field, str(e).split(": ", 1)[-1]) from None
 
@@ -394,18 +401,19 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
               shard_id: Optional[int] = None, num_shards: Optional[int] = None,
               on_point: Optional[PointFn] = None,
               on_epoch: Optional[Callable[[str, int, list], None]] = None,
-              points: Optional[Sequence[str]] = None) -> pd.DataFrame:
+              points: Optional[Sequence[str]] = None, profile: Optional[str] = None) -> pd.DataFrame:
     """Run the sweep file at `path` (every point of this shard not finished yet); returns the results frame.
 
     `overrides` (`section.field=value`) apply to every point; `folds`, `seeds`, `out` replace the
     file's. `points` names the points to run (default: all); the others stay as they are in `out`.
+    `profile` lies under the base file (see `load_sweep`).
     `workers` > 1 runs points in that many processes (sharing the device); `on_epoch(point,
     epoch, records)` is called only for points run in this process. The returned frame, also
     written to out/results.{csv,md,png}, covers every finished run in `out` (other shards' too).
     """
     from .extract import default_shard
 
-    sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides)
+    sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides, profile=profile)
     plans = plan_sweep(select_points(sweep, points))
     env_id, env_n = default_shard()
     shard_id, num_shards = (env_id if shard_id is None else shard_id), (env_n if num_shards is None else num_shards)
