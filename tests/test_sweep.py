@@ -149,7 +149,8 @@ def test_points_option_runs_only_the_named_points(tmp_path, base):
     flat = " ".join(result.output.split())
     # only the named points are checked: another point may need a store that is not made yet
     body = '[[points]]\nname = "ok"\nhead.window = 2\n\n[[points]]\nname = "later"\ntrain.store = "/nowhere.zarr"\n'
-    later = sweep_file(tmp_path / "later", base, body) if (tmp_path / "later").mkdir() is None else None
+    (tmp_path / "later").mkdir()
+    later = sweep_file(tmp_path / "later", base, body)
     assert run_sweep(later, points=["ok"]).set_index("point").loc["ok", "status"].iloc[-1] == "2/2 done"
     with pytest.raises((SweepError, ConfigError), match="nowhere"):
         run_sweep(later)

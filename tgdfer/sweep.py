@@ -46,7 +46,6 @@ Layout of `out`:
 from __future__ import annotations
 
 import difflib
-
 import json
 import logging
 import os
@@ -393,7 +392,8 @@ def select_points(sweep: SweepConfig, names: Optional[Sequence[str]]) -> SweepCo
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; the points are: {', '.join(known)}"
             raise ConfigError("--point", f"no point named {name!r}{hint}")
-    return replace(sweep, points=[p for p in sweep.points if p.name in set(names)])
+    wanted = set(names)
+    return replace(sweep, points=[p for p in sweep.points if p.name in wanted])
 
 
 def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Sequence[Optional[int]]] = None,
