@@ -556,11 +556,6 @@ def predict_replicas(head: TGDFERHead, feats: torch.Tensor, rows: Sequence[np.nd
     return [torch.cat(o) if o else feats.new_zeros((0, head.classes), dtype=torch.float32) for o in outs]
 
 
-def predict_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    """Logits [n, C] of `rows` from the test-time view 0 (a 1-replica head)."""
-    return predict_replicas(head, data.feats, [rows], batch_size)[0]
-
-
 def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str) -> list[Optional[Scores]]:
     """Scores of each replica on its own `split` rows ("test" or "val"); None where it has none."""
     rows = [getattr(d, split) for d in datas]
@@ -570,11 +565,6 @@ def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str)
     labels = datas[0].labels
     return [score(labels[torch.as_tensor(r, device=labels.device)], lg, datas[0].classes) if len(r) else None
             for r, lg in zip(rows, logits)]
-
-
-def evaluate_rows(head: TGDFERHead, data: DeviceData, rows: np.ndarray) -> Scores:
-    logits = predict_rows(head, data, rows)
-    return score(data.labels[torch.as_tensor(rows, device=data.labels.device)], logits, data.classes)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
