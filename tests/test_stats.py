@@ -131,3 +131,34 @@ def test_the_mde_is_found_with_80_percent_power_and_twice_it_after_holm():
     found = (holm(p)[:, 0] < 0.05) & (mean[:, 0] > 0)
     assert found.mean() > 0.8  # twice the MDE survives Holm over 8 comparisons in most sweeps
     assert 0.93 <= ((low[:, 0] < 2 * m) & (high[:, 0] > 2 * m)).mean() <= 0.97  # the 95% interval covers it
+
+
+def results(wars: dict[str, list[float]], folds: list, seeds: list) -> pd.DataFrame:
+    """A `sweep.results_frame` by hand: point -> WAR of its runs in fold-major order, then a mean row."""
+    rows = []
+    for point, values in wars.items():
+        runs = [{"point": point, "fold": f, "seed": s, "epoch": 1, "UAR": w, "WAR": w, "status": "done", "error": ""}
+                for (f, s), w in zip([(f, s) for f in folds for s in seeds], values)]
+        rows += runs + [{"point": point, "fold": "mean", "seed": "", "epoch": None, "UAR": np.mean(values),
+                         "WAR": np.mean(values), "status": f"{len(runs)}/{len(runs)} done", "error": ""}]
+    return pd.DataFrame(rows)
+
+
+def test_sweep_table_pairs_by_fold_and_adjusts_over_every_pair():
+    from tgdfer.sweep import comparison_note, paper_table
+
+    df = results({"a": [50, 52, 60, 62, 70, 72.0], "b": [40, 40, 51, 51, 61, 61.0], "c": [50, 51, 60, 61, 70, 71.0]},
+                 folds=[1, 2, 3], seeds=[0, 1])
+    table = paper_table(df)
+    assert table.loc["a", "vs best (WAR)"] == "best"
+    b = paired_by_fold(*(df[(df.point == p) & (df.fold != "mean")].set_index(["fold", "seed"])["WAR"] for p in "ba"))
+    assert b.n == 3 and b.mean == pytest.approx(-31 / 3)  # fold differences -11, -10, -10 (seeds averaged)
+    assert table.loc["b", "vs best (WAR)"] == b.format(2) and b.format(2).startswith("-10.33 [")
+    assert b.p * 3 < 0.05 and table.loc["b", "vs best (WAR)"].endswith(" *")  # survives Holm over the 3 pairs
+    c = table.loc["c", "vs best (WAR)"]  # -0.5 in every fold: sd 0, p 0, marked
+    assert c == "-0.50 [-0.50, -0.50] *"
+    note = comparison_note(df)
+    assert "paired over the 3 folds" in note and "Holm-adjusted p < 0.05 over the 3 comparisons" in note
+    one = results({"a": [50, 52.0], "b": [40, 41.0]}, folds=[""], seeds=[0, 1])  # no folds: one split, 2 seeds
+    assert paper_table(one).loc["b", "vs best (WAR)"] == "-10.50 (1 fold: no interval)"
+    assert "no interval is possible" in comparison_note(one)

@@ -640,11 +640,14 @@ def sweep_cli(
 
 
 def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
-    from .sweep import load_sweep, paper_table
+    from .sweep import comparison_note, load_sweep, paper_table
 
     if out is None:
         out = Path(load_sweep(file).out)
     console.print(_table(paper_table(df), title=f"{out}: mean over runs (%)"))
+    note = comparison_note(df)
+    if note:
+        console.print(note, highlight=False)
     failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
     for point, error in zip(failed["point"], failed["error"]):
         console.print(f"[red]{point}[/]: {error}", highlight=False)

@@ -99,6 +99,10 @@ class Paired:
     sd: float = float("nan")
     p_adj: Optional[float] = None
 
+    def __neg__(self) -> Paired:
+        """b - a: the same comparison seen from the other side."""
+        return replace(self, mean=-self.mean, low=-self.high, high=-self.low)
+
     @property
     def significant(self) -> bool:
         """The (Holm-adjusted) p-value is below 0.05: a and b differ beyond the noise of these runs."""
