@@ -135,7 +135,7 @@ def render_table(df: pd.DataFrame, reference: str, order: list[str]) -> str:
 #   V1:AUROC - fresh:AUROC        fold-level paired difference with its interval; against the study's reference
 #                                 on the same metric it is the table's cell (Holm over the table), else a
 #                                 single planned comparison
-#   end-to-end:WAR == fresh:WAR   in how many runs (same fold and seed) the two are equal ("6 of 9")
+#   end-to-end:UAR,WAR == fresh:UAR,WAR   in how many runs (same fold and seed) all are equal ("6 of 9")
 
 QUOTE = re.compile(r"<!-- from (?P<study>[\w-]+): (?P<spec>.+?) -->(?P<text>.*?)<!-- /from -->", re.S)
 
@@ -152,10 +152,15 @@ def quote(df: pd.DataFrame, study: Study, spec: str) -> str:
     """The text a `<!-- from STUDY: SPEC -->` marker must hold (see above)."""
     from tgdfer.stats import mean_std, paired_by_fold
 
-    if "==" in spec:
-        (a, _), (b, _) = (_operand(df, part) for part in spec.split("=="))
+    if "==" in spec:  # every listed metric equal, run by run
+        sides = []
+        for part in spec.split("=="):
+            point, metrics = (x.strip() for x in part.split(":", 1))
+            sides.append(pd.concat([_operand(df, f"{point}:{m}")[0] for m in metrics.split(",")], axis=1))
+        a, b = sides
         both = a.index.intersection(b.index)
-        return f"{int((a.loc[both].round(4) == b.loc[both].round(4)).sum())} of {len(both)}"
+        same = (a.loc[both].round(4).to_numpy() == b.loc[both].round(4).to_numpy()).all(axis=1)
+        return f"{int(same.sum())} of {len(both)}"
     if " - " not in spec:
         values, metric = _operand(df, spec)
         return mean_std(values, DIGITS[metric])
