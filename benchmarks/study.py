@@ -28,6 +28,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -148,8 +149,9 @@ def _operand(df: pd.DataFrame, spec: str) -> tuple[pd.Series, str]:
     return sub.set_index(["fold", "seed"])[metric], metric
 
 
-def quote(df: pd.DataFrame, study: Study, spec: str) -> str:
-    """The text a `<!-- from STUDY: SPEC -->` marker must hold (see above)."""
+def quote(df: pd.DataFrame, study: Study, spec: str, table: Optional[dict] = None) -> str:
+    """The text a `<!-- from STUDY: SPEC -->` marker must hold (see above); `table`: the study's
+    `comparisons`, when the caller has them already."""
     from tgdfer.stats import mean_std, paired_by_fold
 
     if "==" in spec:  # every listed metric equal, run by run
@@ -167,20 +169,26 @@ def quote(df: pd.DataFrame, study: Study, spec: str) -> str:
     (a, ma), (b, mb) = (_operand(df, part) for part in spec.split(" - "))
     point_b = spec.split(" - ")[1].split(":")[0].strip()
     if ma == mb and point_b == study.reference:
-        order = [p for p in study.order if p in set(df.point)]
-        return comparisons(df, study.reference, order)[spec.split(":")[0].strip(), ma].format(DIGITS[ma])
+        if table is None:
+            table = comparisons(df, study.reference, [p for p in study.order if p in set(df.point)])
+        return table[spec.split(":")[0].strip(), ma].format(DIGITS[ma])
     return paired_by_fold(a, b).format(DIGITS[ma])
 
 
 def render_quotes(text: str, runs_dir: Path) -> str:
     """`text` with every quoted number recomputed from `runs_dir`/<STUDY>_runs.csv."""
-    frames: dict[str, pd.DataFrame] = {}
+    loaded: dict[str, tuple[pd.DataFrame, dict]] = {}  # study -> its runs and its table's comparisons
 
     def fill(m: re.Match) -> str:
         name = m["study"]
-        if name not in frames:
-            frames[name] = pd.read_csv(runs_dir / f"{name}_runs.csv")
-        return m[0].replace(m["text"] + "<!-- /from -->", quote(frames[name], STUDIES[name], m["spec"]) + "<!-- /from -->")
+        if name not in STUDIES:
+            raise ValueError(f"no study {name!r} (one of {', '.join(STUDIES)})")
+        if name not in loaded:
+            df, known = pd.read_csv(runs_dir / f"{name}_runs.csv"), STUDIES[name]
+            loaded[name] = df, comparisons(df, known.reference, [p for p in known.order if p in set(df.point)])
+        df, table = loaded[name]
+        text = quote(df, STUDIES[name], m["spec"], table)
+        return m[0][: m.start("text") - m.start()] + text + "<!-- /from -->"
 
     return QUOTE.sub(fill, text)
 
