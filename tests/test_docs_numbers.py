@@ -72,3 +72,36 @@ def test_quote_forms_on_a_small_study():
         study.quote(df, known, "nosuch:WAR")
     marked = '<!-- from demo: a:WAR -->99<!-- /from -->'
     assert re.fullmatch(study.QUOTE, marked)["text"] == "99"
+
+
+# -- citations of the paper (arXiv 2511.10958) ------------------------------------------------------
+
+PAPER = {  # what the paper numbers: its sections, equations, tables and figures
+    "Sec.": {"1", "2", "2.1", "2.2", "2.3", "3", "3.1", "3.2", "3.2.1", "3.2.2", "3.3", "3.3.1", "3.3.2", "4", "4.1",
+             "4.2", "4.3", "4.4", "4.4.1", "4.4.2", "4.4.3", "4.4.4", "4.5", "4.5.1", "4.5.2", "5", "6", "7"},
+    "Eq.": {str(i) for i in range(1, 13)},
+    "Table": {str(i) for i in range(1, 7)},
+    "Fig.": {str(i) for i in range(1, 5)},
+}
+CITED = re.compile(r"\b(Sec\.|Section|Eq\.|Table|Fig\.|Figure) (\d+(?:\.\d+)*)(?:\s*-\s*(\d+(?:\.\d+)*))?")
+
+
+def test_every_citation_names_a_part_the_paper_has():
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("tgdfer/**/*.py"), *ROOT.glob("tgdfer/**/*.toml"),
+             *ROOT.glob("pipelines/**/*.toml"), *ROOT.glob("benchmarks/*.py")]
+    kind = {"Section": "Sec.", "Figure": "Fig."}
+    wrong = []
+    for path in files:
+        for m in CITED.finditer(path.read_text()):
+            k = kind.get(m[1], m[1])
+            wrong += [(str(path.relative_to(ROOT)), m[0]) for n in filter(None, (m[2], m[3])) if n not in PAPER[k]]
+    assert not wrong, f"citations of parts the paper does not have: {wrong}"
+
+
+def test_every_deviation_says_where_its_literal_reading_comes_from():
+    text = (DOCS / "paper-mapping.md").read_text()
+    table = text.split("## Deviations", 1)[1].split("\n\n| Where | Source |", 1)[1].split("\n\n", 1)[0]
+    rows = [r.split(" | ") for r in table.splitlines()[2:]]  # after the header's rest and the rule line
+    assert len(rows) >= 10 and {r[1] for r in rows} <= {"paper text", "silence, filled from DFER-CLIP", "tgdfer's choice"}
+    augmentation = [r for r in rows if r[0].startswith("| Augmentation")]
+    assert len(augmentation) == 2 and all(r[-1].endswith("not measured |") for r in augmentation)
