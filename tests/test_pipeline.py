@@ -18,9 +18,14 @@ def test_shipped_pipelines_build(path):
 
 
 def test_paper_augmentation_recipes():
-    dfew, ferv = load_pipeline("pipelines/dfew.toml"), load_pipeline("pipelines/ferv39k.toml")
-    assert (dfew.augment.brightness, dfew.augment.rotation_degrees) == (0.5, 0.0)
-    assert (ferv.augment.brightness, ferv.augment.rotation_degrees) == (0.0, 4.0)
+    from tgdfer.augment import AugmentConfig
+
+    # the paper profile: Sec. 4.2's four augmentations, DFER-CLIP's magnitudes (the paper gives none)
+    for path in ("pipelines/dfew.toml", "pipelines/ferv39k.toml"):
+        aug = load_pipeline(path).augment
+        assert (aug.crop_scale, aug.flip_p, aug.brightness, aug.rotation_degrees) == ((0.08, 1.0), 0.5, 0.5, 4.0)
+        assert load_pipeline(path, profile="recommended").augment == AugmentConfig.reference("dfew")
+    assert AugmentConfig.reference("ferv39k").rotation_degrees == 4.0 and AugmentConfig.reference("ferv39k").brightness == 0
 
 
 def test_overrides_reach_the_dataclasses():

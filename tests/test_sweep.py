@@ -84,6 +84,9 @@ def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, b
     again = pd.read_csv(out / "results.csv")
     assert again["WAR"].tolist() == pytest.approx(df["WAR"].tolist())
     assert "| window=2,visual_prompt=none |" in (out / "results.md").read_text()
+    # 2 folds x 1 seed: by fold, Holm over the 6 pairs of 4 points, said under the table
+    assert "paired over the 2 folds" in (out / "results.md").read_text()
+    assert "Holm-adjusted p < 0.05 over the 6 comparisons" in (out / "results.md").read_text()
 
 
 def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
@@ -105,6 +108,9 @@ def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
     assert {s for _, s in events} == {"queued", "skipped"}
     merged, paths = report(out)
     pd.testing.assert_frame_equal(merged, full)
+    printed = CliRunner().invoke(app, ["report", str(out)])
+    assert printed.exit_code == 0 and "vs best" in printed.output  # the console writes to stderr
+    assert "Holm-adjusted p < 0.05 over the 6 comparisons" in " ".join(printed.output.split())
     # the same point with other settings in the same folder is refused, naming the field
     with pytest.raises(SweepError, match="train.epochs: 2 then, 3 now") as e:
         run_sweep(path, overrides=["train.epochs=3"])

@@ -404,7 +404,8 @@ def train_head_cli(
         help="Several seeds trained together, e.g. 0,1,2 (runs in <out>/fold<k>_seed<s>).")] = None,
     out: Annotated[Optional[str], typer.Option(
         help="Run folder (default: [train] out/fold<k> with a fold; with --folds/--seeds their parent).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: [train] epochs; paper: 50).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: [train] epochs; 50 in the shipped pipelines, DFER-CLIP's "
+                                                             "count: the paper gives none).")] = None,
     device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     end_to_end: Annotated[bool, typer.Option(
@@ -640,11 +641,14 @@ def sweep_cli(
 
 
 def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
-    from .sweep import load_sweep, paper_table
+    from .sweep import comparison_note, load_sweep, paper_table
 
     if out is None:
         out = Path(load_sweep(file).out)
     console.print(_table(paper_table(df), title=f"{out}: mean over runs (%)"))
+    note = comparison_note(df)
+    if note:
+        console.print(note, highlight=False)
     failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
     for point, error in zip(failed["point"], failed["error"]):
         console.print(f"[red]{point}[/]: {error}", highlight=False)

@@ -1,14 +1,20 @@
 """Text prompts per class: the built-in sets for the 7 emotions, and user prompt files for any class set.
 
 Three prompt sets (paper Sec. 3.3.1, Table 5), each one text per class in label order:
-  - "class_names": the bare class name, the coarse prompt X^CP;
+  - "class_names": the bare class name;
   - "class_sentences": the class name in a short sentence (DFER-CLIP's "class with context" idea,
     our own wording);
-  - "descriptors": the facial movements of each emotion in plain words, the fine prompt X^FP. They
-    are written from FACS, the prototype action units (AU) of each basic emotion (Ekman & Friesen's
+  - "descriptors": the facial movements of each emotion in plain words (the paper's fine-grained
+    inputs y', "a smiling mouth, widened eyes"). They are written from FACS, the prototype action units (AU) of each basic emotion (Ekman & Friesen's
     EMFACS), one phrase per AU: happiness AU6+12, sadness AU1+4+15+17 (with drooping lids),
     anger AU4+5+7+23, surprise AU1+2+5+26, disgust AU9+10+15+16 (+4), fear AU1+2+4+5+7+20+26; neutral
     is the absence of action.
+
+Which set feeds which prompt (`head.HeadConfig`): the fine prompt X^FP (Eq. 6, used in Eq. 8-9) is
+Table 5's text prompt: "Class" (fixed: class_sentences; learnable: context + class_names, the
+paper's best setting and the default) or "Descriptors" (descriptors). The coarse prompt X^CP (Eq. 10)
+comes "from categorical labels" (Sec. 3.3.1): `coarse_text`, fixed class_sentences in the recommended
+profile, class_names with their own learnable context in the paper profile.
 
 Another class set (`labels.ClassSet`, a pipeline's `[classes]`) takes the built-in texts of its
 classes that are one of the 7 emotions and, for the others, the name itself and the sentence

@@ -1,73 +1,165 @@
-"""Honest summaries of repeated runs: mean ± std, and paired differences with a t confidence interval.
+"""Honest comparisons of repeated runs: the fold is the unit of replication.
 
-Runs of two settings over the same folds and seeds are paired: the difference of each pair removes
-what the fold and the seed contribute to both, so a paired interval is far tighter than comparing
-two means. `paired_difference` is what `report` and the studies in docs/ use to say whether a
-setting differs from another beyond the noise of training.
+A sweep point runs on F folds x S seeds. The S seeds of one fold share its training and test clips,
+so their differences to another point correlate: they are not S independent pairs. Each
+comparison therefore averages a point's seeds within a fold, takes the difference to the other
+point fold by fold (the same folds, the same seeds), and puts a t interval on the mean of those F
+differences (F - 1 degrees of freedom). With one fold no interval is possible, and none is printed.
+
+A table compares many pairs at once; its marks are Holm-adjusted over all of them, so that the
+chance that a table marks any difference where there is none stays under 5%. A comparison that
+is not marked prints the minimum detectable effect (MDE): the true difference this design would
+find with 80% power in a single two-sided test at 5% (paired t over the folds),
+`(t_{0.975, F-1} + t_{0.8, F-1}) * sd_d / sqrt(F)`; a "no difference" says nothing about effects
+below it. Why the t over folds and not a bootstrap: docs/statistics.md.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 import numpy as np
+from scipy import stats as _st
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (1..30); beyond 30 the normal 1.96
-# is within 2%. A table keeps scipy out of the dependencies for one number.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+ALPHA = 0.05  # two-sided level of every interval, test and mark
+POWER = 0.8  # the power the minimum detectable effect is quoted at
+
+
+def t_quantile(q: float, dof: int) -> float:
+    """The q quantile of Student's t with `dof` degrees of freedom (NaN for dof < 1)."""
+    return float(_st.t.ppf(q, dof)) if dof >= 1 else float("nan")
 
 
 def t975(dof: int) -> float:
     """The 97.5% quantile of Student's t with `dof` degrees of freedom (95% two-sided)."""
-    if dof < 1:
+    return t_quantile(1 - ALPHA / 2, dof)
+
+
+def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Minimum detectable effect of a paired t test over n units with difference sd `sd`:
+    `(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)` (NaN for n < 2)."""
+    if n < 2:
         return float("nan")
-    return _T975[dof - 1] if dof <= len(_T975) else 1.96
+    return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+
+
+def paired_t(d: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Paired t over the last axis of `d` (differences, one per unit; no NaN): mean, low, high, p, sd.
+
+    Vectorised over any leading axes (the tests simulate thousands of sweeps at once). A constant
+    difference (sd 0) gives p = 1 when it is 0 and p = 0 otherwise.
+    """
+    d = np.asarray(d, dtype=float)
+    n = d.shape[-1]
+    mean = d.mean(-1)
+    if n < 2:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan, nan, nan
+    sd = d.std(-1, ddof=1)
+    se = sd / math.sqrt(n)
+    half = t975(n - 1) * se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.inf))
+    p = 2 * _st.t.sf(np.abs(t), n - 1)
+    return mean, mean - half, mean + half, p, sd
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values over the last axis (NaN: not a comparison, left out).
+
+    Sorted p_(1) <= .. <= p_(m): p_adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)). Rejecting where
+    p_adj < alpha keeps the family-wise error rate at alpha under any dependence between the tests.
+    """
+    p = np.asarray(p, dtype=float)
+    m = np.isfinite(p).sum(-1, keepdims=True)
+    order = np.argsort(p, axis=-1)  # NaN last
+    ranked = np.take_along_axis(p, order, -1)
+    scaled = np.minimum(1.0, (m - np.arange(p.shape[-1])) * ranked)
+    scaled = np.maximum.accumulate(np.nan_to_num(scaled, nan=-1.0), axis=-1)
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, scaled, -1)
+    return np.where(np.isfinite(p), out, np.nan)
 
 
 @dataclass(frozen=True)
 class Paired:
-    """Mean of paired differences (a - b) over n pairs and its 95% t interval."""
+    """Mean paired difference (a - b) over n units (folds), its 95% t interval, p-value and spread.
+
+    `p_adj` is the Holm-adjusted p-value once the comparison is put in its table's family
+    (`holm_family`); until then the comparison stands alone and `p` decides.
+    """
 
     mean: float
     low: float
     high: float
     n: int
+    p: float = float("nan")
+    sd: float = float("nan")
+    p_adj: Optional[float] = None
+
+    def __neg__(self) -> Paired:
+        """b - a: the same comparison seen from the other side."""
+        return replace(self, mean=-self.mean, low=-self.high, high=-self.low)
 
     @property
     def significant(self) -> bool:
-        """The interval excludes 0: a and b differ beyond the noise of these runs."""
-        return self.n >= 2 and (self.low > 0 or self.high < 0)
+        """The (Holm-adjusted) p-value is below 0.05: a and b differ beyond the noise of these runs."""
+        p = self.p if self.p_adj is None else self.p_adj
+        return self.n >= 2 and bool(p < ALPHA)
+
+    @property
+    def mde(self) -> float:
+        """The smallest true difference this design finds with 80% power (see the module docstring)."""
+        return mde(self.sd, self.n)
 
     def format(self, digits: int = 2) -> str:
-        """"+1.50 [-0.55, +3.55]", with " *" when significant; "+0.50 (n=1)" without an interval."""
+        """"+1.50 [+0.55, +3.55] *" when marked, "+0.50 [-0.55, +1.55] (MDE 2.10)" when not, and
+        "+0.50 (1 fold: no interval)" when there is a single fold."""
+        if self.n == 0:
+            return ""
         if self.n < 2:
-            return f"{self.mean:+.{digits}f} (n={self.n})"
-        mark = " *" if self.significant else ""
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
+            return f"{self.mean:+.{digits}f} (1 fold: no interval)"
+        shown = f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        return shown + " *" if self.significant else f"{shown} (MDE {self.mde:.{digits}f})"
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Paired:
-    """a[i] - b[i] over the pairs (same fold and seed): mean and 95% t interval."""
+    """a[i] - b[i] over independent pairs (e.g. folds): mean, 95% t interval, p, sd. NaN pairs are dropped."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     d = d[np.isfinite(d)]
-    n = len(d)
-    if n == 0:
+    if len(d) == 0:
         return Paired(float("nan"), float("nan"), float("nan"), 0)
-    mean = float(d.mean())
-    if n < 2:
-        return Paired(mean, float("nan"), float("nan"), n)
-    half = t975(n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
-    return Paired(mean, mean - half, mean + half, n)
+    mean, low, high, p, sd = (float(x) for x in paired_t(d))
+    return Paired(mean, low, high, len(d), p, sd)
 
 
-def paired_on(a, b) -> Paired:
-    """`paired_difference` of two pandas Series over the index labels both have (e.g. (fold, seed))."""
+def paired_by_fold(a, b) -> Paired:
+    """Two pandas Series indexed by (fold, seed): over the runs both have, each fold's mean over
+    its seeds, then `paired_difference` over the folds (n = the number of folds)."""
     both = a.index.intersection(b.index)
-    return paired_difference(a.loc[both], b.loc[both])
+    both = both[np.isfinite(a.loc[both].to_numpy(float)) & np.isfinite(b.loc[both].to_numpy(float))]
+    fa = a.loc[both].groupby(level=0, sort=True).mean()
+    fb = b.loc[both].groupby(level=0, sort=True).mean()
+    return paired_difference(fa.to_numpy(), fb.loc[fa.index].to_numpy())
+
+
+def holm_family(comparisons: Sequence[Paired]) -> list[Paired]:
+    """The comparisons of one table with their Holm-adjusted p-values (those with n < 2 stay out)."""
+    p = np.array([c.p if c.n >= 2 else np.nan for c in comparisons], dtype=float)
+    adj = holm(p) if len(p) else p
+    return [replace(c, p_adj=float(q)) if np.isfinite(q) else c for c, q in zip(comparisons, adj)]
+
+
+def family_note(m: int, folds: int) -> str:
+    """What the marks and intervals of a table of `m` comparisons over `folds` folds mean (printed under it)."""
+    if folds < 2:
+        return ("One fold: the seeds of a fold share its clips, so they are not independent replicates and "
+                "no interval is possible; differences are printed without one.")
+    return (f"Differences: seeds averaged within each fold, then paired over the {folds} folds; "
+            f"[95% t interval]. * Holm-adjusted p < 0.05 over the {m} comparisons of this table; "
+            "unmarked: no difference found, with the minimum detectable effect at 80% power (MDE).")
 
 
 def mean_std(values: Sequence[float], digits: int = 2) -> str:

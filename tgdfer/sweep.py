@@ -563,12 +563,14 @@ def paper_table(results: pd.DataFrame) -> pd.DataFrame:
     """The layout of the paper's Tables 3-5: one row per point (its mean over folds and seeds), swept
     fields, UAR, WAR, their std over the runs, and each point's paired WAR difference to the best point.
 
-    "vs best" is the mean of (point - best) over the runs both finished (same fold and seed) with
-    its 95% t interval, marked "*" when the interval excludes 0: a difference beyond the noise of
-    training, which a gap between two means of 5 folds often is not. Points of one run each (a
-    single fold and seed) have no spread: those two columns are left out.
+    "vs best" pairs the point with the point of highest mean WAR fold by fold (each fold's seeds
+    averaged first: the fold is the unit of replication) with a 95% t interval over the folds,
+    marked "*" where the Holm-adjusted p < 0.05; unmarked, it gives the minimum detectable effect
+    (tgdfer.stats). The Holm family is every pair of points, because the best is picked from the same
+    runs (`comparison_note` says so under the table). Points of one run each (a single fold and seed)
+    have no spread: those two columns are left out.
     """
-    runs = results[(results["fold"] != "mean") & (results["status"] == "done")]
+    runs = _done_runs(results)
     mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"]).set_index("point")
     std = runs.groupby("point")[list(METRICS)].std(ddof=1).round(2)
     if std.notna().any().any():  # a point with two runs or more: its spread, and the paired comparison
@@ -578,22 +580,42 @@ def paper_table(results: pd.DataFrame) -> pd.DataFrame:
     return mean.rename(columns={"status": "runs"})
 
 
+def comparison_note(results: pd.DataFrame) -> str:
+    """The sentence under `paper_table`: how "vs best" was computed and what its marks mean."""
+    from .stats import family_note
+
+    runs = _done_runs(results)
+    points = runs["point"].nunique()
+    if points < 2 or runs.groupby("point").size().max() < 2:
+        return ""
+    folds = runs["fold"].nunique()
+    return (f"vs best: the point's WAR minus that of the point of highest mean WAR. "
+            + family_note(points * (points - 1) // 2, folds)
+            + (" The comparisons are every pair of points, since the best is picked from these same runs."
+               if folds >= 2 else ""))
+
+
+def _done_runs(results: pd.DataFrame) -> pd.DataFrame:
+    return results[(results["fold"] != "mean") & (results["status"] == "done")]
+
+
 def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
-    """point -> paired WAR difference to the point of highest mean WAR ("best" for that point itself)."""
-    from .stats import paired_on
+    """point -> paired WAR difference to the point of highest mean WAR ("best" for that point itself),
+    Holm-adjusted over every pair of points."""
+    from .stats import holm_family, paired_by_fold
 
     if war.dropna().empty:
         return pd.Series("", index=war.index)
     best = war.idxmax()
-    ref = runs[runs["point"] == best].set_index(["fold", "seed"])["WAR"]
-    out = {}
-    for point in war.index:
-        if point == best:
-            out[point] = "best"
-            continue
-        d = paired_on(runs[runs["point"] == point].set_index(["fold", "seed"])["WAR"], ref)
-        out[point] = d.format(2) if d.n else ""
-    return pd.Series(out)
+    by_point = {p: runs[runs["point"] == p].set_index(["fold", "seed"])["WAR"] for p in war.index}
+    names = list(war.index)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    family = holm_family([paired_by_fold(by_point[a], by_point[b]) for a, b in pairs])
+    out = {best: "best"}
+    for (a, b), d in zip(pairs, family):
+        if best in (a, b):
+            out[a if b == best else b] = (d if b == best else -d).format(2)
+    return pd.Series(out).reindex(war.index).fillna("")
 
 
 def _label(meta: dict, key: str, value: Any) -> Any:
@@ -632,6 +654,7 @@ def report(out: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     md = out / "results.md"
     from .metrics import to_markdown
 
+    note = " ".join(filter(None, [note, comparison_note(df)]))
     md.write_text(to_markdown(table, title=title, note=note) + "\n"
                   + to_markdown(per_run.drop(columns=["error"]), title="every run"), encoding="utf-8")
     paths = [csv, md]

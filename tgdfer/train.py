@@ -63,7 +63,7 @@ class TrainConfig:
     fold: Optional[int] = None  # DFEW-style test fold (1..K); None (TOML: "none") for train/test-split datasets
     out: str = "runs/run"  # run folder: config, metrics per epoch, final metrics, checkpoints (the CLI and
     #   tgdfer.train put fold k's run in <out>/fold<k>, never in .../fold<k>/fold<k>: fold_folder)
-    epochs: int = 50  # paper: 50
+    epochs: int = 50  # the paper gives none (milestones 30, 40 only); DFER-CLIP's train_DFEW.sh: 50
     batch_size: int = 48  # paper: 48
     lr: float = 1e-2  # head parameters (paper: 1e-2)
     prompt_lr: float = 1e-3  # learnable context vectors (paper: 1e-3)
