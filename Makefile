@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test test-slow install clean-demo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,12 +17,29 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The demo's proxy CLIP, trained once per machine (about 3 minutes on 2 cores) and again only when
+# the code or the settings it is trained with change. `make test` reuses it (tests/conftest.py
+# checks that its header records the test's settings); `make demo` reads the same file.
+PROXY := cache/proxy/tgdfer-proxy-vit.safetensors
+# make looks at times (the files of tgdfer/proxy.py's _CODE); `--if-stale` then compares what the
+# file records (settings, code digest) and trains only when they differ.
+PROXY_DEPS := $(addprefix tgdfer/,proxy.py synth.py faces.py augment.py prompts.py labels.py frames.py \
+	model_configs/tgdfer-proxy-vit.json) pipelines/synthetic.toml
+$(PROXY): $(PROXY_DEPS) | $(STAMP)
+	$(BIN)/tgdfer proxy --config pipelines/synthetic.toml --if-stale
+	touch $@
+
 # One pytest worker per usable core (at most 4): the proxy-CLIP check runs on one while the others
 # share the rest of the suite (tests/conftest.py). PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-n 0".
-test: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+test: $(STAMP) $(PROXY)
+	TGDFER_TEST_PROXY=$(PROXY) $(PYTEST) $(PYTEST_ARGS)
 
-demo: $(STAMP)
+# The same suite, with the proxy CLIP trained inside the test session instead of read from $(PROXY).
+test-slow: $(STAMP)
+	TGDFER_TEST_PROXY= $(PYTEST) $(PYTEST_ARGS)
+
+demo: $(STAMP) $(PROXY)
 	$(BIN)/tgdfer demo --config pipelines/synthetic.toml
 
 clean-demo:

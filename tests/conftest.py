@@ -166,9 +166,18 @@ def every_cpu():
 
 @pytest.fixture(scope="session")
 def proxy_weights(tmp_path_factory, proxy_pipe) -> Path:
-    """The proxy CLIP trained on its own SynthDFER set (proxy.seed; other people than the held-out set)."""
-    from tgdfer.proxy import train_proxy
+    """The proxy CLIP trained on its own SynthDFER set (proxy.seed; other people than the held-out set).
 
+    `make test` first builds the demo's proxy file once per machine (`tgdfer proxy`, rebuilt when
+    the code or settings it depends on change: Makefile) and names it in TGDFER_TEST_PROXY; it is
+    used when its header records exactly these settings. Without it (`make test-slow`, a plain
+    `pytest`) the session trains the proxy itself, as before.
+    """
+    from tgdfer.proxy import train_proxy, trained_with
+
+    cached = os.environ.get("TGDFER_TEST_PROXY")
+    if cached and Path(cached).is_file() and trained_with(cached, proxy_pipe.proxy):
+        return Path(cached)
     root = tmp_path_factory.mktemp("proxy")
     with every_cpu():
         return train_proxy(root / "proxy.safetensors", proxy_pipe.proxy, workdir=root)

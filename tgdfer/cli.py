@@ -842,6 +842,9 @@ def proxy_cli(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Train again even if OUT exists.")] = False,
+    if_stale: Annotated[bool, typer.Option(
+        "--if-stale", help="Train only when OUT is missing or was trained with other settings or code "
+        "(what `make test` and `make demo` run).")] = False,
     print_config: PrintConfigOpt = False,
 ):
     """Train a small proxy CLIP on its own SynthDFER set: informative features without downloads.
@@ -859,6 +862,13 @@ def proxy_cli(
     """
     pipe = _pipeline(config, list(set_ or []), print_config)
     target = out or Path(pipe.encoder.pretrained)
+    if if_stale:
+        from .proxy import trained_with
+
+        if target.is_file() and trained_with(target, pipe.proxy):
+            console.print(f"{target} is up to date (trained with these settings and this code)", highlight=False)
+            return
+        overwrite = True
     if target.exists() and not overwrite:
         raise TgdferError(f"{target} exists; pass --overwrite to train the proxy again")
     _train_proxy(target, pipe.proxy)

@@ -42,6 +42,7 @@ augmentation all come from `seed`), and the saved bytes do not depend on the fil
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -318,11 +319,67 @@ def _train(model: torch.nn.Module, frames: torch.Tensor, classes: np.ndarray, cf
     return losses
 
 
-def _save_atomic(state: dict, out_file: Path) -> None:
-    """The state dict as safetensors bytes (data only: loading it runs no code), then write and rename."""
+PROXY_FORMAT = "tgdfer-proxy/1"  # the weights file's metadata "format"
+
+
+# The modules whose code decides the proxy's weights (its data, drawing, augmentation, prompts,
+# training): a change to any of them makes a cached proxy stale (`trained_with`).
+_CODE = ("proxy.py", "synth.py", "faces.py", "augment.py", "prompts.py", "labels.py", "frames.py")
+
+
+def _config_record(cfg: ProxyConfig) -> str:
+    """The ProxyConfig as the JSON the weights file records (tuples as lists, keys sorted)."""
+    return json.dumps(asdict(cfg), sort_keys=True)
+
+
+def code_digest(cfg: ProxyConfig) -> str:
+    """sha256 over the code that trains the proxy: the modules in _CODE, the model config, torch and open_clip versions."""
+    import hashlib
+
+    import open_clip
+
+    here = Path(__file__).parent
+    h = hashlib.sha256(f"torch {torch.__version__} open_clip {open_clip.__version__}".encode())
+    for name in _CODE:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+    model_config = here / "model_configs" / f"{cfg.model}.json"
+    if model_config.is_file():
+        h.update(model_config.read_bytes())
+    return h.hexdigest()
+
+
+def _metadata(path: str | os.PathLike) -> dict:
+    """A proxy weights file's header metadata ({} for a file that is not one of ours, or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # not safetensors, unreadable: it records nothing we can use
+        return {}
+    return meta if meta.get("format") == PROXY_FORMAT else {}
+
+
+def trained_with(path: str | os.PathLike, cfg: ProxyConfig) -> bool:
+    """True when `path` is a proxy weights file trained with exactly `cfg` by this code (what `make test` reuses)."""
+    meta = _metadata(path)
+    try:
+        config = json.loads(meta.get("config", ""))
+    except ValueError:
+        return False
+    return config == json.loads(_config_record(cfg)) and meta.get("code") == code_digest(cfg)
+
+
+def _save_atomic(state: dict, out_file: Path, cfg: ProxyConfig) -> None:
+    """The state dict as safetensors bytes (data only: loading it runs no code), then write and rename.
+
+    The header's metadata records the ProxyConfig (JSON) and the code's digest, so that a cached
+    file can be matched to the settings and code it was trained with (`trained_with`).
+    """
     from safetensors.torch import save
 
-    data = save({k: v.detach().cpu().contiguous() for k, v in state.items()})
+    data = save({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                metadata={"format": PROXY_FORMAT, "config": _config_record(cfg), "code": code_digest(cfg)})
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".tmp", dir=out_file.parent)
     try:
@@ -373,5 +430,5 @@ def train_proxy(out_file: str | os.PathLike, cfg: ProxyConfig | None = None, *,
         losses = _train(model, frames, classes, cfg, progress)
     logger.info("proxy trained: %d steps, loss %.3f -> %.3f, %.1f s in all", cfg.steps,
                 float(np.mean(losses[:10])), float(np.mean(losses[-10:])), time.perf_counter() - started)
-    _save_atomic(model.state_dict(), out_file)
+    _save_atomic(model.state_dict(), out_file, cfg)
     return out_file
