@@ -258,7 +258,11 @@ def face_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces")
     rows, pre_rows, truth = [], [], {}
     for k in range(N_FACE_CLIPS):
-        frames, boxes = moving_face_clip(n=12, face=(50, 70)[k % 2], which=k, seed=10 + k)
+        if k == N_FACE_CLIPS - 1:  # the issue's defect: a face jumping between 4 places (the track kept one)
+            places = np.repeat([[80, 70, 60], [240, 80, 60], [90, 170, 56], [230, 160, 64]], [3, 4, 2, 3], axis=0)
+            frames, boxes = placed_faces_clip(places, scene=k % 3)
+        else:
+            frames, boxes = moving_face_clip(n=12, face=(50, 70)[k % 2], which=k, seed=10 + k)
         cid = f"c{k}"
         write_folder(root / "raw" / cid, frames)
         crops = crop_frames(frames, square_crop_boxes(boxes, CENTERFACE.margin, 320, 240), CENTERFACE.size)
@@ -288,8 +292,10 @@ def face_store(face_data, encoder_cfg, extract_config):
 def test_extract_stores_crop_boxes_that_follow_the_face(face_store, face_data):
     with FeatureStore.open(face_store) as s:
         boxes, index, failures = s.read_boxes(), s.read_frame_index(), s.failures
-        assert s.fingerprint["faces"] == CENTERFACE.fingerprint()
-    assert boxes.shape == (N_FACE_CLIPS + 1, 2, T, 4)
+        source = s.read_face_source()
+        assert s.fingerprint["faces"] == CENTERFACE.fingerprint() and s.face_fallbacks().empty
+    assert boxes.shape == (N_FACE_CLIPS + 1, 2, T, 4) and source.shape == (N_FACE_CLIPS + 1, 2, T)
+    assert np.isin(source[:N_FACE_CLIPS], [DETECTED, 1, CARRIED]).all() and (source[N_FACE_CLIPS] == -1).all()
     assert np.isfinite(boxes[:N_FACE_CLIPS]).all() and np.isnan(boxes[N_FACE_CLIPS]).all()
     (reason,) = failures["reason"]
     assert failures["clip_id"].tolist() == ["empty"] and "empty: no face found" in reason
@@ -297,10 +303,11 @@ def test_extract_stores_crop_boxes_that_follow_the_face(face_store, face_data):
     for row in range(N_FACE_CLIPS):
         true_face = face_data["truth"][f"c{row}"][index[row]]  # [V, T, 4] at the sampled frames
         ious.append(box_iou(boxes[row], square_crop_boxes(true_face, CENTERFACE.margin, 320, 240)).ravel())
+    print(f"jumping clip: stored crop boxes vs true crops IoU min {ious[-1].min():.3f}")
     ious = np.concatenate(ious)
     print(f"stored crop boxes vs true crops: IoU >= 0.7 on {fraction_above(ious):.2f}, min {ious.min():.3f}, "
-          f"mean {ious.mean():.3f}")
-    assert fraction_above(ious) >= 0.95
+          f"mean {ious.mean():.3f}; face sources {np.bincount(source[source >= 0]).tolist()}")
+    assert fraction_above(ious) >= 0.95 and ious.min() >= 0.5
 
 
 def test_hdf5_export_keeps_the_boxes(face_store, tmp_path):
@@ -308,6 +315,29 @@ def test_hdf5_export_keeps_the_boxes(face_store, tmp_path):
     with FeatureStore.open(face_store) as z, FeatureStore.open(h5) as h:
         np.testing.assert_array_equal(z.read_boxes(), h.read_boxes())
         np.testing.assert_array_equal(z.read_boxes([2, 0]), h.read_boxes([2, 0]))
+
+
+def test_the_centre_fallback_is_recorded_in_the_store_and_shown_by_info(face_data, encoder_cfg, extract_config,
+                                                                        tmp_path):
+    """on_missing = "center": the face-less clip is done, and the store, extract's result and `info` say it fell back."""
+    table = face_data["with_empty"].iloc[[0, N_FACE_CLIPS]].reset_index(drop=True)
+    path = tmp_path / "fallback.zarr"
+    result = extract(extract_config(path, views=1, frames=T), AugmentConfig(), encoder_cfg, table, data_kind="csv",
+                     faces=FacesConfig(detector="centerface", on_missing="center"))
+    assert result.extracted == 2 and result.failed == 0
+    assert result.fallbacks == ["empty"] and result.fallback_clips == 1
+    with FeatureStore.open(path) as s:
+        assert s.face_fallbacks().to_dict(orient="records") == [{"row": 1, "clip_id": "empty", "kind": "center"}]
+        source = s.read_face_source()
+    assert (source[1] == CENTER).all() and not (source[0] == CENTER).any()
+    text = runner.invoke(app, ["info", str(path)])
+    assert text.exit_code == 0, text.output
+    out = " ".join(text.output.split())
+    assert "1 clip fell back to the centre square" in out and ": empty" in out
+    assert f"{T} centre fallback (50%)" in out, out
+    doc = json.loads(runner.invoke(app, ["info", str(path), "--json"]).stdout)
+    assert doc["fallbacks"] == [{"row": 1, "clip_id": "empty", "kind": "center"}]
+    assert doc["face_sources"]["center"] == T and sum(doc["face_sources"].values()) == 2 * T
 
 
 def test_another_face_setting_is_another_store(face_store, face_data, encoder_cfg, extract_config):
@@ -414,7 +444,20 @@ def test_predict_cli_faces_on_raw_video(face_run, run_without_faces, tmp_path):
     assert index.tolist() == view_indices(20, "raw", 0, 0, len(index)).tolist()
     crop = np.array([f["box"] for f in ok["frames"]])
     assert fraction_above(box_iou(crop, square_crop_boxes(truth[index], 0.25, 320, 240))) >= 0.95
+    assert {f["face"] for f in ok["frames"]} <= {"detected", "interpolated", "carried"} and ok["fallback"] is None
     assert (tmp_path / "fig" / "raw_influence.png").is_file()
+    result = runner.invoke(app, ["predict", str(run_without_faces), str(video), str(empty), "--faces", "centerface",
+                                 "--on-missing", "center", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert text.count("face crops by centerface") == 1 and "no face found: centre square (fallback" in text
+    doc = json.loads(runner.invoke(app, ["predict", str(run_without_faces), str(empty), "--json", "--faces",
+                                         "centerface", "--on-missing", "center", "--device", "cpu"]).stdout)
+    (fell,) = doc["predictions"]
+    assert fell["ok"] and fell["fallback"] == "center" and "no face found" in fell["warning"]
+    assert {f["face"] for f in fell["frames"]} == {"center"}
+    bad = runner.invoke(app, ["predict", str(run_without_faces), str(empty), "--on-missing", "skip"])
+    assert bad.exit_code == 2 and "--on-missing: 'skip' is not one of" in bad.output
 
 
 @pytest.fixture(scope="module")
