@@ -80,8 +80,10 @@ def main() -> None:
     def track() -> FaceTrack:  # FaceStage.track without the detector calls
         cuts = shot_cuts(colour_histograms(frames), cfg.cut)
         segments = subject_segments(link_tracklets(grid, found, cuts, cfg.min_score), args.width, args.height)
-        parts = [(f, fill_and_smooth(f, np.stack([s[x] for x in f]), cfg.smooth))
-                 for f in (np.array(sorted(s)) for s in segments)]
+        parts = []
+        for seg in segments:
+            f = np.array(sorted(seg))
+            parts.append((f, fill_and_smooth(f, np.stack([seg[x] for x in f]), cfg.smooth)))
         return FaceTrack(parts, grid, args.width, args.height)
 
     track_s = best_of(args.repeats, track) / len(frames)

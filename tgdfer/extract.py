@@ -3,10 +3,11 @@
 Data flow per clip (shape legend: V views, T frames, S image side, D embedding width):
     frame source -> view_indices (view 0 test-time, 1..V-1 train-time)  # [V, T] frame numbers
     -> [faces] face track on the clip's detection frames -> square crop box per frame  # [V, T, 4]
+       and where its face box came from (detected / interpolated / carried / center)  # [V, T]
     -> decode each distinct frame once (-> face crops) -> ClipTransform per view (one augmentation draw per view)
     -> pixels  # [V, T, 3, S, S]  (DataLoader workers)
     -> encode_images on the batch's B*V*T images (main process, inference_mode, autocast)
-    -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4]) -> FeatureStore.write_clips (marks the clips done)
+    -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4], face_source [B, V, T]) -> FeatureStore.write_clips
 
 Everything a view shows depends only on (seed, clip_id, view), so a resumed or sharded run
 computes the same bytes as one uninterrupted run.
