@@ -128,6 +128,12 @@ def test_no_face_fails_or_is_marked_as_the_centre_fallback():
     assert track.fallback and (track.sources(np.arange(20)) == CENTER).all()
 
 
+def test_cut_threshold_is_checked():
+    with pytest.raises(ConfigError, match=r"cut: must lie in \(0, 1\], got 0"):
+        FacesConfig(cut=0)
+    FacesConfig(cut=1.0)  # 1: never a cut
+
+
 def test_link_and_subject_pure_functions():
     frames = np.array([0, 4, 8, 12])
     dets = [[(np.array(box_at(0, 0)), 0.9)], [(np.array(box_at(3, 0)), 0.9)], [(np.array(box_at(30, 0)), 0.9)],
