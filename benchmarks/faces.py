@@ -4,14 +4,16 @@ For moved-face clips (scikit-image's astronaut over a real background, 640 x 480
 times, in one process with the same torch threads:
 
   detect   `FaceStage.detect` (CenterFace on onnxruntime, frames downscaled to `max_side`) per frame;
-  track    building the clip's track from the detections (linking, interpolation, smoothing) per clip;
+  track    building the clip's track from the detections (colour histograms and shot cuts, linking,
+           the subject's segments, smoothing) per frame;
   crop     square crops resized to the crop size (224) per frame;
   encoder  `encode_images` of the encoder (ViT-B-32, random weights) per frame, batches of `--batch`.
 
 ratio = face stage (detect + track + crop) per frame / encoder per frame. In `extract` the face
 stage runs in the DataLoader workers, beside the encoder: with enough workers it hides behind the
-encoder while the ratio x (encoder threads / worker threads) stays under 1. With `every = 0`
-(the default) a clip is detected on T frames and each of its V views x T frames is cropped.
+encoder while the ratio x (encoder threads / worker threads) stays under 1. With `every = 4`
+(the default) a clip of n frames is detected on about n / 4 + T frames (the T segment centres), plus
+about 2 more at each jump or cut, and each of its V views x T frames is cropped.
 
     python benchmarks/faces.py                       # 640 x 480, ViT-B-32, 1 onnxruntime thread
     python benchmarks/faces.py --height 240 --width 320 --frames 16
@@ -72,12 +74,17 @@ def main() -> None:
     stage.detect(frames[:1])  # build the session, warm up
     detect = best_of(args.repeats, lambda: stage.detect(frames)) / len(frames)
     found = stage.detect(frames)
-    from tgdfer.facetrack import FaceTrack, fill_and_smooth, main_track
+    from tgdfer.facetrack import (FaceTrack, colour_histograms, fill_and_smooth, link_tracklets, shot_cuts,
+                                  subject_segments)
 
-    def track() -> FaceTrack:
-        raw = main_track(found, cfg.min_score)
-        return FaceTrack(grid, fill_and_smooth(grid, raw, cfg.smooth), np.isfinite(raw).all(1), args.width,
-                         args.height)
+    def track() -> FaceTrack:  # FaceStage.track without the detector calls
+        cuts = shot_cuts(colour_histograms(frames), cfg.cut)
+        segments = subject_segments(link_tracklets(grid, found, cuts, cfg.min_score), args.width, args.height)
+        parts = []
+        for seg in segments:
+            f = np.array(sorted(seg))
+            parts.append((f, fill_and_smooth(f, np.stack([seg[x] for x in f]), cfg.smooth)))
+        return FaceTrack(parts, grid, args.width, args.height)
 
     track_s = best_of(args.repeats, track) / len(frames)
     boxes = track().crop_boxes(grid, cfg.margin)

@@ -8,7 +8,9 @@ and scaled with the patch.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import skimage.data as skdata
@@ -30,6 +32,7 @@ def background(height: int, width: int, which: int = 0) -> np.ndarray:
     return _resize(img, height, width)
 
 
+@functools.lru_cache(maxsize=1)
 def head_patch() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's head: a square patch [P, P, 3] (2 x the face's longer side) and the face box in it."""
     a = skdata.astronaut()
@@ -39,29 +42,58 @@ def head_patch() -> tuple[np.ndarray, np.ndarray]:
     return a[y0:y0 + 2 * half, x0:x0 + 2 * half], ASTRONAUT_FACE - [x0, y0, x0, y0]
 
 
+def paste_head(img: np.ndarray, face: float, cx: float, cy: float, mirror: bool = False) -> np.ndarray:
+    """Paste the astronaut's head into img [H, W, 3] (in place) with a face `face` px high centred near
+    (cx, cy), kept inside the frame; `mirror` flips it (a second person). Returns the true face box [4]."""
+    patch, box = head_patch()
+    if mirror:
+        patch, box = patch[:, ::-1], np.array([patch.shape[1] - box[2], box[1], patch.shape[1] - box[0], box[3]])
+    height, width = img.shape[:2]
+    side = int(round(patch.shape[0] * face / (box[3] - box[1])))
+    x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+    img[y0:y0 + side, x0:x0 + side] = _resize(patch, side, side)
+    return box * (side / patch.shape[0]) + [x0, y0, x0, y0]
+
+
 def moving_face_clip(n: int = 24, height: int = 240, width: int = 320, face: float = 70.0, which: int = 0,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Frames [n, H, W, 3] uint8 with the head moving along a smooth random path (face height about
     `face` px, slowly scaling), and the true face box of every frame [n, 4]."""
     rng = np.random.default_rng(seed)
-    patch, box = head_patch()
     bg = background(height, width, which)
     frames, boxes = [], []
     start, end = rng.uniform(0.15, 0.85, 2), rng.uniform(0.15, 0.85, 2)
     wobble = rng.uniform(0, 2 * np.pi)
     for i in range(n):
         a = i / max(n - 1, 1)
-        s = face * (1 + 0.15 * np.sin(2 * np.pi * a + wobble)) / (box[3] - box[1])  # patch scale
-        side = int(round(patch.shape[0] * s))
-        p = _resize(patch, side, side)
         cx, cy = (start + (end - start) * a) * [width, height]
-        x0 = int(np.clip(round(cx - side / 2), 0, width - side))
-        y0 = int(np.clip(round(cy - side / 2), 0, height - side))
         img = bg.copy()
-        img[y0:y0 + side, x0:x0 + side] = p
+        boxes.append(paste_head(img, face * (1 + 0.15 * np.sin(2 * np.pi * a + wobble)), cx, cy))
         frames.append(img)
-        boxes.append(box * (side / patch.shape[0]) + [x0, y0, x0, y0])
     return np.stack(frames), np.array(boxes)
+
+
+def placed_faces_clip(subject: np.ndarray, others: Sequence[np.ndarray] = (), scene: Sequence[int] | int = 0,
+                      height: int = 240, width: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """Frames with the subject at known places: `subject` [n, 3] rows (cx, cy, face height) per frame
+    (a NaN row: not in that frame), `others` the same for other people (the mirrored head, pasted
+    first), `scene` the background of each frame (a change is a shot cut). Returns frames
+    [n, H, W, 3] uint8 and the subject's true face boxes [n, 4] (NaN where absent)."""
+    subject = np.asarray(subject, float)
+    n = len(subject)
+    scene = np.broadcast_to(np.asarray(scene), (n,))
+    bgs = {int(k): background(height, width, int(k)) for k in np.unique(scene)}
+    frames, boxes = [], np.full((n, 4), np.nan)
+    for i in range(n):
+        img = bgs[int(scene[i])].copy()
+        for other in others:
+            if np.isfinite(other[i]).all():
+                paste_head(img, other[i][2], other[i][0], other[i][1], mirror=True)
+        if np.isfinite(subject[i]).all():
+            boxes[i] = paste_head(img, subject[i][2], subject[i][0], subject[i][1])
+        frames.append(img)
+    return np.stack(frames), boxes
 
 
 def write_folder(folder: Path, frames: np.ndarray) -> Path:

@@ -321,7 +321,29 @@ def _print_extract_summary(r) -> None:
     cov = r.coverage
     at_read = len(r.failures) - len(decoded)
     console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed"
-                  f"{f' ({at_read} skipped when reading the annotations)' if at_read else ''}, {cov['pending']} pending")
+                  f"{f' ({at_read} skipped when reading the annotations)' if at_read else ''}, {cov['pending']} pending"
+                  f"{f', {r.fallback_clips} fell back to the centre square' if r.fallback_clips else ''}")
+    _print_fallbacks(r.fallbacks, " in this run")
+
+
+def _print_fallbacks(clip_ids: list[str], when: str) -> None:
+    """The clips cropped to the centre square because no face was found (faces.on_missing = "center")."""
+    if not clip_ids:
+        return
+    n = len(clip_ids)
+    names = ", ".join(clip_ids[:SHOW_FIRST]) + (f" and {n - SHOW_FIRST} more" if n > SHOW_FIRST else "")
+    console.print(f"[yellow]fallback[/]: {n} clip{'s' * (n != 1)}{when} fell back to the centre square (no face found, "
+                  f"faces.on_missing = \"center\"): {names}", highlight=False)
+
+
+def _face_sources_line(counts: dict[str, int]) -> str:
+    """"120 sampled frames: 96 detected (80%), 18 interpolated (15%), 6 carried over (5%), 0 centre fallback (0%)"."""
+    total = sum(counts.values())
+    if not total:
+        return "no frame written yet"
+    words = {"detected": "detected", "interpolated": "interpolated", "carried": "carried over",
+             "center": "centre fallback"}
+    return f"{total} sampled frames: " + ", ".join(f"{counts[k]} {w} ({counts[k] / total:.0%})" for k, w in words.items())
 
 
 def _verify(store: Path, backend: str) -> bool:
@@ -700,6 +722,9 @@ def predict_cli(
     faces: Annotated[Optional[str], typer.Option(
         help="Face detector for raw video (centerface | module:factory | none); default: the model's own "
              "(its store's face stage).")] = None,
+    on_missing: Annotated[Optional[str], typer.Option(
+        help="A clip in which no face is found: fail (an error for that input) | center (predict on the centre "
+             "square; marked \"fallback\": \"center\"). Default: the model's faces.on_missing.")] = None,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -717,8 +742,13 @@ def predict_cli(
     from .train import resolve_device
 
     resolve_device(device)  # a misspelt --device fails before the model is read
+    if on_missing not in (None, "fail", "center"):
+        from .errors import ConfigError
+
+        raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'")
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
-                     influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces)
+                     influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces,
+                     on_missing=on_missing)
     if csv is not None:
         try:
             csv.parent.mkdir(parents=True, exist_ok=True)
@@ -747,7 +777,13 @@ def _print_predictions(result) -> None:
         if not hasattr(pred, "probs"):  # a PredictFailure, reported on stderr
             continue
         k = pred.predicted
-        faces = "" if pred.boxes is None else f", face crops by {result.faces['detector']}"
+        faces = ""
+        if pred.fallback:
+            faces = ", [yellow]no face found: centre square (fallback, on_missing = center)[/]"
+        elif pred.boxes is not None:
+            n = {s: pred.face_sources.count(s) for s in ("detected", "interpolated", "carried")}
+            faces = (f", face crops by {result.faces['detector']} ({n['detected']} detected, {n['interpolated']} "
+                     f"interpolated, {n['carried']} carried over)")
         out.print(f"[bold]{pred.input}[/]: {pred.classes[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames{faces}",
                   highlight=False)
         probs = Table(box=box.SIMPLE, show_header=True)
@@ -825,6 +861,9 @@ def info_cli(
     console.print(_table(d.counts, title="clips per class (done / all)"))
     console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
     console.print(f"coverage: {d.coverage}")
+    if d.face_sources is not None:
+        console.print(f"face boxes: {_face_sources_line(d.face_sources)}", highlight=False)
+        _print_fallbacks(d.fallbacks["clip_id"].tolist(), "")
     if len(d.failures):
         console.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
                       "annotations (missing or empty)")

@@ -3,10 +3,11 @@
 Data flow per clip (shape legend: V views, T frames, S image side, D embedding width):
     frame source -> view_indices (view 0 test-time, 1..V-1 train-time)  # [V, T] frame numbers
     -> [faces] face track on the clip's detection frames -> square crop box per frame  # [V, T, 4]
+       and where its face box came from (detected / interpolated / carried / center)  # [V, T]
     -> decode each distinct frame once (-> face crops) -> ClipTransform per view (one augmentation draw per view)
     -> pixels  # [V, T, 3, S, S]  (DataLoader workers)
     -> encode_images on the batch's B*V*T images (main process, inference_mode, autocast)
-    -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4]) -> FeatureStore.write_clips (marks the clips done)
+    -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4], face_source [B, V, T]) -> FeatureStore.write_clips
 
 Everything a view shows depends only on (seed, clip_id, view), so a resumed or sharded run
 computes the same bytes as one uninterrupted run.
@@ -35,7 +36,7 @@ from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
-from .facetrack import FaceStage, FacesConfig, crop_frames, detection_frames
+from .facetrack import CENTER, FaceStage, FacesConfig, crop_frames
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .prompts import build_prompt_sets
@@ -90,6 +91,8 @@ class ExtractResult:
     seconds: float
     coverage: dict[str, int] = field(default_factory=dict)  # whole store: clips, done, failed, pending
     failures: list[tuple[str, str]] = field(default_factory=list)  # (clip_id, reason) of this call
+    fallbacks: list[str] = field(default_factory=list)  # clips of this call cropped to the centre square (no face)
+    fallback_clips: int = 0  # whole store: done clips whose crops are the centre fallback
 
     @property
     def ok(self) -> bool:
@@ -167,7 +170,7 @@ class ClipViews(Dataset):
     """Item k: the V views of clip `rows[k]` as encoder input, or the reason it cannot be read.
 
     Returns dict(row, pixels [V, T, 3, S, S] float32 | None, index [V, T] int64 | None,
-    boxes [V, T, 4] float32 | None, error str | None).
+    boxes [V, T, 4] float32 | None, source [V, T] int8 | None, error str | None).
     """
 
     def __init__(self, table: pd.DataFrame, rows: np.ndarray, cfg: ExtractConfig, augment: AugmentConfig,
@@ -187,25 +190,27 @@ class ClipViews(Dataset):
         row = int(self.rows[k])
         path, clip_id = self.paths[row], str(self.clip_ids[row])
         try:
-            pixels, index, boxes = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
-                                              seed=self.cfg.seed, backend=self.cfg.frame_backend,
-                                              test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces)
+            pixels, index, boxes, source = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
+                                                      seed=self.cfg.seed, backend=self.cfg.frame_backend,
+                                                      test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces)
         except (FrameReadError, ValueError) as e:
-            return {"row": row, "pixels": None, "index": None, "boxes": None, "error": str(e)}
-        return {"row": row, "pixels": pixels, "index": index, "boxes": boxes, "error": None}
+            return {"row": row, "pixels": None, "index": None, "boxes": None, "source": None, "error": str(e)}
+        return {"row": row, "pixels": pixels, "index": index, "boxes": boxes, "source": source, "error": None}
 
 
 def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Sequence[int], frames: int, seed: int,
                backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None,
                faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None,
-               ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+               ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """Decode and transform views 0..views-1 of one clip.
 
-    Returns (pixels [V, T, 3, S, S] float32, index [V, T] int64, boxes [V, T, 4] float32): the
-    square face crop box of every sampled frame in source pixels (x0, y0, x1, y1), NaN without a
-    face stage. `views` may instead list the view ids to read (end-to-end training reads one view at
-    a time). With `faces`, each frame is cropped to the clip's face track (`facetrack`); `boxes`
-    [V, T, 4] instead gives the crop boxes (a store's, for end-to-end training) and skips detection.
+    Returns (pixels [V, T, 3, S, S] float32, index [V, T] int64, boxes [V, T, 4] float32, source
+    [V, T] int8): the square face crop box of every sampled frame in source pixels (x0, y0, x1, y1),
+    NaN without a face stage, and where that frame's face box came from (`facetrack.FACE_SOURCES`:
+    0 detected, 1 interpolated, 2 carried over, 3 centre fallback; -1 without a face stage or with
+    given `boxes`). `views` may instead list the view ids to read (end-to-end training reads one
+    view at a time). With `faces`, each frame is cropped to the clip's face track (`facetrack`);
+    `boxes` [V, T, 4] instead gives the crop boxes (a store's, for end-to-end training) and skips detection.
 
     The one place that turns a clip into encoder input (`extract`, end-to-end training and
     `tgdfer predict` all call it). `path` may be an open FrameSource (left open). Raises
@@ -216,32 +221,38 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
         ids = list(range(views)) if isinstance(views, int) else [int(v) for v in views]
         n = len(src)
         index = np.stack([view_indices(n, clip_id, v, seed, frames) for v in ids])  # [V, T]
-        crop, grid = None, np.zeros(0, np.int64)
+        source = np.full(index.shape, -1, np.int8)
+        crop = None
         if boxes is not None:
             crop = np.asarray(boxes, np.float64).reshape(*index.shape, 4)
             if faces is None or not np.isfinite(crop).all():
                 raise ValueError(f"{clip_id}: crop boxes need the face stage's config and a finite box per frame")
-        elif faces is not None:
-            grid = detection_frames(n, frames, faces.cfg.every)  # [G] frames the detector looks at
-        distinct, inverse = np.unique(np.concatenate([index.ravel(), grid]), return_inverse=True)
-        decoded = src.read(distinct)  # [F, H, W, 3], each needed frame decoded once
+        distinct = np.unique(index)
+        decoded = dict(zip(distinct.tolist(), src.read(distinct)))  # frame -> [H, W, 3], each decoded once
+
+        def read(wanted: np.ndarray) -> np.ndarray:  # [K] frame numbers -> [K, H, W, 3]
+            new = np.array([f for f in np.unique(wanted).tolist() if f not in decoded], np.int64)
+            if len(new):
+                decoded.update(zip(new.tolist(), src.read(new)))
+            return np.stack([decoded[int(f)] for f in wanted])
+
+        if faces is not None and crop is None:
+            track = faces.track(n, frames, read, str(getattr(src, "path", path)))  # detects on frames it reads
+            crop = track.crop_boxes(index, faces.cfg.margin)  # [V, T, 4]
+            source = track.sources(index)  # [V, T]
     finally:
         if src is not path:
             src.close()
-    if faces is not None and crop is None:
-        track = faces.track(grid, decoded[inverse[index.size:]], str(getattr(src, "path", path)))
-        crop = track.crop_boxes(index, faces.cfg.margin)  # [V, T, 4]
-    inverse = inverse[:index.size].reshape(index.shape)
     if crop is None:
-        clip = lambda k: decoded[inverse[k]]  # noqa: E731  [T, H, W, 3]
+        clip = lambda k: read(index[k])  # noqa: E731  [T, H, W, 3]
         out_boxes = np.full((*index.shape, 4), np.nan, np.float32)
     else:
-        clip = lambda k: crop_frames(decoded[inverse[k]], crop[k], faces.cfg.size)  # noqa: E731  [T, size, size, 3]
+        clip = lambda k: crop_frames(read(index[k]), crop[k], faces.cfg.size)  # noqa: E731  [T, size, size, 3]
         out_boxes = crop.astype(np.float32)
     pixels = torch.stack([
         (train_tf if v else test_tf)(clip(k), seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
     ])  # [V, T, 3, S, S]
-    return pixels, index, out_boxes
+    return pixels, index, out_boxes, source
 
 
 def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
@@ -389,16 +400,18 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
             on_start(len(todo), skipped)
         stage = Stage(as_callback(progress), "extract", len(todo), "clips",
                       detail=f"shard {shard_id + 1}/{num_shards}" if num_shards > 1 else "")
-        extracted, images, failures = _run_rows(store, enc, table, todo, cfg, augment, shard_id, num_shards,
-                                                on_progress, faces, stage)
+        extracted, images, failures, fallbacks = _run_rows(store, enc, table, todo, cfg, augment, shard_id,
+                                                           num_shards, on_progress, faces, stage)
         failures = not_read + failures
         coverage = store.coverage()
+        fallback_clips = len(store.face_fallbacks())
     finally:
         store.close()
     final = _maybe_export(cfg, coverage)
     return ExtractResult(store=str(final), shard_id=shard_id, num_shards=num_shards, extracted=extracted,
                          failed=len(failures), skipped=skipped, frames=images,
-                         seconds=time.perf_counter() - t0, coverage=coverage, failures=failures)
+                         seconds=time.perf_counter() - t0, coverage=coverage, failures=failures,
+                         fallbacks=fallbacks, fallback_clips=fallback_clips)
 
 
 def _record_unreadable(store: FeatureStore, table: pd.DataFrame, todo: np.ndarray, unreadable: dict[str, str],
@@ -417,11 +430,13 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
               cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
               on_progress: Optional[ProgressFn], faces: Optional[FacesConfig] = None,
               stage: Optional[Stage] = None,
-              ) -> tuple[int, int, list[tuple[str, str]]]:
-    """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures)."""
+              ) -> tuple[int, int, list[tuple[str, str]], list[str]]:
+    """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures,
+    clips cropped to the centre fallback)."""
     dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces)
     extracted = images = 0
     failures: list[tuple[str, str]] = []
+    fallbacks: list[str] = []
     for batch in _loader(dataset, cfg):
         bad = [b for b in batch if b["error"] is not None]
         good = [b for b in batch if b["error"] is None]
@@ -433,7 +448,9 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             b, v, t = pixels.shape[:3]
             feats = encode_views(enc, pixels)  # [B, V, T, D]
             store.write_clips([g["row"] for g in good], feats, np.stack([g["index"] for g in good]),
-                              shard_id, num_shards, boxes=np.stack([g["boxes"] for g in good]))
+                              shard_id, num_shards, boxes=np.stack([g["boxes"] for g in good]),
+                              face_source=np.stack([g["source"] for g in good]))
+            fallbacks += [str(table["clip_id"].iat[g["row"]]) for g in good if (g["source"] == CENTER).any()]
             extracted += b
             images += b * v * t
         done = extracted + len(failures)
@@ -444,7 +461,7 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             block_done = done // cfg.block_size > (done - len(batch)) // cfg.block_size or done == len(rows)
             stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round(images / dt, 1),
                                 "failed": len(failures)}, log=block_done)
-    return extracted, images, failures
+    return extracted, images, failures, fallbacks
 
 
 def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:

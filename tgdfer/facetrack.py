@@ -5,16 +5,23 @@ decoding and the encoder transform (`extract.read_views`, shared by `extract`, e
 training and `predict`) and turns each sampled frame `[H, W, 3]` into a square face crop
 `[size, size, 3]`:
 
-    detection frames  # [G]: the T test-time segment centres (every = 0) or every k-th frame
+    detection frames  # [G]: the T test-time segment centres and every k-th frame (`every`)
     -> detector(frames [G, H, W, 3] uint8) -> per frame a list of (box [x0, y0, x1, y1], score)
-    -> link detections into tracklets (IoU), keep the main one (largest and most persistent)
-    -> fill frames without a detection by linear interpolation, smooth centre and size over time
-    -> at any frame: square crop box (side = longer box side x (1 + margin)), moved inside the frame
+    -> shot cuts between consecutive detection frames (colour histograms differ by more than `cut`)
+    -> tracklets: a face linked while it overlaps its last box and moves at most one side, within a shot
+    -> the subject's segments: tracklets by the subject rule (most detections, then largest, then most
+       central), each kept unless it overlaps in time one taken before
+    -> detect again between two detection frames where a segment or shot ends, until they are adjacent
+    -> per segment: smooth centre and size; at any frame the box of its segment (detected or
+       interpolated inside the segment's span, carried over from the nearest segment outside)
+    -> square crop box (side = longer box side x (1 + margin)), moved inside the frame
     -> crop + antialiased resize to size x size
 
-The detection frames depend only on the clip (never on the views read), so view 0 of a clip gets
-the same crops in `extract` and in `predict`. A clip where no face is found is a FrameReadError
-naming the clip (`on_missing = "fail"`) or falls back to the centre square (`on_missing = "center"`).
+Every frame's box says where it came from (`FACE_SOURCES`: detected, interpolated, carried,
+center), which the store keeps per sampled frame (`face_source`) and `predict` prints. The detection
+frames depend only on the clip (never on the views read), so view 0 of a clip gets the same crops
+in `extract` and in `predict`. A clip where no face is found is a FrameReadError naming the clip
+(`on_missing = "fail"`) or falls back to the centre square (`on_missing = "center"`, source center).
 
 Detectors are plugged in by name (`register_detector`) or by import path (`"pkg.module:Factory"`);
 a factory takes `FacesConfig.args` as keyword arguments and returns a `FaceDetector`. The built-in
@@ -47,7 +54,9 @@ class FaceDetector(Protocol):
 class FacesConfig:
     detector: str = "none"  # "none" (frames are already face crops), a registered name ("centerface"), or "pkg.module:factory"
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the detector's factory (e.g. a weights path)
-    every: int = 0  # detection frames: 0 = the T test-time segment centres; k >= 1 = every k-th frame of the clip
+    every: int = 4  # detection frames: the T test-time segment centres plus every k-th frame (0: the centres only);
+    #   more are added where a face jumps or a shot cuts (`FaceStage.track`)
+    cut: float = 0.3  # a shot cut: colour histograms of consecutive detection frames differ by more (total variation); 1 = never
     min_score: float = 0.5  # detections below this confidence are ignored
     margin: float = 0.25  # crop side = longer side of the face box x (1 + margin)
     smooth: int = 3  # moving-average window (detection frames) over box centre and size; 1 = none
@@ -65,6 +74,8 @@ class FacesConfig:
                 raise ConfigError(name, f"must be >= {lo}, got {getattr(self, name)}")
         if not 0.0 <= self.min_score <= 1.0:
             raise ConfigError("min_score", f"must lie in [0, 1], got {self.min_score}")
+        if not 0.0 < self.cut <= 1.0:
+            raise ConfigError("cut", f"must lie in (0, 1], got {self.cut}")
         if self.margin < 0:
             raise ConfigError("margin", f"must be >= 0, got {self.margin}")
         if self.on_missing not in ("fail", "center"):
@@ -219,47 +230,101 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
     return keep
 
 
-def _link_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Centre distance of two boxes in units of their mean side; inf when their sizes differ over 2x."""
-    sa, sb = np.sqrt(max(_area(a), 1e-9)), np.sqrt(max(_area(b), 1e-9))
-    if max(sa, sb) > 2 * min(sa, sb):
-        return np.inf
-    ca, cb = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
-    return float(np.linalg.norm(ca - cb) / ((sa + sb) / 2))
-
-
 def _area(b: np.ndarray) -> float:
     return float(max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0))
 
 
-def main_track(detections: Sequence[Sequence[Detection]], min_score: float, link: float = 1.5) -> np.ndarray:
-    """The main face through G detection frames: boxes [G, 4] float64, NaN where it was not detected.
+def _side(b: np.ndarray) -> float:
+    return float(np.sqrt(max(_area(b), 1e-9)))
 
-    Detections are linked frame to frame into tracklets (greedy, best score first, to the tracklet
-    whose last box is nearest: centre distance <= `link` mean sides, sizes within 2x; detection
-    frames may be far apart, so overlap is not required); the main tracklet has the largest sum
-    over its frames of sqrt(area) x score: the face that is both large and present most of the time.
-    """
-    tracks: list[dict[int, tuple[np.ndarray, float]]] = []
-    for g, found in enumerate(detections):
+
+def same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether box b can be the face of box a a few frames later: they overlap (IoU > 0), the centre
+    moved at most one mean side and the size changed less than 2x. A face that jumps further is another
+    track segment, never a smooth path between the two places."""
+    sa, sb = _side(a), _side(b)
+    if max(sa, sb) > 2 * min(sa, sb) or box_iou(a, b) <= 0:
+        return False
+    ca, cb = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
+    return float(np.linalg.norm(ca - cb)) <= (sa + sb) / 2
+
+
+def colour_histograms(images: np.ndarray) -> np.ndarray:
+    """images [G, H, W, 3] uint8 -> [G, 64] colour histograms (4 levels per channel, every 4th pixel), sum 1."""
+    q = (np.asarray(images)[:, ::4, ::4] >> 6).astype(np.int64)  # [G, h, w, 3] levels 0..3
+    codes = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(len(q), -1)  # [G, h*w]
+    return np.stack([np.bincount(c, minlength=64) for c in codes]).astype(np.float64) / codes.shape[1]
+
+
+def shot_cuts(histograms: np.ndarray, threshold: float) -> np.ndarray:
+    """[G - 1] bool: a shot cut between consecutive detection frames, where their colour histograms
+    (rows of [G, 64]) differ by more than `threshold` in total variation (0.5 x L1, in [0, 1])."""
+    h = np.asarray(histograms, float)
+    return 0.5 * np.abs(np.diff(h, axis=0)).sum(1) > threshold
+
+
+Tracklet = dict[int, np.ndarray]  # detection frame number -> face box [4]
+
+
+def link_tracklets(frames: np.ndarray, detections: Sequence[Sequence[Detection]], cuts: np.ndarray,
+                   min_score: float) -> list[Tracklet]:
+    """Detections on G detection frames -> tracklets: each face followed while it stays `same_face`
+    as its last detection, within one shot (a cut ends every tracklet). Greedy, best score first,
+    each detection to the free tracklet whose last box overlaps it most."""
+    tracks: list[Tracklet] = []
+    alive: list[int] = []  # tracklets of the current shot
+    for g, (frame, found) in enumerate(zip(frames, detections)):
+        if g and cuts[g - 1]:
+            alive = []
         taken: set[int] = set()
-        for box, score in sorted(((np.asarray(b, float), float(s)) for b, s in found if s >= min_score),
-                                 key=lambda d: -d[1]):
-            dist = [np.inf if i in taken else _link_distance(box, t[max(t)][0]) for i, t in enumerate(tracks)]
-            best = int(np.argmin(dist)) if dist else -1
-            if best >= 0 and dist[best] <= link:
-                tracks[best][g] = (box, score)
-                taken.add(best)
+        for box, _ in sorted(((np.asarray(b, float), float(s)) for b, s in found if s >= min_score),
+                             key=lambda d: -d[1]):
+            free = [i for i in alive if i not in taken and same_face(tracks[i][max(tracks[i])], box)]
+            if free:
+                best = max(free, key=lambda i: float(box_iou(tracks[i][max(tracks[i])], box)))
             else:
-                tracks.append({g: (box, score)})
-                taken.add(len(tracks) - 1)
-    out = np.full((len(detections), 4), np.nan)
-    if not tracks:
-        return out
-    weight = [sum(np.sqrt(_area(b)) * s for b, s in t.values()) for t in tracks]
-    for g, (box, _) in tracks[int(np.argmax(weight))].items():
-        out[g] = box
-    return out
+                best = len(tracks)
+                tracks.append({})
+                alive.append(best)
+            tracks[best][int(frame)] = box
+            taken.add(best)
+    return tracks
+
+
+def subject_segments(tracklets: Sequence[Tracklet], width: int, height: int) -> list[Tracklet]:
+    """The subject of the clip as track segments in time order: tracklets taken greedily by the subject
+    rule (1. detected on the most detection frames, 2. the largest mean box side, 3. the mean centre
+    nearest the frame's centre), each kept when its span of frames overlaps none taken before. A face
+    that jumps, or a cut to another shot, continues the subject in another segment; a second face
+    seen at the same time as the subject is never taken."""
+    centre = np.array([width, height], float) / 2
+
+    def rule(t: Tracklet) -> tuple:
+        boxes = np.stack(list(t.values()))
+        off = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]).mean(0) / 2 - centre)
+        return (len(t), float(np.mean([_side(b) for b in boxes])), -float(off))
+
+    taken: list[Tracklet] = []
+    for t in sorted(tracklets, key=rule, reverse=True):
+        if all(max(t) < min(s) or min(t) > max(s) for s in taken):
+            taken.append(t)
+    return sorted(taken, key=min)
+
+
+def refine_frames(frames: np.ndarray, cuts: np.ndarray, segments: Sequence[Tracklet]) -> np.ndarray:
+    """Frames to detect on next [K]: the midpoint of each pair of consecutive detection frames more than one
+    frame apart where the subject changes segment, or where a shot cut lies next to a segment. Detecting
+    there (until the pair is adjacent) finds the frame of every jump and cut, so that no frame between
+    two segments has to guess which one it belongs to."""
+    seg = np.full(len(frames), -1)
+    for k, s in enumerate(segments):
+        seg[(frames >= min(s)) & (frames <= max(s))] = k
+    a, b = seg[:-1], seg[1:]
+    change = (a != b) & (a >= 0) & (b >= 0)
+    cut = cuts & ((a >= 0) | (b >= 0))
+    gap = np.diff(frames) > 1
+    pick = (change | cut) & gap
+    return (frames[:-1][pick] + frames[1:][pick]) // 2
 
 
 def fill_and_smooth(frames: np.ndarray, boxes: np.ndarray, smooth: int) -> np.ndarray:
@@ -310,21 +375,54 @@ def crop_frames(frames: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return torch.stack(crops).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+DETECTED, INTERPOLATED, CARRIED, CENTER = 0, 1, 2, 3
+FACE_SOURCES = ("detected", "interpolated", "carried", "center")  # name of each face source code; -1: no face stage
+
+
 @dataclass
 class FaceTrack:
-    """One clip's face track: face boxes at the detection frames, interpolated at any frame."""
+    """One clip's face track: the subject's track segments, and a face box at any frame with where it came from.
 
-    frames: np.ndarray  # [G] detection frame numbers, increasing
-    boxes: np.ndarray  # [G, 4] filled, smoothed face boxes (x0, y0, x1, y1, frame pixels)
-    detected: np.ndarray  # [G] bool: the main face was detected there (else interpolated)
+    At a frame inside a segment's span the box is the segment's (smoothed) detection there (source
+    `detected`) or linear between its detections (`interpolated`); at a frame outside every span it is
+    the nearest segment's box at its nearer end (`carried`: before the face is first found, after it is
+    last found, in a gap between two segments, never interpolated across a jump or cut). A clip without
+    a face falling back to the centre square gives `center` everywhere.
+    """
+
+    segments: list[tuple[np.ndarray, np.ndarray]]  # time order: (frames [k] increasing, face boxes [k, 4])
+    searched: np.ndarray  # [G] every frame the detector looked at
     width: int
     height: int
     fallback: bool = False  # no face found: boxes are the centre square
 
-    def face_boxes(self, frames: np.ndarray) -> np.ndarray:
-        """Face boxes at frame numbers `frames` [...] -> [..., 4] (linear between detection frames)."""
+    def locate(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Face boxes [..., 4] and face sources [...] int8 (DETECTED .. CENTER) at frame numbers `frames` [...]."""
         f = np.asarray(frames, float)
-        return np.stack([np.interp(f, self.frames, self.boxes[:, j]) for j in range(4)], -1)
+        flat = f.ravel()
+        boxes, source = np.empty((flat.size, 4)), np.empty(flat.size, np.int8)
+        if self.fallback:
+            boxes[:], source[:] = center_box(self.width, self.height), CENTER
+            return boxes.reshape(*f.shape, 4), source.reshape(f.shape)
+        starts = np.array([s[0][0] for s in self.segments], float)
+        ends = np.array([s[0][-1] for s in self.segments], float)
+        for i, x in enumerate(flat):
+            k = int(np.argmin(np.maximum(np.maximum(starts - x, x - ends), 0)))  # ties: the earlier segment
+            seg_frames, seg_boxes = self.segments[k]
+            if x < starts[k] or x > ends[k]:
+                boxes[i], source[i] = seg_boxes[0 if x < starts[k] else -1], CARRIED
+            else:
+                boxes[i] = [np.interp(x, seg_frames, seg_boxes[:, j]) for j in range(4)]
+                source[i] = DETECTED if np.isin(x, seg_frames) else INTERPOLATED
+        return boxes.reshape(*f.shape, 4), source.reshape(f.shape)
+
+    def face_boxes(self, frames: np.ndarray) -> np.ndarray:
+        """Face boxes at frame numbers `frames` [...] -> [..., 4]."""
+        return self.locate(frames)[0]
+
+    def sources(self, frames: np.ndarray) -> np.ndarray:
+        """Face source codes [...] int8 at frame numbers `frames` [...] (names: FACE_SOURCES)."""
+        return self.locate(frames)[1]
 
     def crop_boxes(self, frames: np.ndarray, margin: float) -> np.ndarray:
         """Square crop boxes [..., 4] at frame numbers `frames` [...]."""
@@ -334,13 +432,18 @@ class FaceTrack:
 
 
 def detection_frames(n_frames: int, frames_per_view: int, every: int) -> np.ndarray:
-    """Frame numbers to detect on [G]: the test-time segment centres (every = 0), or 0, k, 2k, ... and the
-    last frame (every = k), so that no sampled frame lies beyond the track's ends."""
+    """Frame numbers to detect on first [G]: the test-time segment centres (view 0's frames), plus
+    0, k, 2k, ... and the last frame (every = k >= 1). They depend on the clip alone, never on the views
+    read, so view 0 gets the same crops in `extract` and `predict`."""
     from .sampling import segment_indices
 
+    centres = segment_indices(n_frames, frames_per_view, train=False)
     if every == 0:
-        return np.unique(segment_indices(n_frames, frames_per_view, train=False))
-    return np.unique(np.append(np.arange(0, n_frames, every, dtype=np.int64), n_frames - 1))
+        return np.unique(centres)
+    return np.unique(np.concatenate([centres, np.arange(0, n_frames, every), [n_frames - 1]]).astype(np.int64))
+
+
+FrameReader = Callable[[np.ndarray], np.ndarray]  # frame numbers [K] -> images [K, H, W, 3] uint8
 
 
 class FaceStage:
@@ -378,16 +481,38 @@ class FaceStage:
             raise TgdferError(f"face detector {self.cfg.detector} returned {len(found)} results for {len(frames)} frames")
         return [[(np.asarray(b, float) / scale, float(s)) for b, s in per] for per in found]
 
-    def track(self, frames: np.ndarray, images: np.ndarray, path: str) -> FaceTrack:
-        """The face track of a clip from its detection frames (numbers [G], images [G, H, W, 3])."""
-        h, w = images.shape[1:3]
-        raw = main_track(self.detect(images), self.cfg.min_score)
-        detected = np.isfinite(raw).all(1)
-        if not detected.any():
-            if self.cfg.on_missing == "center":
-                box = np.broadcast_to(center_box(w, h), (len(frames), 4)).copy()
-                return FaceTrack(frames, box, detected, w, h, fallback=True)
+    def track(self, n_frames: int, frames_per_view: int, read: FrameReader, path: str) -> FaceTrack:
+        """The face track of a clip of `n_frames` frames, decoded on demand by `read`.
+
+        Detects on `detection_frames`, links the detections into tracklets within shots (`shot_cuts`
+        on colour histograms), takes the subject's segments (`subject_segments`), then detects again
+        between consecutive detection frames where a segment or shot ends (`refine_frames`) until each
+        such boundary lies between adjacent frames; each segment is smoothed on its own.
+        """
+        cfg = self.cfg
+        todo = detection_frames(n_frames, frames_per_view, cfg.every)
+        found: dict[int, list[Detection]] = {}
+        hist: dict[int, np.ndarray] = {}
+        size = (0, 0)
+        while len(todo):
+            images = read(todo)  # [K, H, W, 3]
+            size = images.shape[1:3]
+            found.update(zip(todo.tolist(), self.detect(images)))
+            hist.update(zip(todo.tolist(), colour_histograms(images)))
+            frames = np.array(sorted(found), np.int64)
+            cuts = shot_cuts(np.stack([hist[f] for f in frames]), cfg.cut)
+            segments = subject_segments(link_tracklets(frames, [found[f] for f in frames], cuts, cfg.min_score),
+                                        size[1], size[0])
+            todo = refine_frames(frames, cuts, segments)
+        h, w = size
+        if not segments:
+            if cfg.on_missing == "center":
+                return FaceTrack([], frames, w, h, fallback=True)
             raise FrameReadError(path, f"no face found in the {len(frames)} frames searched (detector "
-                                 f"{self.cfg.detector}, min_score {self.cfg.min_score}); set "
+                                 f"{cfg.detector}, min_score {cfg.min_score}); set "
                                  "faces.on_missing = \"center\" to use the centre of the frame instead")
-        return FaceTrack(frames, fill_and_smooth(frames, raw, self.cfg.smooth), detected, w, h)
+        smoothed = []
+        for s in segments:
+            f = np.array(sorted(s), np.int64)
+            smoothed.append((f, fill_and_smooth(f, np.stack([s[x] for x in f]), cfg.smooth)))
+        return FaceTrack(smoothed, frames, w, h)

@@ -1,10 +1,11 @@
-"""What a feature store holds, for `tgdfer info`: fingerprint, counts, failures, size."""
+"""What a feature store holds, for `tgdfer info`: fingerprint, counts, failures, face sources and fallbacks, size."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .labels import CLASSES, ClassSet, stored_classes
@@ -28,6 +29,8 @@ class StoreDescription:
     text_sets: list[str]
     classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
     skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
+    face_sources: dict[str, int] | None = None  # with a face stage: sampled frames per face source (FACE_SOURCES)
+    fallbacks: pd.DataFrame | None = None  # with a face stage: done clips cropped by a fallback (row, clip_id, kind)
 
     def to_json(self) -> dict:
         return {
@@ -37,6 +40,8 @@ class StoreDescription:
             "classes": list(self.classes.names), "skipped_at_read": self.skipped_at_read,
             "counts": self.counts.to_dict(orient="index"),
             "failures": self.failures.to_dict(orient="records"),
+            **({} if self.face_sources is None else {
+                "face_sources": self.face_sources, "fallbacks": self.fallbacks.to_dict(orient="records")}),
         }
 
 
@@ -56,14 +61,25 @@ def class_counts(clips: pd.DataFrame, done, classes: tuple[str, ...] = CLASSES) 
     return out
 
 
+def face_source_counts(source: np.ndarray) -> dict[str, int]:
+    """Sampled frames per face source: {"detected": n, "interpolated": n, "carried": n, "center": n}
+    of a face_source array (-1 entries, frames never written, are not counted)."""
+    from .facetrack import FACE_SOURCES  # torch comes with it: only for stores with a face stage
+    counts = np.bincount(source[source >= 0].ravel().astype(np.int64), minlength=len(FACE_SOURCES))
+    return {name: int(c) for name, c in zip(FACE_SOURCES, counts)}
+
+
 def describe(path: str | Path) -> StoreDescription:
     with FeatureStore.open(path) as store:
         clips = store.clips
         classes = stored_classes(store.fingerprint)
+        faces = "faces" in store.fingerprint
         return StoreDescription(
             path=str(path), backend=store.backend, clips=store.n_clips, views=store.views, frames=store.frames,
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
             coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
             failures=store.failures, text_sets=list(store.text_sets), classes=classes,
             skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
+            face_sources=face_source_counts(store.read_face_source()) if faces else None,
+            fallbacks=store.face_fallbacks() if faces else None,
         )

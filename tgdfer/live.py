@@ -84,9 +84,9 @@ class LiveFeatures:
     def _clip(self, row: int, view: int) -> torch.Tensor:
         """View `view` of clip `row`: pixels [T, 3, S, S] float32."""
         try:
-            pixels, _, _ = read_views(self.paths[row], self.clip_ids[row], views=[view], frames=self.frames,
-                                      seed=self.seed, backend="auto", test_tf=self.test_tf, train_tf=self.train_tf,
-                                      faces=self.faces, boxes=self._stored_boxes(row, view))
+            pixels = read_views(self.paths[row], self.clip_ids[row], views=[view], frames=self.frames,
+                                seed=self.seed, backend="auto", test_tf=self.test_tf, train_tf=self.train_tf,
+                                faces=self.faces, boxes=self._stored_boxes(row, view))[0]
         except (FrameReadError, ValueError) as e:
             raise TgdferError(f"end-to-end: cannot read clip {self.clip_ids[row]} ({self.paths[row]}): {e}") from e
         return pixels[0]

@@ -26,6 +26,9 @@ JSON output (`--json`, `PredictResult.to_json()`):
                                                            # class set, label order (the 7 emotions by default)
      "predictions": [
        {"input": "clip.mp4", "ok": true, "n_frames": 37, "predicted": "Happiness",
+        "fallback": null,                                  # with a face stage: "center" when no face was found
+                                                           # and --on-missing center cropped the centre square
+                                                           # (then also a "warning" saying so)
         "probabilities": {"Happiness": 0.91, ...},        # softmax of the bag logits (Eq. 11), sums to 1
         "influence_class": "Happiness",                    # the class the influence is computed for
         "frames": [{"position": 0, "frame": 1, "influence": 0.12}, ...]},   # T entries: sampled
@@ -33,7 +36,11 @@ JSON output (`--json`, `PredictResult.to_json()`):
                                                            # (relative: the frame's class score minus its
                                                            # mean over the classes; similarity: the raw score);
                                                            # with a face stage also "box": [x0, y0, x1, y1], the
-                                                           # square crop of that frame in source pixels
+                                                           # square crop of that frame in source pixels, and
+                                                           # "face": where that box came from: "detected",
+                                                           # "interpolated" (between detections of one track
+                                                           # segment), "carried" (copied from the nearest
+                                                           # segment) or "center" (no face: centre square)
        {"input": "broken.mp4", "ok": false, "error": "broken.mp4: ..."}]}
 
 Shape legend: T frames, D width, C classes.
@@ -45,7 +52,7 @@ import glob
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -59,7 +66,7 @@ from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts,
 from .errors import ConfigError, TgdferError
 from .evaluate import check_influence, run_checkpoint
 from .extract import encode_views, read_views
-from .facetrack import FaceStage, FacesConfig, crop_frames
+from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
 from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
@@ -105,6 +112,17 @@ class Prediction:
     boxes: Optional[np.ndarray] = None  # [T, 4] face crop box of each sampled frame (None: whole frames)
     frames: Optional[np.ndarray] = field(default=None, repr=False)  # [T, H, W, 3] uint8 (the crops), for figures
     classes: tuple[str, ...] = CLASSES  # class names of probs, label order
+    sources: Optional[np.ndarray] = None  # [T] int8 where each face box came from (facetrack.FACE_SOURCES)
+
+    @property
+    def fallback(self) -> Optional[str]:
+        """"center" when no face was found and the crops are the centre square (faces.on_missing), else None."""
+        return "center" if self.sources is not None and (self.sources == CENTER).any() else None
+
+    @property
+    def face_sources(self) -> Optional[list[str]]:
+        """Per sampled frame: "detected", "interpolated", "carried" or "center" (None: no face stage)."""
+        return None if self.sources is None else [FACE_SOURCES[int(c)] for c in self.sources]
 
     @property
     def predicted(self) -> int:
@@ -121,11 +139,17 @@ class Prediction:
         return {c: float(p) for c, p in zip(self.classes, self.probs)}
 
     def to_json(self) -> dict:
-        return {"input": self.input, "ok": True, "n_frames": self.n_frames, "predicted": self.classes[self.predicted],
+        faces = {} if self.sources is None else {"fallback": self.fallback}
+        if self.fallback:
+            faces["warning"] = ("no face found: the crops are the centre square of the frame "
+                                "(faces.on_missing = \"center\")")
+        return {"input": self.input, "ok": True, **faces, "n_frames": self.n_frames,
+                "predicted": self.classes[self.predicted],
                 "probabilities": {c: float(p) for c, p in zip(self.classes, self.probs)},
                 "influence_class": self.classes[self.predicted],
                 "frames": [{"position": t, "frame": int(i), "influence": float(v),
-                            **({} if self.boxes is None else {"box": [float(c) for c in self.boxes[t]]})}
+                            **({} if self.boxes is None else {"box": [float(c) for c in self.boxes[t]],
+                                                              "face": self.face_sources[t]})}
                            for t, (i, v) in enumerate(zip(self.frame_index, self.influence))]}
 
 
@@ -160,7 +184,8 @@ class PredictResult:
 
     def to_frame(self):  # -> pandas.DataFrame
         """One row per input (the `--csv` file): input, ok, predicted, one probability column per class,
-        n_frames, influence (the T per-frame values, space-separated), error."""
+        n_frames, influence (the T per-frame values, space-separated), error; with a face stage also
+        fallback ("center" where no face was found and the centre square was cropped)."""
         import pandas as pd
 
         rows = []
@@ -169,8 +194,11 @@ class PredictResult:
                 rows.append({"input": p.input, "ok": False, "error": p.error})
                 continue
             rows.append({"input": p.input, "ok": True, "predicted": p.label, **p.probabilities,
-                         "n_frames": p.n_frames, "influence": " ".join(f"{v:.4f}" for v in p.influence)})
-        return pd.DataFrame(rows, columns=["input", "ok", "predicted", *self.classes, "n_frames", "influence", "error"])
+                         "n_frames": p.n_frames, "influence": " ".join(f"{v:.4f}" for v in p.influence),
+                         "fallback": p.fallback})
+        faces = ["fallback"] if self.faces.get("detector", "none") != "none" else []
+        return pd.DataFrame(rows, columns=["input", "ok", "predicted", *self.classes, "n_frames", "influence",
+                                           "error", *faces])
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -298,23 +326,30 @@ def _check_text(head: TGDFERHead, state: dict, path: Path) -> None:
                               "embeddings the model was trained with: wrong encoder weights?")
 
 
-def faces_config(ckpt: dict, override: Optional[str] = None) -> FacesConfig:
+def faces_config(ckpt: dict, override: Optional[str] = None, on_missing: Optional[str] = None) -> FacesConfig:
     """The face stage of the model's store (fingerprint "faces"; absent = none), or detector `override`
-    ("none" turns it off; another detector keeps the store's margin, size, ... but not its detector args)."""
+    ("none" turns it off; another detector keeps the store's margin, size, ... but not its detector args);
+    `on_missing` ("fail" | "center") replaces what a clip without a face does."""
     stored = FacesConfig.from_fingerprint(ckpt["store_fingerprint"].get("faces"))
-    if override is None:
-        return stored
-    if override == stored.detector:
-        return stored
-    return FacesConfig(**{**stored.fingerprint(), "detector": override, "args": {}})
+    if override is not None and override != stored.detector:
+        stored = FacesConfig(**{**stored.fingerprint(), "detector": override, "args": {}})
+    if on_missing is not None and on_missing != stored.on_missing:
+        try:
+            stored = replace(stored, on_missing=on_missing)
+        except ConfigError as e:
+            raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'") from e
+    return stored
 
 
 def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
-                   trust_weights: bool = False, faces: Optional[str] = None) -> LoadedModel:
+                   trust_weights: bool = False, faces: Optional[str] = None,
+                   on_missing: Optional[str] = None) -> LoadedModel:
     """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
 
     `trust_weights`: the user's opt-in to unpickle the encoder weights file in full (weights.py).
     `faces`: a face detector overriding the store's face stage (None = the store's; "none" = whole frames).
+    `on_missing`: what a clip without a face does ("fail": a PredictFailure; "center": the centre
+    square, marked as a fallback); None = the store's `faces.on_missing`.
     """
     path = resolve_checkpoint(model)
     ckpt = read_checkpoint(path)
@@ -325,7 +360,7 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
     transform = ClipTransform(size=pp["size"], train=False, normalize=pp["normalize"], mean=tuple(pp["mean"]),
                               std=tuple(pp["std"]))
     backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
-    face_cfg = faces_config(ckpt, faces)
+    face_cfg = faces_config(ckpt, faces, on_missing)
     stage = FaceStage(face_cfg) if face_cfg.enabled else None
     if stage is not None:
         stage.detector  # a detector that cannot load fails here, not once per input
@@ -350,6 +385,7 @@ class _Read:
     index: np.ndarray  # [T]
     frames: Optional[np.ndarray]  # [T, H, W, 3] when kept for a figure (the face crops with a face stage)
     boxes: Optional[np.ndarray] = None  # [T, 4] face crop boxes (None: whole frames)
+    sources: Optional[np.ndarray] = None  # [T] int8 face source of each box (None: whole frames)
 
 
 def _read_clip(p: LoadedModel, clip: Clip, keep_frames: bool, name: Optional[str] = None) -> _Read:
@@ -361,13 +397,15 @@ def _read_clip(p: LoadedModel, clip: Clip, keep_frames: bool, name: Optional[str
         path = Path(clip)
         name, src, stem = str(path), open_frames(path, backend=p.frame_backend), path.stem
     with src:
-        pixels, index, boxes = read_views(src, stem, views=1, frames=p.frames, seed=p.seed, backend=p.frame_backend,
-                                          test_tf=p.transform, faces=p.stage)  # [1, T, 3, S, S], [1, T], [1, T, 4]
+        pixels, index, boxes, sources = read_views(src, stem, views=1, frames=p.frames, seed=p.seed,
+                                                   backend=p.frame_backend, test_tf=p.transform, faces=p.stage)
+        # [1, T, 3, S, S], [1, T], [1, T, 4], [1, T]
         frames = src.read(index[0]) if keep_frames else None  # [T, H, W, 3] for the figure
         n = len(src)
     if frames is not None and p.stage is not None:
         frames = crop_frames(frames, boxes[0], p.faces.size)  # the strip shows what the encoder saw
-    return _Read(name, n, pixels, index[0], frames, boxes[0] if p.stage is not None else None)
+    faced = p.stage is not None
+    return _Read(name, n, pixels, index[0], frames, boxes[0] if faced else None, sources[0] if faced else None)
 
 
 @torch.no_grad()
@@ -379,7 +417,8 @@ def _score(p: LoadedModel, reads: Sequence[_Read], influence: str) -> list[Predi
     logits = out.logits[0].float().cpu()  # [B, C]
     return [Prediction(input=r.input, n_frames=r.n_frames, probs=logits[i].softmax(-1).numpy(),
                        logits=logits[i].numpy(), frame_index=r.index, influence=scores[0, i].float().cpu().numpy(),
-                       boxes=r.boxes, frames=r.frames, classes=p.classes) for i, r in enumerate(reads)]
+                       boxes=r.boxes, frames=r.frames, classes=p.classes, sources=r.sources)
+            for i, r in enumerate(reads)]
 
 
 def predict_clip(p: LoadedModel, path: Clip, keep_frames: bool = False, influence: str = "relative") -> Prediction:
@@ -434,8 +473,9 @@ class Predictor:
 
     def __init__(self, model: str | Path, device: str = "auto", weights: Optional[str] = None,
                  influence: Optional[str] = None, trust_weights: bool = False, faces: Optional[str] = None,
-                 batch: int = 8):
-        self.model = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces)
+                 batch: int = 8, on_missing: Optional[str] = None):
+        self.model = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces,
+                                    on_missing=on_missing)
         self.influence = check_influence(self.model.head.cfg.influence if influence is None else influence)
         self.batch = batch
 
@@ -508,11 +548,14 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
 
 def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
             figure_dir: Optional[str | Path] = None, influence: Optional[str] = None,
-            trust_weights: bool = False, faces: Optional[str] = None) -> PredictResult:
+            trust_weights: bool = False, faces: Optional[str] = None, on_missing: Optional[str] = None
+            ) -> PredictResult:
     """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
 
     `faces`: face detector overriding the model's (None = its store's face stage; "none" = whole frames).
-    A clip where the face stage finds no face (and on_missing = "fail") is a PredictFailure.
+    A clip where the face stage finds no face is a PredictFailure (`on_missing` "fail"), or is cropped
+    to the centre square and marked (`Prediction.fallback`, JSON "fallback": "center") with "center";
+    None = the store's `faces.on_missing`.
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there;
     if it cannot be written the predictions go on without figures (`figure_error` says why).
     `influence`: the `head.frame_influence` mode ("relative" or "similarity"; None: the model's
@@ -521,7 +564,8 @@ def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto
     """
     if not inputs:
         raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
-    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces)
+    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces,
+                       on_missing=on_missing)
     influence = check_influence(p.head.cfg.influence if influence is None else influence)
     ckpt_fp = dict(p.encoder.fingerprint)
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,

@@ -13,6 +13,10 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
                                       sampled frame (x0, y0, x1, y1, source pixels); NaN = whole frame
                                       (no face stage) or not written. Stores made before the face
                                       stage lack it and read as NaN.
+    <store>/face_source/              [N, V, T] int8, chunk (B, V, T): where each frame's face box came from
+                                      (facetrack.FACE_SOURCES: 0 detected, 1 interpolated, 2 carried over
+                                      from another frame, 3 centre square: no face found, on_missing =
+                                      "center"); -1 = no face stage or not written (older stores: all -1)
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
     <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
@@ -559,6 +563,7 @@ def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str,
     g.create_array("feats", shape=(n, v, t, d), chunks=(1, v, t, d), shards=shards, dtype="float16", fill_value=np.nan)
     g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
     g.create_array("boxes", shape=(n, v, t, 4), chunks=(b, v, t, 4), dtype="float32", fill_value=np.nan)
+    g.create_array("face_source", shape=(n, v, t), chunks=(b, v, t), dtype="int8", fill_value=-1)
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
     _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, fsync)
@@ -752,6 +757,23 @@ class FeatureStore:
             return np.full((n, self.views, self.frames, 4), np.nan, np.float32)
         return self._read("boxes", rows, None)
 
+    def read_face_source(self, rows: Any = None) -> np.ndarray:
+        """Where each sampled frame's face box came from ``[n, V, T]`` int8 (facetrack.FACE_SOURCES:
+        0 detected, 1 interpolated, 2 carried over, 3 centre fallback); -1 without a face stage, never
+        written, or in a store made before it was recorded."""
+        if not self._files.has("face_source"):
+            n = self.n_clips if rows is None else len(self._rows(rows))
+            return np.full((n, self.views, self.frames), -1, np.int8)
+        return self._read("face_source", rows, None)
+
+    def face_fallbacks(self) -> pd.DataFrame:
+        """Done clips whose crops are a fallback, not a face: row, clip_id, kind ("center": no face was
+        found and ``faces.on_missing = "center"`` cropped the centre square)."""
+        center = (self.read_face_source() == 3).any(axis=(1, 2)) & self.done  # facetrack.CENTER
+        rows = np.flatnonzero(center)
+        return pd.DataFrame({"row": rows.astype(np.int64), "clip_id": self.clips["clip_id"].astype(str).to_numpy()[rows],
+                             "kind": "center"})
+
     @property
     def done(self) -> np.ndarray:
         """``[N]`` bool: clips whose features are written (read fresh: other writers update it)."""
@@ -833,13 +855,15 @@ class FeatureStore:
             array[start:stop] = values[at:at + stop - start] if isinstance(values, np.ndarray) else values
 
     def write_clips(self, rows: Any, feats: np.ndarray, frame_index: np.ndarray,
-                    writer: int = 0, num_writers: int = 1, boxes: np.ndarray | None = None) -> None:
+                    writer: int = 0, num_writers: int = 1, boxes: np.ndarray | None = None,
+                    face_source: np.ndarray | None = None) -> None:
         """Store finished clips, then mark them done.
 
         rows         # [n] clip rows, all owned by ``writer`` of ``num_writers``
         feats        # [n, V, T, D], cast to float16
         frame_index  # [n, V, T] integer source frame numbers
         boxes        # [n, V, T, 4] face crop boxes, or None (whole frames: stays NaN)
+        face_source  # [n, V, T] where each face box came from (FACE_SOURCES codes), or None (stays -1)
         Returns after the data is on disk; ``done`` is set only then. Clears failures of these rows.
         """
         rows = self._owned(rows, writer, num_writers)
@@ -860,12 +884,22 @@ class FeatureStore:
                 boxes = None
             elif not self._files.has("boxes"):
                 raise TgdferError(f"{self.path}: made before face crop boxes were stored; extract into a new store")
+        if face_source is not None:
+            face_source = np.asarray(face_source, np.int8)
+            if face_source.shape != (n, v, t):
+                raise ValueError(f"expected face_source {(n, v, t)}, got {face_source.shape}")
+            if (face_source < 0).all():
+                face_source = None
+            elif not self._files.has("face_source"):
+                raise TgdferError(f"{self.path}: made before face sources were stored; extract into a new store")
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
         self._set_rows(self._files.array("feats"), rows, feats[order].astype(np.float16))
         self._set_rows(self._files.array("frame_index"), rows, frame_index[order].astype(np.int32))
         if boxes is not None:
             self._set_rows(self._files.array("boxes"), rows, boxes[order])
+        if face_source is not None:
+            self._set_rows(self._files.array("face_source"), rows, face_source[order])
         self._set_rows(self._files.array("done"), rows, True)  # only after the data above is stored
         failures = self._own_failures(writer)
         written = set(rows.tolist())
@@ -942,6 +976,7 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
         feats[start:start + step] = src._files.array("feats")[start:start + step]
     f.create_dataset("frame_index", data=src.read_frame_index(), chunks=(min(n, src.block_size), v, t))
     f.create_dataset("boxes", data=src.read_boxes(), chunks=(min(n, src.block_size), v, t, 4))
+    f.create_dataset("face_source", data=src.read_face_source(), chunks=(min(n, src.block_size), v, t))
     f.create_dataset("done", data=src.done)
     text = h5py.string_dtype()
     f.create_dataset("clips_csv", data=src._files.clips_csv(), dtype=text)
