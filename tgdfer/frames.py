@@ -57,11 +57,9 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
         return FolderSource(path)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
-    if backend == "pyav":
-        return PyAVSource(path)
     if backend == "decord":
         return DecordSource(path)
-    return AutoVideoSource(path)
+    return PyAVSource(path)  # "auto" and "pyav"
 
 
 class FrameSource(abc.ABC):
@@ -210,6 +208,11 @@ class FolderSource(FrameSource):
 
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Error:\s*)?")  # "[09:06:12] src/x.cc:151: "
 
+# Codecs on which decord's random access was measured frame-exact (tests/test_decoding.py): decord
+# returned wrong frames for MPEG-4 Part 2 (XviD/DivX, "mpeg4") and H.265 with B-frames, and for
+# streams that start inside a GOP; it is refused there.
+DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
+
 
 def _first_line(e: BaseException, limit: int = 240) -> str:
     """A decoder exception as one short line (decord adds a time, a source line and a trace)."""
@@ -225,50 +228,6 @@ def _import_decord():
     return decord
 
 
-class DecordSource(FrameSource):
-    """A video decoded by decord (CPU, one thread), with frame-accurate random access."""
-
-    backend = "decord"
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        try:
-            decord = _import_decord()
-        except ImportError as e:
-            raise ConfigError(
-                "backend", f"decord is not installed ({e}); use backend 'pyav' or 'auto'"
-            ) from None
-        self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
-        try:
-            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-            self._n = len(self._vr)
-        except self._errors as e:
-            raise FrameReadError(
-                path, f"decord cannot open the video (corrupt, truncated or not a video): "
-                f"{_first_line(e)}"
-            ) from e
-        if self._n < 1:
-            raise FrameReadError(path, "the video has no frames")
-
-    def __len__(self) -> int:
-        return self._n
-
-    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
-        try:
-            batch = self._vr.get_batch(idx.tolist())
-        except self._errors as e:
-            raise FrameReadError(
-                self.path, f"decord cannot decode frames {idx.min()}..{idx.max()} of {self._n} "
-                f"(the file is probably truncated or corrupt): {_first_line(e)}"
-            ) from e
-        # decord returns its own NDArray, or a torch tensor if a caller set decord's bridge.
-        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-        return np.ascontiguousarray(frames, dtype=np.uint8)  # [U, H, W, 3]
-
-    def close(self) -> None:
-        self._vr = None
-
-
 def _av_errors() -> tuple[type[BaseException], ...]:
     """What PyAV raises on bad input (FFmpegError subclasses also subclass OSError/ValueError/...)."""
     import av
@@ -276,26 +235,46 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 
 
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        raise FrameReadError(path, "the file has no video stream")
+    return container.streams.video[0]
+
+
+def _no_frames(path: Path, count: VideoFrameCount) -> FrameReadError:
+    if count.claimed:
+        return FrameReadError(path, f"no frame decodes, though its header claims {count.claimed}: "
+                                    "the file is truncated or corrupt")
+    return FrameReadError(path, "the video has no frames")
+
+
+def _open_error(path: Path, e: BaseException) -> FrameReadError:
+    return FrameReadError(path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}")
+
+
 class PyAVSource(FrameSource):
-    """A video decoded by PyAV (FFmpeg), sequentially from the start up to the last frame asked for."""
+    """A video decoded by PyAV (FFmpeg) sequentially from its start, exact by construction.
+
+    Frame i is the i-th frame a full sequential decode gives, in presentation order (the
+    definition of a video frame index in tgdfer); `read` decodes from the start up to the last
+    frame asked for and converts only the frames asked for. No seeking: sampling spreads its
+    indices over the whole clip, so a decode to the last one decodes nearly every frame anyway.
+    """
 
     backend = "pyav"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int = 0):
         super().__init__(path)
+        self.threads = threads  # decoder threads: 0 = FFmpeg's choice (frame + slice threads), 1 = none
         count = video_frame_count(path)
         self._n = count.frames
+        self.codec = count.codec
         if count.overclaimed:
             self.claimed = count.claimed
             log.debug("%s: the container header claims %d frames, %d hold data; reading %d",
                       path, count.claimed, count.frames, count.frames)
         if self._n < 1:
-            raise FrameReadError(path, "the video has no frames")
-
-    def _video_stream(self, container):
-        if not container.streams.video:
-            raise FrameReadError(self.path, "the file has no video stream")
-        return container.streams.video[0]
+            raise _no_frames(path, count)
 
     def __len__(self) -> int:
         return self._n
@@ -308,7 +287,10 @@ class PyAVSource(FrameSource):
         decoded = 0
         try:
             with av.open(str(self.path)) as container:
-                for i, frame in enumerate(container.decode(self._video_stream(container))):
+                stream = _video_stream(container, self.path)
+                if self.threads != 1:  # frame + slice threads: output order and pixels unchanged
+                    stream.thread_type, stream.thread_count = "AUTO", self.threads
+                for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
                         got[i] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
@@ -332,12 +314,75 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
+class DecordSource(FrameSource):
+    """A video decoded by decord (CPU, one thread), only where its random access is frame-exact.
+
+    decord seeks to a keyframe and counts frames from there, which goes wrong when decode order
+    and presentation order differ in ways it does not track. It is offered only for the codecs in
+    DECORD_EXACT_CODECS, on a stream that starts at a keyframe, when its frame count agrees with
+    `video_frame_count`; anything else raises ConfigError (use "pyav" or "auto").
+    """
+
+    backend = "decord"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        count = video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
+        if count.frames < 1:
+            raise _no_frames(path, count)
+        try:
+            decord = _import_decord()
+        except ImportError as e:
+            raise ConfigError(
+                "backend", f"decord is not installed ({e}); use backend 'pyav' or 'auto'"
+            ) from None
+        if count.codec not in DECORD_EXACT_CODECS or count.by_decoding:
+            why = (f"its codec is {count.codec}" if count.codec not in DECORD_EXACT_CODECS
+                   else "the stream starts inside a group of pictures")
+            raise ConfigError("backend", f"{path}: decord is not frame-exact here ({why}; decord is used only "
+                                         f"for {', '.join(DECORD_EXACT_CODECS)} from a keyframe); use 'pyav' or 'auto'")
+        self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            self._n = len(self._vr)
+        except self._errors as e:
+            raise FrameReadError(
+                path, f"decord cannot open the video (corrupt, truncated or not a video): "
+                f"{_first_line(e)}"
+            ) from e
+        if self._n < 1:
+            raise FrameReadError(path, "the video has no frames")
+        if self._n != count.frames:
+            raise ConfigError("backend", f"{path}: decord counts {self._n} frames where a sequential decode "
+                                         f"gives {count.frames}; use 'pyav' or 'auto'")
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
+        try:
+            batch = self._vr.get_batch(idx.tolist())
+        except self._errors as e:
+            raise FrameReadError(
+                self.path, f"decord cannot decode frames {idx.min()}..{idx.max()} of {self._n} "
+                f"(the file is probably truncated or corrupt): {_first_line(e)}"
+            ) from e
+        # decord returns its own NDArray, or a torch tensor if a caller set decord's bridge.
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+        return np.ascontiguousarray(frames, dtype=np.uint8)  # [U, H, W, 3]
+
+    def close(self) -> None:
+        self._vr = None
+
+
 @dataclass(frozen=True)
 class VideoFrameCount:
     """How many frames a video holds, and how many its container header claims."""
 
-    frames: int  # packets of the video stream that hold data: the frames a decoder gives
+    frames: int  # frames a full sequential decode gives (counted from packets where that is exact)
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
+    codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
+    by_decoding: bool = False  # True: the stream starts inside a GOP, so the frames were counted by decoding
 
     @property
     def overclaimed(self) -> bool:
@@ -346,11 +391,15 @@ class VideoFrameCount:
 
 
 def video_frame_count(path: str | Path) -> VideoFrameCount:
-    """Count a video's frames by reading its packets (no decoding), next to the header's claim.
+    """The number of frames a full sequential decode of a video gives, next to the header's claim.
 
-    The header is not the truth: an AVI whose dropped frames are stored as empty chunks (a
-    cinepak AVI claimed 444 frames and gave 68), or one cut short, claims more frames than any
-    decoder returns. Empty packets are not frames; a truncated file ends where its packets end.
+    Counted from packets, without decoding, when the stream starts at a keyframe that no packet
+    precedes in presentation order: then each packet holding data is one decoded frame. The header
+    is not the truth: an AVI whose dropped frames are stored as empty chunks (a cinepak AVI claimed
+    444 frames and gave 68), or one cut short, claims more frames than any decoder returns; empty
+    packets are not frames, and a truncated file ends where its packets end. A stream that starts
+    inside a GOP (cut from a longer one) is counted by decoding it: decoders drop or add frames
+    there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames).
     Raises FrameReadError when the file cannot be opened as a video.
     """
     import av
@@ -358,23 +407,47 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     path = Path(path)
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise FrameReadError(path, "the file has no video stream")
-            stream = container.streams.video[0]
-            claimed = stream.frames or None
-            frames = 0
+            stream = _video_stream(container, path)
+            claimed, codec = stream.frames or None, stream.codec_context.name
+            frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             try:
                 for packet in container.demux(stream):
-                    frames += bool(packet.size)
+                    if not packet.size:
+                        continue
+                    frames += 1
+                    if first is None:
+                        first = packet
+                    if packet.pts is not None and (low is None or packet.pts < low):
+                        low = packet.pts
             except _av_errors() as e:  # a damaged tail: count what came before it
                 log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
+            clean = first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low))
     except FrameReadError:
         raise
     except _av_errors() as e:
-        raise FrameReadError(
-            path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}"
-        ) from e
-    return VideoFrameCount(frames, claimed)
+        raise _open_error(path, e) from e
+    if clean:
+        return VideoFrameCount(frames, claimed, codec)
+    log.debug("%s: the stream starts inside a GOP; counting its frames by decoding", path)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True)
+
+
+def _count_decoded(path: Path) -> int:
+    """Frames a sequential decode gives (up to the first error)."""
+    import av
+
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                n += 1
+    except FrameReadError:
+        raise
+    except _av_errors() as e:
+        log.debug("%s: decoding stops after %d frames (%s)", path, n, _first_line(e))
+    return n
 
 
 def decode_all(path: str | Path) -> int:
@@ -399,9 +472,9 @@ def decode_all(path: str | Path) -> int:
     decoded = 0
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise FrameReadError(path, "the file has no video stream")
-            for frame in container.decode(container.streams.video[0]):
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
                 frame.to_ndarray(format="rgb24")
                 decoded += 1
     except FrameReadError:
@@ -410,75 +483,6 @@ def decode_all(path: str | Path) -> int:
         raise FrameReadError(path, f"frame {decoded} cannot be decoded (corrupt or truncated): "
                                    f"{_first_line(e)}") from e
     return decoded
-
-
-def _reason(e: FrameReadError) -> str:
-    """The message of a FrameReadError without its leading path."""
-    return str(e).removeprefix(f"{e.path}: ")
-
-
-class AutoVideoSource(FrameSource):
-    """decord, switching to PyAV for good when decord is missing or fails on this file.
-
-    The frame count stays the one first reported, so that indices sampled from it keep their
-    meaning; PyAV then raises if it cannot decode that many frames. When both fail, the error
-    gives both reasons.
-    """
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self._decord_error: FrameReadError | None = None
-        self._inner: FrameSource
-        try:
-            _import_decord()
-        except ImportError:
-            log.debug("decord is not installed; reading %s with PyAV", path)
-            self._inner = PyAVSource(path)
-        else:
-            try:
-                self._inner = DecordSource(path)
-            except FrameReadError as e:
-                log.debug("decord cannot open %s (%s); trying PyAV", path, _reason(e))
-                self._decord_error = e
-                self._inner = self._with_decord_reason(lambda: PyAVSource(path))
-        self._n = len(self._inner)
-
-    @property
-    def backend(self) -> str:  # type: ignore[override]
-        return self._inner.backend
-
-    @property
-    def claimed(self) -> int | None:  # type: ignore[override]
-        return self._inner.claimed
-
-    def __len__(self) -> int:
-        return self._n
-
-    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
-        if self._inner.backend != "decord":
-            return self._with_decord_reason(lambda: self._inner._read_sorted(idx))
-        try:
-            return self._inner._read_sorted(idx)
-        except FrameReadError as e:
-            log.debug("decord failed on %s (%s); switching to PyAV", self.path, _reason(e))
-            self._decord_error = e
-            self._inner.close()
-            self._inner = self._with_decord_reason(lambda: PyAVSource(self.path))
-            return self._with_decord_reason(lambda: self._inner._read_sorted(idx))
-
-    def _with_decord_reason(self, fn):
-        """Run fn; if it raises FrameReadError after decord failed, name both failures."""
-        try:
-            return fn()
-        except FrameReadError as e:
-            if self._decord_error is None:
-                raise
-            raise FrameReadError(
-                self.path, f"{_reason(e)}; decord failed too: {_reason(self._decord_error)}"
-            ) from e
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 # ---------------------------------------------------------------------------- arrays
