@@ -1,26 +1,37 @@
 """Frame sources: read chosen frames of one clip, from a folder of images or a video file.
 
     src = open_frames("/data/DFEW/clip_224x224/00001")    # folder of JPEG/PNG frames
-    src = open_frames("/data/videos/00001.mp4")           # video: decord, PyAV fallback
+    src = open_frames("/data/videos/00001.avi")           # video: PyAV, frame-exact
     frames = src.read([0, 5, 5, 2])                       # [T, H, W, 3] uint8 RGB
 
 Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
-frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or decoded video
-frames in presentation order. A source is used by one thread at a time (decord's reader is not
-thread-safe); open one per clip.
-A video's frame count is the number of its packets that hold data (`video_frame_count`), not
-the container header's claim, which can be larger (empty "dropped frame" chunks in AVI files, a
-file cut short); decord counts the same way.
+frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or, for a video, the
+i-th frame of a full sequential decode in presentation order. Every video backend returns
+exactly that frame (tests/test_decoding.py proves it by pixels, codec by codec). A source is used
+by one thread at a time; open one per clip.
+
+Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
+the last frame asked for (exact by construction). "decord" uses decord's random access, which
+returns other frames than those asked for on MPEG-4 Part 2 (XviD) and H.265 with B-frames; it is
+offered only for the codecs in DECORD_EXACT_CODECS on a stream that starts at a keyframe, and
+raises ConfigError elsewhere (docs/extraction.md, "Video decoding").
+
+A video's frame count (`video_frame_count`) is the number of frames a sequential decode gives:
+its packets that hold data (no decoding), not the container header's claim, which can be larger
+(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP
+is counted by decoding it, since decoders drop or add frames there.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
-extract stage can record the clip as failed and go on.
+extract stage can record the clip as failed and go on. PyAV stops at the first packet it cannot
+decode: the frames before it read, any frame from it on raises FrameReadError.
 
 decord on corrupt input: decord 0.6.0 was fuzzed here with 900 damaged files (H.264/mp4,
 MPEG-4/avi, VP9/webm; flipped bytes, overwritten blocks, truncation, garbage, empty files).
 It never crashed the process: it raised on open (`RuntimeError`) or on decode (`DECORDError`),
 or returned concealed frames, as PyAV does. The crashes reported upstream (an uncaught
 `dmlc::Error` in decord's decoder thread, GPU decoding) were not reproduced on CPU. A run that
-must survive any native crash should decode in worker processes.
+must survive any native crash should decode in worker processes. Importing decord before PyAV
+breaks PyAV's libvpx (VP9) encoder in that process; tgdfer imports PyAV first.
 """
 
 from __future__ import annotations
@@ -47,8 +58,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
     """Open a clip: a directory is a folder of frame images, a file is a video.
 
-    backend (videos only): "decord", "pyav", or "auto" = decord, falling back to PyAV when
-    decord is not installed or fails to open or decode the file.
+    backend (videos only): "auto" or "pyav" = PyAV, frame-exact on every codec; "decord" =
+    decord's random access, only where it was measured exact (else ConfigError).
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
@@ -439,8 +450,7 @@ def _count_decoded(path: Path) -> int:
     n = 0
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
-            stream.thread_type = "AUTO"
+            stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
             for _ in container.decode(stream):
                 n += 1
     except FrameReadError:
@@ -472,8 +482,7 @@ def decode_all(path: str | Path) -> int:
     decoded = 0
     try:
         with av.open(str(path)) as container:
-            stream = _video_stream(container, path)
-            stream.thread_type = "AUTO"
+            stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
             for frame in container.decode(stream):
                 frame.to_ndarray(format="rgb24")
                 decoded += 1
