@@ -4,7 +4,8 @@ A video frame index is the i-th frame of a full sequential PyAV decode, in prese
 Each case below is encoded here (tests/videocases.py: 64x48, 90 frames, each frame's index drawn
 in its pixels) and every backend tgdfer offers is asked for frames by index; each returned frame
 must equal the sequential decode's frame of that index. A backend that cannot be exact on a case
-must refuse it (decord raises ConfigError) rather than return other frames.
+is not used for it: DecordSource raises NotFrameExact, and open_frames(path, "decord") reads
+that file with PyAV.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import videocases as vc
 
 from tgdfer import frames as frames_mod
 from tgdfer.decoding_check import TOLERANCE, verify_random_access, verify_sample
-from tgdfer.errors import ConfigError, FrameReadError
-from tgdfer.frames import DECORD_EXACT_CODECS, open_frames, video_frame_count
+from tgdfer.errors import FrameReadError
+from tgdfer.frames import DECORD_EXACT_CODECS, DecordSource, NotFrameExact, open_frames, video_frame_count
 from tgdfer.sampling import segment_indices
 
 HAVE_DECORD = importlib.util.find_spec("decord") is not None
@@ -50,16 +51,17 @@ def case(videos, name):
     return videos[name]
 
 
-def offered(backend: str, path) -> bool:
-    """Whether tgdfer offers `backend` for this file (decord only where measured exact)."""
-    if backend != "decord":
-        return True
+def used(backend: str, path) -> str:
+    """The backend that serves `backend` for this file: decord only where measured exact."""
+    if backend == "auto":
+        return "pyav"
     count = video_frame_count(path)
-    return count.codec in DECORD_EXACT_CODECS and not count.by_decoding
+    return "decord" if backend == "decord" and count.codec in DECORD_EXACT_CODECS and not count.by_decoding else "pyav"
 
 
 def assert_frames(out, ref, idx, backend):
-    """out [T, H, W, 3] must be ref's frames idx, pixel for pixel (decord: within TOLERANCE)."""
+    """out [T, H, W, 3] must be ref's frames idx, pixel for pixel (decord: within TOLERANCE);
+    `backend` is the one that decoded them."""
     assert vc.identify(out, ref) == list(idx)
     diff = np.abs(out.astype(int) - ref[np.asarray(idx)].astype(int)).max()
     assert diff <= (TOLERANCE if backend == "decord" else 0), diff
@@ -72,18 +74,17 @@ ALL = list(vc.CASES) + list(CUTS)
 @pytest.mark.parametrize("name", ALL)
 def test_every_backend_returns_the_frames_asked_for(videos, name, backend):
     path, ref = case(videos, name)
-    if not offered(backend, path):
-        with pytest.raises(ConfigError, match="decord is not frame-exact here"):
-            open_frames(path, backend)
-        return
+    if backend == "decord" and used(backend, path) == "pyav":
+        with pytest.raises(NotFrameExact, match="decord is not frame-exact here"):
+            DecordSource(path)
     with open_frames(path, backend) as src:
         assert len(src) == len(ref)  # the frame count is the sequential decode's
-        assert src.backend == ("pyav" if backend == "auto" else backend)
+        assert src.backend == used(backend, path)
         n = len(ref)
         idx = [n - 1, 0, 8, 25, 42, 59, 76, 8, n // 2, 1]  # any order, repeats: the issue's stride 17
-        assert_frames(src.read(idx), ref, idx, backend)
+        assert_frames(src.read(idx), ref, idx, src.backend)
         view = segment_indices(n, 16, train=True, rng=3)
-        assert_frames(src.read(view), ref, view.tolist(), backend)
+        assert_frames(src.read(view), ref, view.tolist(), src.backend)
 
 
 @pytest.mark.parametrize("name", ["xvid_avi", "mpeg4_mp4"])
@@ -162,9 +163,6 @@ def test_a_damaged_file_gives_a_frame_read_error_or_the_frames_that_decode(video
     except FrameReadError as e:
         assert e.path == str(path)
         return
-    except ConfigError:
-        assert backend == "decord" and not offered(backend, path)
-        return
     read = 0
     for i in range(len(src)):
         try:
@@ -174,9 +172,9 @@ def test_a_damaged_file_gives_a_frame_read_error_or_the_frames_that_decode(video
             continue
         read += 1
         if i < len(ref):
-            assert np.abs(out[0].astype(int) - ref[i].astype(int)).max() <= (TOLERANCE if backend == "decord" else 0)
+            assert np.abs(out[0].astype(int) - ref[i].astype(int)).max() <= (TOLERANCE if src.backend == "decord" else 0)
         else:
-            assert backend == "decord", f"frame {i} read, but a sequential decode ends at {len(ref)}"
+            assert src.backend == "decord", f"frame {i} read, but a sequential decode ends at {len(ref)}"
             assert vc.identify(out, whole) == [i]
     assert read >= min(len(ref), 10)  # the frames before the damage are there
 
@@ -206,17 +204,20 @@ def test_verify_random_access_names_the_wrong_frames(videos, monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
-def test_verify_sample_reports_a_backend_that_refuses_a_file(videos):
-    paths = [str(videos[n][0]) for n in ("h264_bframes", "xvid_avi") if n in videos]
-    bad = verify_sample(paths, 2, backend="decord")
-    assert set(bad) == {1} and "decord is not frame-exact here (its codec is mpeg4" in bad[1]
+def test_verify_sample_passes_decord_where_it_is_used_and_flags_it_where_it_is_not_exact(videos, monkeypatch):
+    paths = [str(videos[n][0]) for n in ("h264_bframes", "xvid_avi")]
+    assert verify_sample(paths, 2, backend="decord") == {}  # XviD is read with PyAV
     assert verify_sample(paths, 2, backend="auto") == {}
+    monkeypatch.setattr(frames_mod, "DECORD_EXACT_CODECS", ("h264", "mpeg4"))  # the guard lifted
+    bad = verify_sample(paths, 2, backend="decord")
+    assert set(bad) == {1} and bad[1].startswith("backend decord returned frame "), bad
 
 
 @pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
-def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(videos, tmp_path):
-    """`tgdfer check` passes XviD with the default backend and flags it (misread, exit 1) when the
-    pipeline asks for decord, which is not frame-exact on it; --verify-decode 0 turns this off."""
+def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(videos, tmp_path, monkeypatch):
+    """`tgdfer check` passes XviD with the default backend and with "decord" (which reads it with
+    PyAV); with decord's guard lifted it flags the file (misread, exit 1) naming the wrong frames;
+    --verify-decode 0 turns the check off."""
     import json
 
     from typer.testing import CliRunner
@@ -234,9 +235,12 @@ def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(video
     config.write_text(f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))} }}\n')
     run = CliRunner().invoke
     csv = ["--csv", str(tmp_path / "r.csv"), "--workers", "0"]
-    ok = run(app, ["check", str(config), *csv])
-    assert ok.exit_code == 0 and "2 ok" in ok.output, ok.output
-    bad = run(app, ["check", str(config), *csv, "--set", 'extract.frame_backend="decord"'])
+    decord = ["--set", 'extract.frame_backend="decord"']
+    for extra in ([], decord):
+        ok = run(app, ["check", str(config), *csv, *extra])
+        assert ok.exit_code == 0 and "2 ok" in ok.output, ok.output
+    monkeypatch.setattr(frames_mod, "DECORD_EXACT_CODECS", ("h264", "mpeg4"))
+    bad = run(app, ["check", str(config), *csv, *decord])
     flat = " ".join(bad.output.split())
     assert bad.exit_code == 1 and "1 ok, 1 misread" in flat, bad.output
     assert "Traceback" not in bad.output
@@ -244,7 +248,6 @@ def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(video
 
     report = pd.read_csv(tmp_path / "r.csv").set_index("clip_id")
     assert report.loc["xvid_avi", "status"] == "misread"
-    assert report.loc["xvid_avi", "reason"].startswith("random access (decord): decord is not frame-exact here "
-                                                           "(its codec is mpeg4")
-    off = run(app, ["check", str(config), *csv, "--set", 'extract.frame_backend="decord"', "--verify-decode", "0"])
+    assert report.loc["xvid_avi", "reason"].startswith("backend decord returned frame ")
+    off = run(app, ["check", str(config), *csv, *decord, "--verify-decode", "0"])
     assert off.exit_code == 0, off.output

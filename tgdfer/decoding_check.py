@@ -108,7 +108,7 @@ def verify_sample(paths: list[str], n: int, backend: str = "auto", samples: int 
     """Check random access on a seeded sample of `n` of the video files among `paths`.
 
     Returns {position in paths: reason} for each sampled video whose reads disagree with a
-    sequential decode, or that `backend` refuses or cannot read (e.g. decord on MPEG-4 Part 2).
+    sequential decode, or that `backend` cannot read.
     """
     from .errors import TgdferError
 
@@ -118,7 +118,7 @@ def verify_sample(paths: list[str], n: int, backend: str = "auto", samples: int 
     for i in sorted(videos[j] for j in pick):
         try:
             r = verify_random_access(paths[i], backend=backend, samples=samples, seed=seed)
-        except TgdferError as e:  # FrameReadError "path: why", or ConfigError "backend: path: why"
+        except TgdferError as e:  # FrameReadError "path: why", ConfigError "backend: path: why"
             why = str(e).removeprefix("backend: ").removeprefix(f"{paths[i]}: ")
             bad[i] = f"random access ({backend}): {why}"
             continue

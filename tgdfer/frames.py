@@ -13,8 +13,9 @@ by one thread at a time; open one per clip.
 Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
 the last frame asked for (exact by construction). "decord" uses decord's random access, which
 returns other frames than those asked for on MPEG-4 Part 2 (XviD) and H.265 with B-frames; it is
-offered only for the codecs in DECORD_EXACT_CODECS on a stream that starts at a keyframe, and
-raises ConfigError elsewhere (docs/extraction.md, "Video decoding").
+used only for the codecs in DECORD_EXACT_CODECS on a stream that starts at a keyframe; on any
+other file `open_frames(path, "decord")` reads with PyAV instead (the frames are the same by
+definition; docs/extraction.md, "Video decoding").
 
 A video's frame count (`video_frame_count`) is the number of frames a sequential decode gives:
 its packets that hold data (no decoding), not the container header's claim, which can be larger
@@ -59,7 +60,7 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
     """Open a clip: a directory is a folder of frame images, a file is a video.
 
     backend (videos only): "auto" or "pyav" = PyAV, frame-exact on every codec; "decord" =
-    decord's random access, only where it was measured exact (else ConfigError).
+    decord's random access where it was measured exact, PyAV on any other file.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
@@ -69,7 +70,11 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
     if backend == "decord":
-        return DecordSource(path)
+        try:
+            return DecordSource(path)
+        except NotFrameExact as e:
+            log.debug("%s; reading it with PyAV", e)
+            return PyAVSource(path, count=e.count)
     return PyAVSource(path)  # "auto" and "pyav"
 
 
@@ -221,7 +226,7 @@ _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Error:\s*)?")  # "[09:06
 
 # Codecs on which decord's random access was measured frame-exact (tests/test_decoding.py): decord
 # returned wrong frames for MPEG-4 Part 2 (XviD/DivX, "mpeg4") and H.265 with B-frames, and for
-# streams that start inside a GOP; it is refused there.
+# streams that start inside a GOP; open_frames reads those with PyAV.
 DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
 
 
@@ -274,10 +279,10 @@ class PyAVSource(FrameSource):
 
     backend = "pyav"
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, count: VideoFrameCount | None = None):
         super().__init__(path)
         self.threads = threads  # decoder threads: 0 = FFmpeg's choice (frame + slice threads), 1 = none
-        count = video_frame_count(path)
+        count = count or video_frame_count(path)
         self._n = count.frames
         self.codec = count.codec
         if count.overclaimed:
@@ -325,13 +330,21 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
+class NotFrameExact(ConfigError):
+    """decord's random access is not known to be frame-exact on this file (open_frames uses PyAV)."""
+
+    def __init__(self, path: Path, why: str, count: VideoFrameCount):
+        super().__init__("backend", f"{path}: decord is not frame-exact here ({why}); use 'pyav' or 'auto'")
+        self.count = count
+
+
 class DecordSource(FrameSource):
     """A video decoded by decord (CPU, one thread), only where its random access is frame-exact.
 
     decord seeks to a keyframe and counts frames from there, which goes wrong when decode order
     and presentation order differ in ways it does not track. It is offered only for the codecs in
     DECORD_EXACT_CODECS, on a stream that starts at a keyframe, when its frame count agrees with
-    `video_frame_count`; anything else raises ConfigError (use "pyav" or "auto").
+    `video_frame_count`; anything else raises NotFrameExact.
     """
 
     backend = "decord"
@@ -350,8 +363,8 @@ class DecordSource(FrameSource):
         if count.codec not in DECORD_EXACT_CODECS or count.by_decoding:
             why = (f"its codec is {count.codec}" if count.codec not in DECORD_EXACT_CODECS
                    else "the stream starts inside a group of pictures")
-            raise ConfigError("backend", f"{path}: decord is not frame-exact here ({why}; decord is used only "
-                                         f"for {', '.join(DECORD_EXACT_CODECS)} from a keyframe); use 'pyav' or 'auto'")
+            raise NotFrameExact(path, f"{why}; decord is used only for {', '.join(DECORD_EXACT_CODECS)} "
+                                      "from a keyframe", count)
         self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
@@ -364,8 +377,9 @@ class DecordSource(FrameSource):
         if self._n < 1:
             raise FrameReadError(path, "the video has no frames")
         if self._n != count.frames:
-            raise ConfigError("backend", f"{path}: decord counts {self._n} frames where a sequential decode "
-                                         f"gives {count.frames}; use 'pyav' or 'auto'")
+            self.close()
+            raise NotFrameExact(path, f"decord counts {self._n} frames where a sequential decode gives {count.frames}",
+                                count)
 
     def __len__(self) -> int:
         return self._n
