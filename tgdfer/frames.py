@@ -41,6 +41,7 @@ import abc
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -268,6 +269,16 @@ def _open_error(path: Path, e: BaseException) -> FrameReadError:
     return FrameReadError(path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}")
 
 
+def _decoder_threads(requested: int) -> int:
+    """FFmpeg decoder threads: `requested` when > 0; else torch's intra-op thread count when torch is
+    loaded (tgdfer's thread choice: --threads, OMP_NUM_THREADS, the cgroup quota; 1 in a DataLoader
+    worker, so workers do not oversubscribe the cores); else 0, FFmpeg's own choice (all cores)."""
+    if requested > 0:
+        return requested
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
+
+
 class PyAVSource(FrameSource):
     """A video decoded by PyAV (FFmpeg) sequentially from its start, exact by construction.
 
@@ -281,7 +292,7 @@ class PyAVSource(FrameSource):
 
     def __init__(self, path: Path, threads: int = 0, count: VideoFrameCount | None = None):
         super().__init__(path)
-        self.threads = threads  # decoder threads: 0 = FFmpeg's choice (frame + slice threads), 1 = none
+        self.threads = threads  # decoder threads: 0 = automatic (_decoder_threads), 1 = none
         count = count or video_frame_count(path)
         self._n = count.frames
         self.codec = count.codec
@@ -304,8 +315,9 @@ class PyAVSource(FrameSource):
         try:
             with av.open(str(self.path)) as container:
                 stream = _video_stream(container, self.path)
-                if self.threads != 1:  # frame + slice threads: output order and pixels unchanged
-                    stream.thread_type, stream.thread_count = "AUTO", self.threads
+                threads = _decoder_threads(self.threads)
+                if threads != 1:  # frame + slice threads: output order and pixels unchanged
+                    stream.thread_type, stream.thread_count = "AUTO", threads
                 for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
