@@ -21,7 +21,7 @@ from tgdfer.errors import AnnotationError, ConfigError
 from tgdfer.frames import open_frames, video_frame_count
 from tgdfer.labels import CLASSES
 from tgdfer.pipeline import DataConfig, load_pipeline
-from tgdfer.readers import SKIPPED_AT_READ, read_csv, read_dfew, read_ferv39k, read_list
+from tgdfer.readers import CACHE_VERSION, SKIPPED_AT_READ, read_csv, read_dfew, read_ferv39k, read_list
 
 TEST = "test(single-labeled)"
 ALPHABETICAL = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]  # ids 0..6 in some repos
@@ -141,7 +141,9 @@ def test_path_label_list_counts_frames_and_caches_them(tmp_path):
     # the cache answers while size and mtime match (a planted count proves it is read) ...
     key = str((data / "v1.mp4").resolve())
     counts[key][2] = 99
-    cache.write_text(json.dumps({"version": 1, "counts": counts}))
+    cache.write_text(json.dumps({"version": 1, "counts": counts}))  # counted before counts followed decoding
+    assert read_list(lst, frame_cache=cache).table["n_frames"].tolist() == [3, 7, 4]
+    cache.write_text(json.dumps({"version": CACHE_VERSION, "counts": counts}))
     assert read_list(lst, frame_cache=cache).table["n_frames"].tolist() == [3, 99, 4]
     # ... and is recounted when the file changes
     video(data / "v1.mp4", 5)

@@ -10,6 +10,8 @@ long extraction and reports per clip:
     unreadable  a frame (named) or the container cannot be decoded
     short       fewer frames decode than declared (the annotation's n_frames, or for a video
                 without one the frames its packets hold)
+    misread     random access disagrees with a sequential decode: the frame backend returned
+                other frames than those asked for (checked on `verify_decode` sampled videos)
     label       the row's label is not a class, or disagrees with its path (`label_from_path`)
 
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
@@ -28,7 +30,7 @@ import pandas as pd
 from .errors import FrameReadError
 from .readers import ClipTable
 
-STATUSES = ("ok", "missing", "empty", "unreadable", "short", "label")
+STATUSES = ("ok", "missing", "empty", "unreadable", "short", "misread", "label")
 RESULT_COLUMNS = ("clip_id", "status", "path", "declared", "decoded", "claimed", "source", "line", "reason")
 
 
@@ -70,11 +72,14 @@ def _skip_status(reason: str) -> str:
 
 
 def check_clips(clips: ClipTable, workers: int = 0, on_start: Optional[Callable[[int], None]] = None,
-                on_progress: Optional[Callable[[int], None]] = None) -> pd.DataFrame:
+                on_progress: Optional[Callable[[int], None]] = None, verify_decode: int = 0,
+                frame_backend: str = "auto") -> pd.DataFrame:
     """One row per annotated clip (RESULT_COLUMNS), problems first, then by clip_id.
 
     `clips` should come from a reader run with missing="skip", so that its skipped rows are
     reported instead of stopping the read. `workers` processes decode (0 = in this process).
+    `verify_decode` videos (a seeded sample of the ok ones) have 4 random frames read with
+    `frame_backend` and compared by pixels with a sequential decode (`misread` when they differ).
     """
     rows = [dict(clip_id=r.clip_id, status=_skip_status(r.reason), path=r.path, declared=None, decoded=None,
                  claimed=None, source=r.source, line=r.line, reason=r.reason)
@@ -96,6 +101,13 @@ def check_clips(clips: ClipTable, workers: int = 0, on_start: Optional[Callable[
             reports[i] = check_clip(p, n)
             if on_progress:
                 on_progress(i + 1)
+    if verify_decode > 0:
+        from .decoding_check import verify_sample
+
+        ok = [i for i, rep in enumerate(reports) if rep.status == "ok"]
+        misread = verify_sample([table["path"].iloc[i] for i in ok], verify_decode, backend=frame_backend)
+        for j, reason in misread.items():
+            reports[ok[j]] = ClipReport("misread", reports[ok[j]].decoded, reports[ok[j]].claimed, reason)
     for clip_id, path, n, rep in zip(table["clip_id"], table["path"], declared, reports):
         rows.append(dict(clip_id=clip_id, status=rep.status, path=path, declared=n, decoded=rep.decoded,
                          claimed=rep.claimed, source=None, line=None, reason=rep.reason))

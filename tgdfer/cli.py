@@ -369,6 +369,9 @@ def check_cli(
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
                                                 "(default: cache/check_<config name>.csv).")] = None,
+    verify_decode: Annotated[int, typer.Option(help="Videos (a seeded sample) whose random access is checked: "
+                                               "4 frames read with [extract] frame_backend, compared by pixels "
+                                               "with a sequential decode (0 = none).")] = 8,
 ):
     """Read every annotation row and decode every frame of every clip; exit 1 if any clip is bad.
 
@@ -379,6 +382,7 @@ def check_cli(
     Example:
       tgdfer check pipelines/custom.toml
       tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv
+      tgdfer check pipelines/ferv39k.toml --verify-decode 100   # random access on 100 videos
     """
     from .check import check_clips, status_counts
     from .pipeline import load_pipeline
@@ -388,7 +392,8 @@ def check_cli(
     with _progress() as progress:
         task = progress.add_task("check", total=None)
         results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
-                              on_progress=lambda n: progress.update(task, completed=n))
+                              on_progress=lambda n: progress.update(task, completed=n), verify_decode=verify_decode,
+                              frame_backend=pipe.extract.frame_backend)
     counts = status_counts(results)
     out = csv or Path("cache") / f"check_{data_config.stem}.csv"
     try:

@@ -62,7 +62,7 @@ class ExtractConfig:
     workers: int = 2  # DataLoader worker processes decoding and augmenting; 0 = in the main process
     block_size: int = 64  # clips per ownership block: one writer owns each block's chunks
     zarr_shards: bool = False  # pack each block into one zarr shard file (fewer files on disk)
-    frame_backend: Literal["auto", "decord", "pyav"] = "auto"  # video decoder; auto = decord, PyAV fallback
+    frame_backend: Literal["auto", "decord", "pyav"] = "auto"  # video decoder; auto = PyAV (frame-exact)
     descriptors: Optional[str] = None  # TOML/JSON file of per-class descriptors replacing the built-in ones
     device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
 

@@ -1,26 +1,38 @@
 """Frame sources: read chosen frames of one clip, from a folder of images or a video file.
 
     src = open_frames("/data/DFEW/clip_224x224/00001")    # folder of JPEG/PNG frames
-    src = open_frames("/data/videos/00001.mp4")           # video: decord, PyAV fallback
+    src = open_frames("/data/videos/00001.avi")           # video: PyAV, frame-exact
     frames = src.read([0, 5, 5, 2])                       # [T, H, W, 3] uint8 RGB
 
 Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
-frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or decoded video
-frames in presentation order. A source is used by one thread at a time (decord's reader is not
-thread-safe); open one per clip.
-A video's frame count is the number of its packets that hold data (`video_frame_count`), not
-the container header's claim, which can be larger (empty "dropped frame" chunks in AVI files, a
-file cut short); decord counts the same way.
+frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or, for a video, the
+i-th frame of a full sequential decode in presentation order. Every video backend returns
+exactly that frame (tests/test_decoding.py proves it by pixels, codec by codec). A source is used
+by one thread at a time; open one per clip.
+
+Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
+the last frame asked for (exact by construction). "decord" uses decord's random access, which
+returns other frames than those asked for on MPEG-4 Part 2 (XviD) and H.265 with B-frames; it is
+used only for the codecs in DECORD_EXACT_CODECS on a stream that starts at a keyframe; on any
+other file `open_frames(path, "decord")` reads with PyAV instead (the frames are the same by
+definition; docs/extraction.md, "Video decoding").
+
+A video's frame count (`video_frame_count`) is the number of frames a sequential decode gives:
+its packets that hold data (no decoding), not the container header's claim, which can be larger
+(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP
+is counted by decoding it, since decoders drop or add frames there.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
-extract stage can record the clip as failed and go on.
+extract stage can record the clip as failed and go on. PyAV stops at the first packet it cannot
+decode: the frames before it read, any frame from it on raises FrameReadError.
 
 decord on corrupt input: decord 0.6.0 was fuzzed here with 900 damaged files (H.264/mp4,
 MPEG-4/avi, VP9/webm; flipped bytes, overwritten blocks, truncation, garbage, empty files).
 It never crashed the process: it raised on open (`RuntimeError`) or on decode (`DECORDError`),
 or returned concealed frames, as PyAV does. The crashes reported upstream (an uncaught
 `dmlc::Error` in decord's decoder thread, GPU decoding) were not reproduced on CPU. A run that
-must survive any native crash should decode in worker processes.
+must survive any native crash should decode in worker processes. Importing decord before PyAV
+breaks PyAV's libvpx (VP9) encoder in that process; tgdfer imports PyAV first.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import abc
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -47,8 +60,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
     """Open a clip: a directory is a folder of frame images, a file is a video.
 
-    backend (videos only): "decord", "pyav", or "auto" = decord, falling back to PyAV when
-    decord is not installed or fails to open or decode the file.
+    backend (videos only): "auto" or "pyav" = PyAV, frame-exact on every codec; "decord" =
+    decord's random access where it was measured exact, PyAV on any other file.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
@@ -57,11 +70,13 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
         return FolderSource(path)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
-    if backend == "pyav":
-        return PyAVSource(path)
     if backend == "decord":
-        return DecordSource(path)
-    return AutoVideoSource(path)
+        try:
+            return DecordSource(path)
+        except NotFrameExact as e:
+            log.debug("%s; reading it with PyAV", e)
+            return PyAVSource(path, count=e.count)
+    return PyAVSource(path)  # "auto" and "pyav"
 
 
 class FrameSource(abc.ABC):
@@ -210,6 +225,11 @@ class FolderSource(FrameSource):
 
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Error:\s*)?")  # "[09:06:12] src/x.cc:151: "
 
+# Codecs on which decord's random access was measured frame-exact (tests/test_decoding.py): decord
+# returned wrong frames for MPEG-4 Part 2 (XviD/DivX, "mpeg4") and H.265 with B-frames, and for
+# streams that start inside a GOP; open_frames reads those with PyAV.
+DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
+
 
 def _first_line(e: BaseException, limit: int = 240) -> str:
     """A decoder exception as one short line (decord adds a time, a source line and a trace)."""
@@ -225,50 +245,6 @@ def _import_decord():
     return decord
 
 
-class DecordSource(FrameSource):
-    """A video decoded by decord (CPU, one thread), with frame-accurate random access."""
-
-    backend = "decord"
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        try:
-            decord = _import_decord()
-        except ImportError as e:
-            raise ConfigError(
-                "backend", f"decord is not installed ({e}); use backend 'pyav' or 'auto'"
-            ) from None
-        self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
-        try:
-            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-            self._n = len(self._vr)
-        except self._errors as e:
-            raise FrameReadError(
-                path, f"decord cannot open the video (corrupt, truncated or not a video): "
-                f"{_first_line(e)}"
-            ) from e
-        if self._n < 1:
-            raise FrameReadError(path, "the video has no frames")
-
-    def __len__(self) -> int:
-        return self._n
-
-    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
-        try:
-            batch = self._vr.get_batch(idx.tolist())
-        except self._errors as e:
-            raise FrameReadError(
-                self.path, f"decord cannot decode frames {idx.min()}..{idx.max()} of {self._n} "
-                f"(the file is probably truncated or corrupt): {_first_line(e)}"
-            ) from e
-        # decord returns its own NDArray, or a torch tensor if a caller set decord's bridge.
-        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
-        return np.ascontiguousarray(frames, dtype=np.uint8)  # [U, H, W, 3]
-
-    def close(self) -> None:
-        self._vr = None
-
-
 def _av_errors() -> tuple[type[BaseException], ...]:
     """What PyAV raises on bad input (FFmpegError subclasses also subclass OSError/ValueError/...)."""
     import av
@@ -276,26 +252,56 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError)
 
 
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        raise FrameReadError(path, "the file has no video stream")
+    return container.streams.video[0]
+
+
+def _no_frames(path: Path, count: VideoFrameCount) -> FrameReadError:
+    if count.claimed:
+        return FrameReadError(path, f"no frame decodes, though its header claims {count.claimed}: "
+                                    "the file is truncated or corrupt")
+    return FrameReadError(path, "the video has no frames")
+
+
+def _open_error(path: Path, e: BaseException) -> FrameReadError:
+    return FrameReadError(path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}")
+
+
+def _decoder_threads(requested: int) -> int:
+    """FFmpeg decoder threads: `requested` when > 0; else torch's intra-op thread count when torch is
+    loaded (tgdfer's thread choice: --threads, OMP_NUM_THREADS, the cgroup quota; 1 in a DataLoader
+    worker, so workers do not oversubscribe the cores); else 0, FFmpeg's own choice (all cores)."""
+    if requested > 0:
+        return requested
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
+
+
 class PyAVSource(FrameSource):
-    """A video decoded by PyAV (FFmpeg), sequentially from the start up to the last frame asked for."""
+    """A video decoded by PyAV (FFmpeg) sequentially from its start, exact by construction.
+
+    Frame i is the i-th frame a full sequential decode gives, in presentation order (the
+    definition of a video frame index in tgdfer); `read` decodes from the start up to the last
+    frame asked for and converts only the frames asked for. No seeking: sampling spreads its
+    indices over the whole clip, so a decode to the last one decodes nearly every frame anyway.
+    """
 
     backend = "pyav"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, threads: int = 0, count: VideoFrameCount | None = None):
         super().__init__(path)
-        count = video_frame_count(path)
+        self.threads = threads  # decoder threads: 0 = automatic (_decoder_threads), 1 = none
+        count = count or video_frame_count(path)
         self._n = count.frames
+        self.codec = count.codec
         if count.overclaimed:
             self.claimed = count.claimed
             log.debug("%s: the container header claims %d frames, %d hold data; reading %d",
                       path, count.claimed, count.frames, count.frames)
         if self._n < 1:
-            raise FrameReadError(path, "the video has no frames")
-
-    def _video_stream(self, container):
-        if not container.streams.video:
-            raise FrameReadError(self.path, "the file has no video stream")
-        return container.streams.video[0]
+            raise _no_frames(path, count)
 
     def __len__(self) -> int:
         return self._n
@@ -308,7 +314,11 @@ class PyAVSource(FrameSource):
         decoded = 0
         try:
             with av.open(str(self.path)) as container:
-                for i, frame in enumerate(container.decode(self._video_stream(container))):
+                stream = _video_stream(container, self.path)
+                threads = _decoder_threads(self.threads)
+                if threads != 1:  # frame + slice threads: output order and pixels unchanged
+                    stream.thread_type, stream.thread_count = "AUTO", threads
+                for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
                         got[i] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
@@ -332,12 +342,84 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
+class NotFrameExact(ConfigError):
+    """decord's random access is not known to be frame-exact on this file (open_frames uses PyAV)."""
+
+    def __init__(self, path: Path, why: str, count: VideoFrameCount):
+        super().__init__("backend", f"{path}: decord is not frame-exact here ({why}); use 'pyav' or 'auto'")
+        self.count = count
+
+
+class DecordSource(FrameSource):
+    """A video decoded by decord (CPU, one thread), only where its random access is frame-exact.
+
+    decord seeks to a keyframe and counts frames from there, which goes wrong when decode order
+    and presentation order differ in ways it does not track. It is offered only for the codecs in
+    DECORD_EXACT_CODECS, on a stream that starts at a keyframe, when its frame count agrees with
+    `video_frame_count`; anything else raises NotFrameExact.
+    """
+
+    backend = "decord"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        count = video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
+        if count.frames < 1:
+            raise _no_frames(path, count)
+        try:
+            decord = _import_decord()
+        except ImportError as e:
+            raise ConfigError(
+                "backend", f"decord is not installed ({e}); use backend 'pyav' or 'auto'"
+            ) from None
+        if count.codec not in DECORD_EXACT_CODECS or count.by_decoding:
+            why = (f"its codec is {count.codec}" if count.codec not in DECORD_EXACT_CODECS
+                   else "the stream starts inside a group of pictures")
+            raise NotFrameExact(path, f"{why}; decord is used only for {', '.join(DECORD_EXACT_CODECS)} "
+                                      "from a keyframe", count)
+        self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
+        try:
+            self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            self._n = len(self._vr)
+        except self._errors as e:
+            raise FrameReadError(
+                path, f"decord cannot open the video (corrupt, truncated or not a video): "
+                f"{_first_line(e)}"
+            ) from e
+        if self._n < 1:
+            raise FrameReadError(path, "the video has no frames")
+        if self._n != count.frames:
+            self.close()
+            raise NotFrameExact(path, f"decord counts {self._n} frames where a sequential decode gives {count.frames}",
+                                count)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
+        try:
+            batch = self._vr.get_batch(idx.tolist())
+        except self._errors as e:
+            raise FrameReadError(
+                self.path, f"decord cannot decode frames {idx.min()}..{idx.max()} of {self._n} "
+                f"(the file is probably truncated or corrupt): {_first_line(e)}"
+            ) from e
+        # decord returns its own NDArray, or a torch tensor if a caller set decord's bridge.
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+        return np.ascontiguousarray(frames, dtype=np.uint8)  # [U, H, W, 3]
+
+    def close(self) -> None:
+        self._vr = None
+
+
 @dataclass(frozen=True)
 class VideoFrameCount:
     """How many frames a video holds, and how many its container header claims."""
 
-    frames: int  # packets of the video stream that hold data: the frames a decoder gives
+    frames: int  # frames a full sequential decode gives (counted from packets where that is exact)
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
+    codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
+    by_decoding: bool = False  # True: the stream starts inside a GOP, so the frames were counted by decoding
 
     @property
     def overclaimed(self) -> bool:
@@ -346,11 +428,15 @@ class VideoFrameCount:
 
 
 def video_frame_count(path: str | Path) -> VideoFrameCount:
-    """Count a video's frames by reading its packets (no decoding), next to the header's claim.
+    """The number of frames a full sequential decode of a video gives, next to the header's claim.
 
-    The header is not the truth: an AVI whose dropped frames are stored as empty chunks (a
-    cinepak AVI claimed 444 frames and gave 68), or one cut short, claims more frames than any
-    decoder returns. Empty packets are not frames; a truncated file ends where its packets end.
+    Counted from packets, without decoding, when the stream starts at a keyframe that no packet
+    precedes in presentation order: then each packet holding data is one decoded frame. The header
+    is not the truth: an AVI whose dropped frames are stored as empty chunks (a cinepak AVI claimed
+    444 frames and gave 68), or one cut short, claims more frames than any decoder returns; empty
+    packets are not frames, and a truncated file ends where its packets end. A stream that starts
+    inside a GOP (cut from a longer one) is counted by decoding it: decoders drop or add frames
+    there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames).
     Raises FrameReadError when the file cannot be opened as a video.
     """
     import av
@@ -358,23 +444,46 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     path = Path(path)
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise FrameReadError(path, "the file has no video stream")
-            stream = container.streams.video[0]
-            claimed = stream.frames or None
-            frames = 0
+            stream = _video_stream(container, path)
+            claimed, codec = stream.frames or None, stream.codec_context.name
+            frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             try:
                 for packet in container.demux(stream):
-                    frames += bool(packet.size)
+                    if not packet.size:
+                        continue
+                    frames += 1
+                    if first is None:
+                        first = packet
+                    if packet.pts is not None and (low is None or packet.pts < low):
+                        low = packet.pts
             except _av_errors() as e:  # a damaged tail: count what came before it
                 log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
+            clean = first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low))
     except FrameReadError:
         raise
     except _av_errors() as e:
-        raise FrameReadError(
-            path, f"PyAV cannot open the video (corrupt, truncated or not a video): {_first_line(e)}"
-        ) from e
-    return VideoFrameCount(frames, claimed)
+        raise _open_error(path, e) from e
+    if clean:
+        return VideoFrameCount(frames, claimed, codec)
+    log.debug("%s: the stream starts inside a GOP; counting its frames by decoding", path)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True)
+
+
+def _count_decoded(path: Path) -> int:
+    """Frames a sequential decode gives (up to the first error)."""
+    import av
+
+    n = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
+            for _ in container.decode(stream):
+                n += 1
+    except FrameReadError:
+        raise
+    except _av_errors() as e:
+        log.debug("%s: decoding stops after %d frames (%s)", path, n, _first_line(e))
+    return n
 
 
 def decode_all(path: str | Path) -> int:
@@ -399,9 +508,8 @@ def decode_all(path: str | Path) -> int:
     decoded = 0
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise FrameReadError(path, "the file has no video stream")
-            for frame in container.decode(container.streams.video[0]):
+            stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
+            for frame in container.decode(stream):
                 frame.to_ndarray(format="rgb24")
                 decoded += 1
     except FrameReadError:
@@ -410,75 +518,6 @@ def decode_all(path: str | Path) -> int:
         raise FrameReadError(path, f"frame {decoded} cannot be decoded (corrupt or truncated): "
                                    f"{_first_line(e)}") from e
     return decoded
-
-
-def _reason(e: FrameReadError) -> str:
-    """The message of a FrameReadError without its leading path."""
-    return str(e).removeprefix(f"{e.path}: ")
-
-
-class AutoVideoSource(FrameSource):
-    """decord, switching to PyAV for good when decord is missing or fails on this file.
-
-    The frame count stays the one first reported, so that indices sampled from it keep their
-    meaning; PyAV then raises if it cannot decode that many frames. When both fail, the error
-    gives both reasons.
-    """
-
-    def __init__(self, path: Path):
-        super().__init__(path)
-        self._decord_error: FrameReadError | None = None
-        self._inner: FrameSource
-        try:
-            _import_decord()
-        except ImportError:
-            log.debug("decord is not installed; reading %s with PyAV", path)
-            self._inner = PyAVSource(path)
-        else:
-            try:
-                self._inner = DecordSource(path)
-            except FrameReadError as e:
-                log.debug("decord cannot open %s (%s); trying PyAV", path, _reason(e))
-                self._decord_error = e
-                self._inner = self._with_decord_reason(lambda: PyAVSource(path))
-        self._n = len(self._inner)
-
-    @property
-    def backend(self) -> str:  # type: ignore[override]
-        return self._inner.backend
-
-    @property
-    def claimed(self) -> int | None:  # type: ignore[override]
-        return self._inner.claimed
-
-    def __len__(self) -> int:
-        return self._n
-
-    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
-        if self._inner.backend != "decord":
-            return self._with_decord_reason(lambda: self._inner._read_sorted(idx))
-        try:
-            return self._inner._read_sorted(idx)
-        except FrameReadError as e:
-            log.debug("decord failed on %s (%s); switching to PyAV", self.path, _reason(e))
-            self._decord_error = e
-            self._inner.close()
-            self._inner = self._with_decord_reason(lambda: PyAVSource(self.path))
-            return self._with_decord_reason(lambda: self._inner._read_sorted(idx))
-
-    def _with_decord_reason(self, fn):
-        """Run fn; if it raises FrameReadError after decord failed, name both failures."""
-        try:
-            return fn()
-        except FrameReadError as e:
-            if self._decord_error is None:
-                raise
-            raise FrameReadError(
-                self.path, f"{_reason(e)}; decord failed too: {_reason(self._decord_error)}"
-            ) from e
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 # ---------------------------------------------------------------------------- arrays

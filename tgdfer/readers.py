@@ -73,8 +73,9 @@ holds the clip), never both.
 Frames and paths: paths in the table are absolute and resolved. Relative annotation paths are
 relative to `root` (default: the annotation file's folder). n_frames is the number of image files
 in a frame folder (os.scandir, no decoding); for a video, the annotated count when the
-annotation has one, else the frames the file holds (`frames.video_frame_count`: its packets
-that hold data, read without decoding, cached in `frame_cache`). A container header that claims
+annotation has one, else the frames a sequential decode gives (`frames.video_frame_count`: its
+packets that hold data, read without decoding, or by decoding a stream that starts inside a GOP;
+cached in `frame_cache`). A container header that claims
 more frames than the file holds (empty "dropped frame" chunks of old AVIs, a file cut short) is
 not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
 a frame folder the folder's count is kept (it is what the frame source will read; sampling past
@@ -375,6 +376,9 @@ def _none(value: Any) -> Any:
 # ----------------------------------------------------------------------------- frame counts
 
 
+CACHE_VERSION = 2  # 2: counts are a sequential decode's frames (1 counted packets even where they differ)
+
+
 class FrameCountCache:
     """Frame counts of video files in a small JSON file, keyed by absolute path, size and mtime.
 
@@ -390,7 +394,7 @@ class FrameCountCache:
         if self.path is not None and self.path.is_file():
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
-                self.entries = dict(data.get("counts", {})) if data.get("version") == 1 else {}
+                self.entries = dict(data.get("counts", {})) if data.get("version") == CACHE_VERSION else {}
             except (OSError, ValueError, AttributeError) as e:
                 logger.warning("frame count cache %s is unreadable (%s); counting again", self.path, e)
 
@@ -414,7 +418,7 @@ class FrameCountCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": 1, "counts": self.entries}), encoding="utf-8")
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "counts": self.entries}), encoding="utf-8")
             os.replace(tmp, self.path)
             self.dirty = False
         except OSError as e:

@@ -1,0 +1,253 @@
+"""Frame-exact decoding on every codec and container a user brings, proven by pixels.
+
+A video frame index is the i-th frame of a full sequential PyAV decode, in presentation order.
+Each case below is encoded here (tests/videocases.py: 64x48, 90 frames, each frame's index drawn
+in its pixels) and every backend tgdfer offers is asked for frames by index; each returned frame
+must equal the sequential decode's frame of that index. A backend that cannot be exact on a case
+is not used for it: DecordSource raises NotFrameExact, and open_frames(path, "decord") reads
+that file with PyAV.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import av  # noqa: F401  (before decord: importing decord first breaks PyAV's VP9 encoder)
+import numpy as np
+import pytest
+import videocases as vc
+
+from tgdfer import frames as frames_mod
+from tgdfer.decoding_check import TOLERANCE, verify_random_access, verify_sample
+from tgdfer.errors import FrameReadError
+from tgdfer.frames import DECORD_EXACT_CODECS, DecordSource, NotFrameExact, open_frames, video_frame_count
+from tgdfer.sampling import segment_indices
+
+HAVE_DECORD = importlib.util.find_spec("decord") is not None
+BACKENDS = ["auto", "pyav"] + (["decord"] if HAVE_DECORD else [])
+# cases cut at the packet level so that the stream starts on a frame that is not a keyframe
+CUTS = {"cut_h264": ("h264_bframes", 1), "cut_mpeg4": ("mpeg4_mp4", 4), "cut_h265": ("h265", 5)}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """{case: (path, sequential decode [N, H, W, 3])} for every case the installed encoders allow."""
+    root = tmp_path_factory.mktemp("decoding")
+    out = {}
+    for name, case in vc.CASES.items():
+        if vc.available(case):
+            path = vc.write_case(root, name)
+            out[name] = (path, vc.sequential(path))
+    for name, (base, skip) in CUTS.items():
+        if base in out:
+            path = vc.cut_packets(out[base][0], root / f"{name}{vc.CASES[base].suffix}", skip)
+            out[name] = (path, vc.sequential(path))
+    return out
+
+
+def case(videos, name):
+    if name not in videos:
+        pytest.skip(f"this PyAV build has no {vc.CASES[CUTS.get(name, (name,))[0]].codec} encoder")
+    return videos[name]
+
+
+def used(backend: str, path) -> str:
+    """The backend that serves `backend` for this file: decord only where measured exact."""
+    if backend == "auto":
+        return "pyav"
+    count = video_frame_count(path)
+    return "decord" if backend == "decord" and count.codec in DECORD_EXACT_CODECS and not count.by_decoding else "pyav"
+
+
+def assert_frames(out, ref, idx, backend):
+    """out [T, H, W, 3] must be ref's frames idx, pixel for pixel (decord: within TOLERANCE);
+    `backend` is the one that decoded them."""
+    assert vc.identify(out, ref) == list(idx)
+    diff = np.abs(out.astype(int) - ref[np.asarray(idx)].astype(int)).max()
+    assert diff <= (TOLERANCE if backend == "decord" else 0), diff
+
+
+ALL = list(vc.CASES) + list(CUTS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_every_backend_returns_the_frames_asked_for(videos, name, backend):
+    path, ref = case(videos, name)
+    if backend == "decord" and used(backend, path) == "pyav":
+        with pytest.raises(NotFrameExact, match="decord is not frame-exact here"):
+            DecordSource(path)
+    with open_frames(path, backend) as src:
+        assert len(src) == len(ref)  # the frame count is the sequential decode's
+        assert src.backend == used(backend, path)
+        n = len(ref)
+        idx = [n - 1, 0, 8, 25, 42, 59, 76, 8, n // 2, 1]  # any order, repeats: the issue's stride 17
+        assert_frames(src.read(idx), ref, idx, src.backend)
+        view = segment_indices(n, 16, train=True, rng=3)
+        assert_frames(src.read(view), ref, view.tolist(), src.backend)
+
+
+@pytest.mark.parametrize("name", ["xvid_avi", "mpeg4_mp4"])
+def test_xvid_and_mpeg4_part2_are_frame_exact_by_default(videos, name):
+    path, ref = case(videos, name)
+    src = open_frames(path)  # the default backend
+    idx = list(range(8, len(ref), 17))
+    out = src.read(idx)
+    assert vc.identify(out, ref) == idx and np.array_equal(out, ref[idx])
+    assert src.codec == "mpeg4" and src.backend == "pyav"
+
+
+def test_sequential_decode_is_presentation_order_of_the_encoded_frames(videos):
+    """The reference itself: frame i of the sequential decode is the i-th frame that was encoded."""
+    truth = np.stack([vc.pattern(i) for i in range(90)])
+    for name in vc.CASES:
+        if name in videos:
+            ref = videos[name][1]
+            assert len(ref) == 90 and vc.identify(ref, truth) == list(range(90)), name
+
+
+@pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
+@pytest.mark.parametrize("name", ["xvid_avi", "mpeg4_mp4", "h265"])
+def test_decord_random_access_returns_other_frames_on_these_codecs(videos, name):
+    """The finding behind refusing decord here (decord 0.6.0): its get_batch, asked for every 7th
+    frame, returns frames of other indices on MPEG-4 Part 2 (avi and mp4) and H.265 with B-frames."""
+    import decord
+
+    path, ref = case(videos, name)
+    idx = list(range(5, len(ref), 7))
+    got = vc.identify(decord.VideoReader(str(path), num_threads=1).get_batch(idx).asnumpy(), ref)
+    wrong = [(i, g) for i, g in zip(idx, got) if i != g]
+    assert len(wrong) >= 5, wrong  # measured: 13/13 (xvid_avi), 8/13 (mpeg4_mp4), 11/13 (h265) wrong
+
+
+def test_a_stream_cut_inside_a_gop_is_counted_by_decoding(videos):
+    for name in CUTS:
+        if name in videos:
+            path, ref = videos[name]
+            count = video_frame_count(path)
+            assert count.by_decoding and count.frames == len(ref), name
+            with av.open(str(path)) as c:
+                packets = sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+            assert packets != len(ref), name  # why packets cannot be trusted there
+    path, ref = case(videos, "h264_bframes")
+    assert video_frame_count(path) == frames_mod.VideoFrameCount(90, 90, "h264", by_decoding=False)
+
+
+def _damage(path, tmp_path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:  # 400 garbage bytes in the middle of the frame data
+        mid = len(data) // 2
+        data[mid : mid + 400] = np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    out = tmp_path / f"{how}_{path.name}"
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+@pytest.mark.parametrize("name", ["xvid_avi", "h264_bframes"])
+def test_a_damaged_file_gives_a_frame_read_error_or_the_frames_that_decode(videos, tmp_path, name, how, backend):
+    """Damage never yields other frames: each index reads the sequential decode's frame (concealed
+    damage included) or raises FrameReadError naming the file. PyAV's sequential decode stops at
+    the first packet it cannot decode, and so do "auto" and "pyav"; decord skips such packets and
+    goes on, and the frames it returns past that point are the undamaged file's frames of the
+    index asked for."""
+    original, whole = case(videos, name)
+    path = _damage(original, tmp_path, how)
+    ref = vc.sequential(path, upto_error=True)  # a decoding error ends the sequential decode
+    assert len(ref) < len(whole)  # the damage is seen
+    try:
+        src = open_frames(path, backend)
+    except FrameReadError as e:
+        assert e.path == str(path)
+        return
+    read = 0
+    for i in range(len(src)):
+        try:
+            out = src.read([i])
+        except FrameReadError as e:
+            assert e.path == str(path) and ("corrupt" in str(e) or "truncated" in str(e)), str(e)
+            continue
+        read += 1
+        if i < len(ref):
+            assert np.abs(out[0].astype(int) - ref[i].astype(int)).max() <= (TOLERANCE if src.backend == "decord" else 0)
+        else:
+            assert src.backend == "decord", f"frame {i} read, but a sequential decode ends at {len(ref)}"
+            assert vc.identify(out, whole) == [i]
+    assert read >= min(len(ref), 10)  # the frames before the damage are there
+
+
+# ---------------------------------------------------------------------------- check
+
+
+@pytest.mark.parametrize("name", ["xvid_avi", "h264_bframes", "cut_h265"])
+def test_verify_random_access_passes_the_default_backend(videos, name):
+    path, ref = case(videos, name)
+    r = verify_random_access(path, samples=4, seed=0)
+    assert r.ok, r.reason
+    assert len(r.indices) == 4 and r.returned == r.indices and r.max_diff == (0, 0, 0, 0)
+    assert r.frames == r.decoded == len(ref)
+
+
+@pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
+def test_verify_random_access_names_the_wrong_frames(videos, monkeypatch):
+    """With the guard lifted, decord on XviD returns other frames, and the check says which."""
+    path, ref = case(videos, "xvid_avi")
+    monkeypatch.setattr(frames_mod, "DECORD_EXACT_CODECS", ("mpeg4",))
+    r = verify_random_access(path, backend="decord", samples=6, seed=1)
+    assert not r.ok and r.backend == "decord"
+    wrong = [(i, g) for i, g in zip(r.indices, r.returned) if i != g]
+    assert wrong and r.reason.startswith("backend decord returned frame ")
+    assert f"frame {wrong[0][1]} for {wrong[0][0]}" in r.reason
+
+
+@pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
+def test_verify_sample_passes_decord_where_it_is_used_and_flags_it_where_it_is_not_exact(videos, monkeypatch):
+    paths = [str(videos[n][0]) for n in ("h264_bframes", "xvid_avi")]
+    assert verify_sample(paths, 2, backend="decord") == {}  # XviD is read with PyAV
+    assert verify_sample(paths, 2, backend="auto") == {}
+    monkeypatch.setattr(frames_mod, "DECORD_EXACT_CODECS", ("h264", "mpeg4"))  # the guard lifted
+    bad = verify_sample(paths, 2, backend="decord")
+    assert set(bad) == {1} and bad[1].startswith("backend decord returned frame "), bad
+
+
+@pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
+def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(videos, tmp_path, monkeypatch):
+    """`tgdfer check` passes XviD with the default backend and with "decord" (which reads it with
+    PyAV); with decord's guard lifted it flags the file (misread, exit 1) naming the wrong frames;
+    --verify-decode 0 turns the check off."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tgdfer.cli import app
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("xvid_avi", "h264_bframes"):
+        path = case(videos, name)[0]
+        (data / path.name).write_bytes(path.read_bytes())
+    lst = data / "test.txt"
+    lst.write_text("xvid_avi.avi 90 0\nh264_bframes.mp4 90 1\n")
+    config = tmp_path / "p.toml"
+    config.write_text(f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))} }}\n')
+    run = CliRunner().invoke
+    csv = ["--csv", str(tmp_path / "r.csv"), "--workers", "0"]
+    decord = ["--set", 'extract.frame_backend="decord"']
+    for extra in ([], decord):
+        ok = run(app, ["check", str(config), *csv, *extra])
+        assert ok.exit_code == 0 and "2 ok" in ok.output, ok.output
+    monkeypatch.setattr(frames_mod, "DECORD_EXACT_CODECS", ("h264", "mpeg4"))
+    bad = run(app, ["check", str(config), *csv, *decord])
+    flat = " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "1 ok, 1 misread" in flat, bad.output
+    assert "Traceback" not in bad.output
+    import pandas as pd
+
+    report = pd.read_csv(tmp_path / "r.csv").set_index("clip_id")
+    assert report.loc["xvid_avi", "status"] == "misread"
+    assert report.loc["xvid_avi", "reason"].startswith("backend decord returned frame ")
+    off = run(app, ["check", str(config), *csv, *decord, "--verify-decode", "0"])
+    assert off.exit_code == 0, off.output
