@@ -328,7 +328,7 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     if not quick_gelu and config_quick_gelu:
         kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
     # Weights never go through open_clip's torch.load: tgdfer reads the file itself (weights.read_state_dict:
-    # safetensors, TorchScript via torch.jit.load, anything else weights_only) and loads it as open_clip would.
+    # safetensors, TorchScript as data, anything else weights_only) and loads it as open_clip would.
     state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
         with torch.random.fork_rng(devices=[]), _quiet_open_clip():
