@@ -84,8 +84,12 @@ class FacesConfig:
 
     @classmethod
     def from_fingerprint(cls, fp: Optional[dict]) -> FacesConfig:
-        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage)."""
-        return cls(**fp) if fp else cls()
+        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage), checked field by field."""
+        from .config import build
+
+        if fp is not None and not isinstance(fp, dict):
+            raise ConfigError("faces", f"must be a table of face stage settings, not {type(fp).__name__}")
+        return build(cls, fp, "faces") if fp else cls()
 
 
 # -- detectors ----------------------------------------------------------------------------------

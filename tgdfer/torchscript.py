@@ -43,15 +43,20 @@ MAX_DEPTH = 64  # module nesting; CLIP's deepest is 6
 
 
 class TorchScriptError(TgdferError):
-    """A TorchScript archive whose weights cannot be read as data."""
+    """A TorchScript archive whose weights cannot be read as data: it holds more (`damaged` False; only
+    TorchScript's loader, running its code, could open it) or it is damaged (`damaged` True)."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path, self.reason = str(path), reason
+    def __init__(self, path: str | os.PathLike, reason: str, damaged: bool = False):
+        self.path, self.reason, self.damaged = str(path), reason, damaged
         super().__init__(f"{path}: {reason}")
 
 
 class _Unreadable(Exception):
     """Why the archive is not plain weights (read_torchscript_state adds the path)."""
+
+
+class _Damaged(_Unreadable):
+    """The archive's records contradict each other (truncated, missing bytes)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,10 @@ def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *_) -> tor
     """torch._utils._rebuild_tensor_v2 on a flat storage tensor (requires_grad, hooks, metadata ignored)."""
     size, stride = tuple(size), tuple(stride)
     if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)) or len(size) != len(stride):
-        raise _Unreadable(f"a tensor with size {size}, stride {stride}, offset {offset}")
+        raise _Damaged(f"a tensor with size {size}, stride {stride}, offset {offset}")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
     if last >= storage.numel():
-        raise _Unreadable(f"a tensor of size {size} reaches past its storage of {storage.numel()} elements")
+        raise _Damaged(f"a tensor of size {size} reaches past its storage of {storage.numel()} elements")
     return storage.as_strided(size, stride, offset)
 
 
@@ -126,7 +131,7 @@ class _Unpickler(pickle.Unpickler):
             raw = self.read_record(f"data/{key}")
             itemsize = torch.empty(0, dtype=dtype).element_size()
             if not isinstance(numel, int) or len(raw) < numel * itemsize:
-                raise _Unreadable(f"storage data/{key} holds {len(raw)} bytes, not {numel} x {itemsize}")
+                raise _Damaged(f"storage data/{key} holds {len(raw)} bytes, not {numel} x {itemsize}")
             flat = torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
             self.storages[key] = flat
         return self.storages[key]
@@ -177,12 +182,12 @@ def read_torchscript_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         _collect(root, classes, "", state, 0)
         return state
     except _Unreadable as e:
-        raise TorchScriptError(path, str(e)) from None
+        raise TorchScriptError(path, str(e), damaged=isinstance(e, _Damaged)) from None
     except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, EOFError, AttributeError,
             IndexError, KeyError, SyntaxError, MemoryError, RecursionError) as e:  # a damaged archive
         detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise TorchScriptError(path, f"its data.pkl cannot be read ({type(e).__name__}"
-                               f"{': ' + detail if detail else ''})") from None
+                               f"{': ' + detail if detail else ''})", damaged=True) from None
 
 
 def _collect(obj, classes: dict[str, ScriptClass], prefix: str, out: dict[str, torch.Tensor], depth: int) -> None:

@@ -105,15 +105,17 @@ def _read_torchscript(path: Path, trust: bool) -> dict[str, torch.Tensor]:
     try:
         return read_torchscript_state(path)
     except TorchScriptError as e:
+        if e.damaged:
+            raise TgdferError(f"{path}: cannot read it as weights ({e.reason})") from None
         if not trust:
-            _refuse(path, e.reason, "run the TorchScript code it holds")
+            _refuse(path, e.reason, "run TorchScript code from the file")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())  # the user's trust opt-in
         except Exception as e:  # noqa: BLE001: a damaged archive, whatever torch raises
-            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
 
 
 def _load_pickled(path: Path, trust: bool):
@@ -123,7 +125,7 @@ def _load_pickled(path: Path, trust: bool):
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception as e:  # not a torch zip, truncated
-            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
     else:
         unsafe = None if kind == "pickle" else []  # None: a bare pickle, known only by trying
     if unsafe and not trust:
@@ -133,23 +135,25 @@ def _load_pickled(path: Path, trust: bool):
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             if unsafe is None and not trust:  # a pickle the restricted unpickler refused
-                _refuse(path, _first_line(e))
+                _refuse(path, first_line(e))
             if unsafe is not None:
-                raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+                raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
         except Exception as e:  # garbage, truncated
-            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
     return torch.load(path, map_location="cpu", weights_only=False)  # the user's explicit opt-in (trust)
 
 
-def _refuse(path: Path, why: str, risk: str = "unpickle objects other than tensors") -> None:
+def _refuse(path: Path, why: str, risk: str = "unpickle objects other than tensors, which can run code") -> None:
     raise UnsafeWeightsError(
-        f"{path}: refused: loading it would {risk}, which can run code ({why}). Use a safetensors or plain "
+        f"{path}: refused: loading it would {risk} ({why}). Use a safetensors or plain "
         f"state-dict file; if you trust where this file came from, pass --trust-weights (or set {TRUST_ENV}=1)")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's first non-empty line (torch's messages run to paragraphs), for one-line errors."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0].rstrip(".") if lines else type(e).__name__
+    line = lines[0].partition(" (Could this error message be improved?")[0] if lines else type(e).__name__
+    return line.rstrip(".")
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
