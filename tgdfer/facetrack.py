@@ -115,8 +115,8 @@ def import_detector(spec: str) -> None:
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ConfigError("--faces", f"{spec!r}: --allow-import takes a detector as 'pkg.module:factory'")
-    try:  # the user's --allow-import: code they trust, named on their command line
-        factory = getattr(importlib.import_module(module), attr)
+    try:
+        factory = getattr(importlib.import_module(module), attr)  # the user trusts it: --allow-import
     except (ImportError, AttributeError) as e:
         raise ConfigError("--faces", f"cannot import {spec!r}: {e}") from e
     if not callable(factory):
