@@ -11,7 +11,6 @@ field), no traceback, and no MARKER.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -310,3 +309,22 @@ def test_damaged_torchscript_is_one_line(tmp_path):
         with pytest.raises(TgdferError, match=rf"{bad}: .*(data\.pkl|data/0)") as e:
             read_state_dict(bad)
         assert "\n" not in str(e.value)
+
+
+def test_store_chunks_behind_a_pickle_codec_are_never_unpickled(reference_store, tmp_path, marker):
+    """A store whose feats array names numcodecs' pickle codec, every chunk a payload: zarr refuses the codec.
+
+    (The one-line message for it belongs to the store's error handling; here: no code runs, no success.)"""
+    store = tmp_path / "pickled.zarr"
+    shutil.copytree(reference_store, store)
+    meta = json.loads((store / "feats" / "zarr.json").read_text())
+    meta["codecs"] = [{"name": "numcodecs.pickle", "configuration": {"protocol": 5}}]
+    (store / "feats" / "zarr.json").write_text(json.dumps(meta))
+    chunks = [p for p in (store / "feats").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert chunks
+    for chunk in chunks:
+        chunk.write_bytes(pickle.dumps(Payload(marker)))
+    result = runner.invoke(app, ["train-head", "--set", f'train.store="{store}"', "--set", f'encoder.model="{TINY}"',
+                                 "--set", 'head.text_prompt="class"', "--set", "head.learnable=false",
+                                 "--out", str(tmp_path / "t"), "--fold", "1", "--epochs", "1", "--device", "cpu"])
+    assert result.exit_code != 0 and not (tmp_path / "t" / "final.json").exists()

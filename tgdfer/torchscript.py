@@ -78,15 +78,28 @@ class ScriptObject:
         self.state = state
 
 
-def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *_) -> torch.Tensor:
+class Ref:
+    """A storage or tensor as the unpickler holds it. Not a torch.Tensor, so pickle's BUILD cannot reach
+    torch's own `Tensor.__setstate__` through it (BUILD can at most replace `tensor`, which is checked)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+def _rebuild_tensor(storage: Ref, offset: int, size, stride, *_) -> Ref:
     """torch._utils._rebuild_tensor_v2 on a flat storage tensor (requires_grad, hooks, metadata ignored)."""
+    if not isinstance(storage, Ref) or not torch.is_tensor(storage.tensor) or storage.tensor.dim() != 1:
+        raise _Unreadable("its data.pkl rebuilds a tensor from something that is not a storage")
+    storage = storage.tensor
     size, stride = tuple(size), tuple(stride)
     if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)) or len(size) != len(stride):
         raise _Damaged(f"a tensor with size {size}, stride {stride}, offset {offset}")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
     if last >= storage.numel():
         raise _Damaged(f"a tensor of size {size} reaches past its storage of {storage.numel()} elements")
-    return storage.as_strided(size, stride, offset)
+    return Ref(storage.as_strided(size, stride, offset))
 
 
 def _identity(value, *_):
@@ -109,7 +122,7 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.read_record = read_record
         self.classes: dict[str, type] = {}
-        self.storages: dict[str, torch.Tensor] = {}
+        self.storages: dict[str, torch.Tensor] = {}  # key -> flat [numel] tensor of the record's bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) in _GLOBALS:
@@ -134,7 +147,7 @@ class _Unpickler(pickle.Unpickler):
                 raise _Damaged(f"storage data/{key} holds {len(raw)} bytes, not {numel} x {itemsize}")
             flat = torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
             self.storages[key] = flat
-        return self.storages[key]
+        return Ref(self.storages[key])
 
 
 _CLASS = re.compile(r"^class (\w+)\((\w*)\):[^\n]*\n", re.M)
@@ -207,8 +220,8 @@ def _collect(obj, classes: dict[str, ScriptClass], prefix: str, out: dict[str, t
         raise _Unreadable(f"{where} ({obj.qualname}) stores a {type(attrs).__name__}, not its attributes")
     for name in (*cls.parameters, *cls.buffers):
         value = attrs.get(name)
-        if torch.is_tensor(value):
-            out[prefix + name] = value
+        if isinstance(value, Ref) and torch.is_tensor(value.tensor):
+            out[prefix + name] = value.tensor
         elif value is not None:
             raise _Unreadable(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
     for name, value in attrs.items():
