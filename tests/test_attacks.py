@@ -328,3 +328,17 @@ def test_store_chunks_behind_a_pickle_codec_are_never_unpickled(reference_store,
                                  "--set", 'head.text_prompt="class"', "--set", "head.learnable=false",
                                  "--out", str(tmp_path / "t"), "--fold", "1", "--epochs", "1", "--device", "cpu"])
     assert result.exit_code != 0 and not (tmp_path / "t" / "final.json").exists()
+
+
+def test_installed_packages_supply_detectors_by_entry_point(monkeypatch):
+    """A name in the `tgdfer.detectors` entry points (code the user installed) builds; the name alone is what a file holds."""
+    from importlib.metadata import EntryPoint
+
+    eps = [EntryPoint("wholeframe", f"{__name__}:whole_frame", facetrack.ENTRY_POINTS)]
+    monkeypatch.setattr(facetrack.importlib.metadata, "entry_points",
+                        lambda group: [e for e in eps if e.group == group])
+    (found,) = FaceStage(FacesConfig(detector="wholeframe")).detector(np.zeros((1, 6, 8, 3), np.uint8))
+    assert found[0][0].tolist() == [0, 0, 8, 6]
+    assert "wholeframe" in facetrack.list_detectors()
+    with pytest.raises(ConfigError, match="unknown detector 'other'"):
+        facetrack.make_detector(FacesConfig(detector="other"))
