@@ -97,7 +97,8 @@ def crafted_weights(folder: Path, marker: Path) -> dict[str, Path]:
     script_save(SetStateWrites(str(marker)), files["torchscript-setstate"])
     with open(files["torchscript-os-system"], "wb") as f:  # TorchScript's layout, data.pkl a plain pickle payload
         with torch.serialization._open_zipfile_writer(f) as zw:
-            for name, data in (("data.pkl", pickle.dumps(Payload(marker), protocol=2)), ("constants.pkl", b"\x80\x02).")):
+            records = {"data.pkl": pickle.dumps(Payload(marker), protocol=2), "constants.pkl": b"\x80\x02)."}
+            for name, data in records.items():
                 zw.write_record(name, data, len(data))
     return files
 
@@ -159,7 +160,8 @@ def test_crafted_weights_through_every_command(kind, run, tmp_path, marker, synt
     evil = crafted_weights(tmp_path / "files", marker)[kind]
     data = ["--set", 'data.kind="dfew"', "--set", f'data.args={{split_dir="{synth_dir / "EmoLabel_DataSplit"}", '
             f'frames_dir="{synth_dir / "frames"}"}}']
-    refused(["extract", "--store", str(tmp_path / "s.zarr"), "--model", TINY, "--pretrained", str(evil), *data], str(evil))
+    refused(["extract", "--store", str(tmp_path / "s.zarr"), "--model", TINY, "--pretrained", str(evil), *data],
+            str(evil))
     refused(["predict", str(run), str(tmp_path), "--weights", str(evil), "--device", "cpu"], str(evil))
 
     def point_at_evil(record: dict) -> None:  # the run's recorded weights file: one inside the shared folder
@@ -274,7 +276,8 @@ def test_no_config_file_grants_trust(tmp_path):
     with pytest.raises(ConfigError, match="no config file can grant trust"):
         load_pipeline(tmp_path / "top.toml")
     # the flag itself is the command line's: accepted, and never written into the printed (re-readable) config
-    result = runner.invoke(app, ["train-head", "-c", str(tmp_path / "top_ok.toml"), "--trust-weights", "--print-config"])
+    result = runner.invoke(app, ["train-head", "-c", str(tmp_path / "top_ok.toml"), "--trust-weights",
+                                 "--print-config"])
     assert result.exit_code == 0 and "trust_weights" not in result.output, result.output
 
 
@@ -331,7 +334,7 @@ def test_store_chunks_behind_a_pickle_codec_are_never_unpickled(reference_store,
 
 
 def test_installed_packages_supply_detectors_by_entry_point(monkeypatch):
-    """A name in the `tgdfer.detectors` entry points (code the user installed) builds; the name alone is what a file holds."""
+    """A name in the `tgdfer.detectors` entry points (code the user installed) builds; a file holds only the name."""
     from importlib.metadata import EntryPoint
 
     eps = [EntryPoint("wholeframe", f"{__name__}:whole_frame", facetrack.ENTRY_POINTS)]

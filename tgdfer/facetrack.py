@@ -49,7 +49,7 @@ class FaceDetector(Protocol):
 
 @dataclass
 class FacesConfig:
-    detector: str = "none"  # "none" (frames are already face crops) or a registered name ("centerface"; see register_detector)
+    detector: str = "none"  # "none" (frames are already face crops) or a registered detector name ("centerface")
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the detector's factory (e.g. a weights path)
     every: int = 0  # detection frames: 0 = the T test-time segment centres; k >= 1 = every k-th frame of the clip
     min_score: float = 0.5  # detections below this confidence are ignored

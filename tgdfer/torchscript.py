@@ -145,8 +145,8 @@ class _Unpickler(pickle.Unpickler):
             itemsize = torch.empty(0, dtype=dtype).element_size()
             if not isinstance(numel, int) or len(raw) < numel * itemsize:
                 raise _Damaged(f"storage data/{key} holds {len(raw)} bytes, not {numel} x {itemsize}")
-            flat = torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
-            self.storages[key] = flat
+            self.storages[key] = (torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=dtype) if numel
+                                  else torch.empty(0, dtype=dtype))  # frombuffer refuses an empty buffer
         return Ref(self.storages[key])
 
 
