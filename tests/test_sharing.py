@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -96,6 +97,48 @@ def test_torchscript_is_recognised_as_torch_recognises_it(tmp_path, marker, nest
     plain = tmp_path / "plain.pt"
     torch.save({"w": torch.zeros(2)}, plain)
     assert not is_torchscript_archive(plain) and not is_torchscript_archive(tmp_path)
+
+
+class Nested(torch.nn.Module):
+    """Parameters, a buffer, a plain tensor attribute (not in a state dict), a bias-less layer, nesting."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 3)
+        self.seq = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.LayerNorm(3))
+        self.register_buffer("buf", torch.arange(4.0))
+        self.scale = torch.nn.Parameter(torch.full([], 2.0))
+        self.attr = torch.zeros(2)
+
+    def forward(self, x):
+        return self.seq(self.lin(x)) * self.scale + self.buf.sum() + self.attr.sum()
+
+
+@pytest.mark.parametrize("how", ["script", "trace", "script-fp16", "open_clip"])
+def test_torchscript_weights_read_as_data_equal_torchscripts_own_state_dict(tmp_path, how):
+    """Keys (in order), dtypes and values equal TorchScript's loader's state_dict(), which the test itself runs."""
+    import open_clip
+
+    from tgdfer.encoders import register_model_configs
+    from tgdfer.torchscript import read_torchscript_state
+
+    torch.manual_seed(0)
+    if how == "open_clip":
+        register_model_configs()
+        module = open_clip.create_model(TINY).eval()
+    else:
+        module = Nested().half() if how == "script-fp16" else Nested()
+    path = tmp_path / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.trace(module, torch.randn(1, 2)) if how == "trace" else torch.jit.script(module)
+        torch.jit.save(scripted, str(path))
+        expected = torch.jit.load(str(path)).state_dict()
+    got = read_torchscript_state(path)
+    assert list(got) == list(expected) and len(got) > 5
+    for k, v in expected.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+    assert "attr" not in got
 
 
 @pytest.mark.parametrize("how", ["run-folder", "file"])

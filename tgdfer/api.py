@@ -36,6 +36,7 @@ def _reload(pipe: Pipeline, overrides: Sequence[str]) -> Pipeline:
 
     raw = apply_overrides(pipe.to_dict(), list(overrides))
     parts = {name: build(type(getattr(pipe, name)), raw[name], name) for name in raw}
+    parts["encoder"].trust_weights = pipe.encoder.trust_weights  # set by code, never part of a config table
     return Pipeline(**parts, source=pipe.source)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from .errors import TgdferError, os_error
-from .weights import file_format
+from .weights import file_format, first_line, is_torchscript_archive
 
 FORMAT = "tgdfer-checkpoint/1"  # the header's `format` entry
 SUFFIX = ".safetensors"
@@ -174,6 +174,8 @@ def convert_legacy(src: str | Path, dst: str | Path | None = None, *, trust: boo
         raise CheckpointError(f"{src}: already in the safetensors format, nothing to convert")
     if dst.exists():
         raise CheckpointError(f"{dst} exists; remove it or pass another output path")
+    if is_torchscript_archive(src):  # torch.load would hand it to TorchScript's loader, which runs its code
+        raise CheckpointError(f"{src}: a TorchScript archive, not a tgdfer checkpoint")
     import pickle
 
     try:
@@ -182,10 +184,10 @@ def convert_legacy(src: str | Path, dst: str | Path | None = None, *, trust: boo
         if not trust:
             raise CheckpointError(
                 f"{src}: holds objects other than tensors and plain values, so reading it could run code "
-                f"({str(e).splitlines()[0]}); convert it only if you trust where it came from, with --trust") from e
+                f"({first_line(e)}); convert it only if you trust where it came from, with --trust") from e
         state = torch.load(src, map_location="cpu", weights_only=False)  # the user vouches for it: --trust
     except Exception as e:
-        raise CheckpointError(f"{src}: cannot read it as a torch checkpoint ({e})") from e
+        raise CheckpointError(f"{src}: cannot read it as a torch checkpoint ({first_line(e)})") from e
     if not isinstance(state, dict) or "head_state" not in state:
         raise CheckpointError(f"{src}: not a tgdfer checkpoint (no head_state)")
     state = _plain(state)

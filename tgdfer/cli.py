@@ -103,8 +103,24 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda
 
 
 TrustOpt = Annotated[bool, typer.Option(
-    "--trust-weights", help="Unpickle an encoder weights file in full even if it holds more than tensors. This can "
-    "run code from the file: only for files whose source you trust (see docs/sharing.md).")]
+    "--trust-weights", help="Unpickle an encoder weights file in full (or run a TorchScript archive's code) even if "
+    "it holds more than tensors. This can run code from the file: only for files whose source you trust. Same as "
+    "TGDFER_TRUST_WEIGHTS=1; no config file can set it (see docs/sharing.md).")]
+AllowImportOpt = Annotated[bool, typer.Option(
+    "--allow-import", help="Import the --faces detector given as pkg.module:factory (runs that Python code). "
+    "Without it tgdfer only builds registered detectors; a name read from a file is never imported.")]
+
+
+def _allow_import(faces: Optional[str], allow: bool) -> None:
+    """--faces pkg.module:factory --allow-import: import the factory the user named (facetrack.import_detector)."""
+    from .errors import ConfigError
+    from .facetrack import import_detector
+
+    if allow and not (faces and ":" in faces):
+        raise ConfigError("--allow-import", "imports the detector that --faces names as pkg.module:factory; "
+                                            "give one there")
+    if allow:
+        import_detector(faces)
 
 
 def _pipeline(config: Optional[Path], overrides: list[str], print_config: bool = False,
@@ -241,7 +257,8 @@ def extract_cli(
         = None,
     faces: Annotated[Optional[str], typer.Option(
         help="Face detector cropping each frame to the clip's face track: none (pre-cropped data) | centerface | "
-             "module:factory ([faces] table).")] = None,
+             "pkg.module:factory with --allow-import ([faces] table).")] = None,
+    allow_import: AllowImportOpt = False,
     shard_id: Annotated[Optional[int], typer.Option(help="This writer's shard (default: RANK / SLURM_PROCID).")] = None,
     num_shards: Annotated[Optional[int], typer.Option(help="Writers in all (default: WORLD_SIZE / SLURM_NTASKS).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing store first and rebuild it.")] = False,
@@ -264,8 +281,10 @@ def extract_cli(
     pipe = _pipeline(config, _overrides(
         set_, extract__store=store, extract__backend=backend, encoder__model=model, encoder__pretrained=pretrained,
         encoder__precision=precision, extract__normalize=normalize, extract__views=views,
-        extract__workers=workers, extract__device=device, extract__seed=seed,
-        encoder__trust_weights=trust_weights or None, faces__detector=faces), print_config, profile)
+        extract__workers=workers, extract__device=device, extract__seed=seed, faces__detector=faces),
+        print_config, profile)
+    pipe.encoder.trust_weights = trust_weights  # only ever from the command line, never from the config
+    _allow_import(faces, allow_import)
     if verify_only:
         ok = _verify(Path(pipe.extract.store), pipe.extract.backend)
         raise typer.Exit(0 if ok else 1)
@@ -461,8 +480,8 @@ def train_head_cli(
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = _pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__seed=seed,
                                         train__epochs=epochs, train__device=device,
-                                        train__end_to_end=True if end_to_end else None,
-                                        encoder__trust_weights=trust_weights or None), print_config, profile)
+                                        train__end_to_end=True if end_to_end else None), print_config, profile)
+    pipe.encoder.trust_weights = trust_weights  # only ever from the command line, never from the config
     runs = plan_runs(pipe.train, parse_int_list(folds, "--folds") if folds is not None else None,
                      parse_int_list(seeds, "--seeds") if seeds is not None else None, out)
     if folds is not None or seeds is not None:
@@ -725,8 +744,9 @@ def predict_cli(
              "score). Default: the model's [head] influence.")] = None,
     trust_weights: TrustOpt = False,
     faces: Annotated[Optional[str], typer.Option(
-        help="Face detector for raw video (centerface | module:factory | none); default: the model's own "
-             "(its store's face stage).")] = None,
+        help="Face detector for raw video (centerface | pkg.module:factory with --allow-import | none); default: "
+             "the model's own (its store's face stage).")] = None,
+    allow_import: AllowImportOpt = False,
     on_missing: Annotated[Optional[str], typer.Option(
         help="A clip in which no face is found: fail (an error for that input) | center (predict on the centre "
              "square; marked \"fallback\": \"center\"). Default: the model's faces.on_missing.")] = None,
@@ -751,6 +771,7 @@ def predict_cli(
         from .errors import ConfigError
 
         raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'")
+    _allow_import(faces, allow_import)
     result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
                      influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces,
                      on_missing=on_missing)

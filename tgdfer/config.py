@@ -5,6 +5,10 @@ table is built into that stage's dataclass by `build`, which rejects unknown fie
 types with a message naming the field. Overrides look like `extract.batch_size=64`; the value is
 parsed as TOML (so `64`, `true`, `"text"`, `[1, 2]` all work) and falls back to a bare string.
 
+A field whose metadata has "not_in_files" (EncoderConfig.trust_weights) is set only by code (the CLI
+flag, a Python argument): a table that names it is a ConfigError, whether it comes from a file or
+a `--set` (which a sweep file's `set = [...]` also feeds), and `to_dict` leaves it out of records.
+
 TOML has no null: the string `"none"` (any case) sets an optional field (`Optional[int]`,
 `bool | None`, `Optional[str]`, ...) to None, e.g. `head.stride = "none"`, `--set train.fold=none`,
 as the sweep files write it. `to_toml` writes None back the same way, so printed configs read back.
@@ -89,6 +93,9 @@ def build(cls: type[C], table: dict[str, Any] | None, section: str) -> C:
     if unknown:
         raise ConfigError(f"{section}.{unknown[0]}",
                           f"unknown field{did_you_mean(unknown[0], names)}; known fields: {', '.join(sorted(names))}")
+    for f in dataclasses.fields(cls):
+        if f.name in table and "not_in_files" in f.metadata:
+            raise ConfigError(f"{section}.{f.name}", f.metadata["not_in_files"])
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in table.items()}
     try:
         return cls(**kwargs)
@@ -183,7 +190,7 @@ def to_toml(tables: dict[str, dict[str, Any]]) -> str:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Dataclass -> plain dict (tuples as lists), ready for TOML/JSON."""
+    """Dataclass -> plain dict (tuples as lists), ready for TOML/JSON; "not_in_files" fields left out."""
     def conv(v: Any) -> Any:
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
@@ -191,7 +198,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return {k: conv(x) for k, x in v.items()}
         return v
 
-    return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}
+    skip = {f.name for f in dataclasses.fields(cfg) if "not_in_files" in f.metadata}
+    return {k: conv(v) for k, v in dataclasses.asdict(cfg).items() if k not in skip}
 
 
 def table_diff(before: dict[str, Any], now: dict[str, Any],

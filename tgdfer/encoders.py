@@ -56,7 +56,9 @@ class EncoderConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward (features are stored as fp16)
     quick_gelu: bool | None = None  # None = decide (OpenAI weights need QuickGELU); True/False forces it
     cache_dir: str | None = None  # where open_clip downloads tagged weights (None: the Hugging Face cache)
-    trust_weights: bool = False  # unpickle a weights file in full even if it holds more than tensors (can run code)
+    # unpickle a weights file in full / run a TorchScript archive's code (can run code): the user's opt-in only
+    trust_weights: bool = field(default=False, metadata={
+        "not_in_files": "no config file can grant trust; pass --trust-weights or set TGDFER_TRUST_WEIGHTS=1"})
 
     def __post_init__(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -328,7 +330,7 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     if not quick_gelu and config_quick_gelu:
         kwargs["quick_gelu"] = False  # force_quick_gelu can only switch it on; model kwargs override the config
     # Weights never go through open_clip's torch.load: tgdfer reads the file itself (weights.read_state_dict:
-    # safetensors, TorchScript via torch.jit.load, anything else weights_only) and loads it as open_clip would.
+    # safetensors, TorchScript as data, anything else weights_only) and loads it as open_clip would.
     state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
         with torch.random.fork_rng(devices=[]), _quiet_open_clip():

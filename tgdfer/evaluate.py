@@ -95,9 +95,9 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
         record = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise TgdferError(f"{path}: cannot read the run's settings ({e})") from e
+    if isinstance(record.get("encoder"), dict):  # tgdfer <= 0.2 recorded trust_weights; a run cannot vouch for files
+        record["encoder"].pop("trust_weights", None)
     encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
-    if encoder is not None:
-        encoder.trust_weights = False  # a run folder cannot vouch for files: only the user's --trust-weights can
     return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
 
 

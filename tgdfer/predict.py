@@ -360,10 +360,13 @@ def load_predictor(model: str | Path, device: str = "auto", weights: Optional[st
     transform = ClipTransform(size=pp["size"], train=False, normalize=pp["normalize"], mean=tuple(pp["mean"]),
                               std=tuple(pp["std"]))
     backend = ckpt["config"].get("pipeline", {}).get("extract", {}).get("frame_backend", "auto")
-    face_cfg = faces_config(ckpt, faces, on_missing)
-    stage = FaceStage(face_cfg) if face_cfg.enabled else None
-    if stage is not None:
-        stage.detector  # a detector that cannot load fails here, not once per input
+    try:
+        face_cfg = faces_config(ckpt, faces, on_missing)
+        stage = FaceStage(face_cfg) if face_cfg.enabled else None
+        if stage is not None:
+            stage.detector  # a detector that cannot load fails here, not once per input
+    except ConfigError as e:
+        raise TgdferError(f"{path}: its face stage: {e}") from e
     return LoadedModel(checkpoint=path, head=head, encoder=enc, transform=transform, frames=int(sampling["frames"]),
                        seed=int(sampling["seed"]), frame_backend=backend, classes=checkpoint_classes(ckpt),
                        faces=face_cfg, stage=stage)

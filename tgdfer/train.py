@@ -805,7 +805,7 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
 # `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
 RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.grad_checkpointing", "train.out",
                             "train.store", "train.epochs", "train.tensorboard",
-                            "encoder.cache_dir", "encoder.trust_weights"})
+                            "encoder.cache_dir"})
 
 
 def run_record(head_cfg: HeadConfig, cfg: TrainConfig, config_record: Optional[dict],

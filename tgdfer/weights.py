@@ -3,14 +3,17 @@
 A CLIP weights file a user hands over is one of:
 - safetensors (`.safetensors`, open_clip's and Hugging Face's format): read as data;
 - a TorchScript archive (OpenAI's CLIP release, `ViT-B-32.pt`): recognised exactly as torch
-  recognises one (a zip whose records include a top-level `constants.pkl`) and read by
-  `torch.jit.load`, whose unpickler builds TorchScript values only, never arbitrary Python objects;
+  recognises one (a zip whose records include a top-level `constants.pkl`) and read as data by
+  tgdfer/torchscript.py (its parameters and buffers, the state dict TorchScript's loader would
+  give), without running any of its TorchScript code;
 - any other `torch.save` zip or pickle (`open_clip_pytorch_model.bin`, a state dict): read with
   `torch.load(weights_only=True)`, which refuses every object that is not a tensor or plain value.
 
-A file that passes only as "unsafe" (its pickle names other Python objects) is refused with
-UnsafeWeightsError, unless the user opts in (`--trust-weights`, `[encoder] trust_weights = true`):
-only then is it unpickled in full. See docs/sharing.md.
+A file that passes only as "unsafe" (its pickle names other Python objects, or its TorchScript
+classes hold more than weights) is refused with UnsafeWeightsError, unless the user opts in: the
+`--trust-weights` flag, `trust=True` from Python, or the environment variable TGDFER_TRUST_WEIGHTS=1. Only
+then is it unpickled in full (or handed to TorchScript's loader). No file can opt in: a config
+file's `trust_weights` is an error (config.py). See docs/sharing.md.
 """
 
 from __future__ import annotations
@@ -23,19 +26,26 @@ from pathlib import Path
 import torch
 
 from .errors import TgdferError
+from .torchscript import TorchScriptError, read_torchscript_state
 
 TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's archives, not weights
+TRUST_ENV = "TGDFER_TRUST_WEIGHTS"  # "1": the user trusts every encoder weights file this process opens
 
 
 class UnsafeWeightsError(TgdferError):
     """A weights file that only loads by unpickling arbitrary objects, and the user did not opt in."""
 
 
+def trusted_by_env() -> bool:
+    """True when the user set TGDFER_TRUST_WEIGHTS=1 (the environment is the user's, never a file's)."""
+    return os.environ.get(TRUST_ENV, "").strip() == "1"
+
+
 def is_torchscript_archive(path: str | os.PathLike) -> bool:
     """True when torch.load would treat the file as TorchScript: a torch zip with a top-level constants.pkl.
 
     Uses torch's own zip reader and test, so a zip that merely holds a nested `x/y/constants.pkl`
-    (or anything torch would not dispatch to torch.jit.load) is not one.
+    (or anything torch would not dispatch to its TorchScript loader) is not one.
     """
     try:
         if file_format(path) != "zip":
@@ -65,18 +75,17 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
 
     Unwraps `{"state_dict": ...}` checkpoints and a `module.` prefix (DataParallel), as open_clip does.
     Raises UnsafeWeightsError (naming the file and the reason) for a file that needs full unpickling
-    when `trust` is False, TgdferError for a file that is not weights at all.
+    or TorchScript's loader when `trust` is False (and TGDFER_TRUST_WEIGHTS is not 1), TgdferError for
+    a file that is not weights at all.
     """
     path = Path(path)
+    trust = trust or trusted_by_env()
     if path.suffix == ".safetensors" or file_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path), device="cpu")
     elif is_torchscript_archive(path):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state = _read_torchscript(path, trust)
         for key in TORCHSCRIPT_EXTRA_KEYS:
             state.pop(key, None)
     else:
@@ -90,6 +99,25 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     return state
 
 
+def _read_torchscript(path: Path, trust: bool) -> dict[str, torch.Tensor]:
+    """A TorchScript archive's weights read as data; only with `trust`, an archive that holds more goes to
+    TorchScript's loader (which runs the archive's code)."""
+    try:
+        return read_torchscript_state(path)
+    except TorchScriptError as e:
+        if e.damaged:
+            raise TgdferError(f"{path}: cannot read it as weights ({e.reason})") from None
+        if not trust:
+            _refuse(path, e.reason, "run TorchScript code from the file")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit is deprecated
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())  # the user's trust opt-in
+        except Exception as e:  # noqa: BLE001: a damaged archive, whatever torch raises
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
+
+
 def _load_pickled(path: Path, trust: bool):
     """A torch.save zip or pickle: weights_only=True, or in full when it names other objects and `trust`."""
     kind = file_format(path)
@@ -97,7 +125,7 @@ def _load_pickled(path: Path, trust: bool):
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception as e:  # not a torch zip, truncated
-            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
     else:
         unsafe = None if kind == "pickle" else []  # None: a bare pickle, known only by trying
     if unsafe and not trust:
@@ -107,24 +135,25 @@ def _load_pickled(path: Path, trust: bool):
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             if unsafe is None and not trust:  # a pickle the restricted unpickler refused
-                _refuse(path, _first_line(e))
+                _refuse(path, first_line(e))
             if unsafe is not None:
-                raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+                raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
         except Exception as e:  # garbage, truncated
-            raise TgdferError(f"{path}: cannot read it as weights ({_first_line(e)})") from e
+            raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
     return torch.load(path, map_location="cpu", weights_only=False)  # the user's explicit opt-in (trust)
 
 
-def _refuse(path: Path, why: str) -> None:
+def _refuse(path: Path, why: str, risk: str = "unpickle objects other than tensors, which can run code") -> None:
     raise UnsafeWeightsError(
-        f"{path}: refused: loading it would unpickle objects other than tensors, which can run code ({why}). "
-        f"Use a safetensors or plain state-dict file; if you trust where this file came from, pass "
-        f"--trust-weights (or set [encoder] trust_weights = true)")
+        f"{path}: refused: loading it would {risk} ({why}). Use a safetensors or plain "
+        f"state-dict file; if you trust where this file came from, pass --trust-weights (or set {TRUST_ENV}=1)")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's first non-empty line (torch's messages run to paragraphs), for one-line errors."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0].rstrip(".") if lines else type(e).__name__
+    line = lines[0].partition(" (Could this error message be improved?")[0] if lines else type(e).__name__
+    return line.rstrip(".")
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
