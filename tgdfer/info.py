@@ -28,6 +28,8 @@ class StoreDescription:
     text_sets: list[str]
     classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
     skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
+    damage: list[dict] | None = None  # with verify: damaged clips (row, clip_id, problem); None = not checked
+    checksums: bool = True  # False: an older store without per-clip checksums (integrity cannot be verified)
 
     def to_json(self) -> dict:
         return {
@@ -36,7 +38,8 @@ class StoreDescription:
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
             "classes": list(self.classes.names), "skipped_at_read": self.skipped_at_read,
             "counts": self.counts.to_dict(orient="index"),
-            "failures": self.failures.to_dict(orient="records"),
+            "failures": self.failures.to_dict(orient="records"), "checksums": self.checksums,
+            **({} if self.damage is None else {"damage": self.damage}),
         }
 
 
@@ -56,8 +59,11 @@ def class_counts(clips: pd.DataFrame, done, classes: tuple[str, ...] = CLASSES) 
     return out
 
 
-def describe(path: str | Path) -> StoreDescription:
+def describe(path: str | Path, verify: bool = False) -> StoreDescription:
+    """What the store at `path` holds; `verify` also checks every done clip against its checksum (reads all features)."""
     with FeatureStore.open(path) as store:
+        damage = None if not verify else [
+            {"row": d.row, "clip_id": d.clip_id, "problem": d.problem} for d in store.verify()]
         clips = store.clips
         classes = stored_classes(store.fingerprint)
         return StoreDescription(
@@ -66,4 +72,5 @@ def describe(path: str | Path) -> StoreDescription:
             coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
             failures=store.failures, text_sets=list(store.text_sets), classes=classes,
             skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
+            damage=damage, checksums=store.has_checksums,
         )

@@ -225,7 +225,8 @@ class StoreDamaged(TgdferError):
         more = f"; and {len(self.damage) - shown} more" if len(self.damage) > shown else ""
         fix = ("re-run `tgdfer extract` with the store's pipeline: it re-extracts damaged clips"
                if any(d.repairable for d in self.damage) else
-               "the encoder wrote these values: re-extract with other settings (e.g. encoder.precision = fp32)")
+               "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
+               "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
         super().__init__(f"{path}: {len(self.damage)} damaged clip(s): {listed}{more}; {fix} "
                          f"(`tgdfer info --verify {path}` lists them all)")
 
