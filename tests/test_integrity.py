@@ -187,6 +187,14 @@ def test_undecodable_chunk_is_one_error_naming_the_clip(zarr_copy):
         assert s.read_feats([ROW - 1]).shape == (1, s.views, s.frames, s.dim)  # the other clips still read
 
 
+@pytest.mark.parametrize("array", ["done", "checksum"])
+def test_undecodable_row_table_is_one_error(zarr_copy, array):
+    (zarr_copy / array / "c" / "1").write_bytes(b"not zstd")  # rows 4-7
+    result = runner.invoke(app, ["info", str(zarr_copy), "--verify"])
+    assert result.exit_code == 2 and result.output.startswith("error:"), result.output
+    assert f"'{array}' array cannot be decoded" in flat(result.output)
+
+
 def test_extract_verify_reports_damage(zarr_copy, extract_config, tmp_path):
     delete_zarr(zarr_copy)
     cid = clip_id(zarr_copy, ROW)

@@ -891,7 +891,17 @@ class FeatureStore:
                 logger.warning("%s: %s", self.path, NO_CHECKSUMS)
                 self._warned_no_checksums = True
             return None
-        return np.asarray(self._files.array("checksum")[:], dtype=np.uint64)
+        return self._read_whole("checksum").astype(np.uint64)
+
+    def _read_whole(self, name: str) -> np.ndarray:
+        """A small per-row array (done, checksum) whole; a chunk that cannot be decoded is one TgdferError."""
+        try:
+            return np.asarray(self._files.array(name)[:])
+        except _DECODE_ERRORS as e:
+            if self.backend == "zarr":
+                _settle_zarr()
+            raise TgdferError(f"{self.path}: its {name!r} array cannot be decoded ({e}); the store is damaged "
+                              "beyond a clip: rebuild it with `tgdfer extract --overwrite`") from None
 
     def _undecodable(self, rows: np.ndarray) -> list[Damage]:
         """Rows among ``rows`` whose feats or frame_index chunk cannot be decoded (read one clip at a time)."""
@@ -989,7 +999,7 @@ class FeatureStore:
     @property
     def done(self) -> np.ndarray:
         """``[N]`` bool: clips whose features are written (read fresh: other writers update it)."""
-        return np.asarray(self._files.array("done")[:], dtype=bool)
+        return self._read_whole("done").astype(bool)
 
     @property
     def failures(self) -> pd.DataFrame:
