@@ -3,6 +3,7 @@
 A DFEW store (pipelines/dfew.toml) holds 16,372 clips of 8 views x 16 frames x 512 dims float16
 (128 KiB a clip). This script times, on random data of that shape:
 
+  raw       hashlib's sha256 and blake2b over the same bytes (why the checksum is a sha256);
   hash      `clip_checksums` of --clips clips (what `write_clips` adds per batch, and what
             `verify` / `read_feats_verified` add per clip), per clip and extrapolated to DFEW;
   read      a store of --clips clips read whole, as train-head did before checksums
@@ -16,6 +17,7 @@ A DFEW store (pipelines/dfew.toml) holds 16,372 clips of 8 views x 16 frames x 5
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import tempfile
 import time
@@ -50,8 +52,11 @@ def main() -> None:
     index = np.tile(np.arange(T, dtype=np.int32), (n, V, 1))  # [n, V, T]
     rows, ids = np.arange(n), np.array([f"{i:05d}" for i in range(n)], dtype=object)
 
-    hash_s = timed(lambda: clip_checksums(rows, ids, feats, index), args.repeats)
     mib = feats.nbytes / 2**20
+    raw = {name: mib / timed(lambda: hashlib.new(name, feats.data), args.repeats) for name in ("sha256", "blake2b")}
+    print(f"raw hash speed over the same {mib:.0f} MiB: sha256 {raw['sha256']:.0f} MiB/s, blake2b "
+          f"{raw['blake2b']:.0f} MiB/s (x{raw['sha256'] / raw['blake2b']:.2f})")
+    hash_s = timed(lambda: clip_checksums(rows, ids, feats, index), args.repeats)
     print(f"hash: {n} clips of {V}x{T}x{D} float16 ({mib:.0f} MiB) in {hash_s:.3f} s = "
           f"{hash_s / n * 1e6:.0f} us/clip, {mib / hash_s:.0f} MiB/s; DFEW ({DFEW_CLIPS} clips): "
           f"{hash_s / n * DFEW_CLIPS:.1f} s")

@@ -191,8 +191,8 @@ def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray,
     clip id, feats ``[n, V, T, D]`` float16 bytes and frame_index ``[n, V, T]`` int32 bytes (little-endian).
 
     The row and id are hashed with the data, so a chunk swapped for another clip's does not match.
-    sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, 2.4x blake2b's speed
-    here (benchmarks/checksum.py).
+    sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, faster than blake2b
+    where they exist (benchmarks/checksum.py measures both).
     """
     feats = np.ascontiguousarray(feats, dtype="<f2")
     frame_index = np.ascontiguousarray(frame_index, dtype="<i4")
