@@ -4,6 +4,7 @@ changed one, and a re-run of extract repairs the damage."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -169,6 +170,8 @@ def test_damaged_chunk_is_named_by_verify_and_refused_by_train_head(case, zarr_c
     info = runner.invoke(app, ["info", str(path), "--verify"])
     assert info.exit_code == 1 and all(i in info.output for i in ids), info.output
     assert "Traceback" not in info.output
+    as_json = runner.invoke(app, ["info", str(path), "--verify", "--json"])
+    assert as_json.exit_code == 1 and [d["row"] for d in json.loads(as_json.stdout)["damage"]] == rows
 
     result = train_head_cli(path, tmp_path / "run", encoder_cfg)
     assert result.exit_code == 2, result.output

@@ -826,12 +826,9 @@ def info_cli(
     from .store import NO_CHECKSUMS
 
     d = describe(store, verify=verify)
-    if verify and as_json:
-        typer.echo(json.dumps(d.to_json(), indent=2))
-        raise typer.Exit(1 if d.damage else 0)
     if as_json:
         typer.echo(json.dumps(d.to_json(), indent=2))
-        return
+        raise typer.Exit(1 if d.damage else 0)
     console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
     console.print_json(json.dumps(d.fingerprint))
