@@ -295,8 +295,10 @@ def test_epoch_order_draws_a_view_per_clip_or_per_frame():
     assert (per_frame != per_frame[:, :1]).any(axis=1).mean() > 0.9  # frames of a clip come from different views
 
 
-def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(planted_store, tmp_path):
-    """View 2 of a copy of the planted store is NaN: views=1 never reads it, the default (all views) does."""
+def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(planted_store, tmp_path, monkeypatch):
+    """View 2 of a copy of the planted store is NaN: views=1 never reads it, the default (all views) does.
+    (Loading would refuse NaN features as damage, tests/test_integrity.py; here the plain read stands in.)"""
+    monkeypatch.setattr(FeatureStore, "read_feats_verified", lambda self: self.read_feats())
     poisoned = tmp_path / "p.zarr"
     shutil.copytree(planted_store, poisoned)
     with FeatureStore.open(poisoned, mode="r+") as s:

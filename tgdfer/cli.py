@@ -370,11 +370,22 @@ def _verify(store: Path, backend: str) -> bool:
     from .store import hdf5_staging_path
 
     path = hdf5_staging_path(store) if backend == "hdf5" and not store.exists() else store
-    coverage, failures = verify(path)
+    coverage, failures, damage = verify(path)
     console.print(_table(pd.DataFrame([coverage]), title=f"coverage of {path}"))
     if len(failures):
         console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
-    return coverage["failed"] == 0 and coverage["pending"] == 0
+    _print_damage(path, damage)
+    return coverage["failed"] == 0 and coverage["pending"] == 0 and not len(damage)
+
+
+def _print_damage(path: Path, damage: pd.DataFrame) -> None:
+    """The damaged clips `verify` found, and how to repair them; or that every done clip is intact."""
+    if not len(damage):
+        console.print(f"integrity: every done clip of {path} matches its checksum", highlight=False)
+        return
+    console.print(_table(damage, title=f"damaged clips of {path}"))
+    console.print(f"[red]damaged:[/] {len(damage)} clips; re-run `tgdfer extract` with the store's pipeline to "
+                  "extract them again (an HDF5 store: the extraction re-exports it)", highlight=False)
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -866,6 +877,8 @@ def convert_checkpoint_cli(
 def info_cli(
     store: Annotated[Path, typer.Argument(help="A feature store (.zarr folder or .h5 file).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip against its checksum "
+                                         "(reads all features); exit 1 if any is damaged.")] = False,
 ):
     """Show what a feature store holds: fingerprint, clips per class and fold, failures, size.
 
@@ -873,13 +886,15 @@ def info_cli(
     Example:
       tgdfer info cache/synth_proxy.zarr
       tgdfer info cache/dfew_vitb32.zarr --json
+      tgdfer info cache/dfew_vitb32.zarr --verify
     """
     from .info import describe
+    from .store import NO_CHECKSUMS
 
-    d = describe(store)
+    d = describe(store, verify=verify)
     if as_json:
         typer.echo(json.dumps(d.to_json(), indent=2))
-        return
+        raise typer.Exit(1 if d.damage else 0)
     console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
     console.print_json(json.dumps(d.fingerprint))
@@ -890,11 +905,16 @@ def info_cli(
     if d.face_sources is not None:
         console.print(f"face boxes: {_face_sources_line(d.face_sources)}", highlight=False)
         _print_fallbacks(d.fallbacks["clip_id"].tolist(), "")
+    if not d.checksums:
+        console.print(f"[yellow]checksums: none[/] ({NO_CHECKSUMS})", highlight=False)
     if len(d.failures):
         console.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
                       "annotations (missing or empty)")
         console.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
                              if len(d.failures) > 20 else "failures"))
+    if verify:
+        _print_damage(store, pd.DataFrame(d.damage, columns=["row", "clip_id", "problem"]))
+        raise typer.Exit(1 if d.damage else 0)
 
 
 # -- proxy ----------------------------------------------------------------------------------------

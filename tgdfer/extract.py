@@ -42,7 +42,7 @@ from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, store
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
-from .store import FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
+from .store import Damage, FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,8 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     try:
         if shard_id == 0:
             write_text_features(store, enc, cfg.descriptors, classes)
-        todo = store.todo_rows(shard_id, num_shards, retry_failed=True)
+        todo = np.union1d(store.todo_rows(shard_id, num_shards, retry_failed=True),
+                          damaged_rows(store, shard_id, num_shards))
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
         skipped = mine - len(todo)
         todo, not_read = _record_unreadable(store, table, todo, unreadable or {}, shard_id, num_shards)
@@ -412,6 +413,21 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
                          failed=len(failures), skipped=skipped, frames=images,
                          seconds=time.perf_counter() - t0, coverage=coverage, failures=failures,
                          fallbacks=fallbacks, fallback_clips=fallback_clips)
+
+
+def damaged_rows(store: FeatureStore, shard_id: int, num_shards: int) -> np.ndarray:
+    """This shard's done clips whose stored data does not match its checksum (or cannot be decoded):
+    extracted again, so that re-running extract repairs a damaged store."""
+    owned = owned_rows(store.n_clips, shard_id, num_shards, store.block_size)
+    damage = [d for d in store.verify(owned) if d.repairable]
+    for d in damage[:5]:
+        log.warning("%s: %s; extracting it again", store.path, d)
+    if len(damage) > 5:
+        log.warning("%s: and %d more damaged clips; extracting them again", store.path, len(damage) - 5)
+    return np.array([d.row for d in damage], dtype=np.int64)
+
+
+NON_FINITE = "the encoder produced NaN or inf features (try encoder.precision = \"fp32\")"
 
 
 def _record_unreadable(store: FeatureStore, table: pd.DataFrame, todo: np.ndarray, unreadable: dict[str, str],
@@ -446,12 +462,13 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
         if good:
             pixels = torch.stack([b["pixels"] for b in good])  # [B, V, T, 3, S, S]
             b, v, t = pixels.shape[:3]
-            feats = encode_views(enc, pixels)  # [B, V, T, D]
-            store.write_clips([g["row"] for g in good], feats, np.stack([g["index"] for g in good]),
-                              shard_id, num_shards, boxes=np.stack([g["boxes"] for g in good]),
-                              face_source=np.stack([g["source"] for g in good]))
-            fallbacks += [str(table["clip_id"].iat[g["row"]]) for g in good if (g["source"] == CENTER).any()]
-            extracted += b
+            feats = encode_views(enc, pixels)  # [B, V, T, D] float16
+            lost = _write_finite(store, table, good, feats, shard_id, num_shards)
+            failures += lost
+            extracted += b - len(lost)
+            lost_ids = {clip for clip, _ in lost}
+            fallbacks += [clip for clip in (str(table["clip_id"].iat[g["row"]]) for g in good if (g["source"] == CENTER).any())
+                          if clip not in lost_ids]
             images += b * v * t
         done = extracted + len(failures)
         if on_progress:
@@ -462,6 +479,22 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round(images / dt, 1),
                                 "failed": len(failures)}, log=block_done)
     return extracted, images, failures, fallbacks
+
+
+def _write_finite(store: FeatureStore, table: pd.DataFrame, good: list[dict], feats: np.ndarray,
+                  shard_id: int, num_shards: int) -> list[tuple[str, str]]:
+    """Store the clips of `good` (feats [B, V, T, D] float16); a clip with NaN or inf features is recorded
+    as a failure instead (it would train to NaN). Returns those failures."""
+    finite = np.isfinite(feats).reshape(len(good), -1).all(axis=1)  # [B]
+    lost = [g for g, ok in zip(good, finite) if not ok]
+    if lost:
+        store.record_failures([g["row"] for g in lost], NON_FINITE, shard_id, num_shards)
+    kept = [g for g, ok in zip(good, finite) if ok]
+    if kept:
+        store.write_clips([g["row"] for g in kept], feats[finite], np.stack([g["index"] for g in kept]),
+                          shard_id, num_shards, boxes=np.stack([g["boxes"] for g in kept]),
+                          face_source=np.stack([g["source"] for g in kept]))
+    return [(str(table["clip_id"].iat[g["row"]]), NON_FINITE) for g in lost]
 
 
 def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
@@ -476,10 +509,15 @@ def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
     return hdf5_staging_path(target)
 
 
-def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame]:
-    """Coverage counts and the failure table of a store (for `tgdfer extract --verify`)."""
+def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
+    """Coverage counts, the failure table and the damaged clips (row, clip_id, problem) of a store,
+    every done clip checked against its checksum (for `tgdfer extract --verify`, `tgdfer info --verify`)."""
     with FeatureStore.open(path) as store:
-        return store.coverage(), store.failures
+        return store.coverage(), store.failures, damage_table(store.verify())
+
+
+def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
+    return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])
 
 
 make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)

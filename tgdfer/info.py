@@ -31,6 +31,8 @@ class StoreDescription:
     skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
     face_sources: dict[str, int] | None = None  # with a face stage: sampled frames per face source (FACE_SOURCES)
     fallbacks: pd.DataFrame | None = None  # with a face stage: done clips cropped by a fallback (row, clip_id, kind)
+    damage: list[dict] | None = None  # with verify: damaged clips (row, clip_id, problem); None = not checked
+    checksums: bool = True  # False: an older store without per-clip checksums (integrity cannot be verified)
 
     def to_json(self) -> dict:
         return {
@@ -39,9 +41,10 @@ class StoreDescription:
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
             "classes": list(self.classes.names), "skipped_at_read": self.skipped_at_read,
             "counts": self.counts.to_dict(orient="index"),
-            "failures": self.failures.to_dict(orient="records"),
             **({} if self.face_sources is None else {
                 "face_sources": self.face_sources, "fallbacks": self.fallbacks.to_dict(orient="records")}),
+            "failures": self.failures.to_dict(orient="records"), "checksums": self.checksums,
+            **({} if self.damage is None else {"damage": self.damage}),
         }
 
 
@@ -69,8 +72,11 @@ def face_source_counts(source: np.ndarray) -> dict[str, int]:
     return {name: int(c) for name, c in zip(FACE_SOURCES, counts)}
 
 
-def describe(path: str | Path) -> StoreDescription:
+def describe(path: str | Path, verify: bool = False) -> StoreDescription:
+    """What the store at `path` holds; `verify` also checks every done clip against its checksum (reads all features)."""
     with FeatureStore.open(path) as store:
+        damage = None if not verify else [
+            {"row": d.row, "clip_id": d.clip_id, "problem": d.problem} for d in store.verify()]
         clips = store.clips
         classes = stored_classes(store.fingerprint)
         faces = "faces" in store.fingerprint
@@ -82,4 +88,5 @@ def describe(path: str | Path) -> StoreDescription:
             skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
             face_sources=face_source_counts(store.read_face_source()) if faces else None,
             fallbacks=store.face_fallbacks() if faces else None,
+            damage=damage, checksums=store.has_checksums,
         )

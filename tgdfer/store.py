@@ -17,6 +17,9 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
                                       (facetrack.FACE_SOURCES: 0 detected, 1 interpolated, 2 carried over
                                       from another frame, 3 centre square: no face found, on_missing =
                                       "center"); -1 = no face stage or not written (older stores: all -1)
+    <store>/checksum/                 [N] uint64, chunk (B,): per-clip checksum of the row, clip id, feats and
+                                      frame_index bytes (``clip_checksums``); 0 = not written. Stores made
+                                      before checksums lack it (integrity cannot be verified, with a warning).
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
     <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
@@ -28,15 +31,22 @@ Crash safety. Every file of the store is written whole to ``.tmp/`` and then ``o
 onto its key, so a reader (or a resumed run) sees a chunk's old bytes or its new bytes, never a
 torn file; ``fsync=True`` also flushes each file and its directory (for power loss; a SIGKILL
 alone cannot lose page-cache data). ``write_clips`` returns only after zarr has stored every
-feats / frame_index chunk of the batch, and only then sets ``done`` for those rows, so ``done``
-never covers data that is not on disk. A killed run leaves at most some rows written but not
+feats / frame_index / checksum chunk of the batch, and only then sets ``done`` for those rows, so
+``done`` never covers data that is not on disk. A killed run leaves at most some rows written but not
 done; the rerun recomputes them and rewrites the same bytes. Temporary files of dead processes
 (same host, pid gone) are removed when the store is next opened for writing. The store is created
 whole in a hidden sibling directory and renamed into place, so it exists completely or not at all.
 
+Integrity. Every clip's checksum is written by its writer in the same ``write_clips`` as its
+chunk, over the row index, clip id and the exact feats / frame_index bytes stored, so a flipped
+bit, a truncated or missing chunk (it reads as the fill value) and a chunk swapped for another
+clip's all show as a mismatch. ``verify`` checks every done clip (and that its features are
+finite); ``read_feats_verified`` does the same for what training loads; ``content_hash`` sums up
+the checksums, the clip table and the text sets so that a resumed run can see that its store changed.
+
 Concurrency. Rows are grouped in blocks (``row // block_size``); block ``b`` belongs to writer
 ``b % num_writers``. Every file a row touches -- its feats chunk, the zarr shard holding it
-(shard = one block), its frame_index and done chunks (one block each) and ``failures/writer_k``
+(shard = one block), its frame_index, checksum and done chunks (one block each) and ``failures/writer_k``
 -- is therefore written by exactly one writer, and ``write_clips`` refuses rows the writer does
 not own. A partial write into a shard or block chunk is a read-modify-write by its owner alone,
 made atomic by the rename, so writers never lose each other's data and the batch size need not
@@ -61,6 +71,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -70,7 +81,8 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +180,91 @@ def hdf5_staging_path(h5_path: str | Path) -> Path:
     """The Zarr store an HDF5 extraction writes (and resumes) before ``export_hdf5``: ``<h5>.staging.zarr``."""
     h5_path = Path(h5_path)
     return h5_path.with_name(h5_path.name + ".staging.zarr")
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity (pure functions)
+# ---------------------------------------------------------------------------------------------
+
+CHECKSUM = "sha256-64(row, clip_id, feats, frame_index)"  # recorded in the checksum array's attributes
+NO_CHECKSUMS = "written by an older tgdfer, no checksums; integrity cannot be verified"
+
+
+def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
+    """``[n]`` uint64 checksums of clips as stored: the first 8 bytes of the sha256 of each row's index,
+    clip id, feats ``[n, V, T, D]`` float16 bytes and frame_index ``[n, V, T]`` int32 bytes (little-endian).
+
+    The row and id are hashed with the data, so a chunk swapped for another clip's does not match.
+    sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, faster than blake2b
+    where they exist (benchmarks/checksum.py measures both).
+    """
+    feats = np.ascontiguousarray(feats, dtype="<f2")
+    frame_index = np.ascontiguousarray(frame_index, dtype="<i4")
+    out = np.empty(len(rows), dtype=np.uint64)
+    for i, (row, clip_id) in enumerate(zip(rows, clip_ids)):
+        h = hashlib.sha256(int(row).to_bytes(8, "little") + str(clip_id).encode("utf-8") + b"\0")
+        h.update(feats[i].data)
+        h.update(frame_index[i].data)
+        out[i] = np.uint64(int.from_bytes(h.digest()[:8], "little"))
+    return out
+
+
+def finite_rows(feats: np.ndarray) -> np.ndarray:
+    """``[n]`` bool: clips of float16 ``feats [n, ...]`` free of NaN and inf (all-ones exponent bits;
+    numpy's float16 isfinite is 2-3x slower)."""
+    bits = np.ascontiguousarray(feats, dtype=np.float16).view(np.uint16).reshape(len(feats), -1)
+    return ((bits & 0x7C00) != 0x7C00).all(axis=1)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged clip of a store: its row, id and what is wrong."""
+
+    row: int
+    clip_id: str
+    problem: str
+    repairable: bool = True  # re-extracting the clip rewrites it (False: the encoder made these values)
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id!r} (row {self.row}): {self.problem}"
+
+
+class StoreDamaged(TgdferError):
+    """A store's data does not match its checksums, cannot be decoded, or is not finite."""
+
+    def __init__(self, path: str | Path, damage: Sequence[Damage], shown: int = 3):
+        self.path, self.damage = str(path), list(damage)
+        listed = "; ".join(str(d) for d in self.damage[:shown])
+        more = f"; and {len(self.damage) - shown} more" if len(self.damage) > shown else ""
+        fix = ("re-run `tgdfer extract` with the store's pipeline: it re-extracts damaged clips"
+               if any(d.repairable for d in self.damage) else
+               "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
+               "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
+        super().__init__(f"{path}: {len(self.damage)} damaged clip(s): {listed}{more}; {fix} "
+                         f"(`tgdfer info --verify {path}` lists them all)")
+
+
+def _damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame_index: np.ndarray,
+            checksums: np.ndarray | None) -> list[Damage]:
+    """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T]."""
+    if not len(rows):
+        return []
+    out = []
+    ids = clip_ids[rows]
+    got = None if checksums is None else clip_checksums(rows, ids, feats, frame_index)
+    finite = finite_rows(feats)
+    for i, row in enumerate(rows.tolist()):
+        if got is not None and checksums[i] == 0:
+            out.append(Damage(row, str(ids[i]), "done but its checksum is missing"))
+        elif got is not None and got[i] != checksums[i]:
+            empty = np.isnan(feats[i]).all() or (frame_index[i] == -1).all()
+            why = ("its chunk is missing (reads as the fill value)" if empty else
+                   "data does not match its checksum (changed bytes or another clip's chunk)")
+            out.append(Damage(row, str(ids[i]), why))
+        elif not finite[i]:
+            out.append(Damage(row, str(ids[i]), "features are not finite (NaN or inf) though stored intact",
+                              repairable=False))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,6 +530,8 @@ def _encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
 def _read_rows(array: Any, rows: np.ndarray | None, views: Any) -> np.ndarray:
     """``array[rows][:, views]`` for a zarr Array or an h5py Dataset; ``rows`` sorted unique or None."""
     if isinstance(array, zarr.Array):
+        if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a run of rows: zarr reads a slice faster
         sel = (slice(None) if rows is None else rows,) + (() if views is None else (views,))
         return array.get_orthogonal_selection(sel)
     data = array[:] if rows is None else array[rows]  # h5py: one increasing index list per read
@@ -564,9 +663,37 @@ def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str,
     g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
     g.create_array("boxes", shape=(n, v, t, 4), chunks=(b, v, t, 4), dtype="float32", fill_value=np.nan)
     g.create_array("face_source", shape=(n, v, t), chunks=(b, v, t), dtype="int8", fill_value=-1)
+    g.create_array("checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
+                   attributes={"algorithm": CHECKSUM})
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
     _write_atomic(root / _CLIPS_FILE, clips_csv.encode("utf-8"), root / _TMP_DIR, fsync)
+
+
+_DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError)  # codecs (zstd, blosc) and h5py on damaged bytes
+
+
+def _settle_zarr() -> None:
+    """Wait for the chunk reads a failed zarr read left running, so none is cut off at exit (asyncio noise)."""
+    from zarr.core.sync import sync
+
+    async def drain() -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    try:
+        sync(drain(), timeout=10)
+    except Exception:  # only tidiness is at stake here
+        pass
+
+
+def _digest(*parts: bytes) -> str:
+    """Hex sha256 of ``parts``, each prefixed by its length (so that no two splits of the bytes collide)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
@@ -602,6 +729,8 @@ class FeatureStore:
         self._layout = layout
         self.fingerprint: dict = attrs["fingerprint"]
         self._clips: pd.DataFrame | None = None
+        self._clip_ids: np.ndarray | None = None
+        self._warned_no_checksums = False
         self._leases: dict[int, tuple[int, Any]] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -728,14 +857,129 @@ class FeatureStore:
         return rows
 
     def _read(self, name: str, rows: Any, views: Any) -> np.ndarray:
+        """``name``[rows][:, views]; a chunk that cannot be decoded is a StoreDamaged naming its clip."""
         array = self._files.array(name)
-        if rows is None:
-            return _read_rows(array, None, views)
-        rows = self._rows(rows)
-        unique, inverse = np.unique(rows, return_inverse=True)
-        if not len(rows):  # h5py refuses empty selections
-            return _read_rows(array, np.arange(min(1, self.n_clips)), views)[:0]
-        return _read_rows(array, unique, views)[inverse]
+        rows = None if rows is None else self._rows(rows)
+        try:
+            if rows is None:
+                return _read_rows(array, None, views)
+            unique, inverse = np.unique(rows, return_inverse=True)
+            if not len(rows):  # h5py refuses empty selections
+                return _read_rows(array, np.arange(min(1, self.n_clips)), views)[:0]
+            return _read_rows(array, unique, views)[inverse]
+        except _DECODE_ERRORS as e:
+            if self.backend == "zarr":
+                _settle_zarr()
+            damage = self._undecodable(np.arange(self.n_clips) if rows is None else np.unique(rows))
+            if damage:
+                raise StoreDamaged(self.path, damage) from None
+            raise TgdferError(f"{self.path}: {name} cannot be read ({e})") from None
+
+    @property
+    def clip_ids(self) -> np.ndarray:
+        """``[N]`` clip ids as str (object array), row order."""
+        if self._clip_ids is None:
+            self._clip_ids = np.array([str(c) for c in self.clips["clip_id"]], dtype=object)
+        return self._clip_ids
+
+    # -- integrity ----------------------------------------------------------------------------------
+
+    @property
+    def has_checksums(self) -> bool:
+        """False for stores written before tgdfer stored per-clip checksums."""
+        return self._files.has("checksum")
+
+    def read_checksums(self) -> np.ndarray | None:
+        """``[N]`` uint64 per-clip checksums (0 = not written), or None (with one warning) for an older store."""
+        if not self.has_checksums:
+            if not self._warned_no_checksums:
+                logger.warning("%s: %s", self.path, NO_CHECKSUMS)
+                self._warned_no_checksums = True
+            return None
+        return self._read_whole("checksum").astype(np.uint64)
+
+    def _read_whole(self, name: str) -> np.ndarray:
+        """A small per-row array (done, checksum) whole; a chunk that cannot be decoded is one TgdferError."""
+        try:
+            return np.asarray(self._files.array(name)[:])
+        except _DECODE_ERRORS as e:
+            if self.backend == "zarr":
+                _settle_zarr()
+            raise TgdferError(f"{self.path}: its {name!r} array cannot be decoded ({e}); the store is damaged "
+                              "beyond a clip: rebuild it with `tgdfer extract --overwrite`") from None
+
+    def _undecodable(self, rows: np.ndarray) -> list[Damage]:
+        """Rows among ``rows`` whose feats or frame_index chunk cannot be decoded (read one clip at a time)."""
+        return self._read_clips(rows)[2]
+
+    def _read_clips(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Damage]]:
+        """feats [n, V, T, D] and frame_index [n, V, T] of sorted unique ``rows``, and the rows that cannot be
+        decoded (they read as NaN / -1). One bulk read; clip by clip only when it fails."""
+        feats_a, index_a = self._files.array("feats"), self._files.array("frame_index")
+        try:
+            return _read_rows(feats_a, rows, None), _read_rows(index_a, rows, None), []
+        except _DECODE_ERRORS:
+            if self.backend == "zarr":
+                _settle_zarr()
+        n, v, t, d = len(rows), self.views, self.frames, self.dim
+        feats, index = np.full((n, v, t, d), np.nan, np.float16), np.full((n, v, t), -1, np.int32)
+        damage = []
+        for i, row in enumerate(rows.tolist()):
+            for what, array, out in (("feats", feats_a, feats), ("frame_index", index_a, index)):
+                try:
+                    out[i] = array[row]
+                except _DECODE_ERRORS as e:
+                    if self.backend == "zarr":
+                        _settle_zarr()
+                    damage.append(Damage(row, str(self.clip_ids[row]), f"its {what} chunk cannot be decoded ({e})"))
+                    break
+        return feats, index, damage
+
+    def _scan(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, list[Damage]]]:
+        """(rows, feats, damage) for sorted done ``rows``, about 64 MB at a time: every clip checked
+        against its checksum (when the store has them) and for non-finite values."""
+        checksums = self.read_checksums()
+        step = self.block_size * max(1, (64 << 20) // (self.block_size * self.views * self.frames * self.dim * 2))
+        for start in range(0, len(rows), step):
+            part = rows[start:start + step]
+            feats, index, damage = self._read_clips(part)
+            ok = slice(None) if not damage else ~np.isin(part, [dmg.row for dmg in damage])  # no copy when intact
+            damage += _damage(part[ok], self.clip_ids, feats[ok], index[ok],
+                              None if checksums is None else checksums[part[ok]])
+            yield part, feats, sorted(damage, key=lambda dmg: dmg.row)
+
+    def verify(self, rows: Any = None) -> list[Damage]:
+        """Damaged clips among the done ``rows`` (default all): chunks that do not match their checksum
+        (flipped bits, another clip's chunk, missing or truncated), cannot be decoded, or hold NaN / inf."""
+        done = self.done
+        rows = np.flatnonzero(done) if rows is None else np.unique(self._rows(rows))
+        rows = rows[done[rows]]
+        return [dmg for _, _, damage in self._scan(rows) for dmg in damage]
+
+    def read_feats_verified(self) -> np.ndarray:
+        """``read_feats()`` of the whole store, with every done clip checked as ``verify`` does;
+        StoreDamaged names the damaged clips. Rows not done read as NaN."""
+        out = np.full((self.n_clips, self.views, self.frames, self.dim), np.nan, np.float16)  # [N, V, T, D]
+        damage: list[Damage] = []
+        for part, feats, bad in self._scan(np.flatnonzero(self.done)):
+            out[part] = feats
+            damage += bad
+        if damage:
+            raise StoreDamaged(self.path, damage)
+        return out
+
+    def content_hash(self) -> dict[str, Any]:
+        """Hashes of what training reads: ``clips`` (the done flags and checksums of done clips; None for a
+        store without checksums), ``clip_table`` and each ``text`` set. Cheap: reads no features."""
+        done = self.done
+        checksums = self.read_checksums()
+        clips = None if checksums is None else _digest(done.tobytes(), np.where(done, checksums, 0).astype("<u8").tobytes())
+        text = {}
+        for name in self.text_sets:
+            prompts, tokens, emb = self.text(name)
+            text[name] = _digest(json.dumps(prompts).encode("utf-8"), np.ascontiguousarray(tokens, "<i4").tobytes(),
+                                np.ascontiguousarray(emb, "<f4").tobytes())
+        return {"clips": clips, "clip_table": _digest(self._files.clips_csv().encode("utf-8")), "text": text}
 
     def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
         """Features ``[n, V, T, D]`` float16 of ``rows`` (default all, in one bulk read), in the order given.
@@ -777,7 +1021,7 @@ class FeatureStore:
     @property
     def done(self) -> np.ndarray:
         """``[N]`` bool: clips whose features are written (read fresh: other writers update it)."""
-        return np.asarray(self._files.array("done")[:], dtype=bool)
+        return self._read_whole("done").astype(bool)
 
     @property
     def failures(self) -> pd.DataFrame:
@@ -864,7 +1108,8 @@ class FeatureStore:
         frame_index  # [n, V, T] integer source frame numbers
         boxes        # [n, V, T, 4] face crop boxes, or None (whole frames: stays NaN)
         face_source  # [n, V, T] where each face box came from (FACE_SOURCES codes), or None (stays -1)
-        Returns after the data is on disk; ``done`` is set only then. Clears failures of these rows.
+        Returns after the data and each clip's checksum are on disk; ``done`` is set only then.
+        Clears failures of these rows.
         """
         rows = self._owned(rows, writer, num_writers)
         n, v, t, d = len(rows), self.views, self.frames, self.dim
@@ -894,12 +1139,15 @@ class FeatureStore:
                 raise TgdferError(f"{self.path}: made before face sources were stored; extract into a new store")
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
-        self._set_rows(self._files.array("feats"), rows, feats[order].astype(np.float16))
-        self._set_rows(self._files.array("frame_index"), rows, frame_index[order].astype(np.int32))
+        feats, frame_index = feats[order].astype(np.float16), frame_index[order].astype(np.int32)
+        self._set_rows(self._files.array("feats"), rows, feats)
+        self._set_rows(self._files.array("frame_index"), rows, frame_index)
         if boxes is not None:
             self._set_rows(self._files.array("boxes"), rows, boxes[order])
         if face_source is not None:
             self._set_rows(self._files.array("face_source"), rows, face_source[order])
+        if self.has_checksums:  # a store made before checksums stays without them
+            self._set_rows(self._files.array("checksum"), rows, clip_checksums(rows, self.clip_ids[rows], feats, frame_index))
         self._set_rows(self._files.array("done"), rows, True)  # only after the data above is stored
         failures = self._own_failures(writer)
         written = set(rows.tolist())
@@ -977,6 +1225,9 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
     f.create_dataset("frame_index", data=src.read_frame_index(), chunks=(min(n, src.block_size), v, t))
     f.create_dataset("boxes", data=src.read_boxes(), chunks=(min(n, src.block_size), v, t, 4))
     f.create_dataset("face_source", data=src.read_face_source(), chunks=(min(n, src.block_size), v, t))
+    if src.has_checksums:
+        f.create_dataset("checksum", data=src.read_checksums(), chunks=(min(n, src.block_size),))
+        f["checksum"].attrs["algorithm"] = CHECKSUM
     f.create_dataset("done", data=src.done)
     text = h5py.string_dtype()
     f.create_dataset("clips_csv", data=src._files.clips_csv(), dtype=text)

@@ -270,7 +270,8 @@ def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: 
     if cfgs[0].end_to_end:
         feats = torch.zeros(len(clips), 1, store.frames, store.dim, dtype=torch.float16, device=device)  # [N, 1, T, D]
     else:
-        feats = torch.from_numpy(store.read_feats()).to(device)  # [N, V, T, D] float16, read once
+        # [N, V, T, D] float16, read once; every done clip checked against its checksum and for NaN / inf
+        feats = torch.from_numpy(store.read_feats_verified()).to(device)
     labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
     names = stored_classes(store.fingerprint).names
     return [DeviceData(feats, labels, *rows, classes=names) for rows in splits]
@@ -704,9 +705,11 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         if cfg.views and cfg.views > store.views - 1:
             raise ConfigError("views", f"{cfg.views} augmented views asked for, but {store.path} holds "
                               f"{store.views - 1} (views 1..{store.views - 1}; view 0 is the test view)")
+        content = store.content_hash()  # recorded in every checkpoint: a resume refuses a changed store
         if resume:  # before anything is loaded or written: a changed setting refuses the whole command
             for c in cfgs:
-                check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint)
+                check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint,
+                             content, store.path)
         if head_cfg.needs_text_encoder and text_encoder is None:
             text_encoder = load_text_encoder(store, device, encoder)  # once, for every group
         datas = load_replica_data(store, cfgs, device)
@@ -717,7 +720,7 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
         heads = {start: build_head(head_cfg, store, device, [replicas[i].seed for i in idx], text_encoder, encoder)
                  for start, idx in groups.items()}
         live = _live_features(store, cfg, runs, device, encoder) if cfg.end_to_end else None
-        meta = dict(store_fingerprint=store.fingerprint, tgdfer_version=__version__,
+        meta = dict(store_fingerprint=store.fingerprint, store_content=content, tgdfer_version=__version__,
                     mode="end-to-end" if live else "cached",
                     head_args=dict(dim=store.dim, frames=store.frames, classes=len(store_classes)),
                     class_names=list(store_classes.names),  # label i's name, for evaluate and predict
@@ -817,11 +820,27 @@ def run_record(head_cfg: HeadConfig, cfg: TrainConfig, config_record: Optional[d
     return json.loads(json.dumps(record))  # tuples as lists, as config.json reads back
 
 
-def check_resume(out: str | Path, record: dict, fingerprint: dict) -> None:
+def content_diff(before: Optional[dict], now: Optional[dict]) -> list[str]:
+    """What changed between two `FeatureStore.content_hash()` records, in words (parts either lacks are skipped)."""
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return []
+    out = []
+    if before.get("clips") and now.get("clips") and before["clips"] != now["clips"]:
+        out.append("the clips' features (per-clip checksums or done flags)")
+    if before.get("clip_table") and now.get("clip_table") and before["clip_table"] != now["clip_table"]:
+        out.append("the clip table")
+    then, text = before.get("text") or {}, now.get("text") or {}
+    out += [f"text set {name!r}" for name in sorted(set(then) | set(text)) if then.get(name) != text.get(name)]
+    return out
+
+
+def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Optional[dict] = None,
+                 store: str | Path = "the store") -> None:
     """TgdferError naming every setting of `record` that differs from the run recorded in `out`.
 
-    Compared: the head, train and encoder tables (less RESULT_NEUTRAL) and the store's
-    fingerprint against the one the last checkpoint was trained on. `train.epochs` may be raised
+    Compared: the head, train and encoder tables (less RESULT_NEUTRAL), the store's
+    fingerprint against the one the last checkpoint was trained on, and the store's content
+    (`content`, FeatureStore.content_hash) against the one recorded when the run started. `train.epochs` may be raised
     (the MultiStepLR milestones are absolute epochs, so the added epochs run at the rate the
     schedule gives them) but not set below the epochs already trained.
     """
@@ -849,6 +868,10 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict) -> None:
         shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff)
         raise TgdferError(f"{out}: cannot resume with other settings ({shown}); resume with the run's own "
                           f"settings (they are in {out / 'config.json'}) or train into another --out")
+    changed = content_diff(ckpt.get("store_content"), content)
+    if changed:
+        raise TgdferError(f"{out}: cannot resume: {store} changed since the run started ({', '.join(changed)} "
+                          "differ); resume on the store as it was, or train into another --out")
 
 
 def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, config_record: Optional[dict],
