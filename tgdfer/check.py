@@ -11,6 +11,8 @@ long extraction and reports per clip:
     short       fewer frames decode than declared (the annotation's n_frames, or for a video
                 without one the frames its packets hold)
     label       the row's label is not a class, or disagrees with its path (`label_from_path`)
+    large       over a cap of tgdfer.limits (frame size, frames, decoded bytes): refused before
+                decoding; `tgdfer --limit NAME=VALUE check ...` raises the cap (docs/limits.md)
 
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
 not an error: tgdfer reads the frames it holds.
@@ -26,9 +28,10 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .errors import FrameReadError
+from .limits import LIMIT_HINT
 from .readers import ClipTable
 
-STATUSES = ("ok", "missing", "empty", "unreadable", "short", "label")
+STATUSES = ("ok", "missing", "empty", "unreadable", "short", "label", "large")
 RESULT_COLUMNS = ("clip_id", "status", "path", "declared", "decoded", "claimed", "source", "line", "reason")
 
 
@@ -55,7 +58,8 @@ def check_clip(path: str, declared: Optional[int]) -> ClipReport:
     except FrameReadError as e:
         reason = str(e).removeprefix(f"{e.path}: ")
         empty = "is empty" in reason or "has no frames" in reason or "no frame images" in reason
-        return ClipReport("empty" if empty else "unreadable", None, claimed, reason)
+        status = "large" if LIMIT_HINT in reason or "too large to decode" in reason else "empty" if empty else "unreadable"
+        return ClipReport(status, None, claimed, reason)
     if decoded == 0:
         return ClipReport("empty", 0, claimed, "no frame decodes")
     if declared is not None and decoded < declared:

@@ -78,6 +78,7 @@ from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
 from .errors import TgdferError
+from .limits import check_depth, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -461,8 +462,11 @@ class _ZarrFiles:
     def failure_records(self) -> list[dict]:
         records = []
         for path in sorted((self.root / _FAILURE_DIR).glob("writer_*.json")):
-            content = json.loads(path.read_text(encoding="utf-8"))
-            records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+            content = load_json(path.read_bytes(), str(path))
+            try:
+                records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+            except (TypeError, KeyError, ValueError) as e:
+                raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
         return records
 
     def text_names(self) -> list[str]:
@@ -487,7 +491,8 @@ class _H5Files:
         self.file = h5py.File(path, "r")
 
     def attrs(self) -> dict:
-        return {k: json.loads(self.file.attrs[k]) for k in ("tgdfer_store", "fingerprint") if k in self.file.attrs}
+        return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}") for k in ("tgdfer_store", "fingerprint")
+                if k in self.file.attrs}
 
     def array(self, name: str) -> h5py.Dataset:
         return self.file[name]
@@ -499,7 +504,7 @@ class _H5Files:
         return self.file["clips_csv"].asstr()[()]
 
     def failure_records(self) -> list[dict]:
-        return json.loads(self.file["failures_json"].asstr()[()])
+        return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
 
     def text_names(self) -> list[str]:
         return sorted(self.file["text"].keys())
@@ -515,9 +520,67 @@ class _H5Files:
         self.file.close()
 
 
+# Codecs a tgdfer store may name (what zarr writes for it, and the usual compressors). A codec is code
+# chosen by the file: one outside this list (numcodecs.pickle unpickles every chunk) is refused before
+# zarr reads anything.
+SAFE_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed",
+                         "vlen-utf8", "vlen-bytes"})
+_ARRAYS = ("feats", "frame_index", "boxes", "done")
+_V2_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def _codec_names(meta: Any) -> list[str]:
+    """Every codec name in a zarr metadata document (v3 `codecs` / `index_codecs`, nested ones included)."""
+    names, stack = [], [meta]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("codecs", "index_codecs") and isinstance(value, list):
+                    names += [c.get("name") if isinstance(c, dict) else c for c in value]
+                stack.append(value)
+    return names
+
+
+def _check_metadata(root: Path) -> None:
+    """TgdferError for zarr metadata tgdfer would not write: too large or deep (limits), a codec outside
+    SAFE_CODECS, or zarr v2 files (whose filters name codecs too). Reads the metadata as data only."""
+    from .limits import LimitError, load_json
+
+    folders = [root, root / "text", *(root / a for a in _ARRAYS)]
+    if (root / "text").is_dir():
+        for t in (root / "text").iterdir():
+            folders += [t, t / "tokens", t / "emb"]
+    for folder in folders:
+        v2 = [n for n in _V2_METADATA if (folder / n).exists()]
+        if v2:
+            raise TgdferError(f"{folder / v2[0]}: zarr v2 metadata in a tgdfer store (which writes zarr v3 only); "
+                              "refused: its filters can name any codec")
+        meta_path = folder / "zarr.json"
+        if not meta_path.is_file():
+            continue
+        try:
+            raw = meta_path.read_bytes()
+        except OSError as e:
+            raise TgdferError(f"{meta_path}: cannot read ({e.strerror})") from e
+        try:
+            meta = load_json(raw, str(meta_path))
+        except LimitError:
+            raise
+        except TgdferError as e:
+            raise TgdferError(f"{root}: cannot be read as a tgdfer feature store ({e})") from None
+        bad = [n for n in _codec_names(meta) if n not in SAFE_CODECS]
+        if bad:
+            raise TgdferError(f"{meta_path}: names the codec {bad[0]!r}, which tgdfer does not read (it reads "
+                              f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
+
+
 def _open_files(path: Path, mode: str, fsync: bool) -> _ZarrFiles | _H5Files:
     """Detect the backend by content: a directory with zarr.json, or an HDF5 file."""
     if path.is_dir() and (path / "zarr.json").is_file():
+        _check_metadata(path)
         return _ZarrFiles(path, writable=mode == "r+", fsync=fsync)
     if path.is_file() and h5py.is_hdf5(path):
         if mode != "r":
@@ -546,6 +609,40 @@ def _layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_sha
     return {"schema_version": SCHEMA_VERSION, "n_clips": int(n), "views": int(views),
             "frames": int(frames), "dim": int(dim), "block_size": int(block_size),
             "zarr_shards": bool(zarr_shards), "clip_columns": clip_columns}
+
+
+def _check_layout(path: Path, layout: dict, files: _ZarrFiles | _H5Files) -> None:
+    """TgdferError unless the layout's sizes are positive ints within the limits that agree with the arrays'
+    real shapes, and its clip_columns are readable dtypes: numbers read from the file size allocations."""
+    from .limits import check_frame_count
+
+    sizes = {k: layout.get(k) for k in ("n_clips", "views", "frames", "dim", "block_size")}
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TgdferError(f"{path}: the store's {name} is {value!r:.60}, not a positive integer")
+    check_frame_count(f"{path}: the store's frames", sizes["frames"])
+    try:
+        shape = tuple(files.array("feats").shape)
+    except (KeyError, OSError, ValueError) as e:
+        raise TgdferError(f"{path}: cannot read the feats array's shape ({e})") from e
+    wanted = tuple(sizes[k] for k in ("n_clips", "views", "frames", "dim"))
+    if shape != wanted:
+        raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
+                          f"feats array is {shape}: a damaged or altered store")
+    columns = layout.get("clip_columns")
+    if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                and isinstance(c.get("dtype"), str) for c in columns):
+        raise TgdferError(f"{path}: the store's clip_columns is not a list of {{name, dtype}} records")
+    for c in columns:
+        try:
+            pd.api.types.pandas_dtype(c["dtype"])
+            if c["dtype"] == "category":
+                pd.api.types.pandas_dtype(c.get("categories_dtype"))
+                if not isinstance(c.get("categories"), list):
+                    raise TypeError("categories is not a list")
+        except (TypeError, ValueError) as e:
+            raise TgdferError(f"{path}: clip column {c['name']!r} has the dtype {c['dtype']!r}, which pandas "
+                              f"cannot read ({e})") from None
 
 
 def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, fsync: bool) -> None:
@@ -594,6 +691,12 @@ class FeatureStore:
                 f"{path}: store schema version {layout.get('schema_version')}, this tgdfer reads "
                 f"version {SCHEMA_VERSION}; re-run `tgdfer extract` into a new store"
             )
+        try:
+            check_depth(str(path), attrs)
+            _check_layout(path, layout, files)
+        except TgdferError:
+            files.close()
+            raise
         self._layout = layout
         self.fingerprint: dict = attrs["fingerprint"]
         self._clips: pd.DataFrame | None = None
@@ -641,8 +744,8 @@ class FeatureStore:
         path = Path(path)
         try:
             store = cls(path, _open_files(path, mode, fsync), mode)
-        except (OSError, ValueError, KeyError) as e:
-            raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({e})") from e
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({str(e)[:300]})") from e
         if mode == "r+":
             _remove_stale(path / _TMP_DIR)
         return store
@@ -760,7 +863,14 @@ class FeatureStore:
     @property
     def failures(self) -> pd.DataFrame:
         """Clips that could not be extracted and are not done: row, clip_id, reason, writer."""
-        records = pd.DataFrame(self._files.failure_records(), columns=["row", "clip_id", "reason", "writer"])
+        raw = self._files.failure_records()
+        for r in raw:
+            row, writer = r.get("row"), r.get("writer")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (row, writer)) \
+                    or not 0 <= row < self.n_clips:
+                raise TgdferError(f"{self.path}: a failure record names row {row!r:.40} (writer {writer!r:.20}), not a "
+                                  f"row of the store (0..{self.n_clips - 1}): a damaged failure table")
+        records = pd.DataFrame(raw, columns=["row", "clip_id", "reason", "writer"])
         records = records.astype({"row": "int64", "clip_id": "str", "reason": "str", "writer": "int64"})
         records = records[~self.done[records["row"].to_numpy()]]
         records = records.drop_duplicates("row", keep="last").sort_values("row", kind="stable")

@@ -44,6 +44,7 @@ from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder,
 from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
+from .limits import check_frame_count
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .progress import ProgressCallback, Stage, as_callback
 from .readers import fold_split
@@ -584,9 +585,41 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", tensors: bool =
     ckpt = load_state(path, map_location, tensors)  # no unpickling: safetensors tensors + a JSON header
     if "head_state" not in ckpt or not isinstance(ckpt["head_state"], dict):
         raise CheckpointError(f"{path}: not a tgdfer checkpoint (no head weights)")
+    check_header(ckpt, path)
     if ckpt.get("tgdfer_version") != __version__:
         log.warning("%s was written by tgdfer %s, this is %s", path, ckpt.get("tgdfer_version"), __version__)
     return ckpt
+
+
+_HEADER_TYPES = {"epoch": int, "history": list, "best": (list, tuple), "head_args": dict, "config": dict,
+                 "store_fingerprint": dict}  # what train-head writes; a file may say anything
+
+
+def check_header(ckpt: dict, path: Path) -> None:
+    """CheckpointError for a header value of the wrong type, or a size that is not a positive int within the
+    limits (`frames = 1e8` would size the head's windows): checked before anything is built from it."""
+    for key, kind in _HEADER_TYPES.items():
+        value = ckpt.get(key)
+        if key in ckpt and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not a {_kind_name(kind)}")
+    if ckpt.get("epoch", 0) < 0:
+        raise CheckpointError(f"{path}: the header's epoch is {ckpt['epoch']}, below 0")
+    if any(not isinstance(r, dict) for r in ckpt.get("history", [])):
+        raise CheckpointError(f"{path}: the header's history holds something other than epoch records")
+    sizes = {f"head_args.{k}": v for k, v in ckpt.get("head_args", {}).items() if k in ("dim", "frames", "classes")}
+    sampling = ckpt.get("store_fingerprint", {}).get("sampling")
+    if isinstance(sampling, dict) and "frames" in sampling:
+        sizes["store_fingerprint.sampling.frames"] = sampling["frames"]
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not a positive integer")
+        if key.endswith("frames"):
+            check_frame_count(f"{path}: the header's {key}", value)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({int: "integer", list: "list", tuple: "list", dict: "table"}[k] for k in kinds)
 
 
 def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import TgdferError
+from .errors import TgdferError, os_error
+from .limits import check_zip, safetensors_header_length
 
 TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's archives, not weights
 
@@ -68,10 +69,14 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     when `trust` is False, TgdferError for a file that is not weights at all.
     """
     path = Path(path)
-    if path.suffix == ".safetensors" or file_format(path) == "safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
+    try:
+        kind = file_format(path)
+    except OSError as e:
+        raise os_error(path, e, "read the weights file") from e
+    if kind == "zip":
+        check_zip(path)  # what it declares uncompressed, within the limits, before anything is inflated
+    if path.suffix == ".safetensors" or kind == "safetensors":
+        state = _load_safetensors(path)
     elif is_torchscript_archive(path):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
@@ -88,6 +93,17 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     if next(iter(state)).startswith("module."):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a short, torn or malformed file is one TgdferError line."""
+    from safetensors.torch import load_file
+
+    safetensors_header_length(path)  # fits the file and the json_bytes limit
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # SafetensorsError and the like on a malformed header or data
+        raise TgdferError(f"{path}: cannot read it as safetensors weights ({_first_line(e)})") from None
 
 
 def _load_pickled(path: Path, trust: bool):
