@@ -28,6 +28,7 @@ import torch
 
 from .errors import TgdferError, os_error
 from .limits import load_json, safetensors_header_length
+from .tmpfiles import tmp_path
 from .weights import file_format
 
 FORMAT = "tgdfer-checkpoint/1"  # the header's `format` entry
@@ -105,7 +106,7 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     never leaves a torn checkpoint, and the previous file stays as it was."""
     path = Path(path)
     data = dumps(state)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -63,6 +63,7 @@ import pandas as pd
 
 from .config import load_toml, table_diff, toml_value
 from .errors import ConfigError, TgdferError
+from .tmpfiles import tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +506,7 @@ def _record_point(plan: PlannedPoint, outcome: PointOutcome) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
 

@@ -42,6 +42,7 @@ from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
 from .config import table_diff, to_dict
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
 from .errors import ConfigError, TgdferError, os_error
+from .tmpfiles import tmp_path
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
 from .limits import check_frame_count
@@ -1029,7 +1030,7 @@ def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainCo
 
 def _write_text(path: Path, text: str) -> None:
     """Write a run file atomically (temporary file, then rename); a refusal is one clear line naming it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
