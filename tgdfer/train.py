@@ -602,7 +602,7 @@ def check_header(ckpt: dict, path: Path) -> None:
     for key, kind in _HEADER_TYPES.items():
         value = ckpt.get(key)
         if key in ckpt and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not a {_kind_name(kind)}")
+            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not {_kind_name(kind)}")
     if ckpt.get("epoch", 0) < 0:
         raise CheckpointError(f"{path}: the header's epoch is {ckpt['epoch']}, below 0")
     if any(not isinstance(r, dict) for r in ckpt.get("history", [])):
@@ -620,7 +620,8 @@ def check_header(ckpt: dict, path: Path) -> None:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({int: "integer", list: "list", tuple: "list", dict: "table"}[k] for k in kinds)
+    return " or ".join(dict.fromkeys({int: "an integer", list: "a list", tuple: "a list", dict: "a table"}[k]
+                                     for k in kinds))
 
 
 def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:
