@@ -159,3 +159,33 @@ def test_json_depth_and_size_are_capped():
             limits.load_json('{"a": "01234567890"}', "x")
     with pytest.raises(TgdferError, match="x: not valid JSON"):
         limits.load_json(b"\xff{", "x")
+
+
+def test_extract_records_a_clip_over_a_cap_as_failed_and_extracts_the_others(tmp_path):
+    data = tmp_path / "data"
+    video(data / "v.mp4", 4)  # 16x16
+    small_frames(data / "f", n=4)  # 8x8
+    lst = write(data / "test.txt", "v.mp4 4 0\nf 4 1\n")
+    store = tmp_path / "s.zarr"
+    config = write(tmp_path / "x.toml", f"""
+[data]
+kind = "list"
+args = {{ files = {json.dumps(str(lst))}, frame_cache = "none" }}
+[encoder]
+model = "tgdfer-tiny-vit"
+pretrained = "none"
+[extract]
+store = {json.dumps(str(store))}
+device = "cpu"
+workers = 0
+views = 1
+frames = 4
+""")
+    result = runner.invoke(app, ["--limit", "frame_pixels=200", "extract", "-c", str(config)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    from tgdfer.store import FeatureStore
+
+    with FeatureStore.open(store) as s:
+        assert s.coverage() == {"clips": 2, "done": 1, "failed": 1, "pending": 0}
+        failed = s.failures.set_index("clip_id")["reason"]
+        assert list(failed.index) == ["v"] and "frame_pixels" in failed["v"]
