@@ -113,7 +113,8 @@ def test_check_cli_takes_limit_for_videos_and_keeps_the_others(tmp_path):
     config = write(tmp_path / "c.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))}, '
                                         'frame_cache = "none" }\n')
     out = tmp_path / "check.csv"
-    result = runner.invoke(app, ["--limit", "frame_pixels=100", "check", str(config), "--workers", "0", "--csv", str(out)])
+    result = runner.invoke(app, ["--limit", "frame_pixels=100", "check", str(config), "--workers", "0",
+                                 "--csv", str(out)])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     rows = __import__("pandas").read_csv(out).set_index("clip_id")
     assert rows.loc["v", "status"] == "large" and rows.loc["f", "status"] == "ok"

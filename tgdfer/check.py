@@ -58,7 +58,8 @@ def check_clip(path: str, declared: Optional[int]) -> ClipReport:
     except FrameReadError as e:
         reason = str(e).removeprefix(f"{e.path}: ")
         empty = "is empty" in reason or "has no frames" in reason or "no frame images" in reason
-        status = "large" if LIMIT_HINT in reason or "too large to decode" in reason else "empty" if empty else "unreadable"
+        large = LIMIT_HINT in reason or "too large to decode" in reason  # over a cap: refused, not damaged
+        status = "large" if large else "empty" if empty else "unreadable"
         return ClipReport(status, None, claimed, reason)
     if decoded == 0:
         return ClipReport("empty", 0, claimed, "no frame decodes")
