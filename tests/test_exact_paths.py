@@ -60,3 +60,44 @@ def test_check_decodes_every_exact_path(tmp_path):
     rows = pd.read_csv(out, keep_default_na=False)
     assert sorted(rows["path"]) == sorted(str(tmp_path / "data" / n) for n in NAMES)
     assert set(rows["status"]) == {"ok"} and rows["decoded"].tolist() == [4] * 5
+
+
+def test_every_skipped_row_is_in_the_stores_failure_table(tmp_path):
+    """A row whose label is no class has no row in the store, yet `info` lists it with the missing ones."""
+    data = tmp_path / "data"
+    video(data / " ok.mp4", 4)
+    video(data / "joy.mp4", 4)
+    with open(data / "test.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label"], [" ok.mp4", "Happiness"], ["gone.mp4", "Sadness"],
+                                 ["joy.mp4", "Joy"]])
+    store = tmp_path / "s.zarr"
+    config = write(tmp_path / "x.toml", f"""
+[data]
+kind = "csv"
+args = {{ csv_file = {json.dumps(str(data / "test.csv"))}, frame_cache = "none", missing = "skip" }}
+[encoder]
+model = "tgdfer-tiny-vit"
+pretrained = "none"
+[extract]
+store = {json.dumps(str(store))}
+device = "cpu"
+workers = 0
+views = 1
+frames = 4
+""")
+    for _ in range(2):  # a re-run records the same, once
+        result = runner.invoke(app, ["extract", "-c", str(config)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    result = runner.invoke(app, ["info", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    failures = {f["clip_id"]: f for f in info["failures"]}
+    assert set(failures) == {"gone", "joy"} and info["skipped_at_read"] == 2
+    assert failures["joy"]["row"] is None and "'Joy' is not an emotion" in failures["joy"]["reason"]
+    assert failures["gone"]["row"] is not None and "nothing at" in failures["gone"]["reason"]
+    assert info["coverage"] == {"clips": 2, "done": 1, "failed": 1, "pending": 0}  # rows of the store
+    from tgdfer.store import export_hdf5, FeatureStore
+
+    h5 = export_hdf5(store, tmp_path / "s.h5")
+    with FeatureStore.open(h5) as s:
+        assert s.unplaced.to_dict("records") == [{"clip_id": "joy", "reason": failures["joy"]["reason"]}]

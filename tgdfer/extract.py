@@ -355,8 +355,9 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     draws a rich bar with them). `progress` (tgdfer.progress: a callable, a tqdm bar, a rich
     Progress) gets an event per batch, marked for the log at each finished block of clips.
     Clips that cannot be read are recorded and skipped.
-    `unreadable` {clip_id: reason} names clips of `table` the reader already found missing or
-    empty (`ClipTable.with_skipped()` / `skip_reasons()`): recorded as failures without decoding.
+    `unreadable` {clip_id: reason} names clips the reader skipped (`ClipTable.skip_reasons()`): those
+    of `table` (missing or empty, `ClipTable.with_skipped()`) are recorded as failures without decoding,
+    the others (a label that is no class) in the store's `unplaced` table.
     """
     t0 = time.perf_counter()
     if shard_id is None or num_shards is None:
@@ -385,6 +386,11 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
         skipped = mine - len(todo)
         todo, not_read = _record_unreadable(store, table, todo, unreadable or {}, shard_id, num_shards)
+        if shard_id == 0:  # skipped rows the clip table cannot hold (no class) are failures too
+            placed = set(table["clip_id"].astype(str))
+            unplaced = {c: r for c, r in (unreadable or {}).items() if c not in placed}
+            store.record_unplaced(unplaced)
+            not_read += list(unplaced.items())
         if on_start:
             on_start(len(todo), skipped)
         stage = Stage(as_callback(progress), "extract", len(todo), "clips",
@@ -461,8 +467,10 @@ def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
 
 def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame]:
     """Coverage counts and the failure table of a store (for `tgdfer extract --verify`)."""
+    from .info import failure_table
+
     with FeatureStore.open(path) as store:
-        return store.coverage(), store.failures
+        return store.coverage(), failure_table(store)
 
 
 make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)

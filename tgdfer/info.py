@@ -24,7 +24,7 @@ class StoreDescription:
     fingerprint: dict
     coverage: dict[str, int]
     counts: pd.DataFrame  # index class; columns per fold (or split) as "done/all", plus total
-    failures: pd.DataFrame  # row, clip_id, reason, writer
+    failures: pd.DataFrame  # row, clip_id, reason, writer (row and writer <NA>: a row the store cannot hold)
     text_sets: list[str]
     classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
     skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
@@ -36,7 +36,7 @@ class StoreDescription:
             "fingerprint": self.fingerprint, "coverage": self.coverage, "text_sets": self.text_sets,
             "classes": list(self.classes.names), "skipped_at_read": self.skipped_at_read,
             "counts": self.counts.to_dict(orient="index"),
-            "failures": self.failures.to_dict(orient="records"),
+            "failures": self.failures.astype(object).where(self.failures.notna(), None).to_dict(orient="records"),
         }
 
 
@@ -56,14 +56,26 @@ def class_counts(clips: pd.DataFrame, done, classes: tuple[str, ...] = CLASSES) 
     return out
 
 
+def failure_table(store: FeatureStore) -> pd.DataFrame:
+    """Every failure of a store: its failed rows, then the annotation rows it holds no row for (row <NA>)."""
+    failed, unplaced = store.failures, store.unplaced
+    if unplaced.empty:
+        return failed
+    failed = failed.astype({"row": "Int64", "writer": "Int64"})
+    extra = unplaced.assign(row=pd.array([pd.NA] * len(unplaced), dtype="Int64"),
+                            writer=pd.array([pd.NA] * len(unplaced), dtype="Int64"))
+    return pd.concat([failed, extra[list(failed.columns)]], ignore_index=True)
+
+
 def describe(path: str | Path) -> StoreDescription:
     with FeatureStore.open(path) as store:
         clips = store.clips
         classes = stored_classes(store.fingerprint)
+        failures = failure_table(store)
         return StoreDescription(
             path=str(path), backend=store.backend, clips=store.n_clips, views=store.views, frames=store.frames,
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
             coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
-            failures=store.failures, text_sets=list(store.text_sets), classes=classes,
-            skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
+            failures=failures, text_sets=list(store.text_sets), classes=classes,
+            skipped_at_read=int(failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
         )

@@ -17,6 +17,8 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
     <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
     <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
+    <store>/failures/unplaced.json    annotation rows the reader skipped that have no row (a label that
+                                      is no class), with the reason; written by writer 0
     <store>/.tmp/                     files being written (renamed into place when complete)
     <store>/.locks/writer_<k>.lock    flock held by the live process acting as writer k
 
@@ -87,6 +89,7 @@ _TMP_DIR = ".tmp"
 _LOCK_DIR = ".locks"
 _FAILURE_DIR = "failures"
 _CLIPS_FILE = "clips.csv"
+_UNPLACED_FILE = "unplaced.json"  # in failures/
 _NA_TOKEN = "<NA>"  # how a missing value is spelled in clips.csv ("" stays an empty string)
 _TEXT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -469,6 +472,10 @@ class _ZarrFiles:
                 raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
         return records
 
+    def unplaced_records(self) -> list[dict]:
+        path = self.root / _FAILURE_DIR / _UNPLACED_FILE
+        return _unplaced(load_json(path.read_bytes(), str(path)), path) if path.is_file() else []
+
     def text_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
 
@@ -505,6 +512,11 @@ class _H5Files:
 
     def failure_records(self) -> list[dict]:
         return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
+
+    def unplaced_records(self) -> list[dict]:
+        if "unplaced_json" not in self.file:
+            return []
+        return _unplaced(load_json(self.file["unplaced_json"].asstr()[()], f"{self.path}: unplaced_json"), self.path)
 
     def text_names(self) -> list[str]:
         return sorted(self.file["text"].keys())
@@ -575,6 +587,15 @@ def _check_metadata(root: Path) -> None:
         if bad:
             raise TgdferError(f"{meta_path}: names the codec {bad[0]!r}, which tgdfer does not read (it reads "
                               f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
+
+
+def _unplaced(records: Any, where: Path) -> list[dict]:
+    """The unplaced-clip records of a store, checked to be {clip_id, reason} strings."""
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("clip_id"), str) and isinstance(r.get("reason"), str)
+            for r in records):
+        raise TgdferError(f"{where}: not a list of {{clip_id, reason}} records: a damaged failure table")
+    return [{"clip_id": r["clip_id"], "reason": r["reason"]} for r in records]
 
 
 def _open_files(path: Path, mode: str, fsync: bool) -> _ZarrFiles | _H5Files:
@@ -876,6 +897,12 @@ class FeatureStore:
         records = records.drop_duplicates("row", keep="last").sort_values("row", kind="stable")
         return records.reset_index(drop=True)
 
+    @property
+    def unplaced(self) -> pd.DataFrame:
+        """Annotation rows the reader skipped that have no row in the store (their label is no class, so the
+        clip table cannot hold them): clip_id, reason. Not counted in `coverage`, which counts rows."""
+        return pd.DataFrame(self._files.unplaced_records(), columns=["clip_id", "reason"], dtype="str")
+
     def coverage(self) -> dict[str, int]:
         """Counts for ``verify``: clips, done, failed, pending (neither done nor failed)."""
         done = int(self.done.sum())
@@ -1010,6 +1037,20 @@ class FeatureStore:
             failures[row] = {"row": row, "clip_id": str(clip_ids[row]), "reason": reason}
         self._save_failures(writer, failures)
 
+    def record_unplaced(self, reasons: dict[str, str]) -> None:
+        """Record the annotation rows without a row here, {clip_id: reason}, replacing the previous record
+        (each extraction reads the annotations afresh). Call it from one process (writer 0)."""
+        self._check_writable()
+        records = [{"clip_id": str(c), "reason": str(r)} for c, r in sorted(reasons.items())]
+        if records == self._files.unplaced_records():
+            return
+        path = self.path / _FAILURE_DIR / _UNPLACED_FILE
+        if not records:
+            path.unlink(missing_ok=True)
+            return
+        data = json.dumps(records, indent=1, ensure_ascii=False).encode("utf-8")
+        _write_atomic(path, data, self.path / _TMP_DIR, self._files.zstore.fsync, path.name)
+
     def write_text(self, name: str, prompts: Sequence[str], tokens: np.ndarray, emb: np.ndarray) -> None:
         """Store prompt set ``name`` whole (replacing an older one): prompts, tokens [P, L], emb [P, D].
 
@@ -1058,6 +1099,9 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
     failures = [{"row": int(r.row), "clip_id": str(r.clip_id), "reason": str(r.reason), "writer": int(r.writer)}
                 for r in src.failures.itertuples()]
     f.create_dataset("failures_json", data=json.dumps(failures, ensure_ascii=False), dtype=text)
+    unplaced = src.unplaced.to_dict(orient="records")
+    if unplaced:
+        f.create_dataset("unplaced_json", data=json.dumps(unplaced, ensure_ascii=False), dtype=text)
     group = f.create_group("text")
     for name in src.text_sets:
         prompts, tokens, emb = src.text(name)
