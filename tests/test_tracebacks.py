@@ -164,3 +164,30 @@ def test_temporary_file_of_a_killed_checkpoint_write_is_removed_by_the_next(tmp_
     save_state(target, {"head_state": {}, "epoch": 1})
     assert target.is_file() and not killed.exists() and live.exists() and other.exists()
     assert remove_stale(tmp_path / "best.safetensors") == [other] and not other.exists()
+
+
+def _set_shape(meta_path: Path, shape) -> None:
+    meta = json.loads(meta_path.read_text())
+    meta["shape"] = shape
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: _set_shape(p / "done" / "zarr.json", [10**9]), ["done array is (1000000000,)"]),
+    (lambda p: _set_shape(p / "frame_index" / "zarr.json", [14, 3, 10**6]), ["frame_index array"]),
+    (lambda p: (p / "clips.csv").write_text((p / "clips.csv").read_text().rsplit("\n", 2)[0] + "\n"),
+     ["clip table has 13 rows", "14 clips"]),
+])
+def test_array_shapes_and_clip_count_must_match_the_attributes(copy, damage, words):
+    damage(copy)
+    one_line(["info", copy], "s.zarr", *words)
+
+
+def test_text_set_shapes_are_checked_before_reading(copy):
+    from tgdfer.errors import TgdferError
+    from tgdfer.store import FeatureStore
+
+    name = sorted(p.name for p in (copy / "text").iterdir() if p.is_dir())[0]
+    _set_shape(copy / "text" / name / "tokens" / "zarr.json", [10**6, 10**6])
+    with FeatureStore.open(copy) as s, pytest.raises(TgdferError, match="tokens \\(1000000, 1000000\\)"):
+        s.text(name)

@@ -15,7 +15,6 @@ computes the same bytes as one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -38,6 +37,7 @@ from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .facetrack import FaceStage, FacesConfig, crop_frames, detection_frames
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
+from .limits import load_json
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
@@ -269,12 +269,12 @@ def is_feature_store(path: Path) -> bool:
     """True for a tgdfer store: a Zarr directory or an HDF5 file whose root has the 'tgdfer_store' attribute."""
     try:
         if path.is_dir():
-            meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+            meta = load_json((path / "zarr.json").read_bytes(), str(path / "zarr.json"))  # size, depth capped
             return isinstance(meta, dict) and "tgdfer_store" in meta.get("attributes", {})
         if path.is_file() and h5py.is_hdf5(path):
             with h5py.File(path, "r") as f:
                 return "tgdfer_store" in f.attrs
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, TgdferError):
         return False
     return False
 

@@ -479,9 +479,11 @@ class _ZarrFiles:
     def text_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
 
-    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
-        return list(g.attrs["prompts"]), g["tokens"][:], g["emb"][:]
+        prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
+        _check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
+        return list(prompts), tokens[:], emb[:]
 
     def size(self) -> int:
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
@@ -521,9 +523,11 @@ class _H5Files:
     def text_names(self) -> list[str]:
         return sorted(self.file["text"].keys())
 
-    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         g = self.file["text"][name]
-        return [str(p) for p in g["prompts"].asstr()[:]], g["tokens"][:], g["emb"][:]
+        prompts = [str(p) for p in g["prompts"].asstr()[:]]
+        _check_text_shapes(f"{self.path}: text/{name}", prompts, g["tokens"].shape, g["emb"].shape, dim)
+        return prompts, g["tokens"][:], g["emb"][:]
 
     def size(self) -> int:
         return os.path.getsize(self.path)
@@ -589,6 +593,18 @@ def _check_metadata(root: Path) -> None:
                               f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
 
 
+MAX_TOKENS = 2**16  # tokens per prompt a text set may declare (open_clip's context lengths: 64 to 256)
+
+
+def _check_text_shapes(where: Any, prompts: Any, tokens: tuple, emb: tuple, dim: int) -> None:
+    """TgdferError unless a text set's declared shapes are [P, L] and [P, dim] for its P prompts: the shapes
+    size what reading it allocates."""
+    p = len(prompts) if isinstance(prompts, list) else -1
+    if len(tokens) != 2 or tuple(emb) != (p, dim) or tokens[0] != p or not 0 < tokens[1] <= MAX_TOKENS:
+        raise TgdferError(f"{where}: a text set of {p} prompts with tokens {tuple(tokens)} and embeddings "
+                          f"{tuple(emb)}; expected [{p}, L <= {MAX_TOKENS}] and [{p}, {dim}]: a damaged store")
+
+
 def _unplaced(records: Any, where: Path) -> list[dict]:
     """The unplaced-clip records of a store, checked to be {clip_id, reason} strings."""
     if not isinstance(records, list) or not all(
@@ -650,6 +666,11 @@ def _check_layout(path: Path, layout: dict, files: _ZarrFiles | _H5Files) -> Non
     if shape != wanted:
         raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
                           f"feats array is {shape}: a damaged or altered store")
+    n, v, t = wanted[:3]
+    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("done", (n,))):
+        if files.has(name) and tuple(files.array(name).shape) != expect:
+            raise TgdferError(f"{path}: its {name} array is {tuple(files.array(name).shape)}, the store's "
+                              f"attributes say {expect}: a damaged or altered store")
     columns = layout.get("clip_columns")
     if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
                                                 and isinstance(c.get("dtype"), str) for c in columns):
@@ -721,6 +742,15 @@ class FeatureStore:
         self._layout = layout
         self.fingerprint: dict = attrs["fingerprint"]
         self._clips: pd.DataFrame | None = None
+        try:
+            rows = len(self.clips)
+        except TgdferError:
+            files.close()
+            raise
+        if rows != layout["n_clips"]:  # n_clips sizes every read: bound it to the rows on disk
+            files.close()
+            raise TgdferError(f"{path}: its clip table has {len(self._clips)} rows, its attributes say "
+                              f"{layout['n_clips']} clips: a damaged or altered store")
         self._leases: dict[int, tuple[int, Any]] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -832,7 +862,10 @@ class FeatureStore:
     def clips(self) -> pd.DataFrame:
         """The clip table as given to ``create`` (same columns and dtypes; index = row 0..N-1)."""
         if self._clips is None:
-            self._clips = _decode_clips(self._files.clips_csv(), self._layout["clip_columns"])
+            try:
+                self._clips = _decode_clips(self._files.clips_csv(), self._layout["clip_columns"])
+            except (ValueError, TypeError, KeyError) as e:  # a damaged clips.csv: pandas' parse errors
+                raise TgdferError(f"{self.path}: its clip table cannot be read ({str(e)[:200]})") from None
         return self._clips.copy()
 
     # -- reading ----------------------------------------------------------------------------------
@@ -926,7 +959,7 @@ class FeatureStore:
         """Prompt set ``name``: (prompts, tokens ``[P, L]`` int32, embeddings ``[P, D]`` float32)."""
         if name not in self.text_sets:
             raise TgdferError(f"{self.path}: no text set {name!r}; stored sets: {self.text_sets}")
-        return self._files.read_text(name)
+        return self._files.read_text(name, self.dim)
 
     def size_on_disk(self) -> int:
         """Bytes the store takes on disk (all files of the Zarr directory, or the HDF5 file)."""
