@@ -393,7 +393,7 @@ class FrameCountCache:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 self.entries = dict(data.get("counts", {})) if data.get("version") == 1 else {}
-            except (OSError, ValueError, AttributeError) as e:
+            except (OSError, ValueError, AttributeError, RecursionError) as e:
                 logger.warning("frame count cache %s is unreadable (%s); counting again", self.path, e)
 
     def count(self, video: Path) -> tuple[int, int | None]:

@@ -1046,7 +1046,11 @@ class FeatureStore:
         path = self.path / _FAILURE_DIR / f"writer_{writer}.json"
         if not path.exists():
             return {}
-        return {r["row"]: r for r in json.loads(path.read_text(encoding="utf-8"))["failures"]}
+        content = load_json(path.read_bytes(), str(path))
+        try:
+            return {r["row"]: r for r in content["failures"]}
+        except (TypeError, KeyError) as e:
+            raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
 
     def _save_failures(self, writer: int, failures: dict[int, dict]) -> None:
         path = self.path / _FAILURE_DIR / f"writer_{writer}.json"

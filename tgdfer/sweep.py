@@ -63,6 +63,7 @@ import pandas as pd
 
 from .config import load_toml, table_diff, toml_value
 from .errors import ConfigError, TgdferError
+from .limits import load_json
 from .tmpfiles import tmp_path
 
 log = logging.getLogger(__name__)
@@ -612,8 +613,8 @@ def _read_meta(out: Path) -> dict:
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return load_json(path.read_bytes(), str(path))  # within the JSON caps
+    except (FileNotFoundError, TgdferError):  # absent or damaged: as if the point had not run
         return None
 
 

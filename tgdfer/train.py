@@ -45,7 +45,7 @@ from .errors import ConfigError, TgdferError, os_error
 from .tmpfiles import tmp_path
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
-from .limits import check_frame_count
+from .limits import check_frame_count, load_json
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .progress import ProgressCallback, Stage, as_callback
 from .readers import fold_split
@@ -865,10 +865,10 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict) -> None:
     if not path.exists():
         return  # nothing trained yet: a fresh start in this folder
     try:
-        before = json.loads((out / "config.json").read_text())
+        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))  # within the JSON caps
     except FileNotFoundError:
         before = None
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise TgdferError(f"{out / 'config.json'}: cannot read the run's recorded settings ({e})") from e
     ckpt = load_checkpoint(path, tensors=False)  # epoch and fingerprint; the weights are read once, later
     if not isinstance(before, dict):
@@ -912,8 +912,10 @@ def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, confi
 def _recorded(out: Path, record: dict) -> dict:
     """The record in out/config.json (as the run was started) with `train.epochs` from `record`."""
     try:
-        before = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
+        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))
+    except (OSError, TgdferError):
+        return record
+    if not isinstance(before, dict):
         return record
     for table in (before.get("train"), before.get("pipeline", {}).get("train")):
         if isinstance(table, dict):
