@@ -191,3 +191,21 @@ def test_text_set_shapes_are_checked_before_reading(copy):
     _set_shape(copy / "text" / name / "tokens" / "zarr.json", [10**6, 10**6])
     with FeatureStore.open(copy) as s, pytest.raises(TgdferError, match="tokens \\(1000000, 1000000\\)"):
         s.text(name)
+
+
+def test_deep_run_records_are_one_line(tmp_path):
+    from tgdfer.errors import TgdferError
+    from tgdfer.evaluate import load_run_config
+    from tgdfer.train import check_resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[" * 900 + "]" * 900)
+    with pytest.raises(TgdferError, match="json_depth"):
+        load_run_config(run)
+    save_state(run / "last.safetensors", _header())
+    with pytest.raises(TgdferError, match="json_depth"):
+        check_resume(run, {}, {})
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(TgdferError, match="not a JSON object"):
+        load_run_config(run)
