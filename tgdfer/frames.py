@@ -35,6 +35,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from . import limits
 from .errors import ConfigError, FrameReadError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
     size = check_video_header(path)  # before any decoder opens it: decoders allocate by the header's size
-    src = PyAVSource(path) if backend == "pyav" else DecordSource(path) if backend == "decord" else AutoVideoSource(path)
+    kind = {"pyav": PyAVSource, "decord": DecordSource}.get(backend, AutoVideoSource)
+    src = kind(path)
     src.frame_hw = size
     return src
 
@@ -532,37 +534,29 @@ class ArraySource(FrameSource):
 
 
 def _limit(path: str | Path, check, *args, what: str = "") -> None:
-    from .limits import LimitError
-
     where = f"{path}: {what}" if what else str(path)
     try:
         check(where, *args)
-    except LimitError as e:
+    except limits.LimitError as e:
         raise FrameReadError(path, str(e).removeprefix(f"{path}: ")) from None
 
 
 def check_frame_size(path: str | Path, width: int, height: int, what: str = "") -> None:
     """FrameReadError when one frame is over the frame_pixels limit."""
-    from .limits import check_frame_size as check
-
-    _limit(path, check, width, height, what=what)
+    _limit(path, limits.check_frame_size, width, height, what=what)
 
 
 def check_frame_count(path: str | Path, frames: int) -> None:
     """FrameReadError when a clip holds more frames than the clip_frames limit."""
-    from .limits import check_frame_count as check
-
-    _limit(path, check, frames)
+    _limit(path, limits.check_frame_count, frames)
 
 
 def check_read(src: FrameSource, frames: int) -> None:
     """FrameReadError when reading `frames` distinct frames of `src` would pass clip_frames / clip_bytes."""
-    from .limits import check_decode
-
     check_frame_count(src.path, len(src))
     size = src.header_size()
     if size is not None:
-        _limit(src.path, check_decode, frames, size[1], size[0])
+        _limit(src.path, limits.check_decode, frames, size[1], size[0])
 
 
 def check_video_header(path: Path) -> tuple[int, int] | None:
