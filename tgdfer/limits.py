@@ -125,7 +125,7 @@ def _over(what: str, value: int, name: str, unit: str = "") -> LimitError:
 
 
 def check_frame_size(where: str, width: int, height: int) -> None:
-    """LimitError when one frame of `width` x `height` is over `frame_pixels` (checked from headers, before decoding)."""
+    """LimitError when one `width` x `height` frame is over `frame_pixels` (checked from headers, undecoded)."""
     if width * height > current().frame_pixels:
         raise _over(f"{where}: a {width}x{height} frame", width * height, "frame_pixels", " pixels")
 
