@@ -80,7 +80,7 @@ from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
 from .errors import TgdferError
-from .limits import check_depth, load_json
+from .limits import LimitError, check_depth, check_frame_count, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -541,7 +541,7 @@ class _H5Files:
 # zarr reads anything.
 SAFE_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed",
                          "vlen-utf8", "vlen-bytes"})
-_ARRAYS = ("feats", "frame_index", "boxes", "done")
+_NOT_NODES = (_TMP_DIR, _LOCK_DIR, _FAILURE_DIR)  # the store's own folders beside the zarr nodes
 _V2_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata")
 
 
@@ -563,13 +563,9 @@ def _codec_names(meta: Any) -> list[str]:
 def _check_metadata(root: Path) -> None:
     """TgdferError for zarr metadata tgdfer would not write: too large or deep (limits), a codec outside
     SAFE_CODECS, or zarr v2 files (whose filters name codecs too). Reads the metadata as data only."""
-    from .limits import LimitError, load_json
-
-    folders = [root, root / "text", *(root / a for a in _ARRAYS)]
-    if (root / "text").is_dir():
-        for t in (root / "text").iterdir():
-            folders += [t, t / "tokens", t / "emb"]
-    for folder in folders:
+    folders = [root]
+    while folders:  # the root group, then every node under a group (an array's chunk folders are not nodes)
+        folder = folders.pop()
         v2 = [n for n in _V2_METADATA if (folder / n).exists()]
         if v2:
             raise TgdferError(f"{folder / v2[0]}: zarr v2 metadata in a tgdfer store (which writes zarr v3 only); "
@@ -591,6 +587,8 @@ def _check_metadata(root: Path) -> None:
         if bad:
             raise TgdferError(f"{meta_path}: names the codec {bad[0]!r}, which tgdfer does not read (it reads "
                               f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
+        if isinstance(meta, dict) and meta.get("node_type") == "group":
+            folders += [d for d in folder.iterdir() if d.is_dir() and d.name not in _NOT_NODES]
 
 
 MAX_TOKENS = 2**16  # tokens per prompt a text set may declare (open_clip's context lengths: 64 to 256)
@@ -651,8 +649,6 @@ def _layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_sha
 def _check_layout(path: Path, layout: dict, files: _ZarrFiles | _H5Files) -> None:
     """TgdferError unless the layout's sizes are positive ints within the limits that agree with the arrays'
     real shapes, and its clip_columns are readable dtypes: numbers read from the file size allocations."""
-    from .limits import check_frame_count
-
     sizes = {k: layout.get(k) for k in ("n_clips", "views", "frames", "dim", "block_size")}
     for name, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
