@@ -47,7 +47,7 @@ def test_check_clips_gives_one_verdict_per_clip(tmp_path):
     assert (old["decoded"], old["claimed"]) == (10, 20)
     assert results["status"].tolist()[:2] == ["missing", "empty"]  # problems first
     assert status_counts(results) == {"ok": 3, "missing": 1, "empty": 1, "unreadable": 3, "short": 1, "misread": 0,
-                                     "label": 0}
+                                     "label": 0, "large": 0}
 
 
 def test_check_cli_parallel_progress_csv_and_exit_code(tmp_path):

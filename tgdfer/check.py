@@ -13,6 +13,8 @@ long extraction and reports per clip:
     misread     random access disagrees with a sequential decode: the frame backend returned
                 other frames than those asked for (checked on `verify_decode` sampled videos)
     label       the row's label is not a class, or disagrees with its path (`label_from_path`)
+    large       over a cap of tgdfer.limits (frame size, frames, decoded bytes): refused before
+                decoding; `tgdfer --limit NAME=VALUE check ...` raises the cap (docs/limits.md)
 
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
 not an error: tgdfer reads the frames it holds.
@@ -28,9 +30,10 @@ from typing import Callable, Optional
 import pandas as pd
 
 from .errors import FrameReadError
+from .limits import LIMIT_HINT
 from .readers import ClipTable
 
-STATUSES = ("ok", "missing", "empty", "unreadable", "short", "misread", "label")
+STATUSES = ("ok", "missing", "empty", "unreadable", "short", "misread", "label", "large")
 RESULT_COLUMNS = ("clip_id", "status", "path", "declared", "decoded", "claimed", "source", "line", "reason")
 
 
@@ -57,7 +60,9 @@ def check_clip(path: str, declared: Optional[int]) -> ClipReport:
     except FrameReadError as e:
         reason = str(e).removeprefix(f"{e.path}: ")
         empty = "is empty" in reason or "has no frames" in reason or "no frame images" in reason
-        return ClipReport("empty" if empty else "unreadable", None, claimed, reason)
+        large = LIMIT_HINT in reason or "too large to decode" in reason  # over a cap: refused, not damaged
+        status = "large" if large else "empty" if empty else "unreadable"
+        return ClipReport(status, None, claimed, reason)
     if decoded == 0:
         return ClipReport("empty", 0, claimed, "no frame decodes")
     if declared is not None and decoded < declared:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 
 from .errors import TgdferError, os_error
+from .limits import load_json, safetensors_header_length
+from .tmpfiles import tmp_path
 from .weights import file_format, first_line, is_torchscript_archive
 
 FORMAT = "tgdfer-checkpoint/1"  # the header's `format` entry
@@ -104,7 +106,7 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     never leaves a torn checkpoint, and the previous file stays as it was."""
     path = Path(path)
     data = dumps(state)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -141,14 +143,15 @@ def load_state(path: str | Path, map_location: Any = "cpu", tensors: bool = True
         raise CheckpointError(f"{path}: not a tgdfer checkpoint (not a safetensors file)")
     device = str(map_location) if map_location is not None else "cpu"
     try:
+        safetensors_header_length(path)  # the declared header fits the file and the json_bytes limit
         with safe_open(str(path), framework="pt", device=device) as f:
             meta = f.metadata() or {}
             if meta.get("format") != FORMAT or _STATE_KEY not in meta:
                 raise CheckpointError(f"{path}: a safetensors file, but not a tgdfer checkpoint "
                                       f"(format {meta.get('format')!r}, expected {FORMAT!r})")
             stored = {k: f.get_tensor(k) if tensors else None for k in f.keys()}
-        skeleton = json.loads(meta[_STATE_KEY])
-    except CheckpointError:
+        skeleton = load_json(meta[_STATE_KEY], f"{path}: the checkpoint's header")  # size and nesting capped
+    except TgdferError:
         raise
     except OSError as e:
         raise os_error(path, e, "read the checkpoint") from e

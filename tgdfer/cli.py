@@ -49,14 +49,28 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print tgdfer's version and exit.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads for every command; 0 = "
                                          "auto: the CPUs this process may use (affinity mask, cgroup quota), "
                                          "or OMP_NUM_THREADS when set.")] = 0,
+    limit: Annotated[Optional[list[str]], typer.Option(
+        "--limit", metavar="NAME=VALUE", help="Raise (or lower) a cap on input sizes for this command, e.g. "
+        "--limit frame_pixels=8192x8192 --limit clip_bytes=8GiB (repeatable; names and defaults: docs/limits.md).")]
+        = None,
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
     from .threads import apply_threads, auto_threads  # once, before any command does parallel work
+
+    if limit:
+        from . import limits
+
+        try:
+            caps = limits.parse(limit)
+        except TgdferError as e:
+            _error(e)
+        ctx.with_resource(limits.override(caps))  # in force until the command ends (worker processes too)
 
     choice = apply_threads(auto_threads(threads))
     logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)

@@ -25,7 +25,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, os_error
 
 C = TypeVar("C")
 
@@ -40,6 +40,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), "config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), f"invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 text: a binary or Latin-1 file
+        raise ConfigError(str(path), f"not a TOML file: byte {e.start} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(str(path), "invalid TOML: tables or arrays nested too deep") from None
+    except OSError as e:
+        raise os_error(path, e, "read the config file") from e
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

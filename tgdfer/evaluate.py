@@ -18,7 +18,6 @@ Shape legend: N clips in the store, n scored clips, V views, T frames, D width, 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
 from .checkpoint import BEST, LAST
+from .limits import load_json
 from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
                     refresh_view0_from_checkpoint, resolve_device)
 
@@ -92,9 +92,11 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
     if not path.is_file():
         raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        record = load_json(path.read_bytes(), str(path))  # within the JSON caps
+    except OSError as e:
         raise TgdferError(f"{path}: cannot read the run's settings ({e})") from e
+    if not isinstance(record, dict):
+        raise TgdferError(f"{path}: the run's settings are not a JSON object")
     if isinstance(record.get("encoder"), dict):  # tgdfer <= 0.2 recorded trust_weights; a run cannot vouch for files
         record["encoder"].pop("trust_weights", None)
     encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
@@ -139,7 +141,8 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
         clips = store.clips
     head.load_state_dict(ckpt["head_state"])
     head.eval()
-    extract_record = json.loads((run / "config.json").read_text()).get("pipeline", {}).get("extract", {})
+    extract_record = load_json((run / "config.json").read_bytes(), str(run / "config.json")).get(
+        "pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
                      frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes, boxes=boxes,

@@ -16,7 +16,6 @@ computes the same bytes as one uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .facetrack import CENTER, FaceStage, FacesConfig, crop_frames
 from .frames import FrameSource, open_frames
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
+from .limits import load_json
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
@@ -280,12 +280,12 @@ def is_feature_store(path: Path) -> bool:
     """True for a tgdfer store: a Zarr directory or an HDF5 file whose root has the 'tgdfer_store' attribute."""
     try:
         if path.is_dir():
-            meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+            meta = load_json((path / "zarr.json").read_bytes(), str(path / "zarr.json"))  # size, depth capped
             return isinstance(meta, dict) and "tgdfer_store" in meta.get("attributes", {})
         if path.is_file() and h5py.is_hdf5(path):
             with h5py.File(path, "r") as f:
                 return "tgdfer_store" in f.attrs
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, TgdferError):
         return False
     return False
 
@@ -366,8 +366,9 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     draws a rich bar with them). `progress` (tgdfer.progress: a callable, a tqdm bar, a rich
     Progress) gets an event per batch, marked for the log at each finished block of clips.
     Clips that cannot be read are recorded and skipped.
-    `unreadable` {clip_id: reason} names clips of `table` the reader already found missing or
-    empty (`ClipTable.with_skipped()` / `skip_reasons()`): recorded as failures without decoding.
+    `unreadable` {clip_id: reason} names clips the reader skipped (`ClipTable.skip_reasons()`): those
+    of `table` (missing or empty, `ClipTable.with_skipped()`) are recorded as failures without decoding,
+    the others (a label that is no class) in the store's `unplaced` table.
     """
     t0 = time.perf_counter()
     if shard_id is None or num_shards is None:
@@ -397,6 +398,11 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
         mine = len(owned_rows(store.n_clips, shard_id, num_shards, store.block_size))
         skipped = mine - len(todo)
         todo, not_read = _record_unreadable(store, table, todo, unreadable or {}, shard_id, num_shards)
+        if shard_id == 0:  # skipped rows the clip table cannot hold (no class) are failures too
+            placed = set(table["clip_id"].astype(str))
+            unplaced = {c: r for c, r in (unreadable or {}).items() if c not in placed}
+            store.record_unplaced(unplaced)
+            not_read += list(unplaced.items())
         if on_start:
             on_start(len(todo), skipped)
         stage = Stage(as_callback(progress), "extract", len(todo), "clips",
@@ -512,8 +518,10 @@ def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
 def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
     """Coverage counts, the failure table and the damaged clips (row, clip_id, problem) of a store,
     every done clip checked against its checksum (for `tgdfer extract --verify`, `tgdfer info --verify`)."""
+    from .info import failure_table
+
     with FeatureStore.open(path) as store:
-        return store.coverage(), store.failures, damage_table(store.verify())
+        return store.coverage(), failure_table(store), damage_table(store.verify())
 
 
 def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:

@@ -48,6 +48,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from . import limits
 from .errors import ConfigError, FrameReadError
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,17 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
         return FolderSource(path)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
+    size = check_video_header(path)  # before any decoder opens it: decoders allocate by the header's size
     if backend == "decord":
         try:
-            return DecordSource(path)
+            src = DecordSource(path)
         except NotFrameExact as e:
             log.debug("%s; reading it with PyAV", e)
-            return PyAVSource(path, count=e.count)
-    return PyAVSource(path)  # "auto" and "pyav"
+            src = PyAVSource(path, count=e.count)
+    else:
+        src = PyAVSource(path)  # "auto" and "pyav"
+    src.frame_hw = size
+    return src
 
 
 class FrameSource(abc.ABC):
@@ -84,6 +89,7 @@ class FrameSource(abc.ABC):
 
     backend: str  # "folder" | "decord" | "pyav": who decodes the frames
     claimed: int | None = None  # a video header's frame count when it claims more than len(self)
+    frame_hw: tuple[int, int] | None = None  # (H, W) from the header, known before decoding (limits)
 
     def __init__(self, path: Path):
         self.path = path
@@ -118,7 +124,12 @@ class FrameSource(abc.ABC):
                 self.path, f"frame index {int(bad[0])} is out of range: the clip has {n} frames ({why})",
             )
         unique, inverse = np.unique(idx, return_inverse=True)
+        check_read(self, len(unique))
         return self._read_sorted(unique)[inverse]  # [T, H, W, 3]
+
+    def header_size(self) -> tuple[int, int] | None:
+        """(H, W) of the frames as the header says, before decoding (None when unknown)."""
+        return self.frame_hw
 
     def close(self) -> None:
         """Release the decoder (a no-op where nothing is held open)."""
@@ -172,6 +183,7 @@ class FolderSource(FrameSource):
                 path, "no frame images in this folder (expected .jpg/.jpeg/.png files "
                 "named with a trailing frame number, e.g. 00001_00001.jpg)"
             )
+        check_frame_count(path, len(files))
         self.files = sorted(files, key=_frame_sort_key)
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame file
 
@@ -198,13 +210,26 @@ class FolderSource(FrameSource):
                 self._size = (im.height, im.width)
         return self._size
 
+    def header_size(self) -> tuple[int, int]:
+        return self._reference_size()
+
     def _open_image(self, i: int):
+        """The image of file i, its size checked against the frame_pixels limit (from its header, undecoded)."""
         from PIL import Image
 
         try:
-            return Image.open(self.files[i])
+            im = Image.open(self.files[i])
+        except Image.DecompressionBombError as e:  # over PIL's own cap (2 x 89 MP), before ours is asked
+            raise FrameReadError(self.path, f"frame file {self.files[i].name} (index {i}) is too large to "
+                                            f"decode ({e}): PIL refuses such images whatever --limit says") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise self._unreadable(i, e) from e
+        try:
+            check_frame_size(self.path, im.width, im.height, what=f"frame file {self.files[i].name}")
+        except FrameReadError:
+            im.close()
+            raise
+        return im
 
     def _load(self, i: int) -> np.ndarray:
         """Frame `[H, W, 3]` uint8 RGB of file i (grey, palette and RGBA are converted)."""
@@ -505,13 +530,16 @@ def decode_all(path: str | Path) -> int:
         raise FrameReadError(path, "the video file is empty (0 bytes)")
     import av
 
+    check_video_header(path)
     decoded = 0
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
             for frame in container.decode(stream):
+                check_frame_size(path, frame.width, frame.height, what=f"frame {decoded}")
                 frame.to_ndarray(format="rgb24")
                 decoded += 1
+                check_frame_count(path, decoded)
     except FrameReadError:
         raise
     except _av_errors() as e:
@@ -541,3 +569,56 @@ class ArraySource(FrameSource):
 
     def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
         return self.frames[idx]
+
+
+# ---------------------------------------------------------------------------- limits
+# The caps of tgdfer.limits as they apply to a clip: each raises FrameReadError (the clip fails, the
+# run goes on) before the decoder allocates what the header asks for.
+
+
+def _limit(path: str | Path, check, *args, what: str = "") -> None:
+    where = f"{path}: {what}" if what else str(path)
+    try:
+        check(where, *args)
+    except limits.LimitError as e:
+        raise FrameReadError(path, str(e).removeprefix(f"{path}: ")) from None
+
+
+def check_frame_size(path: str | Path, width: int, height: int, what: str = "") -> None:
+    """FrameReadError when one frame is over the frame_pixels limit."""
+    _limit(path, limits.check_frame_size, width, height, what=what)
+
+
+def check_frame_count(path: str | Path, frames: int) -> None:
+    """FrameReadError when a clip holds more frames than the clip_frames limit."""
+    _limit(path, limits.check_frame_count, frames)
+
+
+def check_read(src: FrameSource, frames: int) -> None:
+    """FrameReadError when reading `frames` distinct frames of `src` would pass clip_frames / clip_bytes."""
+    check_frame_count(src.path, len(src))
+    size = src.header_size()
+    if size is not None:
+        _limit(src.path, limits.check_decode, frames, size[1], size[0])
+
+
+def check_video_header(path: Path) -> tuple[int, int] | None:
+    """(H, W) of a video's first stream from its header (nothing decoded), checked against frame_pixels and,
+    when the header records one, its frame count against clip_frames. None when the header gives no size;
+    a file PyAV cannot open passes here and fails in the decoder with its own reason."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            width, height, claimed = stream.codec_context.width, stream.codec_context.height, stream.frames
+    except _av_errors():
+        return None
+    if claimed:
+        check_frame_count(path, claimed)
+    if not width or not height:
+        return None
+    check_frame_size(path, width, height)
+    return height, width

@@ -25,7 +25,7 @@ class StoreDescription:
     fingerprint: dict
     coverage: dict[str, int]
     counts: pd.DataFrame  # index class; columns per fold (or split) as "done/all", plus total
-    failures: pd.DataFrame  # row, clip_id, reason, writer
+    failures: pd.DataFrame  # row, clip_id, reason, writer (row and writer <NA>: a row the store cannot hold)
     text_sets: list[str]
     classes: ClassSet  # the store's class set (the 7 emotions unless its fingerprint records another)
     skipped_at_read: int = 0  # failures the reader found (missing or empty clip), never decoded
@@ -43,7 +43,8 @@ class StoreDescription:
             "counts": self.counts.to_dict(orient="index"),
             **({} if self.face_sources is None else {
                 "face_sources": self.face_sources, "fallbacks": self.fallbacks.to_dict(orient="records")}),
-            "failures": self.failures.to_dict(orient="records"), "checksums": self.checksums,
+            "failures": self.failures.astype(object).where(self.failures.notna(), None).to_dict(orient="records"),
+            "checksums": self.checksums,
             **({} if self.damage is None else {"damage": self.damage}),
         }
 
@@ -72,6 +73,17 @@ def face_source_counts(source: np.ndarray) -> dict[str, int]:
     return {name: int(c) for name, c in zip(FACE_SOURCES, counts)}
 
 
+def failure_table(store: FeatureStore) -> pd.DataFrame:
+    """Every failure of a store: its failed rows, then the annotation rows it holds no row for (row <NA>)."""
+    failed, unplaced = store.failures, store.unplaced
+    if unplaced.empty:
+        return failed
+    failed = failed.astype({"row": "Int64", "writer": "Int64"})
+    extra = unplaced.assign(row=pd.array([pd.NA] * len(unplaced), dtype="Int64"),
+                            writer=pd.array([pd.NA] * len(unplaced), dtype="Int64"))
+    return pd.concat([failed, extra[list(failed.columns)]], ignore_index=True)
+
+
 def describe(path: str | Path, verify: bool = False) -> StoreDescription:
     """What the store at `path` holds; `verify` also checks every done clip against its checksum (reads all features)."""
     with FeatureStore.open(path) as store:
@@ -80,12 +92,13 @@ def describe(path: str | Path, verify: bool = False) -> StoreDescription:
         clips = store.clips
         classes = stored_classes(store.fingerprint)
         faces = "faces" in store.fingerprint
+        failures = failure_table(store)
         return StoreDescription(
             path=str(path), backend=store.backend, clips=store.n_clips, views=store.views, frames=store.frames,
             dim=store.dim, size_bytes=store.size_on_disk(), fingerprint=store.fingerprint,
             coverage=store.coverage(), counts=class_counts(clips, store.done, classes.names),
-            failures=store.failures, text_sets=list(store.text_sets), classes=classes,
-            skipped_at_read=int(store.failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
+            failures=failures, text_sets=list(store.text_sets), classes=classes,
+            skipped_at_read=int(failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
             face_sources=face_source_counts(store.read_face_source()) if faces else None,
             fallbacks=store.face_fallbacks() if faces else None,
             damage=damage, checksums=store.has_checksums,

@@ -150,6 +150,8 @@ def _read(path: Path) -> Any:
         raise ConfigError(str(path), f"invalid TOML: {e}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}", f"invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(str(path), "nested too deep") from None
     return data
 
 

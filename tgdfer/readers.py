@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import json
 import logging
 import os
@@ -102,6 +103,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AnnotationError, ConfigError, FrameReadError
+from .tmpfiles import tmp_path
 from .labels import CLASSES, class_index
 
 logger = logging.getLogger(__name__)
@@ -395,7 +397,7 @@ class FrameCountCache:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 self.entries = dict(data.get("counts", {})) if data.get("version") == CACHE_VERSION else {}
-            except (OSError, ValueError, AttributeError) as e:
+            except (OSError, ValueError, AttributeError, RecursionError) as e:
                 logger.warning("frame count cache %s is unreadable (%s); counting again", self.path, e)
 
     def count(self, video: Path) -> tuple[int, int | None]:
@@ -417,7 +419,7 @@ class FrameCountCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp = tmp_path(self.path)
             tmp.write_text(json.dumps({"version": CACHE_VERSION, "counts": self.entries}), encoding="utf-8")
             os.replace(tmp, self.path)
             self.dirty = False
@@ -668,7 +670,8 @@ def read_csv(
     label_col, id_col, test_list = _none(label_col), _none(id_col), _none(test_list)
     if label_col is None and by_path is None:
         raise ConfigError("label_col", "is none, so label_from_path must say where the label is")
-    header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c))
+    header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c),
+                                  exact=(path_col,))
     fold_col = _auto_column(fold_col, "fold", header, source)
     split_col = _auto_column(split_col, "split", header, source)
     if fold_col is not None and split_col is not None:
@@ -848,9 +851,14 @@ def _read_text(path: Path) -> str:
         raise AnnotationError(path, f"cannot read: {e}") from None
 
 
-def _read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line, {column: stripped cell}) rows of a CSV; checks columns and field counts."""
-    reader = csv.reader(_read_text(path).splitlines())
+def _read_csv_rows(path: Path, required: Sequence[str],
+                   exact: Sequence[str] = ()) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and (line, {column: cell}) rows of a CSV; checks columns and field counts.
+
+    Cells are stripped of surrounding spaces except in the `exact` columns (paths), which are kept
+    as written: a quoted field may hold newlines, commas, leading or trailing spaces. `line` is
+    the line the row ends on."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))  # the csv module splits lines itself
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in required if c not in header]
     if absent:
@@ -863,7 +871,7 @@ def _read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list
         if len(fields) != len(header):
             raise AnnotationError(path, f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}",
                                   line=reader.line_num)
-        rows.append((reader.line_num, {h: f.strip() for h, f in zip(header, fields)}))
+        rows.append((reader.line_num, {h: f if h in exact else f.strip() for h, f in zip(header, fields)}))
     if not rows:
         raise AnnotationError(path, "holds no clips (only a header)")
     return header, rows

@@ -24,6 +24,8 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
     <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
     <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
+    <store>/failures/unplaced.json    annotation rows the reader skipped that have no row (a label that
+                                      is no class), with the reason; written by writer 0
     <store>/.tmp/                     files being written (renamed into place when complete)
     <store>/.locks/writer_<k>.lock    flock held by the live process acting as writer k
 
@@ -94,6 +96,7 @@ from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
 from .errors import TgdferError
+from .limits import LimitError, check_depth, check_frame_count, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ _TMP_DIR = ".tmp"
 _LOCK_DIR = ".locks"
 _FAILURE_DIR = "failures"
 _CLIPS_FILE = "clips.csv"
+_UNPLACED_FILE = "unplaced.json"  # in failures/
 _NA_TOKEN = "<NA>"  # how a missing value is spelled in clips.csv ("" stays an empty string)
 _TEXT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -564,16 +568,25 @@ class _ZarrFiles:
     def failure_records(self) -> list[dict]:
         records = []
         for path in sorted((self.root / _FAILURE_DIR).glob("writer_*.json")):
-            content = json.loads(path.read_text(encoding="utf-8"))
-            records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+            content = load_json(path.read_bytes(), str(path))
+            try:
+                records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+            except (TypeError, KeyError, ValueError) as e:
+                raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
         return records
+
+    def unplaced_records(self) -> list[dict]:
+        path = self.root / _FAILURE_DIR / _UNPLACED_FILE
+        return _unplaced(load_json(path.read_bytes(), str(path)), path) if path.is_file() else []
 
     def text_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
 
-    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
-        return list(g.attrs["prompts"]), g["tokens"][:], g["emb"][:]
+        prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
+        _check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
+        return list(prompts), tokens[:], emb[:]
 
     def size(self) -> int:
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
@@ -590,7 +603,8 @@ class _H5Files:
         self.file = h5py.File(path, "r")
 
     def attrs(self) -> dict:
-        return {k: json.loads(self.file.attrs[k]) for k in ("tgdfer_store", "fingerprint") if k in self.file.attrs}
+        return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}") for k in ("tgdfer_store", "fingerprint")
+                if k in self.file.attrs}
 
     def array(self, name: str) -> h5py.Dataset:
         return self.file[name]
@@ -602,14 +616,21 @@ class _H5Files:
         return self.file["clips_csv"].asstr()[()]
 
     def failure_records(self) -> list[dict]:
-        return json.loads(self.file["failures_json"].asstr()[()])
+        return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
+
+    def unplaced_records(self) -> list[dict]:
+        if "unplaced_json" not in self.file:
+            return []
+        return _unplaced(load_json(self.file["unplaced_json"].asstr()[()], f"{self.path}: unplaced_json"), self.path)
 
     def text_names(self) -> list[str]:
         return sorted(self.file["text"].keys())
 
-    def read_text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         g = self.file["text"][name]
-        return [str(p) for p in g["prompts"].asstr()[:]], g["tokens"][:], g["emb"][:]
+        prompts = [str(p) for p in g["prompts"].asstr()[:]]
+        _check_text_shapes(f"{self.path}: text/{name}", prompts, g["tokens"].shape, g["emb"].shape, dim)
+        return prompts, g["tokens"][:], g["emb"][:]
 
     def size(self) -> int:
         return os.path.getsize(self.path)
@@ -618,9 +639,86 @@ class _H5Files:
         self.file.close()
 
 
+# Codecs a tgdfer store may name (what zarr writes for it, and the usual compressors). A codec is code
+# chosen by the file: one outside this list (numcodecs.pickle unpickles every chunk) is refused before
+# zarr reads anything.
+SAFE_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed",
+                         "vlen-utf8", "vlen-bytes"})
+_NOT_NODES = (_TMP_DIR, _LOCK_DIR, _FAILURE_DIR)  # the store's own folders beside the zarr nodes
+_V2_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def _codec_names(meta: Any) -> list[str]:
+    """Every codec name in a zarr metadata document (v3 `codecs` / `index_codecs`, nested ones included)."""
+    names, stack = [], [meta]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("codecs", "index_codecs") and isinstance(value, list):
+                    names += [c.get("name") if isinstance(c, dict) else c for c in value]
+                stack.append(value)
+    return names
+
+
+def _check_metadata(root: Path) -> None:
+    """TgdferError for zarr metadata tgdfer would not write: too large or deep (limits), a codec outside
+    SAFE_CODECS, or zarr v2 files (whose filters name codecs too). Reads the metadata as data only."""
+    folders = [root]
+    while folders:  # the root group, then every node under a group (an array's chunk folders are not nodes)
+        folder = folders.pop()
+        v2 = [n for n in _V2_METADATA if (folder / n).exists()]
+        if v2:
+            raise TgdferError(f"{folder / v2[0]}: zarr v2 metadata in a tgdfer store (which writes zarr v3 only); "
+                              "refused: its filters can name any codec")
+        meta_path = folder / "zarr.json"
+        if not meta_path.is_file():
+            continue
+        try:
+            raw = meta_path.read_bytes()
+        except OSError as e:
+            raise TgdferError(f"{meta_path}: cannot read ({e.strerror})") from e
+        try:
+            meta = load_json(raw, str(meta_path))
+        except LimitError:
+            raise
+        except TgdferError as e:
+            raise TgdferError(f"{root}: cannot be read as a tgdfer feature store ({e})") from None
+        bad = [n for n in _codec_names(meta) if n not in SAFE_CODECS]
+        if bad:
+            raise TgdferError(f"{meta_path}: names the codec {bad[0]!r}, which tgdfer does not read (it reads "
+                              f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
+        if isinstance(meta, dict) and meta.get("node_type") == "group":
+            folders += [d for d in folder.iterdir() if d.is_dir() and d.name not in _NOT_NODES]
+
+
+MAX_TOKENS = 2**16  # tokens per prompt a text set may declare (open_clip's context lengths: 64 to 256)
+
+
+def _check_text_shapes(where: Any, prompts: Any, tokens: tuple, emb: tuple, dim: int) -> None:
+    """TgdferError unless a text set's declared shapes are [P, L] and [P, dim] for its P prompts: the shapes
+    size what reading it allocates."""
+    p = len(prompts) if isinstance(prompts, list) else -1
+    if len(tokens) != 2 or tuple(emb) != (p, dim) or tokens[0] != p or not 0 < tokens[1] <= MAX_TOKENS:
+        raise TgdferError(f"{where}: a text set of {p} prompts with tokens {tuple(tokens)} and embeddings "
+                          f"{tuple(emb)}; expected [{p}, L <= {MAX_TOKENS}] and [{p}, {dim}]: a damaged store")
+
+
+def _unplaced(records: Any, where: Path) -> list[dict]:
+    """The unplaced-clip records of a store, checked to be {clip_id, reason} strings."""
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("clip_id"), str) and isinstance(r.get("reason"), str)
+            for r in records):
+        raise TgdferError(f"{where}: not a list of {{clip_id, reason}} records: a damaged failure table")
+    return [{"clip_id": r["clip_id"], "reason": r["reason"]} for r in records]
+
+
 def _open_files(path: Path, mode: str, fsync: bool) -> _ZarrFiles | _H5Files:
     """Detect the backend by content: a directory with zarr.json, or an HDF5 file."""
     if path.is_dir() and (path / "zarr.json").is_file():
+        _check_metadata(path)
         return _ZarrFiles(path, writable=mode == "r+", fsync=fsync)
     if path.is_file() and h5py.is_hdf5(path):
         if mode != "r":
@@ -649,6 +747,43 @@ def _layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_sha
     return {"schema_version": SCHEMA_VERSION, "n_clips": int(n), "views": int(views),
             "frames": int(frames), "dim": int(dim), "block_size": int(block_size),
             "zarr_shards": bool(zarr_shards), "clip_columns": clip_columns}
+
+
+def _check_layout(path: Path, layout: dict, files: _ZarrFiles | _H5Files) -> None:
+    """TgdferError unless the layout's sizes are positive ints within the limits that agree with the arrays'
+    real shapes, and its clip_columns are readable dtypes: numbers read from the file size allocations."""
+    sizes = {k: layout.get(k) for k in ("n_clips", "views", "frames", "dim", "block_size")}
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TgdferError(f"{path}: the store's {name} is {value!r:.60}, not a positive integer")
+    check_frame_count(f"{path}: the store's frames", sizes["frames"])
+    try:
+        shape = tuple(files.array("feats").shape)
+    except (KeyError, OSError, ValueError) as e:
+        raise TgdferError(f"{path}: cannot read the feats array's shape ({e})") from e
+    wanted = tuple(sizes[k] for k in ("n_clips", "views", "frames", "dim"))
+    if shape != wanted:
+        raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
+                          f"feats array is {shape}: a damaged or altered store")
+    n, v, t = wanted[:3]
+    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("done", (n,))):
+        if files.has(name) and tuple(files.array(name).shape) != expect:
+            raise TgdferError(f"{path}: its {name} array is {tuple(files.array(name).shape)}, the store's "
+                              f"attributes say {expect}: a damaged or altered store")
+    columns = layout.get("clip_columns")
+    if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                and isinstance(c.get("dtype"), str) for c in columns):
+        raise TgdferError(f"{path}: the store's clip_columns is not a list of {{name, dtype}} records")
+    for c in columns:
+        try:
+            pd.api.types.pandas_dtype(c["dtype"])
+            if c["dtype"] == "category":
+                pd.api.types.pandas_dtype(c.get("categories_dtype"))
+                if not isinstance(c.get("categories"), list):
+                    raise TypeError("categories is not a list")
+        except (TypeError, ValueError) as e:
+            raise TgdferError(f"{path}: clip column {c['name']!r} has the dtype {c['dtype']!r}, which pandas "
+                              f"cannot read ({e})") from None
 
 
 def _build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, fsync: bool) -> None:
@@ -726,11 +861,26 @@ class FeatureStore:
                 f"{path}: store schema version {layout.get('schema_version')}, this tgdfer reads "
                 f"version {SCHEMA_VERSION}; re-run `tgdfer extract` into a new store"
             )
+        try:
+            check_depth(str(path), attrs)
+            _check_layout(path, layout, files)
+        except TgdferError:
+            files.close()
+            raise
         self._layout = layout
         self.fingerprint: dict = attrs["fingerprint"]
         self._clips: pd.DataFrame | None = None
         self._clip_ids: np.ndarray | None = None
         self._warned_no_checksums = False
+        try:
+            rows = len(self.clips)
+        except TgdferError:
+            files.close()
+            raise
+        if rows != layout["n_clips"]:  # n_clips sizes every read: bound it to the rows on disk
+            files.close()
+            raise TgdferError(f"{path}: its clip table has {len(self._clips)} rows, its attributes say "
+                              f"{layout['n_clips']} clips: a damaged or altered store")
         self._leases: dict[int, tuple[int, Any]] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -775,8 +925,8 @@ class FeatureStore:
         path = Path(path)
         try:
             store = cls(path, _open_files(path, mode, fsync), mode)
-        except (OSError, ValueError, KeyError) as e:
-            raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({e})") from e
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            raise TgdferError(f"{path}: cannot be read as a tgdfer feature store ({str(e)[:300]})") from e
         if mode == "r+":
             _remove_stale(path / _TMP_DIR)
         return store
@@ -842,7 +992,10 @@ class FeatureStore:
     def clips(self) -> pd.DataFrame:
         """The clip table as given to ``create`` (same columns and dtypes; index = row 0..N-1)."""
         if self._clips is None:
-            self._clips = _decode_clips(self._files.clips_csv(), self._layout["clip_columns"])
+            try:
+                self._clips = _decode_clips(self._files.clips_csv(), self._layout["clip_columns"])
+            except (ValueError, TypeError, KeyError) as e:  # a damaged clips.csv: pandas' parse errors
+                raise TgdferError(f"{self.path}: its clip table cannot be read ({str(e)[:200]})") from None
         return self._clips.copy()
 
     # -- reading ----------------------------------------------------------------------------------
@@ -1026,11 +1179,24 @@ class FeatureStore:
     @property
     def failures(self) -> pd.DataFrame:
         """Clips that could not be extracted and are not done: row, clip_id, reason, writer."""
-        records = pd.DataFrame(self._files.failure_records(), columns=["row", "clip_id", "reason", "writer"])
+        raw = self._files.failure_records()
+        for r in raw:
+            row, writer = r.get("row"), r.get("writer")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (row, writer)) \
+                    or not 0 <= row < self.n_clips:
+                raise TgdferError(f"{self.path}: a failure record names row {row!r:.40} (writer {writer!r:.20}), not a "
+                                  f"row of the store (0..{self.n_clips - 1}): a damaged failure table")
+        records = pd.DataFrame(raw, columns=["row", "clip_id", "reason", "writer"])
         records = records.astype({"row": "int64", "clip_id": "str", "reason": "str", "writer": "int64"})
         records = records[~self.done[records["row"].to_numpy()]]
         records = records.drop_duplicates("row", keep="last").sort_values("row", kind="stable")
         return records.reset_index(drop=True)
+
+    @property
+    def unplaced(self) -> pd.DataFrame:
+        """Annotation rows the reader skipped that have no row in the store (their label is no class, so the
+        clip table cannot hold them): clip_id, reason. Not counted in `coverage`, which counts rows."""
+        return pd.DataFrame(self._files.unplaced_records(), columns=["clip_id", "reason"], dtype="str")
 
     def coverage(self) -> dict[str, int]:
         """Counts for ``verify``: clips, done, failed, pending (neither done nor failed)."""
@@ -1055,7 +1221,7 @@ class FeatureStore:
         """Prompt set ``name``: (prompts, tokens ``[P, L]`` int32, embeddings ``[P, D]`` float32)."""
         if name not in self.text_sets:
             raise TgdferError(f"{self.path}: no text set {name!r}; stored sets: {self.text_sets}")
-        return self._files.read_text(name)
+        return self._files.read_text(name, self.dim)
 
     def size_on_disk(self) -> int:
         """Bytes the store takes on disk (all files of the Zarr directory, or the HDF5 file)."""
@@ -1158,7 +1324,11 @@ class FeatureStore:
         path = self.path / _FAILURE_DIR / f"writer_{writer}.json"
         if not path.exists():
             return {}
-        return {r["row"]: r for r in json.loads(path.read_text(encoding="utf-8"))["failures"]}
+        content = load_json(path.read_bytes(), str(path))
+        try:
+            return {r["row"]: r for r in content["failures"]}
+        except (TypeError, KeyError) as e:
+            raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
 
     def _save_failures(self, writer: int, failures: dict[int, dict]) -> None:
         path = self.path / _FAILURE_DIR / f"writer_{writer}.json"
@@ -1181,6 +1351,20 @@ class FeatureStore:
         for row, reason in zip(rows.tolist(), reasons):
             failures[row] = {"row": row, "clip_id": str(clip_ids[row]), "reason": reason}
         self._save_failures(writer, failures)
+
+    def record_unplaced(self, reasons: dict[str, str]) -> None:
+        """Record the annotation rows without a row here, {clip_id: reason}, replacing the previous record
+        (each extraction reads the annotations afresh). Call it from one process (writer 0)."""
+        self._check_writable()
+        records = [{"clip_id": str(c), "reason": str(r)} for c, r in sorted(reasons.items())]
+        if records == self._files.unplaced_records():
+            return
+        path = self.path / _FAILURE_DIR / _UNPLACED_FILE
+        if not records:
+            path.unlink(missing_ok=True)
+            return
+        data = json.dumps(records, indent=1, ensure_ascii=False).encode("utf-8")
+        _write_atomic(path, data, self.path / _TMP_DIR, self._files.zstore.fsync, path.name)
 
     def write_text(self, name: str, prompts: Sequence[str], tokens: np.ndarray, emb: np.ndarray) -> None:
         """Store prompt set ``name`` whole (replacing an older one): prompts, tokens [P, L], emb [P, D].
@@ -1234,6 +1418,9 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
     failures = [{"row": int(r.row), "clip_id": str(r.clip_id), "reason": str(r.reason), "writer": int(r.writer)}
                 for r in src.failures.itertuples()]
     f.create_dataset("failures_json", data=json.dumps(failures, ensure_ascii=False), dtype=text)
+    unplaced = src.unplaced.to_dict(orient="records")
+    if unplaced:
+        f.create_dataset("unplaced_json", data=json.dumps(unplaced, ensure_ascii=False), dtype=text)
     group = f.create_group("text")
     for name in src.text_sets:
         prompts, tokens, emb = src.text(name)

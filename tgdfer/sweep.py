@@ -63,6 +63,8 @@ import pandas as pd
 
 from .config import load_toml, table_diff, toml_value
 from .errors import ConfigError, TgdferError
+from .limits import load_json
+from .tmpfiles import tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +507,7 @@ def _record_point(plan: PlannedPoint, outcome: PointOutcome) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
 
@@ -633,8 +635,8 @@ def _read_meta(out: Path) -> dict:
 
 def _read_json(path: Path) -> Optional[dict]:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return load_json(path.read_bytes(), str(path))  # within the JSON caps
+    except (FileNotFoundError, TgdferError):  # absent or damaged: as if the point had not run
         return None
 
 

@@ -42,8 +42,10 @@ from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
 from .config import table_diff, to_dict
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
 from .errors import ConfigError, TgdferError, os_error
+from .tmpfiles import tmp_path
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
+from .limits import check_frame_count, load_json
 from .metrics import REFERENCE_PROTOCOL, Scores, score
 from .progress import ProgressCallback, Stage, as_callback
 from .readers import fold_split
@@ -585,9 +587,42 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", tensors: bool =
     ckpt = load_state(path, map_location, tensors)  # no unpickling: safetensors tensors + a JSON header
     if "head_state" not in ckpt or not isinstance(ckpt["head_state"], dict):
         raise CheckpointError(f"{path}: not a tgdfer checkpoint (no head weights)")
+    check_header(ckpt, path)
     if ckpt.get("tgdfer_version") != __version__:
         log.warning("%s was written by tgdfer %s, this is %s", path, ckpt.get("tgdfer_version"), __version__)
     return ckpt
+
+
+_HEADER_TYPES = {"epoch": int, "history": list, "best": (list, tuple), "head_args": dict, "config": dict,
+                 "store_fingerprint": dict}  # what train-head writes; a file may say anything
+
+
+def check_header(ckpt: dict, path: Path) -> None:
+    """CheckpointError for a header value of the wrong type, or a size that is not a positive int within the
+    limits (`frames = 1e8` would size the head's windows): checked before anything is built from it."""
+    for key, kind in _HEADER_TYPES.items():
+        value = ckpt.get(key)
+        if key in ckpt and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not {_kind_name(kind)}")
+    if ckpt.get("epoch", 0) < 0:
+        raise CheckpointError(f"{path}: the header's epoch is {ckpt['epoch']}, below 0")
+    if any(not isinstance(r, dict) for r in ckpt.get("history", [])):
+        raise CheckpointError(f"{path}: the header's history holds something other than epoch records")
+    sizes = {f"head_args.{k}": v for k, v in ckpt.get("head_args", {}).items() if k in ("dim", "frames", "classes")}
+    sampling = ckpt.get("store_fingerprint", {}).get("sampling")
+    if isinstance(sampling, dict) and "frames" in sampling:
+        sizes["store_fingerprint.sampling.frames"] = sampling["frames"]
+    for key, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not a positive integer")
+        if key.endswith("frames"):
+            check_frame_count(f"{path}: the header's {key}", value)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys({int: "an integer", list: "a list", tuple: "a list", dict: "a table"}[k]
+                                     for k in kinds))
 
 
 def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:
@@ -849,10 +884,10 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Opti
     if not path.exists():
         return  # nothing trained yet: a fresh start in this folder
     try:
-        before = json.loads((out / "config.json").read_text())
+        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))  # within the JSON caps
     except FileNotFoundError:
         before = None
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise TgdferError(f"{out / 'config.json'}: cannot read the run's recorded settings ({e})") from e
     ckpt = load_checkpoint(path, tensors=False)  # epoch and fingerprint; the weights are read once, later
     if not isinstance(before, dict):
@@ -900,8 +935,10 @@ def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, confi
 def _recorded(out: Path, record: dict) -> dict:
     """The record in out/config.json (as the run was started) with `train.epochs` from `record`."""
     try:
-        before = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError):
+        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))
+    except (OSError, TgdferError):
+        return record
+    if not isinstance(before, dict):
         return record
     for table in (before.get("train"), before.get("pipeline", {}).get("train")):
         if isinstance(table, dict):
@@ -1019,7 +1056,7 @@ def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainCo
 
 def _write_text(path: Path, text: str) -> None:
     """Write a run file atomically (temporary file, then rename); a refusal is one clear line naming it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = tmp_path(path)  # removes a killed write's temporary file too
     try:
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import TgdferError
+from .errors import TgdferError, os_error
+from .limits import check_zip, safetensors_header_length
 from .torchscript import TorchScriptError, read_torchscript_state
 
 TORCHSCRIPT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's archives, not weights
@@ -80,10 +81,14 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     """
     path = Path(path)
     trust = trust or trusted_by_env()
-    if path.suffix == ".safetensors" or file_format(path) == "safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
+    try:
+        kind = file_format(path)
+    except OSError as e:
+        raise os_error(path, e, "read the weights file") from e
+    if kind == "zip":
+        check_zip(path)  # what it declares uncompressed, within the limits, before anything is inflated
+    if path.suffix == ".safetensors" or kind == "safetensors":
+        state = _load_safetensors(path)
     elif is_torchscript_archive(path):
         state = _read_torchscript(path, trust)
         for key in TORCHSCRIPT_EXTRA_KEYS:
@@ -116,6 +121,17 @@ def _read_torchscript(path: Path, trust: bool) -> dict[str, torch.Tensor]:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())  # the user's trust opt-in
         except Exception as e:  # noqa: BLE001: a damaged archive, whatever torch raises
             raise TgdferError(f"{path}: cannot read it as weights ({first_line(e)})") from e
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a short, torn or malformed file is one TgdferError line."""
+    from safetensors.torch import load_file
+
+    safetensors_header_length(path)  # fits the file and the json_bytes limit
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # SafetensorsError and the like on a malformed header or data
+        raise TgdferError(f"{path}: cannot read it as safetensors weights ({first_line(e)})") from None
 
 
 def _load_pickled(path: Path, trust: bool):
