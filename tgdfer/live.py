@@ -25,7 +25,7 @@ import torch
 from .augment import AugmentConfig, ClipTransform
 from .encoders import LoadedEncoder, autocast_context
 from .errors import FrameReadError, TgdferError
-from .extract import read_views
+from .extraction import read_views
 from .facetrack import FaceStage, FacesConfig
 from .store import FeatureStore
 

@@ -28,7 +28,7 @@ from .augment import AugmentConfig
 from .config import apply_overrides, build, did_you_mean, load_toml, merge_tables, to_dict, to_toml
 from .encoders import EncoderConfig
 from .errors import ConfigError
-from .extract import ExtractConfig
+from .extraction import ExtractConfig
 from .facetrack import FacesConfig
 from .head import HeadConfig
 from .labels import CLASSES, ClassSet, class_set
@@ -36,7 +36,7 @@ from .prompts import load_prompt_file
 from .proxy import ProxyConfig
 from .readers import READERS, ClipTable, load_clips
 from .synth import SynthConfig
-from .train import TrainConfig
+from .training import TrainConfig
 
 
 @dataclass

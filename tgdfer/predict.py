@@ -64,15 +64,15 @@ from .augment import ClipTransform
 from .config import build
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
-from .evaluate import check_influence, run_checkpoint
-from .extract import encode_views, read_views
+from .evaluation import check_influence, run_checkpoint
+from .extraction import encode_views, read_views
 from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
 from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
 from .prompts import build_prompt_sets
 from .text import FrozenTextEncoder
-from .train import load_checkpoint, resolve_device
+from .training import load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._callable import make_callable
 from .config import build
 from .encoders import EncoderConfig
 from .errors import ConfigError, FrameReadError, TgdferError
@@ -42,7 +41,7 @@ from .metrics import Scores, fold_table, save_table, score, split_table
 from .store import FeatureStore
 from .checkpoint import BEST, LAST
 from .limits import load_json
-from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
+from .training import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
                     refresh_view0_from_checkpoint, resolve_device)
 
 log = logging.getLogger(__name__)
@@ -477,6 +476,3 @@ def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
 
     return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
             for st in strips]
-
-
-make_callable(__name__)  # `tgdfer.evaluate(...)` calls tgdfer.api.evaluate (tgdfer/_callable.py)

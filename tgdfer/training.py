@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ._callable import make_callable
 from . import __version__
 from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
 from .config import table_diff, to_dict
@@ -1063,6 +1062,3 @@ def _write_text(path: Path, text: str) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise os_error(path, e, "write") from e
-
-
-make_callable(__name__)  # `tgdfer.train(...)` calls tgdfer.api.train (tgdfer/_callable.py)

@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._callable import make_callable
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
@@ -526,6 +525,3 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame
 
 def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
     return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])
-
-
-make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)
