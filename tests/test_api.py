@@ -17,7 +17,6 @@ from tgdfer.errors import TgdferError
 from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
 from tgdfer.predict import Prediction, PredictFailure, Predictor
-from tgdfer.training import TrainConfig
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[1]

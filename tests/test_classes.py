@@ -380,7 +380,7 @@ def test_eleven_classes_from_the_mafw_prompts(clip_table, encoder_cfg, extract_c
 
 def test_checkpoints_without_a_class_record_are_the_default_set(reference_store, encoder_cfg, synth_dir, tmp_path):
     """Checkpoints written before class sets existed: names from the store fingerprint, prompts rebuilt."""
-    from tgdfer.training import load_checkpoint, save_checkpoint
+    from tgdfer.run import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,

@@ -15,7 +15,7 @@ from tgdfer.config import load_toml
 from tgdfer.errors import ConfigError
 from tgdfer.evaluation import DECIMALS, default_out
 from tgdfer.pipeline import load_pipeline
-from tgdfer.training import fold_folder, plan_runs, replica_runs
+from tgdfer.run import fold_folder, plan_runs, replica_runs
 
 runner = CliRunner()
 COMMANDS = [c.name for c in app.registered_commands]

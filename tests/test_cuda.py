@@ -23,7 +23,8 @@ from tgdfer.extraction import extract
 from tgdfer.head import HeadConfig
 from tgdfer.predict import load_predictor, predict_clip
 from tgdfer.store import FeatureStore
-from tgdfer.training import Replica, TrainConfig, build_head, load_checkpoint, train, train_replicas
+from tgdfer.run import Replica, load_checkpoint
+from tgdfer.training import TrainConfig, build_head, train, train_replicas
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -15,7 +15,8 @@ from tgdfer.head import HeadConfig
 from tgdfer.live import LiveFeatures
 from tgdfer.predict import load_predictor, predict_clip
 from tgdfer.store import FeatureStore
-from tgdfer.training import TrainConfig, Replica, load_checkpoint, train, train_replicas
+from tgdfer.run import Replica, load_checkpoint
+from tgdfer.training import TrainConfig, train, train_replicas
 
 HEAD = HeadConfig(window=4, stride=2, heads=2, dim_head=8, mlp_dim=32, learnable=False)
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tgdfer.checkpoint import LAST
 from tgdfer.head import HeadConfig
-from tgdfer.training import load_checkpoint, train
+from tgdfer.run import LAST, load_checkpoint
+from tgdfer.training import train
 
 from test_train import cfg, make_planted_store
 

@@ -16,7 +16,8 @@ from tgdfer.labels import CLASSES
 from tgdfer.predict import load_predictor, predict, predict_clip
 from tgdfer.sampling import segment_indices
 from tgdfer.store import FeatureStore
-from tgdfer.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from tgdfer.run import load_checkpoint, save_checkpoint
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 T = 8

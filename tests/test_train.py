@@ -16,8 +16,8 @@ from tgdfer.extraction import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.store import FeatureStore
-from tgdfer.training import (Replica, TrainConfig, TrainingDiverged, epoch_order, load_checkpoint, parse_int_list,
-                          replica_runs, split_rows, train, train_replicas)
+from tgdfer.run import Replica, load_checkpoint, replica_runs
+from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, split_rows, train, train_replicas
 
 N, V, T = 105, 3, 16
 

@@ -75,7 +75,8 @@ def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Seq
     One run (a TrainResult: run folder, test scores, history) in `out`, else in [train] out/fold<k>;
     with `folds` and/or `seeds`, every fold x seed trained together under `out` (a list of TrainResult).
     """
-    from .training import plan_runs, train_replicas
+    from .run import plan_runs
+    from .training import train_replicas
 
     pipe = _as_pipeline(pipe, overrides)
     cfg = pipe.train if fold is None else replace(pipe.train, fold=fold)

@@ -25,7 +25,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from . import __version__
-from .checkpoint import LAST
+from .run import LAST
 from .errors import TgdferError, os_error
 from .labels import short_names
 
@@ -499,7 +499,8 @@ def train_head_cli(
       tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
     """
     from .errors import ConfigError
-    from .training import parse_int_list, plan_runs
+    from .run import plan_runs
+    from .training import parse_int_list
 
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
@@ -1033,7 +1034,7 @@ def demo_cli(
       tgdfer demo                                      # = make demo
       tgdfer demo --set train.epochs=5 --sweep ""      # shorter, no sweep
     """
-    from .training import fold_folder
+    from .run import fold_folder
 
     pipe = _pipeline(config, list(set_ or []), print_config, profile)
     out = out or data  # the dataset folder (--out is its old name)

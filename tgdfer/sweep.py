@@ -304,7 +304,7 @@ class PlannedPoint:
     point: Point
     pipe: Any  # tgdfer.pipeline.Pipeline
     folder: Path  # <out>/<point name>
-    replicas: list  # tgdfer.training.Replica, one per fold x seed, run folders under `folder`
+    replicas: list  # tgdfer.run.Replica, one per fold x seed, run folders under `folder`
     done: bool  # every replica has final.json: skipped
     shard: int  # index in the sweep's point list (point i runs on shard i mod K)
 
@@ -313,7 +313,8 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     """Every point built and checked (config, store, folds, settings of earlier runs in `out`)."""
     from .store import FeatureStore
     from .labels import check_same_classes, stored_classes
-    from .training import check_fold, check_head, replica_runs
+    from .run import replica_runs
+    from .training import check_fold, check_head
 
     pipes = [point_pipeline(sweep, p) for p in sweep.points]
     if sweep.folds == [None]:  # not given: the base pipeline's (points cannot change train.fold)
@@ -516,7 +517,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _run_folder(out: Path, point: str, fold: Optional[int], seed: int, seeds: Sequence[int]) -> Path:
-    from .training import replica_runs
+    from .run import replica_runs
 
     return Path(replica_runs(out / point, [fold] if fold is not None else [], seeds)[list(seeds).index(seed)].out)
 

@@ -25,11 +25,10 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,78 +36,22 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import BEST, LAST, CheckpointError, load_state, save_state
-from .config import table_diff, to_dict
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
 from .errors import ConfigError, TgdferError, os_error
-from .tmpfiles import tmp_path
 from .head import HeadConfig, TGDFERHead
 from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
-from .limits import check_frame_count, load_json
-from .metrics import REFERENCE_PROTOCOL, Scores, score
+from .metrics import Scores, score
 from .progress import ProgressCallback, Stage, as_callback
 from .readers import fold_split
+from .run import (BEST, CONFIG, FINAL, LAST, METRICS, Replica, check_resume, load_checkpoint, resumed_record,
+                  run_record, save_checkpoint, write_text)
 from .store import FeatureStore
 from .live import LiveFeatures
 from .tensorboard_log import check_tensorboard, epoch_writers, write_epoch
 from .text import FrozenTextEncoder
+from .trainconfig import PROTOCOLS, TrainConfig
 
 log = logging.getLogger(__name__)
-
-Selection = Literal["final", "val", "test-best"]
-
-
-@dataclass
-class TrainConfig:
-    store: str = "cache/features.zarr"  # feature store written by `tgdfer extract` (pipelines: [extract] store if unset)
-    fold: Optional[int] = None  # DFEW-style test fold (1..K); None (TOML: "none") for train/test-split datasets
-    out: str = "runs/run"  # run folder: config, metrics per epoch, final metrics, checkpoints (the CLI and
-    #   tgdfer.train put fold k's run in <out>/fold<k>, never in .../fold<k>/fold<k>: fold_folder)
-    epochs: int = 50  # the paper gives none (milestones 30, 40 only); DFER-CLIP's train_DFEW.sh: 50
-    batch_size: int = 48  # paper: 48
-    lr: float = 1e-2  # head parameters (paper: 1e-2)
-    prompt_lr: float = 1e-3  # learnable context vectors (paper: 1e-3)
-    momentum: float = 0.9  # SGD momentum (reference code: 0.9)
-    weight_decay: float = 1e-4  # SGD weight decay (reference code: 1e-4)
-    milestones: tuple[int, ...] = (30, 40)  # MultiStepLR epochs (paper: 30, 40)
-    gamma: float = 0.1  # MultiStepLR factor (paper: 0.1)
-    seed: int = 0  # head init, data order and view choice
-    selection: Selection = "final"  # final epoch | best on a validation split | test-best (reference protocol)
-    val_fraction: float = 0.1  # share of each class's training clips held out when selection = "val"
-    device: str = "auto"  # auto = cuda when available, else cpu
-    end_to_end: bool = False  # fine-tune the image encoder from decoded frames (one replica) instead of the store
-    encoder_lr: float = 1e-5  # end-to-end: image encoder learning rate (paper: 1e-5; 0 = frozen)
-    grad_checkpointing: bool = False  # end-to-end: recompute the encoder's activations in backward (less memory)
-    decode_workers: int = 2  # end-to-end: threads decoding and augmenting a batch's clips
-    e2e_views: int = 0  # end-to-end: views each clip draws from (0 = the store's; more = fresh augmentation)
-    views: int = 0  # augmented views a clip draws from: the store's views 1..views (0 = all V-1 it holds)
-    drop_last: bool = False  # skip each epoch's last partial batch (DFER-CLIP's DataLoader does; tgdfer trains on it)
-    view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
-    #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
-    tensorboard: bool = False  # also write each epoch's scalars to <run>/tensorboard (pip install 'tgdfer[tensorboard]')
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "prompt_lr", "gamma"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ConfigError("milestones", f"must be increasing, got {list(self.milestones)}")
-        if not self.encoder_lr >= 0:
-            raise ConfigError("encoder_lr", f"must be >= 0 (0 = frozen), got {self.encoder_lr}")
-        for name in ("decode_workers", "e2e_views", "views"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.view_mixing not in ("clip", "frame"):
-            raise ConfigError("view_mixing", f"{self.view_mixing!r} is not one of clip, frame")
-        if self.end_to_end and (self.views or self.view_mixing != "clip"):
-            raise ConfigError("views", "views and view_mixing choose among a store's cached views; end-to-end "
-                              "training draws fresh ones (set e2e_views instead)")
-
 
 class TrainingDiverged(TgdferError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -136,63 +79,6 @@ class TrainResult:
     test: Scores
     history: pd.DataFrame
     protocol: str  # "final epoch", "validation split" or REFERENCE_PROTOCOL
-
-
-@dataclass
-class Replica:
-    """One of the runs `train_replicas` trains together: a test fold, a seed and a run folder."""
-
-    fold: Optional[int]  # test fold (None for train/test-split datasets)
-    seed: int  # head init, data order, view choice (and the validation split)
-    out: str  # this replica's run folder, identical in content to a single train() run
-
-    @property
-    def label(self) -> str:
-        return f"fold {self.fold} seed {self.seed}" if self.fold is not None else f"seed {self.seed}"
-
-
-def replica_runs(out: str | Path, folds: Sequence[Optional[int]], seeds: Sequence[int]) -> list[Replica]:
-    """Replicas for every fold x seed, run folders under `out`: fold<k> (fold<k>_seed<s> with several
-    seeds, seed<s> without folds; `out` itself for one replica without a fold)."""
-    folds, seeds = list(folds) or [None], list(seeds)
-    if not seeds:
-        raise ConfigError("seeds", "give at least one seed")
-    for name, values in (("folds", folds), ("seeds", seeds)):
-        if len(set(values)) != len(values):
-            raise ConfigError(name, f"{values} repeats a value")
-    out = Path(out)
-    if folds != [None]:
-        out = fold_parent(out)
-    reps = []
-    for fold in folds:
-        for seed in seeds:
-            parts = ([f"fold{fold}"] if fold is not None else []) + ([f"seed{seed}"] if len(seeds) > 1 else [])
-            reps.append(Replica(fold, seed, str(out / "_".join(parts)) if parts else str(out)))
-    return reps
-
-
-_FOLD_NAME = re.compile(r"fold\d+")
-
-
-def fold_parent(out: str | Path) -> Path:
-    """The folder that holds the fold<k> runs: `out` itself, or its parent when `out` is already named fold<j>."""
-    out = Path(out)
-    return out.parent if _FOLD_NAME.fullmatch(out.name) else out
-
-
-def fold_folder(out: str | Path, fold: Optional[int]) -> Path:
-    """Fold k's run folder under `out`: <out>/fold<k> (runs/x/fold1 + fold 1 -> runs/x/fold1, never .../fold1/fold1)."""
-    return Path(out) if fold is None else fold_parent(out) / f"fold{fold}"
-
-
-def plan_runs(cfg: TrainConfig, folds: Optional[Sequence[Optional[int]]] = None, seeds: Optional[Sequence[int]] = None,
-              out: Optional[str | Path] = None) -> list[Replica]:
-    """The runs of one `train-head`: every fold x seed under `out` (default cfg.out) when `folds` or
-    `seeds` is given; else one run, in `out` itself when given, else in cfg.out's fold folder (fold_folder)."""
-    if folds is None and seeds is None:
-        return [Replica(cfg.fold, cfg.seed, str(out) if out is not None else str(fold_folder(cfg.out, cfg.fold)))]
-    return replica_runs(out if out is not None else cfg.out, list(folds) if folds is not None else [cfg.fold],
-                        list(seeds) if seeds is not None else [cfg.seed])
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -572,58 +458,6 @@ def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str)
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, **state: Any) -> None:
-    """A safetensors checkpoint (tgdfer.checkpoint), written atomically: a crash never leaves a torn file."""
-    save_state(path, state)
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", tensors: bool = True) -> dict:
-    """A checkpoint written by train-head; CheckpointError (naming the file) for anything else.
-
-    `tensors=False`: the header only, tensors as None (checkpoint.load_state).
-    """
-    path = Path(path)
-    ckpt = load_state(path, map_location, tensors)  # no unpickling: safetensors tensors + a JSON header
-    if "head_state" not in ckpt or not isinstance(ckpt["head_state"], dict):
-        raise CheckpointError(f"{path}: not a tgdfer checkpoint (no head weights)")
-    check_header(ckpt, path)
-    if ckpt.get("tgdfer_version") != __version__:
-        log.warning("%s was written by tgdfer %s, this is %s", path, ckpt.get("tgdfer_version"), __version__)
-    return ckpt
-
-
-_HEADER_TYPES = {"epoch": int, "history": list, "best": (list, tuple), "head_args": dict, "config": dict,
-                 "store_fingerprint": dict}  # what train-head writes; a file may say anything
-
-
-def check_header(ckpt: dict, path: Path) -> None:
-    """CheckpointError for a header value of the wrong type, or a size that is not a positive int within the
-    limits (`frames = 1e8` would size the head's windows): checked before anything is built from it."""
-    for key, kind in _HEADER_TYPES.items():
-        value = ckpt.get(key)
-        if key in ckpt and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not {_kind_name(kind)}")
-    if ckpt.get("epoch", 0) < 0:
-        raise CheckpointError(f"{path}: the header's epoch is {ckpt['epoch']}, below 0")
-    if any(not isinstance(r, dict) for r in ckpt.get("history", [])):
-        raise CheckpointError(f"{path}: the header's history holds something other than epoch records")
-    sizes = {f"head_args.{k}": v for k, v in ckpt.get("head_args", {}).items() if k in ("dim", "frames", "classes")}
-    sampling = ckpt.get("store_fingerprint", {}).get("sampling")
-    if isinstance(sampling, dict) and "frames" in sampling:
-        sizes["store_fingerprint.sampling.frames"] = sampling["frames"]
-    for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise CheckpointError(f"{path}: the header's {key} is {value!r:.60}, not a positive integer")
-        if key.endswith("frames"):
-            check_frame_count(f"{path}: the header's {key}", value)
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(dict.fromkeys({int: "an integer", list: "a list", tuple: "a list", dict: "a table"}[k]
-                                     for k in kinds))
-
-
 def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:
     """Replica m's weights as the state dict of a 1-replica head (what `evaluate` loads)."""
     stacked = {name for name, _ in head.named_parameters()}  # every parameter has the replica axis first
@@ -659,10 +493,6 @@ def resolve_device(name: str) -> torch.device:
 
 
 # -- the run --------------------------------------------------------------------------------------
-
-
-PROTOCOLS = {"final": "final epoch", "val": "best epoch on a validation split of the training fold",
-             "test-best": REFERENCE_PROTOCOL}
 
 
 def _selection_metric(record: EpochRecord, selection: str) -> float:
@@ -838,76 +668,6 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
             load_checkpoint(out / "last.pt")  # LegacyCheckpointError: says how to convert it
 
 
-# Fields of a run's record that cannot change its result: where it runs, how fast, where files go.
-# `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
-RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.grad_checkpointing", "train.out",
-                            "train.store", "train.epochs", "train.tensorboard",
-                            "encoder.cache_dir"})
-
-
-def run_record(head_cfg: HeadConfig, cfg: TrainConfig, config_record: Optional[dict],
-               encoder: Optional[EncoderConfig]) -> dict:
-    """What a run folder's config.json holds: head and train tables, the encoder, the whole pipeline."""
-    record = {"head": to_dict(head_cfg), "train": to_dict(cfg), **_replica_record(config_record, cfg)}
-    if encoder is not None:
-        record["encoder"] = to_dict(encoder)
-    return json.loads(json.dumps(record))  # tuples as lists, as config.json reads back
-
-
-def content_diff(before: Optional[dict], now: Optional[dict]) -> list[str]:
-    """What changed between two `FeatureStore.content_hash()` records, in words (parts either lacks are skipped)."""
-    if not isinstance(before, dict) or not isinstance(now, dict):
-        return []
-    out = []
-    if before.get("clips") and now.get("clips") and before["clips"] != now["clips"]:
-        out.append("the clips' features (per-clip checksums or done flags)")
-    if before.get("clip_table") and now.get("clip_table") and before["clip_table"] != now["clip_table"]:
-        out.append("the clip table")
-    then, text = before.get("text") or {}, now.get("text") or {}
-    out += [f"text set {name!r}" for name in sorted(set(then) | set(text)) if then.get(name) != text.get(name)]
-    return out
-
-
-def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Optional[dict] = None,
-                 store: str | Path = "the store") -> None:
-    """TgdferError naming every setting of `record` that differs from the run recorded in `out`.
-
-    Compared: the head, train and encoder tables (less RESULT_NEUTRAL), the store's
-    fingerprint against the one the last checkpoint was trained on, and the store's content
-    (`content`, FeatureStore.content_hash) against the one recorded when the run started. `train.epochs` may be raised
-    (the MultiStepLR milestones are absolute epochs, so the added epochs run at the rate the
-    schedule gives them) but not set below the epochs already trained.
-    """
-    out = Path(out)
-    path = out / LAST
-    if not path.exists():
-        return  # nothing trained yet: a fresh start in this folder
-    try:
-        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))  # within the JSON caps
-    except FileNotFoundError:
-        before = None
-    except OSError as e:
-        raise TgdferError(f"{out / 'config.json'}: cannot read the run's recorded settings ({e})") from e
-    ckpt = load_checkpoint(path, tensors=False)  # epoch and fingerprint; the weights are read once, later
-    if not isinstance(before, dict):
-        before = ckpt.get("config") or {}
-    sections = ("head", "train", "encoder")
-    diff = table_diff({k: before.get(k) for k in sections}, {k: record.get(k) for k in sections}, RESULT_NEUTRAL)
-    if ckpt.get("store_fingerprint") is not None and ckpt["store_fingerprint"] != fingerprint:
-        diff.append(("store fingerprint", "the store it was trained on", "another store (other features)"))
-    done, epochs = int(ckpt["epoch"]), record.get("train", {}).get("epochs", 0)
-    if epochs < done:
-        diff.append(("train.epochs", f"{done} already trained", epochs))
-    if diff:
-        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff)
-        raise TgdferError(f"{out}: cannot resume with other settings ({shown}); resume with the run's own "
-                          f"settings (they are in {out / 'config.json'}) or train into another --out")
-    changed = content_diff(ckpt.get("store_content"), content)
-    if changed:
-        raise TgdferError(f"{out}: cannot resume: {store} changed since the run started ({', '.join(changed)} "
-                          "differ); resume on the store as it was, or train into another --out")
-
-
 def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, config_record: Optional[dict],
                  encoder: Optional[EncoderConfig], resume: bool) -> _Run:
     """Create the run folder, write config.json, read the last checkpoint when resuming."""
@@ -915,10 +675,10 @@ def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, confi
     record = run_record(head_cfg, cfg, config_record, encoder)
     resumed = resume and (out / LAST).exists()
     if resumed:  # check_resume passed: the run keeps its own record, with the epochs now asked for
-        record = _recorded(out, record)
+        record = resumed_record(out, record)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "config.json", json.dumps(record, indent=2))
+        write_text(out / CONFIG, json.dumps(record, indent=2))
     except OSError as e:
         raise os_error(out, e, "write the run folder") from e
     run = _Run(cfg=cfg, data=data, out=out, record=record)
@@ -929,29 +689,6 @@ def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, confi
         run.best = tuple(ckpt["best"])
         log.info("resuming %s at epoch %d", out, run.start)
     return run
-
-
-def _recorded(out: Path, record: dict) -> dict:
-    """The record in out/config.json (as the run was started) with `train.epochs` from `record`."""
-    try:
-        before = load_json((out / "config.json").read_bytes(), str(out / "config.json"))
-    except (OSError, TgdferError):
-        return record
-    if not isinstance(before, dict):
-        return record
-    for table in (before.get("train"), before.get("pipeline", {}).get("train")):
-        if isinstance(table, dict):
-            table["epochs"] = record["train"]["epochs"]
-    return before
-
-
-def _replica_record(config_record: Optional[dict], cfg: TrainConfig) -> dict:
-    """config_record with a recorded pipeline's [train] fold, seed and out set to this replica's."""
-    record = json.loads(json.dumps(config_record or {}))  # deep copy
-    train_table = record.get("pipeline", {}).get("train")
-    if isinstance(train_table, dict):
-        train_table.update(fold=cfg.fold, seed=cfg.seed, out=cfg.out)
-    return record
 
 
 def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dict, start: int,
@@ -1022,7 +759,7 @@ def _save_epoch(run: _Run, head: TGDFERHead, opt: torch.optim.Optimizer, sched: 
     save_checkpoint(run.out / LAST, **state, opt_state=opt_state,
                     sched_state=sched.state_dict(), torch_rng=torch.get_rng_state(),
                     history=[vars(r) for r in run.history], best=list(run.best))
-    _write_text(run.out / "metrics.csv", pd.DataFrame([vars(r) for r in run.history]).to_csv(index=False))
+    write_text(run.out / METRICS, pd.DataFrame([vars(r) for r in run.history]).to_csv(index=False))
 
 
 def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainConfig,
@@ -1047,18 +784,9 @@ def _finish(head: TGDFERHead, runs: list[_Run], healthy: list[int], cfg: TrainCo
         final = {"selection": cfg.selection, "protocol": protocol, "selected_epoch": selected, "fold": run.cfg.fold,
                  "seed": run.cfg.seed, "test": tests[m].to_dict(), "n_train": len(run.data.train),
                  "n_val": len(run.data.val), "n_test": len(run.data.test)}
-        _write_text(run.out / "final.json", json.dumps(final, indent=2))
+        write_text(run.out / FINAL, json.dumps(final, indent=2))
         out[m] = TrainResult(run=run.out, selected_epoch=selected, selection=cfg.selection, test=tests[m],
                              history=pd.DataFrame([vars(r) for r in run.history]), protocol=protocol)
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a run file atomically (temporary file, then rename); a refusal is one clear line naming it."""
-    tmp = tmp_path(path)  # removes a killed write's temporary file too
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise os_error(path, e, "write") from e
