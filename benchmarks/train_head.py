@@ -54,14 +54,16 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from tgdfer.augment import AugmentConfig
+from tgdfer.devicedata import DeviceData
 from tgdfer.encoders import EncoderConfig, LoadedEncoder, encode_images, load_encoder
 from tgdfer.extraction import ClipViews, ExtractConfig, extract, resolve_device
 from tgdfer.head import HeadConfig, TGDFERHead
+from tgdfer.model import build_head
 from tgdfer.readers import load_clips
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate
 from tgdfer.text import FrozenTextEncoder
-from tgdfer.training import DeviceData, TrainConfig, build_head, epoch_order, make_optimizer, train_epoch
+from tgdfer.training import TrainConfig, epoch_order, make_optimizer, train_epoch
 
 TARGET = 50.0  # recompute epoch s / store epoch s the issue asks for (ViT-B-32, CPU)
 DFEW_TRAIN_CLIPS = 9356  # training clips of one DFEW fold

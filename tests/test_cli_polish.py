@@ -210,7 +210,7 @@ def test_proxy_progress_covers_all_stages(tmp_path):
 def test_a_bad_device_is_one_line_naming_it(command, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from tgdfer.extraction import resolve_device as extract_device
-    from tgdfer.training import resolve_device
+    from tgdfer.devicedata import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu") == extract_device("cpu")
     for name, words in (("gpu", "is not a device"), ("cuda:1", "CUDA is not available")):

@@ -21,10 +21,11 @@ from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.evaluation import forward, load_run, rescore
 from tgdfer.extraction import extract
 from tgdfer.head import HeadConfig
+from tgdfer.model import build_head
 from tgdfer.predict import load_predictor, predict_clip
-from tgdfer.store import FeatureStore
 from tgdfer.run import Replica, load_checkpoint
-from tgdfer.training import TrainConfig, build_head, train, train_replicas
+from tgdfer.store import FeatureStore
+from tgdfer.training import TrainConfig, train, train_replicas
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
+from tgdfer.devicedata import split_rows
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.evaluation import rescore, results_table
 from tgdfer.extraction import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
-from tgdfer.store import FeatureStore
 from tgdfer.run import Replica, load_checkpoint, replica_runs
-from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, split_rows, train, train_replicas
+from tgdfer.store import FeatureStore
+from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, train, train_replicas
 
 N, V, T = 105, 3, 16
 
@@ -347,7 +348,7 @@ def test_coarse_prompt_with_learnable_context_is_trained_in_the_prompt_group(pla
     state = load_checkpoint(tmp_path / "run" / "last.safetensors")["head_state"]
     assert state["coarse_prompt.ctx"].shape[:3] == (1, 7, 8) and np.isfinite(res.history["loss"]).all()
     with FeatureStore.open(planted_store) as store:
-        from tgdfer.training import build_head
+        from tgdfer.model import build_head
 
         head = build_head(head_cfg, store, torch.device("cpu"), 0)
     opt, _ = make_optimizer(head, cfg(planted_store, tmp_path / "x"))

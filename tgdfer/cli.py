@@ -601,7 +601,7 @@ def evaluate_cli(
       tgdfer evaluate runs/synth/fold1 --frames highest,lowest --k 1,2,3 --out results/table6
     """
     from .evaluation import DECIMALS, TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
-    from .training import resolve_device
+    from .devicedata import resolve_device
 
     resolve_device(device)  # a misspelt --device fails before any run is read
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
@@ -790,7 +790,7 @@ def predict_cli(
     """
     from .evaluation import check_influence
     from .predict import PredictFailure, predict
-    from .training import resolve_device
+    from .devicedata import resolve_device
 
     resolve_device(device)  # a misspelt --device fails before the model is read
     if on_missing not in (None, "fail", "center"):

@@ -29,18 +29,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .devicedata import load_device_data, resolve_device
 from .errors import ConfigError, FrameReadError, TgdferError
 from .facetrack import crop_frames
 from .frames import open_frames
 from .head import INFLUENCES, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set
+from .live import refresh_view0_from_checkpoint
 from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
-from .store import FeatureStore
+from .model import build_head
 from .limits import load_json
+from .store import FeatureStore
 from .run import CONFIG, load_checkpoint, load_run_config, run_checkpoint
 from .trainconfig import PROTOCOLS, TrainConfig
-from .training import build_head, load_device_data, refresh_view0_from_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 

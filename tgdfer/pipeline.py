@@ -36,7 +36,7 @@ from .prompts import load_prompt_file
 from .proxy import ProxyConfig
 from .readers import READERS, ClipTable, load_clips
 from .synth import SynthConfig
-from .training import TrainConfig
+from .trainconfig import TrainConfig
 
 
 @dataclass

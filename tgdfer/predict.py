@@ -62,6 +62,7 @@ import torch
 from . import __version__
 from .augment import ClipTransform
 from .config import build
+from .devicedata import resolve_device
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
 from .evaluation import check_influence
@@ -71,9 +72,8 @@ from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
 from .prompts import build_prompt_sets
-from .text import FrozenTextEncoder
 from .run import read_checkpoint, resolve_checkpoint
-from .training import resolve_device
+from .text import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -314,7 +314,8 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     from .store import FeatureStore
     from .labels import check_same_classes, stored_classes
     from .run import replica_runs
-    from .training import check_fold, check_head
+    from .devicedata import check_fold
+    from .model import check_head
 
     pipes = [point_pipeline(sweep, p) for p in sweep.points]
     if sweep.folds == [None]:  # not given: the base pipeline's (points cannot change train.fold)

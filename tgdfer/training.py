@@ -16,6 +16,12 @@ Model selection never looks at the test fold by default (`selection = "final"`, 
 stratified validation split carved from the training clips). `"test-best"` reproduces the
 reference code's protocol (best epoch chosen on the test fold) and is marked as such in every
 output.
+
+This module is the loop: optimiser and schedule, one epoch of steps, scoring, the epochs of a
+run. Its parts live beside it: tgdfer.trainconfig (the [train] table), tgdfer.devicedata (the
+store on the device, each run's rows), tgdfer.model (the head and CLIP towers that fit a store),
+tgdfer.replicas (the replica axis: padded batches, masked steps, state slicing and stacking),
+tgdfer.run (the run folder: its files, checkpoints, settings and resume checks).
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,17 +41,20 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .encoders import EncoderConfig, LoadedEncoder, check_weights, load_encoder, named_device
+from .devicedata import DeviceData, check_fold, load_replica_data, resolve_device
+from .encoders import EncoderConfig
 from .errors import ConfigError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
-from .labels import CLASSES, ClassSet, check_same_classes, class_set, stored_classes
+from .labels import ClassSet, check_same_classes, class_set, stored_classes
 from .metrics import Scores, score
 from .progress import ProgressCallback, Stage, as_callback
-from .readers import fold_split
 from .run import (BEST, CONFIG, FINAL, LAST, METRICS, Replica, check_resume, load_checkpoint, resumed_record,
                   run_record, save_checkpoint, write_text)
+from .live import LiveFeatures, refresh_view0
+from .model import build_head, check_head, load_image_encoder, load_text_encoder
+from .replicas import (masked_step, pad_batches, replica_head_state, replica_opt_state, stack_head_states,
+                       stack_opt_states)
 from .store import FeatureStore
-from .live import LiveFeatures
 from .tensorboard_log import check_tensorboard, epoch_writers, write_epoch
 from .text import FrozenTextEncoder
 from .trainconfig import PROTOCOLS, TrainConfig
@@ -98,165 +106,7 @@ def parse_int_list(text: str, name: str) -> list[int]:
     return out
 
 
-# -- data on the device ---------------------------------------------------------------------------
-
-
-@dataclass
-class DeviceData:
-    """The store's features and labels on the training device, plus one replica's row splits.
-
-    Replicas trained together hold the same `feats` and `labels` tensors (one copy on the device).
-    """
-
-    feats: torch.Tensor  # [N, V, T, D] float16 on the device
-    labels: torch.Tensor  # [N] int64 on the device
-    train: np.ndarray  # row indices
-    val: np.ndarray
-    test: np.ndarray
-    classes: tuple[str, ...] = CLASSES  # the store's class names: label i is classes[i]
-
-
-def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selection: str,
-               val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) rows of the fold; failed or missing clips are left out; val is stratified."""
-    train, test = fold_split(clips, fold)
-    train, test = train[done[train]], test[done[test]]
-    if len(train) == 0 or len(test) == 0:
-        raise TgdferError(f"fold {fold}: no extracted clips to {'train' if len(train) == 0 else 'test'} on")
-    val = np.empty(0, dtype=np.int64)
-    if selection == "val":
-        rng = np.random.default_rng([seed, 7])
-        labels = clips["label"].to_numpy()[train]
-        picks = [rng.permutation(train[labels == c])[: int(round(val_fraction * (labels == c).sum()))]
-                 for c in np.unique(labels)]
-        val = np.sort(np.concatenate(picks)).astype(np.int64)
-        if len(val) == 0:
-            raise ConfigError("val_fraction", f"{val_fraction} of fold {fold}'s {len(train)} training clips rounds to "
-                              "an empty validation split in every class; raise it or use selection = \"final\"")
-        train = np.setdiff1d(train, val)
-    return train, val, test
-
-
-def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
-    """ConfigError naming train.fold's value when the store has no such fold."""
-    folds = sorted(set(store.clips["fold"].dropna().astype(int)))
-    if fold is not None and fold not in folds:
-        raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'})")
-
-
-def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: torch.device) -> list[DeviceData]:
-    """One DeviceData per replica config (its fold's splits), all sharing one copy of the features.
-
-    End-to-end configs never use the stored features (training encodes frames, evaluation re-encodes
-    view 0 with the current encoder: `refresh_view0`), so they get a zero view-0 tensor instead.
-    """
-    for cfg in cfgs:
-        check_fold(store, cfg.fold)
-    clips, done = store.clips, store.done
-    splits = [split_rows(clips, done, c.fold, c.selection, c.val_fraction, c.seed) for c in cfgs]
-    if cfgs[0].end_to_end:
-        feats = torch.zeros(len(clips), 1, store.frames, store.dim, dtype=torch.float16, device=device)  # [N, 1, T, D]
-    else:
-        # [N, V, T, D] float16, read once; every done clip checked against its checksum and for NaN / inf
-        feats = torch.from_numpy(store.read_feats_verified()).to(device)
-    labels = torch.tensor(clips["label"].to_numpy(), dtype=torch.int64, device=device)
-    names = stored_classes(store.fingerprint).names
-    return [DeviceData(feats, labels, *rows, classes=names) for rows in splits]
-
-
-def load_device_data(store: FeatureStore, cfg: TrainConfig, device: torch.device) -> DeviceData:
-    return load_replica_data(store, [cfg], device)[0]
-
-
-# -- model ----------------------------------------------------------------------------------------
-
-
-def text_sets(store: FeatureStore) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every stored prompt set as (tokens [P, L] int64, emb [P, D] float32)."""
-    out = {}
-    for name in store.text_sets:
-        _, tokens, emb = store.text(name)
-        out[name] = (torch.as_tensor(tokens, dtype=torch.int64), torch.as_tensor(emb, dtype=torch.float32))
-    return out
-
-
-def load_text_encoder(store: FeatureStore, device: torch.device,
-                      encoder: Optional[EncoderConfig] = None) -> FrozenTextEncoder:
-    """The store's text tower (only), checked against the embeddings extract stored with it.
-
-    A store extracted from a tag or random weights names everything needed; one extracted from a
-    local weights file needs that file again: `encoder.pretrained` (the pipeline's [encoder]).
-    """
-    return _text_encoder(store, store_encoder_config(store, encoder, "learnable prompts and a token visual prompt need its text tower"), device)
-
-
-def store_encoder_config(store: FeatureStore, encoder: Optional[EncoderConfig], why: str) -> EncoderConfig:
-    """The EncoderConfig of the weights `store` was extracted with (a weights file comes from `encoder`)."""
-    fp = store.fingerprint["encoder"]
-    pretrained = fp["pretrained"]
-    if pretrained == "file":
-        if encoder is None or not os.path.isfile(encoder.pretrained):
-            raise TgdferError(
-                f"{store.path} was extracted from a local weights file (sha256 {fp['weights_sha256'][:12]}...); "
-                f"{why}: set [encoder] pretrained to that file")
-        pretrained = encoder.pretrained
-    precision = encoder.precision if encoder is not None else fp.get("precision", "fp32")
-    return EncoderConfig(model=fp["model"], pretrained=pretrained, quick_gelu=fp["quick_gelu"], precision=precision,
-                         trust_weights=encoder.trust_weights if encoder is not None else False)
-
-
-def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optional[EncoderConfig] = None,
-                       state: Optional[dict] = None) -> LoadedEncoder:
-    """The store's image tower for end-to-end training (checked by sha256), optionally with fine-tuned `state`."""
-    cfg = store_encoder_config(store, encoder, "end-to-end training needs its image tower")
-    enc = load_encoder(cfg, device=device, towers=("image",))
-    check_weights(enc, store.fingerprint["encoder"].get("weights_sha256"), cfg.pretrained, str(store.path))
-    if state is not None:
-        enc.model.visual.load_state_dict(state)
-    return enc
-
-
-def _text_encoder(store: FeatureStore, enc_cfg: EncoderConfig, device: torch.device) -> FrozenTextEncoder:
-    enc = load_encoder(enc_cfg, device=device, towers=("text",))
-    fp = store.fingerprint["encoder"]
-    check_weights(enc, fp.get("weights_sha256"), enc_cfg.pretrained, str(store.path))
-    text = FrozenTextEncoder(enc)
-    _, tokens, emb = store.text("class_names")
-    with torch.no_grad():
-        again = text.encode_tokens(torch.as_tensor(tokens, dtype=torch.int64, device=device)).float().cpu()
-    if not torch.allclose(again, torch.as_tensor(emb), rtol=1e-2, atol=1e-2 * float(again.abs().max())):
-        raise TgdferError(f"the {fp['model']} text tower loaded for training does not reproduce the text "
-                          f"embeddings stored in {store.path}: wrong weights?")
-    return text
-
-
-def check_head(head_cfg: HeadConfig, store: FeatureStore) -> None:
-    """ConfigError naming the head.* field when the architecture does not fit the store."""
-    try:
-        head_cfg.check_frames(store.frames)
-    except ConfigError as e:  # name the pipeline field: head.window, not window
-        raise ConfigError(f"head.{e.field}", f"{str(e).split(': ', 1)[-1]} (the store has {store.frames} frames)") from None
-    for field_name, name in (("head.text_prompt", head_cfg.fine_text), ("head.coarse_text", head_cfg.coarse_text)):
-        if name not in store.text_sets:
-            hint = ("; descriptors of classes outside the 7 emotions come from [classes] prompts_file"
-                    if name == "descriptors" else "")
-            raise ConfigError(field_name, f"{store.path} has no prompt set {name!r} "
-                              f"(it has: {', '.join(store.text_sets) or 'none'}){hint}")
-
-
-def build_head(head_cfg: HeadConfig, store: FeatureStore, device: torch.device, seed: int | Sequence[int],
-               text_encoder: Optional[FrozenTextEncoder] = None,
-               encoder: Optional[EncoderConfig] = None) -> TGDFERHead:
-    """The head for `store`: one replica per seed (an int: one replica)."""
-    seeds = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
-    check_head(head_cfg, store)
-    if head_cfg.needs_text_encoder and text_encoder is None:
-        text_encoder = load_text_encoder(store, device, encoder)
-    classes = len(stored_classes(store.fingerprint))
-    head = TGDFERHead(head_cfg, dim=store.dim, frames=store.frames, classes=classes, text=text_sets(store),
-                      text_encoder=text_encoder if head_cfg.needs_text_encoder else None, replicas=len(seeds),
-                      seeds=seeds)
-    return head.to(device)
+# -- optimiser ------------------------------------------------------------------------------------
 
 
 def make_optimizer(head: TGDFERHead, cfg: TrainConfig,
@@ -294,16 +144,6 @@ def epoch_order(rows: np.ndarray, views: int, seed: int, epoch: int,
     return order, view
 
 
-def pad_batches(parts: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-replica index arrays of different lengths [n_m, ...] -> ([M, B, ...] padded with `fill`, [M, B] mask)."""
-    width = max(1, max(len(p) for p in parts))
-    out = np.full((len(parts), width, *np.shape(parts[0])[1:]), fill, dtype=np.int64)
-    mask = np.zeros((len(parts), width), dtype=bool)
-    for m, p in enumerate(parts):
-        out[m, :len(p)], mask[m, :len(p)] = p, True
-    return out, mask
-
-
 def replica_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of each replica over its own clips: logits [M, B, C], y, mask [M, B] -> [M].
 
@@ -313,30 +153,6 @@ def replica_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) ->
     ce = F.cross_entropy(logits.reshape(M * B, C), y.reshape(M * B), reduction="none").view(M, B)
     ce = torch.where(mask, ce, torch.zeros_like(ce))  # a padded clip's loss never reaches the sum
     return ce.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
-
-
-def masked_step(opt: torch.optim.Optimizer, frozen: np.ndarray) -> None:
-    """`opt.step()` that leaves the replicas in `frozen` ([M] bool) untouched.
-
-    A replica with no clips at this step has zero gradients, but SGD's weight decay and momentum
-    would still move it; its parameter and momentum slices are restored after the step.
-    """
-    if not frozen.any():
-        opt.step()
-        return
-    saved = []
-    for group in opt.param_groups:
-        for p in group["params"]:
-            idx = torch.as_tensor(np.flatnonzero(frozen), device=p.device)
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            saved.append((p, idx, p.detach()[idx].clone(), None if buf is None else buf[idx].clone()))
-    opt.step()
-    with torch.no_grad():
-        for p, idx, value, buf in saved:
-            p[idx] = value
-            new = opt.state.get(p, {}).get("momentum_buffer")
-            if new is not None:
-                new[idx] = buf if buf is not None else 0.0  # no momentum yet: as if never stepped
 
 
 class Features(Protocol):
@@ -453,43 +269,6 @@ def evaluate_replicas(head: TGDFERHead, datas: Sequence[DeviceData], split: str)
     labels = datas[0].labels
     return [score(labels[torch.as_tensor(r, device=labels.device)], lg, datas[0].classes) if len(r) else None
             for r, lg in zip(rows, logits)]
-
-
-# -- checkpoints ----------------------------------------------------------------------------------
-
-
-def replica_head_state(head: TGDFERHead, m: int) -> dict[str, torch.Tensor]:
-    """Replica m's weights as the state dict of a 1-replica head (what `evaluate` loads)."""
-    stacked = {name for name, _ in head.named_parameters()}  # every parameter has the replica axis first
-    return {k: v[m:m + 1].clone() if k in stacked else v for k, v in head.state_dict().items()}
-
-
-def stack_head_states(head: TGDFERHead, states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """1-replica state dicts -> the state dict of an M-replica head (inverse of replica_head_state)."""
-    stacked = {name for name, _ in head.named_parameters()}
-    return {k: torch.cat([s[k] for s in states]) if k in stacked else v for k, v in states[0].items()}
-
-
-def replica_opt_state(opt_state: dict, m: int) -> dict:
-    """Replica m's slice of an optimiser state dict (momentum buffers [M, ...] -> [1, ...])."""
-    state = {i: {k: v[m:m + 1].clone() if torch.is_tensor(v) and v.dim() else v for k, v in s.items()}
-             for i, s in opt_state["state"].items()}
-    return {"state": state, "param_groups": opt_state["param_groups"]}
-
-
-def stack_opt_states(states: Sequence[dict]) -> dict:
-    """1-replica optimiser state dicts -> one over stacked parameters (inverse of replica_opt_state)."""
-    out = {}
-    for i, s in states[0]["state"].items():
-        out[i] = {k: torch.cat([st["state"][i][k] for st in states]) if torch.is_tensor(v) and v.dim() else v
-                  for k, v in s.items()}
-    return {"state": out, "param_groups": states[0]["param_groups"]}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return named_device(name)  # ConfigError for a misspelt name or a GPU that is not there
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -634,22 +413,6 @@ def _live_features(store: FeatureStore, cfg: TrainConfig, runs: list[_Run], devi
                           "fp16 would need loss scaling: set encoder.precision=bf16 (or fp32)")
     return LiveFeatures(enc, store, views=cfg.e2e_views, workers=cfg.decode_workers,
                         grad_checkpointing=cfg.grad_checkpointing)
-
-
-def refresh_view0(live: LiveFeatures, data: DeviceData) -> None:
-    """End-to-end: overwrite view 0 of the validation and test clips with the current encoder's features."""
-    rows = np.union1d(data.val, data.test)
-    if len(rows):
-        data.feats[torch.as_tensor(rows, device=data.feats.device), 0] = live.view0(rows).to(data.feats)
-
-
-def refresh_view0_from_checkpoint(store: FeatureStore, ckpt: dict, cfg: TrainConfig, data: DeviceData,
-                                  device: torch.device, encoder: Optional[EncoderConfig] = None) -> None:
-    """An end-to-end checkpoint's view-0 features of the val/test clips, through its fine-tuned encoder."""
-    live = LiveFeatures(load_image_encoder(store, device, encoder, ckpt["encoder_state"]), store,
-                        workers=cfg.decode_workers)
-    with contextlib.closing(live):
-        refresh_view0(live, data)
 
 
 def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
