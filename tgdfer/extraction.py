@@ -41,7 +41,9 @@ from .limits import load_json
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
-from .store import Damage, FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
+from .store import FeatureStore, export_hdf5
+from .storeformat import Damage, hdf5_staging_path
+from .storeprotocol import owned_rows
 
 log = logging.getLogger(__name__)
 
