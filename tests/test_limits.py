@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zipfile
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 from test_readers import video, write
