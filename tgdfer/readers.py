@@ -244,6 +244,31 @@ class Labels:
                                           + (f" (or {', '.join(FERV39K_LABELS)})" if default else ""),
                                   line=line) from None
 
+    def check_base(self, source: Path, cells: Sequence[str], field: str) -> None:
+        """Refuse a file whose integer labels, taken as a whole, count from the other base.
+
+        Base 1 with every label in 0..K-1 and some 0s (or base 0 with every label in 1..K and
+        some K) is a file counted from the other end: read with this base, every row would be
+        shifted by one class and only the 0s (the Ks) would be flagged. AnnotationError naming
+        the file, the counts and the option to set.
+        """
+        ints = [int(c) for c in cells if c is not None and _INT.fullmatch(c)]
+        if len(set(ints)) < 2:  # one label value says nothing about the base (the row check still applies)
+            return
+        k = len(self.label_names or self.class_names)
+        low, high = min(ints), max(ints)
+        if self.base == 1 and low == 0 and high <= k - 1:
+            edge, fits, other = 0, f"0..{k - 1}", 0
+        elif self.base == 0 and low >= 1 and high == k:
+            edge, fits, other = k, f"1..{k}", 1
+        else:
+            return
+        n_edge = sum(1 for v in ints if v == edge)
+        raise AnnotationError(source, f"every {field} of its {len(ints)} rows lies in {fits} and {n_edge} are {edge}: "
+                                      f"this file counts labels from {other}, but label_base is {self.base} (read so, "
+                                      f"{len(ints) - n_edge} rows would shift one class and {n_edge} would be out of "
+                                      f"range); set label_base = {other}")
+
 
 def class_lookup(class_names: Sequence[str]) -> Callable[[str], int]:
     """name -> index in class_names: exact name, case-insensitive; the emotion aliases of `labels`
@@ -435,18 +460,22 @@ def read_dfew(
     label_base: int = 1,
     label_names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
+    delimiter: str | None = None,
     frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
     """DFEW's fold CSVs -> clip table (fold = the set whose test csv lists the clip).
 
     `split_dir` is DFEW's `EmoLabel_DataSplit` (holding `train(single-labeled)/set_<k>.csv` and
-    `test(single-labeled)/set_<k>.csv`) or a folder of `train_set_<k>.csv`/`test_set_<k>.csv`
+    `test(single-labeled)/set_<k>.csv`, or in those folders `train_set_<k>.csv` and
+    `test_set_<k>.csv` as S2D publishes them) or one folder of `train_set_<k>.csv`/`test_set_<k>.csv`
     (or `set_<k>_train.csv`/`set_<k>_test.csv`); clips are frame folders `frames_dir/<id>` or
     videos `videos_dir/<id>.mp4` (give exactly one of the two). Labels count from `label_base`
-    (DFEW's own files: 1); `label_names` maps them onto other class orders.
+    (DFEW's own files: 1; a file that counts from the other base is refused, `Labels.check_base`);
+    `label_names` maps them onto other class orders. `delimiter`: the field separator (None: sniffed).
     """
     _check_missing(missing)
+    delimiter = _check_delimiter(delimiter)
     frames_dir, videos_dir = _none(frames_dir), _none(videos_dir)
     if (frames_dir is None) == (videos_dir is None):
         raise ConfigError("frames_dir", "give exactly one of frames_dir (frame folders) or videos_dir (video files)")
@@ -457,7 +486,8 @@ def read_dfew(
     exts = ("",) if frames_dir is not None else VIDEO_EXTS
     entries: list[_Entry] = []
     for role in _dfew_files(split_dir):
-        header, rows = _read_csv_rows(role.path, required=(id_col, label_col))
+        header, rows = _read_csv_rows(role.path, required=(id_col, label_col), delimiter=delimiter)
+        labels.check_base(role.path, [row[label_col] for _, row in rows], label_col)
         for line, row in rows:
             number = _parse_int(row[id_col], role.path, line, id_col, low=1)
             label, problem = _row_label(labels, None, row[label_col], "", role.path, line, label_col, missing)
@@ -485,17 +515,34 @@ def _dfew_files(split_dir: Path) -> list[_Role]:
             raise AnnotationError(folder, f"folder not found; split_dir must be DFEW's EmoLabel_DataSplit folder "
                                           f"holding '{DFEW_TRAIN_DIR}' and '{DFEW_TEST_DIR}', or a folder of "
                                           f"train_set_<k>.csv / test_set_<k>.csv files")
-    sets = {d: {int(m[1]) for f in d.iterdir() if (m := re.fullmatch(r"set_(\d+)\.csv", f.name))}
-            for d in (test_dir, train_dir)}
+    sets = {d: _dfew_set_files(d, part) for d, part in ((test_dir, "test"), (train_dir, "train"))}
     if not sets[test_dir]:
-        raise AnnotationError(test_dir, "no set_<k>.csv files in this folder")
+        raise AnnotationError(test_dir, "no set_<k>.csv (or test_set_<k>.csv) files in this folder")
     for have, need in ((test_dir, train_dir), (train_dir, test_dir)):
-        unpaired = sorted(sets[have] - sets[need])
+        unpaired = sorted(set(sets[have]) - set(sets[need]))
         if unpaired:
             k = unpaired[0]
-            raise AnnotationError(need / f"set_{k}.csv", f"file not found; {have / f'set_{k}.csv'} needs its pair")
-    return [_Role(d / f"set_{k}.csv", k, part)
+            raise AnnotationError(need / f"set_{k}.csv", f"file not found; {sets[have][k]} needs its pair")
+    return [_Role(sets[d][k], k, part)
             for k in sorted(sets[test_dir]) for d, part in ((train_dir, "train"), (test_dir, "test"))]
+
+
+def _dfew_set_files(folder: Path, part: str) -> dict[int, Path]:
+    """{k: the set's csv} in a train/test(single-labeled) folder: `set_<k>.csv` (DFEW's own names) or
+    names that carry the part too (`train_set_<k>.csv`, S2D's; `set_<k>_train.csv`)."""
+    found: dict[int, Path] = {}
+    for f in sorted(folder.iterdir()):
+        m = re.fullmatch(r"set_(\d+)\.csv", f.name, re.IGNORECASE)
+        role = _role_of(f.stem, f) if m is None and f.suffix.lower() == ".csv" else None
+        if m is None and (role is None or role.fold is None):
+            continue
+        if role is not None and role.part != part:
+            raise AnnotationError(f, f"a {role.part} file in the {part} folder {folder.name!r}")
+        k = int(m[1]) if m else role.fold
+        if k in found:
+            raise AnnotationError(f, f"set {k} has two files here: this one and {found[k].name}; keep one")
+        found[k] = f
+    return found
 
 
 def read_ferv39k(
@@ -521,7 +568,7 @@ def read_ferv39k(
     labels = make_labels(class_names, None, 0)
     by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
     entries: list[_Entry] = []
-    roles = _annotation_files(lists, pattern)
+    roles = _annotation_files(lists, pattern, "lists")
     for role in roles:
         for line, text in _read_lines(role.path):
             fields = text.split()
@@ -580,8 +627,11 @@ def read_list(
                                        "files already say their part: " + ", ".join(str(r.path) for r in roles))
     for role in roles:
         base = Path(root) if root is not None else role.path.parent
-        lines = _read_lines(role.path)
+        lines = _skip_header_line(_read_lines(role.path), layout, labels, role.path)
         names = layout or _LIST_LAYOUTS.get((len(lines[0][1].split()), by_path is not None))  # first line decides
+        if names is not None and "label" in names:
+            at = names.index("label")
+            labels.check_base(role.path, [c[at] for _, t in lines if len(c := t.split()) == len(names)], "label")
         for line, text in lines:
             cells = text.split()
             if names is None or len(cells) != len(names):
@@ -610,6 +660,38 @@ def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
     return None if tested is None else ("test" if clip_id in tested else "train")
 
 
+def _skip_header_line(lines: list[tuple[int, str]], layout: tuple[str, ...] | None, labels: Labels,
+                      source: Path) -> list[tuple[int, str]]:
+    """The lines without a header line: a first line whose numeric fields are not numbers.
+
+    Numeric fields are n_frames (with `fields`), or the fields after the path that hold integers
+    in each of the next lines (up to 20; e.g. `path n_frames label` over `clips/00001 32 0`), where
+    the first line holds neither integers nor class names. Skipping it is logged.
+    """
+    first = lines[0][1].split()
+    rest = [t.split() for _, t in lines[1:21]]
+    if layout is not None and "n_frames" in layout and len(first) == len(layout):
+        header = not _INT.fullmatch(first[layout.index("n_frames")])
+    elif rest and all(len(r) == len(first) for r in rest):
+        numeric = [i for i in range(1, len(first)) if all(_INT.fullmatch(r[i]) for r in rest)]
+        header = bool(numeric) and not any(_INT.fullmatch(first[i]) or _is_class(labels, first[i]) for i in numeric)
+    else:
+        header = False
+    if not header or len(lines) == 1:
+        return lines
+    logger.warning("%s: line %d %r is a header line (its numeric fields are not numbers); skipped it",
+                source, lines[0][0], lines[0][1])
+    return lines[1:]
+
+
+def _is_class(labels: Labels, text: str) -> bool:
+    try:
+        labels.lookup(text)
+        return True
+    except ValueError:
+        return False
+
+
 # (field count of a file's first line, label from the path?) -> its lines' fields, when `fields` is not given
 _LIST_LAYOUTS = {(3, False): LIST_FIELDS, (2, False): ("path", "label"), (3, True): LIST_FIELDS,
                  (2, True): ("path", "label"), (1, True): ("path",)}
@@ -627,7 +709,7 @@ def _list_layout(fields: Sequence[str] | None, by_path: bool) -> tuple[str, ...]
 
 
 def read_csv(
-    csv_file: PathLike,
+    csv_file: PathLike | Sequence[PathLike] | Mapping[str, PathLike],
     root: PathLike | None = None,
     *,
     path_col: str = "path",
@@ -636,6 +718,8 @@ def read_csv(
     split_col: str | None = "auto",
     id_col: str | None = None,
     test_list: PathLike | None = None,
+    pattern: str = "*.csv",
+    delimiter: str | None = None,
     label_base: int = 0,
     label_names: Sequence[str] | None = None,
     label_from_path: PathLabel = None,
@@ -644,10 +728,15 @@ def read_csv(
     frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
-    """A CSV with a header row -> clip table.
+    """CSV files with a header row -> clip table.
 
-    Labels are class names (aliases for the default 7 classes) or integers counted from
-    `label_base` (0 or 1; `label_names` maps them). Where each clip is tested:
+    `csv_file` is one file (the whole set), or separate files that say their part: a list of
+    files, a folder (its files matching `pattern`) or a mapping {role: file}, roles named as in
+    `read_list` (`train`/`test` give the split, `set_<k>_train`/`set_<k>_test` the folds; e.g.
+    S2D's FERV39k `train.csv` + `test.csv`). Fields are separated by `delimiter` (None: sniffed
+    from each file, so TSVs read as they are). Labels are class names (aliases for the default
+    7 classes) or integers counted from `label_base` (0 or 1; `label_names` maps them). Where
+    each clip of a single file is tested:
     - `fold_col` (integers >= 1) or `split_col` ("train"/"test"); the default "auto" uses a
       column named `fold` or `split` when the header has one; "none" (or None) uses no column;
     - or, for a table with neither, `test_list`: a file naming the test clips, one a line (the
@@ -655,39 +744,69 @@ def read_csv(
     With none of these the table has neither folds nor a split (fine for `tgdfer check`).
     `id_col` names a clip-id column; without one, ids come from the paths as in `read_list`.
     `label_col = "none"` with `label_from_path` takes every label from the path. Relative paths
-    are relative to `root` (default: the CSV's folder).
+    are relative to `root` (default: each CSV's folder).
     """
     _check_missing(missing)
     labels = make_labels(class_names, label_names, label_base)
     by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
-    source = Path(csv_file)
     label_col, id_col, test_list = _none(label_col), _none(id_col), _none(test_list)
+    delimiter = _check_delimiter(delimiter)
     if label_col is None and by_path is None:
         raise ConfigError("label_col", "is none, so label_from_path must say where the label is")
-    header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c))
-    fold_col = _auto_column(fold_col, "fold", header, source)
-    split_col = _auto_column(split_col, "split", header, source)
-    if fold_col is not None and split_col is not None:
-        raise ConfigError("split_col", f"give fold_col or split_col, not both (set fold_col = \"none\" for a "
-                                       f"train/test split); {source} has both {fold_col!r} and {split_col!r}")
-    if test_list is not None and (fold_col is not None or split_col is not None):
-        raise ConfigError("test_list", f"{source} already says where clips are tested (column "
-                                       f"{fold_col or split_col!r}); set that column to \"none\" or drop test_list")
-    base = Path(root) if root is not None else source.parent
-    abs_paths = [(base / paths(row[path_col])).resolve() for _, row in rows]
-    paths.check_used(str(source))
-    ids = [row[id_col] for _, row in rows] if id_col is not None else _ids_from_paths(abs_paths)
-    tested = _read_test_list(Path(test_list), [row[path_col] for _, row in rows], ids) if test_list else None
+    roles = _csv_files(csv_file, pattern)
+    split_by_file = roles[0].part != "all"
+    if split_by_file and test_list is not None:
+        raise ConfigError("test_list", "goes with one whole-set CSV; these files already say their part: "
+                                       + ", ".join(str(r.path) for r in roles))
+    raw = []  # (role, line, row, absolute path, fold, part)
+    for role in roles:
+        source = role.path
+        header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c),
+                                      delimiter=delimiter)
+        if label_col is not None:
+            labels.check_base(source, [row[label_col] for _, row in rows], label_col)
+        fold_in, split_in = _auto_column(fold_col, "fold", header, source), _auto_column(split_col, "split", header,
+                                                                                         source)
+        if fold_in is not None and split_in is not None:
+            raise ConfigError("split_col", f"give fold_col or split_col, not both (set fold_col = \"none\" for a "
+                                           f"train/test split); {source} has both {fold_in!r} and {split_in!r}")
+        if split_by_file and (fold_in is not None or split_in is not None):
+            raise ConfigError(f"{'fold' if fold_in else 'split'}_col",
+                              f"{source} is the {_role_name(role)} file and also has the column "
+                              f"{fold_in or split_in!r}; set {'fold' if fold_in else 'split'}_col = \"none\"")
+        if test_list is not None and (fold_in is not None or split_in is not None):
+            raise ConfigError("test_list", f"{source} already says where clips are tested (column "
+                                           f"{fold_in or split_in!r}); set that column to \"none\" or drop test_list")
+        base = Path(root) if root is not None else source.parent
+        for line, row in rows:
+            fold = _parse_int(row[fold_in], source, line, fold_in, low=1) if fold_in is not None else role.fold
+            part = _parse_split(row[split_in], source, line, split_in) if split_in is not None else None
+            if split_by_file:
+                part = role.part
+            raw.append((role, line, row, (base / paths(row[path_col])).resolve(), fold, part))
+    paths.check_used(", ".join(str(r.path) for r in roles))
+    ids = [r[2][id_col] for r in raw] if id_col is not None else _ids_from_paths([r[3] for r in raw])
+    tested = _read_test_list(Path(test_list), [r[2][path_col] for r in raw], ids) if test_list else None
     entries = []
-    for (line, row), path, clip_id in zip(rows, abs_paths, ids):
-        label, problem = _row_label(labels, by_path, row[label_col] if label_col else None, row[path_col], source,
+    for (role, line, row, path, fold, part), clip_id in zip(raw, ids):
+        label, problem = _row_label(labels, by_path, row[label_col] if label_col else None, row[path_col], role.path,
                                     line, label_col or "label", missing)
-        fold = _parse_int(row[fold_col], source, line, fold_col, low=1) if fold_col is not None else None
-        part = _parse_split(row[split_col], source, line, split_col) if split_col is not None else None
         if tested is not None:
             part = "test" if clip_id in tested else "train"
-        entries.append(_Entry(source, line, clip_id, (path,), label, None, fold, "test" if fold else part, problem))
+        if fold is not None and role.fold is None:
+            part = "test"  # a fold column: the clip is tested in its fold
+        entries.append(_Entry(role.path, line, clip_id, (path,), label, None, fold, part, problem))
     return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+
+
+def _csv_files(csv_file: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str) -> list[_Role]:
+    """One whole-set CSV (role "all"), or files that say their part (`_annotation_files`)."""
+    _check_paths_arg(csv_file, "csv_file")
+    if isinstance(csv_file, (str, os.PathLike)) and not Path(csv_file).is_dir():
+        return [_Role(Path(csv_file), None, "all")]
+    if isinstance(csv_file, Sequence) and not isinstance(csv_file, str) and len(csv_file) == 1:
+        return _csv_files(csv_file[0], pattern)
+    return _annotation_files(csv_file, pattern, "csv_file")
 
 
 def _auto_column(value: str | None, name: str, header: list[str], source: Path) -> str | None:
@@ -765,8 +884,13 @@ def fold_split(table: pd.DataFrame, fold: int | None) -> tuple[np.ndarray, np.nd
 # ----------------------------------------------------------------------------- annotation files
 
 
-def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str) -> list[_Role]:
-    """The annotation files with their roles (see the module docstring), checked for clashes."""
+def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str,
+                      field: str = "files") -> list[_Role]:
+    """The annotation files with their roles (see the module docstring), checked for clashes.
+
+    `field` names the option in a ConfigError when `files` is not a path, a list or a table of paths.
+    """
+    _check_paths_arg(files, field)
     if isinstance(files, Mapping):
         named = [(Path(p), str(key), True) for key, p in files.items()]
     elif isinstance(files, (str, os.PathLike)) and Path(files).is_dir():
@@ -789,6 +913,20 @@ def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLi
         raise AnnotationError(files, f"no annotation files matching {pattern!r} named train/test or set_<k>_train/test")
     _check_roles(roles)
     return roles
+
+
+def _check_paths_arg(files: Any, field: str) -> None:
+    """A path, a list of paths or a table {role: path}; anything else is a ConfigError naming `field`."""
+    def is_path(v: Any) -> bool:
+        return isinstance(v, (str, os.PathLike)) and bool(str(v).strip())
+
+    ok = (is_path(files)
+          or (isinstance(files, Mapping) and bool(files) and all(is_path(v) for v in files.values()))
+          or (isinstance(files, Sequence) and not isinstance(files, str) and bool(files)
+              and all(is_path(v) for v in files)))
+    if not ok:
+        raise ConfigError(field, f"must be a file or folder, a list of files, or a table such as "
+                                 f"{{ train = \"train.csv\", test = \"test.csv\" }}; got {files!r}")
 
 
 def _role_of(name: str, path: Path) -> _Role | None:
@@ -844,14 +982,21 @@ def _read_text(path: Path) -> str:
         raise AnnotationError(path, f"cannot read: {e}") from None
 
 
-def _read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line, {column: stripped cell}) rows of a CSV; checks columns and field counts."""
-    reader = csv.reader(_read_text(path).splitlines())
+def _read_csv_rows(path: Path, required: Sequence[str], delimiter: str | None = None,
+                   ) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and (line, {column: stripped cell}) rows of a CSV; checks columns and field counts.
+
+    `delimiter` None: sniffed from the file's first lines (`csv_delimiter`).
+    """
+    text = _read_text(path)
+    delimiter = csv_delimiter(text) if delimiter is None else delimiter
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in required if c not in header]
     if absent:
-        raise AnnotationError(path, f"no column {absent[0]!r} in the header (columns: {', '.join(header) or 'none'})",
-                              line=1)
+        raise AnnotationError(path, f"no column {absent[0]!r} in the header (columns: {', '.join(header) or 'none'}; "
+                                    f"fields separated by {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}: set "
+                                    f"delimiter if the file uses another)", line=1)
     rows = []
     for fields in reader:
         if not any(f.strip() for f in fields):
@@ -863,6 +1008,33 @@ def _read_csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], list
     if not rows:
         raise AnnotationError(path, "holds no clips (only a header)")
     return header, rows
+
+
+DELIMITERS = ",\t;|"  # what sniffing chooses from
+_DELIMITER_NAMES = {",": "','", "\t": "tabs", ";": "';'", "|": "'|'", " ": "spaces"}
+
+
+def csv_delimiter(text: str) -> str:
+    """The field separator of a CSV-family file, sniffed from its first lines (csv.Sniffer, restricted
+    to `DELIMITERS`); ',' when they show none (a one-column file)."""
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _check_delimiter(delimiter: str | None) -> str | None:
+    """The `delimiter` option: None (sniff), one character, or "tab"/"\\t" for tabs."""
+    delimiter = _none(delimiter)
+    if delimiter is None:
+        return None
+    if isinstance(delimiter, str) and delimiter.lower() in ("tab", "\\t"):
+        return "\t"
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise ConfigError("delimiter", f"must be one character such as \",\" or \"tab\" (or \"none\" to sniff it), "
+                                       f"got {delimiter!r}")
+    return delimiter
 
 
 # ----------------------------------------------------------------------------- fields
