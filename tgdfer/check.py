@@ -1,17 +1,22 @@
-"""`tgdfer check DATA_CONFIG`: read every annotation row and decode every frame of every clip.
+"""`tgdfer check DATA_CONFIG`: read every annotation row and look at every clip.
 
-Extraction decodes only the frames sampling picks, so a corrupt frame is found only when a view
-happens to need it. The check decodes them all (worker processes, one clip per task) before a
-long extraction and reports per clip:
+Extraction decodes only the frames sampling picks, so a broken clip is found only when a view
+happens to need it. The check looks at every clip first (worker processes, clips in chunks)
+and reports per clip:
 
-    ok          every frame decodes and there are as many as declared
+    ok          the clip holds as many frames as declared, and they look readable
     missing     the annotation points to nothing
     empty       an empty frame folder or a zero-byte / frame-less video
-    unreadable  a frame (named) or the container cannot be decoded
-    short       fewer frames decode than declared (the annotation's n_frames, or for a video
-                without one the frames its packets hold)
+    unreadable  a frame (named) or the container cannot be read
+    short       fewer frames than declared (the annotation's n_frames, also for a frame folder
+                holding fewer images than annotated; for a video without one, the frames its
+                packets hold)
     label       the row's label is not a class, or disagrees with its path (`label_from_path`)
 
+By default nothing is decoded (`inspect_clip`): a frame folder's images are listed and stat'ed
+(a 0-byte frame is unreadable) and the first and last image's headers read (they must open and
+be the same size); a video's packets are counted. `decode=True` (`tgdfer check --decode`)
+decodes every frame instead (`decode_clip`), which also finds a frame damaged in the middle.
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
 not an error: tgdfer reads the frames it holds.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
@@ -30,6 +36,7 @@ from .readers import ClipTable
 
 STATUSES = ("ok", "missing", "empty", "unreadable", "short", "label")
 RESULT_COLUMNS = ("clip_id", "status", "path", "declared", "decoded", "claimed", "source", "line", "reason")
+CHUNK = 256  # clips per worker task at most (a task per clip costs more than stat'ing one)
 
 
 @dataclass(frozen=True)
@@ -37,30 +44,85 @@ class ClipReport:
     """What checking one clip found."""
 
     status: str  # one of STATUSES
-    decoded: Optional[int]  # frames that decoded (None when the clip could not be opened)
+    decoded: Optional[int]  # frames found: decoded (decode=True), else listed / packets counted; None if unopened
     claimed: Optional[int]  # a video header's frame count, when it claims more than the file holds
     reason: str  # why the status is not "ok" ("" when it is)
 
 
-def check_clip(path: str, declared: Optional[int]) -> ClipReport:
-    """Decode every frame of one clip and compare the count with `declared` (None: no claim)."""
-    from .frames import decode_all, video_frame_count
+def check_clip(path: str, declared: Optional[int], decode: bool = False) -> ClipReport:
+    """Look at one clip (`inspect_clip`, or every frame decoded with `decode`) and compare its
+    frame count with `declared` (None: no claim)."""
+    from .frames import video_frame_count
 
     claimed = None
     try:
-        if os.path.isfile(path):
-            count = video_frame_count(path)
-            claimed = count.claimed if count.overclaimed else None
-        decoded = decode_all(path)
+        if decode:
+            if os.path.isfile(path):
+                count = video_frame_count(path)
+                claimed = count.claimed if count.overclaimed else None
+            found = decode_clip(path)
+        else:
+            found, claimed = inspect_clip(path)
     except FrameReadError as e:
         reason = str(e).removeprefix(f"{e.path}: ")
         empty = "is empty" in reason or "has no frames" in reason or "no frame images" in reason
         return ClipReport("empty" if empty else "unreadable", None, claimed, reason)
-    if decoded == 0:
-        return ClipReport("empty", 0, claimed, "no frame decodes")
-    if declared is not None and decoded < declared:
-        return ClipReport("short", decoded, claimed, f"{decoded} frames decode, {declared} declared")
-    return ClipReport("ok", decoded, claimed, "")
+    if found == 0:
+        return ClipReport("empty", 0, claimed, "no frame decodes" if decode else "the video holds no frames")
+    if declared is not None and found < declared:
+        held = "decode" if decode else ("in the folder" if os.path.isdir(path) else "in the file")
+        return ClipReport("short", found, claimed, f"{found} frames {held}, {declared} declared")
+    return ClipReport("ok", found, claimed, "")
+
+
+def decode_clip(path: str) -> int:
+    """`decode=True`: every frame decoded (`frames.decode_all`); the frames that decode.
+
+    Further decode-time checks of a clip go here (they raise FrameReadError naming the frame).
+    """
+    from .frames import decode_all
+
+    return decode_all(path)
+
+
+def inspect_clip(path: str) -> tuple[int, Optional[int]]:
+    """(frames the clip holds, a video header's count when it claims more) without decoding pixels.
+
+    A folder: its images listed in frame order and stat'ed (a 0-byte frame is unreadable); the
+    first and the last image's headers opened (they must be images of one size). A video: its
+    packets counted (`frames.video_frame_count`). FrameReadError names what cannot be read.
+    """
+    from .frames import FolderSource, video_frame_count
+
+    if os.path.isdir(path):
+        src = FolderSource(Path(path))  # FrameReadError "no frame images" when there are none
+        for f in src.files:
+            if os.stat(f).st_size == 0:
+                raise FrameReadError(path, f"frame file {f.name} holds 0 bytes")
+        first, last = _image_size(path, src.files[0]), _image_size(path, src.files[-1])
+        if first != last:
+            raise FrameReadError(path, f"frame {src.files[-1].name} is {last[0]}x{last[1]} but {src.files[0].name} "
+                                       f"is {first[0]}x{first[1]}; all frames of a clip must have the same size")
+        return len(src.files), None
+    if os.path.isfile(path) and os.stat(path).st_size == 0:
+        raise FrameReadError(path, "the video file is empty (0 bytes)")
+    count = video_frame_count(path)
+    return count.frames, count.claimed if count.overclaimed else None
+
+
+def _image_size(clip: str, file: Path) -> tuple[int, int]:
+    """(width, height) from an image file's header (no pixels decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise FrameReadError(clip, f"frame file {file.name} is not a readable image: {e}") from e
+
+
+def _check_chunk(items: list[tuple[str, Optional[int]]], decode: bool) -> list[ClipReport]:
+    return [check_clip(p, n, decode) for p, n in items]
 
 
 def _skip_status(reason: str) -> str:
@@ -70,30 +132,40 @@ def _skip_status(reason: str) -> str:
 
 
 def check_clips(clips: ClipTable, workers: int = 0, on_start: Optional[Callable[[int], None]] = None,
-                on_progress: Optional[Callable[[int], None]] = None) -> pd.DataFrame:
+                on_progress: Optional[Callable[[int], None]] = None, decode: bool = False) -> pd.DataFrame:
     """One row per annotated clip (RESULT_COLUMNS), problems first, then by clip_id.
 
     `clips` should come from a reader run with missing="skip", so that its skipped rows are
-    reported instead of stopping the read. `workers` processes decode (0 = in this process).
+    reported instead of stopping the read. A frame folder holding fewer images than annotated
+    (`ClipTable.declared`) is checked against the annotated count. `workers` processes check
+    clips in chunks (0 = in this process); `decode` decodes every frame (`check_clip`).
     """
     rows = [dict(clip_id=r.clip_id, status=_skip_status(r.reason), path=r.path, declared=None, decoded=None,
                  claimed=None, source=r.source, line=r.line, reason=r.reason)
             for r in clips.skipped.itertuples(index=False)]
     table = clips.table
-    declared = [None if pd.isna(n) else int(n) for n in table["n_frames"]]
+    annotated = clips.declared or {}
+    declared = [annotated.get(c, None if pd.isna(n) else int(n)) for c, n in zip(table["clip_id"], table["n_frames"])]
+    items = list(zip(table["path"], declared))
     if on_start:
         on_start(len(table))
-    reports: list[Optional[ClipReport]] = [None] * len(table)
-    if workers > 0 and len(table) > 1:
+    reports: list[ClipReport] = []
+    if workers > 0 and len(items) > 1:
+        size = max(1, min(CHUNK, len(items) // (workers * 8)))
+        chunks = {i: items[i:i + size] for i in range(0, len(items), size)}
+        done_chunks: dict[int, list[ClipReport]] = {}
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(check_clip, p, n): i for i, (p, n) in enumerate(zip(table["path"], declared))}
-            for done, future in enumerate(as_completed(futures), start=1):
-                reports[futures[future]] = future.result()
+            futures = {pool.submit(_check_chunk, chunk, decode): i for i, chunk in chunks.items()}
+            done = 0
+            for future in as_completed(futures):
+                done_chunks[futures[future]] = future.result()
+                done += len(done_chunks[futures[future]])
                 if on_progress:
                     on_progress(done)
+        reports = [r for i in sorted(done_chunks) for r in done_chunks[i]]
     else:
-        for i, (p, n) in enumerate(zip(table["path"], declared)):
-            reports[i] = check_clip(p, n)
+        for i, (p, n) in enumerate(items):
+            reports.append(check_clip(p, n, decode))
             if on_progress:
                 on_progress(i + 1)
     for clip_id, path, n, rep in zip(table["clip_id"], table["path"], declared, reports):

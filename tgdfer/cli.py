@@ -344,19 +344,24 @@ def _verify(store: Path, backend: str) -> bool:
 def check_cli(
     data_config: Annotated[Path, typer.Argument(help="Pipeline TOML file; its data section (reader and arguments) names the annotations.")],
     set_: SetOpt = None,
-    workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
+    workers: Annotated[int, typer.Option(help="Checking processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
                                                 "(default: cache/check_<config name>.csv).")] = None,
+    decode: Annotated[bool, typer.Option("--decode", help="Decode every frame of every clip (slow; finds a frame "
+                                         "damaged in the middle). Default: list and stat frames, read headers.")]
+        = False,
 ):
-    """Read every annotation row and decode every frame of every clip; exit 1 if any clip is bad.
+    """Read every annotation row and look at every clip; exit 1 if any clip is bad.
 
-    Reports per clip what is missing, empty, unreadable, shorter than declared, or labelled
-    against its path, before a long extraction finds it (extraction decodes only sampled frames).
+    Reports per clip what is missing, empty, unreadable, shorter than declared (a frame folder
+    holding fewer images than annotated included), or labelled against its path, before a long
+    extraction finds it. By default frames are listed, stat'ed and their headers read (first and
+    last image; a video's packets counted); --decode decodes every frame.
 
     \b
     Example:
       tgdfer check pipelines/custom.toml
-      tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv
+      tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv --decode
     """
     from .check import check_clips, status_counts
     from .pipeline import load_pipeline
@@ -366,7 +371,7 @@ def check_cli(
     with _progress() as progress:
         task = progress.add_task("check", total=None)
         results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
-                              on_progress=lambda n: progress.update(task, completed=n))
+                              on_progress=lambda n: progress.update(task, completed=n), decode=decode)
     counts = status_counts(results)
     out = csv or Path("cache") / f"check_{data_config.stem}.csv"
     try:

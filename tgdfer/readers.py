@@ -93,7 +93,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal
 
@@ -139,6 +139,9 @@ class ClipTable:
 
     table: pd.DataFrame  # one row per clip found: clip_id, path, label, fold, split, n_frames
     skipped: pd.DataFrame  # clips left out with missing="skip": SKIPPED_COLUMNS
+    # {clip_id: annotated n_frames} of frame folders holding fewer images (the table keeps the folder's
+    # count, which is what sampling can read; `tgdfer check` reports them as short)
+    declared: dict[str, int] = field(default_factory=dict)
 
     def with_skipped(self) -> pd.DataFrame:
         """Every annotated clip: `table` plus the skipped ones (n_frames <NA>), sorted by clip_id.
@@ -581,7 +584,8 @@ def read_ferv39k(
             path = (root / paths(rel)).resolve()
             entries.append(_Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part, problem))
     paths.check_used(", ".join(str(r.path) for r in roles))
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
 
 
 LIST_FIELDS = ("path", "n_frames", "label")
@@ -650,7 +654,8 @@ def read_list(
     entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold,
                       _part(role.part, tested, clip_id), problem)
                for (role, line, path, n, label, problem), clip_id in zip(raw, ids)]
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
 
 
 def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
@@ -796,7 +801,8 @@ def read_csv(
         if fold is not None and role.fold is None:
             part = "test"  # a fold column: the clip is tested in its fold
         entries.append(_Entry(role.path, line, clip_id, (path,), label, None, fold, part, problem))
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
 
 
 def _csv_files(csv_file: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str) -> list[_Role]:
@@ -1113,8 +1119,13 @@ def _ids_from_paths(paths: Sequence[Path]) -> list[str]:
 # ----------------------------------------------------------------------------- clip table
 
 
-def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache) -> ClipTable:
-    """Check entries across files, find each clip on disk, and assemble the table."""
+def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache,
+           path_map: PathMap | None = None) -> ClipTable:
+    """Check entries across files, find each clip on disk, and assemble the table.
+
+    `path_map`: the reader takes one, so clips missing under a prefix that does not exist here
+    suggest a `path_map` entry (`_path_map_hint`) rather than `missing='skip'`.
+    """
     groups: dict[str, list[_Entry]] = {}
     for e in entries:
         groups.setdefault(e.clip_id, []).append(e)
@@ -1123,13 +1134,15 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
     if per_fold:
         _warn_incomplete_train_lists(entries, chosen)
     rows, skipped, mismatched, overclaimed = [], [], [], []
-    for e in chosen:
+    places = [e.problem or _find_clip(e) for e in chosen]
+    hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
+                          len(chosen)) if path_map is not None else None
+    for e, found in zip(chosen, places):
         fold, split = (e.fold, None) if per_fold else (None, e.part)
-        found = e.problem or _find_clip(e)
         if isinstance(found, str):
             if missing == "error":
-                raise AnnotationError(e.source, f"clip {e.clip_id}: {found} (fix the path, or pass missing='skip' "
-                                                f"to leave such clips out)", line=e.line)
+                advice = hint or "fix the path, or pass missing='skip' to leave such clips out"
+                raise AnnotationError(e.source, f"clip {e.clip_id}: {found} ({advice})", line=e.line)
             label = None if e.problem else e.label  # a row with a problem is not an annotated clip
             skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
             continue
@@ -1149,11 +1162,42 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
         logger.warning("%d videos: the container header claims more frames than the file holds; using the frames "
                        "it holds (first: %s claims %d, holds %d)", len(overclaimed), path, claimed, n)
     if not rows:
-        raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}")
-    result = ClipTable(_table(rows), _skipped_table(skipped))
+        raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}"
+                                                + (f" ({hint})" if hint else ""))
+    declared = {e.clip_id: e.n_frames for e, counted in mismatched if counted < e.n_frames}
+    result = ClipTable(_table(rows), _skipped_table(skipped), declared)
     if skipped:
-        logger.warning("%s (ClipTable.skipped lists them)", result.summary())
+        logger.warning("%s (ClipTable.skipped lists them)%s", result.summary(), f"; {hint}" if hint else "")
     return result
+
+
+def _path_map_hint(lost: list[_Entry], total: int) -> str | None:
+    """Advice for clips found nowhere whose paths share a prefix that does not exist on this machine.
+
+    The prefix is the common folder of the missing paths; where the files seem to be is the first
+    of a few likely folders (the working directory, its `data/`, the annotation file's folder and
+    the two above it) that holds the first missing clip under a tail of that prefix. None when the
+    missing clips do not share such a prefix (then they are really missing).
+    """
+    if not lost:
+        return None
+    paths = [e.candidates[0] for e in lost]
+    common = Path(os.path.commonpath([str(p) for p in paths]))
+    if common in paths:
+        common = common.parent
+    if common.exists() or common == Path(common.anchor):
+        return None
+    rest = paths[0].relative_to(common)
+    bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", lost[0].source.parent,
+                                *lost[0].source.resolve().parents[:2]]))
+    tails = [Path(*common.parts[i:]) for i in range(1, len(common.parts))] + [Path()]
+    target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
+    if target is None:
+        where = "your copy of that folder"
+    else:
+        where = os.path.relpath(target) if target.is_relative_to(Path.cwd()) else str(target)
+    return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
+            f"here: map it to where the files are with path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
 
 
 def _check_clip(group: list[_Entry], per_fold: bool, class_names: Sequence[str]) -> _Entry:
