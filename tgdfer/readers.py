@@ -92,6 +92,7 @@ import json
 import logging
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import pandas as pd
 
+from .config import check_type
 from .errors import AnnotationError, ConfigError, FrameReadError
 from .labels import CLASSES, class_index
 
@@ -862,6 +864,9 @@ def load_clips(kind: str, **kwargs: Any) -> ClipTable:
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in kwargs:
             raise ConfigError(name, f"required by the {kind!r} reader")
+    hints = typing.get_type_hints(reader)
+    for name, value in kwargs.items():  # a wrong type is a one-line ConfigError here, not a TypeError inside
+        check_type(value, hints[name], name)
     return reader(**kwargs)
 
 
