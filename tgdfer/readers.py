@@ -1197,10 +1197,7 @@ def _path_map_hint(lost: list[_Entry], total: int) -> str | None:
                                 *lost[0].source.resolve().parents[:2]]))
     tails = [Path(*common.parts[i:]) for i in range(1, len(common.parts))] + [Path()]
     target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
-    if target is None:
-        where = "your copy of that folder"
-    else:
-        where = os.path.relpath(target) if target.is_relative_to(Path.cwd()) else str(target)
+    where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
     return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
             f"here: map it to where the files are with path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
 
