@@ -123,3 +123,18 @@ def test_check_reports_a_malformed_annotation_with_file_and_line(tmp_path):
     assert result.exit_code == 2
     assert f"{lst}:2" in " ".join(result.output.split()).replace(" ", "") or f"{lst}:2" in result.output
     assert "Traceback" not in result.output
+
+
+def test_check_imports_neither_torch_nor_the_model_code(tmp_path):
+    """check reads [classes] and [data] only (dataconfig): torch alone costs about 0.8 GB and seconds."""
+    import subprocess
+    import sys
+
+    frames(tmp_path / "clips" / "a", 2)
+    write(tmp_path / "test.txt", "clips/a 2 0\n")
+    write(tmp_path / "p.toml", '[data]\nkind = "list"\nargs = { files = "test.txt" }\n[extract]\nviews = 2\n')
+    code = ("import sys\nfrom tgdfer.cli import app\ntry:\n    app(['check', 'p.toml', '--workers', '0'])\n"
+            "except SystemExit as e:\n    print('exit', e.code, sorted(m for m in ('torch', 'tgdfer.pipeline', "
+            "'tgdfer.encoders') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("exit 0 []"), out.stdout + out.stderr

@@ -25,7 +25,6 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from . import __version__
-from .checkpoint import LAST
 from .errors import TgdferError, os_error
 from .labels import short_names
 
@@ -49,6 +48,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print tgdfer's version and exit.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Torch CPU threads for every command; 0 = "
@@ -56,6 +56,8 @@ def _global_options(
                                          "or OMP_NUM_THREADS when set.")] = 0,
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
+    if ctx.invoked_subcommand in NO_TORCH:
+        return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
     from .threads import apply_threads, auto_threads  # once, before any command does parallel work
 
     choice = apply_threads(auto_threads(threads))
@@ -63,6 +65,7 @@ def _global_options(
 
 
 EXIT_USER_ERROR = 2
+NO_TORCH = frozenset({"check"})  # commands that import neither torch nor the model code
 
 
 def _run(fn: Callable) -> Callable:
@@ -364,10 +367,10 @@ def check_cli(
       tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv --decode
     """
     from .check import check_clips, status_counts
-    from .pipeline import load_pipeline
+    from .dataconfig import load_data_config  # [classes] and [data] only: no torch, no model code imported
 
-    pipe = load_pipeline(data_config, list(set_ or []) + ['data.args.missing="skip"'])
-    clips = pipe.data.load(class_names=pipe.classes.class_set().names)
+    classes, data = load_data_config(data_config, list(set_ or []) + ['data.args.missing="skip"'])
+    clips = data.load(class_names=classes.class_set().names)
     with _progress() as progress:
         task = progress.add_task("check", total=None)
         results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
@@ -940,6 +943,8 @@ def demo_cli(
         pipe.train.store = result.store  # train on what was just extracted
     run = fold_folder(pipe.train.out, pipe.train.fold)
     pipe.train.out = str(run)
+    from .checkpoint import LAST  # torch: imported by the commands that use it
+
     trained = _train_head(pipe, resume=(run / LAST).exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):
