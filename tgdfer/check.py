@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional
 
 import pandas as pd
@@ -88,37 +87,45 @@ def decode_clip(path: str) -> int:
 def inspect_clip(path: str) -> tuple[int, Optional[int]]:
     """(frames the clip holds, a video header's count when it claims more) without decoding pixels.
 
-    A folder: its images listed in frame order and stat'ed (a 0-byte frame is unreadable); the
-    first and the last image's headers opened (they must be images of one size). A video: its
-    packets counted (`frames.video_frame_count`). FrameReadError names what cannot be read.
+    A folder: its images (the files `frames.FolderSource` reads) listed and stat'ed (a 0-byte
+    frame is unreadable); the headers of the first and the last by name opened (they must be
+    images of one size). No sorting into frame order and no Path per frame: this runs once per
+    file of the dataset. A video: its packets counted (`frames.video_frame_count`).
+    FrameReadError names what cannot be read.
     """
-    from .frames import FolderSource, video_frame_count
+    from .frames import IMAGE_SUFFIXES, video_frame_count
 
     if os.path.isdir(path):
-        src = FolderSource(Path(path))  # FrameReadError "no frame images" when there are none
-        for f in src.files:
-            if os.stat(f).st_size == 0:
-                raise FrameReadError(path, f"frame file {f.name} holds 0 bytes")
-        first, last = _image_size(path, src.files[0]), _image_size(path, src.files[-1])
-        if first != last:
-            raise FrameReadError(path, f"frame {src.files[-1].name} is {last[0]}x{last[1]} but {src.files[0].name} "
-                                       f"is {first[0]}x{first[1]}; all frames of a clip must have the same size")
-        return len(src.files), None
+        with os.scandir(path) as entries:
+            images = [e for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith(".")
+                      and e.is_file()]
+        if not images:
+            raise FrameReadError(path, "no frame images in this folder")
+        for e in images:
+            if e.stat().st_size == 0:
+                raise FrameReadError(path, f"frame file {e.name} holds 0 bytes")
+        names = [e.name for e in images]
+        first, last = min(names), max(names)
+        size, other = _image_size(path, first), _image_size(path, last)
+        if size != other:
+            raise FrameReadError(path, f"frame {last} is {other[0]}x{other[1]} but {first} is {size[0]}x{size[1]}; "
+                                       f"all frames of a clip must have the same size")
+        return len(images), None
     if os.path.isfile(path) and os.stat(path).st_size == 0:
         raise FrameReadError(path, "the video file is empty (0 bytes)")
     count = video_frame_count(path)
     return count.frames, count.claimed if count.overclaimed else None
 
 
-def _image_size(clip: str, file: Path) -> tuple[int, int]:
-    """(width, height) from an image file's header (no pixels decoded)."""
+def _image_size(clip: str, name: str) -> tuple[int, int]:
+    """(width, height) from the header of image `name` in folder `clip` (no pixels decoded)."""
     from PIL import Image
 
     try:
-        with Image.open(file) as im:
+        with Image.open(os.path.join(clip, name)) as im:
             return im.size
     except (OSError, SyntaxError, ValueError) as e:
-        raise FrameReadError(clip, f"frame file {file.name} is not a readable image: {e}") from e
+        raise FrameReadError(clip, f"frame file {name} is not a readable image: {e}") from e
 
 
 def _check_chunk(items: list[tuple[str, Optional[int]]], decode: bool) -> list[ClipReport]:
