@@ -11,7 +11,9 @@ official setup lists `4_setups/All_scenes/{train,test}_All.csv`. Then runs, each
   baseline      with --baseline-src DIR, the `tgdfer` package in DIR (e.g. the commit before
                 this change: `git archive 80c4d52 tgdfer | tar -x -C /tmp/tgdfer_old`), default options.
 
-and prints seconds (wall, including reading the annotations) and peak memory side by side:
+and prints seconds (wall, including reading the annotations; `cpu` = user + system seconds of the
+process and its workers, which a busy shared machine inflates less than the wall time) and peak
+memory side by side:
 `rss tree` is the peak of the summed RSS of the process and its workers (sampled every 50 ms),
 `rss max` the largest single process (the kernel's maxrss). The page cache is warm for every run
 (the tree was just written and a warm-up listing reads it once).
@@ -130,8 +132,8 @@ def run(label: str, src: Path, config: Path, workers: int, extra: list[str], cwd
     proc.returncode = os.waitstatus_to_exitcode(status)
     sampler.join()
     summary = next((ln.strip() for ln in reversed(out.splitlines()) if " ok" in ln or "error" in ln), out[-200:])
-    return dict(label=label, seconds=seconds, rss_tree=peak[0] / 2**20, rss_max=usage.ru_maxrss / 1024,
-                code=proc.returncode, summary=summary.split(";")[0])
+    return dict(label=label, seconds=seconds, cpu=usage.ru_utime + usage.ru_stime, rss_tree=peak[0] / 2**20,
+                rss_max=usage.ru_maxrss / 1024, code=proc.returncode, summary=summary.split(";")[0])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,21 +143,22 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         config = build_tree(root, args.clips, args.frames)
         print(f"built {args.clips} clips x {args.frames} frames under {root} in {time.perf_counter() - t:.0f} s; "
-              f"workers {args.workers}, {os.cpu_count()} cores", flush=True)
+              f"workers {args.workers}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
         for _ in os.walk(root / "2_ClipsforFaceCrop"):  # warm the page cache for every run alike
             pass
         runs = [("stat+headers", REPO, [])]
-        if not args.skip_decode:
-            runs.append(("--decode", REPO, ["--decode"]))
         if args.baseline_src:
             runs.append(("baseline", args.baseline_src.resolve(), []))
+        if not args.skip_decode:
+            runs.append(("--decode", REPO, ["--decode"]))
         rows = []
         for label, src, extra in runs:
             rows.append(run(label, src, config, args.workers, extra, root))
             r = rows[-1]
-            print(f"{r['label']:>13}  {r['seconds']:7.1f} s  rss tree {r['rss_tree']:7.0f} MB  "
+            print(f"{r['label']:>13}  {r['seconds']:7.1f} s  cpu {r['cpu']:7.1f} s  rss tree {r['rss_tree']:7.0f} MB  "
                   f"rss max {r['rss_max']:6.0f} MB  exit {r['code']}  {r['summary']}", flush=True)
         fast = rows[0]["seconds"]
+        print(f"load average now {os.getloadavg()[0]:.1f}")
         print("side by side: " + ", ".join(f"{r['label']} {r['seconds']:.1f} s ({r['seconds'] / fast:.1f}x), "
                                            f"{r['rss_tree']:.0f} MB" for r in rows))
     finally:
