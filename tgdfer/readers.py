@@ -10,9 +10,10 @@ docs/datasets.md shows a pipeline snippet for every format below.
 Formats (what each reader expects, and where the format was found)
 - DFEW (`read_dfew`): `EmoLabel_DataSplit/{train,test}(single-labeled)/set_<k>.csv`, header
   `video_name,label`, label 1..7 in `labels.CLASSES` order (`label_base=0` for files counting
-  from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). The split
-  files may also lie in one folder as `train_set_<k>.csv`/`test_set_<k>.csv` (or
-  `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live in `clip_224x224/<5-digit id>/`, original
+  from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). Inside the two
+  folders the files may also carry their part (`train_set_<k>.csv`/`test_set_<k>.csv`, as S2D
+  publishes them, 0-based). The split files may also lie in one folder as
+  `train_set_<k>.csv`/`test_set_<k>.csv` (or `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live in `clip_224x224/<5-digit id>/`, original
   videos as `<id>.mp4` (padded or not). fold = the k whose *test* csv lists the clip.
 - FERV39k (`read_ferv39k`): the official setup lists `FERV39k/4_setups/All_scenes/train_All.csv`
   and `test_All.csv` are not comma-separated: one clip a line, `<Scene>/<Emotion>/<NNNN> <Emotion>`
@@ -32,9 +33,12 @@ Formats (what each reader expects, and where the format was found)
   DFER-CLIP's own loader); label 0-based by default. `clip_id` is the clip's path relative to the
   deepest folder that holds all clips of the table, video extension dropped (`frames/00001` and
   `videos/00001.mp4` under one root both give `00001`; FERV39k folders give `Action/Happy/0267`).
+  A header line is skipped with a warning: a first line whose numeric fields are not numbers.
 - Generic CSV (`read_csv`): a header row, a path and a label column, optionally a fold or a split
   column (used when the header has one named `fold`/`split`; name another, or `"none"`), a
-  clip-id column, and for a table with neither, a separate list of the test clips.
+  clip-id column, and for a table with neither, a separate list of the test clips. Or separate
+  files whose names say their part (S2D's FERV39k `train.csv` + `test.csv`), as for lists.
+  CSV-family files (csv, dfew) take `delimiter`; unset, it is sniffed (csv.Sniffer over ",\t;|").
 
 Options every reader takes
 - `class_names`: the class set labels index into (default `labels.CLASSES`, the 7 emotions). A
@@ -43,10 +47,12 @@ Options every reader takes
   checked against len(class_names).
 - `label_names`: the file's integers mapped onto class names: integer `label_base + i` means
   `label_names[i]` (e.g. alphabetical ids 0..6 = Angry, Disgust, Fear, Happy, Neutral, Sad,
-  Surprise). An integer just outside the range suggests the other `label_base` in the error.
+  Surprise). An integer just outside the range suggests the other `label_base` in the error; a
+  file whose labels as a whole count from the other base is refused (`Labels.check_base`).
 - `path_map` (list, csv, ferv39k): {"/their/prefix": "data/DFEW"} rewrites annotated paths
   written on another machine (longest matching prefix, whole path components, `\\` read as `/`);
-  a prefix that matches no path is a ConfigError naming it.
+  a prefix that matches no path is a ConfigError naming it. Clips missing under a common folder
+  that does not exist here suggest the entry to add (`_path_map_hint`).
 - `label_from_path` (list, csv, ferv39k): the label read from the annotated path, as a
   path-component index (`-2` = the parent folder, FERV39k's `<Scene>/<Emotion>/<NNNN>`) or a
   regular expression whose group `label` (or first group) is the class name. With a label
@@ -78,7 +84,8 @@ that hold data, read without decoding, cached in `frame_cache`). A container hea
 more frames than the file holds (empty "dropped frame" chunks of old AVIs, a file cut short) is
 not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
 a frame folder the folder's count is kept (it is what the frame source will read; sampling past
-it would fail) and one warning names the clips. A clip whose path points to nothing, to an empty
+it would fail) and one warning names the clips; a folder holding fewer images than annotated is
+listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to nothing, to an empty
 frame folder or to an empty video file raises AnnotationError with file and line
 (`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the extract
 stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
