@@ -13,7 +13,8 @@ Formats (what each reader expects, and where the format was found)
   from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). Inside the two
   folders the files may also carry their part (`train_set_<k>.csv`/`test_set_<k>.csv`, as S2D
   publishes them, 0-based). The split files may also lie in one folder as
-  `train_set_<k>.csv`/`test_set_<k>.csv` (or `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live in `clip_224x224/<5-digit id>/`, original
+  `train_set_<k>.csv`/`test_set_<k>.csv` (or `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live
+  in `clip_224x224/<5-digit id>/`, original
   videos as `<id>.mp4` (padded or not). fold = the k whose *test* csv lists the clip.
 - FERV39k (`read_ferv39k`): the official setup lists `FERV39k/4_setups/All_scenes/train_All.csv`
   and `test_All.csv` are not comma-separated: one clip a line, `<Scene>/<Emotion>/<NNNN> <Emotion>`
@@ -67,7 +68,7 @@ Options every reader takes
   counts, a clip listed twice, conflicting files) always stop it.
 In TOML there is no null: an optional column or file is switched off with `"none"` (or `""`).
 
-Which file plays which part (`read_list`, `read_ferv39k`): the `files` argument is a folder
+Which file plays which part (`read_list`, `read_ferv39k`, `read_csv`): the `files` argument is a folder
 (files matching `pattern` in it), one file, a list of files, or a mapping {role: file}. The role
 comes from the mapping key or the file name: a `set_<k>_` before `train`/`test` (or `_set_<k>`
 after it) makes it fold k's list (`set_1_test.txt`, `DFEW_set_1_test.txt`, `train_set_1.csv`),
@@ -85,10 +86,10 @@ more frames than the file holds (empty "dropped frame" chunks of old AVIs, a fil
 not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
 a frame folder the folder's count is kept (it is what the frame source will read; sampling past
 it would fail) and one warning names the clips; a folder holding fewer images than annotated is
-listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to nothing, to an empty
-frame folder or to an empty video file raises AnnotationError with file and line
-(`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the extract
-stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
+listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to
+nothing, to an empty frame folder or to an empty video file raises AnnotationError with file and
+line (`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the
+extract stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
 """
 
 from __future__ import annotations
@@ -694,7 +695,7 @@ def _skip_header_line(lines: list[tuple[int, str]], layout: tuple[str, ...] | No
     if not header or len(lines) == 1:
         return lines
     logger.warning("%s: line %d %r is a header line (its numeric fields are not numbers); skipped it",
-                source, lines[0][0], lines[0][1])
+                   source, lines[0][0], lines[0][1])
     return lines[1:]
 
 
