@@ -68,7 +68,7 @@ Options every reader takes
   counts, a clip listed twice, conflicting files) always stop it.
 In TOML there is no null: an optional column or file is switched off with `"none"` (or `""`).
 
-Which file plays which part (`read_list`, `read_ferv39k`, `read_csv`): the `files` argument is a folder
+Which file plays which part (`read_list`, `read_ferv39k`, `read_csv`): `files` (`csv_file`) is a folder
 (files matching `pattern` in it), one file, a list of files, or a mapping {role: file}. The role
 comes from the mapping key or the file name: a `set_<k>_` before `train`/`test` (or `_set_<k>`
 after it) makes it fold k's list (`set_1_test.txt`, `DFEW_set_1_test.txt`, `train_set_1.csv`),
