@@ -134,7 +134,8 @@ def test_train_and_test_files_that_also_carry_a_split_column_are_refused(tmp_pat
     clips = ferv_clips(root)
     ann = tmp_path / "ann"
     for part in ("train", "test"):
-        write(ann / f"{part}.csv", "path,label,split\n" + "".join(f"{r},{lab},{s}\n" for r, lab, s in clips if s == part))
+        rows = "".join(f"{r},{lab},{s}\n" for r, lab, s in clips if s == part)
+        write(ann / f"{part}.csv", "path,label,split\n" + rows)
     with pytest.raises(ConfigError) as e:
         load(pipeline(tmp_path, "csv", {"csv_file": str(ann), "root": str(root)}))
     assert e.value.field == "split_col" and "is the test file and also has the column 'split'" in str(e.value)
@@ -167,7 +168,8 @@ def test_tsv_is_sniffed_or_named_and_a_wrong_delimiter_says_so(tmp_path):
 def test_list_file_with_a_header_line(tmp_path, caplog):
     root = tmp_path / "clips"
     clips = ferv_clips(root)
-    lst = write(tmp_path / "test.txt", "path n_frames emotion\n" + "".join(f"{rel} 3 {label}\n" for rel, label, _ in clips))
+    lst = write(tmp_path / "test.txt", "path n_frames emotion\n"
+                + "".join(f"{rel} 3 {label}\n" for rel, label, _ in clips))
     with caplog.at_level(logging.WARNING, logger="tgdfer.readers"):
         table = load(pipeline(tmp_path, "list", {"files": str(lst), "root": str(root)})).table
     assert sorted(table["label"].tolist()) == sorted(label for _, label, _ in clips)

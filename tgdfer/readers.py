@@ -1207,7 +1207,8 @@ def _path_map_hint(lost: list[_Entry], total: int) -> str | None:
     target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
     where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
     return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
-            f"here: map it to where the files are with path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
+            f"here: map it to where the files are with "
+            f"path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
 
 
 def _check_clip(group: list[_Entry], per_fold: bool, class_names: Sequence[str]) -> _Entry:
