@@ -115,7 +115,8 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
         names = [e.name for e in images]
         first, last = min(names), max(names)
         size, other = _image_size(path, first), _image_size(path, last)
-        check_frame_size(path, *size, what=f"frame file {first}")
+        for name, (width, height) in ((first, size), (last, other)):
+            check_frame_size(path, width, height, what=f"frame file {name}")  # over a cap before any other verdict
         if size != other:
             raise FrameReadError(path, f"frame {last} is {other[0]}x{other[1]} but {first} is {size[0]}x{size[1]}; "
                                        f"all frames of a clip must have the same size")

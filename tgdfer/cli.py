@@ -60,10 +60,6 @@ def _global_options(
         = None,
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
-    if ctx.invoked_subcommand in NO_TORCH:
-        return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
-    from .threads import apply_threads, auto_threads  # once, before any command does parallel work
-
     if limit:
         from . import limits
 
@@ -72,6 +68,9 @@ def _global_options(
         except TgdferError as e:
             _error(e)
         ctx.with_resource(limits.override(caps))  # in force until the command ends (worker processes too)
+    if ctx.invoked_subcommand in NO_TORCH:
+        return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
+    from .threads import apply_threads, auto_threads  # once, before any command does parallel work
 
     choice = apply_threads(auto_threads(threads))
     logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
