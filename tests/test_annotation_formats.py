@@ -79,10 +79,19 @@ def test_dfew_zero_based_labels_are_suggested_and_read(tmp_path):
     for f in split.rglob("set_*.csv"):  # rewrite every file with 0-based labels
         rows = f.read_text().splitlines()
         f.write_text("\n".join([rows[0]] + [f"{r.split(',')[0]},{int(r.split(',')[1]) - 1}" for r in rows[1:]]) + "\n")
-    with pytest.raises(AnnotationError) as e:
-        read_dfew(split, out / "frames")
-    assert "label 0 is outside the allowed range 1..7" in str(e.value) and "set label_base = 0" in str(e.value)
+    for missing in ("error", "skip"):  # refused as a whole file, not row by row (no half-skipped table)
+        with pytest.raises(AnnotationError) as e:
+            read_dfew(split, out / "frames", missing=missing)
+        raises_at(e, split / "train(single-labeled)" / "set_1.csv", None, "every label of its 3 rows lies in 0..6",
+                  "1 are 0", "counts labels from 0, but label_base is 1", "2 rows would shift one class",
+                  "set label_base = 0")
     pd.testing.assert_frame_equal(read_dfew(split, out / "frames", label_base=0).table, synth_expected(out))
+    # and the other way: a 1-based file read with label_base 0 (labels 1..7 with a 7, no 0)
+    lst = write(out / "test.txt", "frames/00001 3 1\nframes/00002 5 7\nframes/00003 2 5\n")
+    with pytest.raises(AnnotationError) as e:
+        read_list(lst)
+    raises_at(e, lst, None, "lies in 1..7 and 1 are 7", "set label_base = 1")
+    assert read_list(lst, label_base=1).table["label"].tolist() == [0, 6, 4]
 
 
 def test_dfew_split_files_under_other_names(tmp_path):

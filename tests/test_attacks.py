@@ -12,7 +12,6 @@ field), no traceback, and no MARKER.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import warnings
@@ -37,22 +36,9 @@ from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, read_state_dict
 
 from conftest import TINY
+from crafted import Payload, flat
 
 runner = CliRunner()
-
-
-def flat(text) -> str:
-    return "".join(str(text).split())
-
-
-class Payload:
-    """Unpickling this runs `touch marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 class SetStateWrites(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""`tgdfer check`: every annotation row read, every frame decoded, one verdict per clip."""
+"""`tgdfer check`: every annotation row read, every clip looked at (or every frame decoded), one verdict per clip."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def make_dataset(root):
 
 def test_check_clips_gives_one_verdict_per_clip(tmp_path):
     lst = make_dataset(tmp_path / "data")
-    results = check_clips(read_list(lst, missing="skip", frame_cache="none"), workers=0)
+    results = check_clips(read_list(lst, missing="skip", frame_cache="none"), workers=0, decode=True)
     verdict = dict(zip(results["clip_id"], results["status"]))
     assert verdict == {"missing": "missing", "empty": "empty", "corrupt": "unreadable", "cut": "unreadable",
                        "short": "short", "good": "ok", "ok": "ok", "old": "ok", "odd": "unreadable"}
@@ -50,12 +50,57 @@ def test_check_clips_gives_one_verdict_per_clip(tmp_path):
                                      "label": 0, "large": 0}
 
 
+def test_check_without_decoding_stats_frames_and_reads_headers(tmp_path):
+    lst = make_dataset(tmp_path / "data")
+    data = tmp_path / "data"
+    (data / "good" / "good_00004.jpg").write_bytes(b"")  # a 0-byte frame: found by stat alone
+    frames(data / "badtail", 3)
+    (data / "badtail" / "badtail_00003.jpg").write_bytes(b"not an image")  # the last frame's header
+    frames(data / "oddtail", 3)
+    Image.new("RGB", (8, 4)).save(data / "oddtail" / "oddtail_00003.jpg")
+    with open(lst, "a") as f:
+        f.write("badtail 3 2\noddtail 3 3\n")
+    results = check_clips(read_list(lst, missing="skip", frame_cache="none"), workers=0)
+    verdict = dict(zip(results["clip_id"], results["status"]))
+    # middle frames are not decoded: corrupt and odd (a bad 3rd of 4 / 2nd of 3 frame) pass; --decode finds them
+    assert verdict == {"missing": "missing", "empty": "empty", "cut": "unreadable", "good": "unreadable",
+                       "badtail": "unreadable", "oddtail": "unreadable", "short": "short", "corrupt": "ok",
+                       "ok": "ok", "old": "ok", "odd": "ok"}
+    why = dict(zip(results["clip_id"], results["reason"]))
+    assert why["good"] == "frame file good_00004.jpg holds 0 bytes"
+    assert "badtail_00003.jpg is not a readable image" in why["badtail"]
+    assert "oddtail_00003.jpg is 8x4 but oddtail_00001.jpg is 4x4" in why["oddtail"]
+    assert why["short"] == "5 frames in the file, 9 declared"
+    old = results.set_index("clip_id").loc["old"]
+    assert (old["decoded"], old["claimed"]) == (10, 20)  # packets counted, the header's claim noted
+    parallel = check_clips(read_list(lst, missing="skip", frame_cache="none"), workers=2)
+    pd.testing.assert_frame_equal(parallel, results)
+
+
+def test_check_counts_and_lists_a_frame_folder_shorter_than_annotated(tmp_path):
+    frames(tmp_path / "clips" / "a", 3)
+    frames(tmp_path / "clips" / "b", 4)
+    lst = write(tmp_path / "test.txt", "clips/a 144 0\nclips/b 4 1\n")
+    clips = read_list(lst, frame_cache="none")
+    assert clips.table["n_frames"].tolist() == [3, 4] and clips.declared == {"a": 144}  # sampling reads the 3
+    for decode in (False, True):
+        results = check_clips(clips, workers=0, decode=decode)
+        assert results[["clip_id", "status", "declared", "decoded"]].values.tolist() == [["a", "short", 144, 3],
+                                                                                          ["b", "ok", 4, 4]]
+        assert results["reason"][0] == f"3 frames {'decode' if decode else 'in the folder'}, 144 declared"
+    config = write(tmp_path / "p.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))} }}\n')
+    result = runner.invoke(app, ["check", str(config), "--workers", "0", "--csv", str(tmp_path / "r.csv")])
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "1 ok, 1 short" in flat and "3 frames in the folder, 144 declared" in flat
+
+
 def test_check_cli_parallel_progress_csv_and_exit_code(tmp_path):
     lst = make_dataset(tmp_path / "data")
     config = write(tmp_path / "mine.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))}, '
                                            f'frame_cache = {json.dumps(str(tmp_path / "counts.json"))} }}\n')
     out = tmp_path / "report.csv"
-    result = runner.invoke(app, ["check", str(config), "--workers", "2", "--csv", str(out)])
+    result = runner.invoke(app, ["check", str(config), "--workers", "2", "--csv", str(out), "--decode"])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     flat = " ".join(result.output.split())
@@ -79,3 +124,18 @@ def test_check_reports_a_malformed_annotation_with_file_and_line(tmp_path):
     assert result.exit_code == 2
     assert f"{lst}:2" in " ".join(result.output.split()).replace(" ", "") or f"{lst}:2" in result.output
     assert "Traceback" not in result.output
+
+
+def test_check_imports_neither_torch_nor_the_model_code(tmp_path):
+    """check reads [classes] and [data] only (dataconfig): torch alone costs about 0.8 GB and seconds."""
+    import subprocess
+    import sys
+
+    frames(tmp_path / "clips" / "a", 2)
+    write(tmp_path / "test.txt", "clips/a 2 0\n")
+    write(tmp_path / "p.toml", '[data]\nkind = "list"\nargs = { files = "test.txt" }\n[extract]\nviews = 2\n')
+    code = ("import sys\nfrom tgdfer.cli import app\ntry:\n    app(['check', 'p.toml', '--workers', '0'])\n"
+            "except SystemExit as e:\n    print('exit', e.code, sorted(m for m in ('torch', 'tgdfer.pipeline', "
+            "'tgdfer.encoders') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("exit 0 []"), out.stdout + out.stderr

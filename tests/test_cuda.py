@@ -17,7 +17,7 @@ import torch
 
 from test_train import make_planted_store
 from tgdfer.augment import AugmentConfig
-from tgdfer.encoders import EncoderConfig, load_encoder
+from tgdfer.encoders import load_encoder
 from tgdfer.evaluation import forward, load_run, rescore
 from tgdfer.extraction import extract
 from tgdfer.head import HeadConfig

@@ -1,6 +1,5 @@
 """Frame sources: folders and videos give the right frames; every bad input is a FrameReadError."""
 
-import logging
 import subprocess
 import sys
 import textwrap

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zipfile
 import zlib
 
-import numpy as np
 import pytest
 from PIL import Image
 from test_readers import video, write
@@ -73,8 +71,17 @@ def test_a_bomb_png_in_one_folder_is_that_clips_failure_in_check(tmp_path):
     config = write(tmp_path / "c.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))}, '
                                         'frame_cache = "none" }\n')
     out = tmp_path / "check.csv"
-    for _ in range(2):  # the same verdicts on a re-run, and the CSV written each time
-        result = runner.invoke(app, ["check", str(config), "--workers", "0", "--csv", str(out)])
+    # the default check reads the first and last frame's headers: a last frame over the cap is seen there
+    tail = small_frames(tmp_path / "tailset" / "tail")
+    png_header(tail / "tail_00003.png", 5000, 5000)
+    tail_list = write(tmp_path / "tailset" / "test.txt", "tail 3 0\n")
+    tail_config = write(tmp_path / "t.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(tail_list))}, '
+                                             'frame_cache = "none" }\n')
+    result = runner.invoke(app, ["check", str(tail_config), "--workers", "0", "--csv", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert __import__("pandas").read_csv(out)["status"].tolist() == ["large"]
+    for _ in range(2):  # the same verdicts on a re-run, and the CSV written each time (middle frames: --decode)
+        result = runner.invoke(app, ["check", str(config), "--workers", "0", "--csv", str(out), "--decode"])
         assert result.exit_code == 1, result.output
         assert "Traceback" not in result.output
         rows = {r["clip_id"]: r for r in __import__("pandas").read_csv(out).to_dict("records")}
@@ -82,7 +89,7 @@ def test_a_bomb_png_in_one_folder_is_that_clips_failure_in_check(tmp_path):
         assert "too large to decode" in rows["bomb"]["reason"]
         assert "5000x5000" in rows["big"]["reason"] and "frame_pixels" in rows["big"]["reason"]
     result = runner.invoke(app, ["--limit", "frame_pixels=6000x6000", "check", str(config), "--workers", "0",
-                                 "--csv", str(out)])
+                                 "--csv", str(out), "--decode"])
     rows = {r["clip_id"]: r for r in __import__("pandas").read_csv(out).to_dict("records")}
     assert rows["big"]["status"] == "unreadable"  # now decoded (its data is a stub), no longer refused
     assert limits.current() == Limits()  # the option ends with the command

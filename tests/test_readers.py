@@ -179,7 +179,7 @@ def test_dfew_label_conflict_names_both_files(tmp_path):
 @pytest.mark.parametrize("label", ["0", "8"])
 def test_dfew_label_out_of_range(tmp_path, label):
     out = make_synth(tmp_path)
-    bad = write(out / "EmoLabel_DataSplit" / TEST / "set_1.csv", f"video_name,label\n1,1\n3,{label}\n5,3\n")
+    bad = write(out / "EmoLabel_DataSplit" / TEST / "set_1.csv", f"video_name,label\n1,1\n3,{label}\n5,7\n")
     with pytest.raises(AnnotationError) as e:
         read_dfew(out / "EmoLabel_DataSplit", out / "frames")
     raises_at(e, bad, 3, f"label {label}", "1..7")

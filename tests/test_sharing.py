@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import warnings
 import zipfile
@@ -30,22 +29,9 @@ from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, is_torchscript_archive, read_state_dict
 
 from conftest import TINY
+from crafted import Payload, flat
 
 runner = CliRunner()
-
-
-def flat(text) -> str:
-    return "".join(str(text).split())
-
-
-class Payload:
-    """Unpickling this runs `touch marker`."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def crafted(path: Path, marker: Path, nested_constants: bool = False, base: dict | None = None) -> Path:

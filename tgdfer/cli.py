@@ -25,7 +25,6 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from . import __version__
-from .run import LAST
 from .errors import TgdferError, os_error
 from .labels import short_names
 
@@ -61,8 +60,6 @@ def _global_options(
         = None,
 ) -> None:
     """TG-DFER toolkit: synthetic data, CLIP feature extraction, fast head training."""
-    from .threads import apply_threads, auto_threads  # once, before any command does parallel work
-
     if limit:
         from . import limits
 
@@ -71,12 +68,16 @@ def _global_options(
         except TgdferError as e:
             _error(e)
         ctx.with_resource(limits.override(caps))  # in force until the command ends (worker processes too)
+    if ctx.invoked_subcommand in NO_TORCH:
+        return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
+    from .threads import apply_threads, auto_threads  # once, before any command does parallel work
 
     choice = apply_threads(auto_threads(threads))
     logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
 
 
 EXIT_USER_ERROR = 2
+NO_TORCH = frozenset({"check"})  # commands that import neither torch nor the model code
 
 
 def _run(fn: Callable) -> Callable:
@@ -410,34 +411,39 @@ def _print_damage(path: Path, damage: pd.DataFrame) -> None:
 def check_cli(
     data_config: Annotated[Path, typer.Argument(help="Pipeline TOML file; its data section (reader and arguments) names the annotations.")],
     set_: SetOpt = None,
-    workers: Annotated[int, typer.Option(help="Decoding processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
+    workers: Annotated[int, typer.Option(help="Checking processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
                                                 "(default: cache/check_<config name>.csv).")] = None,
     verify_decode: Annotated[int, typer.Option(help="Videos (a seeded sample) whose random access is checked: "
                                                "4 frames read with [extract] frame_backend, compared by pixels "
                                                "with a sequential decode (0 = none).")] = 8,
+    decode: Annotated[bool, typer.Option("--decode", help="Decode every frame of every clip (slow; finds a frame "
+                                         "damaged in the middle). Default: list and stat frames, read headers.")]
+        = False,
 ):
-    """Read every annotation row and decode every frame of every clip; exit 1 if any clip is bad.
+    """Read every annotation row and look at every clip; exit 1 if any clip is bad.
 
-    Reports per clip what is missing, empty, unreadable, shorter than declared, or labelled
-    against its path, before a long extraction finds it (extraction decodes only sampled frames).
+    Reports per clip what is missing, empty, unreadable, shorter than declared (a frame folder
+    holding fewer images than annotated included), or labelled against its path, before a long
+    extraction finds it. By default frames are listed, stat'ed and their headers read (first and
+    last image; a video's packets counted); --decode decodes every frame.
 
     \b
     Example:
       tgdfer check pipelines/custom.toml
-      tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv
+      tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv --decode
       tgdfer check pipelines/ferv39k.toml --verify-decode 100   # random access on 100 videos
     """
     from .check import check_clips, status_counts
-    from .pipeline import load_pipeline
+    from .dataconfig import load_data_config  # [classes] and [data] only: no torch, no model code imported
 
-    pipe = load_pipeline(data_config, list(set_ or []) + ['data.args.missing="skip"'])
-    clips = pipe.data.load(class_names=pipe.classes.class_set().names)
+    classes, data, frame_backend = load_data_config(data_config, list(set_ or []) + ['data.args.missing="skip"'])
+    clips = data.load(class_names=classes.class_set().names)
     with _progress() as progress:
         task = progress.add_task("check", total=None)
         results = check_clips(clips, workers=workers, on_start=lambda n: progress.update(task, total=n),
-                              on_progress=lambda n: progress.update(task, completed=n), verify_decode=verify_decode,
-                              frame_backend=pipe.extract.frame_backend)
+                              on_progress=lambda n: progress.update(task, completed=n), decode=decode,
+                              verify_decode=verify_decode, frame_backend=frame_backend)
     counts = status_counts(results)
     out = csv or Path("cache") / f"check_{data_config.stem}.csv"
     try:
@@ -1049,6 +1055,8 @@ def demo_cli(
         pipe.train.store = result.store  # train on what was just extracted
     run = fold_folder(pipe.train.out, pipe.train.fold)
     pipe.train.out = str(run)
+    from .run import LAST  # torch: imported by the commands that use it
+
     trained = _train_head(pipe, resume=(run / LAST).exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)
     if sweep is not None and str(sweep) not in ("", "."):

@@ -19,9 +19,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,7 +126,7 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
                 return _coerce(value, a, field)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(field, f"{value!r} matches none of {hint}")
+        raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(field, f"{value!r} is not one of {', '.join(map(repr, args))}")
@@ -135,6 +137,18 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
         item = args[0] if args else Any
         items = [_coerce(v, item, field) for v in value] if item is not Any else list(value)
         return tuple(items) if origin is tuple else items
+    if origin is Sequence:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
+        return [_coerce(v, args[0], field) for v in value] if args else list(value)
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected {describe(hint)}, got {value!r}")
+        return {k: _coerce(v, args[1], field) for k, v in value.items()} if args else value
+    if hint is os.PathLike:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(field, f"expected a path, got {value!r}")
+        return value
     if hint is Any:
         return value
     if hint is bool:
@@ -154,6 +168,31 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
             raise ConfigError(field, f"expected a string, got {value!r}")
         return value
     return value
+
+
+def check_type(value: Any, hint: Any, field: str) -> None:
+    """ConfigError naming `field` when `value` does not fit the type hint (what `build` checks for a
+    dataclass field), e.g. for a reader's keyword arguments from a `[data] args` table."""
+    _coerce(value, hint, field)
+
+
+def describe(hint: Any) -> str:
+    """A type hint in words, for messages: `str | None` -> 'a string or "none"'."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = list(dict.fromkeys(describe(a) for a in args))
+        if "a string" in words and "a path" in words:
+            words.remove("a string")
+        return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+    if origin is typing.Literal:
+        return " or ".join(json.dumps(a) for a in args)
+    if origin in (Sequence, list, tuple):
+        return f"a list ({describe(args[0])} each)" if args else "a list"
+    if origin in (Mapping, dict):
+        return f"a table ({describe(args[-1])} each)" if args else "a table"
+    names = {type(None): '"none"', str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             os.PathLike: "a path"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def is_none(value: Any) -> bool:

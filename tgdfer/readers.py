@@ -10,9 +10,11 @@ docs/datasets.md shows a pipeline snippet for every format below.
 Formats (what each reader expects, and where the format was found)
 - DFEW (`read_dfew`): `EmoLabel_DataSplit/{train,test}(single-labeled)/set_<k>.csv`, header
   `video_name,label`, label 1..7 in `labels.CLASSES` order (`label_base=0` for files counting
-  from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). The split
-  files may also lie in one folder as `train_set_<k>.csv`/`test_set_<k>.csv` (or
-  `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live in `clip_224x224/<5-digit id>/`, original
+  from 0); `video_name` is the clip number, written padded ("00001") or not ("1"). Inside the two
+  folders the files may also carry their part (`train_set_<k>.csv`/`test_set_<k>.csv`, as S2D
+  publishes them, 0-based). The split files may also lie in one folder as
+  `train_set_<k>.csv`/`test_set_<k>.csv` (or `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live
+  in `clip_224x224/<5-digit id>/`, original
   videos as `<id>.mp4` (padded or not). fold = the k whose *test* csv lists the clip.
 - FERV39k (`read_ferv39k`): the official setup lists `FERV39k/4_setups/All_scenes/train_All.csv`
   and `test_All.csv` are not comma-separated: one clip a line, `<Scene>/<Emotion>/<NNNN> <Emotion>`
@@ -32,9 +34,12 @@ Formats (what each reader expects, and where the format was found)
   DFER-CLIP's own loader); label 0-based by default. `clip_id` is the clip's path relative to the
   deepest folder that holds all clips of the table, video extension dropped (`frames/00001` and
   `videos/00001.mp4` under one root both give `00001`; FERV39k folders give `Action/Happy/0267`).
+  A header line is skipped with a warning: a first line whose numeric fields are not numbers.
 - Generic CSV (`read_csv`): a header row, a path and a label column, optionally a fold or a split
   column (used when the header has one named `fold`/`split`; name another, or `"none"`), a
-  clip-id column, and for a table with neither, a separate list of the test clips.
+  clip-id column, and for a table with neither, a separate list of the test clips. Or separate
+  files whose names say their part (S2D's FERV39k `train.csv` + `test.csv`), as for lists.
+  CSV-family files (csv, dfew) take `delimiter`; unset, it is sniffed (csv.Sniffer over ",\t;|").
 
 Options every reader takes
 - `class_names`: the class set labels index into (default `labels.CLASSES`, the 7 emotions). A
@@ -43,10 +48,12 @@ Options every reader takes
   checked against len(class_names).
 - `label_names`: the file's integers mapped onto class names: integer `label_base + i` means
   `label_names[i]` (e.g. alphabetical ids 0..6 = Angry, Disgust, Fear, Happy, Neutral, Sad,
-  Surprise). An integer just outside the range suggests the other `label_base` in the error.
+  Surprise). An integer just outside the range suggests the other `label_base` in the error; a
+  file whose labels as a whole count from the other base is refused (`Labels.check_base`).
 - `path_map` (list, csv, ferv39k): {"/their/prefix": "data/DFEW"} rewrites annotated paths
   written on another machine (longest matching prefix, whole path components, `\\` read as `/`);
-  a prefix that matches no path is a ConfigError naming it.
+  a prefix that matches no path is a ConfigError naming it. Clips missing under a common folder
+  that does not exist here suggest the entry to add (`_path_map_hint`).
 - `label_from_path` (list, csv, ferv39k): the label read from the annotated path, as a
   path-component index (`-2` = the parent folder, FERV39k's `<Scene>/<Emotion>/<NNNN>`) or a
   regular expression whose group `label` (or first group) is the class name. With a label
@@ -61,7 +68,7 @@ Options every reader takes
   counts, a clip listed twice, conflicting files) always stop it.
 In TOML there is no null: an optional column or file is switched off with `"none"` (or `""`).
 
-Which file plays which part (`read_list`, `read_ferv39k`): the `files` argument is a folder
+Which file plays which part (`read_list`, `read_ferv39k`, `read_csv`): `files` (`csv_file`) is a folder
 (files matching `pattern` in it), one file, a list of files, or a mapping {role: file}. The role
 comes from the mapping key or the file name: a `set_<k>_` before `train`/`test` (or `_set_<k>`
 after it) makes it fold k's list (`set_1_test.txt`, `DFEW_set_1_test.txt`, `train_set_1.csv`),
@@ -79,10 +86,11 @@ cached in `frame_cache`). A container header that claims
 more frames than the file holds (empty "dropped frame" chunks of old AVIs, a file cut short) is
 not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
 a frame folder the folder's count is kept (it is what the frame source will read; sampling past
-it would fail) and one warning names the clips. A clip whose path points to nothing, to an empty
-frame folder or to an empty video file raises AnnotationError with file and line
-(`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the extract
-stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
+it would fail) and one warning names the clips; a folder holding fewer images than annotated is
+listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to
+nothing, to an empty frame folder or to an empty video file raises AnnotationError with file and
+line (`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the
+extract stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
 """
 
 from __future__ import annotations
@@ -94,14 +102,16 @@ import json
 import logging
 import os
 import re
+import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
 
+from .config import check_type
 from .errors import AnnotationError, ConfigError, FrameReadError
 from .tmpfiles import tmp_path
 from .labels import CLASSES, class_index
@@ -142,6 +152,9 @@ class ClipTable:
 
     table: pd.DataFrame  # one row per clip found: clip_id, path, label, fold, split, n_frames
     skipped: pd.DataFrame  # clips left out with missing="skip": SKIPPED_COLUMNS
+    # {clip_id: annotated n_frames} of frame folders holding fewer images (the table keeps the folder's
+    # count, which is what sampling can read; `tgdfer check` reports them as short)
+    declared: dict[str, int] = field(default_factory=dict)
 
     def with_skipped(self) -> pd.DataFrame:
         """Every annotated clip: `table` plus the skipped ones (n_frames <NA>), sorted by clip_id.
@@ -246,6 +259,31 @@ class Labels:
                                           f"expected one of {', '.join(self.class_names)}"
                                           + (f" (or {', '.join(FERV39K_LABELS)})" if default else ""),
                                   line=line) from None
+
+    def check_base(self, source: Path, cells: Sequence[str], field: str) -> None:
+        """Refuse a file whose integer labels, taken as a whole, count from the other base.
+
+        Base 1 with every label in 0..K-1 and some 0s (or base 0 with every label in 1..K and
+        some K) is a file counted from the other end: read with this base, every row would be
+        shifted by one class and only the 0s (the Ks) would be flagged. AnnotationError naming
+        the file, the counts and the option to set.
+        """
+        ints = [int(c) for c in cells if c is not None and _INT.fullmatch(c)]
+        if len(set(ints)) < 2:  # one label value says nothing about the base (the row check still applies)
+            return
+        k = len(self.label_names or self.class_names)
+        low, high = min(ints), max(ints)
+        if self.base == 1 and low == 0 and high <= k - 1:
+            edge, fits, other = 0, f"0..{k - 1}", 0
+        elif self.base == 0 and low >= 1 and high == k:
+            edge, fits, other = k, f"1..{k}", 1
+        else:
+            return
+        n_edge = sum(1 for v in ints if v == edge)
+        raise AnnotationError(source, f"every {field} of its {len(ints)} rows lies in {fits} and {n_edge} are {edge}: "
+                                      f"this file counts labels from {other}, but label_base is {self.base} (read so, "
+                                      f"{len(ints) - n_edge} rows would shift one class and {n_edge} would be out of "
+                                      f"range); set label_base = {other}")
 
 
 def class_lookup(class_names: Sequence[str]) -> Callable[[str], int]:
@@ -441,18 +479,22 @@ def read_dfew(
     label_base: int = 1,
     label_names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
+    delimiter: str | None = None,
     frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
     """DFEW's fold CSVs -> clip table (fold = the set whose test csv lists the clip).
 
     `split_dir` is DFEW's `EmoLabel_DataSplit` (holding `train(single-labeled)/set_<k>.csv` and
-    `test(single-labeled)/set_<k>.csv`) or a folder of `train_set_<k>.csv`/`test_set_<k>.csv`
+    `test(single-labeled)/set_<k>.csv`, or in those folders `train_set_<k>.csv` and
+    `test_set_<k>.csv` as S2D publishes them) or one folder of `train_set_<k>.csv`/`test_set_<k>.csv`
     (or `set_<k>_train.csv`/`set_<k>_test.csv`); clips are frame folders `frames_dir/<id>` or
     videos `videos_dir/<id>.mp4` (give exactly one of the two). Labels count from `label_base`
-    (DFEW's own files: 1); `label_names` maps them onto other class orders.
+    (DFEW's own files: 1; a file that counts from the other base is refused, `Labels.check_base`);
+    `label_names` maps them onto other class orders. `delimiter`: the field separator (None: sniffed).
     """
     _check_missing(missing)
+    delimiter = _check_delimiter(delimiter)
     frames_dir, videos_dir = _none(frames_dir), _none(videos_dir)
     if (frames_dir is None) == (videos_dir is None):
         raise ConfigError("frames_dir", "give exactly one of frames_dir (frame folders) or videos_dir (video files)")
@@ -463,7 +505,8 @@ def read_dfew(
     exts = ("",) if frames_dir is not None else VIDEO_EXTS
     entries: list[_Entry] = []
     for role in _dfew_files(split_dir):
-        header, rows = _read_csv_rows(role.path, required=(id_col, label_col))
+        header, rows = _read_csv_rows(role.path, required=(id_col, label_col), delimiter=delimiter)
+        labels.check_base(role.path, [row[label_col] for _, row in rows], label_col)
         for line, row in rows:
             number = _parse_int(row[id_col], role.path, line, id_col, low=1)
             label, problem = _row_label(labels, None, row[label_col], "", role.path, line, label_col, missing)
@@ -491,17 +534,34 @@ def _dfew_files(split_dir: Path) -> list[_Role]:
             raise AnnotationError(folder, f"folder not found; split_dir must be DFEW's EmoLabel_DataSplit folder "
                                           f"holding '{DFEW_TRAIN_DIR}' and '{DFEW_TEST_DIR}', or a folder of "
                                           f"train_set_<k>.csv / test_set_<k>.csv files")
-    sets = {d: {int(m[1]) for f in d.iterdir() if (m := re.fullmatch(r"set_(\d+)\.csv", f.name))}
-            for d in (test_dir, train_dir)}
+    sets = {d: _dfew_set_files(d, part) for d, part in ((test_dir, "test"), (train_dir, "train"))}
     if not sets[test_dir]:
-        raise AnnotationError(test_dir, "no set_<k>.csv files in this folder")
+        raise AnnotationError(test_dir, "no set_<k>.csv (or test_set_<k>.csv) files in this folder")
     for have, need in ((test_dir, train_dir), (train_dir, test_dir)):
-        unpaired = sorted(sets[have] - sets[need])
+        unpaired = sorted(set(sets[have]) - set(sets[need]))
         if unpaired:
             k = unpaired[0]
-            raise AnnotationError(need / f"set_{k}.csv", f"file not found; {have / f'set_{k}.csv'} needs its pair")
-    return [_Role(d / f"set_{k}.csv", k, part)
+            raise AnnotationError(need / f"set_{k}.csv", f"file not found; {sets[have][k]} needs its pair")
+    return [_Role(sets[d][k], k, part)
             for k in sorted(sets[test_dir]) for d, part in ((train_dir, "train"), (test_dir, "test"))]
+
+
+def _dfew_set_files(folder: Path, part: str) -> dict[int, Path]:
+    """{k: the set's csv} in a train/test(single-labeled) folder: `set_<k>.csv` (DFEW's own names) or
+    names that carry the part too (`train_set_<k>.csv`, S2D's; `set_<k>_train.csv`)."""
+    found: dict[int, Path] = {}
+    for f in sorted(folder.iterdir()):
+        m = re.fullmatch(r"set_(\d+)\.csv", f.name, re.IGNORECASE)
+        role = _role_of(f.stem, f) if m is None and f.suffix.lower() == ".csv" else None
+        if m is None and (role is None or role.fold is None):
+            continue
+        if role is not None and role.part != part:
+            raise AnnotationError(f, f"a {role.part} file in the {part} folder {folder.name!r}")
+        k = int(m[1]) if m else role.fold
+        if k in found:
+            raise AnnotationError(f, f"set {k} has two files here: this one and {found[k].name}; keep one")
+        found[k] = f
+    return found
 
 
 def read_ferv39k(
@@ -527,7 +587,7 @@ def read_ferv39k(
     labels = make_labels(class_names, None, 0)
     by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
     entries: list[_Entry] = []
-    roles = _annotation_files(lists, pattern)
+    roles = _annotation_files(lists, pattern, "lists")
     for role in roles:
         for line, text in _read_lines(role.path):
             fields = text.split()
@@ -540,7 +600,8 @@ def read_ferv39k(
             path = (root / paths(rel)).resolve()
             entries.append(_Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part, problem))
     paths.check_used(", ".join(str(r.path) for r in roles))
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
 
 
 LIST_FIELDS = ("path", "n_frames", "label")
@@ -586,8 +647,11 @@ def read_list(
                                        "files already say their part: " + ", ".join(str(r.path) for r in roles))
     for role in roles:
         base = Path(root) if root is not None else role.path.parent
-        lines = _read_lines(role.path)
+        lines = _skip_header_line(_read_lines(role.path), layout, labels, role.path)
         names = layout or _LIST_LAYOUTS.get((len(lines[0][1].split()), by_path is not None))  # first line decides
+        if names is not None and "label" in names:
+            at = names.index("label")
+            labels.check_base(role.path, [c[at] for _, t in lines if len(c := t.split()) == len(names)], "label")
         for line, text in lines:
             cells = text.split()
             if names is None or len(cells) != len(names):
@@ -606,7 +670,8 @@ def read_list(
     entries = [_Entry(role.path, line, clip_id, (path,), label, n, role.fold,
                       _part(role.part, tested, clip_id), problem)
                for (role, line, path, n, label, problem), clip_id in zip(raw, ids)]
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
 
 
 def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
@@ -614,6 +679,38 @@ def _part(part: str, tested: set[str] | None, clip_id: str) -> str | None:
     if part != "all":
         return part
     return None if tested is None else ("test" if clip_id in tested else "train")
+
+
+def _skip_header_line(lines: list[tuple[int, str]], layout: tuple[str, ...] | None, labels: Labels,
+                      source: Path) -> list[tuple[int, str]]:
+    """The lines without a header line: a first line whose numeric fields are not numbers.
+
+    Numeric fields are n_frames (with `fields`), or the fields after the path that hold integers
+    in each of the next lines (up to 20; e.g. `path n_frames label` over `clips/00001 32 0`), where
+    the first line holds neither integers nor class names. Skipping it is logged.
+    """
+    first = lines[0][1].split()
+    rest = [t.split() for _, t in lines[1:21]]
+    if layout is not None and "n_frames" in layout and len(first) == len(layout):
+        header = not _INT.fullmatch(first[layout.index("n_frames")])
+    elif rest and all(len(r) == len(first) for r in rest):
+        numeric = [i for i in range(1, len(first)) if all(_INT.fullmatch(r[i]) for r in rest)]
+        header = bool(numeric) and not any(_INT.fullmatch(first[i]) or _is_class(labels, first[i]) for i in numeric)
+    else:
+        header = False
+    if not header or len(lines) == 1:
+        return lines
+    logger.warning("%s: line %d %r is a header line (its numeric fields are not numbers); skipped it",
+                   source, lines[0][0], lines[0][1])
+    return lines[1:]
+
+
+def _is_class(labels: Labels, text: str) -> bool:
+    try:
+        labels.lookup(text)
+        return True
+    except ValueError:
+        return False
 
 
 # (field count of a file's first line, label from the path?) -> its lines' fields, when `fields` is not given
@@ -633,7 +730,7 @@ def _list_layout(fields: Sequence[str] | None, by_path: bool) -> tuple[str, ...]
 
 
 def read_csv(
-    csv_file: PathLike,
+    csv_file: PathLike | Sequence[PathLike] | Mapping[str, PathLike],
     root: PathLike | None = None,
     *,
     path_col: str = "path",
@@ -642,6 +739,8 @@ def read_csv(
     split_col: str | None = "auto",
     id_col: str | None = None,
     test_list: PathLike | None = None,
+    pattern: str = "*.csv",
+    delimiter: str | None = None,
     label_base: int = 0,
     label_names: Sequence[str] | None = None,
     label_from_path: PathLabel = None,
@@ -650,10 +749,15 @@ def read_csv(
     frame_cache: PathLike | None = DEFAULT_FRAME_CACHE,
     missing: Missing = "error",
 ) -> ClipTable:
-    """A CSV with a header row -> clip table.
+    """CSV files with a header row -> clip table.
 
-    Labels are class names (aliases for the default 7 classes) or integers counted from
-    `label_base` (0 or 1; `label_names` maps them). Where each clip is tested:
+    `csv_file` is one file (the whole set), or separate files that say their part: a list of
+    files, a folder (its files matching `pattern`) or a mapping {role: file}, roles named as in
+    `read_list` (`train`/`test` give the split, `set_<k>_train`/`set_<k>_test` the folds; e.g.
+    S2D's FERV39k `train.csv` + `test.csv`). Fields are separated by `delimiter` (None: sniffed
+    from each file, so TSVs read as they are). Labels are class names (aliases for the default
+    7 classes) or integers counted from `label_base` (0 or 1; `label_names` maps them). Where
+    each clip of a single file is tested:
     - `fold_col` (integers >= 1) or `split_col` ("train"/"test"); the default "auto" uses a
       column named `fold` or `split` when the header has one; "none" (or None) uses no column;
     - or, for a table with neither, `test_list`: a file naming the test clips, one a line (the
@@ -661,40 +765,70 @@ def read_csv(
     With none of these the table has neither folds nor a split (fine for `tgdfer check`).
     `id_col` names a clip-id column; without one, ids come from the paths as in `read_list`.
     `label_col = "none"` with `label_from_path` takes every label from the path. Relative paths
-    are relative to `root` (default: the CSV's folder).
+    are relative to `root` (default: each CSV's folder).
     """
     _check_missing(missing)
     labels = make_labels(class_names, label_names, label_base)
     by_path, paths = path_label_reader(label_from_path), PathMap(path_map)
-    source = Path(csv_file)
     label_col, id_col, test_list = _none(label_col), _none(id_col), _none(test_list)
+    delimiter = _check_delimiter(delimiter)
     if label_col is None and by_path is None:
         raise ConfigError("label_col", "is none, so label_from_path must say where the label is")
-    header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c),
-                                  exact=(path_col,))
-    fold_col = _auto_column(fold_col, "fold", header, source)
-    split_col = _auto_column(split_col, "split", header, source)
-    if fold_col is not None and split_col is not None:
-        raise ConfigError("split_col", f"give fold_col or split_col, not both (set fold_col = \"none\" for a "
-                                       f"train/test split); {source} has both {fold_col!r} and {split_col!r}")
-    if test_list is not None and (fold_col is not None or split_col is not None):
-        raise ConfigError("test_list", f"{source} already says where clips are tested (column "
-                                       f"{fold_col or split_col!r}); set that column to \"none\" or drop test_list")
-    base = Path(root) if root is not None else source.parent
-    abs_paths = [(base / paths(row[path_col])).resolve() for _, row in rows]
-    paths.check_used(str(source))
-    ids = [row[id_col] for _, row in rows] if id_col is not None else _ids_from_paths(abs_paths)
-    tested = _read_test_list(Path(test_list), [row[path_col] for _, row in rows], ids) if test_list else None
+    roles = _csv_files(csv_file, pattern)
+    split_by_file = roles[0].part != "all"
+    if split_by_file and test_list is not None:
+        raise ConfigError("test_list", "goes with one whole-set CSV; these files already say their part: "
+                                       + ", ".join(str(r.path) for r in roles))
+    raw = []  # (role, line, row, absolute path, fold, part)
+    for role in roles:
+        source = role.path
+        header, rows = _read_csv_rows(source, required=tuple(c for c in (path_col, label_col, id_col) if c),
+                                      delimiter=delimiter, exact=(path_col,))
+        if label_col is not None:
+            labels.check_base(source, [row[label_col] for _, row in rows], label_col)
+        fold_in, split_in = _auto_column(fold_col, "fold", header, source), _auto_column(split_col, "split", header,
+                                                                                         source)
+        if fold_in is not None and split_in is not None:
+            raise ConfigError("split_col", f"give fold_col or split_col, not both (set fold_col = \"none\" for a "
+                                           f"train/test split); {source} has both {fold_in!r} and {split_in!r}")
+        if split_by_file and (fold_in is not None or split_in is not None):
+            raise ConfigError(f"{'fold' if fold_in else 'split'}_col",
+                              f"{source} is the {_role_name(role)} file and also has the column "
+                              f"{fold_in or split_in!r}; set {'fold' if fold_in else 'split'}_col = \"none\"")
+        if test_list is not None and (fold_in is not None or split_in is not None):
+            raise ConfigError("test_list", f"{source} already says where clips are tested (column "
+                                           f"{fold_in or split_in!r}); set that column to \"none\" or drop test_list")
+        base = Path(root) if root is not None else source.parent
+        for line, row in rows:
+            fold = _parse_int(row[fold_in], source, line, fold_in, low=1) if fold_in is not None else role.fold
+            part = _parse_split(row[split_in], source, line, split_in) if split_in is not None else None
+            if split_by_file:
+                part = role.part
+            raw.append((role, line, row, (base / paths(row[path_col])).resolve(), fold, part))
+    paths.check_used(", ".join(str(r.path) for r in roles))
+    ids = [r[2][id_col] for r in raw] if id_col is not None else _ids_from_paths([r[3] for r in raw])
+    tested = _read_test_list(Path(test_list), [r[2][path_col] for r in raw], ids) if test_list else None
     entries = []
-    for (line, row), path, clip_id in zip(rows, abs_paths, ids):
-        label, problem = _row_label(labels, by_path, row[label_col] if label_col else None, row[path_col], source,
+    for (role, line, row, path, fold, part), clip_id in zip(raw, ids):
+        label, problem = _row_label(labels, by_path, row[label_col] if label_col else None, row[path_col], role.path,
                                     line, label_col or "label", missing)
-        fold = _parse_int(row[fold_col], source, line, fold_col, low=1) if fold_col is not None else None
-        part = _parse_split(row[split_col], source, line, split_col) if split_col is not None else None
         if tested is not None:
             part = "test" if clip_id in tested else "train"
-        entries.append(_Entry(source, line, clip_id, (path,), label, None, fold, "test" if fold else part, problem))
-    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache))
+        if fold is not None and role.fold is None:
+            part = "test"  # a fold column: the clip is tested in its fold
+        entries.append(_Entry(role.path, line, clip_id, (path,), label, None, fold, part, problem))
+    return _build(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
+                  path_map=paths)
+
+
+def _csv_files(csv_file: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str) -> list[_Role]:
+    """One whole-set CSV (role "all"), or files that say their part (`_annotation_files`)."""
+    _check_paths_arg(csv_file, "csv_file")
+    if isinstance(csv_file, (str, os.PathLike)) and not Path(csv_file).is_dir():
+        return [_Role(Path(csv_file), None, "all")]
+    if isinstance(csv_file, Sequence) and not isinstance(csv_file, str) and len(csv_file) == 1:
+        return _csv_files(csv_file[0], pattern)
+    return _annotation_files(csv_file, pattern, "csv_file")
 
 
 def _auto_column(value: str | None, name: str, header: list[str], source: Path) -> str | None:
@@ -744,6 +878,9 @@ def load_clips(kind: str, **kwargs: Any) -> ClipTable:
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in kwargs:
             raise ConfigError(name, f"required by the {kind!r} reader")
+    hints = typing.get_type_hints(reader)
+    for name, value in kwargs.items():  # a wrong type is a one-line ConfigError here, not a TypeError inside
+        check_type(value, hints[name], name)
     return reader(**kwargs)
 
 
@@ -772,8 +909,13 @@ def fold_split(table: pd.DataFrame, fold: int | None) -> tuple[np.ndarray, np.nd
 # ----------------------------------------------------------------------------- annotation files
 
 
-def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str) -> list[_Role]:
-    """The annotation files with their roles (see the module docstring), checked for clashes."""
+def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLike], pattern: str,
+                      field: str = "files") -> list[_Role]:
+    """The annotation files with their roles (see the module docstring), checked for clashes.
+
+    `field` names the option in a ConfigError when `files` is not a path, a list or a table of paths.
+    """
+    _check_paths_arg(files, field)
     if isinstance(files, Mapping):
         named = [(Path(p), str(key), True) for key, p in files.items()]
     elif isinstance(files, (str, os.PathLike)) and Path(files).is_dir():
@@ -796,6 +938,20 @@ def _annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLi
         raise AnnotationError(files, f"no annotation files matching {pattern!r} named train/test or set_<k>_train/test")
     _check_roles(roles)
     return roles
+
+
+def _check_paths_arg(files: Any, field: str) -> None:
+    """A path, a list of paths or a table {role: path}; anything else is a ConfigError naming `field`."""
+    def is_path(v: Any) -> bool:
+        return isinstance(v, (str, os.PathLike)) and bool(str(v).strip())
+
+    ok = (is_path(files)
+          or (isinstance(files, Mapping) and bool(files) and all(is_path(v) for v in files.values()))
+          or (isinstance(files, Sequence) and not isinstance(files, str) and bool(files)
+              and all(is_path(v) for v in files)))
+    if not ok:
+        raise ConfigError(field, f"must be a file or folder, a list of files, or a table such as "
+                                 f"{{ train = \"train.csv\", test = \"test.csv\" }}; got {files!r}")
 
 
 def _role_of(name: str, path: Path) -> _Role | None:
@@ -851,19 +1007,23 @@ def _read_text(path: Path) -> str:
         raise AnnotationError(path, f"cannot read: {e}") from None
 
 
-def _read_csv_rows(path: Path, required: Sequence[str],
+def _read_csv_rows(path: Path, required: Sequence[str], delimiter: str | None = None,
                    exact: Sequence[str] = ()) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and (line, {column: cell}) rows of a CSV; checks columns and field counts.
 
-    Cells are stripped of surrounding spaces except in the `exact` columns (paths), which are kept
-    as written: a quoted field may hold newlines, commas, leading or trailing spaces. `line` is
-    the line the row ends on."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""))  # the csv module splits lines itself
+    `delimiter` None: sniffed from the file's first lines (`csv_delimiter`). Cells are stripped of
+    surrounding spaces except in the `exact` columns (paths), which are kept as written: a quoted
+    field may hold newlines, commas, leading or trailing spaces. `line` is the line the row ends on.
+    """
+    text = _read_text(path)
+    delimiter = csv_delimiter(text) if delimiter is None else delimiter
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # the csv module splits lines itself
     header = [h.strip() for h in next(reader, [])]
     absent = [c for c in required if c not in header]
     if absent:
-        raise AnnotationError(path, f"no column {absent[0]!r} in the header (columns: {', '.join(header) or 'none'})",
-                              line=1)
+        raise AnnotationError(path, f"no column {absent[0]!r} in the header (columns: {', '.join(header) or 'none'}; "
+                                    f"fields separated by {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}: set "
+                                    f"delimiter if the file uses another)", line=1)
     rows = []
     for fields in reader:
         if not any(f.strip() for f in fields):
@@ -875,6 +1035,33 @@ def _read_csv_rows(path: Path, required: Sequence[str],
     if not rows:
         raise AnnotationError(path, "holds no clips (only a header)")
     return header, rows
+
+
+DELIMITERS = ",\t;|"  # what sniffing chooses from
+_DELIMITER_NAMES = {",": "','", "\t": "tabs", ";": "';'", "|": "'|'", " ": "spaces"}
+
+
+def csv_delimiter(text: str) -> str:
+    """The field separator of a CSV-family file, sniffed from its first lines (csv.Sniffer, restricted
+    to `DELIMITERS`); ',' when they show none (a one-column file)."""
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _check_delimiter(delimiter: str | None) -> str | None:
+    """The `delimiter` option: None (sniff), one character, or "tab"/"\\t" for tabs."""
+    delimiter = _none(delimiter)
+    if delimiter is None:
+        return None
+    if isinstance(delimiter, str) and delimiter.lower() in ("tab", "\\t"):
+        return "\t"
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise ConfigError("delimiter", f"must be one character such as \",\" or \"tab\" (or \"none\" to sniff it), "
+                                       f"got {delimiter!r}")
+    return delimiter
 
 
 # ----------------------------------------------------------------------------- fields
@@ -953,8 +1140,13 @@ def _ids_from_paths(paths: Sequence[Path]) -> list[str]:
 # ----------------------------------------------------------------------------- clip table
 
 
-def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache) -> ClipTable:
-    """Check entries across files, find each clip on disk, and assemble the table."""
+def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache,
+           path_map: PathMap | None = None) -> ClipTable:
+    """Check entries across files, find each clip on disk, and assemble the table.
+
+    `path_map`: the reader takes one, so clips missing under a prefix that does not exist here
+    suggest a `path_map` entry (`_path_map_hint`) rather than `missing='skip'`.
+    """
     groups: dict[str, list[_Entry]] = {}
     for e in entries:
         groups.setdefault(e.clip_id, []).append(e)
@@ -963,13 +1155,15 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
     if per_fold:
         _warn_incomplete_train_lists(entries, chosen)
     rows, skipped, mismatched, overclaimed = [], [], [], []
-    for e in chosen:
+    places = [e.problem or _find_clip(e) for e in chosen]
+    hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
+                          len(chosen)) if path_map is not None else None
+    for e, found in zip(chosen, places):
         fold, split = (e.fold, None) if per_fold else (None, e.part)
-        found = e.problem or _find_clip(e)
         if isinstance(found, str):
             if missing == "error":
-                raise AnnotationError(e.source, f"clip {e.clip_id}: {found} (fix the path, or pass missing='skip' "
-                                                f"to leave such clips out)", line=e.line)
+                advice = hint or "fix the path, or pass missing='skip' to leave such clips out"
+                raise AnnotationError(e.source, f"clip {e.clip_id}: {found} ({advice})", line=e.line)
             label = None if e.problem else e.label  # a row with a problem is not an annotated clip
             skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
             continue
@@ -989,11 +1183,40 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
         logger.warning("%d videos: the container header claims more frames than the file holds; using the frames "
                        "it holds (first: %s claims %d, holds %d)", len(overclaimed), path, claimed, n)
     if not rows:
-        raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}")
-    result = ClipTable(_table(rows), _skipped_table(skipped))
+        raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}"
+                                                + (f" ({hint})" if hint else ""))
+    declared = {e.clip_id: e.n_frames for e, counted in mismatched if counted < e.n_frames}
+    result = ClipTable(_table(rows), _skipped_table(skipped), declared)
     if skipped:
-        logger.warning("%s (ClipTable.skipped lists them)", result.summary())
+        logger.warning("%s (ClipTable.skipped lists them)%s", result.summary(), f"; {hint}" if hint else "")
     return result
+
+
+def _path_map_hint(lost: list[_Entry], total: int) -> str | None:
+    """Advice for clips found nowhere whose paths share a prefix that does not exist on this machine.
+
+    The prefix is the common folder of the missing paths; where the files seem to be is the first
+    of a few likely folders (the working directory, its `data/`, the annotation file's folder and
+    the two above it) that holds the first missing clip under a tail of that prefix. None when the
+    missing clips do not share such a prefix (then they are really missing).
+    """
+    if not lost:
+        return None
+    paths = [e.candidates[0] for e in lost]
+    common = Path(os.path.commonpath([str(p) for p in paths]))
+    if common in paths:
+        common = common.parent
+    if common.exists() or common == Path(common.anchor):
+        return None
+    rest = paths[0].relative_to(common)
+    bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", lost[0].source.parent,
+                                *lost[0].source.resolve().parents[:2]]))
+    tails = [Path(*common.parts[i:]) for i in range(1, len(common.parts))] + [Path()]
+    target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
+    where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
+    return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
+            f"here: map it to where the files are with "
+            f"path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
 
 
 def _check_clip(group: list[_Entry], per_fold: bool, class_names: Sequence[str]) -> _Entry:

@@ -593,7 +593,7 @@ def comparison_note(results: pd.DataFrame) -> str:
     if points < 2 or runs.groupby("point").size().max() < 2:
         return ""
     folds = runs["fold"].nunique()
-    return (f"vs best: the point's WAR minus that of the point of highest mean WAR. "
+    return ("vs best: the point's WAR minus that of the point of highest mean WAR. "
             + family_note(points * (points - 1) // 2, folds)
             + (" The comparisons are every pair of points, since the best is picked from these same runs."
                if folds >= 2 else ""))

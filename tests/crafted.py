@@ -1,0 +1,21 @@
+"""Helpers shared by the tests of hostile and damaged inputs (test_sharing.py, test_attacks.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def flat(text) -> str:
+    """`text` without any white space: CLI messages compared whatever rich wrapped."""
+    return "".join(str(text).split())
+
+
+class Payload:
+    """Unpickling this runs `touch marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
