@@ -98,6 +98,7 @@ def plan_runs(cfg: TrainConfig, folds: Optional[Sequence[Optional[int]]] = None,
     return replica_runs(out if out is not None else cfg.out, list(folds) if folds is not None else [cfg.fold],
                         list(seeds) if seeds is not None else [cfg.seed])
 
+
 # -- checkpoints ----------------------------------------------------------------------------------
 
 
@@ -185,6 +186,7 @@ def read_checkpoint(path: Path) -> dict:
                               "preprocessing it was trained with cannot be rebuilt")
     return ckpt
 
+
 # -- settings: config.json ------------------------------------------------------------------------
 
 
@@ -248,6 +250,7 @@ def resumed_record(out: Path, record: dict) -> dict:
             table["epochs"] = record["train"]["epochs"]
     return before
 
+
 # -- resuming -------------------------------------------------------------------------------------
 
 
@@ -310,6 +313,7 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Opti
     if changed:
         raise TgdferError(f"{out}: cannot resume: {store} changed since the run started ({', '.join(changed)} "
                           "differ); resume on the store as it was, or train into another --out")
+
 
 # -- records --------------------------------------------------------------------------------------
 
