@@ -1,4 +1,4 @@
-"""Extract benchmark: `tgdfer.extract.extract` throughput versus the bare image-encoder forward.
+"""Extract benchmark: `tgdfer.extraction.extract` throughput versus the bare image-encoder forward.
 
 For each frame source of a freshly generated SynthDFER set (mp4 videos, JPEG frame folders) it
 times, in one process with the same torch threads, device and precision:
@@ -39,10 +39,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import tgdfer.extract
+import tgdfer.extraction
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder
-from tgdfer.extract import ExtractConfig, extract, resolve_device
+from tgdfer.extraction import ExtractConfig, extract, resolve_device
 from tgdfer.prompts import build_prompt_sets
 from tgdfer.readers import load_clips
 from tgdfer.synth import SynthConfig, generate
@@ -165,8 +165,8 @@ def time_bare(enc: LoadedEncoder, sizes: list[int]) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def timed_encoder(spent: list[float]):
-    """Wrap the encode_images that tgdfer.extract calls, adding each call's seconds to `spent`."""
-    inner = tgdfer.extract.encode_images
+    """Wrap the encode_images that tgdfer.extraction calls, adding each call's seconds to `spent`."""
+    inner = tgdfer.extraction.encode_images
 
     def timed(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -174,11 +174,11 @@ def timed_encoder(spent: list[float]):
         spent.append(time.perf_counter() - t0)
         return feats
 
-    tgdfer.extract.encode_images = timed
+    tgdfer.extraction.encode_images = timed
     try:
         yield
     finally:
-        tgdfer.extract.encode_images = inner
+        tgdfer.extraction.encode_images = inner
 
 
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,

@@ -45,7 +45,7 @@ from rich.table import Table
 
 from tgdfer.config import load_toml
 from tgdfer.encoders import EncoderConfig, load_encoder
-from tgdfer.extract import write_text_features
+from tgdfer.extraction import write_text_features
 from tgdfer.store import FeatureStore
 
 DFEW_CLIPS = 16372  # DFEW's single-labelled clips, 5 folds

@@ -34,15 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from proxy_check import DEMO, OVERRIDES, zero_shot  # noqa: E402  (tests/proxy_check.py: the test's settings)
 
 from tgdfer.encoders import EncoderConfig  # noqa: E402
-from tgdfer.evaluate import evaluate  # noqa: E402
-from tgdfer.extract import extract  # noqa: E402
+from tgdfer.evaluation import evaluate  # noqa: E402
+from tgdfer.extraction import extract  # noqa: E402
 from tgdfer.labels import NUM_CLASSES  # noqa: E402
 from tgdfer.pipeline import load_pipeline  # noqa: E402
 from tgdfer.proxy import train_proxy  # noqa: E402
 from tgdfer.readers import read_dfew  # noqa: E402
 from tgdfer.synth import generate  # noqa: E402
 from tgdfer.threads import apply_threads, auto_threads  # noqa: E402
-from tgdfer.train import train  # noqa: E402
+from tgdfer.training import train  # noqa: E402
 
 
 @contextmanager

@@ -50,7 +50,7 @@ from tgdfer.labels import NUM_CLASSES  # noqa: E402
 from tgdfer.prompts import build_prompt_sets  # noqa: E402
 from tgdfer.text import FrozenTextEncoder  # noqa: E402
 from tgdfer.threads import auto_threads  # noqa: E402
-from tgdfer.train import TrainConfig, make_optimizer  # noqa: E402
+from tgdfer.training import TrainConfig, make_optimizer  # noqa: E402
 
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 

@@ -1,7 +1,7 @@
 """A study's table and plot from a finished sweep on SynthDFER (docs/cache-study.md, docs/paper-mapping.md).
 
 For every run of the sweep: test UAR/WAR (its final.json), the localisation AUROC of the influence
-against SynthDFER's expression frames in both Eq. 12 modes (tgdfer.evaluate.localise_run on its
+against SynthDFER's expression frames in both Eq. 12 modes (tgdfer.evaluation.localise_run on its
 checkpoint: "AUROC" relative, "AUROC sim" the raw similarity), and its training time
 (metrics.csv). Per point: mean ± std over its folds x seeds, and the paired difference to the
 reference point: seeds averaged within each fold, a 95% t interval over the folds, "*" where the
@@ -36,7 +36,7 @@ import pandas as pd
 
 def run_rows(sweep_dir: Path) -> pd.DataFrame:
     """One row per finished run: point, fold, seed, UAR, WAR, AUROC, train seconds (all epochs)."""
-    from tgdfer.evaluate import load_run, localise_run
+    from tgdfer.evaluation import load_run, localise_run
 
     rows = []
     for final in sorted(sweep_dir.glob("*/*/final.json")):

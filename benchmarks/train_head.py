@@ -4,10 +4,10 @@ In one process, with the same torch threads, device and head (HeadConfig default
 n_f=n_c=1, learnable class prompts through the encoder's text tower, visual prompt "add"):
 
   1. store vs recompute, over the same SynthDFER clips, the same clip order and batch size:
-       store      `tgdfer.train.train_epoch` on `DeviceData` (the store's float16 features in
+       store      `tgdfer.training.train_epoch` on `DeviceData` (the store's float16 features in
                   memory); the median of --repeats epochs after a warm-up epoch;
        recompute  the reference code's way: a DataLoader decodes and augments each clip
-                  (`tgdfer.extract.ClipViews`, the train view 1), `encode_images` recomputes the
+                  (`tgdfer.extraction.ClipViews`, the train view 1), `encode_images` recomputes the
                   frozen image features, then the same head step;
      printed as `speedup: N` (recompute epoch s / store epoch s; target >= 50 with ViT-B-32 on a
      CPU). The one-time costs of the store path (extract, reading the store) are shown beside it.
@@ -54,14 +54,16 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from tgdfer.augment import AugmentConfig
+from tgdfer.devicedata import DeviceData
 from tgdfer.encoders import EncoderConfig, LoadedEncoder, encode_images, load_encoder
-from tgdfer.extract import ClipViews, ExtractConfig, extract, resolve_device
+from tgdfer.extraction import ClipViews, ExtractConfig, extract, resolve_device
 from tgdfer.head import HeadConfig, TGDFERHead
+from tgdfer.model import build_head
 from tgdfer.readers import load_clips
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate
 from tgdfer.text import FrozenTextEncoder
-from tgdfer.train import DeviceData, TrainConfig, build_head, epoch_order, make_optimizer, train_epoch
+from tgdfer.training import TrainConfig, epoch_order, make_optimizer, train_epoch
 
 TARGET = 50.0  # recompute epoch s / store epoch s the issue asks for (ViT-B-32, CPU)
 DFEW_TRAIN_CLIPS = 9356  # training clips of one DFEW fold
@@ -175,7 +177,7 @@ def matmul_flops(n: int, device: torch.device, repeats: int = 5) -> float:
 
 
 def head_step(head: TGDFERHead, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    """The body of `tgdfer.train.train_epoch` for one batch: x [B, T, D] float32, y [B] -> loss."""
+    """The body of `tgdfer.training.train_epoch` for one batch: x [B, T, D] float32, y [B] -> loss."""
     out = head(x, target=y[None])
     loss = F.cross_entropy(out.logits[0], y)
     opt.zero_grad(set_to_none=True)
@@ -244,7 +246,7 @@ def store_data(store: FeatureStore, device: torch.device) -> DeviceData:
 
 def fresh_head(args: argparse.Namespace, store: FeatureStore, device: torch.device, text: FrozenTextEncoder,
                cfg: TrainConfig) -> tuple[TGDFERHead, torch.optim.Optimizer]:
-    """The paper's head (HeadConfig defaults) from args.seed and its SGD, as `tgdfer.train.train` builds them."""
+    """The paper's head (HeadConfig defaults) from args.seed and its SGD, as `tgdfer.training.train` builds them."""
     head = build_head(HeadConfig(), store, device, args.seed, text_encoder=text)
     return head, make_optimizer(head, cfg)[0]
 

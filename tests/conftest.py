@@ -19,7 +19,7 @@ import torch
 from proxy_check import DEMO, OVERRIDES, PROXY_MODULE
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, load_encoder
-from tgdfer.extract import ExtractConfig, extract
+from tgdfer.extraction import ExtractConfig, extract
 from tgdfer.pipeline import load_pipeline
 from tgdfer.readers import read_dfew
 from tgdfer.store import FeatureStore
@@ -198,8 +198,8 @@ def proxy_store(tmp_path_factory, proxy_pipe, proxy_weights) -> Path:
 
 @pytest.fixture(scope="session")
 def proxy_run(tmp_path_factory, proxy_pipe, proxy_weights, proxy_store):
-    """The TG-DFER head trained on fold 1 of the proxy store (tgdfer.train.TrainResult)."""
-    from tgdfer.train import train
+    """The TG-DFER head trained on fold 1 of the proxy store (tgdfer.training.TrainResult)."""
+    from tgdfer.training import train
 
     enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
     out = tmp_path_factory.mktemp("proxy_run") / "run"

@@ -32,7 +32,7 @@ from tgdfer.facetrack import FacesConfig, FaceStage
 from tgdfer.head import HeadConfig
 from tgdfer.pipeline import load_pipeline
 from tgdfer.store import FeatureStore
-from tgdfer.train import TrainConfig, train
+from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, read_state_dict
 
 from conftest import TINY

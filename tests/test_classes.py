@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from tgdfer.augment import AugmentConfig
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.evaluate import evaluate
-from tgdfer.extract import extract
+from tgdfer.evaluation import evaluate
+from tgdfer.extraction import extract
 from tgdfer.figures import DPI
 from tgdfer.head import HeadConfig
 from tgdfer.info import describe
@@ -26,7 +26,7 @@ from tgdfer.predict import predict
 from tgdfer.prompts import DESCRIPTORS, PROMPT_SETS, build_prompt_sets, default_prompt_sets, load_prompt_file
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, check_class_set, generate
-from tgdfer.train import TrainConfig, train
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 TOK = open_clip.SimpleTokenizer()
@@ -380,7 +380,7 @@ def test_eleven_classes_from_the_mafw_prompts(clip_table, encoder_cfg, extract_c
 
 def test_checkpoints_without_a_class_record_are_the_default_set(reference_store, encoder_cfg, synth_dir, tmp_path):
     """Checkpoints written before class sets existed: names from the store fingerprint, prompts rebuilt."""
-    from tgdfer.train import load_checkpoint, save_checkpoint
+    from tgdfer.run import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,

@@ -13,9 +13,9 @@ from tgdfer import __version__
 from tgdfer.cli import app
 from tgdfer.config import load_toml
 from tgdfer.errors import ConfigError
-from tgdfer.evaluate import DECIMALS, default_out
+from tgdfer.evaluation import DECIMALS, default_out
 from tgdfer.pipeline import load_pipeline
-from tgdfer.train import fold_folder, plan_runs, replica_runs
+from tgdfer.run import fold_folder, plan_runs, replica_runs
 
 runner = CliRunner()
 COMMANDS = [c.name for c in app.registered_commands]
@@ -157,7 +157,7 @@ def test_evaluate_default_folder_is_its_own():
 
 def test_evaluate_writes_next_to_the_run_with_the_decimals_it_prints(tmp_path, reference_store, encoder_cfg):
     from tgdfer.head import HeadConfig
-    from tgdfer.train import TrainConfig, train
+    from tgdfer.training import TrainConfig, train
 
     run = tmp_path / "runs" / "fold1"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
@@ -209,8 +209,8 @@ def test_proxy_progress_covers_all_stages(tmp_path):
 @pytest.mark.parametrize("command", ["train-head", "evaluate", "predict"])
 def test_a_bad_device_is_one_line_naming_it(command, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    from tgdfer.extract import resolve_device as extract_device
-    from tgdfer.train import resolve_device
+    from tgdfer.extraction import resolve_device as extract_device
+    from tgdfer.devicedata import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu") == extract_device("cpu")
     for name, words in (("gpu", "is not a device"), ("cuda:1", "CUDA is not available")):

@@ -18,12 +18,14 @@ import torch
 from test_train import make_planted_store
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import load_encoder
-from tgdfer.evaluate import forward, load_run, rescore
-from tgdfer.extract import extract
+from tgdfer.evaluation import forward, load_run, rescore
+from tgdfer.extraction import extract
 from tgdfer.head import HeadConfig
+from tgdfer.model import build_head
 from tgdfer.predict import load_predictor, predict_clip
+from tgdfer.run import Replica, load_checkpoint
 from tgdfer.store import FeatureStore
-from tgdfer.train import Replica, TrainConfig, build_head, load_checkpoint, train, train_replicas
+from tgdfer.training import TrainConfig, train, train_replicas
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.errors import ConfigError
-from tgdfer.evaluate import (_table6_rows, check_influence, evaluate, frame_subset_scores, load_run, localise_run,
+from tgdfer.evaluation import (_table6_rows, check_influence, evaluate, frame_subset_scores, load_run, localise_run,
                              parse_frames, parse_ks, score_run, select_frames)
-from tgdfer.extract import write_text_features
+from tgdfer.extraction import write_text_features
 from tgdfer.figures import DPI
 from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
@@ -29,7 +29,7 @@ from tgdfer.readers import read_dfew
 from tgdfer.sampling import view_indices
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate, plan
-from tgdfer.train import TrainConfig, train
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 T, V = 8, 2

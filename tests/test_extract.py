@@ -30,7 +30,7 @@ from tgdfer.augment import AugmentConfig, ClipTransform
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, encode_texts, load_encoder
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.extract import ExtractConfig, annotation_digest, extract
+from tgdfer.extraction import ExtractConfig, annotation_digest, extract
 from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
 from tgdfer.prompts import build_prompt_sets
@@ -77,7 +77,7 @@ def _extract_child(conn, go, table, cfg, encoder, shard_id, num_shards, slow) ->
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)  # two shard children on a 2-core machine: one thread each, not the parent's count each
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under the CLI, not forkserver
-    import tgdfer.extract as ex
+    import tgdfer.extraction as ex
 
     if slow:
         encode = ex.encode_images
@@ -98,7 +98,7 @@ def _extract_child(conn, go, table, cfg, encoder, shard_id, num_shards, slow) ->
 def _context():
     """Children fork from a server that imported tgdfer once (a fresh interpreter costs ~4 s of imports)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tgdfer.extract", "open_clip"])
+    ctx.set_forkserver_preload(["tgdfer.extraction", "open_clip"])
     return ctx
 
 

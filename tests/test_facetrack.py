@@ -20,7 +20,7 @@ from tgdfer.augment import AugmentConfig
 from tgdfer.cli import app
 from tgdfer.encoders import load_encoder
 from tgdfer.errors import ConfigError, FrameReadError, TgdferError
-from tgdfer.extract import extract
+from tgdfer.extraction import extract
 from tgdfer import facetrack
 from tgdfer.facetrack import (CARRIED, CENTER, DETECTED, FACE_SOURCES, FacesConfig, FaceStage, FaceTrack, box_iou,
                               crop_frames, fill_and_smooth, import_detector, link_tracklets, make_detector,
@@ -407,7 +407,7 @@ def test_end_to_end_reads_the_stored_crops(face_store, encoder_cfg):
 @pytest.fixture(scope="module")
 def face_run(tmp_path_factory, face_store, encoder_cfg):
     from tgdfer.head import HeadConfig
-    from tgdfer.train import TrainConfig, train
+    from tgdfer.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("face_run") / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(face_store), fold=1, out=str(out), epochs=1,
@@ -416,7 +416,7 @@ def face_run(tmp_path_factory, face_store, encoder_cfg):
 
 
 def test_predict_follows_the_stores_face_stage(face_run, face_store, face_data):
-    from tgdfer.evaluate import forward, load_run
+    from tgdfer.evaluation import forward, load_run
     from tgdfer.predict import load_predictor, predict_clip
 
     predictor = load_predictor(face_run, device="cpu")
@@ -476,7 +476,7 @@ def test_predict_cli_faces_on_raw_video(face_run, run_without_faces, tmp_path):
 def run_without_faces(tmp_path_factory, reference_store, encoder_cfg):
     """A head trained on the pre-cropped SynthDFER reference store (no face stage)."""
     from tgdfer.head import HeadConfig
-    from tgdfer.train import TrainConfig, train
+    from tgdfer.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("noface_run") / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1,

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import tgdfer.extract as extract_mod
+import tgdfer.extraction as extract_mod
 from tgdfer.augment import AugmentConfig
 from tgdfer.cli import app
 from tgdfer.errors import TgdferError
-from tgdfer.extract import NON_FINITE, extract
+from tgdfer.extraction import NON_FINITE, extract
 from tgdfer.head import HeadConfig
 from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksums, export_hdf5
-from tgdfer.train import TrainConfig, train
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 

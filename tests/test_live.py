@@ -10,12 +10,13 @@ import torch
 
 from tgdfer.encoders import load_encoder
 from tgdfer.errors import ConfigError
-from tgdfer.evaluate import load_run
+from tgdfer.evaluation import load_run
 from tgdfer.head import HeadConfig
 from tgdfer.live import LiveFeatures
 from tgdfer.predict import load_predictor, predict_clip
 from tgdfer.store import FeatureStore
-from tgdfer.train import TrainConfig, Replica, load_checkpoint, train, train_replicas
+from tgdfer.run import Replica, load_checkpoint
+from tgdfer.training import TrainConfig, train, train_replicas
 
 HEAD = HeadConfig(window=4, stride=2, heads=2, dim_head=8, mlp_dim=32, learnable=False)
 
@@ -71,7 +72,7 @@ def test_end_to_end_fine_tunes_the_encoder_and_its_run_rescores(reference_store,
     # evaluate re-encodes view 0 through the fine-tuned tower and reproduces final.json's numbers
     run = load_run(out, device="cpu")
     final = json.loads((out / "final.json").read_text())["test"]
-    from tgdfer.evaluate import forward
+    from tgdfer.evaluation import forward
     logits, _ = forward(run.head, run.feats[run.test])
     assert np.isclose((logits.argmax(1) == run.labels[run.test]).mean(), final["war"])
     assert np.isclose(final["war"], res.test.war)
@@ -117,7 +118,7 @@ def test_fp16_end_to_end_is_refused_naming_the_field(reference_store, encoder_cf
     """On CUDA fp16 autocast stays fp16, whose gradients need loss scaling: refused before training."""
     import dataclasses
 
-    import tgdfer.train as tr
+    import tgdfer.training as tr
 
     real = tr.load_image_encoder
     monkeypatch.setattr(tr, "load_image_encoder",

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tgdfer.checkpoint import LAST
 from tgdfer.head import HeadConfig
-from tgdfer.train import load_checkpoint, train
+from tgdfer.run import LAST, load_checkpoint
+from tgdfer.training import train
 
 from test_train import cfg, make_planted_store
 
@@ -159,7 +159,7 @@ def test_evaluate_and_extract_into_read_only_folders(store, ro, tmp_path, synth_
 
 def test_predict_figures_into_a_read_only_folder_still_prints_predictions(reference_store, encoder_cfg, ro,
                                                                           tmp_path, synth_dir):
-    from tgdfer.train import TrainConfig
+    from tgdfer.training import TrainConfig
 
     run = tmp_path / "run"
     train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,

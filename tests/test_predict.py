@@ -10,13 +10,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tgdfer.cli import app
-from tgdfer.evaluate import forward, load_run
+from tgdfer.evaluation import forward, load_run
 from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
 from tgdfer.predict import load_predictor, predict, predict_clip
 from tgdfer.sampling import segment_indices
 from tgdfer.store import FeatureStore
-from tgdfer.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from tgdfer.run import load_checkpoint, save_checkpoint
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 T = 8

@@ -12,7 +12,7 @@ from tgdfer.cli import app
 from tgdfer.errors import ConfigError
 from tgdfer.head import HeadConfig
 from tgdfer.progress import LineLogger, ProgressEvent, Stage, as_callback, every_tenth
-from tgdfer.train import TrainConfig, train
+from tgdfer.training import TrainConfig, train
 
 runner = CliRunner()
 

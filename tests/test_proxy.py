@@ -14,7 +14,7 @@ import pytest
 
 from proxy_check import zero_shot
 from tgdfer.errors import ConfigError
-from tgdfer.evaluate import evaluate
+from tgdfer.evaluation import evaluate
 from tgdfer.labels import NUM_CLASSES
 from tgdfer.proxy import ProxyConfig
 

@@ -24,7 +24,8 @@ from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.errors import TgdferError
 from tgdfer.head import HeadConfig
 from tgdfer.predict import predict
-from tgdfer.train import TrainConfig, load_checkpoint, train
+from tgdfer.run import load_checkpoint
+from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, is_torchscript_archive, read_state_dict
 
 from conftest import TINY

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tgdfer.store as store_mod
+import tgdfer.storeprotocol as protocol_mod
 from tgdfer.errors import TgdferError
 from tgdfer.store import FeatureStore, diff_fingerprint, export_hdf5, hdf5_staging_path, owned_rows
 
@@ -162,13 +162,13 @@ def test_read_selection_matches_numpy(tmp_path, reference):
 
 def test_bulk_read_fetches_each_clip_chunk_once(reference, monkeypatch):
     fetched = []
-    get = store_mod._AtomicLocalStore.get
+    get = protocol_mod.AtomicLocalStore.get
 
     async def counting_get(self, key, *args, **kwargs):
         fetched.append(key)
         return await get(self, key, *args, **kwargs)
 
-    monkeypatch.setattr(store_mod._AtomicLocalStore, "get", counting_get)
+    monkeypatch.setattr(protocol_mod.AtomicLocalStore, "get", counting_get)
     with FeatureStore.open(reference[False]) as s:
         fetched.clear()
         s.read_feats()
@@ -424,7 +424,7 @@ def _extract_child(path: str, slow_label: str, writer: int = 0, num_writers: int
             f = open(file, mode, *args, **kwargs)
             return HalfThenStall(f) if Path(file).name.startswith(slow_label) else f
 
-        store_mod.open = stalling_open  # only in this forked child
+        protocol_mod.open = stalling_open  # only in this forked child (write_atomic opens there)
     if barrier is not None:
         barrier.wait()
     with create(Path(path), zarr_shards=zarr_shards) as s:

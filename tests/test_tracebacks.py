@@ -195,8 +195,7 @@ def test_text_set_shapes_are_checked_before_reading(copy):
 
 def test_deep_run_records_are_one_line(tmp_path):
     from tgdfer.errors import TgdferError
-    from tgdfer.evaluate import load_run_config
-    from tgdfer.train import check_resume
+    from tgdfer.run import check_resume, load_run_config
 
     run = tmp_path / "run"
     run.mkdir()

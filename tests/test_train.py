@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
+from tgdfer.devicedata import split_rows
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.evaluate import rescore, results_table
-from tgdfer.extract import write_text_features
+from tgdfer.evaluation import rescore, results_table
+from tgdfer.extraction import write_text_features
 from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
+from tgdfer.run import Replica, load_checkpoint, replica_runs
 from tgdfer.store import FeatureStore
-from tgdfer.train import (Replica, TrainConfig, TrainingDiverged, epoch_order, load_checkpoint, parse_int_list,
-                          replica_runs, split_rows, train, train_replicas)
+from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, train, train_replicas
 
 N, V, T = 105, 3, 16
 
@@ -80,7 +81,7 @@ def test_same_seed_same_run_and_resume_continues_exactly(planted_store, tmp_path
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(planted_store, tmp_path, monkeypatch):
-    import tgdfer.train as tr
+    import tgdfer.training as tr
 
     calls = {"n": 0}
     real = tr.F.cross_entropy
@@ -207,7 +208,7 @@ def test_replicas_resumed_at_different_epochs_train_in_groups(uneven_store, tmp_
 
 
 def test_a_diverging_replica_stops_alone(uneven_store, tmp_path, monkeypatch):
-    import tgdfer.train as tr
+    import tgdfer.training as tr
 
     real = tr.replica_losses
     epochs = iter([1] * 4 + [2] * 4)  # 4 steps an epoch (the longest replica)
@@ -320,7 +321,7 @@ def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(pl
 
 def test_drop_last_skips_each_epochs_partial_batch(planted_store, tmp_path, monkeypatch):
     """84 training clips, batch 16: 6 steps with the last 4 clips, 5 full steps with drop_last."""
-    import tgdfer.train as tr
+    import tgdfer.training as tr
 
     seen = []
     real = tr.replica_losses
@@ -340,14 +341,14 @@ def test_drop_last_skips_each_epochs_partial_batch(planted_store, tmp_path, monk
 
 def test_coarse_prompt_with_learnable_context_is_trained_in_the_prompt_group(planted_store, tmp_path):
     """The paper's literal X^CP: class names with their own learnable context, lr of the prompt group."""
-    from tgdfer.train import make_optimizer
+    from tgdfer.training import make_optimizer
 
     head_cfg = HeadConfig(learnable=False, coarse_learnable=True, coarse_text="class_names")
     res = train(head_cfg, cfg(planted_store, tmp_path / "run", epochs=2))
     state = load_checkpoint(tmp_path / "run" / "last.safetensors")["head_state"]
     assert state["coarse_prompt.ctx"].shape[:3] == (1, 7, 8) and np.isfinite(res.history["loss"]).all()
     with FeatureStore.open(planted_store) as store:
-        from tgdfer.train import build_head
+        from tgdfer.model import build_head
 
         head = build_head(head_cfg, store, torch.device("cpu"), 0)
     opt, _ = make_optimizer(head, cfg(planted_store, tmp_path / "x"))

@@ -14,12 +14,12 @@ __version__ = "0.1.0"
 
 from .labels import CLASSES, NUM_CLASSES
 
-_LAZY = {  # name -> (module, attribute); None: the module itself (callable: tgdfer/_callable.py)
+_LAZY = {  # name -> (module, attribute)
     "load_pipeline": ("tgdfer.pipeline", "load_pipeline"),
     "Pipeline": ("tgdfer.pipeline", "Pipeline"),
-    "extract": ("tgdfer.extract", None),
-    "train": ("tgdfer.train", None),
-    "evaluate": ("tgdfer.evaluate", None),
+    "extract": ("tgdfer.api", "extract"),
+    "train": ("tgdfer.api", "train"),
+    "evaluate": ("tgdfer.api", "evaluate"),
     "Predictor": ("tgdfer.predict", "Predictor"),
     "FeatureStore": ("tgdfer.store", "FeatureStore"),
 }
@@ -33,8 +33,7 @@ def __getattr__(name: str):
     import importlib
 
     module, attr = _LAZY[name]
-    found = importlib.import_module(module)
-    return found if attr is None else getattr(found, attr)
+    return getattr(importlib.import_module(module), attr)
 
 
 def __dir__() -> list[str]:

@@ -7,8 +7,8 @@
     ev = tgdfer.evaluate(run)                     # tables and figures in runs/synth/fold1/eval
     pred = tgdfer.Predictor(run)("clip.mp4")      # pred.label, pred.probabilities, pred.influence
 
-`tgdfer.extract`, `tgdfer.train` and `tgdfer.evaluate` are also the modules of those names
-(`tgdfer.train.TrainConfig` ...): calling the module calls the function here (tgdfer/_callable.py).
+The functions are plain functions; the modules behind them are nouns that do not collide with
+their names: tgdfer.extraction, tgdfer.training, tgdfer.evaluation.
 Every function takes `progress=`: a callable receiving tgdfer.progress.ProgressEvent, a tqdm bar
 or a rich Progress.
 """
@@ -52,9 +52,9 @@ def extract(pipe: PipelineLike, *, overrides: Optional[Sequence[str]] = None, ov
     """`tgdfer extract`: read [data], encode every clip with [encoder], write [extract] store.
 
     Trains the proxy CLIP first when [encoder] names one that is missing (as `tgdfer demo` does).
-    Returns tgdfer.extract.ExtractResult (store, extracted, failed, coverage, ...).
+    Returns tgdfer.extraction.ExtractResult (store, extracted, failed, coverage, ...).
     """
-    from . import extract as extract_module
+    from .extraction import extract as extract_clips
     from .proxy import train_proxy
 
     pipe = _as_pipeline(pipe, overrides)
@@ -62,9 +62,9 @@ def extract(pipe: PipelineLike, *, overrides: Optional[Sequence[str]] = None, ov
         weights = Path(pipe.encoder.pretrained)
         train_proxy(weights, pipe.proxy, workdir=weights.parent, progress=progress)
     clips = pipe.data.load()
-    return extract_module.extract(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
-                                  shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                                  classes=pipe.classes.class_set(), progress=progress)
+    return extract_clips(pipe.extract, pipe.augment, pipe.encoder, clips.table, data_kind=pipe.data.kind,
+                         shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
+                         classes=pipe.classes.class_set(), progress=progress)
 
 
 def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Sequence[int]] = None,
@@ -75,7 +75,8 @@ def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Seq
     One run (a TrainResult: run folder, test scores, history) in `out`, else in [train] out/fold<k>;
     with `folds` and/or `seeds`, every fold x seed trained together under `out` (a list of TrainResult).
     """
-    from .train import plan_runs, train_replicas
+    from .run import plan_runs
+    from .training import train_replicas
 
     pipe = _as_pipeline(pipe, overrides)
     cfg = pipe.train if fold is None else replace(pipe.train, fold=fold)
@@ -89,10 +90,10 @@ def evaluate(runs: Union[str, Path, Sequence[Union[str, Path]]], out: Optional[s
     """`tgdfer evaluate`: re-score runs (one run folder or a list), write the tables and figures.
 
     Without `out`: <run>/eval for one run, <common parent>/eval_<names> for several. Keyword
-    arguments as tgdfer.evaluate.evaluate (device, frames, ks, figures, influence, ...); returns its
+    arguments as tgdfer.evaluation.evaluate (device, frames, ks, figures, influence, ...); returns its
     Evaluation (results, table6, localisation, files).
     """
-    from .evaluate import evaluate as evaluate_runs
+    from .evaluation import evaluate as evaluate_runs
 
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
     return evaluate_runs(runs, out=out, **kwargs)

@@ -33,7 +33,6 @@ from .weights import file_format, first_line, is_torchscript_archive
 
 FORMAT = "tgdfer-checkpoint/1"  # the header's `format` entry
 SUFFIX = ".safetensors"
-LAST, BEST = f"last{SUFFIX}", f"best{SUFFIX}"  # the names train-head writes in a run folder
 _STATE_KEY = "tgdfer_state"
 
 

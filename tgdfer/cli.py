@@ -308,7 +308,7 @@ def extract_cli(
 
 
 def _extract(pipe, shard_id, num_shards, overwrite):
-    from .extract import extract
+    from .extraction import extract
 
     clips = pipe.data.load(class_names=pipe.classes.class_set().names)
     _print_skipped(clips, f"recorded as failures in the store (`tgdfer info {pipe.extract.store}`)")
@@ -381,7 +381,7 @@ def _face_sources_line(counts: dict[str, int]) -> str:
 
 
 def _verify(store: Path, backend: str) -> bool:
-    from .extract import verify
+    from .extraction import verify
     from .store import hdf5_staging_path
 
     path = hdf5_staging_path(store) if backend == "hdf5" and not store.exists() else store
@@ -505,7 +505,8 @@ def train_head_cli(
       tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
     """
     from .errors import ConfigError
-    from .train import parse_int_list, plan_runs
+    from .run import plan_runs
+    from .training import parse_int_list
 
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
@@ -524,7 +525,7 @@ def train_head_cli(
 
 def _train_heads(pipe, replicas, resume: bool):
     """Every fold x seed replica in one batched run; per epoch the replicas' mean (and range of test WAR)."""
-    from .train import train_replicas
+    from .training import train_replicas
 
     cfg = pipe.train
     table = Table(title=f"train-head: {cfg.store}, {len(replicas)} replicas trained together (mean over replicas)",
@@ -556,7 +557,7 @@ def _train_heads(pipe, replicas, resume: bool):
 
 
 def _train_head(pipe, resume: bool):
-    from .train import train
+    from .training import train
 
     cfg = pipe.train
     table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
@@ -605,8 +606,8 @@ def evaluate_cli(
       tgdfer evaluate runs/dfew/fold1 runs/dfew/fold2 runs/dfew/fold3 runs/dfew/fold4 runs/dfew/fold5
       tgdfer evaluate runs/synth/fold1 --frames highest,lowest --k 1,2,3 --out results/table6
     """
-    from .evaluate import DECIMALS, TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
-    from .train import resolve_device
+    from .evaluation import DECIMALS, TABLE6_TITLE, check_influence, evaluate, parse_frames, parse_ks
+    from .devicedata import resolve_device
 
     resolve_device(device)  # a misspelt --device fails before any run is read
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
@@ -664,7 +665,7 @@ def sweep_cli(
       tgdfer sweep pipelines/sweeps/table5_prompts.toml --profile recommended --out runs/sweeps/t5_rec
     """
     from .sweep import load_sweep, plan_sweep, run_sweep, select_points
-    from .train import parse_int_list
+    from .training import parse_int_list
 
     fold_list = parse_int_list(folds, "--folds") if folds is not None else None
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else None
@@ -793,9 +794,9 @@ def predict_cli(
       tgdfer predict runs/synth/fold1 my_videos/ --json > predictions.json
       tgdfer predict runs/synth/fold1 clip.mp4 --figures figs/
     """
-    from .evaluate import check_influence
+    from .evaluation import check_influence
     from .predict import PredictFailure, predict
-    from .train import resolve_device
+    from .devicedata import resolve_device
 
     resolve_device(device)  # a misspelt --device fails before the model is read
     if on_missing not in (None, "fail", "center"):
@@ -1039,7 +1040,7 @@ def demo_cli(
       tgdfer demo                                      # = make demo
       tgdfer demo --set train.epochs=5 --sweep ""      # shorter, no sweep
     """
-    from .train import fold_folder
+    from .run import fold_folder
 
     pipe = _pipeline(config, list(set_ or []), print_config, profile)
     out = out or data  # the dataset folder (--out is its old name)
@@ -1054,7 +1055,7 @@ def demo_cli(
         pipe.train.store = result.store  # train on what was just extracted
     run = fold_folder(pipe.train.out, pipe.train.fold)
     pipe.train.out = str(run)
-    from .checkpoint import LAST  # torch: imported by the commands that use it
+    from .run import LAST  # torch: imported by the commands that use it
 
     trained = _train_head(pipe, resume=(run / LAST).exists())
     evaluate_cli([trained.run], out=run, device=pipe.train.device)

@@ -105,7 +105,7 @@ def pipeline_tables(path: str | Path | None = None, overrides: list[str] | None 
     return apply_overrides(raw, overrides or [])
 
 
-FRAME_BACKENDS = ("auto", "decord", "pyav")  # [extract] frame_backend (tgdfer.extract.ExtractConfig)
+FRAME_BACKENDS = ("auto", "decord", "pyav")  # [extract] frame_backend (tgdfer.extraction.ExtractConfig)
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] | None = None,

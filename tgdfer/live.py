@@ -16,18 +16,22 @@ Shapes: M replicas (1 in end-to-end mode), B clips, T frames, S image side, D fe
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
 from .augment import AugmentConfig, ClipTransform
-from .encoders import LoadedEncoder, autocast_context
+from .devicedata import DeviceData
+from .encoders import EncoderConfig, LoadedEncoder, autocast_context
 from .errors import FrameReadError, TgdferError
-from .extract import read_views
+from .extraction import read_views
 from .facetrack import FaceStage, FacesConfig
+from .model import load_image_encoder
 from .store import FeatureStore
+from .trainconfig import TrainConfig
 
 
 def augment_from_fingerprint(fp: dict) -> AugmentConfig:
@@ -126,3 +130,20 @@ class LiveFeatures:
         finally:
             self.visual.train(was)
         return torch.cat(out)
+
+
+def refresh_view0(live: LiveFeatures, data: DeviceData) -> None:
+    """End-to-end: overwrite view 0 of the validation and test clips with the current encoder's features."""
+    rows = np.union1d(data.val, data.test)
+    if len(rows):
+        data.feats[torch.as_tensor(rows, device=data.feats.device), 0] = live.view0(rows).to(data.feats)
+
+
+def refresh_view0_from_checkpoint(store: FeatureStore, ckpt: dict, cfg: TrainConfig, data: DeviceData,
+                                  device: torch.device, encoder: Optional[EncoderConfig] = None) -> None:
+    """An end-to-end checkpoint's view-0 features of the val/test clips, through its fine-tuned encoder."""
+    live = LiveFeatures(load_image_encoder(store, device, encoder, ckpt["encoder_state"]), store,
+                        workers=cfg.decode_workers)
+    with contextlib.closing(live):
+        refresh_view0(live, data)
+

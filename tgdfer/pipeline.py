@@ -28,12 +28,12 @@ from .config import build, did_you_mean, to_dict, to_toml
 from .dataconfig import PROFILE_DIR, PROFILES, ClassesConfig, DataConfig, load_profile, pipeline_tables  # noqa: F401
 from .encoders import EncoderConfig
 from .errors import ConfigError
-from .extract import ExtractConfig
+from .extraction import ExtractConfig
 from .facetrack import FacesConfig
 from .head import HeadConfig
 from .proxy import ProxyConfig
 from .synth import SynthConfig
-from .train import TrainConfig
+from .trainconfig import TrainConfig
 
 
 @dataclass

@@ -62,25 +62,23 @@ import torch
 from . import __version__
 from .augment import ClipTransform
 from .config import build
+from .devicedata import resolve_device
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
-from .evaluate import check_influence, run_checkpoint
-from .extract import encode_views, read_views
+from .evaluation import check_influence
+from .extraction import encode_views, read_views
 from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
 from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set, stored_classes
 from .prompts import build_prompt_sets
+from .run import read_checkpoint, resolve_checkpoint
 from .text import FrozenTextEncoder
-from .train import load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
 
 LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with this suffix lists clips, one path per line
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")  # in a folder
-_KEYS = ("config", "head_args", "store_fingerprint", "head_state")
-
-
 @dataclass
 class LoadedModel:
     """A trained head with the image encoder and view-0 preprocessing of its store (`load_predictor`)."""
@@ -202,36 +200,6 @@ class PredictResult:
 
 
 # -- the model ----------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(model: str | Path) -> Path:
-    """MODEL -> checkpoint file: a run folder's reported checkpoint, or the file itself."""
-    model = Path(model)
-    if model.is_dir():
-        if not (model / "config.json").is_file():
-            raise TgdferError(f"{model}: not a run folder (no config.json); pass a run written by "
-                              "`tgdfer train-head` or one of its .safetensors checkpoints")
-        return run_checkpoint(model)
-    if not model.is_file():
-        raise TgdferError(f"{model}: no such run folder or checkpoint")
-    return model
-
-
-def read_checkpoint(path: Path) -> dict:
-    """The checkpoint, checked to be a TG-DFER head written by train-head (cached or end-to-end)."""
-    ckpt = load_checkpoint(path)  # TgdferError for unreadable or non-tgdfer files
-    missing = [k for k in _KEYS if k not in ckpt]
-    if missing:
-        raise TgdferError(f"{path}: not a TG-DFER head checkpoint of this tgdfer (it lacks {', '.join(missing)}; "
-                          f"written by tgdfer {ckpt.get('tgdfer_version', '?')}, this is {__version__})")
-    if ckpt.get("mode", "cached") not in ("cached", "end-to-end"):
-        raise TgdferError(f"{path}: a {ckpt['mode']!r} checkpoint; predict takes heads trained by train-head "
-                          "(mode 'cached' or 'end-to-end')")
-    for part in ("encoder", "preprocessing", "sampling"):
-        if part not in ckpt["store_fingerprint"]:
-            raise TgdferError(f"{path}: its store fingerprint has no {part!r} record, so the image encoder and "
-                              "preprocessing it was trained with cannot be rebuilt")
-    return ckpt
 
 
 def encoder_config(ckpt: dict, path: Path, weights: Optional[str] = None, trust_weights: bool = False) -> EncoderConfig:

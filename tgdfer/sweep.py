@@ -159,7 +159,7 @@ def load_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[S
 
 def _int_list(src: str, name: str, value: Any, none_ok: bool) -> list:
     """folds/seeds as given: a list of ints, "1-5" / "1,3,5", one int, or absent ([None]: the base's)."""
-    from .train import parse_int_list
+    from .training import parse_int_list
 
     if value is None:
         return [None]
@@ -304,7 +304,7 @@ class PlannedPoint:
     point: Point
     pipe: Any  # tgdfer.pipeline.Pipeline
     folder: Path  # <out>/<point name>
-    replicas: list  # tgdfer.train.Replica, one per fold x seed, run folders under `folder`
+    replicas: list  # tgdfer.run.Replica, one per fold x seed, run folders under `folder`
     done: bool  # every replica has final.json: skipped
     shard: int  # index in the sweep's point list (point i runs on shard i mod K)
 
@@ -313,7 +313,9 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     """Every point built and checked (config, store, folds, settings of earlier runs in `out`)."""
     from .store import FeatureStore
     from .labels import check_same_classes, stored_classes
-    from .train import check_fold, check_head, replica_runs
+    from .run import replica_runs
+    from .devicedata import check_fold
+    from .model import check_head
 
     pipes = [point_pipeline(sweep, p) for p in sweep.points]
     if sweep.folds == [None]:  # not given: the base pipeline's (points cannot change train.fold)
@@ -413,7 +415,7 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
     epoch, records)` is called only for points run in this process. The returned frame, also
     written to out/results.{csv,md,png}, covers every finished run in `out` (other shards' too).
     """
-    from .extract import default_shard
+    from .extraction import default_shard
 
     sweep = load_sweep(path, out=out, folds=folds, seeds=seeds, overrides=overrides, profile=profile)
     plans = plan_sweep(select_points(sweep, points))
@@ -479,7 +481,7 @@ def _init_worker(threads: int) -> None:
 def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = None) -> PointOutcome:
     """Train every replica of one point as one batched head (end-to-end points: one replica after
     another, the image encoder is not batched); any error is recorded, never raised."""
-    from .train import train_replicas
+    from .training import train_replicas
 
     t0 = time.perf_counter()
     pipe, point = plan.pipe, plan.point
@@ -516,7 +518,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _run_folder(out: Path, point: str, fold: Optional[int], seed: int, seeds: Sequence[int]) -> Path:
-    from .train import replica_runs
+    from .run import replica_runs
 
     return Path(replica_runs(out / point, [fold] if fold is not None else [], seeds)[list(seeds).index(seed)].out)
 

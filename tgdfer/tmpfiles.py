@@ -4,7 +4,7 @@ A process killed between writing and renaming leaves its temporary file behind; 
 names the new one and removes those of processes that no longer run, so the next write of the
 same file (a resumed run's checkpoint, its config.json, a sweep's point.json) cleans up after the
 killed one. Assumes the processes writing one folder share a host and a pid namespace, as the
-feature store does (tgdfer/store.py).
+feature store does (tgdfer/storeprotocol.py).
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._callable import make_callable
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
@@ -42,7 +41,9 @@ from .limits import load_json
 from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
-from .store import Damage, FeatureStore, export_hdf5, hdf5_staging_path, owned_rows
+from .store import FeatureStore, export_hdf5
+from .storeformat import Damage, hdf5_staging_path
+from .storeprotocol import owned_rows
 
 log = logging.getLogger(__name__)
 
@@ -526,6 +527,3 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame
 
 def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
     return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])
-
-
-make_callable(__name__)  # `tgdfer.extract(...)` calls tgdfer.api.extract (tgdfer/_callable.py)

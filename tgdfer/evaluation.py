@@ -29,21 +29,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._callable import make_callable
-from .config import build
-from .encoders import EncoderConfig
+from .devicedata import load_device_data, resolve_device
 from .errors import ConfigError, FrameReadError, TgdferError
 from .facetrack import crop_frames
 from .frames import open_frames
-from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
+from .head import INFLUENCES, TGDFERHead, frame_influence
 from .labels import CLASSES, class_set
+from .live import refresh_view0_from_checkpoint
 from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
-from .store import FeatureStore
-from .checkpoint import BEST, LAST
+from .model import build_head
 from .limits import load_json
-from .train import (PROTOCOLS, TrainConfig, build_head, load_checkpoint, load_device_data,
-                    refresh_view0_from_checkpoint, resolve_device)
+from .store import FeatureStore
+from .run import CONFIG, load_checkpoint, load_run_config, run_checkpoint
+from .trainconfig import PROTOCOLS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,35 +85,6 @@ class LoadedRun:
     crop_size: int = 224  # side of the face crops (the store's faces.size)
 
 
-def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
-    """The head, train and (when recorded) encoder configs a run was made with (its config.json)."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
-    try:
-        record = load_json(path.read_bytes(), str(path))  # within the JSON caps
-    except OSError as e:
-        raise TgdferError(f"{path}: cannot read the run's settings ({e})") from e
-    if not isinstance(record, dict):
-        raise TgdferError(f"{path}: the run's settings are not a JSON object")
-    if isinstance(record.get("encoder"), dict):  # tgdfer <= 0.2 recorded trust_weights; a run cannot vouch for files
-        record["encoder"].pop("trust_weights", None)
-    encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
-    return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
-
-
-def run_checkpoint(run: str | Path) -> Path:
-    """The checkpoint a run reports: the best one when a selection rule picked an epoch, else the last.
-
-    A run of tgdfer 0.1 (`last.pt`/`best.pt` pickles) gives that file, which loading then refuses
-    with how to convert it.
-    """
-    _, cfg, _ = load_run_config(run)
-    path = Path(run) / (LAST if cfg.selection == "final" else BEST)
-    legacy = path.with_suffix(".pt")
-    return legacy if not path.exists() and legacy.exists() else path
-
-
 def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False) -> LoadedRun:
     """Rebuild the run's head from its checkpoint, with its store's view-0 features on the device.
 
@@ -141,7 +111,7 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
         clips = store.clips
     head.load_state_dict(ckpt["head_state"])
     head.eval()
-    extract_record = load_json((run / "config.json").read_bytes(), str(run / "config.json")).get(
+    extract_record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG)).get(
         "pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
@@ -477,6 +447,3 @@ def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
 
     return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
             for st in strips]
-
-
-make_callable(__name__)  # `tgdfer.evaluate(...)` calls tgdfer.api.evaluate (tgdfer/_callable.py)

@@ -1,0 +1,539 @@
+"""The feature store's layout and file format: Zarr and HDF5 arrays, the clip table, checksums.
+
+What a store holds and how it is read back and checked; how several processes write it safely is
+tgdfer.storeprotocol, the store that uses both is tgdfer.store.FeatureStore.
+
+Feature store: frozen CLIP features of every clip on disk, resumable and shardable.
+
+One store per (dataset, encoder, sampling, views). Shape legend: ``N`` clips, ``V`` views,
+``T`` frames, ``D`` feature width, ``P`` prompts, ``L`` tokens per prompt, ``B`` block size.
+
+Zarr layout (extraction always writes this; an HDF5 export holds the same names)::
+
+    <store>/zarr.json                 root group; attrs "tgdfer_store" (layout) and "fingerprint"
+    <store>/feats/                    [N, V, T, D] float16, chunk (1, V, T, D), optional shard (B, V, T, D)
+                                      (NaN = not written)
+    <store>/frame_index/              [N, V, T] int32, chunk (B, V, T); -1 = not written
+    <store>/boxes/                    [N, V, T, 4] float32, chunk (B, V, T, 4): square face crop box of every
+                                      sampled frame (x0, y0, x1, y1, source pixels); NaN = whole frame
+                                      (no face stage) or not written. Stores made before the face
+                                      stage lack it and read as NaN.
+    <store>/face_source/              [N, V, T] int8, chunk (B, V, T): where each frame's face box came from
+                                      (facetrack.FACE_SOURCES: 0 detected, 1 interpolated, 2 carried over
+                                      from another frame, 3 centre square: no face found, on_missing =
+                                      "center"); -1 = no face stage or not written (older stores: all -1)
+    <store>/checksum/                 [N] uint64, chunk (B,): per-clip checksum of the row, clip id, feats and
+                                      frame_index bytes (``clip_checksums``); 0 = not written. Stores made
+                                      before checksums lack it (integrity cannot be verified, with a warning).
+    <store>/done/                     [N] bool, chunk (B,)
+    <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
+    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
+    <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
+    <store>/failures/unplaced.json    annotation rows the reader skipped that have no row (a label that
+                                      is no class), with the reason; written by writer 0
+    <store>/.tmp/                     files being written (renamed into place when complete)
+    <store>/.locks/writer_<k>.lock    flock held by the live process acting as writer k
+
+Integrity. Every clip's checksum is written by its writer in the same ``write_clips`` as its
+chunk, over the row index, clip id and the exact feats / frame_index bytes stored, so a flipped
+bit, a truncated or missing chunk (it reads as the fill value) and a chunk swapped for another
+clip's all show as a mismatch. ``verify`` checks every done clip (and that its features are
+finite); ``read_feats_verified`` does the same for what training loads; ``content_hash`` sums up
+the checksums, the clip table and the text sets so that a resumed run can see that its store changed.
+
+HDF5. HDF5 files are neither crash- nor multi-writer-safe, so HDF5 is an export format: extract
+into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr store), then
+``export_hdf5`` writes a temporary file beside the target and renames it into place.
+``FeatureStore.open`` reads both with the same API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import zarr
+
+from .errors import TgdferError
+from .limits import LimitError, check_frame_count, load_json
+from .storeprotocol import LOCK_DIR, TMP_DIR, AtomicLocalStore, write_atomic
+
+SCHEMA_VERSION = 1
+FAILURE_DIR = "failures"
+CLIPS_FILE = "clips.csv"
+UNPLACED_FILE = "unplaced.json"  # in failures/
+NA_TOKEN = "<NA>"  # how a missing value is spelled in clips.csv ("" stays an empty string)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things are
+# ---------------------------------------------------------------------------------------------
+
+
+def hdf5_staging_path(h5_path: str | Path) -> Path:
+    """The Zarr store an HDF5 extraction writes (and resumes) before ``export_hdf5``: ``<h5>.staging.zarr``."""
+    h5_path = Path(h5_path)
+    return h5_path.with_name(h5_path.name + ".staging.zarr")
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity (pure functions)
+# ---------------------------------------------------------------------------------------------
+
+
+CHECKSUM = "sha256-64(row, clip_id, feats, frame_index)"  # recorded in the checksum array's attributes
+NO_CHECKSUMS = "written by an older tgdfer, no checksums; integrity cannot be verified"
+
+
+def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
+    """``[n]`` uint64 checksums of clips as stored: the first 8 bytes of the sha256 of each row's index,
+    clip id, feats ``[n, V, T, D]`` float16 bytes and frame_index ``[n, V, T]`` int32 bytes (little-endian).
+
+    The row and id are hashed with the data, so a chunk swapped for another clip's does not match.
+    sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, faster than blake2b
+    where they exist (benchmarks/checksum.py measures both).
+    """
+    feats = np.ascontiguousarray(feats, dtype="<f2")
+    frame_index = np.ascontiguousarray(frame_index, dtype="<i4")
+    out = np.empty(len(rows), dtype=np.uint64)
+    for i, (row, clip_id) in enumerate(zip(rows, clip_ids)):
+        h = hashlib.sha256(int(row).to_bytes(8, "little") + str(clip_id).encode("utf-8") + b"\0")
+        h.update(feats[i].data)
+        h.update(frame_index[i].data)
+        out[i] = np.uint64(int.from_bytes(h.digest()[:8], "little"))
+    return out
+
+
+def finite_rows(feats: np.ndarray) -> np.ndarray:
+    """``[n]`` bool: clips of float16 ``feats [n, ...]`` free of NaN and inf (all-ones exponent bits;
+    numpy's float16 isfinite is 2-3x slower)."""
+    bits = np.ascontiguousarray(feats, dtype=np.float16).view(np.uint16).reshape(len(feats), -1)
+    return ((bits & 0x7C00) != 0x7C00).all(axis=1)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged clip of a store: its row, id and what is wrong."""
+
+    row: int
+    clip_id: str
+    problem: str
+    repairable: bool = True  # re-extracting the clip rewrites it (False: the encoder made these values)
+
+    def __str__(self) -> str:
+        return f"clip {self.clip_id!r} (row {self.row}): {self.problem}"
+
+
+class StoreDamaged(TgdferError):
+    """A store's data does not match its checksums, cannot be decoded, or is not finite."""
+
+    def __init__(self, path: str | Path, damage: Sequence[Damage], shown: int = 3):
+        self.path, self.damage = str(path), list(damage)
+        listed = "; ".join(str(d) for d in self.damage[:shown])
+        more = f"; and {len(self.damage) - shown} more" if len(self.damage) > shown else ""
+        fix = ("re-run `tgdfer extract` with the store's pipeline: it re-extracts damaged clips"
+               if any(d.repairable for d in self.damage) else
+               "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
+               "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
+        super().__init__(f"{path}: {len(self.damage)} damaged clip(s): {listed}{more}; {fix} "
+                         f"(`tgdfer info --verify {path}` lists them all)")
+
+
+def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame_index: np.ndarray,
+            checksums: np.ndarray | None) -> list[Damage]:
+    """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T]."""
+    if not len(rows):
+        return []
+    out = []
+    ids = clip_ids[rows]
+    got = None if checksums is None else clip_checksums(rows, ids, feats, frame_index)
+    finite = finite_rows(feats)
+    for i, row in enumerate(rows.tolist()):
+        if got is not None and checksums[i] == 0:
+            out.append(Damage(row, str(ids[i]), "done but its checksum is missing"))
+        elif got is not None and got[i] != checksums[i]:
+            empty = np.isnan(feats[i]).all() or (frame_index[i] == -1).all()
+            why = ("its chunk is missing (reads as the fill value)" if empty else
+                   "data does not match its checksum (changed bytes or another clip's chunk)")
+            out.append(Damage(row, str(ids[i]), why))
+        elif not finite[i]:
+            out.append(Damage(row, str(ids[i]), "features are not finite (NaN or inf) though stored intact",
+                              repairable=False))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip table <-> CSV
+# ---------------------------------------------------------------------------------------------
+
+
+def column_meta(name: str, dtype: Any) -> dict:
+    meta = {"name": name, "dtype": str(dtype)}
+    if isinstance(dtype, pd.CategoricalDtype):
+        meta.update(categories=dtype.categories.tolist(), categories_dtype=str(dtype.categories.dtype),
+                    ordered=bool(dtype.ordered))
+    return meta
+
+
+def decode_clips(text: str, columns: list[dict]) -> pd.DataFrame:
+    """Parse ``clips.csv`` back into the DataFrame it was written from (same dtypes, RangeIndex)."""
+    read_as = {}
+    for m in columns:
+        if m["dtype"] == "category":
+            read_as[m["name"]] = m["categories_dtype"]
+        elif m["dtype"].startswith(("datetime", "timedelta")):
+            read_as[m["name"]] = "str"
+        else:
+            read_as[m["name"]] = m["dtype"]
+    df = pd.read_csv(io.StringIO(text), dtype=read_as, keep_default_na=False, na_values=[NA_TOKEN])
+    for m in columns:
+        if m["dtype"] == "category":
+            cats = pd.Index(m["categories"], dtype=m["categories_dtype"])
+            df[m["name"]] = df[m["name"]].astype(pd.CategoricalDtype(cats, ordered=m["ordered"]))
+        elif read_as[m["name"]] != m["dtype"]:
+            df[m["name"]] = df[m["name"]].astype(m["dtype"])
+    return df
+
+
+# What a clip *is*: where its files live (path) and how many frames the reader counted (n_frames)
+# may change when a dataset is moved or a broken video repaired, without changing any feature.
+CLIP_IDENTITY = ("clip_id", "label", "fold", "split")
+
+
+def clip_identity_diff(stored: pd.DataFrame, wanted: pd.DataFrame) -> list[str]:
+    """Differences in clip ids, labels, folds and splits between two clip tables (first few named)."""
+    if len(stored) != len(wanted):
+        return [f"clip table: stored {len(stored)} clips, requested {len(wanted)}"]
+    problems = []
+    for col in CLIP_IDENTITY:
+        if (col in stored) != (col in wanted):
+            problems.append(f"clip table: column {col!r} is in only one of the stored and requested tables")
+            continue
+        if col not in stored:
+            continue
+        a, b = stored[col].astype("string"), wanted[col].astype("string")
+        differ = (a.fillna("<NA>") != b.fillna("<NA>")).to_numpy()
+        if differ.any():
+            i = int(np.flatnonzero(differ)[0])
+            problems.append(f"clip table: {col} of row {i} (clip {wanted['clip_id'].iat[i]!r}): stored "
+                            f"{a.iat[i]!r}, requested {b.iat[i]!r} ({int(differ.sum())} rows differ)")
+    return problems
+
+
+def encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
+    """The clip table as CSV text plus its column dtypes; refuses tables that would not read back equal."""
+    if not isinstance(clips, pd.DataFrame):
+        raise TypeError(f"clips must be a pandas DataFrame, got {type(clips).__name__}")
+    names = list(clips.columns)
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise TgdferError(f"clip table: column names must be unique strings, got {names}")
+    if "clip_id" not in names or len(clips) == 0:
+        raise TgdferError("clip table: need at least one row and a 'clip_id' column")
+    if not clips["clip_id"].is_unique:
+        dup = clips["clip_id"][clips["clip_id"].duplicated()].iloc[0]
+        raise TgdferError(f"clip table: clip_id {dup!r} appears more than once; clip ids must be unique")
+    df = clips.reset_index(drop=True)
+    columns = [column_meta(n, df[n].dtype) for n in names]
+    text = df.to_csv(index=False, na_rep=NA_TOKEN, lineterminator="\n")
+    back = decode_clips(text, columns)
+    for n in names:
+        try:
+            pd.testing.assert_series_equal(df[n], back[n], check_exact=True)
+        except AssertionError as e:
+            raise TgdferError(
+                f"clip table: column {n!r} (dtype {df[n].dtype}) does not survive the CSV round "
+                f"trip; convert it to a str, numeric, bool or category column ({e})"
+            ) from None
+    return text, columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends (reading); writing happens only on Zarr, in FeatureStore
+# ---------------------------------------------------------------------------------------------
+
+
+def read_rows(array: Any, rows: np.ndarray | None, views: Any) -> np.ndarray:
+    """``array[rows][:, views]`` for a zarr Array or an h5py Dataset; ``rows`` sorted unique or None."""
+    if isinstance(array, zarr.Array):
+        if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a run of rows: zarr reads a slice faster
+        sel = (slice(None) if rows is None else rows,) + (() if views is None else (views,))
+        return array.get_orthogonal_selection(sel)
+    data = array[:] if rows is None else array[rows]  # h5py: one increasing index list per read
+    return data if views is None else data[:, views]
+
+
+class ZarrFiles:
+    backend = "zarr"
+
+    def __init__(self, root: Path, writable: bool, fsync: bool):
+        self.root = root
+        self.zstore = AtomicLocalStore(root, read_only=not writable, fsync=fsync)
+        self.group = zarr.open_group(store=self.zstore, mode="r+" if writable else "r")
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def attrs(self) -> dict:
+        return self.group.attrs.asdict()
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def has(self, name: str) -> bool:
+        return name in self._arrays or (self.root / name / "zarr.json").is_file()
+
+    def clips_csv(self) -> str:
+        return (self.root / CLIPS_FILE).read_text(encoding="utf-8")
+
+    def failure_records(self) -> list[dict]:
+        records = []
+        for path in sorted((self.root / FAILURE_DIR).glob("writer_*.json")):
+            content = load_json(path.read_bytes(), str(path))
+            try:
+                records += [dict(r, writer=content["writer"]) for r in content["failures"]]
+            except (TypeError, KeyError, ValueError) as e:
+                raise TgdferError(f"{path}: not a failure table (expected writer and failures: [...]): {e!r}") from None
+        return records
+
+    def unplaced_records(self) -> list[dict]:
+        path = self.root / FAILURE_DIR / UNPLACED_FILE
+        return check_unplaced(load_json(path.read_bytes(), str(path)), path) if path.is_file() else []
+
+    def text_names(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
+
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
+        prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
+        check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
+        return list(prompts), tokens[:], emb[:]
+
+    def size(self) -> int:
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
+
+    def close(self) -> None:
+        pass
+
+
+class H5Files:
+    backend = "hdf5"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = h5py.File(path, "r")
+
+    def attrs(self) -> dict:
+        return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}") for k in ("tgdfer_store", "fingerprint")
+                if k in self.file.attrs}
+
+    def array(self, name: str) -> h5py.Dataset:
+        return self.file[name]
+
+    def has(self, name: str) -> bool:
+        return name in self.file
+
+    def clips_csv(self) -> str:
+        return self.file["clips_csv"].asstr()[()]
+
+    def failure_records(self) -> list[dict]:
+        return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
+
+    def unplaced_records(self) -> list[dict]:
+        if "unplaced_json" not in self.file:
+            return []
+        return check_unplaced(load_json(self.file["unplaced_json"].asstr()[()], f"{self.path}: unplaced_json"), self.path)
+
+    def text_names(self) -> list[str]:
+        return sorted(self.file["text"].keys())
+
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+        g = self.file["text"][name]
+        prompts = [str(p) for p in g["prompts"].asstr()[:]]
+        check_text_shapes(f"{self.path}: text/{name}", prompts, g["tokens"].shape, g["emb"].shape, dim)
+        return prompts, g["tokens"][:], g["emb"][:]
+
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# Codecs a tgdfer store may name (what zarr writes for it, and the usual compressors). A codec is code
+# chosen by the file: one outside this list (numcodecs.pickle unpickles every chunk) is refused before
+# zarr reads anything.
+SAFE_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed",
+                         "vlen-utf8", "vlen-bytes"})
+
+
+NOT_NODES = (TMP_DIR, LOCK_DIR, FAILURE_DIR)  # the store's own folders beside the zarr nodes
+
+
+V2_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def codec_names(meta: Any) -> list[str]:
+    """Every codec name in a zarr metadata document (v3 `codecs` / `index_codecs`, nested ones included)."""
+    names, stack = [], [meta]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("codecs", "index_codecs") and isinstance(value, list):
+                    names += [c.get("name") if isinstance(c, dict) else c for c in value]
+                stack.append(value)
+    return names
+
+
+def check_metadata(root: Path) -> None:
+    """TgdferError for zarr metadata tgdfer would not write: too large or deep (limits), a codec outside
+    SAFE_CODECS, or zarr v2 files (whose filters name codecs too). Reads the metadata as data only."""
+    folders = [root]
+    while folders:  # the root group, then every node under a group (an array's chunk folders are not nodes)
+        folder = folders.pop()
+        v2 = [n for n in V2_METADATA if (folder / n).exists()]
+        if v2:
+            raise TgdferError(f"{folder / v2[0]}: zarr v2 metadata in a tgdfer store (which writes zarr v3 only); "
+                              "refused: its filters can name any codec")
+        meta_path = folder / "zarr.json"
+        if not meta_path.is_file():
+            continue
+        try:
+            raw = meta_path.read_bytes()
+        except OSError as e:
+            raise TgdferError(f"{meta_path}: cannot read ({e.strerror})") from e
+        try:
+            meta = load_json(raw, str(meta_path))
+        except LimitError:
+            raise
+        except TgdferError as e:
+            raise TgdferError(f"{root}: cannot be read as a tgdfer feature store ({e})") from None
+        bad = [n for n in codec_names(meta) if n not in SAFE_CODECS]
+        if bad:
+            raise TgdferError(f"{meta_path}: names the codec {bad[0]!r}, which tgdfer does not read (it reads "
+                              f"{', '.join(sorted(SAFE_CODECS))}): refused, a codec can run code")
+        if isinstance(meta, dict) and meta.get("node_type") == "group":
+            folders += [d for d in folder.iterdir() if d.is_dir() and d.name not in NOT_NODES]
+
+
+MAX_TOKENS = 2**16  # tokens per prompt a text set may declare (open_clip's context lengths: 64 to 256)
+
+
+def check_text_shapes(where: Any, prompts: Any, tokens: tuple, emb: tuple, dim: int) -> None:
+    """TgdferError unless a text set's declared shapes are [P, L] and [P, dim] for its P prompts: the shapes
+    size what reading it allocates."""
+    p = len(prompts) if isinstance(prompts, list) else -1
+    if len(tokens) != 2 or tuple(emb) != (p, dim) or tokens[0] != p or not 0 < tokens[1] <= MAX_TOKENS:
+        raise TgdferError(f"{where}: a text set of {p} prompts with tokens {tuple(tokens)} and embeddings "
+                          f"{tuple(emb)}; expected [{p}, L <= {MAX_TOKENS}] and [{p}, {dim}]: a damaged store")
+
+
+def check_unplaced(records: Any, where: Path) -> list[dict]:
+    """The unplaced-clip records of a store, checked to be {clip_id, reason} strings."""
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("clip_id"), str) and isinstance(r.get("reason"), str)
+            for r in records):
+        raise TgdferError(f"{where}: not a list of {{clip_id, reason}} records: a damaged failure table")
+    return [{"clip_id": r["clip_id"], "reason": r["reason"]} for r in records]
+
+
+def open_files(path: Path, mode: str, fsync: bool) -> ZarrFiles | H5Files:
+    """Detect the backend by content: a directory with zarr.json, or an HDF5 file."""
+    if path.is_dir() and (path / "zarr.json").is_file():
+        check_metadata(path)
+        return ZarrFiles(path, writable=mode == "r+", fsync=fsync)
+    if path.is_file() and h5py.is_hdf5(path):
+        if mode != "r":
+            raise TgdferError(
+                f"{path}: an HDF5 store is a read-only export; resume or change the Zarr store "
+                f"it was exported from (normally {hdf5_staging_path(path)}) and export again"
+            )
+        return H5Files(path)
+    hint = ""
+    if not path.exists() and hdf5_staging_path(path).is_dir():
+        hint = f"; an unfinished extraction is staged in {hdf5_staging_path(path)}: re-run it to finish"
+    what = "does not exist" if not path.exists() else "is not a tgdfer feature store"
+    raise TgdferError(f"{path} {what} (expected a Zarr directory with zarr.json or an HDF5 file){hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout and skeleton of a new store
+# ---------------------------------------------------------------------------------------------
+
+
+def store_layout(n: int, views: int, frames: int, dim: int, block_size: int, zarr_shards: bool,
+            clip_columns: list[dict]) -> dict:
+    for name, value in (("views", views), ("frames", frames), ("dim", dim), ("block_size", block_size)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return {"schema_version": SCHEMA_VERSION, "n_clips": int(n), "views": int(views),
+            "frames": int(frames), "dim": int(dim), "block_size": int(block_size),
+            "zarr_shards": bool(zarr_shards), "clip_columns": clip_columns}
+
+
+def check_layout(path: Path, layout: dict, files: ZarrFiles | H5Files) -> None:
+    """TgdferError unless the layout's sizes are positive ints within the limits that agree with the arrays'
+    real shapes, and its clip_columns are readable dtypes: numbers read from the file size allocations."""
+    sizes = {k: layout.get(k) for k in ("n_clips", "views", "frames", "dim", "block_size")}
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TgdferError(f"{path}: the store's {name} is {value!r:.60}, not a positive integer")
+    check_frame_count(f"{path}: the store's frames", sizes["frames"])
+    try:
+        shape = tuple(files.array("feats").shape)
+    except (KeyError, OSError, ValueError) as e:
+        raise TgdferError(f"{path}: cannot read the feats array's shape ({e})") from e
+    wanted = tuple(sizes[k] for k in ("n_clips", "views", "frames", "dim"))
+    if shape != wanted:
+        raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
+                          f"feats array is {shape}: a damaged or altered store")
+    n, v, t = wanted[:3]
+    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("done", (n,))):
+        if files.has(name) and tuple(files.array(name).shape) != expect:
+            raise TgdferError(f"{path}: its {name} array is {tuple(files.array(name).shape)}, the store's "
+                              f"attributes say {expect}: a damaged or altered store")
+    columns = layout.get("clip_columns")
+    if not isinstance(columns, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str)
+                                                and isinstance(c.get("dtype"), str) for c in columns):
+        raise TgdferError(f"{path}: the store's clip_columns is not a list of {{name, dtype}} records")
+    for c in columns:
+        try:
+            pd.api.types.pandas_dtype(c["dtype"])
+            if c["dtype"] == "category":
+                pd.api.types.pandas_dtype(c.get("categories_dtype"))
+                if not isinstance(c.get("categories"), list):
+                    raise TypeError("categories is not a list")
+        except (TypeError, ValueError) as e:
+            raise TgdferError(f"{path}: clip column {c['name']!r} has the dtype {c['dtype']!r}, which pandas "
+                              f"cannot read ({e})") from None
+
+
+def build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, fsync: bool) -> None:
+    """Write an empty store (metadata, clip table, no chunks) into the fresh directory ``root``."""
+    n, v, t, d, b = (layout[k] for k in ("n_clips", "views", "frames", "dim", "block_size"))
+    for sub in (TMP_DIR, LOCK_DIR, FAILURE_DIR):
+        (root / sub).mkdir(parents=True)
+    attributes = {"tgdfer_store": layout, "fingerprint": fingerprint}
+    g = zarr.create_group(store=AtomicLocalStore(root, fsync=fsync), attributes=attributes)
+    shards = (b, v, t, d) if layout["zarr_shards"] else None
+    g.create_array("feats", shape=(n, v, t, d), chunks=(1, v, t, d), shards=shards, dtype="float16", fill_value=np.nan)
+    g.create_array("frame_index", shape=(n, v, t), chunks=(b, v, t), dtype="int32", fill_value=-1)
+    g.create_array("boxes", shape=(n, v, t, 4), chunks=(b, v, t, 4), dtype="float32", fill_value=np.nan)
+    g.create_array("face_source", shape=(n, v, t), chunks=(b, v, t), dtype="int8", fill_value=-1)
+    g.create_array("checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
+                   attributes={"algorithm": CHECKSUM})
+    g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
+    g.create_group("text")
+    write_atomic(root / CLIPS_FILE, clips_csv.encode("utf-8"), root / TMP_DIR, fsync)
+
