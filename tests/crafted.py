@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 
 def flat(text) -> str:
     """`text` without any white space: CLI messages compared whatever rich wrapped."""
@@ -19,3 +21,11 @@ class Payload:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    """A path a crafted file would create if it ran code; the test fails if it exists afterwards."""
+    m = tmp_path / "MARKER"
+    yield m
+    assert not m.exists(), "a crafted file ran code"

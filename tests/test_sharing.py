@@ -29,7 +29,7 @@ from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, is_torchscript_archive, read_state_dict
 
 from conftest import TINY
-from crafted import Payload, flat
+from crafted import Payload, flat, marker  # noqa: F401 (marker: a fixture)
 
 runner = CliRunner()
 
@@ -52,13 +52,6 @@ def run(tmp_path_factory, reference_store, encoder_cfg) -> Path:
     train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1, batch_size=8,
                                     device="cpu"), encoder=encoder_cfg)
     return out
-
-
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    m = tmp_path / "MARKER"
-    yield m
-    assert not m.exists(), "a crafted file ran code"
 
 
 @pytest.fixture(params=[False, True], ids=["zip", "nested-constants-pkl"])
