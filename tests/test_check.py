@@ -139,3 +139,15 @@ def test_check_imports_neither_torch_nor_the_model_code(tmp_path):
             "'tgdfer.encoders') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("exit 0 []"), out.stdout + out.stderr
+
+
+def test_check_takes_its_config_as_argument_or_with_c(tmp_path):
+    """issue 21 item 8: `check -c FILE` like the other commands, the positional form kept."""
+    frames(tmp_path / "clips" / "b", 4)
+    lst = write(tmp_path / "test.txt", "clips/b 4 1\n")
+    config = write(tmp_path / "p.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))} }}\n')
+    for args in ([str(config)], ["-c", str(config)], ["--config", str(config)]):
+        result = runner.invoke(app, ["check", *args, "--workers", "0", "--csv", str(tmp_path / "r.csv")])
+        assert result.exit_code == 0 and "1 ok" in result.output, (args, result.output)
+    result = runner.invoke(app, ["check", "--workers", "0"])
+    assert result.exit_code == 2 and "-c FILE" in result.output, result.output

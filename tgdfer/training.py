@@ -426,7 +426,8 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
         if out.is_file():
             raise RunFolderError(out, ": the run folder is a file", "choose another folder with {out}")
         if not resume and out.exists() and any(out.glob(f"*{s}") for s in (".safetensors", ".pt")):
-            raise RunFolderError(out, " already holds a run", "pass {resume} to continue it or choose another folder with {out}")
+            raise RunFolderError(out, " already holds a run",
+                                 "pass {resume} to continue it or choose another folder with {out}")
         if resume and not (out / LAST).exists() and (out / "last.pt").exists():
             load_checkpoint(out / "last.pt")  # LegacyCheckpointError: says how to convert it
 
