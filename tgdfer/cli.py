@@ -458,6 +458,7 @@ def check_cli(
     """
     from .check import check_clips, status_counts
     from .dataconfig import load_data_config  # [classes] and [data] only: no torch, no model code imported
+    from .readers import NO_SPLIT
 
     from .errors import ConfigError
 
@@ -489,6 +490,8 @@ def check_cli(
     if claimed:
         console.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
+    if clips.unsplit:  # every clip may be fine, yet train-head could not test on any
+        console.print(f"[yellow]not trainable as it is:[/] {escape(NO_SPLIT)}", highlight=False)
     raise typer.Exit(1 if len(bad) else 0)
 
 
