@@ -45,8 +45,9 @@ def test_import_tgdfer_is_light_and_names_the_api():
         assert not isinstance(getattr(tgdfer, name), types.ModuleType)
 
 
+@pytest.mark.parametrize("after_demo", [False, True], ids=["clean", "after_demo"])
 @pytest.mark.parametrize("doc", EXAMPLES, ids=lambda p: p.name)
-def test_the_docs_example_runs_as_written(doc, tmp_path, monkeypatch, synth_dir, tiny_weights):
+def test_the_docs_example_runs_as_written(doc, after_demo, tmp_path, monkeypatch, synth_dir, tiny_weights):
     code = docs_example(doc)
     assert len(code.strip().splitlines()) <= 10
     (tmp_path / "pipelines").mkdir()
@@ -74,9 +75,15 @@ device = "cpu"
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "synth").symlink_to(synth_dir)
     monkeypatch.chdir(tmp_path)
+    demo_run = Path("runs/synth/fold1")  # where `make demo` leaves its run (issue 21 item 1)
+    if after_demo:
+        demo_run.mkdir(parents=True)
+        (demo_run / "last.safetensors").write_bytes(b"the demo's run")
     scope: dict = {}
     exec(compile(code, str(doc), "exec"), scope)
-    run = Path("runs/synth/fold1")
+    if after_demo:
+        assert (demo_run / "last.safetensors").read_bytes() == b"the demo's run"  # left as it was
+    run = Path("runs/readme")
     assert scope["run"] == run and (run / "final.json").is_file()
     assert len(pd.read_csv(run / "metrics.csv")) == 5  # train.epochs=5 from the example's override
     assert (run / "eval" / "results.csv").is_file()
@@ -94,6 +101,19 @@ def run(tmp_path_factory, reference_store, encoder_cfg):
     out = tmp_path_factory.mktemp("api") / "run"
     tgdfer.train(_pipe(reference_store, encoder_cfg), fold=1, out=out)
     return out
+
+
+def test_a_taken_run_folder_is_refused_in_python_words_and_in_cli_words(run, reference_store, encoder_cfg):
+    with pytest.raises(TgdferError) as e:
+        tgdfer.train(_pipe(reference_store, encoder_cfg), fold=1, out=run)
+    assert "already holds a run" in str(e.value) and "resume=True" in str(e.value) and "out=" in str(e.value)
+    assert "--" not in str(e.value)  # no CLI option names in a Python error (issue 21 item 1)
+    result = runner.invoke(app, ["train-head", "--set", f"train.store='{reference_store}'",
+                                 "--set", f"encoder.model='{encoder_cfg.model}'",
+                                 "--set", f"encoder.pretrained='{encoder_cfg.pretrained}'",
+                                 "--fold", "1", "--out", str(run), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "--resume" in result.output and "--out" in result.output and "resume=True" not in result.output
 
 
 def _pipe(store, enc):

@@ -161,7 +161,7 @@ def test_crafted_weights_through_every_command(kind, run, tmp_path, marker, synt
     out = refused(["convert-checkpoint", str(evil)], str(evil))
     assert not list(evil.parent.glob("*.safetensors"))
     if kind in ("pickle", "torch-zip"):
-        assert "--trust" in out
+        assert "--trust-weights" in out
 
 
 @pytest.mark.parametrize("kind", ["torchscript-setstate", "torchscript-os-system", "torch-zip"])

@@ -139,3 +139,47 @@ def test_check_imports_neither_torch_nor_the_model_code(tmp_path):
             "'tgdfer.encoders') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("exit 0 []"), out.stdout + out.stderr
+
+
+def test_check_takes_its_config_as_argument_or_with_c(tmp_path):
+    """issue 21 item 8: `check -c FILE` like the other commands, the positional form kept."""
+    frames(tmp_path / "clips" / "b", 4)
+    lst = write(tmp_path / "test.txt", "clips/b 4 1\n")
+    config = write(tmp_path / "p.toml", f'[data]\nkind = "list"\nargs = {{ files = {json.dumps(str(lst))} }}\n')
+    for args in ([str(config)], ["-c", str(config)], ["--config", str(config)]):
+        result = runner.invoke(app, ["check", *args, "--workers", "0", "--csv", str(tmp_path / "r.csv")])
+        assert result.exit_code == 0 and "1 ok" in result.output, (args, result.output)
+    result = runner.invoke(app, ["check", "--workers", "0"])
+    assert result.exit_code == 2 and "-c FILE" in result.output, result.output
+
+
+def test_a_csv_without_fold_or_split_is_named_by_check_the_reader_and_train_head(tmp_path, caplog):
+    """issue 21 item 2: "10 ok" from check, then train-head failing without naming test_list."""
+    import numpy as np
+    import pytest
+
+    from tgdfer.errors import ConfigError
+    from tgdfer.readers import fold_split, read_csv
+
+    frames(tmp_path / "clips" / "a", 4)
+    frames(tmp_path / "clips" / "b", 4)
+    table = write(tmp_path / "clips.csv", "path,label\nclips/a,happy\nclips/b,sad\n")
+    config = write(tmp_path / "p.toml", f'[data]\nkind = "csv"\nargs = {{ csv_file = {json.dumps(str(table))} }}\n')
+    result = runner.invoke(app, ["check", str(config), "--workers", "0", "--csv", str(tmp_path / "r.csv")],
+                           terminal_width=400)
+    assert result.exit_code == 0 and "2 ok" in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert "no row has a fold or a split" in flat
+    for name in ("test_list", "fold_col", "split_col"):
+        assert name in flat
+    clips = read_csv(table, frame_cache="none")
+    assert clips.unsplit and "no row has a fold or a split" in caplog.text and str(table) in caplog.text
+    with pytest.raises(ConfigError, match="test_list") as e:
+        fold_split(clips.table, None)  # what train-head meets
+    assert "fold_col" in str(e.value) and "split_col" in str(e.value)
+    caplog.clear()
+    tested = write(tmp_path / "test.txt", "clips/b\n")  # the fix the message names
+    clips = read_csv(table, test_list=tested, frame_cache="none")
+    assert not clips.unsplit and "no row has a fold" not in caplog.text
+    train, test = fold_split(clips.table, None)
+    np.testing.assert_array_equal(clips.table["clip_id"].to_numpy()[test], ["b"])

@@ -57,3 +57,43 @@ def test_info_on_something_that_is_not_a_store(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path)])
     assert result.exit_code == 2
     assert str(tmp_path) in result.output and "Traceback" not in result.output
+
+
+def test_info_prints_the_summary_and_the_fingerprint_only_when_asked(reference_store):
+    """issue 21 item 7: no 50 lines of fingerprint JSON before the summary; --verbose prints them after it."""
+    plain = runner.invoke(app, ["info", str(reference_store)], terminal_width=200)
+    assert plain.exit_code == 0, plain.output
+    assert "clips per class" in plain.output and '"encoder"' not in plain.output
+    assert "fingerprint: --verbose (or --json) prints it" in plain.output
+    assert len(plain.output.splitlines()) < 40
+    verbose = runner.invoke(app, ["info", str(reference_store), "--verbose"], terminal_width=200)
+    assert verbose.exit_code == 0, verbose.output
+    assert '"encoder"' in verbose.output
+    assert verbose.output.index("clips per class") < verbose.output.index('"encoder"')  # summary first
+
+
+def _train_head(store, enc, out, *extra):
+    return runner.invoke(app, ["train-head", "--set", f"train.store='{store}'", "--set", f"encoder.model='{enc.model}'",
+                               "--set", f"encoder.pretrained='{enc.pretrained}'", "--set", "train.batch_size=8",
+                               "--fold", "1", "--epochs", "2", "--device", "cpu", "--out", str(out), *extra],
+                         terminal_width=200)
+
+
+def test_train_head_prints_each_epoch_once_and_no_empty_val_column(reference_store, encoder_cfg, tmp_path,
+                                                                   monkeypatch):
+    """issue 21 item 7: redirected, the per-epoch lines and not the same table after them; on a terminal the
+    table, without an all-nan "val WAR" column when no validation split exists."""
+    from tgdfer import cli
+
+    redirected = _train_head(reference_store, encoder_cfg, tmp_path / "a")
+    assert redirected.exit_code == 0, redirected.output
+    assert "train-head: " not in redirected.output and "train acc" not in redirected.output  # the table's title, column
+    assert sum("epoch 2/2" in ln for ln in redirected.output.splitlines()) == 1
+    monkeypatch.setattr(cli.console, "_force_terminal", True)
+    terminal = _train_head(reference_store, encoder_cfg, tmp_path / "b")
+    assert terminal.exit_code == 0, terminal.output
+    assert "train acc" in terminal.output and "val WAR" not in terminal.output and "nan" not in terminal.output
+    validated = _train_head(reference_store, encoder_cfg, tmp_path / "c", "--set", "train.selection='val'",
+                            "--set", "train.val_fraction=0.5")
+    assert validated.exit_code == 0, validated.output
+    assert "val WAR" in validated.output

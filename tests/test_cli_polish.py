@@ -223,3 +223,13 @@ def test_a_bad_device_is_one_line_naming_it(command, tmp_path, monkeypatch):
             "predict": ["predict", str(tmp_path), "x.mp4", "--device", "gpu"]}[command]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "'gpu' is not a device" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_usage_lines_and_metavars_read_plainly(command):
+    """issue 21 item 8: no `{out}`, `{runs}...` or `--set <list[str]>` in a command's help."""
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    usage = result.output.splitlines()[0]
+    assert usage.startswith("Usage:") and "{" not in usage and "}" not in usage, usage
+    assert not any(ln.lstrip().startswith(("-s, --set <", "--point <")) for ln in result.output.splitlines())
+

@@ -123,8 +123,9 @@ def test_the_subject_rule_and_a_cut_between_two_people():
 
 
 def test_no_face_fails_or_is_marked_as_the_centre_fallback():
-    with pytest.raises(FrameReadError, match="scripted: no face found in the 9 frames searched"):
+    with pytest.raises(FrameReadError, match="scripted: no face found in the 9 frames searched") as e:
         scripted({}, 20)
+    assert "--on-missing center" in str(e.value) and "faces.on_missing=center" in str(e.value)  # predict has no --set
     track, _ = scripted({}, 20, on_missing="center")
     assert track.fallback and (track.sources(np.arange(20)) == CENTER).all()
 

@@ -103,9 +103,13 @@ def test_list_of_inputs_keeps_going_past_bad_ones_and_exits_1(run, synth_dir, tm
     listing = tmp_path / "clips.txt"
     listing.write_text(f"# clips\n{good}\n\ncorrupt.mp4\n")
     result = runner.invoke(app, ["predict", str(run), str(empty), str(listing), str(missing), "--json",
-                                 "--device", "cpu"])
+                                 "--device", "cpu", "--csv", str(tmp_path / "p.csv")])
     assert result.exit_code == 1, result.output
     preds = json.loads(result.stdout)["predictions"]
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))  # the failed rows' empty cells keep 58 from being 58.0
+    assert [r["n_frames"] for r in rows] == ["", str(preds[1]["n_frames"]), "", ""]
     assert [p["input"] for p in preds] == [str(empty), str(good), str(corrupt), str(missing)]
     assert [p["ok"] for p in preds] == [False, True, False, False]
     for p in (preds[0], preds[2], preds[3]):

@@ -414,7 +414,7 @@ def test_csv_names_aliases_and_one_based_ints(tmp_path):
     result = read_csv(out / "ints.csv", fold_col=None, label_base=1)
     check_table(result, expected([("00004", "frames/00004", 5, None, None, 4),
                                   ("00006", "frames/00006", 0, None, None, 1)], out))
-    with pytest.raises(ConfigError, match="neither folds nor"):
+    with pytest.raises(ConfigError, match="no row has a fold or a split"):
         fold_split(result.table, None)
 
 

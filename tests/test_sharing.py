@@ -136,7 +136,7 @@ def test_crafted_checkpoint_in_predict_evaluate_resume_and_convert(run, tmp_path
         assert result.exit_code == 2, (args, result.output)
         assert "last.pt" in flat(result.output) and "convert-checkpoint" in flat(result.output)
     result = runner.invoke(app, ["convert-checkpoint", str(evil)])
-    assert result.exit_code == 2 and "--trust" in flat(result.output), result.output
+    assert result.exit_code == 2 and "--trust-weights" in flat(result.output), result.output
     assert not (tmp_path / "evil.safetensors").exists()
     with pytest.raises(TgdferError, match="pickle format"):
         load_state(evil)

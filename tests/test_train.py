@@ -76,7 +76,7 @@ def test_same_seed_same_run_and_resume_continues_exactly(planted_store, tmp_path
     pd.testing.assert_frame_equal(a.history[cols], b.history[cols])
     sa, sb = (load_checkpoint(tmp_path / r / "last.safetensors")["head_state"] for r in "ab")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    with pytest.raises(TgdferError, match="--resume"):
+    with pytest.raises(TgdferError, match="resume=True"):
         train(head, cfg(planted_store, tmp_path / "a", epochs=4))
 
 
@@ -183,7 +183,7 @@ def test_batched_run_resumes_exactly_and_its_runs_rescore(uneven_store, tmp_path
     full = train_replicas(head, base, replica_runs(tmp_path / "full", [1, 2, 3], [0]))
     part = replica_runs(tmp_path / "part", [1, 2, 3], [0])
     train_replicas(head, replace(base, epochs=1), part)
-    with pytest.raises(TgdferError, match="--resume"):
+    with pytest.raises(TgdferError, match="resume=True"):
         train_replicas(head, base, part)
     resumed = train_replicas(head, base, part, resume=True)
     for a, b in zip(full, resumed):

@@ -186,8 +186,8 @@ def convert_legacy(src: str | Path, dst: str | Path | None = None, *, trust: boo
         if not trust:
             raise CheckpointError(
                 f"{src}: holds objects other than tensors and plain values, so reading it could run code "
-                f"({first_line(e)}); convert it only if you trust where it came from, with --trust") from e
-        state = torch.load(src, map_location="cpu", weights_only=False)  # the user vouches for it: --trust
+                f"({first_line(e)}); convert it only if you trust where it came from, with --trust-weights") from e
+        state = torch.load(src, map_location="cpu", weights_only=False)  # the user vouches for it: --trust-weights
     except Exception as e:
         raise CheckpointError(f"{src}: cannot read it as a torch checkpoint ({first_line(e)})") from e
     if not isinstance(state, dict) or "head_state" not in state:

@@ -17,6 +17,7 @@ from typing import Annotated, Callable, Optional
 
 import pandas as pd
 import typer
+from typer.core import TyperArgument, TyperCommand
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -38,6 +39,20 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True)
+
+
+class _Command(TyperCommand):
+    """Usage lines in the usual notation, OUT, [CONFIG], RUN... (typer writes {out}, {runs}...)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if not isinstance(p, TyperArgument):
+                pieces += p.get_usage_pieces(ctx)
+                continue
+            name = (p.metavar or p.name).upper()
+            pieces.append((name if p.required else f"[{name}]") + ("..." if p.nargs != 1 else ""))
+        return pieces
 
 
 def _print_version(value: bool) -> None:
@@ -97,15 +112,18 @@ def _run(fn: Callable) -> Callable:
 
 
 def _error(e: Exception) -> None:
-    """One red line (the message's brackets, e.g. `[encoder]`, shown as text), then exit code 2."""
-    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+    """One red line (the message's brackets, e.g. `[encoder]`, shown as text), then exit code 2.
+
+    An error worded for Python callers (resume=True) carries its command-line wording (--resume) as `cli`.
+    """
+    console.print(f"[bold red]error:[/] {escape(getattr(e, 'cli', None) or str(e))}", highlight=False)
     raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="Pipeline TOML file (pipelines/*.toml).")]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config field, e.g. --set extract.views=2 (repeatable)."),
+    typer.Option("--set", "-s", metavar="FIELD=VALUE", help="Override a config field, e.g. --set extract.views=2 (repeatable)."),
 ]
 
 
@@ -196,10 +214,10 @@ def _cell(v, decimals: Optional[int] = None) -> str:
 # -- synth ----------------------------------------------------------------------------------------
 
 
-@app.command("synth")
+@app.command("synth", cls=_Command)
 @_run
 def synth_cli(
-    out: Annotated[Path, typer.Argument(help="Empty (or new) output folder.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Empty (or new) output folder.")],
     clips: Annotated[Optional[int], typer.Option(help="Number of clips (default: [synth] clips).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Master seed: same seed, same files (default: [synth] seed).")]
         = None,
@@ -254,7 +272,7 @@ def _progress(*extra_columns) -> Progress:
 # -- extract --------------------------------------------------------------------------------------
 
 
-@app.command("extract")
+@app.command("extract", cls=_Command)
 @_run
 def extract_cli(
     config: ConfigOpt = None,
@@ -406,10 +424,13 @@ def _print_damage(path: Path, damage: pd.DataFrame) -> None:
 # -- check ----------------------------------------------------------------------------------------
 
 
-@app.command("check")
+@app.command("check", cls=_Command)
 @_run
 def check_cli(
-    data_config: Annotated[Path, typer.Argument(help="Pipeline TOML file; its data section (reader and arguments) names the annotations.")],
+    data_config: Annotated[Optional[Path], typer.Argument(
+        metavar="CONFIG", help="Pipeline TOML file; its data section (reader and arguments) names the annotations "
+        "(or give it with -c/--config, as the other commands take it).", show_default=False)] = None,
+    config: ConfigOpt = None,
     set_: SetOpt = None,
     workers: Annotated[int, typer.Option(help="Checking processes (0 = in this process).")] = max(1, (os.cpu_count() or 1)),
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Results CSV, one row per clip "
@@ -431,12 +452,21 @@ def check_cli(
     \b
     Example:
       tgdfer check pipelines/custom.toml
+      tgdfer check -c pipelines/custom.toml                 # the same, as the other commands take it
       tgdfer check pipelines/dfew.toml --workers 8 --csv dfew_check.csv --decode
       tgdfer check pipelines/ferv39k.toml --verify-decode 100   # random access on 100 videos
     """
     from .check import check_clips, status_counts
     from .dataconfig import load_data_config  # [classes] and [data] only: no torch, no model code imported
+    from .readers import NO_SPLIT
 
+    from .errors import ConfigError
+
+    if data_config is not None and config is not None and data_config != config:
+        raise ConfigError("--config", f"two pipeline files given ({data_config} and {config}): give one")
+    data_config = data_config or config
+    if data_config is None:
+        raise ConfigError("--config", "give the pipeline file: tgdfer check pipelines/custom.toml (or -c FILE)")
     classes, data, frame_backend = load_data_config(data_config, list(set_ or []) + ['data.args.missing="skip"'])
     clips = data.load(class_names=classes.class_set().names)
     with _progress() as progress:
@@ -460,13 +490,15 @@ def check_cli(
     if claimed:
         console.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
+    if clips.unsplit:  # every clip may be fine, yet train-head could not test on any
+        console.print(f"[yellow]not trainable as it is:[/] {escape(NO_SPLIT)}", highlight=False)
     raise typer.Exit(1 if len(bad) else 0)
 
 
 # -- train-head / evaluate -----------------------------------------------------------------------
 
 
-@app.command("train-head")
+@app.command("train-head", cls=_Command)
 @_run
 def train_head_cli(
     config: ConfigOpt = None,
@@ -543,7 +575,8 @@ def _train_heads(pipe, replicas, resume: bool):
         results = train_replicas(pipe.head, cfg, replicas, resume=resume, config_record={"pipeline": pipe.to_dict()},
                                  on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(),
                                  progress=report)
-    console.print(table)
+    if console.is_terminal:  # redirected, the reporter has written one line per epoch already: not twice
+        console.print(table)
     rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
              "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
     df = pd.DataFrame(rows)
@@ -560,27 +593,28 @@ def _train_head(pipe, resume: bool):
     from .training import train
 
     cfg = pipe.train
-    table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
-    for col in ("epoch", "lr", "loss", "train acc", "test WAR", "test UAR", "val WAR", "clips/s"):
-        table.add_column(col, justify="right")
-
-    def on_epoch(r) -> None:
-        table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
-                      f"{r.test_uar:.3f}", _cell(r.val_war), f"{r.clips_per_s:.0f}")
-
+    records: list = []
     with _reporter() as report:
         result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
-                       on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=report)
-    console.print(table)
+                       on_epoch=records.append, encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=report)
+    if console.is_terminal:  # redirected, the reporter has written one line per epoch already: not twice
+        val = any(r.val_war == r.val_war for r in records)  # a validation split only with selection = "val"
+        table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
+        for col in ("epoch", "lr", "loss", "train acc", "test WAR", "test UAR", *(["val WAR"] if val else []), "clips/s"):
+            table.add_column(col, justify="right")
+        for r in records:
+            table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
+                          f"{r.test_uar:.3f}", *([_cell(r.val_war)] if val else []), f"{r.clips_per_s:.0f}")
+        console.print(table)
     console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
     return result
 
 
-@app.command("evaluate")
+@app.command("evaluate", cls=_Command)
 @_run
 def evaluate_cli(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (one per fold for a k-fold table).")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", help="Run folders (one per fold for a k-fold table).")],
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for the tables and figures (default: <run>/eval for one run, "
              "<common parent>/eval_<run names> for several).")] = None,
@@ -632,10 +666,10 @@ def evaluate_cli(
 # -- sweep / report -------------------------------------------------------------------------------
 
 
-@app.command("sweep")
+@app.command("sweep", cls=_Command)
 @_run
 def sweep_cli(
-    file: Annotated[Path, typer.Argument(help="Sweep file (pipelines/sweeps/*.toml).")],
+    file: Annotated[Path, typer.Argument(metavar="SWEEP_FILE", help="Sweep file (pipelines/sweeps/*.toml).")],
     set_: SetOpt = None,
     out: Annotated[Optional[str], typer.Option(
         help="Sweep folder (default: the file's out, else runs/sweeps/<stem>).")] = None,
@@ -652,7 +686,7 @@ def sweep_cli(
         "--print-config", help="Print the config every point starts from (base file, the file's set, --set) as TOML "
                                "and exit; the points then change their swept fields.")] = False,
     points: Annotated[Optional[list[str]], typer.Option(
-        "--point", help="Run only this point, by name (repeatable; default: all); the others stay as they are.")] = None,
+        "--point", metavar="NAME", help="Run only this point, by name (repeatable; default: all); the others stay as they are.")] = None,
     profile: ProfileOpt = None,
 ):
     """Run a grid or list of config points (the paper's ablations), each on every fold; resumable.
@@ -733,10 +767,10 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
     console.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 @_run
 def report_cli(
-    sweep_dir: Annotated[Path, typer.Argument(help="A sweep folder (written by `tgdfer sweep`).")],
+    sweep_dir: Annotated[Path, typer.Argument(metavar="SWEEP_DIR", help="A sweep folder (written by `tgdfer sweep`).")],
 ):
     """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards).
 
@@ -754,11 +788,11 @@ def report_cli(
 # -- predict ------------------------------------------------------------------------------------
 
 
-@app.command("predict")
+@app.command("predict", cls=_Command)
 @_run
 def predict_cli(
-    model: Annotated[Path, typer.Argument(help="A run folder (or one of its .safetensors checkpoints).")],
-    inputs: Annotated[list[str], typer.Argument(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="A run folder (or one of its .safetensors checkpoints).")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", 
         help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt files listing "
              "them (one path per line).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
@@ -860,19 +894,20 @@ def _print_predictions(result) -> None:
 # -- convert-checkpoint ---------------------------------------------------------------------------
 
 
-@app.command("convert-checkpoint")
+@app.command("convert-checkpoint", cls=_Command)
 @_run
 def convert_checkpoint_cli(
-    paths: Annotated[list[Path], typer.Argument(help="Old .pt checkpoints, or run folders holding them.")],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Old .pt checkpoints, or run folders holding them.")],
     trust: Annotated[bool, typer.Option(
-        "--trust", help="Unpickle a file in full when it holds more than tensors and plain values. This can run "
-        "code from the file: only for files whose source you trust.")] = False,
+        "--trust-weights", help="Unpickle a file in full when it holds more than tensors and plain values. This can "
+        "run code from the file: only for files whose source you trust (the name the other commands use).")] = False,
+    trust_old: Annotated[bool, typer.Option("--trust", hidden=True, help="Old name of --trust-weights.")] = False,
 ):
     """Convert checkpoints of tgdfer 0.1 (torch pickles) to the safetensors format, once.
 
     Each `last.pt` / `best.pt` becomes `last.safetensors` / `best.safetensors` beside it (the old
     file is kept). Files are read with torch.load(weights_only=True), which refuses anything but
-    tensors and plain values; --trust lifts that for files you vouch for.
+    tensors and plain values; --trust-weights lifts that for files you vouch for.
 
     \b
     Example:
@@ -887,21 +922,25 @@ def convert_checkpoint_cli(
             raise TgdferError(f"{p}: no .pt checkpoints in this folder")
         files += found
     for f in files:
-        console.print(f"{f} -> {convert_legacy(f, trust=trust)}", highlight=False)
+        console.print(f"{f} -> {convert_legacy(f, trust=trust or trust_old)}", highlight=False)
 
 
 # -- info -----------------------------------------------------------------------------------------
 
 
-@app.command("info")
+@app.command("info", cls=_Command)
 @_run
 def info_cli(
-    store: Annotated[Path, typer.Argument(help="A feature store (.zarr folder or .h5 file).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="A feature store (.zarr folder or .h5 file).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON (the fingerprint included).")]
+        = False,
     verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip against its checksum "
                                          "(reads all features); exit 1 if any is damaged.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the store's fingerprint (the settings "
+                                          "its features were made with, about 50 lines of JSON), after the summary.")]
+        = False,
 ):
-    """Show what a feature store holds: fingerprint, clips per class and fold, failures, size.
+    """Show what a feature store holds: clips per class and fold, failures, size; --verbose adds the fingerprint.
 
     \b
     Example:
@@ -918,7 +957,6 @@ def info_cli(
         raise typer.Exit(1 if d.damage else 0)
     console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
-    console.print_json(json.dumps(d.fingerprint))
     console.print(f"classes: {d.classes.describe()}", highlight=False)
     console.print(_table(d.counts, title="clips per class (done / all)"))
     console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
@@ -933,6 +971,11 @@ def info_cli(
                       "annotations (missing or empty)")
         console.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
                              if len(d.failures) > 20 else "failures"))
+    if verbose:  # the details after the summary, not before it (issue 21 item 7)
+        console.print("fingerprint:")
+        console.print_json(json.dumps(d.fingerprint))
+    else:
+        console.print("fingerprint: --verbose (or --json) prints it", highlight=False)
     if verify:
         _print_damage(store, pd.DataFrame(d.damage, columns=["row", "clip_id", "problem"]))
         raise typer.Exit(1 if d.damage else 0)
@@ -941,10 +984,10 @@ def info_cli(
 # -- proxy ----------------------------------------------------------------------------------------
 
 
-@app.command("proxy")
+@app.command("proxy", cls=_Command)
 @_run
 def proxy_cli(
-    out: Annotated[Optional[Path], typer.Argument(help="Weights file to write (default: [encoder] pretrained).")] = None,
+    out: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Weights file to write (default: [encoder] pretrained).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Train again even if OUT exists.")] = False,
@@ -1019,7 +1062,7 @@ def _synth_matches(out: Path, cfg) -> bool:
 # -- demo -----------------------------------------------------------------------------------------
 
 
-@app.command("demo")
+@app.command("demo", cls=_Command)
 @_run
 def demo_cli(
     config: ConfigOpt = Path("pipelines/synthetic.toml"),
@@ -1050,7 +1093,7 @@ def demo_cli(
     else:
         _synth(out, pipe.synth, overwrite=True, classes=pipe.classes.class_set())
     result = _extract(pipe, None, None, overwrite=False)
-    info_cli(Path(result.store), as_json=False)
+    info_cli(Path(result.store), as_json=False, verify=False, verbose=False)
     if pipe.train.store != result.store:
         pipe.train.store = result.store  # train on what was just extracted
     run = fold_folder(pipe.train.out, pipe.train.fold)

@@ -18,7 +18,7 @@ import torch
 from .encoders import named_device
 from .errors import ConfigError, TgdferError
 from .labels import CLASSES, stored_classes
-from .readers import fold_split
+from .readers import NO_SPLIT, fold_split
 from .store import FeatureStore
 from .trainconfig import TrainConfig
 
@@ -63,7 +63,8 @@ def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
     """ConfigError naming train.fold's value when the store has no such fold."""
     folds = sorted(set(store.clips["fold"].dropna().astype(int)))
     if fold is not None and fold not in folds:
-        raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'})")
+        unsplit = "" if folds or store.clips["split"].notna().any() else f"; {NO_SPLIT}"
+        raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'}){unsplit}")
 
 
 def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: torch.device) -> list[DeviceData]:

@@ -31,6 +31,19 @@ class AnnotationError(TgdferError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class RunFolderError(TgdferError):
+    """A run folder cannot take this run (it holds one already, it is a file, it cannot be resumed).
+
+    `fix` names the arguments as `{resume}` and `{out}`: str(error) words them for Python callers
+    (resume=True, out=), `error.cli` for the command line (--resume, --out), which the CLI prints.
+    """
+
+    def __init__(self, path: str | Path, problem: str, fix: str):
+        self.path = str(path)
+        self.cli = f"{path}{problem}; " + fix.format(resume="--resume", out="--out")
+        super().__init__(f"{path}{problem}; " + fix.format(resume="resume=True", out="out="))
+
+
 class FrameReadError(TgdferError, OSError):
     """A clip's frames cannot be read (missing, empty, corrupt or truncated)."""
 

@@ -547,8 +547,9 @@ class FaceStage:
             if cfg.on_missing == "center":
                 return FaceTrack([], frames, w, h, fallback=True)
             raise FrameReadError(path, f"no face found in the {len(frames)} frames searched (detector "
-                                 f"{cfg.detector}, min_score {cfg.min_score}); set "
-                                 "faces.on_missing = \"center\" to use the centre of the frame instead")
+                                 f"{cfg.detector}, min_score {cfg.min_score}); to crop the centre of the frame "
+                                 "instead: --on-missing center for predict (on_missing=\"center\" in Python), "
+                                 "--set faces.on_missing=center for extract")
         smoothed = []
         for s in segments:
             f = np.array(sorted(s), np.int64)

@@ -195,8 +195,9 @@ class PredictResult:
                          "n_frames": p.n_frames, "influence": " ".join(f"{v:.4f}" for v in p.influence),
                          "fallback": p.fallback})
         faces = ["fallback"] if self.faces.get("detector", "none") != "none" else []
-        return pd.DataFrame(rows, columns=["input", "ok", "predicted", *self.classes, "n_frames", "influence",
-                                           "error", *faces])
+        df = pd.DataFrame(rows, columns=["input", "ok", "predicted", *self.classes, "n_frames", "influence",
+                                         "error", *faces])
+        return df.astype({"n_frames": "Int64"})  # a failed row's empty cell must not turn 58 into 58.0
 
 
 # -- the model ----------------------------------------------------------------------------------

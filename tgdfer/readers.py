@@ -117,6 +117,10 @@ from .tmpfiles import tmp_path
 from .labels import CLASSES, class_index
 
 logger = logging.getLogger(__name__)
+# A table with neither folds nor a split reads (and `tgdfer check`s) fine, but train-head cannot use it.
+NO_SPLIT = ("no row has a fold or a split, so no clip is tested: give the CSV a `fold` column (integers) or a `split` "
+            "column (train/test) (data.args fold_col / split_col name another column), or set data.args test_list to "
+            "a file naming the test clips, one a line (CSV or list); every other clip is then train")
 
 PathLike = str | os.PathLike
 Missing = Literal["error", "skip"]
@@ -155,6 +159,11 @@ class ClipTable:
     # {clip_id: annotated n_frames} of frame folders holding fewer images (the table keeps the folder's
     # count, which is what sampling can read; `tgdfer check` reports them as short)
     declared: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unsplit(self) -> bool:
+        """True when no row has a fold or a split (NO_SPLIT says how to add one): nothing to train and test on."""
+        return not (self.table["fold"].notna().any() or self.table["split"].notna().any())
 
     def with_skipped(self) -> pd.DataFrame:
         """Every annotated clip: `table` plus the skipped ones (n_frames <NA>), sorted by clip_id.
@@ -902,8 +911,8 @@ def fold_split(table: pd.DataFrame, fold: int | None) -> tuple[np.ndarray, np.nd
         split = table["split"]
         return (np.flatnonzero((split == "train").to_numpy(dtype=bool, na_value=False)),
                 np.flatnonzero((split == "test").to_numpy(dtype=bool, na_value=False)))
-    raise ConfigError("fold", "this clip table has neither folds nor a train/test split; "
-                              "read it with a fold or split column")
+    raise ConfigError("data.args", f"{NO_SPLIT}; then extract again with --overwrite (the store keeps the clip "
+                                   "table it was extracted with)")
 
 
 # ----------------------------------------------------------------------------- annotation files
@@ -1187,6 +1196,8 @@ def _build(entries: list[_Entry], *, missing: Missing, labels: Labels, cache: Fr
                                                 + (f" ({hint})" if hint else ""))
     declared = {e.clip_id: e.n_frames for e, counted in mismatched if counted < e.n_frames}
     result = ClipTable(_table(rows), _skipped_table(skipped), declared)
+    if result.unsplit:
+        logger.warning("%s: %s", chosen[0].source, NO_SPLIT)
     if skipped:
         logger.warning("%s (ClipTable.skipped lists them)%s", result.summary(), f"; {hint}" if hint else "")
     return result

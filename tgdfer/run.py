@@ -27,7 +27,7 @@ from . import __version__
 from .checkpoint import SUFFIX, CheckpointError, load_state, save_state
 from .config import build, table_diff, to_dict
 from .encoders import EncoderConfig
-from .errors import ConfigError, TgdferError, os_error
+from .errors import ConfigError, RunFolderError, TgdferError, os_error
 from .head import HeadConfig
 from .limits import check_frame_count, load_json
 from .tmpfiles import tmp_path
@@ -307,12 +307,12 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Opti
         diff.append(("train.epochs", f"{done} already trained", epochs))
     if diff:
         shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diff)
-        raise TgdferError(f"{out}: cannot resume with other settings ({shown}); resume with the run's own "
-                          f"settings (they are in {out / CONFIG}) or train into another --out")
+        raise RunFolderError(out, f": cannot resume with other settings ({shown})", "resume with the run's own "
+                             f"settings (they are in {out / CONFIG}) or train into another folder with {{out}}")
     changed = content_diff(ckpt.get("store_content"), content)
     if changed:
-        raise TgdferError(f"{out}: cannot resume: {store} changed since the run started ({', '.join(changed)} "
-                          "differ); resume on the store as it was, or train into another --out")
+        raise RunFolderError(out, f": cannot resume: {store} changed since the run started ({', '.join(changed)} "
+                             "differ)", "resume on the store as it was, or train into another folder with {out}")
 
 
 # -- records --------------------------------------------------------------------------------------

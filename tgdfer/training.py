@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from . import __version__
 from .devicedata import DeviceData, check_fold, load_replica_data, resolve_device
 from .encoders import EncoderConfig
-from .errors import ConfigError, TgdferError, os_error
+from .errors import ConfigError, RunFolderError, TgdferError, os_error
 from .head import HeadConfig, TGDFERHead
 from .labels import ClassSet, check_same_classes, class_set, stored_classes
 from .metrics import Scores, score
@@ -424,9 +424,10 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
     for r in replicas:
         out = Path(r.out)
         if out.is_file():
-            raise TgdferError(f"{out}: the run folder is a file; choose another --out")
+            raise RunFolderError(out, ": the run folder is a file", "choose another folder with {out}")
         if not resume and out.exists() and any(out.glob(f"*{s}") for s in (".safetensors", ".pt")):
-            raise TgdferError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            raise RunFolderError(out, " already holds a run",
+                                 "pass {resume} to continue it or choose another folder with {out}")
         if resume and not (out / LAST).exists() and (out / "last.pt").exists():
             load_checkpoint(out / "last.pt")  # LegacyCheckpointError: says how to convert it
 
