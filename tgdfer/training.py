@@ -204,8 +204,8 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     diverged: dict[int, str] = {}
     for step in range(steps):
         sl = slice(step * batch_size, (step + 1) * batch_size)
-        rows, mask = pad_batches([o[sl] if a else o[:0] for (o, _), a in zip(orders, active)])
-        views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)])
+        rows, mask = pad_batches([o[sl] if a else o[:0] for (o, _), a in zip(orders, active)], width=batch_size)
+        views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)], width=batch_size)
         rows_t, views_t = torch.as_tensor(rows, device=dev), torch.as_tensor(views, device=dev)
         mask_t = torch.as_tensor(mask, device=dev)
         if features is not None:
