@@ -6,7 +6,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tgdfer.threads import ThreadChoice, apply_threads, cgroup_quota, choose_threads, parse_cfs, parse_cpu_max
+from tgdfer.threads import (ThreadChoice, apply_threads, cgroup_quota, choose_threads, fixed_threads, parse_cfs,
+                            parse_cpu_max)
 
 
 def test_parse_quotas():
@@ -86,3 +87,14 @@ def test_cli_threads_option(tmp_path):
         assert CliRunner().invoke(app, ["--threads", "-1", "info", str(tmp_path)]).exit_code == 2  # typer's usage error
     finally:
         torch.set_num_threads(before)
+
+
+def test_fixed_threads_sets_then_restores_even_on_error():
+    before = torch.get_num_threads()
+    with fixed_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(KeyError), fixed_threads(3):
+        assert torch.get_num_threads() == 3
+        raise KeyError("x")
+    assert torch.get_num_threads() == before

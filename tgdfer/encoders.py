@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import ConfigError, TgdferError
+from .threads import fixed_threads
 from .weights import is_torchscript_archive, load_into, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -408,6 +409,7 @@ def encode_texts(enc: LoadedEncoder, texts: list[str]) -> tuple[torch.Tensor, to
     if "text" not in enc.towers:
         raise TgdferError("this encoder was loaded without its text tower (towers=('image',))")
     tokens = enc.tokenizer(list(texts)).to(torch.int64)  # [P, L]
-    with torch.inference_mode(), autocast_context(enc):
+    # one thread: the embeddings go into the store, which must not depend on the thread count
+    with torch.inference_mode(), autocast_context(enc), fixed_threads(1):
         emb = enc.model.encode_text(tokens.to(enc.device))  # [P, D]
     return tokens.cpu(), emb.float().cpu().clone()

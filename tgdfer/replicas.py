@@ -18,9 +18,14 @@ import torch
 from .head import TGDFERHead
 
 
-def pad_batches(parts: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-replica index arrays of different lengths [n_m, ...] -> ([M, B, ...] padded with `fill`, [M, B] mask)."""
-    width = max(1, max(len(p) for p in parts))
+def pad_batches(parts: Sequence[np.ndarray], fill: int = 0, width: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-replica index arrays of different lengths [n_m, ...] -> ([M, B, ...] padded with `fill`, [M, B] mask).
+
+    B is `width` (at least the longest part), else the longest part. A fixed width keeps a replica's
+    numbers independent of the others it runs with: a float32 sum over 14 rows and over 16 rows of
+    which 2 are zero come out in another order (see docs/training.md, Reproducibility).
+    """
+    width = max(1, width, max(len(p) for p in parts))
     out = np.full((len(parts), width, *np.shape(parts[0])[1:]), fill, dtype=np.int64)
     mask = np.zeros((len(parts), width), dtype=bool)
     for m, p in enumerate(parts):

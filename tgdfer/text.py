@@ -108,7 +108,11 @@ class FrozenTextEncoder(nn.Module):
         p = self.text_projection
         if p is None:
             return x
-        return p(x) if isinstance(p, nn.Linear) else x @ p  # [N, D]
+        if isinstance(p, nn.Linear):
+            return p(x)
+        # float64, then back: a float32 [N, W] x [W, D] product's summation order depends on the
+        # thread count for some N (7 prompts at 2 threads), float64's differences vanish in the cast
+        return (x.double() @ p.double()).to(x.dtype)  # [N, D]
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids [N, L] -> [N, D], the same as open_clip's `encode_text` (cut after the last EOT)."""

@@ -19,11 +19,12 @@ The rule, first match wins:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -154,3 +155,21 @@ def apply_threads(choice: ThreadChoice) -> ThreadChoice:
     except RuntimeError:
         pass
     return choice
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int = 1) -> Iterator[None]:
+    """Run the block at `n` intra-op threads, then restore the count: for small results that are stored.
+
+    A float32 matmul's summation order depends on the thread count for some shapes (MKL picks
+    another kernel for e.g. 7 rows at 2 threads: 2e-5 apart on a [7, 256] x [256, 128] product), so
+    anything written to a store or compared across processes is computed at one fixed count.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

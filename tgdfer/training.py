@@ -202,10 +202,13 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     steps = max(math.ceil(len(o) / batch_size) for o, _ in orders)
     total, correct = np.zeros(M), np.zeros(M)
     diverged: dict[int, str] = {}
+    # cached features: every batch padded to batch_size, so a replica's shapes (and float32 sums) do not
+    # depend on the replicas it trains with; live features are one replica and would decode the padding
+    width = batch_size if features is None else 0
     for step in range(steps):
         sl = slice(step * batch_size, (step + 1) * batch_size)
-        rows, mask = pad_batches([o[sl] if a else o[:0] for (o, _), a in zip(orders, active)])
-        views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)])
+        rows, mask = pad_batches([o[sl] if a else o[:0] for (o, _), a in zip(orders, active)], width=width)
+        views, _ = pad_batches([v[sl] if a else v[:0] for (_, v), a in zip(orders, active)], width=width)
         rows_t, views_t = torch.as_tensor(rows, device=dev), torch.as_tensor(views, device=dev)
         mask_t = torch.as_tensor(mask, device=dev)
         if features is not None:

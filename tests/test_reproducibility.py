@@ -1,0 +1,75 @@
+"""The same command gives the same bytes whatever the thread count and however many replicas train together.
+
+What used to differ (docs/training.md, Reproducibility): MKL sums a float32 product of 7 rows in
+another order at 2 threads than at 1, which moved the stored text embeddings (~5e-7) and the
+learnable prompts' projection in every step; and a replica's last partial batch had another width
+alone than when padded to a larger replica's. Replicas trained together vs alone: tests/test_train.py.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from test_train import make_planted_store
+from tgdfer.encoders import EncoderConfig, encode_texts, load_encoder
+from tgdfer.evaluation import rescore
+from tgdfer.prompts import build_prompt_sets
+from tgdfer.run import load_checkpoint
+from tgdfer.text import FrozenTextEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _at_threads(n, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_text_embeddings_are_the_same_bytes_at_1_and_2_threads():
+    enc = load_encoder(EncoderConfig(model="tgdfer-tiny-vit", pretrained="none"), towers=("text",))
+    frozen = FrozenTextEncoder(enc)
+    for name, prompts in build_prompt_sets(None).items():  # 7 prompts a set: the row count that differed
+        one, two = (_at_threads(n, lambda: encode_texts(enc, prompts)[1]) for n in (1, 2))
+        assert torch.equal(one, two), name  # what the store keeps
+        tokens = enc.tokenizer(prompts)
+        with torch.no_grad():  # the learnable prompts' path (projection in float64)
+            one, two = (_at_threads(n, lambda: frozen.encode_tokens(tokens)) for n in (1, 2))
+        assert torch.equal(one, two), name
+
+
+def _train_head(threads, store, out, *extra):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "tgdfer", "--threads", str(threads), "train-head", "--store", str(store),
+           "--out", str(out), "--epochs", "3", "--set", "head.learnable=true", *extra]
+    return subprocess.Popen(cmd, env=env, cwd=out.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_one_point_gives_the_same_predictions_at_1_and_2_threads_alone_or_batched(tmp_path):
+    store = make_planted_store(tmp_path / "s.zarr", np.tile(np.arange(1, 6), 21))
+    # fold 1 alone at 1 thread; folds 1 and 2 as one batched run at 2 threads (-> b/fold1)
+    procs = [_train_head(1, store, tmp_path / "a", "--fold", "1"),
+             _train_head(2, store, tmp_path / "b", "--folds", "1,2")]
+    for p in procs:
+        log = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, log
+    a, b = tmp_path / "a", tmp_path / "b" / "fold1"
+    sa, sb = (load_checkpoint(r / "last.safetensors")["head_state"] for r in (a, b))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    scores = [_at_threads(n, lambda: rescore(run, device="cpu")) for run in (a, b) for n in (1, 2)]
+    assert len(scores[0].logits) == 21
+    for s in scores[1:]:
+        assert np.array_equal(s.rows, scores[0].rows)
+        assert np.array_equal(s.logits, scores[0].logits)  # every clip's logits to the bit, so its prediction
+        assert s.test.war == scores[0].test.war
