@@ -3,7 +3,7 @@
 For each frame source of a freshly generated SynthDFER set (mp4 videos, JPEG frame folders) and
 each worker count it times two data paths over the same clips, in one run, alternating per row:
 
-  old  workers convert to float32 and normalise (`read_views(..., uint8=False)`), hand over
+  old  workers convert to float32 and normalise (`ClipViews.to_float` in the worker), hand over
        float32 [V, T, 3, S, S] per clip (600 KB a 224 px frame), the main process stacks them;
   new  `tgdfer.extraction`'s own: workers hand over uint8 crops stacked into one shared-memory
        batch (`collate_views`), the main process converts the batch (`ClipViews.to_float`, on
@@ -33,7 +33,7 @@ from multiprocessing.reduction import ForkingPickler  # torch registers its tens
 from torch.utils.data import DataLoader
 
 from tgdfer.augment import AugmentConfig, ClipTransform
-from tgdfer.extraction import ClipViews, ExtractConfig, _loader, _worker_init, read_views
+from tgdfer.extraction import ClipViews, ExtractConfig, _loader, _worker_init
 from tgdfer.frames import open_frames
 from tgdfer.sampling import view_indices, view_seed
 from tgdfer.readers import load_clips
