@@ -264,7 +264,7 @@ def store_epochs(args: argparse.Namespace, store: FeatureStore, device: torch.de
 
 
 def _train_view(items: list[dict]) -> dict:
-    """DataLoader collate: the augmented view 1 of each clip -> pixels [B, T, 3, S, S], rows [B]."""
+    """DataLoader collate: the augmented view 1 of each clip -> pixels [B, T, 3, S, S] uint8, rows [B]."""
     bad = [it for it in items if it["error"] is not None]
     if bad:
         raise RuntimeError(f"row {bad[0]['row']}: {bad[0]['error']}")
@@ -297,8 +297,9 @@ def recompute_epoch(args: argparse.Namespace, table: pd.DataFrame, store: Featur
     t0 = t_prev = time.perf_counter()
     for batch in loader:
         t1 = time.perf_counter()
-        pixels = batch["pixels"]  # [B, T, 3, S, S]
-        x = torch.cat([encode_images(enc, chunk) for chunk in pixels.flatten(0, 1).split(args.encode_batch)])
+        pixels = batch["pixels"]  # [B, T, 3, S, S] uint8
+        x = torch.cat([encode_images(enc, dataset.to_float(chunk.to(device)))
+                       for chunk in pixels.flatten(0, 1).split(args.encode_batch)])
         x = x.view(*pixels.shape[:2], -1)  # [B, T, D] float32
         sync(device)
         t2 = time.perf_counter()

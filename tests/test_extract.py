@@ -30,7 +30,7 @@ from tgdfer.augment import AugmentConfig, ClipTransform
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, encode_texts, load_encoder
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.extraction import ExtractConfig, annotation_digest, extract
+from tgdfer.extraction import ClipViews, ExtractConfig, _loader, annotation_digest, collate_views, extract
 from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
 from tgdfer.prompts import build_prompt_sets
@@ -474,6 +474,45 @@ def test_cached_features_equal_a_direct_encoder_call(row, clip_table, encoder_cf
     # float16 keeps 11 significant bits: relative error <= 2**-11, plus fp32 noise of the other batch shape
     np.testing.assert_allclose(stored, direct, rtol=2**-10, atol=1e-5)
     assert not np.allclose(stored[0], stored[1], atol=1e-2)  # the augmented view shows something else
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_workers_hand_over_uint8_that_converts_to_the_float_pixels_bit_for_bit(workers, clip_table, extract_config):
+    """The data path's handover (uint8 batches, float conversion in the main process) changes no pixel:
+    the converted batch equals the per-view float32 transform of every clip exactly."""
+    cfg = extract_config("unused.zarr", workers=workers, batch_clips=3)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    dataset = ClipViews(clip_table, np.arange(5), cfg, AugmentConfig(), 24, mean, std)
+    batches = list(_loader(dataset, cfg, torch.device("cpu")))
+    assert [len(b["items"]) for b in batches] == [3, 2]
+    pixels = torch.cat([b["pixels"] for b in batches])  # [5, V, T, 3, S, S]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (5, cfg.views, cfg.frames, 3, 24, 24)
+    kw = dict(size=24, config=AugmentConfig(), normalize="clip", mean=mean, std=std)
+    test_tf, train_tf = ClipTransform(train=False, **kw), ClipTransform(train=True, **kw)
+    for row in range(5):
+        clip_id, index = clip_table["clip_id"][row], np.stack([it["index"] for b in batches for it in b["items"]])[row]
+        with open_frames(clip_table["path"][row]) as src:
+            old = torch.stack([test_tf(src.read(index[0])),
+                               train_tf(src.read(index[1]), seed=view_seed(cfg.seed, clip_id, 1))])  # [V, T, 3, S, S]
+        assert torch.equal(dataset.to_float(pixels[row]), old)
+
+
+def test_collate_keeps_unreadable_clips_out_of_the_pixel_batch():
+    a, b = torch.zeros(2, 1, 3, 4, 4, dtype=torch.uint8), torch.ones(2, 1, 3, 4, 4, dtype=torch.uint8)
+    items = [{"row": 0, "pixels": a, "error": None}, {"row": 1, "pixels": None, "error": "bad"},
+             {"row": 2, "pixels": b, "error": None}]
+    out = collate_views(items)
+    assert [it["row"] for it in out["items"]] == [0, 1, 2] and all("pixels" not in it for it in out["items"])
+    assert torch.equal(out["pixels"], torch.stack([a, b]))
+    assert collate_views([items[1]])["pixels"] is None
+
+
+def test_a_store_extracted_by_two_workers_equals_the_reference(tmp_path, clip_table, encoder_cfg, extract_config, ref):
+    result = extract(extract_config(tmp_path / "w2.zarr", workers=2), AugmentConfig(), encoder_cfg, clip_table,
+                     data_kind="dfew")
+    assert result.ok
+    with FeatureStore.open(tmp_path / "w2.zarr") as s:
+        assert s.read_feats().tobytes() == ref["feats"].tobytes()
 
 
 def test_text_features_equal_encode_texts(ref, encoder_cfg):

@@ -98,6 +98,25 @@ def test_folder_decodes_each_distinct_frame_once(media, monkeypatch):
     assert frame_ids(out) == [5, 5, 2, 5, 2]
 
 
+@pytest.mark.parametrize("options", [dict(quality=75), dict(quality=95, subsampling=0), dict(quality=90, progressive=True),
+                                     dict(quality=60, subsampling=1), "grey"])
+def test_folder_jpegs_decode_to_the_pixels_pil_gives(tmp_path, options):
+    """The fast JPEG decoder (torchvision) must equal PIL's pixels exactly, whatever the encoder's options."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):  # smooth gradients plus noise: chroma subsampling and the IDCT both matter
+        ramp = np.linspace(0, 255, 37 * 29 * 3).reshape(37, 29, 3)
+        image = np.clip(ramp + rng.normal(0, 40, ramp.shape), 0, 255).astype(np.uint8)
+        if options == "grey":
+            Image.fromarray(image[..., 0]).save(folder / f"a_{k}.jpg", quality=80)
+        else:
+            Image.fromarray(image).save(folder / f"a_{k}.jpg", **options)
+    out = open_frames(folder).read([0, 1, 2])
+    pil = np.stack([np.asarray(Image.open(folder / f"a_{k}.jpg").convert("RGB")) for k in range(3)])
+    assert out.shape == (3, 37, 29, 3) and np.array_equal(out, pil)
+
+
 def test_folder_converts_grey_and_rgba_to_rgb(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()

@@ -129,7 +129,18 @@ class ClipTransform:
         return steps
 
     def __call__(self, frames: np.ndarray | torch.Tensor, seed: int | None = None) -> torch.Tensor:
-        """Transform one clip; `seed` is required when train=True and ignored otherwise."""
+        """Transform one clip; `seed` is required when train=True and ignored otherwise.
+
+        Equal, bit for bit, to `self.to_float(self.pixels(frames, seed))`.
+        """
+        return self.to_float(self.pixels(frames, seed))
+
+    def pixels(self, frames: np.ndarray | torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """Every step but the float conversion: `[T, H, W, 3]` uint8 -> `[T, 3, size, size]` uint8, contiguous.
+
+        What extraction's DataLoader workers hand over (a quarter of the float32 bytes); the main
+        process turns a whole batch into encoder input with `to_float` on the encoder's device.
+        """
         video = _to_video(frames)  # [T, 3, H, W] uint8
         if self.train:
             if seed is None:
@@ -138,7 +149,7 @@ class ClipTransform:
                 video = step.transform(video, params)
         else:
             video = self._steps[0](video)
-        return self._to_float(video)
+        return video.as_subclass(torch.Tensor).contiguous()
 
     def per_frame(self, frames: np.ndarray | torch.Tensor, seeds: np.ndarray) -> torch.Tensor:
         """Every frame its own train-time draw: `[B, H, W, 3]` uint8 -> `[B, 3, size, size]` float32.
@@ -167,12 +178,16 @@ class ClipTransform:
             else:  # a step that moves pixels differently per frame
                 x = torch.cat([step.transform(tv_tensors.Video(x[i:i + 1]), p).as_subclass(torch.Tensor)
                                for i, p in enumerate(params)])
-        return self._to_float(x)
+        return self.to_float(x)
 
-    def _to_float(self, video: torch.Tensor) -> torch.Tensor:
-        """uint8 `[T, 3, S, S]` -> normalised float32."""
+    def to_float(self, video: torch.Tensor) -> torch.Tensor:
+        """uint8 `[..., 3, S, S]` (any leading dims, any device) -> normalised float32 on the same device.
+
+        Elementwise (a subtraction and a multiplication, each rounded once), so a batch converted at
+        once, on any device, equals its clips converted one by one, bit for bit.
+        """
         # Contiguous uint8 first: float maths on the channels-last view is several times slower.
-        out = video.as_subclass(torch.Tensor).contiguous().to(torch.float32)  # [T, 3, S, S]
+        out = video.as_subclass(torch.Tensor).contiguous().to(torch.float32)  # [..., 3, S, S]
         mean = torch.tensor(self.mean, device=out.device).view(3, 1, 1) * 255.0
         scale = 1.0 / (torch.tensor(self.std, device=out.device).view(3, 1, 1) * 255.0)
         return out.sub_(mean).mul_(scale)  # (x / 255 - mean) / std

@@ -4,8 +4,10 @@ Data flow per clip (shape legend: V views, T frames, S image side, D embedding w
     frame source -> view_indices (view 0 test-time, 1..V-1 train-time)  # [V, T] frame numbers
     -> [faces] face track on the clip's detection frames -> square crop box per frame  # [V, T, 4]
        and where its face box came from (detected / interpolated / carried / center)  # [V, T]
-    -> decode each distinct frame once (-> face crops) -> ClipTransform per view (one augmentation draw per view)
-    -> pixels  # [V, T, 3, S, S]  (DataLoader workers)
+    -> decode each distinct frame once (-> face crops) -> ClipTransform.pixels per view (one augmentation draw
+       per view, on uint8) -> pixels  # [V, T, 3, S, S] uint8  (DataLoader workers)
+    -> collated in the worker into one shared-memory batch  # [B, V, T, 3, S, S] uint8 (pinned on CUDA)
+    -> to the encoder's device (non_blocking) -> ClipTransform.to_float there, the whole batch at once
     -> encode_images on the batch's B*V*T images (main process, inference_mode, autocast)
     -> feats  # [B, V, T, D] float16 (+ boxes [B, V, T, 4], face_source [B, V, T]) -> FeatureStore.write_clips
 
@@ -170,8 +172,9 @@ def check_labels(table: pd.DataFrame, classes: ClassSet) -> None:
 class ClipViews(Dataset):
     """Item k: the V views of clip `rows[k]` as encoder input, or the reason it cannot be read.
 
-    Returns dict(row, pixels [V, T, 3, S, S] float32 | None, index [V, T] int64 | None,
-    boxes [V, T, 4] float32 | None, source [V, T] int8 | None, error str | None).
+    Returns dict(row, pixels [V, T, 3, S, S] uint8 | None, index [V, T] int64 | None,
+    boxes [V, T, 4] float32 | None, source [V, T] int8 | None, error str | None). The pixels are
+    the encoder input before `to_float` (a quarter of its bytes through the DataLoader queue).
     """
 
     def __init__(self, table: pd.DataFrame, rows: np.ndarray, cfg: ExtractConfig, augment: AugmentConfig,
@@ -193,19 +196,24 @@ class ClipViews(Dataset):
         try:
             pixels, index, boxes, source = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
                                                       seed=self.cfg.seed, backend=self.cfg.frame_backend,
-                                                      test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces)
+                                                      test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces,
+                                                      uint8=True)
         except (FrameReadError, ValueError) as e:
             return {"row": row, "pixels": None, "index": None, "boxes": None, "source": None, "error": str(e)}
         return {"row": row, "pixels": pixels, "index": index, "boxes": boxes, "source": source, "error": None}
 
+    def to_float(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels [..., 3, S, S] of `__getitem__` -> encoder input, float32 on their device."""
+        return self.test_tf.to_float(pixels)
+
 
 def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Sequence[int], frames: int, seed: int,
                backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None,
-               faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None,
+               faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None, uint8: bool = False,
                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """Decode and transform views 0..views-1 of one clip.
 
-    Returns (pixels [V, T, 3, S, S] float32, index [V, T] int64, boxes [V, T, 4] float32, source
+    Returns (pixels [V, T, 3, S, S] float32 (uint8=True: uint8, before `ClipTransform.to_float`), index [V, T] int64, boxes [V, T, 4] float32, source
     [V, T] int8): the square face crop box of every sampled frame in source pixels (x0, y0, x1, y1),
     NaN without a face stage, and where that frame's face box came from (`facetrack.FACE_SOURCES`:
     0 detected, 1 interpolated, 2 carried over, 3 centre fallback; -1 without a face stage or with
@@ -251,9 +259,9 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
         clip = lambda k: crop_frames(read(index[k]), crop[k], faces.cfg.size)  # noqa: E731  [T, size, size, 3]
         out_boxes = crop.astype(np.float32)
     pixels = torch.stack([
-        (train_tf if v else test_tf)(clip(k), seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
-    ])  # [V, T, 3, S, S]
-    return pixels, index, out_boxes, source
+        (train_tf if v else test_tf).pixels(clip(k), seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
+    ])  # [V, T, 3, S, S] uint8
+    return (pixels if uint8 else test_tf.to_float(pixels)), index, out_boxes, source
 
 
 def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
@@ -263,18 +271,32 @@ def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
     return feats.view(b, v, t, -1).cpu().numpy().astype(np.float16)
 
 
-def _keep_as_list(items: list[dict]) -> list[dict]:
-    return items
+def collate_views(items: list[dict]) -> dict:
+    """Items of `ClipViews` -> dict(items: the items without pixels, pixels: [B', V, T, 3, S, S] uint8 of the
+    B' readable ones in order, or None). In a worker the batch is stacked straight into shared memory
+    (as torch's default_collate does), so it crosses to the main process without another copy."""
+    tensors = [it["pixels"] for it in items if it["pixels"] is not None]
+    rest = [{k: v for k, v in it.items() if k != "pixels"} for it in items]
+    if not tensors:
+        return {"items": rest, "pixels": None}
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        storage = tensors[0]._typed_storage()._new_shared(sum(t.numel() for t in tensors), device="cpu")
+        out = tensors[0].new(storage).resize_(len(tensors), *tensors[0].shape)
+    return {"items": rest, "pixels": torch.stack(tensors, out=out)}
 
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not fight the encoder for cores
 
 
-def _loader(dataset: ClipViews, cfg: ExtractConfig) -> DataLoader:
+def _loader(dataset: ClipViews, cfg: ExtractConfig, device: torch.device) -> DataLoader:
+    """Batches of `collate_views`; pinned (page-locked) when the encoder is on a GPU, so that the copy
+    there can run asynchronously (`non_blocking`)."""
     return DataLoader(dataset, batch_size=cfg.batch_clips, shuffle=False, num_workers=cfg.workers,
-                      collate_fn=_keep_as_list, worker_init_fn=_worker_init if cfg.workers else None,
-                      prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+                      collate_fn=collate_views, worker_init_fn=_worker_init if cfg.workers else None,
+                      prefetch_factor=4 if cfg.workers else None, persistent_workers=False,
+                      pin_memory=device.type == "cuda")
 
 
 def is_feature_store(path: Path) -> bool:
@@ -460,14 +482,15 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
     extracted = images = 0
     failures: list[tuple[str, str]] = []
     fallbacks: list[str] = []
-    for batch in _loader(dataset, cfg):
+    for loaded in _loader(dataset, cfg, enc.device):
+        batch = loaded["items"]
         bad = [b for b in batch if b["error"] is not None]
         good = [b for b in batch if b["error"] is None]
         if bad:
             store.record_failures([b["row"] for b in bad], [b["error"] for b in bad], shard_id, num_shards)
             failures += [(str(table["clip_id"].iat[b["row"]]), b["error"]) for b in bad]
         if good:
-            pixels = torch.stack([b["pixels"] for b in good])  # [B, V, T, 3, S, S]
+            pixels = dataset.to_float(loaded["pixels"].to(enc.device, non_blocking=True))  # [B, V, T, 3, S, S]
             b, v, t = pixels.shape[:3]
             feats = encode_views(enc, pixels)  # [B, V, T, D] float16
             lost = _write_finite(store, table, good, feats, shard_id, num_shards)
