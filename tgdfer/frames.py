@@ -271,6 +271,8 @@ DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
 def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """An RGB JPEG's bytes -> `[H, W, 3]` uint8 (torchvision; RuntimeError when damaged), or None when
     this torchvision has no JPEG decoder (deprecated in 0.29 for TorchCodec; the caller then uses PIL)."""
+    import warnings
+
     import torch
 
     try:
@@ -279,7 +281,9 @@ def _decode_jpeg(data: bytes) -> np.ndarray | None:
         return None
 
     try:
-        image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 warns on every call that TorchCodec supersedes it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as e:  # "decode_jpeg, .../decode_jpeg.cpp:171, Image is incomplete or truncated"
         raise RuntimeError(_CPP_PREFIX.sub("", str(e))) from None
     return image.permute(1, 2, 0).numpy()  # [H, W, 3], a view of the decoded buffer
