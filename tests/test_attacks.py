@@ -29,14 +29,12 @@ from tgdfer import facetrack
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.facetrack import FacesConfig, FaceStage
-from tgdfer.head import HeadConfig
 from tgdfer.pipeline import load_pipeline
 from tgdfer.store import FeatureStore
-from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, read_state_dict
 
 from conftest import TINY
-from crafted import Payload, flat, marker  # noqa: F401 (marker: a fixture)
+from crafted import Payload, flat, marker, one_epoch_run  # noqa: F401 (marker: a fixture)
 
 runner = CliRunner()
 
@@ -91,10 +89,7 @@ def crafted_weights(folder: Path, marker: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, reference_store, encoder_cfg) -> Path:
-    out = tmp_path_factory.mktemp("attacks") / "run"
-    train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1, batch_size=8,
-                                    device="cpu"), encoder=encoder_cfg)
-    return out
+    return one_epoch_run(tmp_path_factory.mktemp("attacks") / "run", reference_store, encoder_cfg)
 
 
 def refused(args: list[str], *names: str, env: dict | None = None) -> str:

@@ -22,14 +22,12 @@ from tgdfer.checkpoint import convert_legacy, load_state
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.errors import TgdferError
-from tgdfer.head import HeadConfig
 from tgdfer.predict import predict
 from tgdfer.run import load_checkpoint
-from tgdfer.training import TrainConfig, train
 from tgdfer.weights import UnsafeWeightsError, is_torchscript_archive, read_state_dict
 
 from conftest import TINY
-from crafted import Payload, flat, marker  # noqa: F401 (marker: a fixture)
+from crafted import Payload, flat, marker, one_epoch_run  # noqa: F401 (marker: a fixture)
 
 runner = CliRunner()
 
@@ -48,10 +46,7 @@ def crafted(path: Path, marker: Path, nested_constants: bool = False, base: dict
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, reference_store, encoder_cfg) -> Path:
-    out = tmp_path_factory.mktemp("sharing") / "run"
-    train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1, batch_size=8,
-                                    device="cpu"), encoder=encoder_cfg)
-    return out
+    return one_epoch_run(tmp_path_factory.mktemp("sharing") / "run", reference_store, encoder_cfg)
 
 
 @pytest.fixture(params=[False, True], ids=["zip", "nested-constants-pkl"])
