@@ -18,7 +18,7 @@ from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.run import Replica, load_checkpoint, replica_runs
 from tgdfer.store import FeatureStore
-from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, train, train_replicas
+from tgdfer.training import TrainConfig, TrainingDiverged, distinct_views, epoch_order, parse_int_list, train, train_replicas
 
 N, V, T = 105, 3, 16
 
@@ -294,6 +294,43 @@ def test_epoch_order_draws_a_view_per_clip_or_per_frame():
     order2, per_frame = epoch_order(rows, 4, seed=3, epoch=2, frames=16)
     assert np.array_equal(order, order2) and per_frame.shape == (50, 16) and set(per_frame.ravel()) == {1, 2, 3}
     assert (per_frame != per_frame[:, :1]).any(axis=1).mean() > 0.9  # frames of a clip come from different views
+
+
+def _views_by_epoch(rows: np.ndarray, views: int, epochs: int, draw: str) -> np.ndarray:
+    """The view each row trains on in epochs 1..epochs: [epochs, rows]."""
+    out = []
+    for e in range(1, epochs + 1):
+        order, view = epoch_order(rows, views, seed=5, epoch=e, draw=draw)
+        by_row = dict(zip(order.tolist(), view.tolist()))
+        out.append([by_row[r] for r in rows.tolist()])
+    return np.array(out)
+
+
+def test_cycle_gives_each_clip_every_view_once_per_turn_in_its_own_order():
+    rows, n_aug = np.arange(40), 6
+    seen = _views_by_epoch(rows, n_aug + 1, 2 * n_aug, "cycle")  # [epochs, rows]
+    for turn in (seen[:n_aug], seen[n_aug:]):  # every view exactly once per clip in each turn of V-1 epochs
+        assert (np.sort(turn, axis=0) == np.arange(1, n_aug + 1)[:, None]).all()
+    assert len({tuple(seen[:n_aug, r]) for r in range(len(rows))}) > 30  # clips walk different orders
+    assert (seen[:n_aug] != seen[n_aug:]).any()  # and a new order each turn
+    # a clip's views do not depend on which other clips are trained (the replicas of a sweep differ)
+    order, few = epoch_order(np.array([3, 17]), n_aug + 1, seed=5, epoch=4, draw="cycle")
+    assert dict(zip(order.tolist(), few.tolist())) == {3: seen[3, 3], 17: seen[3, 17]}
+    # the default draw is what it was: an independent draw per clip and epoch (views repeat)
+    random = _views_by_epoch(rows, n_aug + 1, n_aug, "random")
+    assert (np.sort(random, axis=0) != np.arange(1, n_aug + 1)[:, None]).any()
+    with pytest.raises(ConfigError, match="view_draw"):
+        TrainConfig(view_draw="cycle", view_mixing="frame")
+
+
+def test_distinct_views_matches_a_simulation_of_each_draw():
+    rows, V, E = np.arange(300), 9, 12
+    for draw in ("random", "cycle"):
+        views = _views_by_epoch(rows, V, E, draw)
+        measured = np.mean([len(set(views[:, r])) for r in range(len(rows))])
+        assert abs(measured - distinct_views(V, E, draw)) < 0.15, (draw, measured)
+    assert distinct_views(V, E, "cycle") == 8 and distinct_views(51, 50, "cycle") == 50
+    assert 31.5 < distinct_views(51, 50) < 32.0 and distinct_views(1, 50) == 0
 
 
 def test_train_views_limits_the_cached_views_and_frame_mixing_reads_per_frame(planted_store, tmp_path, monkeypatch):

@@ -42,6 +42,8 @@ class TrainConfig:
     drop_last: bool = False  # skip each epoch's last partial batch (DFER-CLIP's DataLoader does; tgdfer trains on it)
     view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
     #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
+    view_draw: Literal["random", "cycle"] = "random"  # random: an independent draw every epoch (views repeat);
+    #   cycle: each clip walks its own shuffled order of its views, so E epochs see min(E, V-1) distinct views
     tensorboard: bool = False  # also write each epoch's scalars to <run>/tensorboard (pip install 'tgdfer[tensorboard]')
 
     def __post_init__(self):
@@ -62,8 +64,13 @@ class TrainConfig:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.view_mixing not in ("clip", "frame"):
             raise ConfigError("view_mixing", f"{self.view_mixing!r} is not one of clip, frame")
-        if self.end_to_end and (self.views or self.view_mixing != "clip"):
-            raise ConfigError("views", "views and view_mixing choose among a store's cached views; end-to-end "
+        if self.view_draw not in ("random", "cycle"):
+            raise ConfigError("view_draw", f"{self.view_draw!r} is not one of random, cycle")
+        if self.view_draw == "cycle" and self.view_mixing == "frame":
+            raise ConfigError("view_draw", "cycle walks each clip's views in turn; with view_mixing = \"frame\" "
+                              "every frame draws its own view (use view_draw = \"random\")")
+        if self.end_to_end and (self.views or self.view_mixing != "clip" or self.view_draw != "random"):
+            raise ConfigError("views", "views, view_mixing and view_draw choose among a store's cached views; end-to-end "
                               "training draws fresh ones (set e2e_views instead)")
 
 

@@ -131,17 +131,40 @@ def make_optimizer(head: TGDFERHead, cfg: TrainConfig,
 
 
 def epoch_order(rows: np.ndarray, views: int, seed: int, epoch: int,
-                frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                frames: int = 0, draw: str = "random") -> tuple[np.ndarray, np.ndarray]:
     """This epoch's clip order and the augmented view each clip uses (depends only on seed, epoch).
 
     views [n] (one of 1..views-1 per clip; 0 when the store has only the test view), or with
     `frames` = T > 0, views [n, T]: an independent draw for every frame (view_mixing = "frame").
+    `draw` = "random": an independent draw per clip and epoch, so views repeat (E epochs see
+    (V-1)(1 - (1 - 1/(V-1))^E) distinct views on average); "cycle": each clip walks its own shuffled
+    order of views 1..V-1 (a new order every V-1 epochs), so E epochs see min(E, V-1) distinct views.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(rows)
     shape = (len(order), frames) if frames else len(order)
-    view = rng.integers(1, views, size=shape) if views > 1 else np.zeros(shape, dtype=np.int64)
-    return order, view
+    if views <= 1:
+        return order, np.zeros(shape, dtype=np.int64)
+    if draw == "cycle":
+        if frames:
+            raise ValueError("draw='cycle' chooses one view per clip (frames must be 0)")
+        n_aug = views - 1
+        turn, step = divmod(epoch - 1, n_aug)  # epochs count from 1
+        # the keys of row r are draws r*n_aug .. (r+1)*n_aug - 1 of this turn's stream: a row's order does
+        # not depend on how many rows the store has
+        keys = np.random.default_rng([seed, turn, 0x6379636C65]).random((int(order.max()) + 1, n_aug))
+        return order, np.argsort(keys[order], axis=1, kind="stable")[:, step] + 1
+    return order, rng.integers(1, views, size=shape)
+
+
+def distinct_views(views: int, epochs: int, draw: str = "random") -> float:
+    """Expected number of distinct augmented views a clip trains on in `epochs` epochs (views = V, view 0 the test view)."""
+    n_aug = views - 1
+    if n_aug <= 0:
+        return 0.0
+    if draw == "cycle":
+        return float(min(epochs, n_aug))
+    return n_aug * (1.0 - (1.0 - 1.0 / n_aug) ** epochs)
 
 
 def replica_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -175,7 +198,8 @@ class EpochStats:
 def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torch.optim.Optimizer,
                         batch_size: int, seeds: Sequence[int], epoch: int,
                         active: Optional[np.ndarray] = None, features: Optional[Features] = None,
-                        views: int = 0, mixing: str = "clip", drop_last: bool = False) -> EpochStats:
+                        views: int = 0, mixing: str = "clip", drop_last: bool = False,
+                        draw: str = "random") -> EpochStats:
     """One pass of every active replica over its own training clips, all replicas in each step.
 
     Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
@@ -183,6 +207,7 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     replica whose loss is NaN or infinite stops (it is never stepped again) and is reported.
     `features` replaces the store's `feats[rows, views]` (end-to-end: `live.LiveFeatures`).
     `views` > 0 draws only from the store's views 1..views; `mixing` = "frame" draws a view per frame;
+    `draw` = "cycle" gives each clip its views in turn (`epoch_order`);
     `drop_last` leaves out the clips of a replica's last partial batch (kept when it has no full batch).
     """
     head.train()
@@ -195,7 +220,7 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
         views_n = min(views_n, views + 1)
     T = feats.shape[2]
     per_frame = T if mixing == "frame" else 0
-    orders = [epoch_order(d.train, views_n, s, epoch, per_frame) for d, s in zip(datas, seeds)]
+    orders = [epoch_order(d.train, views_n, s, epoch, per_frame, draw) for d, s in zip(datas, seeds)]
     if drop_last:  # whole batches only (all clips when there is not even one)
         full = [len(o) // batch_size * batch_size or len(o) for o, _ in orders]
         orders = [(o[:n], v[:n]) for (o, v), n in zip(orders, full)]
@@ -241,7 +266,7 @@ def train_epoch(head: TGDFERHead, data: DeviceData, opt: torch.optim.Optimizer, 
                 epoch: int) -> tuple[float, float]:
     """One pass of a 1-replica head over the training clips; returns (mean loss, train accuracy)."""
     stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch, views=cfg.views,
-                                mixing=cfg.view_mixing, drop_last=cfg.drop_last)
+                                mixing=cfg.view_mixing, drop_last=cfg.drop_last, draw=cfg.view_draw)
     if stats.diverged:
         raise TrainingDiverged(f"{stats.diverged[0]}; the last good checkpoint is kept in {cfg.out} (try a lower lr)")
     return float(stats.loss[0]), float(stats.acc[0])
@@ -486,7 +511,8 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
         if live:
             live.train(True)
         stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live,
-                                    views=cfg.views, mixing=cfg.view_mixing, drop_last=cfg.drop_last)
+                                    views=cfg.views, mixing=cfg.view_mixing, drop_last=cfg.drop_last,
+                                    draw=cfg.view_draw)
         sched.step()
         seconds = time.perf_counter() - t0
         if live:
