@@ -76,3 +76,14 @@ def test_a_pipeline_extends_its_base_file(tmp_path):
     (tmp_path / "b.toml").write_text('base = "a.toml"\n')
     with pytest.raises(ConfigError, match="loop"):
         load_pipeline(tmp_path / "a.toml")
+
+
+def test_a_base_files_reader_arguments_do_not_follow_into_another_reader(tmp_path):
+    """pipelines/cache_study.toml reads a CSV over synthetic.toml's DFEW reader: split_dir must not reach read_csv."""
+    study, demo = load_pipeline("pipelines/cache_study.toml"), load_pipeline("pipelines/synthetic.toml")
+    assert (demo.data.kind, study.data.kind) == ("dfew", "csv")
+    assert "split_dir" in demo.data.args and set(study.data.args) == {"csv_file", "id_col", "missing"}
+    assert study.head == demo.head and study.encoder == demo.encoder  # the rest is still inherited
+    (tmp_path / "base.toml").write_text('[data]\nkind = "dfew"\nargs = { split_dir = "s", frames_dir = "f" }\n')
+    (tmp_path / "same.toml").write_text('base = "base.toml"\n[data]\nkind = "dfew"\nargs = { missing = "skip" }\n')
+    assert load_pipeline(tmp_path / "same.toml").data.args == {"split_dir": "s", "frames_dir": "f", "missing": "skip"}

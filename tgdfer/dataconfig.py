@@ -82,7 +82,12 @@ def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = (path.parent / base).resolve()
     if base_path in seen or base_path == path.resolve():
         raise ConfigError("base", f"{path}: base files form a loop through {base_path}")
-    return merge_tables(_read_with_base(base_path, (*seen, path.resolve())), raw)
+    under = _read_with_base(base_path, (*seen, path.resolve()))
+    data, base_data = raw.get("data", {}), under.get("data", {})
+    if "kind" in data and data["kind"] != base_data.get("kind", data["kind"]):
+        # another reader: the base's reader arguments mean nothing to it (split_dir to the csv reader)
+        under["data"] = {k: v for k, v in base_data.items() if k != "args"}
+    return merge_tables(under, raw)
 
 
 def load_profile(name: str) -> dict[str, Any]:
