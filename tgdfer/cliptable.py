@@ -11,9 +11,9 @@ relative to `root` (default: the annotation file's folder). n_frames is the numb
 in a frame folder (os.scandir, no decoding); for a video, the annotated count when the
 annotation has one, else the frames a sequential decode gives (`frames.video_frame_count`: its
 packets that hold data, read without decoding, or by decoding a stream that starts inside a GOP;
-cached in `frame_cache`). A container header that claims
-more frames than the file holds (empty "dropped frame" chunks of old AVIs, a file cut short) is
-not trusted; one warning says how many clips did so. When an annotated n_frames disagrees with
+cached in `frame_cache`). A container header that claims more frames than the file holds
+(empty "dropped frame" chunks of old AVIs, a file cut short) is not trusted; one warning says
+how many clips did so. When an annotated n_frames disagrees with
 a frame folder the folder's count is kept (it is what the frame source will read; sampling past
 it would fail) and one warning names the clips; a folder holding fewer images than annotated is
 listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to

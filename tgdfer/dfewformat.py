@@ -6,9 +6,9 @@ from 0); `video_name` is the clip number, written padded ("00001") or not ("1").
 folders the files may also carry their part (`train_set_<k>.csv`/`test_set_<k>.csv`, as S2D
 publishes them, 0-based). The split files may also lie in one folder as
 `train_set_<k>.csv`/`test_set_<k>.csv` (or `set_<k>_train.csv`/`set_<k>_test.csv`). Frames live
-in `clip_224x224/<5-digit id>/`, original
-videos as `<id>.mp4` (padded or not). fold = the k whose *test* csv lists the clip.
-The split files are CSV-family files: `delimiter` as in `csvformat` (unset, it is sniffed).
+in `clip_224x224/<5-digit id>/`, original videos as `<id>.mp4` (padded or not). fold = the k
+whose *test* csv lists the clip. The split files are CSV-family files: `delimiter` as in
+`csvformat` (unset, it is sniffed).
 """
 
 from __future__ import annotations

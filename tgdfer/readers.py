@@ -2,9 +2,9 @@
 
 The front door: `load_clips(kind, **kwargs)` picks a reader from `READERS` by name, and
 `fold_split` gives a clip table's train and test rows. Every reader returns a `ClipTable`:
-`table` follows the clip-table contract (columns `clip_id`
-str, `path` str, `label` int64 0..K-1 into the class names, `fold` Int64, `split` string,
-`n_frames` Int64, rows sorted by `clip_id`) and `skipped` lists the clips left out with
+`table` follows the clip-table contract (columns `clip_id` str, `path` str, `label` int64
+0..K-1 into the class names, `fold` Int64, `split` string, `n_frames` Int64, rows sorted by
+`clip_id`) and `skipped` lists the clips left out with
 `missing="skip"` (`source`, `line`, `clip_id`, `reason`, and the clip's `label`, `fold`, `split`,
 `path` as annotated). docs/datasets.md shows a pipeline snippet for every format.
 
