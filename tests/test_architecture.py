@@ -91,12 +91,30 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
+def listed_as_long() -> set[str]:
+    """The modules docs/architecture.md explains under "Modules over 600 lines": one bullet each,
+    "- `tgdfer/x.py`: why" (other modules named inside a bullet are not listed)."""
+    section = ARCHITECTURE.read_text(encoding="utf-8").split(f"## Modules over {MAX_LINES} lines", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return set(re.findall(r"^- `tgdfer/([\w/]+\.py)`", section, flags=re.MULTILINE))
+
+
+def line_counts() -> dict[str, int]:
+    return {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
+
+
 def test_no_module_is_too_long_unless_architecture_says_why():
-    listed = set(re.findall(r"`tgdfer/([\w/]+\.py)`", ARCHITECTURE.read_text(encoding="utf-8")))
-    long = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
-            for p in PACKAGE.rglob("*.py")}
-    unexplained = {p: n for p, n in long.items() if n > MAX_LINES and p not in listed}
+    listed = listed_as_long()
+    assert "store.py" in listed and "storeformat.py" not in listed  # the parser reads the bullets' own names
+    unexplained = {p: n for p, n in line_counts().items() if n > MAX_LINES and p not in listed}
     assert not unexplained, f"modules over {MAX_LINES} lines not listed in docs/architecture.md: {unexplained}"
+
+
+def test_the_list_of_long_modules_names_only_long_ones():
+    """A module split below the limit leaves the list, so the list says what a reader will find."""
+    counts = line_counts()
+    stale = {p: counts.get(p) for p in listed_as_long() if counts.get(p, 0) <= MAX_LINES}
+    assert not stale, f"docs/architecture.md lists these as over {MAX_LINES} lines, they are not: {stale}"
 
 
 def test_the_verbs_are_not_modules():

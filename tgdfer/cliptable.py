@@ -1,0 +1,398 @@
+"""The clip table every reader returns, and the one check that builds it from annotation rows.
+
+Each format module turns its annotation lines into `Entry`s (one a line, before the clip is
+looked up on disk); `build_table` checks them across files (a clip listed twice, labelled or
+placed differently in two files, in two test lists), finds each clip on disk, counts its frames
+and assembles the `ClipTable`: `table` follows the clip-table contract (`COLUMNS`, `DTYPES`)
+and `skipped` lists the clips left out with `missing="skip"` (`SKIPPED_COLUMNS`).
+
+Frames and paths: paths in the table are absolute and resolved. Relative annotation paths are
+relative to `root` (default: the annotation file's folder). n_frames is the number of image files
+in a frame folder (os.scandir, no decoding); for a video, the annotated count when the
+annotation has one, else the frames a sequential decode gives (`frames.video_frame_count`: its
+packets that hold data, read without decoding, or by decoding a stream that starts inside a GOP;
+cached in `frame_cache`). A container header that claims more frames than the file holds
+(empty "dropped frame" chunks of old AVIs, a file cut short) is not trusted; one warning says
+how many clips did so. When an annotated n_frames disagrees with
+a frame folder the folder's count is kept (it is what the frame source will read; sampling past
+it would fail) and one warning names the clips; a folder holding fewer images than annotated is
+listed in `ClipTable.declared`, which `tgdfer check` reports as short. A clip whose path points to
+nothing, to an empty frame folder or to an empty video file raises AnnotationError with file and
+line (`missing="error"`), or is recorded in `skipped` with the reason (`missing="skip"`); the
+extract stage records skipped clips in the store's failure table (`ClipTable.with_skipped`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .annotations import Labels, Missing, PathLike, PathMap, toml_none
+from .errors import AnnotationError, FrameReadError
+from .tmpfiles import tmp_path
+
+# The readers log as one logger, `tgdfer.readers`, whichever of their modules warns: the name that
+# users and tests filter on.
+logger = logging.getLogger("tgdfer.readers")
+
+
+# A table with neither folds nor a split reads (and `tgdfer check`s) fine, but train-head cannot use it.
+NO_SPLIT = ("no row has a fold or a split, so no clip is tested: give the CSV a `fold` column (integers) or a `split` "
+            "column (train/test) (data.args fold_col / split_col name another column), or set data.args test_list to "
+            "a file naming the test clips, one a line (CSV or list); every other clip is then train")
+
+COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "fold", "split", "n_frames")
+
+DTYPES: dict[str, str] = {
+    "clip_id": "str", "path": "str", "label": "int64", "fold": "Int64", "split": "string", "n_frames": "Int64",
+}
+
+SKIPPED_COLUMNS: tuple[str, ...] = ("source", "line", "clip_id", "reason", "label", "fold", "split", "path")
+
+SKIPPED_DTYPES: dict[str, str] = {
+    "source": "str", "line": "Int64", "clip_id": "str", "reason": "str", "label": "Int64", "fold": "Int64",
+    "split": "string", "path": "str",
+}
+
+IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+DEFAULT_FRAME_CACHE = "cache/frame_counts.json"
+SKIPPED_AT_READ = "skipped when reading the annotations"  # prefix of a skipped clip's reason in a store
+
+
+@dataclass
+class ClipTable:
+    """What a reader returns."""
+
+    table: pd.DataFrame  # one row per clip found: clip_id, path, label, fold, split, n_frames
+    skipped: pd.DataFrame  # clips left out with missing="skip": SKIPPED_COLUMNS
+    # {clip_id: annotated n_frames} of frame folders holding fewer images (the table keeps the folder's
+    # count, which is what sampling can read; `tgdfer check` reports them as short)
+    declared: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unsplit(self) -> bool:
+        """True when no row has a fold or a split (NO_SPLIT says how to add one): nothing to train and test on."""
+        return not (self.table["fold"].notna().any() or self.table["split"].notna().any())
+
+    def with_skipped(self) -> pd.DataFrame:
+        """Every annotated clip: `table` plus the skipped ones (n_frames <NA>), sorted by clip_id.
+
+        What a feature store holds, so that its clip table describes the annotations and not
+        what was on disk that day: the skipped clips become failed rows, and a rerun after the
+        files appear extracts them into the same store.
+        """
+        if self.skipped is None or self.skipped.empty:
+            return self.table
+        extra = pd.DataFrame({
+            "clip_id": self.skipped["clip_id"], "path": self.skipped["path"], "label": self.skipped["label"],
+            "fold": self.skipped["fold"], "split": self.skipped["split"],
+            "n_frames": pd.array([None] * len(self.skipped), dtype="Int64"),
+        })
+        both = pd.concat([self.table, extra[self.skipped["label"].notna().to_numpy()]], ignore_index=True)
+        both = both.astype(DTYPES).sort_values("clip_id", kind="stable").reset_index(drop=True)
+        return both
+
+    def skip_reasons(self) -> dict[str, str]:
+        """{clip_id: why it was skipped}, for the clips of `with_skipped()` missing from `table`."""
+        if self.skipped is None or self.skipped.empty:
+            return {}
+        return {str(c): f"{SKIPPED_AT_READ} ({s}:{n}): {r}" for c, s, n, r
+                in self.skipped[["clip_id", "source", "line", "reason"]].itertuples(index=False)}
+
+    def summary(self) -> str:
+        """One line: how many clips were skipped and why (by kind of reason); '' when none."""
+        if self.skipped is None or self.skipped.empty:
+            return ""
+        kinds = self.skipped["reason"].map(_reason_kind).value_counts()
+        total = len(self.table) + len(self.skipped)
+        parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        return f"skipped {len(self.skipped)} of {total} annotated clips ({parts})"
+
+
+def _reason_kind(reason: str) -> str:
+    for words, kind in (("nothing at", "missing"), ("holds no images", "empty folder"),
+                        ("is empty", "empty video file"), ("disagrees with the path", "label disagreements"),
+                        ("label", "bad labels")):
+        if words in reason:
+            return kind
+    return "other"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One annotation line, before the clip is looked up on disk."""
+
+    source: Path  # annotation file
+    line: int  # 1-based line in source
+    clip_id: str
+    candidates: tuple[Path, ...]  # where the clip may be; the first that exists is used
+    label: int  # 0-based index into the class names
+    n_frames: int | None  # annotated frame count, None when the format has none
+    fold: int | None  # the fold k of the source file (per-fold annotations)
+    part: str | None  # "train" | "test": the source file's part; None when the file has no split
+    problem: str | None = None  # a row-level problem (label column vs path): skipped or raised
+
+
+def ids_from_paths(paths: Sequence[Path]) -> list[str]:
+    """Clip ids: paths relative to the deepest folder holding all clips, video extension dropped."""
+    if not paths:
+        return []
+    base = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    ids = []
+    for p in paths:
+        rel = p.relative_to(base)
+        if rel.suffix.lower() in VIDEO_EXTS:
+            rel = rel.with_suffix("")
+        ids.append(rel.as_posix())
+    return ids
+
+
+# ----------------------------------------------------------------------------- frame counts
+
+
+CACHE_VERSION = 2  # 2: counts are a sequential decode's frames (1 counted packets even where they differ)
+
+
+class FrameCountCache:
+    """Frame counts of video files in a small JSON file, keyed by absolute path, size and mtime.
+
+    Lives where the caller says (`frame_cache`, default `cache/frame_counts.json` under the working
+    directory): never inside the dataset, which may be read-only. A cache that cannot be written
+    is reported once and the counts are simply not kept.
+    """
+
+    def __init__(self, path: PathLike | None):
+        self.path = None if toml_none(path) is None else Path(path)
+        self.entries: dict[str, list] = {}  # path -> [size, mtime_ns, frames, claimed]
+        self.dirty = False
+        if self.path is not None and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.entries = dict(data.get("counts", {})) if data.get("version") == CACHE_VERSION else {}
+            except (OSError, ValueError, AttributeError, RecursionError) as e:
+                logger.warning("frame count cache %s is unreadable (%s); counting again", self.path, e)
+
+    def count(self, video: Path) -> tuple[int, int | None]:
+        """(frames the file holds, frames its header claims or None); FrameReadError when unreadable."""
+        from .frames import video_frame_count  # deferred: PyAV only needed for videos
+
+        st = video.stat()
+        key = str(video)
+        hit = self.entries.get(key)
+        if hit is not None and hit[:2] == [st.st_size, st.st_mtime_ns]:
+            return int(hit[2]), hit[3]
+        c = video_frame_count(video)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, c.frames, c.claimed]
+        self.dirty = True
+        return c.frames, c.claimed
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tmp_path(self.path)
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "counts": self.entries}), encoding="utf-8")
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError as e:
+            logger.warning("cannot write the frame count cache %s (%s); frame counts are not kept "
+                           "(set frame_cache to a writable file, or \"none\")", self.path, e)
+
+
+# ----------------------------------------------------------------------------- clip table
+
+
+def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache: FrameCountCache,
+           path_map: PathMap | None = None) -> ClipTable:
+    """Check entries across files, find each clip on disk, and assemble the table.
+
+    `path_map`: the reader takes one, so clips missing under a prefix that does not exist here
+    suggest a `path_map` entry (`_path_map_hint`) rather than `missing='skip'`.
+    """
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.clip_id, []).append(e)
+    per_fold = any(e.fold is not None for e in entries)
+    chosen = [_check_clip(groups[clip_id], per_fold, labels.class_names) for clip_id in sorted(groups)]
+    if per_fold:
+        _warn_incomplete_train_lists(entries, chosen)
+    rows, skipped, mismatched, overclaimed = [], [], [], []
+    places = [e.problem or _find_clip(e) for e in chosen]
+    hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
+                          len(chosen)) if path_map is not None else None
+    for e, found in zip(chosen, places):
+        fold, split = (e.fold, None) if per_fold else (None, e.part)
+        if isinstance(found, str):
+            if missing == "error":
+                advice = hint or "fix the path, or pass missing='skip' to leave such clips out"
+                raise AnnotationError(e.source, f"clip {e.clip_id}: {found} ({advice})", line=e.line)
+            label = None if e.problem else e.label  # a row with a problem is not an annotated clip
+            skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
+            continue
+        path, counted = found  # counted: images in a frame folder, None for a video
+        if counted is not None and e.n_frames not in (None, counted):
+            mismatched.append((e, counted))
+        n_frames = counted if counted is not None else e.n_frames
+        if n_frames is None:
+            n_frames, claimed = _video_frames(path, cache)
+            if claimed is not None and n_frames is not None and claimed > n_frames:
+                overclaimed.append((path, claimed, n_frames))
+        rows.append((e.clip_id, str(path), e.label, fold, split, n_frames))
+    cache.save()
+    _warn_mismatches(mismatched)
+    if overclaimed:
+        path, claimed, n = overclaimed[0]
+        logger.warning("%d videos: the container header claims more frames than the file holds; using the frames "
+                       "it holds (first: %s claims %d, holds %d)", len(overclaimed), path, claimed, n)
+    if not rows:
+        raise AnnotationError(chosen[0].source, f"every clip was skipped; the first: {skipped[0][3]}"
+                                                + (f" ({hint})" if hint else ""))
+    declared = {e.clip_id: e.n_frames for e, counted in mismatched if counted < e.n_frames}
+    result = ClipTable(_table(rows), _skipped_table(skipped), declared)
+    if result.unsplit:
+        logger.warning("%s: %s", chosen[0].source, NO_SPLIT)
+    if skipped:
+        logger.warning("%s (ClipTable.skipped lists them)%s", result.summary(), f"; {hint}" if hint else "")
+    return result
+
+
+def _path_map_hint(lost: list[Entry], total: int) -> str | None:
+    """Advice for clips found nowhere whose paths share a prefix that does not exist on this machine.
+
+    The prefix is the common folder of the missing paths; where the files seem to be is the first
+    of a few likely folders (the working directory, its `data/`, the annotation file's folder and
+    the two above it) that holds the first missing clip under a tail of that prefix. None when the
+    missing clips do not share such a prefix (then they are really missing).
+    """
+    if not lost:
+        return None
+    paths = [e.candidates[0] for e in lost]
+    common = Path(os.path.commonpath([str(p) for p in paths]))
+    if common in paths:
+        common = common.parent
+    if common.exists() or common == Path(common.anchor):
+        return None
+    rest = paths[0].relative_to(common)
+    bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", lost[0].source.parent,
+                                *lost[0].source.resolve().parents[:2]]))
+    tails = [Path(*common.parts[i:]) for i in range(1, len(common.parts))] + [Path()]
+    target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
+    where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
+    return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
+            f"here: map it to where the files are with "
+            f"path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
+
+
+def _check_clip(group: list[Entry], per_fold: bool, class_names: Sequence[str]) -> Entry:
+    """The entry that places this clip (its test-list entry for folds), after cross-file checks."""
+    ref = group[0]
+    where = f"{ref.source}:{ref.line}"
+    by_source: dict[Path, Entry] = {}
+    for e in group:
+        if e.source in by_source:
+            raise AnnotationError(e.source, f"clip {e.clip_id} is listed twice (lines {by_source[e.source].line} and "
+                                            f"{e.line}); clip ids must be unique", line=e.line)
+        by_source[e.source] = e
+        if e.label != ref.label and e.label >= 0 and ref.label >= 0:
+            raise AnnotationError(e.source, f"clip {e.clip_id} is labelled {class_names[e.label]} here but "
+                                            f"{class_names[ref.label]} in {where}", line=e.line)
+        if e.candidates != ref.candidates:
+            raise AnnotationError(e.source, f"clip {e.clip_id} points to {e.candidates[0]} here but to "
+                                            f"{ref.candidates[0]} in {where}", line=e.line)
+        if e.n_frames != ref.n_frames:
+            raise AnnotationError(e.source, f"clip {e.clip_id} has n_frames {e.n_frames} here but {ref.n_frames} "
+                                            f"in {where}", line=e.line)
+    placing = _placing_entry(group, per_fold)
+    problem = next((e.problem for e in group if e.problem), None)
+    if problem and not placing.problem:
+        placing = Entry(**{**placing.__dict__, "problem": problem})
+    return placing
+
+
+def _placing_entry(group: list[Entry], per_fold: bool) -> Entry:
+    tests = [e for e in group if e.part == "test"]
+    if not per_fold:
+        train = next((e for e in group if e.part == "train"), None)
+        if train is not None and tests:
+            raise AnnotationError(tests[0].source, f"clip {tests[0].clip_id} is in the test list here and in the "
+                                                   f"train list {train.source}:{train.line}", line=tests[0].line)
+        return group[0]
+    ref = group[0]
+    if not tests:
+        raise AnnotationError(ref.source, f"clip {ref.clip_id} is in no test list; in per-fold annotations every "
+                                          f"clip must be in exactly one test list (pass all of them)", line=ref.line)
+    if len(tests) > 1:
+        raise AnnotationError(tests[1].source, f"clip {ref.clip_id} is in two test lists: here and "
+                                               f"{tests[0].source}:{tests[0].line}", line=tests[1].line)
+    test = tests[0]
+    clash = next((e for e in group if e.part == "train" and e.fold == test.fold), None)
+    if clash is not None:
+        raise AnnotationError(clash.source, f"clip {ref.clip_id} of fold {test.fold}'s test list "
+                                            f"{test.source}:{test.line} is also in its train list", line=clash.line)
+    return test
+
+
+def _warn_incomplete_train_lists(entries: list[Entry], chosen: list[Entry]) -> None:
+    """fold_split trains fold k on every clip tested elsewhere; say when a train list omits some."""
+    listed: dict[int, set[str]] = {}
+    for e in entries:
+        if e.part == "train":
+            listed.setdefault(e.fold, set()).add(e.clip_id)
+    for k, ids in sorted(listed.items()):
+        omitted = [e.clip_id for e in chosen if e.fold != k and e.clip_id not in ids]
+        if omitted:
+            logger.warning("fold %d's train list omits %d clips tested in other folds (e.g. %s); fold_split "
+                           "trains fold %d on them anyway", k, len(omitted), omitted[0], k)
+
+
+def _find_clip(e: Entry) -> tuple[Path, int | None] | str:
+    """(path, frame count of a folder or None for a video), or the reason the clip is unusable."""
+    for path in e.candidates:
+        if path.is_dir():
+            n = _count_images(path)
+            return (path, n) if n else f"frame folder {path} holds no images ({' '.join(IMAGE_EXTS)})"
+        if path.is_file():
+            return (path, None) if path.stat().st_size else f"video file {path} is empty"
+    tried = " or ".join(str(p) for p in e.candidates[:2]) + (" ..." if len(e.candidates) > 2 else "")
+    return f"nothing at {tried}"
+
+
+def _count_images(folder: Path) -> int:
+    with os.scandir(folder) as it:
+        return sum(1 for d in it if d.name.lower().endswith(IMAGE_EXTS) and d.is_file())
+
+
+def _video_frames(path: Path, cache: FrameCountCache) -> tuple[int | None, int | None]:
+    """(frames the video holds, frames its header claims); (None, None) when it cannot be read."""
+    try:
+        return cache.count(path)
+    except (FrameReadError, OSError) as e:
+        logger.warning("cannot count the frames of %s (%s); n_frames left unknown", path, e)
+        return None, None
+
+
+def _warn_mismatches(mismatched: list[tuple[Entry, int]]) -> None:
+    if mismatched:
+        e, n = mismatched[0]
+        logger.warning("%d clips: annotated n_frames differs from the frame folder; using the folder's count "
+                       "(first: %s:%d says %d, %s has %d images)", len(mismatched), e.source, e.line, e.n_frames,
+                       e.candidates[0], n)
+
+
+def _table(rows: list[tuple]) -> pd.DataFrame:
+    """The clip table with the contract's columns and dtypes."""
+    cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
+    return pd.DataFrame({name: pd.array(list(values), dtype=DTYPES[name]) for name, values in zip(COLUMNS, cols)})
+
+
+def _skipped_table(rows: list[tuple]) -> pd.DataFrame:
+    cols = list(zip(*rows)) if rows else [()] * len(SKIPPED_COLUMNS)
+    return pd.DataFrame({name: pd.array(list(v), dtype=SKIPPED_DTYPES[name]) for name, v in zip(SKIPPED_COLUMNS, cols)})
