@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/study.py
+
 STUDY_FOLDS = 5
 
 
@@ -63,6 +65,25 @@ def run_fold(k: int, tgdfer: list[str]) -> None:
         subprocess.run([*tgdfer, *step], check=True)
 
 
+AA = "V8 A/A"  # V8 again with seeds 3-5: the A/A control, must come out null
+
+
+def gather(sweeps: Path = SWEEPS) -> pd.DataFrame:
+    """One row per finished run of every fold (study.run_rows per fold folder; the fold is the folder's)."""
+    from study import run_rows
+
+    frames = []
+    for k in range(1, STUDY_FOLDS + 1):
+        for folder, rename in ((sweeps / f"fold{k}", None), (sweeps / f"fold{k}_aa", AA)):
+            if folder.is_dir():
+                rows = run_rows(folder)
+                if len(rows):
+                    frames.append(rows.assign(fold=k, point=rename or rows["point"]))
+    if not frames:
+        sys.exit(f"no finished runs under {sweeps}")
+    return pd.concat(frames, ignore_index=True)
+
+
 def views_table(epochs: int = 50) -> pd.DataFrame:
     """Expected distinct augmented views a clip trains on, per point of pipelines/sweeps/cache_study.toml."""
     from tgdfer.training import distinct_views
@@ -81,6 +102,7 @@ def main() -> None:
     rp = sub.add_parser("run")
     rp.add_argument("fold", type=int, choices=range(1, STUDY_FOLDS + 1))
     rp.add_argument("--threads", type=int, default=1, help="torch threads of each tgdfer command")
+    sub.add_parser("report", help="gather every fold's runs into docs/cache_study_runs.csv, then render it")
     vp = sub.add_parser("views")
     vp.add_argument("--epochs", type=int, default=50)
     args = ap.parse_args()
@@ -88,6 +110,11 @@ def main() -> None:
         split(args.data)
     elif args.cmd == "run":
         run_fold(args.fold, [sys.executable, "-m", "tgdfer", "--threads", str(args.threads)])
+    elif args.cmd == "report":
+        runs = Path("docs/cache_study_runs.csv")
+        gather().to_csv(runs, index=False, float_format="%.4f")
+        print(f"wrote {runs}; rendering it:", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("study.py")), "--runs", str(runs)], check=True)
     else:
         print(views_table(args.epochs).to_string(index=False))
 

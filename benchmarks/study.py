@@ -79,6 +79,7 @@ class Study:
 
 
 STUDIES = {
+    "cache_study": Study("fresh", ("V1", "V2", "V4", "V7", "V8", "V16", "fresh", "V8 A/A")),
     "cache_views": Study("fresh", ("V1", "V2", "V4", "V8", "V16", "V2-frame", "V4-frame", "fresh", "end-to-end")),
     "deviations": Study("recommended", ("recommended", "coarse-literal", "pos-std-1", "drop-last", "pixels-0-1",
                                         "prompts-dfer-clip", "prepend-feature", "prepend-token", "pool-max",
@@ -193,7 +194,7 @@ def render_quotes(text: str, runs_dir: Path) -> str:
     return QUOTE.sub(fill, text)
 
 
-QUOTING = ("README.md", "docs/cache-study.md", "docs/paper-mapping.md", "docs/deviations.md", "docs/cache_views.md")
+QUOTING = ("README.md", "docs/cache-study.md", "docs/cache_study.md", "docs/paper-mapping.md", "docs/deviations.md", "docs/cache_views.md")
 
 
 def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:

@@ -591,3 +591,29 @@ def test_cli_missing_annotation_folder_is_named(frames_pipeline, tmp_path, arg):
     assert result.exit_code == 2, result.output
     assert str(missing) in flat(result.output) and "Traceback" not in result.output
     assert not store.exists()
+
+
+def test_augment_test_false_encodes_test_clips_at_view_0_only(tmp_path, clip_table, encoder_cfg, extract_config, ref):
+    """A train/test dataset (fold 1 as the test split): train clips get the same V views as always, test clips
+    view 0 (the same bytes as a full extraction's) in every view; the fingerprint says so; folds refuse it."""
+    table = clip_table.assign(split=np.where(clip_table["fold"] == 1, "test", "train"), fold=np.nan)
+    test = (table["split"] == "test").to_numpy()
+    full = extract(extract_config(tmp_path / "full.zarr"), AugmentConfig(), encoder_cfg, table, data_kind="csv")
+    lean = extract(extract_config(tmp_path / "lean.zarr", augment_test=False), AugmentConfig(), encoder_cfg, table,
+                   data_kind="csv")
+    assert full.ok and lean.ok and lean.extracted == full.extracted == len(table)
+    assert 0 < test.sum() < len(table) and lean.frames < full.frames  # the test clips' views were not encoded
+    with FeatureStore.open(tmp_path / "full.zarr") as f, FeatureStore.open(tmp_path / "lean.zarr") as g:
+        a, b = f.read_feats(), g.read_feats()  # [N, V, T, D]
+        ia, ib = f.read_frame_index(), g.read_frame_index()
+        assert "test_views" not in f.fingerprint and g.fingerprint["test_views"] == "view 0 repeated"
+        assert not g.verify()  # checksums written for what is stored
+    assert np.array_equal(a[~test], b[~test]) and np.array_equal(ia[~test], ib[~test])
+    V = a.shape[1]
+    assert np.array_equal(b[test], np.repeat(a[test][:, :1], V, axis=1))
+    assert np.array_equal(ib[test], np.repeat(ia[test][:, :1], V, axis=1))
+    assert not np.array_equal(a[test][:, 1], a[test][:, 0])  # a full extraction's test views do differ
+    with pytest.raises(ConfigError, match="augment_test"):
+        extract(extract_config(tmp_path / "folds.zarr", augment_test=False), AugmentConfig(), encoder_cfg, clip_table,
+                data_kind="dfew")
+    assert not (tmp_path / "folds.zarr").exists()

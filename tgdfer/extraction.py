@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
 
@@ -68,6 +68,8 @@ class ExtractConfig:
     frame_backend: Literal["auto", "decord", "pyav"] = "auto"  # video decoder; auto = PyAV (frame-exact)
     descriptors: Optional[str] = None  # TOML/JSON file of per-class descriptors replacing the built-in ones
     device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
+    augment_test: bool = True  # False: a train/test dataset's test clips get view 0 only, repeated in views
+    #   1..V-1 (nothing trains on a test clip's views; about 20% less encoding on FERV39k); refused with folds
 
     def __post_init__(self):
         for name in ("views", "frames", "batch_clips", "block_size"):
@@ -148,6 +150,7 @@ def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEnc
         "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
                      "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
                                                    for k, v in asdict(augment).items()}},
+        **({"test_views": "view 0 repeated"} if not cfg.augment_test else {}),  # absent: every clip has V views
         "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
     }
     record = classes_record(classes)
@@ -406,6 +409,9 @@ def extract(cfg: ExtractConfig, augment: AugmentConfig, encoder: EncoderConfig, 
     if len(table) == 0:
         raise TgdferError("the clip table is empty: nothing to extract")
     check_labels(table, classes)
+    if not cfg.augment_test and table["fold"].notna().any():
+        raise ConfigError("augment_test", "is false, but this dataset has folds: every clip trains in the folds "
+                          "it is not tested in, so every clip needs its augmented views")
     device = resolve_device(cfg.device)
     enc = load_encoder(encoder, device=device)
     faces = faces if faces is not None and faces.enabled else None
@@ -477,7 +483,26 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
               stage: Optional[Stage] = None,
               ) -> tuple[int, int, list[tuple[str, str]], list[str]]:
     """Decode (workers) -> encode (here) -> write, batch by batch. Returns (clips, images, failures,
-    clips cropped to the centre fallback)."""
+    clips cropped to the centre fallback). With `augment_test` false, the test split's clips are
+    read and encoded at view 0 only and written with it repeated in every view."""
+    if cfg.augment_test:
+        return _encode_rows(store, enc, table, rows, cfg, augment, shard_id, num_shards, on_progress, faces, stage)
+    test = (table["split"].to_numpy()[rows] == "test")
+    a = _encode_rows(store, enc, table, rows[~test], cfg, augment, shard_id, num_shards, on_progress, faces, stage)
+    b = _encode_rows(store, enc, table, rows[test], replace(cfg, views=1), augment, shard_id, num_shards,
+                     on_progress, faces, stage, repeat=cfg.views, offset=(a[0] + len(a[2]), a[1]))
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]
+
+
+def _encode_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows: np.ndarray,
+                 cfg: ExtractConfig, augment: AugmentConfig, shard_id: int, num_shards: int,
+                 on_progress: Optional[ProgressFn], faces: Optional[FacesConfig] = None,
+                 stage: Optional[Stage] = None, repeat: int = 1, offset: tuple[int, int] = (0, 0),
+                 ) -> tuple[int, int, list[tuple[str, str]], list[str]]:
+    """`_run_rows` for clips read at `cfg.views` views; `repeat` > 1 writes view 0 as each of `repeat` views.
+    `offset`: (clips, images) done before, for the progress counts."""
+    if len(rows) == 0:
+        return 0, 0, [], []
     dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces)
     extracted = images = 0
     failures: list[tuple[str, str]] = []
@@ -493,6 +518,10 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             pixels = dataset.to_float(loaded["pixels"].to(enc.device, non_blocking=True))  # [B, V, T, 3, S, S]
             b, v, t = pixels.shape[:3]
             feats = encode_views(enc, pixels)  # [B, V, T, D] float16
+            if repeat > 1:  # view 0 in every view: [B, 1, T, D] -> [B, repeat, T, D]
+                feats = np.repeat(feats, repeat, axis=1)
+                good = [{**g, **{k: np.repeat(g[k], repeat, axis=0) for k in ("index", "boxes", "source")}}
+                        for g in good]
             lost = _write_finite(store, table, good, feats, shard_id, num_shards)
             failures += lost
             extracted += b - len(lost)
@@ -500,13 +529,13 @@ def _run_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, rows
             fallbacks += [clip for clip in (str(table["clip_id"].iat[g["row"]]) for g in good if (g["source"] == CENTER).any())
                           if clip not in lost_ids]
             images += b * v * t
-        done = extracted + len(failures)
+        done = offset[0] + extracted + len(failures)
         if on_progress:
-            on_progress(done, images)
+            on_progress(done, offset[1] + images)
         if stage is not None:
             dt = max(time.perf_counter() - stage.t0, 1e-9)
-            block_done = done // cfg.block_size > (done - len(batch)) // cfg.block_size or done == len(rows)
-            stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round(images / dt, 1),
+            block_done = done // cfg.block_size > (done - len(batch)) // cfg.block_size or done == stage.total
+            stage.update(done, {"clips/s": round(done / dt, 2), "frames/s": round((offset[1] + images) / dt, 1),
                                 "failed": len(failures)}, log=block_done)
     return extracted, images, failures, fallbacks
 
