@@ -66,6 +66,25 @@ def test_encode_matches_open_clip_directly(name):
     assert not feats.is_inference()
 
 
+def test_cpu_images_go_through_the_tower_in_chunks_with_the_same_features(monkeypatch):
+    """CPU_IMAGE_BATCH images per forward (a CPU's faster batch): each image's feature is the one the
+    whole batch in one forward gives, to float32 rounding, and every image is encoded exactly once."""
+    import tgdfer.encoders as encoders
+
+    enc = _random(TINY)
+    monkeypatch.setattr(encoders, "CPU_IMAGE_BATCH", 7)
+    x = torch.randn(23, 3, enc.image_size, enc.image_size)
+    seen = []
+    forward = enc.model.encode_image
+    monkeypatch.setattr(enc.model, "encode_image", lambda px: seen.append(len(px)) or forward(px))
+    chunked = encode_images(enc, x)
+    with torch.no_grad():
+        whole = forward(x)
+    assert seen == [7, 7, 7, 2] and chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+    assert encode_images(enc, x[:0]).shape == (0, whole.shape[1])
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_weights_file_round_trip_gives_identical_features(tmp_path, suffix, caplog):
     enc = _random()
