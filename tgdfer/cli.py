@@ -28,6 +28,7 @@ from rich.table import Table
 from . import __version__
 from .errors import TgdferError, os_error
 from .labels import short_names
+from .predictoptions import PredictOptions
 
 app = typer.Typer(
     name="tgdfer",
@@ -793,8 +794,8 @@ def report_cli(
 def predict_cli(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="A run folder (or one of its .safetensors checkpoints).")],
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT", 
-        help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt files listing "
-             "them (one path per line).", show_default=False)],
+        help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt/.csv files "
+             "listing clips (one path per line; a CSV's 'path' column).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
     csv: Annotated[Optional[Path], typer.Option(
         "--csv", help="Also write the predictions to this CSV file: one row per input, a probability column per "
@@ -802,20 +803,14 @@ def predict_cli(
     figures: Annotated[Optional[Path], typer.Option(
         "--figures", help="Folder for each clip's frame strip with its influence colour bar (PNG + PDF).")] = None,
     figure: Annotated[Optional[Path], typer.Option("--figure", hidden=True, help="Old name of --figures.")] = None,
-    weights: Annotated[Optional[str], typer.Option(
-        help="The image encoder's weights file, when the model's features came from a local file.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    influence: Annotated[Optional[str], typer.Option(
-        help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
-             "score). Default: the model's [head] influence.")] = None,
-    trust_weights: TrustOpt = False,
-    faces: Annotated[Optional[str], typer.Option(
-        help="Face detector for raw video (centerface | pkg.module:factory with --allow-import | none); default: "
-             "the model's own (its store's face stage).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help=PredictOptions.help("weights"))] = PredictOptions.weights,
+    device: Annotated[str, typer.Option(help=PredictOptions.help("device"))] = PredictOptions.device,
+    influence: Annotated[Optional[str], typer.Option(help=PredictOptions.help("influence"))] = PredictOptions.influence,
+    trust_weights: TrustOpt = PredictOptions.trust_weights,
+    faces: Annotated[Optional[str], typer.Option(help=PredictOptions.help("faces"))] = PredictOptions.faces,
     allow_import: AllowImportOpt = False,
-    on_missing: Annotated[Optional[str], typer.Option(
-        help="A clip in which no face is found: fail (an error for that input) | center (predict on the centre "
-             "square; marked \"fallback\": \"center\"). Default: the model's faces.on_missing.")] = None,
+    on_missing: Annotated[Optional[str], typer.Option(help=PredictOptions.help("on_missing"))] = PredictOptions.on_missing,
+    batch: Annotated[int, typer.Option(help=PredictOptions.help("batch"))] = PredictOptions.batch,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -828,19 +823,14 @@ def predict_cli(
       tgdfer predict runs/synth/fold1 my_videos/ --json > predictions.json
       tgdfer predict runs/synth/fold1 clip.mp4 --figures figs/
     """
-    from .evaluation import check_influence
     from .predict import PredictFailure, predict
     from .devicedata import resolve_device
 
+    given = locals()
+    options = PredictOptions(**{name: given[name] for name in PredictOptions.command_fields()})  # one definition
     resolve_device(device)  # a misspelt --device fails before the model is read
-    if on_missing not in (None, "fail", "center"):
-        from .errors import ConfigError
-
-        raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'")
     _allow_import(faces, allow_import)
-    result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
-                     influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces,
-                     on_missing=on_missing)
+    result = predict(model, inputs, figure_dir=figures or figure, options=options)
     if csv is not None:
         try:
             csv.parent.mkdir(parents=True, exist_ok=True)
