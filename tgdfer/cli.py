@@ -133,6 +133,10 @@ ProfileOpt = Annotated[Optional[str], typer.Option(
     "default: the config's own `profile = ...` (docs/paper-mapping.md, Deviations).")]
 PrintConfigOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the effective config (the TOML file, --set and the options) as TOML and exit.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name, e.g. ViT-B-32 (the demo's: tgdfer-proxy-vit).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(
+    help="open_clip tag, a weights file, or 'none' (offline: a local file, or the demo's proxy "
+         "cache/proxy/tgdfer-proxy-vit.safetensors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")]
 
 
@@ -280,8 +284,8 @@ def extract_cli(
     set_: SetOpt = None,
     store: Annotated[Optional[str], typer.Option(help="Store path (.zarr folder, or .h5 with --backend hdf5).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="zarr | hdf5")] = None,
-    model: Annotated[Optional[str], typer.Option(help="open_clip model name, e.g. ViT-B-32.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="open_clip tag, a weights file, or 'none'.")] = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 (autocast).")] = None,
     normalize: Annotated[Optional[str], typer.Option(help="clip (CLIP mean/std) | none ([0, 1]).")] = None,
     views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
@@ -517,6 +521,8 @@ def train_head_cli(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: [train] epochs; 50 in the shipped pipelines, DFER-CLIP's "
                                                              "count: the paper gives none).")] = None,
     device: DeviceOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     end_to_end: Annotated[bool, typer.Option(
         "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
@@ -536,6 +542,7 @@ def train_head_cli(
       tgdfer train-head -c pipelines/synthetic.toml --fold 1       # -> runs/synth/fold1
       tgdfer train-head -c pipelines/dfew.toml --folds 1-5 --seeds 0,1,2 --device cuda:0
       tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
+      tgdfer train-head -c pipelines/custom.toml --model tgdfer-proxy-vit --pretrained cache/proxy/tgdfer-proxy-vit.safetensors
     """
     from .errors import ConfigError
     from .run import plan_runs
@@ -545,8 +552,13 @@ def train_head_cli(
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = _pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__seed=seed,
                                         train__epochs=epochs, train__device=device,
-                                        train__end_to_end=True if end_to_end else None), print_config, profile)
+                                        train__end_to_end=True if end_to_end else None, encoder__model=model,
+                                        encoder__pretrained=pretrained), print_config, profile)
     pipe.encoder.trust_weights = trust_weights  # only ever from the command line, never from the config
+    if model is not None:  # the text tower is the store's encoder; --model is checked against it
+        from .model import check_store_model
+
+        check_store_model(pipe.train.store, model)
     runs = plan_runs(pipe.train, parse_int_list(folds, "--folds") if folds is not None else None,
                      parse_int_list(seeds, "--seeds") if seeds is not None else None, out)
     if folds is not None or seeds is not None:
