@@ -88,12 +88,15 @@ def _global_options(
         return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
     from .threads import apply_threads, auto_threads  # once, before any command does parallel work
 
-    choice = apply_threads(auto_threads(threads))
+    choice = apply_threads(auto_threads(threads, shared=ctx.invoked_subcommand in LOAD_AWARE))
     logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
+    if ctx.invoked_subcommand in LOAD_AWARE and choice.reason.startswith("load average"):
+        console.print(f"torch threads: {choice.threads} ({choice.reason})", highlight=False)
 
 
 EXIT_USER_ERROR = 2
 NO_TORCH = frozenset({"check"})  # commands that import neither torch nor the model code
+LOAD_AWARE = frozenset({"demo"})  # automatic threads also follow the load average (threads.py rule 4)
 
 
 def _run(fn: Callable) -> Callable:
