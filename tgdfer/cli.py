@@ -545,7 +545,7 @@ def train_head_cli(
       tgdfer train-head -c pipelines/synthetic.toml --fold 1       # -> runs/synth/fold1
       tgdfer train-head -c pipelines/dfew.toml --folds 1-5 --seeds 0,1,2 --device cuda:0
       tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
-      tgdfer train-head -c pipelines/custom.toml --model tgdfer-proxy-vit --pretrained cache/proxy/tgdfer-proxy-vit.safetensors
+      tgdfer train-head -c pipelines/custom.toml --pretrained /models/ViT-B-32.pt
     """
     from .errors import ConfigError
     from .run import plan_runs
