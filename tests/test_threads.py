@@ -119,8 +119,10 @@ def test_choose_threads_with_the_load_average(cpus, quota, env, requested, load,
 def test_only_the_demo_follows_the_load_average(monkeypatch):
     import os
 
+    import tgdfer.cli
     import tgdfer.threads
     from tgdfer.cli import app
+    from tgdfer.errors import TgdferError
 
     applied = []
     monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
@@ -128,10 +130,20 @@ def test_only_the_demo_follows_the_load_average(monkeypatch):
     monkeypatch.setattr(tgdfer.threads, "cgroup_quota", lambda: None)
     monkeypatch.setattr(tgdfer.threads, "apply_threads", lambda choice: applied.append(choice) or choice)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    demo = CliRunner().invoke(app, ["demo", "--print-config"])
-    assert demo.exit_code == 0, demo.output
-    assert applied[-1].threads == 1 and "torch threads: 1 (load average 50.0 on 2 usable CPUs" in demo.output
+
+    def stop(pipe):
+        raise TgdferError("stopped before the proxy")
+
+    monkeypatch.setattr(tgdfer.cli, "_ensure_proxy", stop)  # the demo's first step after choosing threads
+    demo = CliRunner().invoke(app, ["demo"])
+    assert demo.exit_code == 2 and "stopped before the proxy" in demo.output, demo.output
+    assert [c.threads for c in applied] == [2, 1]  # the global rule, then the demo's
+    assert "torch threads: 1 (load average 50.0 on 2 usable CPUs" in " ".join(demo.output.split())
+    applied.clear()
+    CliRunner().invoke(app, ["demo", "--help"])
+    CliRunner().invoke(app, ["demo", "--print-config"])
     CliRunner().invoke(app, ["train-head", "--print-config"])
-    assert applied[-1].threads == 2  # other commands: the CPUs they may use (README: --threads 1 when shared)
-    CliRunner().invoke(app, ["--threads", "2", "demo", "--print-config"])
-    assert applied[-1].threads == 2
+    assert [c.threads for c in applied] == [2, 2, 2]  # no load rule before the demo runs, nor for other commands
+    applied.clear()
+    CliRunner().invoke(app, ["--threads", "2", "demo"])
+    assert [c.threads for c in applied] == [2]  # --threads wins

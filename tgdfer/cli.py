@@ -88,15 +88,12 @@ def _global_options(
         return  # setting torch's threads would import torch (about 0.8 GB) for a command that never uses it
     from .threads import apply_threads, auto_threads  # once, before any command does parallel work
 
-    choice = apply_threads(auto_threads(threads, shared=ctx.invoked_subcommand in LOAD_AWARE))
+    choice = apply_threads(auto_threads(threads))
     logging.getLogger("tgdfer.threads").info("torch threads: %d (%s)", choice.threads, choice.reason)
-    if ctx.invoked_subcommand in LOAD_AWARE and choice.reason.startswith("load average"):
-        console.print(f"torch threads: {choice.threads} ({choice.reason})", highlight=False)
 
 
 EXIT_USER_ERROR = 2
 NO_TORCH = frozenset({"check"})  # commands that import neither torch nor the model code
-LOAD_AWARE = frozenset({"demo"})  # automatic threads also follow the load average (threads.py rule 4)
 
 
 def _run(fn: Callable) -> Callable:
@@ -1070,6 +1067,7 @@ def _synth_matches(out: Path, cfg) -> bool:
 @app.command("demo", cls=_Command)
 @_run
 def demo_cli(
+    ctx: typer.Context,
     config: ConfigOpt = Path("pipelines/synthetic.toml"),
     set_: SetOpt = None,
     data: Annotated[Path, typer.Option("--data", help="Where the synthetic dataset is written.")] = Path("data/synth"),
@@ -1092,6 +1090,7 @@ def demo_cli(
 
     pipe = _pipeline(config, list(set_ or []), print_config, profile)
     out = out or data  # the dataset folder (--out is its old name)
+    _demo_threads(ctx)
     _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
@@ -1112,6 +1111,17 @@ def demo_cli(
                   dry_run=False, print_config=False, points=None, profile=profile)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _demo_threads(ctx: typer.Context) -> None:
+    """The demo, which nobody tunes, also follows the load average (threads.py rule 4): one thread when other
+    processes already hold every usable core, unless --threads or OMP_NUM_THREADS chose."""
+    from .threads import apply_threads, auto_threads
+
+    choice = auto_threads(ctx.find_root().params.get("threads") or 0, shared=True)
+    if choice.reason.startswith("load average"):
+        apply_threads(choice)
+        console.print(f"torch threads: {choice.threads} ({choice.reason})", highlight=False)
 
 
 def main() -> None:
