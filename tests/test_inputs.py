@@ -10,6 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import tgdfer
+
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.head import HeadConfig, INFLUENCES
@@ -107,6 +109,9 @@ def test_option_values_are_checked_once_in_python_words_and_cli_words():
     assert result.exit_code == 2 and "--on-missing: 'skip'" in result.output and "on_missing:" not in result.output
     with pytest.raises(TypeError, match="unknown predict option.*on_missng"):
         predict("no-model", ["x.mp4"], on_missng="center")
+    with pytest.raises(TypeError):
+        Predictor("no-model", "cpu")  # options by name only: Predictor(run, "cpu") once meant device
+    assert tgdfer.PredictOptions is PredictOptions
 
 
 # -- the CLI and Predictor on the same inputs -------------------------------------------------------------
