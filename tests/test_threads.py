@@ -98,3 +98,52 @@ def test_fixed_threads_sets_then_restores_even_on_error():
         assert torch.get_num_threads() == 3
         raise KeyError("x")
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("cpus, quota, env, requested, load, threads", [
+    (2, None, {}, None, 9.3, 1),  # a shared 2-core machine at load 9: one thread (rule 4)
+    (2, None, {}, None, 2.0, 1),  # every core held already
+    (2, None, {}, None, 1.2, 2),  # a core free: both threads
+    (16, 4.0, {}, None, 5.0, 1),  # the quota's 4 CPUs all held
+    (16, 4.0, {}, None, 3.0, 4),
+    (2, None, {"OMP_NUM_THREADS": "2"}, None, 9.3, 2),  # the user's OMP_NUM_THREADS still wins
+    (2, None, {}, 2, 9.3, 2),  # and so does --threads
+    (2, None, {}, None, None, 2),  # no load given: rules 1-3 only (every command but the demo)
+])
+def test_choose_threads_with_the_load_average(cpus, quota, env, requested, load, threads):
+    choice = choose_threads(cpus, quota, env, requested, load)
+    assert choice.threads == threads, choice
+    assert ("load average" in choice.reason) == (threads == 1 and load is not None and requested is None and not env)
+
+
+def test_only_the_demo_follows_the_load_average(monkeypatch):
+    import os
+
+    import tgdfer.cli
+    import tgdfer.threads
+    from tgdfer.cli import app
+    from tgdfer.errors import TgdferError
+
+    applied = []
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    monkeypatch.setattr(tgdfer.threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(tgdfer.threads, "cgroup_quota", lambda: None)
+    monkeypatch.setattr(tgdfer.threads, "apply_threads", lambda choice: applied.append(choice) or choice)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    def stop(pipe):
+        raise TgdferError("stopped before the proxy")
+
+    monkeypatch.setattr(tgdfer.cli, "_ensure_proxy", stop)  # the demo's first step after choosing threads
+    demo = CliRunner().invoke(app, ["demo"])
+    assert demo.exit_code == 2 and "stopped before the proxy" in demo.output, demo.output
+    assert [c.threads for c in applied] == [2, 1]  # the global rule, then the demo's
+    assert "torch threads: 1 (load average 50.0 on 2 usable CPUs" in " ".join(demo.output.split())
+    applied.clear()
+    CliRunner().invoke(app, ["demo", "--help"])
+    CliRunner().invoke(app, ["demo", "--print-config"])
+    CliRunner().invoke(app, ["train-head", "--print-config"])
+    assert [c.threads for c in applied] == [2, 2, 2]  # no load rule before the demo runs, nor for other commands
+    applied.clear()
+    CliRunner().invoke(app, ["--threads", "2", "demo"])
+    assert [c.threads for c in applied] == [2]  # --threads wins

@@ -7,6 +7,7 @@ The Python API (docs/python-api.md), imported on first use so that `import tgdfe
     tgdfer.train(pipe, fold=1)              `tgdfer train-head`
     tgdfer.evaluate(run_or_runs)            `tgdfer evaluate`
     tgdfer.Predictor(run)(clips)            `tgdfer predict`, one call: probabilities and per-frame influence
+    tgdfer.PredictOptions(...)              its options (= the command's flags), Predictor(run, options=...)
     tgdfer.FeatureStore.open(path)          a feature store written by extract
 """
 
@@ -21,6 +22,7 @@ _LAZY = {  # name -> (module, attribute)
     "train": ("tgdfer.api", "train"),
     "evaluate": ("tgdfer.api", "evaluate"),
     "Predictor": ("tgdfer.predict", "Predictor"),
+    "PredictOptions": ("tgdfer.predictoptions", "PredictOptions"),
     "FeatureStore": ("tgdfer.store", "FeatureStore"),
 }
 

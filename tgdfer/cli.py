@@ -28,6 +28,7 @@ from rich.table import Table
 from . import __version__
 from .errors import TgdferError, os_error
 from .labels import short_names
+from .predictoptions import PredictOptions
 
 app = typer.Typer(
     name="tgdfer",
@@ -132,6 +133,10 @@ ProfileOpt = Annotated[Optional[str], typer.Option(
     "default: the config's own `profile = ...` (docs/paper-mapping.md, Deviations).")]
 PrintConfigOpt = Annotated[bool, typer.Option(
     "--print-config", help="Print the effective config (the TOML file, --set and the options) as TOML and exit.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip model name, e.g. ViT-B-32 (the demo's: tgdfer-proxy-vit).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(
+    help="open_clip tag, a weights file, or 'none' (offline: a local file, or the demo's proxy "
+         "cache/proxy/tgdfer-proxy-vit.safetensors).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")]
 
 
@@ -279,8 +284,8 @@ def extract_cli(
     set_: SetOpt = None,
     store: Annotated[Optional[str], typer.Option(help="Store path (.zarr folder, or .h5 with --backend hdf5).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="zarr | hdf5")] = None,
-    model: Annotated[Optional[str], typer.Option(help="open_clip model name, e.g. ViT-B-32.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="open_clip tag, a weights file, or 'none'.")] = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 | bf16 | fp16 (autocast).")] = None,
     normalize: Annotated[Optional[str], typer.Option(help="clip (CLIP mean/std) | none ([0, 1]).")] = None,
     views: Annotated[Optional[int], typer.Option(help="Views per clip (view 0 = test-time).")] = None,
@@ -516,6 +521,8 @@ def train_head_cli(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: [train] epochs; 50 in the shipped pipelines, DFER-CLIP's "
                                                              "count: the paper gives none).")] = None,
     device: DeviceOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     end_to_end: Annotated[bool, typer.Option(
         "--end-to-end", help="Fine-tune the image encoder too (lr [train] encoder_lr, 1e-5), from decoded frames.")] = False,
@@ -535,6 +542,7 @@ def train_head_cli(
       tgdfer train-head -c pipelines/synthetic.toml --fold 1       # -> runs/synth/fold1
       tgdfer train-head -c pipelines/dfew.toml --folds 1-5 --seeds 0,1,2 --device cuda:0
       tgdfer train-head -c pipelines/synthetic.toml --fold 1 --resume --epochs 30
+      tgdfer train-head -c pipelines/custom.toml --pretrained /models/ViT-B-32.pt
     """
     from .errors import ConfigError
     from .run import plan_runs
@@ -544,8 +552,13 @@ def train_head_cli(
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
     pipe = _pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__seed=seed,
                                         train__epochs=epochs, train__device=device,
-                                        train__end_to_end=True if end_to_end else None), print_config, profile)
+                                        train__end_to_end=True if end_to_end else None, encoder__model=model,
+                                        encoder__pretrained=pretrained), print_config, profile)
     pipe.encoder.trust_weights = trust_weights  # only ever from the command line, never from the config
+    if model is not None:  # the text tower is the store's encoder; --model is checked against it
+        from .model import check_store_model
+
+        check_store_model(pipe.train.store, model)
     runs = plan_runs(pipe.train, parse_int_list(folds, "--folds") if folds is not None else None,
                      parse_int_list(seeds, "--seeds") if seeds is not None else None, out)
     if folds is not None or seeds is not None:
@@ -793,8 +806,8 @@ def report_cli(
 def predict_cli(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="A run folder (or one of its .safetensors checkpoints).")],
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT", 
-        help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt files listing "
-             "them (one path per line).", show_default=False)],
+        help="Video files, frame folders, folders of videos, glob patterns ('clips/*.mp4'), or .txt/.csv files "
+             "listing clips (one path per line; a CSV's 'path' column).", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON (schema: tgdfer.predict).")] = False,
     csv: Annotated[Optional[Path], typer.Option(
         "--csv", help="Also write the predictions to this CSV file: one row per input, a probability column per "
@@ -802,20 +815,14 @@ def predict_cli(
     figures: Annotated[Optional[Path], typer.Option(
         "--figures", help="Folder for each clip's frame strip with its influence colour bar (PNG + PDF).")] = None,
     figure: Annotated[Optional[Path], typer.Option("--figure", hidden=True, help="Old name of --figures.")] = None,
-    weights: Annotated[Optional[str], typer.Option(
-        help="The image encoder's weights file, when the model's features came from a local file.")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    influence: Annotated[Optional[str], typer.Option(
-        help="relative (the frame's class score minus its mean over the classes) | similarity (the raw class "
-             "score). Default: the model's [head] influence.")] = None,
-    trust_weights: TrustOpt = False,
-    faces: Annotated[Optional[str], typer.Option(
-        help="Face detector for raw video (centerface | pkg.module:factory with --allow-import | none); default: "
-             "the model's own (its store's face stage).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help=PredictOptions.help("weights"))] = PredictOptions.weights,
+    device: Annotated[str, typer.Option(help=PredictOptions.help("device"))] = PredictOptions.device,
+    influence: Annotated[Optional[str], typer.Option(help=PredictOptions.help("influence"))] = PredictOptions.influence,
+    trust_weights: TrustOpt = PredictOptions.trust_weights,
+    faces: Annotated[Optional[str], typer.Option(help=PredictOptions.help("faces"))] = PredictOptions.faces,
     allow_import: AllowImportOpt = False,
-    on_missing: Annotated[Optional[str], typer.Option(
-        help="A clip in which no face is found: fail (an error for that input) | center (predict on the centre "
-             "square; marked \"fallback\": \"center\"). Default: the model's faces.on_missing.")] = None,
+    on_missing: Annotated[Optional[str], typer.Option(help=PredictOptions.help("on_missing"))] = PredictOptions.on_missing,
+    batch: Annotated[int, typer.Option(help=PredictOptions.help("batch"))] = PredictOptions.batch,
 ):
     """Emotion probabilities and per-frame influence (Eq. 12) of clips, from a trained model.
 
@@ -828,19 +835,14 @@ def predict_cli(
       tgdfer predict runs/synth/fold1 my_videos/ --json > predictions.json
       tgdfer predict runs/synth/fold1 clip.mp4 --figures figs/
     """
-    from .evaluation import check_influence
     from .predict import PredictFailure, predict
     from .devicedata import resolve_device
 
+    given = locals()
+    options = PredictOptions(**{name: given[name] for name in PredictOptions.command_fields()})  # one definition
     resolve_device(device)  # a misspelt --device fails before the model is read
-    if on_missing not in (None, "fail", "center"):
-        from .errors import ConfigError
-
-        raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'")
     _allow_import(faces, allow_import)
-    result = predict(model, inputs, device=device, weights=weights, figure_dir=figures or figure,
-                     influence=influence and check_influence(influence), trust_weights=trust_weights, faces=faces,
-                     on_missing=on_missing)
+    result = predict(model, inputs, figure_dir=figures or figure, options=options)
     if csv is not None:
         try:
             csv.parent.mkdir(parents=True, exist_ok=True)
@@ -1065,6 +1067,7 @@ def _synth_matches(out: Path, cfg) -> bool:
 @app.command("demo", cls=_Command)
 @_run
 def demo_cli(
+    ctx: typer.Context,
     config: ConfigOpt = Path("pipelines/synthetic.toml"),
     set_: SetOpt = None,
     data: Annotated[Path, typer.Option("--data", help="Where the synthetic dataset is written.")] = Path("data/synth"),
@@ -1087,6 +1090,7 @@ def demo_cli(
 
     pipe = _pipeline(config, list(set_ or []), print_config, profile)
     out = out or data  # the dataset folder (--out is its old name)
+    _demo_threads(ctx)
     _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
@@ -1107,6 +1111,17 @@ def demo_cli(
                   dry_run=False, print_config=False, points=None, profile=profile)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _demo_threads(ctx: typer.Context) -> None:
+    """The demo, which nobody tunes, also follows the load average (threads.py rule 4): one thread when other
+    processes already hold every usable core, unless --threads or OMP_NUM_THREADS chose."""
+    from .threads import apply_threads, auto_threads
+
+    choice = auto_threads(ctx.find_root().params.get("threads") or 0, shared=True)
+    if choice.reason.startswith("load average"):
+        apply_threads(choice)
+        console.print(f"torch threads: {choice.threads} ({choice.reason})", highlight=False)
 
 
 def main() -> None:

@@ -123,10 +123,15 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+PROXY_HINT = ("or the demo's proxy CLIP, trained here without downloads (`make demo` or `tgdfer proxy -c "
+              "pipelines/synthetic.toml`): --model tgdfer-proxy-vit --pretrained cache/proxy/tgdfer-proxy-vit.safetensors")
+HUB_PROBE_SECONDS = 5.0  # one connection attempt to the hub (or the proxy) before a download is tried
+
+
 def _download_hint(model: str) -> str:
     return (f"Without network access, download the weights elsewhere and pass the file: "
             f"--pretrained /path/to/{model}.pt (OpenAI's release) or an open_clip "
-            f"open_clip_pytorch_model.bin / .safetensors file")
+            f"open_clip_pytorch_model.bin / .safetensors file; {PROXY_HINT}")
 
 
 def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
@@ -137,8 +142,13 @@ def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
         return WeightsSource(kind="none")
     tag_cfg = open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained)
     if tag_cfg:
+        path = cached_tag_weights(tag_cfg, cfg.cache_dir)
+        offline = None if path else hub_unreachable(tag_cfg)
+        if offline:  # fail now, not after huggingface_hub's retries (a minute per file offline)
+            raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}: {offline}. "
+                              f"{_download_hint(cfg.model)}.")
         try:
-            path = open_clip.download_pretrained(tag_cfg, cache_dir=cfg.cache_dir)
+            path = path or open_clip.download_pretrained(tag_cfg, cache_dir=cfg.cache_dir)
         except Exception as e:  # network, hub and checksum errors all mean the same to the user
             raise TgdferError(f"could not download weights for {cfg.model}/{cfg.pretrained}: {str(e).rstrip('.')}. "
                               f"{_download_hint(cfg.model)}.") from e
@@ -155,6 +165,58 @@ def resolve_weights(cfg: EncoderConfig) -> WeightsSource:
     raise ConfigError("pretrained", f"{cfg.pretrained!r} is neither a weights file that exists nor a known "
                       f"open_clip tag for {cfg.model} (tags: {', '.join(tags) or 'none'}; "
                       "or 'none' for random weights)")
+
+
+def _hub_file(tag_cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """(repo, file names open_clip tries in order) of a tag downloaded from the Hugging Face hub, else None."""
+    from open_clip import pretrained
+
+    if not tag_cfg.get("hf_hub") or not pretrained.has_hf_hub():
+        return None
+    repo, filename = os.path.split(tag_cfg["hf_hub"])  # "org/name/" names the repo only (open_clip's reading)
+    filename = filename or pretrained.HF_WEIGHTS_NAME
+    safe = getattr(pretrained, "_get_safe_alternatives", lambda name: [])  # open_clip >= 2.23 prefers .safetensors
+    return repo, [*safe(filename), filename]
+
+
+def cached_tag_weights(tag_cfg: dict[str, Any], cache_dir: str | None = None) -> str | None:
+    """A tag's weights file already in the Hugging Face cache (found without the network), else None."""
+    hub = _hub_file(tag_cfg)
+    if hub is None:
+        return tag_cfg.get("file")
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, names = hub
+    for name in names:
+        found = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def hub_unreachable(tag_cfg: dict[str, Any], env: dict[str, str] | None = None) -> str | None:
+    """Why the Hugging Face hub cannot serve a tag's weights now (HF_HUB_OFFLINE, or one failed connection to
+    the hub or to the HTTPS proxy), else None. Offline, huggingface_hub retries each file for a minute."""
+    import socket
+    from urllib.parse import urlparse
+    from urllib.request import getproxies
+
+    if _hub_file(tag_cfg) is None:
+        return None  # a URL download (urllib) fails at once by itself
+    env = os.environ if env is None else env
+    if env.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set and they are not in the Hugging Face cache"
+    endpoint = urlparse(env.get("HF_ENDPOINT") or "https://huggingface.co")
+    proxy = getproxies().get(endpoint.scheme or "https")
+    target = urlparse(proxy if "//" in (proxy or "//") else f"http://{proxy}") if proxy else endpoint
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as e:
+        what = "the HTTPS proxy " if proxy else ""
+        return f"cannot reach {what}{host} ({e.strerror or e})"
+    return None
 
 
 def _known_checkpoints(model: str) -> list[dict[str, Any]]:

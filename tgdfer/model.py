@@ -47,13 +47,31 @@ def store_encoder_config(store: FeatureStore, encoder: Optional[EncoderConfig], 
     pretrained = fp["pretrained"]
     if pretrained == "file":
         if encoder is None or not os.path.isfile(encoder.pretrained):
-            raise TgdferError(
-                f"{store.path} was extracted from a local weights file (sha256 {fp['weights_sha256'][:12]}...); "
-                f"{why}: set [encoder] pretrained to that file")
+            problem = (f"{store.path} was extracted from {fp['model']} weights in a local file (sha256 "
+                       f"{fp['weights_sha256'][:12]}...); {why}: ")
+            error = TgdferError(problem + "set [encoder] pretrained to that file")
+            error.cli = problem + "pass it as --pretrained FILE (or set [encoder] pretrained)"
+            raise error
         pretrained = encoder.pretrained
     precision = encoder.precision if encoder is not None else fp.get("precision", "fp32")
     return EncoderConfig(model=fp["model"], pretrained=pretrained, quick_gelu=fp["quick_gelu"], precision=precision,
                          trust_weights=encoder.trust_weights if encoder is not None else False)
+
+
+def check_store_model(store_path: str, model: str) -> None:
+    """ConfigError naming --model when the store was extracted with another open_clip model (train-head takes
+    the store's; the option is there to say the same as extract's). A store that does not open is left to
+    the trainer to report."""
+    try:
+        with FeatureStore.open(store_path) as store:
+            stored = store.fingerprint["encoder"]["model"]
+    except (TgdferError, OSError, KeyError):
+        return
+    if stored != model:
+        error = ConfigError("encoder.model", f"{model!r}: {store_path} holds features of {stored}; training uses "
+                                             "the store's encoder")
+        error.cli = f"--model {model}: {store_path} holds features of {stored}; train-head uses the store's encoder"
+        raise error
 
 
 def load_image_encoder(store: FeatureStore, device: torch.device, encoder: Optional[EncoderConfig] = None,

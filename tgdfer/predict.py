@@ -10,11 +10,12 @@ segment centres, a clip shorter than T repeats its last frame. The face stage to
 store (`fingerprint["faces"]`: the same detector, margin, smoothing and crop size; none for
 pre-cropped datasets); `--faces NAME` overrides it for raw video (`--faces none` turns it off).
 
-INPUT: a video file, a folder of frame images, a folder of videos (each one a clip), a glob
-pattern (`clips/*.mp4`, quoted in the shell), or a `.txt` file listing such paths one per line
-(relative paths are read from the list's folder; blank lines and `#` comments are skipped). A
-clip that cannot be read gives an error for that input; the other inputs are still predicted.
-From Python, `Predictor("runs/x")(clip_or_list)` also takes frame arrays [T, H, W, 3] uint8.
+INPUT (tgdfer.inputs, the same for the CLI and `Predictor`): a video file, a folder of frame
+images, a folder of videos (each one a clip), a glob pattern (`clips/*.mp4`, quoted in the
+shell), or a `.txt`/`.lst`/`.csv` file listing clips (a CSV's `path` column; relative paths are
+read from the list's folder). A clip that cannot be read gives an error for that input; the
+other inputs are still predicted. From Python, `Predictor("runs/x")(clip_or_list)` also takes
+frame arrays [T, H, W, 3] uint8. Options: tgdfer.predictoptions.PredictOptions, the command's flags.
 
 JSON output (`--json`, `PredictResult.to_json()`):
 
@@ -48,11 +49,10 @@ Shape legend: T frames, D width, C classes.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -68,17 +68,17 @@ from .errors import ConfigError, TgdferError
 from .evaluation import check_influence
 from .extraction import encode_views, read_views
 from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
-from .frames import IMAGE_SUFFIXES, ArraySource, _natural_key, open_frames
-from .head import HeadConfig, TGDFERHead, frame_influence
+from .frames import ArraySource, open_frames
+from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
+from .inputs import BadInput, expand_input, expand_inputs
 from .labels import CLASSES, class_set, stored_classes
+from .predictoptions import PredictOptions, option_error
 from .prompts import build_prompt_sets
 from .run import read_checkpoint, resolve_checkpoint
 from .text import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
 
-LIST_SUFFIXES = (".txt", ".lst")  # an INPUT with this suffix lists clips, one path per line
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")  # in a folder
 @dataclass
 class LoadedModel:
     """A trained head with the image encoder and view-0 preprocessing of its store (`load_predictor`)."""
@@ -306,20 +306,25 @@ def faces_config(ckpt: dict, override: Optional[str] = None, on_missing: Optiona
         try:
             stored = replace(stored, on_missing=on_missing)
         except ConfigError as e:
-            raise ConfigError("--on-missing", f"{on_missing!r} is not one of 'fail', 'center'") from e
+            raise option_error("on_missing", f"{on_missing!r} is not one of 'fail', 'center'") from e
     return stored
 
 
 def load_predictor(model: str | Path, device: str = "auto", weights: Optional[str] = None,
                    trust_weights: bool = False, faces: Optional[str] = None,
-                   on_missing: Optional[str] = None) -> LoadedModel:
+                   on_missing: Optional[str] = None, options: Optional[PredictOptions] = None) -> LoadedModel:
     """Load MODEL (a run folder or checkpoint) with the image encoder and preprocessing of its store.
+
+    `options` (PredictOptions), when given, replaces the other keyword arguments.
 
     `trust_weights`: the user's opt-in to unpickle the encoder weights file in full (weights.py).
     `faces`: a face detector overriding the store's face stage (None = the store's; "none" = whole frames).
     `on_missing`: what a clip without a face does ("fail": a PredictFailure; "center": the centre
     square, marked as a fallback); None = the store's `faces.on_missing`.
     """
+    if options is not None:
+        device, weights, trust_weights = options.device, options.weights, options.trust_weights
+        faces, on_missing = options.faces, options.on_missing
     path = resolve_checkpoint(model)
     ckpt = read_checkpoint(path)
     enc = _load_encoder(ckpt, path, weights, resolve_device(device), trust_weights)
@@ -402,10 +407,10 @@ def predict_clip(p: LoadedModel, path: Clip, keep_frames: bool = False, influenc
     return _score(p, [_read_clip(p, path, keep_frames)], influence)[0]
 
 
-def predict_clips(p: LoadedModel, clips: Sequence[Union[Clip, PredictFailure]], keep_frames: bool = False,
+def predict_clips(p: LoadedModel, clips: Sequence[Union[Clip, PredictFailure, BadInput]], keep_frames: bool = False,
                   influence: str = "relative", batch: int = 8) -> list[Union[Prediction, PredictFailure]]:
     """`predict_clip` for many clips, encoded `batch` clips at a time; one that cannot be read becomes a
-    PredictFailure (in its place) and the others go on."""
+    PredictFailure (in its place) and the others go on; a BadInput (inputs.expand_inputs) becomes one."""
     check_influence(influence)
     out: list[Union[Prediction, PredictFailure, None]] = [None] * len(clips)
     pending: list[tuple[int, _Read]] = []
@@ -416,8 +421,8 @@ def predict_clips(p: LoadedModel, clips: Sequence[Union[Clip, PredictFailure]], 
         pending.clear()
 
     for i, clip in enumerate(clips):
-        if isinstance(clip, PredictFailure):
-            out[i] = clip
+        if isinstance(clip, (PredictFailure, BadInput)):
+            out[i] = PredictFailure(clip.input, clip.error)
             continue
         name = f"array[{i}]" if isinstance(clip, np.ndarray) else str(clip)
         try:
@@ -438,18 +443,20 @@ class Predictor:
         pred = predictor("clip.mp4")                          # a video, a frame folder, or frames [T, H, W, 3] uint8
         pred.label, pred.probabilities, pred.influence        # class, {class: p}, [T] per-frame influence (Eq. 12)
         preds = predictor(["a.mp4", "frames/b", array])       # a list: encoded in batches, a list back
+        preds = predictor("my_videos/")                       # a folder of videos, a glob, a .txt/.csv list: a list
 
-    One input that cannot be read raises its TgdferError; in a list it becomes a PredictFailure in
-    its place and the others are predicted. Built on `load_predictor` and `predict_clips`.
+    Inputs are what `tgdfer predict` takes (tgdfer.inputs: the same expansion); options are
+    `PredictOptions` fields, the command's flags (`Predictor(run, faces="none", on_missing="center")`).
+    One clip that cannot be read raises its TgdferError; in a list (or an input naming several
+    clips) it becomes a PredictFailure in its place and the others are predicted.
     """
 
-    def __init__(self, model: str | Path, device: str = "auto", weights: Optional[str] = None,
-                 influence: Optional[str] = None, trust_weights: bool = False, faces: Optional[str] = None,
-                 batch: int = 8, on_missing: Optional[str] = None):
-        self.model = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces,
-                                    on_missing=on_missing)
-        self.influence = check_influence(self.model.head.cfg.influence if influence is None else influence)
-        self.batch = batch
+    def __init__(self, model: str | Path, *, options: Optional[PredictOptions] = None, **kwargs):
+        self.options = options_from(options, kwargs)
+        self.model = load_predictor(model, options=self.options)
+        self.influence = check_influence(self.model.head.cfg.influence if self.options.influence is None
+                                         else self.options.influence)
+        self.batch = self.options.batch
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -457,56 +464,40 @@ class Predictor:
 
     def __call__(self, clips: Union[Clip, Sequence[Clip]], keep_frames: bool = False
                  ) -> Union[Prediction, list[Union[Prediction, PredictFailure]]]:
-        if isinstance(clips, (str, Path, np.ndarray)):
-            pred = predict_clips(self.model, [clips], keep_frames, self.influence, self.batch)[0]
-            if isinstance(pred, PredictFailure):
-                raise TgdferError(pred.error)
-            return pred
-        return predict_clips(self.model, list(clips), keep_frames, self.influence, self.batch)
+        items, many = _expand(clips)
+        preds = predict_clips(self.model, items, keep_frames, self.influence, self.batch)
+        if many:
+            return preds
+        if isinstance(preds[0], PredictFailure):
+            raise TgdferError(preds[0].error)
+        return preds[0]
 
     def __repr__(self) -> str:
         return f"Predictor({str(self.model.checkpoint)!r}, classes={list(self.classes)})"
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Union[Path, PredictFailure]]:
-    """INPUT arguments -> clip paths: a `.txt`/`.lst` file contributes the paths it lists, a folder
-    of videos its videos (a folder of frame images is one clip), a glob pattern (`clips/*.mp4`,
-    `data/**/*.avi`) the paths it matches, in natural order."""
-    out: list[Union[Path, PredictFailure]] = []
-    for text in map(str, inputs):
-        item = Path(text)
-        if not item.exists() and any(c in text for c in "*?["):
-            matches = sorted(glob.glob(text, recursive=True), key=_natural_key)
-            out += [Path(m) for m in matches] or [PredictFailure(text, f"{text}: no file or folder matches")]
-            continue
-        if item.is_dir():
-            out += _folder_clips(item)
-            continue
-        if not (item.suffix.lower() in LIST_SUFFIXES and item.is_file()):
-            out.append(item)
-            continue
-        try:
-            lines = item.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            out.append(PredictFailure(str(item), f"{item}: cannot read the list ({e})"))
-            continue
-        listed = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-        if not listed:
-            out.append(PredictFailure(str(item), f"{item}: the list names no clips"))
-        out += [Path(x) if Path(x).is_absolute() else item.parent / x for x in listed]
-    return out
+def _expand(clips: Union[Clip, Sequence[Clip]]) -> tuple[list[Union[Clip, BadInput]], bool]:
+    """Predictor's argument -> (clips, whether a list comes back): one video, frame folder or array gives
+    one Prediction; a list, a folder of videos, a glob or a list file gives a list (tgdfer.inputs)."""
+    if isinstance(clips, np.ndarray):
+        return [clips], False
+    if isinstance(clips, (str, Path)):
+        return expand_input(clips)
+    return [c for item in clips for c in ([item] if isinstance(item, np.ndarray) else expand_input(item)[0])], True
 
 
-def _folder_clips(folder: Path) -> list[Path]:
-    """A folder's clips: the folder itself when it holds frame images (or nothing known), else its videos."""
-    try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
-    except OSError:
-        return [folder]  # predict_clip names the problem
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
-        return [folder]
-    videos = sorted((f for f in files if f.suffix.lower() in VIDEO_SUFFIXES), key=lambda f: _natural_key(f.name))
-    return videos or [folder]
+def options_from(options: Optional[PredictOptions], kwargs: dict) -> PredictOptions:
+    """`options` with the keyword arguments replacing its fields (TypeError naming an unknown one)."""
+    unknown = sorted(set(kwargs) - {f.name for f in fields(PredictOptions)})
+    if unknown:
+        raise TypeError(f"unknown predict option(s) {', '.join(unknown)}; the options are the fields of "
+                        f"PredictOptions: {', '.join(f.name for f in fields(PredictOptions))}")
+    opts = replace(options or PredictOptions(), **kwargs)
+    if opts.threads is not None:
+        from .threads import apply_threads, auto_threads
+
+        apply_threads(auto_threads(opts.threads))
+    return opts
 
 
 def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
@@ -518,32 +509,29 @@ def _figure_stem(folder: Path, path: str, used: set[str]) -> Path:
     return folder / stem
 
 
-def predict(model: str | Path, inputs: Sequence[str | Path], device: str = "auto", weights: Optional[str] = None,
-            figure_dir: Optional[str | Path] = None, influence: Optional[str] = None,
-            trust_weights: bool = False, faces: Optional[str] = None, on_missing: Optional[str] = None
-            ) -> PredictResult:
-    """Predict every input; one that cannot be read becomes a PredictFailure and the rest go on.
+def predict(model: str | Path, inputs: Sequence[str | Path], *, figure_dir: Optional[str | Path] = None,
+            options: Optional[PredictOptions] = None, **kwargs) -> PredictResult:
+    """Predict every input (tgdfer.inputs); one that cannot be read becomes a PredictFailure and the rest go on.
 
-    `faces`: face detector overriding the model's (None = its store's face stage; "none" = whole frames).
-    A clip where the face stage finds no face is a PredictFailure (`on_missing` "fail"), or is cropped
-    to the centre square and marked (`Prediction.fallback`, JSON "fallback": "center") with "center";
-    None = the store's `faces.on_missing`.
+    Options: `options` and/or keyword arguments naming PredictOptions fields (device, weights,
+    influence, faces, on_missing, trust_weights, batch, threads). With a face stage, a clip where
+    no face is found is a PredictFailure (on_missing "fail"), or is cropped to the centre square
+    and marked (`Prediction.fallback`, JSON "fallback": "center") with "center".
     `figure_dir`: write each clip's frame strip with its influence colour bar (paper Fig. 4) there;
     if it cannot be written the predictions go on without figures (`figure_error` says why).
-    `influence`: the `head.frame_influence` mode ("relative" or "similarity"; None: the model's
-    `[head] influence`).
-    `trust_weights`: opt in to unpickling the encoder weights file in full (weights.py).
     """
+    opts = options_from(options, kwargs)
     if not inputs:
-        raise TgdferError("predict needs at least one INPUT (a video, a frame folder or a .txt list of them)")
-    p = load_predictor(model, device=device, weights=weights, trust_weights=trust_weights, faces=faces,
-                       on_missing=on_missing)
-    influence = check_influence(p.head.cfg.influence if influence is None else influence)
+        raise TgdferError("predict needs at least one INPUT (a video, a frame folder, a folder of videos, a glob "
+                          "or a .txt/.csv list of them)")
+    p = load_predictor(model, options=opts)
+    influence = check_influence(p.head.cfg.influence if opts.influence is None else opts.influence)
     ckpt_fp = dict(p.encoder.fingerprint)
     result = PredictResult(checkpoint=p.checkpoint, encoder=ckpt_fp, predictions=[], influence=influence,
                            classes=p.classes, faces=p.faces.fingerprint() if p.faces.enabled else {"detector": "none"})
     used: set[str] = set()
-    for pred in predict_clips(p, expand_inputs(inputs), keep_frames=figure_dir is not None, influence=influence):
+    for pred in predict_clips(p, expand_inputs(inputs), keep_frames=figure_dir is not None, influence=influence,
+                              batch=opts.batch):
         result.predictions.append(pred)
         if figure_dir is not None and isinstance(pred, Prediction):
             try:

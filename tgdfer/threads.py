@@ -14,7 +14,11 @@ The rule, first match wins:
   1. an explicit request (`tgdfer --threads N`, N >= 1);
   2. OMP_NUM_THREADS set by the user (a positive integer), as OpenMP itself would honour it;
   3. the CPUs in the affinity mask, capped by the cgroup quota rounded up (a quota of 1.5 CPUs
-     -> 2 threads that each get 75 % of the period; 0.5 -> 1).
+     -> 2 threads that each get 75 % of the period; 0.5 -> 1);
+  4. only where a load average is passed (`tgdfer demo`, which nobody tunes): 1 thread when the
+     1-minute load average already reaches that count, i.e. other processes hold every core, as on
+     a machine shared without limits (docs/performance.md: at load average 8-13 on 2 cores a head
+     step took 20.6 s on 2 threads and 5.1 s on 1). The threshold is a choice, not a measurement.
 """
 
 from __future__ import annotations
@@ -116,10 +120,12 @@ def _positive_int(value: str | None) -> int | None:
     return n if n >= 1 else None
 
 
-def choose_threads(cpus: int, quota: float | None, env: Mapping[str, str], requested: int | None = None) -> ThreadChoice:
+def choose_threads(cpus: int, quota: float | None, env: Mapping[str, str], requested: int | None = None,
+                   load: float | None = None) -> ThreadChoice:
     """The thread count from the affinity CPUs, the cgroup quota (CPUs or None), the environment and a request.
 
     `requested` None or 0 means automatic. A malformed OMP_NUM_THREADS ("4,2", "") is ignored.
+    `load`: the 1-minute load average (rule 4), or None to leave the machine's load out.
     """
     if requested is not None and requested < 0:
         raise ValueError(f"threads must be >= 0 (0 = automatic), got {requested}")
@@ -130,14 +136,21 @@ def choose_threads(cpus: int, quota: float | None, env: Mapping[str, str], reque
         return ThreadChoice(omp, f"OMP_NUM_THREADS={omp}")
     cpus = max(1, int(cpus))
     if quota is not None and math.ceil(quota) < cpus:
-        n = max(1, math.ceil(quota))
-        return ThreadChoice(n, f"cgroup CPU quota {quota:g} CPUs (affinity {cpus} CPUs)")
-    return ThreadChoice(cpus, f"{cpus} CPUs in the affinity mask" + ("" if quota is None else f" (cgroup quota {quota:g})"))
+        choice = ThreadChoice(max(1, math.ceil(quota)), f"cgroup CPU quota {quota:g} CPUs (affinity {cpus} CPUs)")
+    else:
+        choice = ThreadChoice(cpus, f"{cpus} CPUs in the affinity mask" + ("" if quota is None else
+                                                                           f" (cgroup quota {quota:g})"))
+    if load is not None and choice.threads > 1 and load >= choice.threads:
+        return ThreadChoice(1, f"load average {load:.1f} on {choice.threads} usable CPUs: other processes hold "
+                               "the cores; --threads N overrides")
+    return choice
 
 
-def auto_threads(requested: int | None = None) -> ThreadChoice:
-    """`choose_threads` from this process's affinity mask, cgroup quota and environment."""
-    return choose_threads(usable_cpus(), cgroup_quota(), os.environ, requested)
+def auto_threads(requested: int | None = None, shared: bool = False) -> ThreadChoice:
+    """`choose_threads` from this process's affinity mask, cgroup quota and environment; with `shared`,
+    also from the 1-minute load average (rule 4)."""
+    load = os.getloadavg()[0] if shared and hasattr(os, "getloadavg") else None
+    return choose_threads(usable_cpus(), cgroup_quota(), os.environ, requested, load)
 
 
 def apply_threads(choice: ThreadChoice) -> ThreadChoice:
