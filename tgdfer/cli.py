@@ -773,7 +773,7 @@ def report_cli(
     sweep_dir: Annotated[Path, typer.Argument(metavar="FOLDER", help=(
         "A sweep folder (written by `tgdfer sweep`); with --html also a run or an evaluation folder."))],
     html: Annotated[bool, typer.Option("--html", help=(
-        "Also write one self-contained HTML page (no server or network needed): sortable tables with intervals, "
+        "Write one self-contained HTML page (no server or network needed): sortable tables with intervals, "
         "confusion matrices, frame strips with influence and face boxes, the config and the store fingerprint."))] = False,
     out: Annotated[Optional[Path], typer.Option(help="The HTML file (default: FOLDER/report.html).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (re-scoring a run or an evaluation).")] = "auto",
@@ -788,8 +788,11 @@ def report_cli(
       tgdfer report runs/synth/fold1 --html            # -> runs/synth/fold1/report.html
       tgdfer report runs/synth/fold1/eval --html --out results/fold1.html
     """
+    from .errors import ConfigError
     from .sweep import report
 
+    if out is not None and not html:
+        raise ConfigError("--out", "names the HTML file: give it with --html")
     if html:
         from .htmlreport import folder_kind, write_report
 

@@ -98,8 +98,10 @@ def _cell(value: Any, decimals: int, tag: str = "td") -> str:
     return f"<{tag}{attr}>{esc(text)}</{tag}>"
 
 
-def table(df: pd.DataFrame, caption: str = "", note: str = "", decimals: int = 2,
-          footer: Sequence[str] = ("mean", "std", "95% interval")) -> str:
+SUMMARY_ROWS = ("mean", "std", "95% interval")  # the rows under an evaluation's result table
+
+
+def table(df: pd.DataFrame, caption: str = "", note: str = "", decimals: int = 2, footer: Sequence[str] = ()) -> str:
     """`df` (index as first column) as a sortable table; rows whose index is in `footer` stay below the sorted rows."""
     head = "".join(f'<th scope="col">{esc(c)}</th>' for c in [df.index.name or "", *df.columns])
     body, foot = [], []
@@ -263,7 +265,7 @@ def runs_report(runs: Sequence[Path], title: str, device: str = "auto", influenc
     parts = [section("Results (%)", table(with_interval(results), f"TG-DFER results (%), model selection: {protocol}",
                                           "Test clips of each run, view 0, re-scored from its checkpoint. "
                                           "95% interval: t interval of the mean over the folds.",
-                                          DECIMALS["results"])), *extra]
+                                          DECIMALS["results"], SUMMARY_ROWS)), *extra]
     if len(runs) == 1 and (runs[0] / METRICS).is_file():
         epochs = pd.read_csv(runs[0] / METRICS).set_index("epoch")
         parts.append(section("Epochs", table(epochs.dropna(axis=1, how="all"), "metrics.csv", decimals=4)))
