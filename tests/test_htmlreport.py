@@ -146,17 +146,30 @@ def test_html_report_of_a_folder_that_is_none_of_the_three_fails_in_one_line(tmp
 
 
 @pytest.fixture(scope="module")
-def evaluation(run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("htmleval") / "eval"
-    evaluate([run], out=out, device="cpu", frames=("highest",), ks=(1,), figures=False)
-    return out
+def evaluation(run, face_store, encoder_cfg, tmp_path_factory):
+    """Both folds: `run` and a 2-epoch run on fold 2."""
+    root = tmp_path_factory.mktemp("htmleval")
+    fold2 = root / "fold2"
+    train(HeadConfig(learnable=False), TrainConfig(store=str(face_store), fold=2, out=str(fold2), epochs=2,
+                                                   batch_size=8, device="cpu"), encoder=encoder_cfg)
+    evaluate([run, fold2], out=root / "eval", device="cpu", frames=("highest",), ks=(1,), figures=False)
+    return root / "eval"
 
 
-def test_evaluation_folder_records_its_runs_and_its_page_adds_table6(evaluation, run):
+def test_evaluation_folder_records_its_runs_and_its_page_adds_intervals_and_table6(evaluation, run):
     record = json.loads((evaluation / "evaluation.json").read_text())
-    assert record["runs"] == [str(run.resolve())] and record["influence"] == "relative"
+    assert record["runs"] == [str(run.resolve()), str((evaluation.parent / "fold2").resolve())]
+    assert record["influence"] == "relative"
     html = (write_report(evaluation, device="cpu")).read_text()
     assert (evaluation / "report.html").is_file() and "Table 6" in html and "table6.csv" in html
+    results = pd.read_csv(evaluation / "results.csv", index_col=0)
+    foot = html.split("<tfoot>")[1].split("</tfoot>")[0]  # mean, std and the interval stay under the folds
+    assert [row.split("</th>")[0].rsplit(">", 1)[1] for row in foot.split("<tr>")[1:]] == ["mean", "std",
+                                                                                            "95% interval"]
+    war = results.loc[["fold 1", "fold 2"], "WAR"]  # percent, 2 decimals, as in the page's table
+    half = war.std() * t975(1) / np.sqrt(2)
+    assert f'<td class="text">[{war.mean() - half:.2f}, {war.mean() + half:.2f}]</td></tr>' in foot  # WAR: last
+    assert "<h3>fold 1 (n = " in html and "<h3>fold 2 (n = " in html and "mean of 2 folds" in html and html.count('class="strip"') == 4
 
 
 @pytest.fixture(scope="module")

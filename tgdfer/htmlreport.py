@@ -262,9 +262,10 @@ def runs_report(runs: Sequence[Path], title: str, device: str = "auto", influenc
         stores.append(lr.cfg.store)
     results, protocol = results_table(scores)
     classes = scores[0].classes
-    parts = [section("Results (%)", table(with_interval(results), f"TG-DFER results (%), model selection: {protocol}",
-                                          "Test clips of each run, view 0, re-scored from its checkpoint. "
-                                          "95% interval: t interval of the mean over the folds.",
+    shown = with_interval(results)
+    note = "Test clips of each run, view 0, re-scored from its checkpoint." + (
+        " 95% interval: t interval of the mean over the folds." if "95% interval" in shown.index else "")
+    parts = [section("Results (%)", table(shown, f"TG-DFER results (%), model selection: {protocol}", note,
                                           DECIMALS["results"], SUMMARY_ROWS)), *extra]
     if len(runs) == 1 and (runs[0] / METRICS).is_file():
         epochs = pd.read_csv(runs[0] / METRICS).set_index("epoch")
