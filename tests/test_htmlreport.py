@@ -100,6 +100,17 @@ def test_strip_draws_the_face_box_on_the_source_frame():
     assert "0.50" in html and "face box" in html
 
 
+def test_strips_keep_small_source_frames_with_their_boxes_scaled():
+    from tgdfer.evaluation import STRIP_SOURCE_HEIGHT, _shrink
+
+    frames = np.zeros((2, 2 * STRIP_SOURCE_HEIGHT, 640, 3), np.uint8)
+    boxes = np.array([[100.0, 50.0, 300.0, 250.0]] * 2)
+    small, scaled = _shrink(frames, boxes)
+    assert small.shape == (2, STRIP_SOURCE_HEIGHT, 320, 3) and scaled.tolist() == [[50.0, 25.0, 150.0, 125.0]] * 2
+    same, kept = _shrink(frames[:, :100], boxes)  # already small: as they are
+    assert same.shape == (2, 100, 640, 3) and kept is boxes
+
+
 # -- a run, an evaluation and a sweep on the tiny store ----------------------------------------------
 
 
@@ -135,6 +146,17 @@ def test_run_page_holds_results_epochs_confusion_strips_with_boxes_config_and_fi
     assert str(face_store) in html and "test-html-fixed" in html  # the face stage, in the fingerprint
     assert "http://" not in html and "https://" not in html and "<link" not in html
     assert html.count("<script>") == 1
+
+
+@pytest.mark.parametrize("text, words", [('epoch,loss\n1,"x\n', "metrics.csv:notareadabletable"),
+                                         ("a,b\n1,2,3,4\n", "metrics.csv:noepochcolumn")])
+def test_a_damaged_epoch_table_fails_in_one_line(run, tmp_path, text, words):
+    copy = tmp_path / "fold1"
+    shutil.copytree(run, copy)
+    (copy / "metrics.csv").write_text(text)
+    result = runner.invoke(app, ["report", str(copy), "--html", "--device", "cpu"])
+    assert result.exit_code == 2 and words in "".join(result.output.split())
+    assert "Traceback" not in result.output and not (copy / "report.html").exists()
 
 
 def test_html_report_of_a_folder_that_is_none_of_the_three_fails_in_one_line(tmp_path):

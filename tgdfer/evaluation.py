@@ -425,6 +425,9 @@ def localisation_table(rows: list[dict]) -> pd.DataFrame:
 # -- frame strips ---------------------------------------------------------------------------------
 
 
+STRIP_SOURCE_HEIGHT = 240  # a strip keeps its source frames at most this high (for the face boxes of the HTML report)
+
+
 @dataclass
 class Strip:
     """One test clip's sampled frames (view 0) with their influence: paper Fig. 4, and the HTML report's strips."""
@@ -435,8 +438,8 @@ class Strip:
     index: np.ndarray  # [T]
     title: str
     truth: Optional[np.ndarray]  # [T] in_episode, when the dataset has frame labels
-    source: Optional[np.ndarray] = None  # [T, H0, W0, 3] uint8 source frames, when `boxes` cut the crops from them
-    boxes: Optional[np.ndarray] = None  # [T, 4] x0 y0 x1 y1 crop boxes in the source frames (face stage only)
+    source: Optional[np.ndarray] = None  # [T, h, w, 3] uint8 source frames (h <= STRIP_SOURCE_HEIGHT), face stage only
+    boxes: Optional[np.ndarray] = None  # [T, 4] x0 y0 x1 y1 crop boxes in `source`'s pixels (face stage only)
 
 
 def confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None,
@@ -456,8 +459,8 @@ def confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.n
             with open_frames(path, backend=lr.frame_backend) as src:
                 frames = src.read(index)
             if lr.boxes is not None:  # show what the encoder saw: the face crops
-                source, boxes = frames, lr.boxes[row]
-                frames = crop_frames(frames, boxes, lr.crop_size)
+                source, boxes = _shrink(frames, lr.boxes[row])  # and, small, where they were cut from
+                frames = crop_frames(frames, lr.boxes[row], lr.crop_size)
         except (FrameReadError, ValueError) as e:
             log.warning("no frame strip for clip %s: %s", lr.clips["clip_id"].iat[row], e)
             continue
@@ -469,6 +472,19 @@ def confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.n
         out.append(Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown,
                          source, boxes))
     return out
+
+
+def _shrink(frames: np.ndarray, boxes: np.ndarray, height: int = STRIP_SOURCE_HEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [T, H, W, 3] no higher than `height` and their boxes [T, 4] scaled alike (a 1080p clip's strips
+    would otherwise hold 6 MB a frame until the evaluation ends)."""
+    scale = min(1.0, height / frames.shape[1])
+    if scale == 1.0:
+        return frames, boxes
+    from PIL import Image
+
+    size = (max(1, round(frames.shape[2] * scale)), height)
+    small = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    return small, np.asarray(boxes, dtype=np.float64) * scale
 
 
 def _save_strips(strips: list[Strip], folder: Path) -> list[Path]:

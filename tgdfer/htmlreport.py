@@ -235,6 +235,15 @@ def store_fingerprints(stores: Sequence[str]) -> str:
     return "".join(parts)
 
 
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except OSError as e:
+        raise os_error(path, e, "read") from e
+    except ValueError as e:  # pandas' ParserError and friends: a damaged table
+        raise TgdferError(f"{path}: not a readable table ({str(e).splitlines()[0]})") from e
+
+
 def _read_json(path: Path) -> Any:
     from .limits import load_json
 
@@ -268,8 +277,11 @@ def runs_report(runs: Sequence[Path], title: str, device: str = "auto", influenc
     parts = [section("Results (%)", table(shown, f"TG-DFER results (%), model selection: {protocol}", note,
                                           DECIMALS["results"], SUMMARY_ROWS)), *extra]
     if len(runs) == 1 and (runs[0] / METRICS).is_file():
-        epochs = pd.read_csv(runs[0] / METRICS).set_index("epoch")
-        parts.append(section("Epochs", table(epochs.dropna(axis=1, how="all"), "metrics.csv", decimals=4)))
+        epochs = _read_csv(runs[0] / METRICS)
+        if "epoch" not in epochs.columns:
+            raise TgdferError(f"{runs[0] / METRICS}: no epoch column; it is written by `tgdfer train-head`")
+        parts.append(section("Epochs", table(epochs.set_index("epoch").dropna(axis=1, how="all"), "metrics.csv",
+                                             decimals=4)))
     confs = {s.name: np.asarray(s.test.confusion) for s in scores}
     matrices = [confusion(c, classes, f"{name} (n = {int(c.sum())})") for name, c in confs.items()]
     if len(confs) > 1:
@@ -292,7 +304,7 @@ def evaluation_report(folder: Path, record: Mapping, device: str = "auto", trust
     for stem, caption, decimals in (("table6", TABLE6_TITLE, DECIMALS["table6"]),
                                     ("localisation", LOCALISATION_TITLE, DECIMALS["localisation"])):
         if (folder / f"{stem}.csv").is_file():
-            extra.append(section(caption, table(pd.read_csv(folder / f"{stem}.csv", index_col=0), stem + ".csv",
+            extra.append(section(caption, table(_read_csv(folder / f"{stem}.csv", index_col=0), stem + ".csv",
                                                 decimals=decimals)))
     return runs_report([Path(r) for r in record["runs"]], f"Evaluation {folder}", device,
                        record.get("influence"), trust_weights, extra)
