@@ -783,16 +783,36 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
 @app.command("report", cls=_Command)
 @_run
 def report_cli(
-    sweep_dir: Annotated[Path, typer.Argument(metavar="SWEEP_DIR", help="A sweep folder (written by `tgdfer sweep`).")],
+    sweep_dir: Annotated[Path, typer.Argument(metavar="FOLDER", help=(
+        "A sweep folder (written by `tgdfer sweep`); with --html also a run or an evaluation folder."))],
+    html: Annotated[bool, typer.Option("--html", help=(
+        "Write one self-contained HTML page (no server or network needed): sortable tables with intervals, "
+        "confusion matrices, frame strips with influence and face boxes, the config and the store fingerprint."))] = False,
+    out: Annotated[Optional[Path], typer.Option(help="The HTML file (default: FOLDER/report.html).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (re-scoring a run or an evaluation).")] = "auto",
+    trust_weights: TrustOpt = False,
 ):
-    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards).
+    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards);
+    with --html, the HTML report of a sweep, a run or an evaluation.
 
     \b
     Example:
       tgdfer report runs/sweeps/table4_window
+      tgdfer report runs/synth/fold1 --html            # -> runs/synth/fold1/report.html
+      tgdfer report runs/synth/fold1/eval --html --out results/fold1.html
     """
+    from .errors import ConfigError
     from .sweep import report
 
+    if out is not None and not html:
+        raise ConfigError("--out", "names the HTML file: give it with --html")
+    if html:
+        from .htmlreport import folder_kind, write_report
+
+        page = write_report(sweep_dir, out, device=device, trust_weights=trust_weights)
+        console.print(f"saved {page}")
+        if folder_kind(sweep_dir) != "sweep":
+            return None
     df, _ = report(sweep_dir)
     _print_sweep(df, sweep_dir)
     return df

@@ -18,6 +18,7 @@ Shape legend: N clips in the store, n scored clips, V views, T frames, D width, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -243,7 +244,8 @@ class Evaluation:
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
              localisation: bool = True, influence: Optional[str] = None, trust_weights: bool = False) -> Evaluation:
-    """Re-score `runs`; write results.{csv,md}, table6.{csv,md}, localisation.{csv,md}, figures/ under `out`.
+    """Re-score `runs`; write results.{csv,md}, evaluation.json (the runs), table6.{csv,md}, localisation.{csv,md},
+    figures/ under `out`.
 
     `frames` ("highest", "lowest") and `ks` ask for Table 6; localisation is scored whenever the
     clips' dataset has frame labels (both influence modes); `figures` draws Fig. 3 and Fig. 4 under
@@ -268,11 +270,12 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         truth = frame_truth(lr)
         loc = localise_run(lr, truth) if localisation and truth is not None else None
         loc_rows += [{"run": s.name, **loc}] if loc is not None else []
-        strips += _confidence_strips(lr, s, truth, influence) if figures else []
+        strips += confidence_strips(lr, s, truth, influence) if figures else []
     results, protocol = results_table(scores)
     ev = Evaluation(results=results, protocol=protocol, scores=scores, influence=influence, classes=scores[0].classes)
     ev.files += save_table(results, out / "results", title="TG-DFER results (%)", note=f"model selection: {protocol}",
                            decimals=DECIMALS["results"])
+    ev.files.append(_write_record(out / RECORD, runs, protocol, influence))
     if t6_rows:
         ev.table6 = table6(t6_rows)
         ev.files += save_table(ev.table6, out / "table6", title=TABLE6_TITLE, decimals=DECIMALS["table6"],
@@ -293,6 +296,25 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
 
 
 DECIMALS = {"results": 2, "table6": 2, "localisation": 3}  # per table, in its CSV, Markdown and on screen
+RECORD = "evaluation.json"  # the runs an evaluation folder was computed from (`tgdfer report --html` reads it)
+
+
+def _write_record(path: Path, runs: Sequence[Path], protocol: str, influence: str) -> Path:
+    record = {"runs": [str(r.resolve()) for r in runs], "protocol": protocol, "influence": influence}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_record(folder: str | Path) -> Optional[dict]:
+    """An evaluation folder's evaluation.json (runs, protocol, influence), or None when `folder` has none."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        return None
+    record = load_json(path.read_bytes(), str(path))
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, str) for r in runs):
+        raise TgdferError(f"{path}: 'runs' must be a non-empty list of run folders")
+    return record
 
 
 def default_out(runs: Sequence[Path]) -> Path:
@@ -403,18 +425,25 @@ def localisation_table(rows: list[dict]) -> pd.DataFrame:
 # -- frame strips ---------------------------------------------------------------------------------
 
 
+STRIP_SOURCE_HEIGHT = 240  # a strip keeps its source frames at most this high (for the face boxes of the HTML report)
+
+
 @dataclass
-class _Strip:
+class Strip:
+    """One test clip's sampled frames (view 0) with their influence: paper Fig. 4, and the HTML report's strips."""
+
     name: str  # file stem
-    frames: np.ndarray  # [T, H, W, 3] uint8
+    frames: np.ndarray  # [T, H, W, 3] uint8, the face crops the encoder saw (the source frames without a face stage)
     influence: np.ndarray  # [T]
     index: np.ndarray  # [T]
     title: str
     truth: Optional[np.ndarray]  # [T] in_episode, when the dataset has frame labels
+    source: Optional[np.ndarray] = None  # [T, h, w, 3] uint8 source frames (h <= STRIP_SOURCE_HEIGHT), face stage only
+    boxes: Optional[np.ndarray] = None  # [T, 4] x0 y0 x1 y1 crop boxes in `source`'s pixels (face stage only)
 
 
-def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None,
-                       mode: str = "relative") -> list[_Strip]:
+def confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.ndarray]] = None,
+                       mode: str = "relative") -> list[Strip]:
     """Frame strips of the run's most and least confident test clips (skipped when frames cannot be read)."""
     probs = torch.softmax(torch.as_tensor(s.logits), dim=-1).numpy()  # [n, C]
     conf = probs.max(1)
@@ -425,10 +454,12 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
         _, influence = forward(lr.head, lr.feats[[row]], influence=mode)  # for the predicted class
         index = lr.frame_index[row]
         path = lr.clips["path"].iat[row]
+        source = boxes = None
         try:
             with open_frames(path, backend=lr.frame_backend) as src:
                 frames = src.read(index)
             if lr.boxes is not None:  # show what the encoder saw: the face crops
+                source, boxes = _shrink(frames, lr.boxes[row])  # and, small, where they were cut from
                 frames = crop_frames(frames, lr.boxes[row], lr.crop_size)
         except (FrameReadError, ValueError) as e:
             log.warning("no frame strip for clip %s: %s", lr.clips["clip_id"].iat[row], e)
@@ -438,11 +469,25 @@ def _confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.
                  f"{mode} influence for {lr.classes[pred]}")
         labels = (truth or {}).get(str(lr.clips["clip_id"].iat[row]))
         shown = labels[index].astype(float) if labels is not None and index.max() < len(labels) else None
-        out.append(_Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown))
+        out.append(Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown,
+                         source, boxes))
     return out
 
 
-def _save_strips(strips: list[_Strip], folder: Path) -> list[Path]:
+def _shrink(frames: np.ndarray, boxes: np.ndarray, height: int = STRIP_SOURCE_HEIGHT) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [T, H, W, 3] no higher than `height` and their boxes [T, 4] scaled alike (a 1080p clip's strips
+    would otherwise hold 6 MB a frame until the evaluation ends)."""
+    scale = min(1.0, height / frames.shape[1])
+    if scale == 1.0:
+        return frames, boxes
+    from PIL import Image
+
+    size = (max(1, round(frames.shape[2] * scale)), height)
+    small = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    return small, np.asarray(boxes, dtype=np.float64) * scale
+
+
+def _save_strips(strips: list[Strip], folder: Path) -> list[Path]:
     from .figures import frame_strip_figure, save_figure
 
     return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
