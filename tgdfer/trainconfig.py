@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .metrics import REFERENCE_PROTOCOL
 
 Selection = Literal["final", "val", "test-best"]
+Compile = Literal["off", "on", "graphs"]
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TrainConfig:
     drop_last: bool = False  # skip each epoch's last partial batch (DFER-CLIP's DataLoader does; tgdfer trains on it)
     view_mixing: Literal["clip", "frame"] = "clip"  # clip: one view per clip and epoch; frame: each frame's
     #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
+    compile: Compile = "off"  # the training step's forward + loss, text tower included: off = eager; on =
+    #   torch.compile (one graph per batch shape); graphs = also captured in CUDA graphs (mode "reduce-overhead",
+    #   CUDA only: on a CPU the same as on). Same losses up to float rounding (docs/performance.md)
     tensorboard: bool = False  # also write each epoch's scalars to <run>/tensorboard (pip install 'tgdfer[tensorboard]')
 
     def __post_init__(self):
@@ -60,6 +64,8 @@ class TrainConfig:
         for name in ("decode_workers", "e2e_views", "views"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.compile not in ("off", "on", "graphs"):
+            raise ConfigError("compile", f"{self.compile!r} is not one of off, on, graphs")
         if self.view_mixing not in ("clip", "frame"):
             raise ConfigError("view_mixing", f"{self.view_mixing!r} is not one of clip, frame")
         if self.end_to_end and (self.views or self.view_mixing != "clip"):
