@@ -198,16 +198,39 @@ class FolderSource(FrameSource):
 
     def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
         frames = [self._load(int(i)) for i in idx]
-        ref = self._reference_size()
         for i, f in zip(idx, frames):
-            if f.shape[:2] != ref:
-                raise FrameReadError(
-                    self.path,
-                    f"frame {self.files[i].name} is {f.shape[1]}x{f.shape[0]} but "
-                    f"{self.files[0].name} is {ref[1]}x{ref[0]}; all frames of a clip must "
-                    "have the same size (re-extract or resize the odd frames)",
-                )
+            self._check_size(int(i), f.shape[:2])
         return np.stack(frames)
+
+    def _check_size(self, i: int, hw: tuple[int, int]) -> None:
+        ref = self._reference_size()
+        if tuple(hw) != ref:
+            raise FrameReadError(
+                self.path,
+                f"frame {self.files[i].name} is {hw[1]}x{hw[0]} but "
+                f"{self.files[0].name} is {ref[1]}x{ref[0]}; all frames of a clip must "
+                "have the same size (re-extract or resize the odd frames)",
+            )
+
+    def read_jpegs(self, idx: np.ndarray) -> list[bytes] | None:
+        """The files of frames `idx` (sorted, distinct, in range) undecoded, for a decoder elsewhere (the GPU's).
+
+        Every header is read and checked as `read` checks it (frame_pixels limit, one size per
+        clip); None when any frame is not an RGB JPEG (PNG, grey, CMYK): those are read with `read`.
+        """
+        check_read(self, len(idx))
+        out = []
+        for i in map(int, idx):
+            try:
+                data = self.files[i].read_bytes()
+            except OSError as e:
+                raise self._unreadable(i, e) from e
+            with self._open_image(i, data) as im:
+                if im.format != "JPEG" or im.mode != "RGB":
+                    return None
+                self._check_size(i, (im.height, im.width))
+            out.append(data)
+        return out
 
     def _reference_size(self) -> tuple[int, int]:
         """(H, W) of the first frame file, from its header; every frame read must match it."""
@@ -271,22 +294,29 @@ DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
 def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """An RGB JPEG's bytes -> `[H, W, 3]` uint8 (torchvision; RuntimeError when damaged), or None when
     this torchvision has no JPEG decoder (deprecated in 0.29 for TorchCodec; the caller then uses PIL)."""
+    try:
+        image = decode_jpegs([data])[0]
+    except ImportError:
+        return None
+    return image.permute(1, 2, 0).numpy()  # [H, W, 3], a view of the decoded buffer
+
+
+def decode_jpegs(data: Sequence[bytes], device: str | object = "cpu") -> list:
+    """RGB JPEGs' bytes -> `[3, H, W]` uint8 tensors on `device`, in one torchvision `decode_jpeg` call
+    (on CUDA nvjpeg's batched decoder; on the CPU libjpeg-turbo, one by one). RuntimeError in one
+    line when one is damaged; ImportError when this torchvision has no JPEG decoder."""
     import warnings
 
     import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:
-        return None
-
+    inputs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns on every call that TorchCodec supersedes it
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
     except RuntimeError as e:  # "decode_jpeg, .../decode_jpeg.cpp:171, Image is incomplete or truncated"
         raise RuntimeError(_CPP_PREFIX.sub("", str(e))) from None
-    return image.permute(1, 2, 0).numpy()  # [H, W, 3], a view of the decoded buffer
 
 
 _CPP_PREFIX = re.compile(r"^.*?\.cpp:\d+,\s*")
