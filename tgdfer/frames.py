@@ -48,7 +48,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -77,16 +77,18 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
         return FolderSource(path)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
-    size = check_video_header(path)  # before any decoder opens it: decoders allocate by the header's size
+    # the header checked against the limits before any decoder opens the file (decoders allocate by
+    # its size), in the same open that counts the frames
+    count = video_frame_count(path, check=True)
     if backend == "decord":
         try:
-            src = DecordSource(path)
+            src = DecordSource(path, count=count)
         except NotFrameExact as e:
             log.debug("%s; reading it with PyAV", e)
             src = PyAVSource(path, count=e.count)
     else:
-        src = PyAVSource(path)  # "auto" and "pyav"
-    src.frame_hw = size
+        src = PyAVSource(path, count=count)  # "auto" and "pyav"
+    src.frame_hw = count.size
     return src
 
 
@@ -452,9 +454,9 @@ class DecordSource(FrameSource):
 
     backend = "decord"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, count: VideoFrameCount | None = None):
         super().__init__(path)
-        count = video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
+        count = count or video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
         if count.frames < 1:
             raise _no_frames(path, count)
         try:
@@ -511,6 +513,7 @@ class VideoFrameCount:
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
     codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
     by_decoding: bool = False  # True: the stream starts inside a GOP, so the frames were counted by decoding
+    size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
 
     @property
     def overclaimed(self) -> bool:
@@ -518,7 +521,7 @@ class VideoFrameCount:
         return self.claimed is not None and self.claimed > self.frames
 
 
-def video_frame_count(path: str | Path) -> VideoFrameCount:
+def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     """The number of frames a full sequential decode of a video gives, next to the header's claim.
 
     Counted from packets, without decoding, when the stream starts at a keyframe that no packet
@@ -528,7 +531,9 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     packets are not frames, and a truncated file ends where its packets end. A stream that starts
     inside a GOP (cut from a longer one) is counted by decoding it: decoders drop or add frames
     there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames).
-    Raises FrameReadError when the file cannot be opened as a video.
+    Raises FrameReadError when the file cannot be opened as a video. With `check`, the header's
+    frame size and claimed count are first held against the limits, as `check_video_header` does,
+    before any packet is read (one open of the file instead of two).
     """
     import av
 
@@ -537,6 +542,10 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
             claimed, codec = stream.frames or None, stream.codec_context.name
+            width, height = stream.codec_context.width, stream.codec_context.height
+            size = (height, width) if width and height else None
+            if check:
+                _check_header(path, width, height, claimed)
             frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             try:
                 for packet in container.demux(stream):
@@ -555,9 +564,9 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     except _av_errors() as e:
         raise _open_error(path, e) from e
     if clean:
-        return VideoFrameCount(frames, claimed, codec)
+        return VideoFrameCount(frames, claimed, codec, size=size)
     log.debug("%s: the stream starts inside a GOP; counting its frames by decoding", path)
-    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size)
 
 
 def _count_decoded(path: Path) -> int:
@@ -682,6 +691,11 @@ def check_video_header(path: Path) -> tuple[int, int] | None:
             width, height, claimed = stream.codec_context.width, stream.codec_context.height, stream.frames
     except _av_errors():
         return None
+    return _check_header(path, width, height, claimed)
+
+
+def _check_header(path: Path, width: int, height: int, claimed: int) -> tuple[int, int] | None:
+    """A video header's claimed frame count and frame size against the limits; (H, W) or None when unrecorded."""
     if claimed:
         check_frame_count(path, claimed)
     if not width or not height:
