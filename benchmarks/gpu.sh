@@ -40,14 +40,14 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, tee its output into
 for script in gpu_table.py extract.py train_head.py folds.py; do  # a typo costs nothing here
   [[ -f benchmarks/$script ]] || { echo "benchmarks/$script is missing: run from the repository root" >&2; exit 2; }
 done
-step env 60 "$py" -c "import torch, tgdfer, open_clip; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+step env $([[ $cpu == 1 ]] && echo 300 || echo 30) "$py" -c "import torch, tgdfer, open_clip; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device', '| tgdfer', tgdfer.__version__, \
 '| open_clip', open_clip.__version__)"
-step tests 180 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py -rsP  # -rP: the measured differences
+step tests 160 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py -rsP  # -rP: the measured differences
 if [[ $cpu == 1 ]]; then
   step table 600 "$py" benchmarks/gpu_table.py --cpu --small
 else
-  step table 240 "$py" benchmarks/gpu_table.py --device cuda
+  step table 290 "$py" benchmarks/gpu_table.py --device cuda
 fi
 if [[ $all == 1 ]]; then
   dev=$([[ $cpu == 1 ]] && echo cpu || echo cuda)

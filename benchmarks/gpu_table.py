@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=48, help="clips per head step (paper: 48)")
     p.add_argument("--epochs", type=int, default=50, help="epochs of the fold and of the 5x3 run")
     p.add_argument("--compile", default="graphs", choices=["off", "on", "graphs"], help="train.compile of those runs")
-    p.add_argument("--budget-s", type=float, default=60.0, help="stop a fold / 5x3 run after this many seconds")
+    p.add_argument("--budget-s", type=float, default=40.0,
+                   help="stop a fold / 5x3 run after its first epoch plus this many seconds")
     p.add_argument("--step-repeats", type=int, default=20, help="timed head steps per compile mode (median)")
     args = p.parse_args(argv)
     if args.cpu:
@@ -186,31 +187,36 @@ def fold_datas(args: argparse.Namespace, device: torch.device, folds: int, dim: 
     return [DeviceData(data.feats, data.labels, np.setdiff1d(rows, t), empty, np.sort(t)) for t in tests]
 
 
-def run_epochs(args: argparse.Namespace, device: torch.device, folds: int, seeds: list[int]) -> tuple[int, float]:
-    """(epochs run, seconds) of training len(folds x seeds) replicas together, scoring each epoch."""
+def run_epochs(args: argparse.Namespace, device: torch.device, folds: int,
+               seeds: list[int]) -> tuple[int, float, float]:
+    """(epochs run, seconds of the first epoch (it compiles), seconds of the others) of training
+    len(folds x seeds) replicas together, scoring each epoch; --budget-s bounds the others."""
     replica_seeds = [s for _ in range(folds) for s in seeds]
     head = paper_head(args, device, replica_seeds)
     datas = [d for d in fold_datas(args, device, folds, head.dim) for _ in seeds]
     opt, sched = make_optimizer(head, TrainConfig(batch_size=args.batch_size))
     sync(device)
-    t0, epoch = time.perf_counter(), 0
-    while epoch < args.epochs and time.perf_counter() - t0 < args.budget_s:
+    t0, epoch, first = time.perf_counter(), 0, 0.0
+    while epoch < args.epochs and (epoch < 2 or time.perf_counter() - t0 - first < args.budget_s):
         epoch += 1
         train_replica_epoch(head, datas, opt, args.batch_size, replica_seeds, epoch, compile=args.compile)
         sched.step()
         evaluate_replicas(head, datas, "test")
+        if epoch == 1:
+            sync(device)
+            first = time.perf_counter() - t0
     sync(device)
-    return epoch, time.perf_counter() - t0
+    return epoch, first, time.perf_counter() - t0 - first
 
 
 def training_rows(args: argparse.Namespace, device: torch.device) -> list[tuple[str, str, str]]:
     rows = []
     for name, folds, seeds in (("a DFEW-shaped fold", 1, [0]), ("5 folds x 3 seeds together", 5, [0, 1, 2])):
-        epochs, seconds = run_epochs(args, device, folds, seeds)
-        cut = "" if epochs == args.epochs else f", stopped at --budget-s {args.budget_s:.0f}"
-        rows.append((name, f"{epochs} epochs in {seconds:.1f} s",
-                     f"{args.train_clips + args.test_clips} clips, compile={args.compile} (compile time included), "
-                     f"scored each epoch{cut}"))
+        epochs, first, rest = run_epochs(args, device, folds, seeds)
+        cut = "" if epochs == args.epochs else f"; stopped at --budget-s {args.budget_s:.0f}"
+        rows.append((name, f"{epochs} epochs in {first + rest:.1f} s ({rest / max(epochs - 1, 1):.2f} s an epoch after the first)",
+                     f"{args.train_clips + args.test_clips} clips, compile={args.compile}, scored each epoch; "
+                     f"the first epoch (compiles) {first:.1f} s{cut}"))
     return rows
 
 
