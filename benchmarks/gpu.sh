@@ -43,11 +43,11 @@ done
 step env $([[ $cpu == 1 ]] && echo 300 || echo 30) "$py" -c "import torch, tgdfer, open_clip; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device', '| tgdfer', tgdfer.__version__, \
 '| open_clip', open_clip.__version__)"
-step tests 160 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py -rsP  # -rP: the measured differences
+step tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py -rsP  # -rP: the measured differences
 if [[ $cpu == 1 ]]; then
   step table 600 "$py" benchmarks/gpu_table.py --cpu --small
 else
-  step table 290 "$py" benchmarks/gpu_table.py --device cuda
+  step table 300 "$py" benchmarks/gpu_table.py --device cuda
 fi
 if [[ $all == 1 ]]; then
   dev=$([[ $cpu == 1 ]] && echo cpu || echo cuda)
