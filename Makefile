@@ -32,10 +32,11 @@ $(PROXY): $(PROXY_DEPS) | $(STAMP)
 # One pytest worker per usable core (at most 4): the proxy-CLIP check runs on one while the others
 # share the rest of the suite (tests/conftest.py). PYTEST_ARGS adds options, e.g. PYTEST_ARGS="-n 0".
 PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+# Tests marked slow (minutes on 2 cores: compiling a training step with torch.compile) run in test-slow only.
 test: $(STAMP) $(PROXY)
-	TGDFER_TEST_PROXY=$(PROXY) $(PYTEST) $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY=$(PROXY) $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# The same suite, with the proxy CLIP trained inside the test session instead of read from $(PROXY).
+# The same suite with the slow tests, the proxy CLIP trained inside the test session instead of read from $(PROXY).
 test-slow: $(STAMP)
 	TGDFER_TEST_PROXY= $(PYTEST) $(PYTEST_ARGS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import load_encoder
 from tgdfer.evaluation import forward, load_run, rescore
 from tgdfer.extraction import extract
+from tgdfer.frames import decode_jpegs
 from tgdfer.head import HeadConfig
 from tgdfer.model import build_head
 from tgdfer.predict import load_predictor, predict_clip
@@ -101,9 +103,9 @@ def test_fold_replicas_on_cuda_equal_each_fold_alone(planted, tmp_path):
 @pytest.mark.parametrize("precision,tol", [("fp32", 2**-9), ("bf16", 0.05)])
 def test_extract_on_cuda_equals_the_cpu_store(tmp_path, clip_table, encoder_cfg, extract_config, ref, precision, tol):
     """Same frames, views and augmentation on the GPU: the store holds the CPU's features (fp16 / bf16 rounding)."""
-    enc = replace(encoder_cfg, precision=precision)
-    result = extract(extract_config(tmp_path / "gpu.zarr", device="cuda"), AugmentConfig(), enc, clip_table,
-                     data_kind="dfew")
+    enc = replace(encoder_cfg, precision=precision)  # JPEGs decoded by the CPU workers (nvjpeg: the test below)
+    result = extract(extract_config(tmp_path / "gpu.zarr", device="cuda", jpeg_decode="workers"), AugmentConfig(),
+                     enc, clip_table, data_kind="dfew")
     assert result.ok and result.extracted == len(clip_table)
     with FeatureStore.open(tmp_path / "gpu.zarr") as s:
         feats, index = s.read_feats().astype(np.float32), s.read_frame_index()
@@ -145,3 +147,56 @@ def test_predict_on_cuda_equals_predict_on_the_cpu(reference_store, encoder_cfg,
     np.testing.assert_allclose(gpu.probs, cpu.probs, atol=1e-3)
     np.testing.assert_allclose(gpu.influence, cpu.influence, atol=1e-3)
     assert gpu.predicted == cpu.predicted
+
+
+def test_graphed_compiled_step_on_cuda_trains_what_the_eager_step_trains(planted, tmp_path):
+    """train.compile = "graphs" (torch.compile, then CUDA graphs) against eager: 3 fold replicas batched,
+    learnable prompts (the text tower inside the graph). Losses to 1e-4 in epoch 1 and 2e-2 over 3 (the
+    float noise of other kernels grows with SGD steps, as between batched and single replicas above)."""
+    import torch._dynamo
+
+    head = HeadConfig(learnable=True, **SMALL)
+    base = TrainConfig(store=str(planted), epochs=3, batch_size=16, milestones=(), device="cuda")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    runs = {}
+    for mode in ("off", "graphs"):
+        reps = [Replica(f, 0, str(tmp_path / f"{mode}{f}")) for f in (1, 2, 3)]
+        runs[mode] = train_replicas(head, replace(base, compile=mode), reps)
+    counters = torch._dynamo.utils.counters
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    assert not counters["inductor"]["cudagraph_skips"]  # captured, not run eagerly behind the compile
+    for eager, graphed in zip(runs["off"], runs["graphs"]):
+        np.testing.assert_allclose(graphed.history["loss"].iloc[0], eager.history["loss"].iloc[0], rtol=1e-4)
+        np.testing.assert_allclose(graphed.history["loss"], eager.history["loss"], rtol=2e-2)
+        assert graphed.test.war == pytest.approx(eager.test.war, abs=1.5 / 21)  # one clip may flip in float noise
+
+
+def test_nvjpeg_decodes_the_cpu_pixels_within_a_few_levels(clip_table):
+    """nvjpeg (batched, on the GPU) against libjpeg-turbo (the workers' decoder) on the test clips' frames.
+
+    Their IDCT and chroma upsampling differ: bounds set before any GPU run (mean |difference| under
+    1.5 of 255 levels, none over 40); tighten them to what a GPU run prints."""
+    files = [f for path in clip_table["path"].iloc[:4] for f in sorted(Path(path).glob("*.jpg"))[:6]]
+    data = [f.read_bytes() for f in files]
+    cpu, gpu = decode_jpegs(data, device="cpu"), decode_jpegs(data, device="cuda")
+    assert len(gpu) == len(cpu) == len(files) and all(g.device.type == "cuda" for g in gpu)
+    diff = torch.cat([(g.cpu().int() - c.int()).abs().flatten() for g, c in zip(gpu, cpu)]).float()
+    print(f"nvjpeg vs CPU over {len(files)} frames: mean |diff| {diff.mean():.3f}, max {diff.max():.0f}")
+    assert all(g.shape == c.shape for g, c in zip(gpu, cpu))
+    assert diff.mean() < 1.5 and diff.max() <= 40
+
+
+def test_extract_with_nvjpeg_equals_the_cpu_store(tmp_path, clip_table, encoder_cfg, extract_config, ref):
+    """jpeg_decode = "device" on CUDA (the default there): the same frames and views, features within
+    cosine 1e-2 of the CPU store's (nvjpeg's and the CUDA resize's rounding, fp32 encoder)."""
+    result = extract(extract_config(tmp_path / "nv.zarr", device="cuda", jpeg_decode="auto", workers=1),
+                     AugmentConfig(), replace(encoder_cfg, precision="fp32"), clip_table, data_kind="dfew")
+    assert result.ok and result.extracted == len(clip_table)
+    with FeatureStore.open(tmp_path / "nv.zarr") as s:
+        feats, index = s.read_feats().astype(np.float32), s.read_frame_index()
+    assert np.array_equal(index, ref["frame_index"])
+    want = ref["feats"].astype(np.float32)
+    cos = (feats * want).sum(-1) / (np.linalg.norm(feats, axis=-1) * np.linalg.norm(want, axis=-1))
+    print(f"nvjpeg store: lowest cosine to the CPU store {cos.min():.5f}, mean {cos.mean():.5f}")
+    assert cos.min() > 1 - 1e-2, f"lowest cosine to the CPU store {cos.min():.5f}"

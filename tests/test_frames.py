@@ -315,3 +315,15 @@ def test_damaged_h264_never_kills_the_process(media, tmp_path, backend):
     outcomes = [line for line in res.stdout.splitlines()[:-1]]
     assert len(outcomes) == len(paths)
     assert all(o == f"ok {N}" or o == "FrameReadError" for o in outcomes), outcomes
+
+
+def test_a_video_clip_is_opened_twice_header_and_count_in_one_open(media, monkeypatch):
+    """open_frames checks the header against the limits and counts the packets in one open; reading
+    the frames is the second (it was three opens: header, count, decode)."""
+    opened = []
+    real = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    src = open_frames(media["mp4"])
+    assert len(opened) == 1 and src.frame_hw == (SIZE, SIZE)  # (H, W) from the header
+    assert src.read([0, 3]).shape[0] == 2
+    assert len(opened) == 2

@@ -100,7 +100,7 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
     file of the dataset. A video: its packets counted (`frames.video_frame_count`).
     FrameReadError names what cannot be read.
     """
-    from .frames import IMAGE_SUFFIXES, check_frame_count, check_frame_size, check_video_header, video_frame_count
+    from .frames import IMAGE_SUFFIXES, check_frame_count, check_frame_size, video_frame_count
 
     if os.path.isdir(path):
         with os.scandir(path) as entries:
@@ -123,8 +123,7 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
         return len(images), None
     if os.path.isfile(path) and os.stat(path).st_size == 0:
         raise FrameReadError(path, "the video file is empty (0 bytes)")
-    check_video_header(path)  # frame size within the limits, from the stream header
-    count = video_frame_count(path)
+    count = video_frame_count(path, check=True)  # frame size within the limits from the stream header, then counted
     check_frame_count(path, count.frames)
     return count.frames, count.claimed if count.overclaimed else None
 

@@ -37,7 +37,8 @@ from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
 from .errors import ConfigError, FrameReadError, TgdferError, os_error
 from .facetrack import CENTER, FaceStage, FacesConfig, crop_frames
-from .frames import FrameSource, open_frames
+from .frames import FolderSource, FrameSource, open_frames
+from .jpegs import JpegDecode, batch_pixels, read_clip_jpegs
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .limits import load_json
 from .prompts import build_prompt_sets
@@ -70,11 +71,16 @@ class ExtractConfig:
     device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
     augment_test: bool = True  # False: a train/test dataset's test clips get view 0 only, repeated in views
     #   1..V-1 (nothing trains on a test clip's views; about 20% less encoding on FERV39k); refused with folds
+    jpeg_decode: JpegDecode = "auto"  # JPEG frame folders: workers = decoded in the DataLoader workers; device =
+    #   the workers read bytes, the main process decodes each batch on the encoder's device (nvjpeg on CUDA) and
+    #   transforms it there; auto = device on CUDA without a face stage, else workers (tgdfer.jpegs)
 
     def __post_init__(self):
         for name in ("views", "frames", "batch_clips", "block_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.jpeg_decode not in ("auto", "workers", "device"):
+            raise ConfigError("jpeg_decode", f"{self.jpeg_decode!r} is not one of auto, workers, device")
         if self.workers < 0:
             raise ConfigError("workers", f"must be >= 0, got {self.workers}")
         if self.backend == "zarr" and Path(self.store).suffix.lower() in (".h5", ".hdf5"):
@@ -176,12 +182,15 @@ class ClipViews(Dataset):
     """Item k: the V views of clip `rows[k]` as encoder input, or the reason it cannot be read.
 
     Returns dict(row, pixels [V, T, 3, S, S] uint8 | None, index [V, T] int64 | None,
-    boxes [V, T, 4] float32 | None, source [V, T] int8 | None, error str | None). The pixels are
-    the encoder input before `to_float` (a quarter of its bytes through the DataLoader queue).
+    boxes [V, T, 4] float32 | None, source [V, T] int8 | None, error str | None, jpegs ClipJpegs | None).
+    The pixels are the encoder input before `to_float` (a quarter of its bytes through the
+    DataLoader queue). With `jpegs` (the device decodes JPEG frames: `tgdfer.jpegs`), a clip of
+    RGB JPEG frames comes as its files' bytes instead (pixels None), to be decoded by `jpegs.batch_pixels`.
     """
 
     def __init__(self, table: pd.DataFrame, rows: np.ndarray, cfg: ExtractConfig, augment: AugmentConfig,
-                 size: int, mean: tuple[float, ...], std: tuple[float, ...], faces: Optional[FacesConfig] = None):
+                 size: int, mean: tuple[float, ...], std: tuple[float, ...], faces: Optional[FacesConfig] = None,
+                 jpegs: bool = False):
         self.paths = table["path"].to_numpy()
         self.clip_ids = table["clip_id"].to_numpy()
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -189,21 +198,30 @@ class ClipViews(Dataset):
         kw = dict(size=size, config=augment, normalize=cfg.normalize, mean=mean, std=std)
         self.test_tf, self.train_tf = ClipTransform(train=False, **kw), ClipTransform(train=True, **kw)
         self.faces = FaceStage(faces) if faces is not None and faces.enabled else None
+        self.jpegs = jpegs and self.faces is None  # the face stage detects on decoded frames, in the worker
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, k: int) -> dict:
-        row = int(self.rows[k])
+        row, cfg = int(self.rows[k]), self.cfg
         path, clip_id = self.paths[row], str(self.clip_ids[row])
+        item = dict(row=row, pixels=None, index=None, boxes=None, source=None, error=None, jpegs=None)
         try:
-            pixels, index, boxes, source = read_views(path, clip_id, views=self.cfg.views, frames=self.cfg.frames,
-                                                      seed=self.cfg.seed, backend=self.cfg.frame_backend,
-                                                      test_tf=self.test_tf, train_tf=self.train_tf, faces=self.faces,
-                                                      uint8=True)
+            with open_frames(path, backend=cfg.frame_backend) as src:
+                if self.jpegs and isinstance(src, FolderSource):
+                    index = view_index(len(src), clip_id, range(cfg.views), cfg.seed, cfg.frames)  # [V, T]
+                    seeds = [view_seed(cfg.seed, clip_id, v) if v else None for v in range(cfg.views)]
+                    item["jpegs"] = read_clip_jpegs(src, index, seeds)  # None: not all RGB JPEGs
+                if item["jpegs"] is None:
+                    views = read_views(src, clip_id, views=cfg.views, frames=cfg.frames, seed=cfg.seed,
+                                       backend=cfg.frame_backend, test_tf=self.test_tf, train_tf=self.train_tf,
+                                       faces=self.faces, uint8=True)
+                else:  # decoded and transformed in the main process (jpegs.batch_pixels)
+                    views = (None, index, np.full((*index.shape, 4), np.nan, np.float32), np.full(index.shape, -1, np.int8))
         except (FrameReadError, ValueError) as e:
-            return {"row": row, "pixels": None, "index": None, "boxes": None, "source": None, "error": str(e)}
-        return {"row": row, "pixels": pixels, "index": index, "boxes": boxes, "source": source, "error": None}
+            return {**item, "error": str(e)}
+        return {**item, **dict(zip(("pixels", "index", "boxes", "source"), views))}
 
     def to_float(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels [..., 3, S, S] of `__getitem__` -> encoder input, float32 on their device."""
@@ -232,7 +250,7 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
     try:
         ids = list(range(views)) if isinstance(views, int) else [int(v) for v in views]
         n = len(src)
-        index = np.stack([view_indices(n, clip_id, v, seed, frames) for v in ids])  # [V, T]
+        index = view_index(n, clip_id, ids, seed, frames)  # [V, T]
         source = np.full(index.shape, -1, np.int8)
         crop = None
         if boxes is not None:
@@ -265,6 +283,11 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
         (train_tf if v else test_tf).pixels(clip(k), seed=view_seed(seed, clip_id, v)) for k, v in enumerate(ids)
     ])  # [V, T, 3, S, S] uint8
     return (pixels if uint8 else test_tf.to_float(pixels)), index, out_boxes, source
+
+
+def view_index(n: int, clip_id: str, views: Sequence[int], seed: int, frames: int) -> np.ndarray:
+    """The frame numbers [V, T] of `views` of a clip of n frames (sampling.view_indices, view by view)."""
+    return np.stack([view_indices(n, clip_id, v, seed, frames) for v in views])
 
 
 def encode_views(enc: LoadedEncoder, pixels: torch.Tensor) -> np.ndarray:
@@ -503,19 +526,25 @@ def _encode_rows(store: FeatureStore, enc: LoadedEncoder, table: pd.DataFrame, r
     `offset`: (clips, images) done before, for the progress counts."""
     if len(rows) == 0:
         return 0, 0, [], []
-    dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces)
+    jpegs = cfg.jpeg_decode == "device" or (cfg.jpeg_decode == "auto" and enc.device.type == "cuda")
+    dataset = ClipViews(table, rows, cfg, augment, enc.image_size, enc.mean, enc.std, faces, jpegs=jpegs)
     extracted = images = 0
     failures: list[tuple[str, str]] = []
     fallbacks: list[str] = []
     for loaded in _loader(dataset, cfg, enc.device):
         batch = loaded["items"]
-        bad = [b for b in batch if b["error"] is not None]
         good = [b for b in batch if b["error"] is None]
+        if good:  # uint8 [B, V, T, 3, S, S] on the device: the workers' pixels, the JPEG bytes decoded here
+            pixels, errors = batch_pixels(good, loaded["pixels"], enc.device, dataset.test_tf, dataset.train_tf)
+            for k, msg in errors.items():
+                good[k]["error"] = msg
+            good = [b for b in good if b["error"] is None]
+        bad = [b for b in batch if b["error"] is not None]
         if bad:
             store.record_failures([b["row"] for b in bad], [b["error"] for b in bad], shard_id, num_shards)
             failures += [(str(table["clip_id"].iat[b["row"]]), b["error"]) for b in bad]
         if good:
-            pixels = dataset.to_float(loaded["pixels"].to(enc.device, non_blocking=True))  # [B, V, T, 3, S, S]
+            pixels = dataset.to_float(pixels)  # float32 [B, V, T, 3, S, S]
             b, v, t = pixels.shape[:3]
             feats = encode_views(enc, pixels)  # [B, V, T, D] float16
             if repeat > 1:  # view 0 in every view: [B, 1, T, D] -> [B, repeat, T, D]

@@ -48,7 +48,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -77,16 +77,18 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
         return FolderSource(path)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
-    size = check_video_header(path)  # before any decoder opens it: decoders allocate by the header's size
+    # the header checked against the limits before any decoder opens the file (decoders allocate by
+    # its size), in the same open that counts the frames
+    count = video_frame_count(path, check=True)
     if backend == "decord":
         try:
-            src = DecordSource(path)
+            src = DecordSource(path, count=count)
         except NotFrameExact as e:
             log.debug("%s; reading it with PyAV", e)
             src = PyAVSource(path, count=e.count)
     else:
-        src = PyAVSource(path)  # "auto" and "pyav"
-    src.frame_hw = size
+        src = PyAVSource(path, count=count)  # "auto" and "pyav"
+    src.frame_hw = count.size
     return src
 
 
@@ -198,16 +200,39 @@ class FolderSource(FrameSource):
 
     def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
         frames = [self._load(int(i)) for i in idx]
-        ref = self._reference_size()
         for i, f in zip(idx, frames):
-            if f.shape[:2] != ref:
-                raise FrameReadError(
-                    self.path,
-                    f"frame {self.files[i].name} is {f.shape[1]}x{f.shape[0]} but "
-                    f"{self.files[0].name} is {ref[1]}x{ref[0]}; all frames of a clip must "
-                    "have the same size (re-extract or resize the odd frames)",
-                )
+            self._check_size(int(i), f.shape[:2])
         return np.stack(frames)
+
+    def _check_size(self, i: int, hw: tuple[int, int]) -> None:
+        ref = self._reference_size()
+        if tuple(hw) != ref:
+            raise FrameReadError(
+                self.path,
+                f"frame {self.files[i].name} is {hw[1]}x{hw[0]} but "
+                f"{self.files[0].name} is {ref[1]}x{ref[0]}; all frames of a clip must "
+                "have the same size (re-extract or resize the odd frames)",
+            )
+
+    def read_jpegs(self, idx: np.ndarray) -> list[bytes] | None:
+        """The files of frames `idx` (sorted, distinct, in range) undecoded, for a decoder elsewhere (the GPU's).
+
+        Every header is read and checked as `read` checks it (frame_pixels limit, one size per
+        clip); None when any frame is not an RGB JPEG (PNG, grey, CMYK): those are read with `read`.
+        """
+        check_read(self, len(idx))
+        out = []
+        for i in map(int, idx):
+            try:
+                data = self.files[i].read_bytes()
+            except OSError as e:
+                raise self._unreadable(i, e) from e
+            with self._open_image(i, data) as im:
+                if im.format != "JPEG" or im.mode != "RGB":
+                    return None
+                self._check_size(i, (im.height, im.width))
+            out.append(data)
+        return out
 
     def _reference_size(self) -> tuple[int, int]:
         """(H, W) of the first frame file, from its header; every frame read must match it."""
@@ -271,22 +296,29 @@ DECORD_EXACT_CODECS = ("h264", "vp9", "mjpeg")
 def _decode_jpeg(data: bytes) -> np.ndarray | None:
     """An RGB JPEG's bytes -> `[H, W, 3]` uint8 (torchvision; RuntimeError when damaged), or None when
     this torchvision has no JPEG decoder (deprecated in 0.29 for TorchCodec; the caller then uses PIL)."""
+    try:
+        image = decode_jpegs([data])[0]
+    except ImportError:
+        return None
+    return image.permute(1, 2, 0).numpy()  # [H, W, 3], a view of the decoded buffer
+
+
+def decode_jpegs(data: Sequence[bytes], device: str | object = "cpu") -> list:
+    """RGB JPEGs' bytes -> `[3, H, W]` uint8 tensors on `device`, in one torchvision `decode_jpeg` call
+    (on CUDA nvjpeg's batched decoder; on the CPU libjpeg-turbo, one by one). RuntimeError in one
+    line when one is damaged; ImportError when this torchvision has no JPEG decoder."""
     import warnings
 
     import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:
-        return None
-
+    inputs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
     try:
         with warnings.catch_warnings():  # torchvision 0.29 warns on every call that TorchCodec supersedes it
             warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
     except RuntimeError as e:  # "decode_jpeg, .../decode_jpeg.cpp:171, Image is incomplete or truncated"
         raise RuntimeError(_CPP_PREFIX.sub("", str(e))) from None
-    return image.permute(1, 2, 0).numpy()  # [H, W, 3], a view of the decoded buffer
 
 
 _CPP_PREFIX = re.compile(r"^.*?\.cpp:\d+,\s*")
@@ -422,9 +454,9 @@ class DecordSource(FrameSource):
 
     backend = "decord"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, count: VideoFrameCount | None = None):
         super().__init__(path)
-        count = video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
+        count = count or video_frame_count(path)  # before decord: importing decord first breaks PyAV's VP9 encoder
         if count.frames < 1:
             raise _no_frames(path, count)
         try:
@@ -481,6 +513,7 @@ class VideoFrameCount:
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
     codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
     by_decoding: bool = False  # True: the stream starts inside a GOP, so the frames were counted by decoding
+    size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
 
     @property
     def overclaimed(self) -> bool:
@@ -488,7 +521,7 @@ class VideoFrameCount:
         return self.claimed is not None and self.claimed > self.frames
 
 
-def video_frame_count(path: str | Path) -> VideoFrameCount:
+def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     """The number of frames a full sequential decode of a video gives, next to the header's claim.
 
     Counted from packets, without decoding, when the stream starts at a keyframe that no packet
@@ -498,7 +531,9 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     packets are not frames, and a truncated file ends where its packets end. A stream that starts
     inside a GOP (cut from a longer one) is counted by decoding it: decoders drop or add frames
     there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames).
-    Raises FrameReadError when the file cannot be opened as a video.
+    Raises FrameReadError when the file cannot be opened as a video. With `check`, the header's
+    frame size and claimed count are first held against the limits, as `check_video_header` does,
+    before any packet is read (one open of the file instead of two).
     """
     import av
 
@@ -507,6 +542,10 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
             claimed, codec = stream.frames or None, stream.codec_context.name
+            width, height = stream.codec_context.width, stream.codec_context.height
+            size = (height, width) if width and height else None
+            if check:
+                _check_header(path, width, height, claimed)
             frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             try:
                 for packet in container.demux(stream):
@@ -525,9 +564,9 @@ def video_frame_count(path: str | Path) -> VideoFrameCount:
     except _av_errors() as e:
         raise _open_error(path, e) from e
     if clean:
-        return VideoFrameCount(frames, claimed, codec)
+        return VideoFrameCount(frames, claimed, codec, size=size)
     log.debug("%s: the stream starts inside a GOP; counting its frames by decoding", path)
-    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size)
 
 
 def _count_decoded(path: Path) -> int:
@@ -652,6 +691,11 @@ def check_video_header(path: Path) -> tuple[int, int] | None:
             width, height, claimed = stream.codec_context.width, stream.codec_context.height, stream.frames
     except _av_errors():
         return None
+    return _check_header(path, width, height, claimed)
+
+
+def _check_header(path: Path, width: int, height: int, claimed: int) -> tuple[int, int] | None:
+    """A video header's claimed frame count and frame size against the limits; (H, W) or None when unrecorded."""
     if claimed:
         check_frame_count(path, claimed)
     if not width or not height:

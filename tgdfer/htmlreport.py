@@ -108,7 +108,7 @@ def table(df: pd.DataFrame, caption: str = "", note: str = "", decimals: int = 2
     for index, row in zip(df.index, df.itertuples(index=False)):
         cells = _cell(index, decimals, "th") + "".join(_cell(v, decimals) for v in row)
         (foot if str(index) in footer else body).append(f"<tr>{cells}</tr>")
-    parts = [f'<table class="sortable">', f"<caption>{esc(caption)}</caption>" if caption else "",
+    parts = ['<table class="sortable">', f"<caption>{esc(caption)}</caption>" if caption else "",
              f"<thead><tr>{head}</tr></thead>", f"<tbody>{''.join(body)}</tbody>",
              f"<tfoot>{''.join(foot)}</tfoot>" if foot else "", "</table>"]
     return "".join(parts) + (f'<p class="note">{esc(note)}</p>' if note else "")

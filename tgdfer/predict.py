@@ -69,7 +69,7 @@ from .evaluation import check_influence
 from .extraction import encode_views, read_views
 from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
 from .frames import ArraySource, open_frames
-from .head import INFLUENCES, HeadConfig, TGDFERHead, frame_influence
+from .head import HeadConfig, TGDFERHead, frame_influence
 from .inputs import BadInput, expand_input, expand_inputs
 from .labels import CLASSES, class_set, stored_classes
 from .predictoptions import PredictOptions, option_error

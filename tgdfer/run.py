@@ -257,7 +257,7 @@ def resumed_record(out: Path, record: dict) -> dict:
 # Fields of a run's record that cannot change its result: where it runs, how fast, where files go.
 # `train.epochs` may grow on resume (see check_resume); the store is compared by fingerprint, not path.
 RESULT_NEUTRAL = frozenset({"train.device", "train.decode_workers", "train.grad_checkpointing", "train.out",
-                            "train.store", "train.epochs", "train.tensorboard",
+                            "train.store", "train.epochs", "train.tensorboard", "train.compile",
                             "encoder.cache_dir"})
 
 

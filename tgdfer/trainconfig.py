@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .metrics import REFERENCE_PROTOCOL
 
 Selection = Literal["final", "val", "test-best"]
+Compile = Literal["off", "on", "graphs"]
 
 
 @dataclass
@@ -44,6 +45,9 @@ class TrainConfig:
     #   feature from its own independently drawn view (feature-space augmentation: many clip variants from few views)
     view_draw: Literal["random", "cycle"] = "random"  # random: an independent draw every epoch (views repeat);
     #   cycle: each clip walks its own shuffled order of its views, so E epochs see min(E, V-1) distinct views
+    compile: Compile = "off"  # the training step's forward + loss, text tower included: off = eager; on =
+    #   torch.compile (one graph per batch shape); graphs = also captured in CUDA graphs (mode "reduce-overhead",
+    #   CUDA only: on a CPU the same as on). Same losses up to float rounding (docs/performance.md)
     tensorboard: bool = False  # also write each epoch's scalars to <run>/tensorboard (pip install 'tgdfer[tensorboard]')
 
     def __post_init__(self):
@@ -62,6 +66,8 @@ class TrainConfig:
         for name in ("decode_workers", "e2e_views", "views"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.compile not in ("off", "on", "graphs"):
+            raise ConfigError("compile", f"{self.compile!r} is not one of off, on, graphs")
         if self.view_mixing not in ("clip", "frame"):
             raise ConfigError("view_mixing", f"{self.view_mixing!r} is not one of clip, frame")
         if self.view_draw not in ("random", "cycle"):

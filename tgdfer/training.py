@@ -27,6 +27,7 @@ tgdfer.run (the run folder: its files, checkpoints, settings and resume checks).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -178,6 +179,25 @@ def replica_losses(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) ->
     return ce.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
+def step_losses(head: TGDFERHead, x: torch.Tensor, y: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training step's forward and loss: x [M, B, T, D], y, mask [M, B] -> (losses [M], hits [M])."""
+    logits = head(x, target=y).logits  # [M, B, C]; the text tower runs here when prompts are learnable
+    return replica_losses(logits, y, mask), ((logits.argmax(-1) == y) & mask).sum(dim=1)
+
+
+@functools.cache
+def head_step(mode: str = "off") -> Callable:
+    """`step_losses`, eager (off), through torch.compile (on) or compiled and CUDA-graphed (graphs).
+
+    One compiled function per mode for the process: the head is an argument, so heads of one
+    architecture and batch shape share a graph (dynamic=False: each shape gets its own).
+    """
+    if mode == "off":
+        return step_losses
+    return torch.compile(step_losses, dynamic=False, mode="reduce-overhead" if mode == "graphs" else None)
+
+
 class Features(Protocol):
     """Where training features come from when not from the store (end-to-end: `live.LiveFeatures`)."""
 
@@ -199,7 +219,7 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
                         batch_size: int, seeds: Sequence[int], epoch: int,
                         active: Optional[np.ndarray] = None, features: Optional[Features] = None,
                         views: int = 0, mixing: str = "clip", drop_last: bool = False,
-                        draw: str = "random") -> EpochStats:
+                        draw: str = "random", compile: str = "off") -> EpochStats:
     """One pass of every active replica over its own training clips, all replicas in each step.
 
     Replica m takes its clips in `epoch_order(datas[m].train, V, seeds[m], epoch)` in batches of
@@ -209,7 +229,9 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
     `views` > 0 draws only from the store's views 1..views; `mixing` = "frame" draws a view per frame;
     `draw` = "cycle" gives each clip its views in turn (`epoch_order`);
     `drop_last` leaves out the clips of a replica's last partial batch (kept when it has no full batch).
+    `compile`: how the forward and loss run (`head_step`; TrainConfig.compile).
     """
+    step_fn = head_step(compile)
     head.train()
     M = head.replicas
     feats, labels = datas[0].feats, datas[0].labels  # [N, V, T, D], [N], shared by all replicas
@@ -243,9 +265,9 @@ def train_replica_epoch(head: TGDFERHead, datas: Sequence[DeviceData], opt: torc
         else:
             x = feats[rows_t, views_t].float()  # [M, B, T, D]
         y = labels[rows_t]  # [M, B]
-        out = head(x, target=y)
-        losses = replica_losses(out.logits, y, mask_t)  # [M]
-        hits = ((out.logits.argmax(-1) == y) & mask_t).sum(dim=1)  # [M]
+        if compile == "graphs":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are done with
+        losses, hits = step_fn(head, x, y, mask_t)  # [M], [M]
         host, hits = torch.stack([losses.detach(), hits.to(losses.dtype)]).cpu().numpy()  # one sync a step
         bad = mask.any(axis=1) & ~np.isfinite(host)
         for m in np.flatnonzero(bad):
@@ -266,7 +288,8 @@ def train_epoch(head: TGDFERHead, data: DeviceData, opt: torch.optim.Optimizer, 
                 epoch: int) -> tuple[float, float]:
     """One pass of a 1-replica head over the training clips; returns (mean loss, train accuracy)."""
     stats = train_replica_epoch(head, [data], opt, cfg.batch_size, [cfg.seed], epoch, views=cfg.views,
-                                mixing=cfg.view_mixing, drop_last=cfg.drop_last, draw=cfg.view_draw)
+                                mixing=cfg.view_mixing, drop_last=cfg.drop_last, draw=cfg.view_draw,
+                                compile=cfg.compile)
     if stats.diverged:
         raise TrainingDiverged(f"{stats.diverged[0]}; the last good checkpoint is kept in {cfg.out} (try a lower lr)")
     return float(stats.loss[0]), float(stats.acc[0])
@@ -512,7 +535,7 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
             live.train(True)
         stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live,
                                     views=cfg.views, mixing=cfg.view_mixing, drop_last=cfg.drop_last,
-                                    draw=cfg.view_draw)
+                                    draw=cfg.view_draw, compile=cfg.compile)
         sched.step()
         seconds = time.perf_counter() - t0
         if live:
