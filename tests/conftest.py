@@ -198,10 +198,13 @@ def proxy_store(tmp_path_factory, proxy_pipe, proxy_weights) -> Path:
 
 @pytest.fixture(scope="session")
 def proxy_run(tmp_path_factory, proxy_pipe, proxy_weights, proxy_store):
-    """The TG-DFER head trained on fold 1 of the proxy store (tgdfer.training.TrainResult)."""
+    """The TG-DFER head trained on fold 1 of the proxy store (tgdfer.training.TrainResult).
+
+    At the session's thread count, not `every_cpu`: the head's batches are small, and a second thread
+    cost more CPU than it saved (tests/test_reproducibility.py: the same bytes at any thread count).
+    """
     from tgdfer.training import train
 
     enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
     out = tmp_path_factory.mktemp("proxy_run") / "run"
-    with every_cpu():
-        return train(proxy_pipe.head, replace(proxy_pipe.train, store=str(proxy_store), out=str(out)), encoder=enc)
+    return train(proxy_pipe.head, replace(proxy_pipe.train, store=str(proxy_store), out=str(out)), encoder=enc)

@@ -45,11 +45,42 @@ def test_import_tgdfer_is_light_and_names_the_api():
         assert not isinstance(getattr(tgdfer, name), types.ModuleType)
 
 
+@pytest.fixture(scope="module")
+def examples_run() -> dict:
+    """(block text, after_demo) -> (folder, namespace) of the run of that text. README.md's block is
+    docs/python-api.md's word for word: one run of the text is a run of both, as written."""
+    return {}
+
+
 @pytest.mark.parametrize("after_demo", [False, True], ids=["clean", "after_demo"])
 @pytest.mark.parametrize("doc", EXAMPLES, ids=lambda p: p.name)
-def test_the_docs_example_runs_as_written(doc, after_demo, tmp_path, monkeypatch, synth_dir, tiny_weights):
+def test_the_docs_example_runs_as_written(doc, after_demo, tmp_path_factory, monkeypatch, synth_dir, tiny_weights,
+                                          examples_run):
     code = docs_example(doc)
     assert len(code.strip().splitlines()) <= 10
+    if (code, after_demo) not in examples_run:
+        examples_run[code, after_demo] = _run_example(doc, code, after_demo, tmp_path_factory.mktemp("example"),
+                                                      monkeypatch, synth_dir, tiny_weights)
+    folder, scope = examples_run[code, after_demo]
+    monkeypatch.chdir(folder)
+    if after_demo:
+        assert Path("runs/synth/fold1/last.safetensors").read_bytes() == b"the demo's run"  # left as it was
+    run = Path("runs/readme")
+    assert scope["run"] == run and (run / "final.json").is_file()
+    assert len(pd.read_csv(run / "metrics.csv")) == 5  # train.epochs=5 from the example's override
+    assert (run / "eval" / "results.csv").is_file()
+    pred = scope["pred"]
+    assert isinstance(pred, Prediction) and pred.label in CLASSES
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert pred.influence.shape == (8,) and pred.frame_index.shape == (8,)
+    preds = scope["preds"]
+    assert [p.input for p in preds] == ["data/synth/frames/00002", "data/synth/videos/00003.mp4"]
+    assert all(isinstance(p, Prediction) for p in preds)
+
+
+def _run_example(doc, code, after_demo, tmp_path, monkeypatch, synth_dir, tiny_weights) -> tuple[Path, dict]:
+    """Run `code` in `tmp_path` laid out as a clone (a small pipelines/synthetic.toml, data/synth), with
+    the demo's run in place when `after_demo`; returns (tmp_path, the code's namespace)."""
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "synthetic.toml").write_text(f"""
 [data]
@@ -81,19 +112,7 @@ device = "cpu"
         (demo_run / "last.safetensors").write_bytes(b"the demo's run")
     scope: dict = {}
     exec(compile(code, str(doc), "exec"), scope)
-    if after_demo:
-        assert (demo_run / "last.safetensors").read_bytes() == b"the demo's run"  # left as it was
-    run = Path("runs/readme")
-    assert scope["run"] == run and (run / "final.json").is_file()
-    assert len(pd.read_csv(run / "metrics.csv")) == 5  # train.epochs=5 from the example's override
-    assert (run / "eval" / "results.csv").is_file()
-    pred = scope["pred"]
-    assert isinstance(pred, Prediction) and pred.label in CLASSES
-    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert pred.influence.shape == (8,) and pred.frame_index.shape == (8,)
-    preds = scope["preds"]
-    assert [p.input for p in preds] == ["data/synth/frames/00002", "data/synth/videos/00003.mp4"]
-    assert all(isinstance(p, Prediction) for p in preds)
+    return tmp_path, scope
 
 
 @pytest.fixture(scope="module")

@@ -97,6 +97,23 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(plant
     assert load_checkpoint(tmp_path / "run" / "last.safetensors")["epoch"] == 1
 
 
+def test_a_run_diverging_at_its_first_step_steps_no_lr_schedule(planted_store, tmp_path, monkeypatch):
+    """No optimiser step happened, so the schedule must not step either (torch warns when it does:
+    "lr_scheduler.step() before optimizer.step()"; the NaN-view run of the test below showed it)."""
+    import warnings
+
+    import tgdfer.training as tr
+
+    real = tr.F.cross_entropy
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda logits, y, **kw: real(logits, y, **kw) * float("nan"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingDiverged, match="epoch 1, step 0"):
+            train(HeadConfig(learnable=False), cfg(planted_store, tmp_path / "run"))
+    assert not [w for w in seen if "lr_scheduler" in str(w.message)], [str(w.message) for w in seen]
+    assert not (tmp_path / "run" / "last.safetensors").exists()  # nothing to keep: no epoch ended
+
+
 def test_validation_split_is_stratified_and_disjoint(planted_store):
     clips = FeatureStore.open(planted_store).clips
     train_rows, val, test = split_rows(clips, np.ones(N, bool), 1, "val", 0.25, seed=0)

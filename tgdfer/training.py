@@ -536,14 +536,14 @@ def _train_group(head: TGDFERHead, runs: list[_Run], cfg: TrainConfig, meta: dic
         stats = train_replica_epoch(head, datas, opt, cfg.batch_size, seeds, epoch, active, features=live,
                                     views=cfg.views, mixing=cfg.view_mixing, drop_last=cfg.drop_last,
                                     draw=cfg.view_draw, compile=cfg.compile)
+        for m, msg in stats.diverged.items():
+            diverged[m], active[m] = msg, False
+        if not active.any():  # every replica diverged (maybe at its first step, before any optimiser step)
+            break
         sched.step()
         seconds = time.perf_counter() - t0
         if live:
             refresh_view0(live, datas[0])
-        for m, msg in stats.diverged.items():
-            diverged[m], active[m] = msg, False
-        if not active.any():
-            break
         tests, vals = evaluate_replicas(head, datas, "test"), evaluate_replicas(head, datas, "val")
         records = []
         for m in np.flatnonzero(active):
