@@ -36,9 +36,11 @@ PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxproces
 test: $(STAMP) $(PROXY)
 	TGDFER_TEST_PROXY=$(PROXY) $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# The same suite with the slow tests, the proxy CLIP trained inside the test session instead of read from $(PROXY).
+# What `make test` leaves out (CI runs both): the slow tests, and the proxy-CLIP check with the proxy
+# trained inside the test session instead of read from $(PROXY).
 test-slow: $(STAMP)
-	TGDFER_TEST_PROXY= $(PYTEST) $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY= $(PYTEST) -m slow $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY= $(PYTEST) tests/test_proxy.py $(PYTEST_ARGS)
 
 demo: $(STAMP) $(PROXY)
 	$(BIN)/tgdfer demo --config pipelines/synthetic.toml
