@@ -33,6 +33,7 @@ GAP = 2  # spaces between two columns (rich's padding of 1 plus the box's blank 
 # when the next character is neither a space nor a digit ("5/5" and "-0.94]" stay whole).
 _PIECE = re.compile(r"[^ ,/_]*(?: +|[,/_](?=[^ \d])|[,/_]|$)")
 _GROUP = re.compile(r"\[[^\]]*\]|\([^)]*\)")
+_NUMBERLIKE = re.compile(r"[-+]?\.?\d|best$|-$")  # "0.312", "-3.44 [...]", "5/5 done", "best", "-" (NaN)
 
 
 def cell_text(v, decimals: Optional[int] = None) -> str:
@@ -95,6 +96,8 @@ def column_widths(texts: Sequence[Sequence[str]], room: int) -> Optional[list[in
     adds the fewest printed lines (the table's height: per row, its tallest cell), the widest
     column first among equals; never below a column's narrowest width (`min_width`).
     """
+    if not texts:
+        return []
     natural = [max(len(line) for t in col for line in t.split("\n")) for col in texts]
     minimum = [max(min_width(t) for t in col) for col in texts]
     if sum(minimum) > room:
@@ -129,7 +132,7 @@ class FittedTable:
     decimals: Optional[int] = None
 
     def _columns(self) -> tuple[list[str], list[list[str]], list[bool]]:
-        """Headers, the cells of every column (as text), and which columns hold labels (left-aligned)."""
+        """Headers, the cells of every column (as text), and which columns hold text (left-aligned)."""
         df = self.df
         headers, cells, labels = [], [], []
         if df.index.name is not None or not isinstance(df.index, pd.RangeIndex):
@@ -139,7 +142,9 @@ class FittedTable:
         for j, c in enumerate(df.columns):
             headers.append(str(c))
             cells.append([cell_text(v, self.decimals) for v in df.iloc[:, j].tolist()])
-            labels.append(False)
+            # text (labels, reasons) left-aligned, numbers right-aligned: a column of numbers written as text counts
+            labels.append(not pd.api.types.is_numeric_dtype(df.dtypes.iloc[j])
+                          and not all(_NUMBERLIKE.match(t) for t in cells[-1] if t))
         return headers, cells, labels
 
     def tables(self, width: int) -> list[Table]:
@@ -166,7 +171,7 @@ class FittedTable:
                       show_edge=False, pad_edge=False, collapse_padding=True)
             for j, cw in zip(part, w):
                 t.add_column("\n".join(wrap(headers[j], cw)), justify="left" if labels[j] else "right",
-                             width=cw, no_wrap=True, style="bold" if labels[j] else None)
+                             width=cw, no_wrap=True, style="bold" if j == 0 and keep else None)
             for i in range(len(self.df)):
                 t.add_row(*["\n".join(wrap(cells[j][i], cw)) for j, cw in zip(part, w)])
             out.append(t)
