@@ -150,3 +150,25 @@ def test_percent_limits(values, lo, hi):
     from tgdfer.figures import percent_limits
 
     assert percent_limits(values) == pytest.approx((lo, hi))
+
+
+def test_readme_figure_is_the_demos_own_run():
+    """The README's first figure is `make readme-figure`'s copy of the demo's strip: its PNG names the
+    demo's run, the demo's store and the demo's (proxy CLIP) encoder, and the caption says so."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = Path("README.md").read_text()
+    path = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)[1]
+    target = re.search(r"^readme-figure:.*\n\tcp (\S+) (\S+)$", Path("Makefile").read_text(), re.M)
+    assert target and path == target[2] == "docs/figures/demo_strip_fold1.png"
+    demo = tomllib.loads(Path("pipelines/synthetic.toml").read_text())
+    run = f"{demo['train']['out']}/fold{demo['train']['fold']}"
+    assert target[1] == f"{run}/figures/strip_fold{demo['train']['fold']}_most_confident.png"
+    about = Image.open(path).text
+    assert about["Source"] == f"tgdfer evaluate {run}"
+    assert about["Store"] == demo["extract"]["store"]
+    assert about["Encoder"].startswith(f"{demo['encoder']['model']} (file, weights sha256 ")
+    caption = readme.split(path, 1)[1].split("\n\n", 1)[0]
+    assert "make demo" in caption and "proxy CLIP" in caption
