@@ -170,5 +170,5 @@ def test_readme_figure_is_the_demos_own_run():
     assert about["Source"] == f"tgdfer evaluate {run}"
     assert about["Store"] == demo["extract"]["store"]
     assert about["Encoder"].startswith(f"{demo['encoder']['model']} (file, weights sha256 ")
-    caption = readme.split(path, 1)[1].split("\n\n", 1)[0]
-    assert "make demo" in caption and "proxy CLIP" in caption
+    caption = " ".join(readme.split(path, 1)[1].lstrip(")\n").split("\n\n", 1)[0].split())  # the paragraph under it
+    assert "make demo" in caption and "proxy CLIP" in caption and "runs/synth/fold1" in caption
