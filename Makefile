@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean-demo
+.PHONY: demo test test-slow install clean-demo readme-figure
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,11 @@ test-slow: $(STAMP)
 
 demo: $(STAMP) $(PROXY)
 	$(BIN)/tgdfer demo --config pipelines/synthetic.toml
+
+# The README's figure: the demo's own run (its proxy CLIP, its store, fold 1), copied from what
+# `tgdfer evaluate` wrote there; the PNG records the run, store and encoder in its text chunks.
+readme-figure: demo
+	cp runs/synth/fold1/figures/strip_fold1_most_confident.png docs/figures/demo_strip_fold1.png
 
 clean-demo:
 	rm -rf data/synth cache/synth*

@@ -201,6 +201,8 @@ def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from tgdfer.figures import percent_limits
+
     fig = Figure(figsize=(9, 3.4))
     FigureCanvasAgg(fig)
     for ax, m in zip(fig.subplots(1, 3), ("UAR", "WAR", "AUROC")):  # AUROC: the relative influence
@@ -212,7 +214,12 @@ def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:
             vals = df[df.point == p][m].to_numpy()
             ax.plot(np.full(len(vals), i) + 0.15, vals, ".", color="0.6", ms=3)
         ax.set_xticks(x, order, rotation=45, ha="right", fontsize=8)
+        scale = 100 if m == "AUROC" else 1  # an axis of at least 20 points (0.2 AUROC): a small gap is not magnified
+        ax.set_ylim(*(v / scale for v in percent_limits(scale * df[m])))
         ax.set_title(f"{m} (mean ± std, runs in grey)", fontsize=9)
+    runs = df.groupby("point").size()
+    fig.suptitle(f"n = {runs.sum()} runs ({runs.min()}-{runs.max()} per point)" if runs.nunique() > 1
+                 else f"n = {runs.sum()} runs ({runs.iloc[0]} per point)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

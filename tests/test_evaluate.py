@@ -26,6 +26,7 @@ from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
 from tgdfer.localize import auroc, find_frame_labels, frame_scores, localise
 from tgdfer.readers import read_dfew
+from tgdfer.run import load_run_config
 from tgdfer.sampling import view_indices
 from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, generate, plan
@@ -209,6 +210,14 @@ def test_evaluate_cli_writes_table6_localisation_and_figures(runs, tmp_path):
     for s in strips:
         w, h = Image.open(figures / s).size
         assert w > 3 * h and np.asarray(Image.open(figures / s).convert("L")).std() > 5
+    # where each strip comes from, in the PNG itself: the run, its store and the encoder of its features
+    about = Image.open(figures / "strip_fold2_most_confident.png").text
+    store_path = load_run_config(runs["fold2"])[1].store
+    with FeatureStore.open(store_path) as store:
+        encoder = store.fingerprint["encoder"]
+    assert about["Source"] == f"tgdfer evaluate {runs['fold2']}" and about["Store"] == str(store_path)
+    assert about["Encoder"].startswith(f"{encoder['model']} ({encoder['pretrained']}, weights sha256 ")
+    assert about["Title"].startswith("fold 2, most confident: clip ")
 
 
 def test_evaluate_influence_mode_chooses_table6_frames(runs, tmp_path):

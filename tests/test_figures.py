@@ -83,3 +83,92 @@ def test_frame_strip_with_ground_truth_row(tmp_path):
     assert [img[y, x] < 50 for x in xs] == [False, False, True, True, False, False]
     with pytest.raises(ValueError, match="truth"):
         frame_strip_figure(frames, np.zeros(6), truth=np.zeros(5))
+
+
+# -- sweep plots -------------------------------------------------------------------------------------
+
+
+def _joining_lines(ax):
+    """Visible lines of `ax` whose points lie over more than one category (x rounded to the tick)."""
+    return [l for l in ax.lines if l.get_linestyle() not in ("None", "", " ")
+            and len(set(np.round(np.asarray(l.get_xdata(), float)))) > 1]
+
+
+def test_sweep_figure_a_single_run_gap_is_not_magnified(tmp_path):
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from tgdfer.figures import PERCENT_SPAN, save_png, sweep_figure
+
+    runs = pd.DataFrame({"visual_prompt": ["X", "Add"], "UAR": [30.0, 31.0], "WAR": [41.25, 43.75]})
+    fig = sweep_figure(runs, "visual_prompt", ["X", "Add"], title="demo sweep (fold 1 x seed 0)")
+    png = save_png(fig, tmp_path / "results.png", {"Title": "demo sweep"})
+    assert isinstance(fig, Figure) and Image.open(png).text["Title"] == "demo sweep"
+    uar, war = fig.axes[:2]
+    for ax in (uar, war):
+        assert not _joining_lines(ax)  # categories are not joined by a line
+        lo, hi = ax.get_ylim()
+        assert hi - lo >= PERCENT_SPAN - 1e-9 and 0 <= lo and hi <= 100
+    lo, hi = war.get_ylim()
+    assert (43.75 - 41.25) / (hi - lo) <= 0.125  # the 2.5-point gap fills at most an eighth of the axis
+    assert lo < 41.25 and 43.75 < hi
+    caption = " ".join(t.get_text() for t in fig.texts)
+    assert "n = 2 runs (1 run per point)" in caption and "at least 20 points" in caption
+
+
+def test_sweep_figure_shows_every_run_and_each_groups_mean_and_std():
+    import pandas as pd
+
+    from tgdfer.figures import sweep_figure
+
+    rng = np.random.default_rng(0)
+    rows = [{"window": w, "stride": s, "fold": f, "UAR": 40 + 10 * rng.random(), "WAR": 50 + 10 * rng.random()}
+            for w in (2, 4, 8) for s in ("X", 1) for f in (1, 2, 3)]
+    runs = pd.DataFrame(rows)
+    fig = sweep_figure(runs, "window", ["2", "4", "8"], ["stride"])
+    for ax, metric in zip(fig.axes[:2], ("UAR", "WAR")):
+        assert not _joining_lines(ax)
+        dots = [l for l in ax.lines if l.get_gid() == "run"]
+        assert sorted(y for l in dots for y in l.get_ydata()) == pytest.approx(sorted(runs[metric]))
+        means = [l for l in ax.lines if l.get_gid() == "mean"]
+        assert len(means) == 2  # one marker series per stride
+        want = runs.groupby(["stride", "window"], sort=False)[metric].mean()
+        assert sorted(y for l in means for y in l.get_ydata()) == pytest.approx(sorted(want))
+        lo, hi = ax.get_ylim()
+        assert lo <= runs[metric].min() and runs[metric].max() <= hi and hi - lo >= 20
+        # the std bars: each half as long as the std of its 3 runs
+        bars = [c for c in ax.collections if len(c.get_segments()) == 3]
+        stds = runs.groupby(["stride", "window"], sort=False)[metric].std(ddof=1)
+        halves = sorted((s[1][1] - s[0][1]) / 2 for c in bars for s in c.get_segments())
+        assert halves == pytest.approx(sorted(stds))
+    assert "n = 18 runs (3 runs per point)" in " ".join(t.get_text() for t in fig.texts)
+
+
+@pytest.mark.parametrize("values, lo, hi", [([41.25, 43.75], 32.5, 52.5), ([99.0, 99.5], 80.0, 100.0),
+                                            ([1.0, 2.0], 0.0, 20.0), ([10.0, 90.0], 6.0, 94.0)])
+def test_percent_limits(values, lo, hi):
+    from tgdfer.figures import percent_limits
+
+    assert percent_limits(values) == pytest.approx((lo, hi))
+
+
+def test_readme_figure_is_the_demos_own_run():
+    """The README's first figure is `make readme-figure`'s copy of the demo's strip: its PNG names the
+    demo's run, the demo's store and the demo's (proxy CLIP) encoder, and the caption says so."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = Path("README.md").read_text()
+    path = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", readme)[1]
+    target = re.search(r"^readme-figure:.*\n\tcp (\S+) (\S+)$", Path("Makefile").read_text(), re.M)
+    assert target and path == target[2] == "docs/figures/demo_strip_fold1.png"
+    demo = tomllib.loads(Path("pipelines/synthetic.toml").read_text())
+    run = f"{demo['train']['out']}/fold{demo['train']['fold']}"
+    assert target[1] == f"{run}/figures/strip_fold{demo['train']['fold']}_most_confident.png"
+    about = Image.open(path).text
+    assert about["Source"] == f"tgdfer evaluate {run}"
+    assert about["Store"] == demo["extract"]["store"]
+    assert about["Encoder"].startswith(f"{demo['encoder']['model']} (file, weights sha256 ")
+    caption = " ".join(readme.split(path, 1)[1].lstrip(")\n").split("\n\n", 1)[0].split())  # the paragraph under it
+    assert "make demo" in caption and "proxy CLIP" in caption and "runs/synth/fold1" in caption

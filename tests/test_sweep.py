@@ -243,3 +243,24 @@ def test_optional_none_only_for_non_string_fields(tmp_path, base):
     assert pipe.head.stride is None and pipe.encoder.pretrained == "none"
     with pytest.raises(ConfigError):
         point_pipeline(sweep, type(sweep.points[0])("x", {"head.window": "none"}))
+
+
+def test_titles_say_the_folds_seeds_and_epochs_that_ran(tmp_path, base):
+    """`sweep --folds 1,2 --seeds 0,1` with the demo sweep's title: the printed table, results.md and
+    results.png are titled with what ran, never with a fold or epoch count written in the file."""
+    import re
+
+    from PIL import Image
+
+    shipped = re.search(r'^title = "(.*)"', open("pipelines/sweeps/synthetic.toml").read(), re.M)[1]
+    path = sweep_file(tmp_path, base, '[grid]\nhead.visual_prompt = ["none", "add"]\n', head=f'title = "{shipped}"')
+    result = CliRunner().invoke(app, ["sweep", str(path), "--folds", "1,2", "--seeds", "0,1"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    want = f"{shipped} (folds 1, 2 x seeds 0, 1 = 4 runs per point, 2 epochs)"
+    assert want in " ".join(result.output.split())
+    out = tmp_path / "out"
+    assert (out / "results.md").read_text().splitlines()[0] == f"**{want}**"
+    with Image.open(out / "results.png") as png:
+        assert png.text["Title"] == want
+    for text in (result.output, (out / "results.md").read_text(), want):
+        assert "fold 1," not in text and "10 epochs" not in text

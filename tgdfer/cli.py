@@ -194,26 +194,18 @@ def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
     return out
 
 
-def _table(df, title: str | None = None, decimals: Optional[int] = None) -> Table:
-    """A pandas frame as a rich table (index included when it is named); floats with `decimals` when given
-    (as the saved Markdown table shows them), else 3 significant digits."""
-    t = Table(title=title, box=box.SIMPLE_HEAVY)
-    with_index = df.index.name is not None or not isinstance(df.index, pd.RangeIndex)
-    if with_index:
-        t.add_column(str(df.index.name or ""), style="bold", no_wrap=True, min_width=max(len(str(i)) for i in df.index))
-    for c in df.columns:
-        t.add_column(str(c), justify="right", no_wrap=True, min_width=len(str(c)))
-    for idx, row in zip(df.index, df.itertuples(index=False)):  # itertuples keeps each column's type (ints stay ints)
-        t.add_row(*([str(idx)] if with_index else []), *[_cell(v, decimals) for v in row])
-    return t
+def _table(df, title: str | None = None, decimals: Optional[int] = None):
+    """A pandas frame as a table that fits the console without cutting a number (tgdfer.tables); floats
+    with `decimals` when given (as the saved Markdown table shows them), else 3 significant digits."""
+    from .tables import FittedTable
+
+    return FittedTable(df, title, decimals)
 
 
 def _cell(v, decimals: Optional[int] = None) -> str:
-    if decimals is not None:
-        from .metrics import format_cell
+    from .tables import cell_text
 
-        return format_cell(v, decimals)
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return cell_text(v, decimals)
 
 
 # -- synth ----------------------------------------------------------------------------------------
@@ -573,30 +565,29 @@ def _train_heads(pipe, replicas, resume: bool):
     from .training import train_replicas
 
     cfg = pipe.train
-    table = Table(title=f"train-head: {cfg.store}, {len(replicas)} replicas trained together (mean over replicas)",
-                  box=box.SIMPLE_HEAVY)
-    for col in ("epoch", "lr", "loss", "train acc", "test WAR", "WAR range", "test UAR", "clips/s"):
-        table.add_column(col, justify="right")
+    epochs = []  # one row of text per epoch, printed as a table at the end
 
     def on_epoch(epoch, records) -> None:
         df = pd.DataFrame([vars(r) for r in records])
-        table.add_row(str(epoch), f"{df.lr.iloc[0]:.0e}", f"{df.loss.mean():.3f}", f"{df.train_acc.mean():.3f}",
-                      f"{df.test_war.mean():.3f}", f"{df.test_war.min():.2f}-{df.test_war.max():.2f}",
-                      f"{df.test_uar.mean():.3f}", f"{df.clips_per_s.sum():.0f}")
+        epochs.append({"epoch": str(epoch), "lr": f"{df.lr.iloc[0]:.0e}", "loss": f"{df.loss.mean():.3f}",
+                       "train acc": f"{df.train_acc.mean():.3f}", "test WAR": f"{df.test_war.mean():.3f}",
+                       "WAR range": f"{df.test_war.min():.2f}-{df.test_war.max():.2f}",
+                       "test UAR": f"{df.test_uar.mean():.3f}", "clips/s": f"{df.clips_per_s.sum():.0f}"})
 
     with _reporter() as report:
         results = train_replicas(pipe.head, cfg, replicas, resume=resume, config_record={"pipeline": pipe.to_dict()},
                                  on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(),
                                  progress=report)
-    if console.is_terminal:  # redirected, the reporter has written one line per epoch already: not twice
-        console.print(table)
+    if console.is_terminal and epochs:  # redirected, the reporter has written one line per epoch already: not twice
+        console.print(_table(pd.DataFrame(epochs).set_index("epoch"), title=f"train-head: {cfg.store}, {len(replicas)} "
+                             "replicas trained together (mean over replicas)"))
     rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
              "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
     df = pd.DataFrame(rows)
     mean = {"run": "mean", "fold": "", "seed": "", "epoch": "", "UAR": round(df.UAR.mean(), 2),
             "WAR": round(df.WAR.mean(), 2)}
     console.print(_table(pd.concat([df, pd.DataFrame([mean])], ignore_index=True).set_index("run"),
-                         title=f"test results (%), {results[0].protocol}"))
+                         title=f"test results (%), {results[0].protocol}", decimals=2))
     console.print(f"re-score or tabulate with: tgdfer evaluate {' '.join(str(r.run) for r in results[:5])}"
                   f"{' ...' if len(results) > 5 else ''}")
     return results
@@ -610,15 +601,13 @@ def _train_head(pipe, resume: bool):
     with _reporter() as report:
         result = train(pipe.head, cfg, resume=resume, config_record={"pipeline": pipe.to_dict()},
                        on_epoch=records.append, encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=report)
-    if console.is_terminal:  # redirected, the reporter has written one line per epoch already: not twice
+    if console.is_terminal and records:  # redirected, the reporter has written one line per epoch already: not twice
         val = any(r.val_war == r.val_war for r in records)  # a validation split only with selection = "val"
-        table = Table(title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}", box=box.SIMPLE_HEAVY)
-        for col in ("epoch", "lr", "loss", "train acc", "test WAR", "test UAR", *(["val WAR"] if val else []), "clips/s"):
-            table.add_column(col, justify="right")
-        for r in records:
-            table.add_row(str(r.epoch), f"{r.lr:.0e}", f"{r.loss:.3f}", f"{r.train_acc:.3f}", f"{r.test_war:.3f}",
-                          f"{r.test_uar:.3f}", *([_cell(r.val_war)] if val else []), f"{r.clips_per_s:.0f}")
-        console.print(table)
+        table = pd.DataFrame([{"epoch": str(r.epoch), "lr": f"{r.lr:.0e}", "loss": f"{r.loss:.3f}",
+                               "train acc": f"{r.train_acc:.3f}", "test WAR": f"{r.test_war:.3f}",
+                               "test UAR": f"{r.test_uar:.3f}", **({"val WAR": _cell(r.val_war)} if val else {}),
+                               "clips/s": f"{r.clips_per_s:.0f}"} for r in records])
+        console.print(_table(table.set_index("epoch"), title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}"))
     console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
     return result
@@ -766,11 +755,14 @@ def sweep_cli(
 
 
 def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
-    from .sweep import comparison_note, load_sweep, paper_table
+    from .sweep import comparison_note, load_sweep, paper_table, sweep_title
 
     if out is None:
         out = Path(load_sweep(file).out)
-    console.print(_table(paper_table(df), title=f"{out}: mean over runs (%)"))
+    table, title = paper_table(df), f"{sweep_title(out)}: mean over runs (%), {out}"
+    if table["runs"].nunique() == 1:  # the same for every point: said once, in the title (80 columns)
+        title, table = f"{title}; runs of every point: {table['runs'].iloc[0]}", table.drop(columns="runs")
+    console.print(_table(table, title=title, decimals=2))
     note = comparison_note(df)
     if note:
         console.print(note, highlight=False)

@@ -84,6 +84,7 @@ class LoadedRun:
     classes: tuple[str, ...] = CLASSES  # class names of the store (label i = classes[i])
     boxes: Optional[np.ndarray] = None  # [N, T, 4] view-0 face crop boxes (None: the store has no face stage)
     crop_size: int = 224  # side of the face crops (the store's faces.size)
+    source: dict[str, str] = field(default_factory=dict)  # run, store, encoder: written into the figures' PNGs
 
 
 def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False) -> LoadedRun:
@@ -110,6 +111,10 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
         faces = store.fingerprint.get("faces")
         boxes = store.read_boxes()[:, 0] if faces else None  # [N, T, 4]
         clips = store.clips
+        enc = store.fingerprint.get("encoder") or {}
+        source = {"Source": f"tgdfer evaluate {run}", "Store": str(cfg.store),
+                  "Encoder": f"{enc.get('model')} ({enc.get('pretrained')}, weights sha256 "
+                             f"{str(enc.get('weights_sha256'))[:16]})"}
     head.load_state_dict(ckpt["head_state"])
     head.eval()
     extract_record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG)).get(
@@ -117,7 +122,7 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
                      frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes, boxes=boxes,
-                     crop_size=int(faces["size"]) if faces else 224)
+                     crop_size=int(faces["size"]) if faces else 224, source=source)
 
 
 @torch.no_grad()
@@ -438,6 +443,7 @@ class Strip:
     index: np.ndarray  # [T]
     title: str
     truth: Optional[np.ndarray]  # [T] in_episode, when the dataset has frame labels
+    about: dict[str, str]  # where it comes from (LoadedRun.source), in the PNG's text chunks
     source: Optional[np.ndarray] = None  # [T, h, w, 3] uint8 source frames (h <= STRIP_SOURCE_HEIGHT), face stage only
     boxes: Optional[np.ndarray] = None  # [T, 4] x0 y0 x1 y1 crop boxes in `source`'s pixels (face stage only)
 
@@ -470,7 +476,7 @@ def confidence_strips(lr: LoadedRun, s: RunScore, truth: Optional[dict[str, np.n
         labels = (truth or {}).get(str(lr.clips["clip_id"].iat[row]))
         shown = labels[index].astype(float) if labels is not None and index.max() < len(labels) else None
         out.append(Strip(f"strip_{s.name.replace(' ', '')}_{tag}", frames, influence[0], index, title, shown,
-                         source, boxes))
+                         {"Title": title, **lr.source}, source, boxes))
     return out
 
 
@@ -490,5 +496,6 @@ def _shrink(frames: np.ndarray, boxes: np.ndarray, height: int = STRIP_SOURCE_HE
 def _save_strips(strips: list[Strip], folder: Path) -> list[Path]:
     from .figures import frame_strip_figure, save_figure
 
-    return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name)[0]
+    return [save_figure(frame_strip_figure(st.frames, st.influence, st.index, st.title, st.truth), folder / st.name,
+                        st.about)[0]
             for st in strips]

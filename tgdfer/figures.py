@@ -1,4 +1,5 @@
-"""Figures of the paper's Section 4.5: confusion matrices (Fig. 3) and frame-influence strips (Fig. 4).
+"""Figures of the paper's Section 4.5 (confusion matrices, Fig. 3; frame-influence strips, Fig. 4) and
+of sweeps (a metric against a swept setting).
 
 Every function builds a `matplotlib.figure.Figure` on the Agg canvas (no pyplot, no global state,
 no display needed) and returns it; `save_figure` writes it as PNG and PDF. Figure sizes are fixed
@@ -10,6 +11,7 @@ Shape legend: C classes, T frames, H x W frame size.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +42,27 @@ def figure_pixels(fig: Figure) -> tuple[int, int]:
     return int(w * DPI), int(h * DPI)
 
 
-def save_figure(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
-    """Write `stem`.png and `stem`.pdf (folders created); returns both paths."""
+def save_png(fig: Figure, path: str | Path, about: Mapping[str, str] | None = None) -> Path:
+    """Write `fig` as the PNG `path` (folder created); `about` goes into its text chunks (e.g. "Title",
+    "Source": where the figure comes from), which PIL reads back as `Image.open(path).text`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, metadata=dict(about or {}))  # no bbox_inches="tight": figsize x DPI pixels
+    except OSError as e:
+        raise os_error(path.parent, e, "write figures") from e
+    return path
+
+
+def save_figure(fig: Figure, stem: str | Path, about: Mapping[str, str] | None = None) -> tuple[Path, Path]:
+    """Write `stem`.png and `stem`.pdf (folders created); returns both paths. `about`: the PNG's text
+    chunks (see `save_png`), and the PDF's Subject."""
     stem = Path(stem)
     png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    save_png(fig, png, about)
     try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png, dpi=DPI)  # no bbox_inches="tight": the pixel size stays figsize x DPI
-        fig.savefig(pdf)
+        fig.savefig(pdf, metadata={"Subject": "; ".join(f"{k}: {v}" for k, v in (about or {}).items())} if about
+                    else None)
     except OSError as e:
         raise os_error(stem.parent, e, "write figures") from e
     return png, pdf
@@ -171,4 +186,83 @@ def frame_strip_figure(frames: np.ndarray, influence: np.ndarray, frame_index: S
     cax = fig.add_axes(rect(left + strip_w + 0.15, bottom + (len(rows) - 1) * (cell_h + gap), 0.15,
                             cell_h + gap + strip_h))
     fig.colorbar(colours, cax=cax).set_label("influence (Eq. 12)", fontsize=8)
+    return fig
+
+
+# -- sweeps -------------------------------------------------------------------------------------------
+
+PERCENT_SPAN = 20.0  # percentage points: the least a y axis of %-metrics spans (see percent_limits)
+
+
+def percent_limits(values: Sequence[float], span: float = PERCENT_SPAN) -> tuple[float, float]:
+    """y limits for a %-metric: every value with a 5% margin, and at least `span` points tall,
+    centred on the values and kept within 0-100.
+
+    Matplotlib's own limits hug the data, so that a 2.5-point gap between two runs fills the axis;
+    with `span` = 20 it fills an eighth of it. The full 0-100 would flatten the differences an
+    ablation is about; 20 points keeps them visible without magnifying run-to-run noise.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 100.0)
+    margin = 0.05 * (hi - lo)
+    lo, hi = lo - margin, hi + margin
+    grow = max(0.0, span - (hi - lo)) / 2
+    lo, hi = lo - grow, hi + grow
+    shift = max(0.0, -lo) - max(0.0, hi - 100.0)  # slide back inside 0-100 (a span over 100 is cut there)
+    return max(0.0, lo + shift), min(100.0, hi + shift)
+
+
+def sweep_figure(runs, x: str, order: Sequence[str], groups: Sequence[str] = (),
+                 metrics: Sequence[str] = ("UAR", "WAR"), title: str = "") -> Figure:
+    """Each of `metrics` (percent) against the categorical setting `x`, one panel per metric.
+
+    `runs`: a pandas frame of finished runs, one row each, with columns `x`, `groups` and
+    `metrics`; `order`: the values of `x` (as text) from left to right. Every run is a small grey
+    dot (gid "run"); each combination of the `groups` columns has, per category, its mean as a
+    marker with a bar of ± one std over its runs (gid "mean"; no bar for a single run), placed side
+    by side. No line joins the categories: they are settings, not a continuum. The y axis follows
+    `percent_limits` (at least PERCENT_SPAN points), and the caption gives the number of runs.
+    """
+    keyed = runs.assign(_x=runs[x].astype(str))
+    combos = list(keyed[list(groups)].drop_duplicates().itertuples(index=False, name=None)) if groups else [()]
+    width = 0.6 / len(combos)  # the side-by-side offsets of the groups within a category
+    panel = min(8.0, max(3.5, 0.6 + 0.8 * len(order) * max(1.0, len(combos) / 2)))  # inches per metric
+    fig = _figure(panel * len(metrics), 4.2 + 0.2 * ((len(combos) + 1) // 2 if groups else 0))
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for g, combo in enumerate(combos):
+            part = keyed
+            for col, value in zip(groups, combo):
+                part = part[part[col] == value]
+            offset = (g - (len(combos) - 1) / 2) * width
+            means, stds, pos = [], [], []
+            for i, cat in enumerate(order):
+                vals = part.loc[part["_x"] == cat, metric].to_numpy(np.float64)
+                if not len(vals):
+                    continue
+                # every run, spread a little sideways so that equal values stay countable
+                spread = (np.arange(len(vals)) - (len(vals) - 1) / 2) * min(0.04, width / (2 * len(vals)))
+                ax.plot(i + offset + spread, vals, linestyle="none", marker="o", ms=3, color="0.55", gid="run")
+                pos.append(i + offset + width * 0.3)
+                means.append(vals.mean())
+                stds.append(vals.std(ddof=1) if len(vals) > 1 else 0.0)
+            label = ", ".join(f"{c}={v}" for c, v in zip(groups, combo)) or None
+            bars = ax.errorbar(pos, means, yerr=stds, fmt="D", ms=5, capsize=3, linestyle="none", label=label)
+            bars[0].set_gid("mean")
+        ax.set_xticks(range(len(order)), order, fontsize=8)
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set_ylim(*percent_limits(runs[metric]))
+        ax.set_xlabel(x, fontsize=9)
+        ax.set_ylabel(f"{metric} (%)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    if groups:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=7)
+    per = keyed.groupby(["_x", *groups], sort=False).size()
+    n = (f"{per.iloc[0]} run{'s' if per.iloc[0] > 1 else ''} per point" if per.nunique() == 1
+         else f"{per.min()}-{per.max()} runs per point")
+    fig.suptitle(textwrap.fill(title, int(8 * fig.get_figwidth())), fontsize=9)  # clear of the legend
+    fig.supxlabel(f"n = {len(runs)} runs ({n}). Grey dots: every run; diamond and bar: mean ± std over a "
+                  f"point's runs.\nThe y axis spans at least {PERCENT_SPAN:.0f} points.", fontsize=8)
     return fig

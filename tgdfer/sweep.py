@@ -8,7 +8,7 @@ A sweep file (`pipelines/sweeps/*.toml`) names a base pipeline and the points to
     folds = "1-5"                         # or [1, 2, 3, 4, 5]; default: the base's [train] fold
     seeds = [0]                           # default: the base's [train] seed
     set = ["train.epochs=50"]             # overrides applied to every point (same syntax as --set)
-    title = "Table 4: ..."                # title of the result table and plot
+    title = "Table 4: ..."                # what is compared; the table and plot add the folds, seeds, epochs run
     plot = "head.window"                  # x axis of the plot (default: the first swept field)
     labels = { "head.stride" = { none = "X" } }   # how values are shown in the table ("X": the paper's mark)
 
@@ -40,7 +40,7 @@ Layout of `out`:
     <point>/point.json          the point's values, resolved pipeline, status, error, seconds
     <point>/fold<k>[_seed<s>]/  a normal train-head run folder (evaluate works on it)
     results.csv, results.md     the tidy table: one row per point x fold x seed, plus each point's mean
-    results.png                 mean UAR / WAR (error bars: std over runs) against the plotted field
+    results.png                 UAR / WAR of every run, and each point's mean ± std, against the plotted field
 """
 
 from __future__ import annotations
@@ -642,12 +642,42 @@ def _read_json(path: Path) -> Optional[dict]:
         return None
 
 
+def _listed(values: Sequence, one: str) -> str:
+    """[1, 2] -> "folds 1, 2"; [1] -> "fold 1" (`one`: the singular)."""
+    return f"{one}{'s' if len(values) > 1 else ''} {', '.join(map(str, values))}"
+
+
+def run_settings(out: str | Path) -> str:
+    """What the sweep in `out` ran, read from its folder: "folds 1, 2 x seeds 0, 1 = 4 runs per point,
+    10 epochs" (epochs from the points' recorded pipelines; "5-10 epochs" when the points differ)."""
+    out = Path(out)
+    meta = _read_meta(out)
+    folds, seeds = meta["folds"] or [None], meta["seeds"]
+    where = "train/test split" if folds == [None] else _listed(folds, "fold")
+    text = f"{where} x {_listed(seeds, 'seed')} = {len(folds) * len(seeds)} run{'s' if len(folds) * len(seeds) > 1 else ''} per point"
+    epochs = set()
+    for p in meta["points"]:
+        train = ((_read_json(out / p["name"] / "point.json") or {}).get("pipeline") or {}).get("train") or {}
+        if isinstance(train.get("epochs"), int):
+            epochs.add(train["epochs"])
+    if epochs:
+        text += f", {min(epochs)}{'' if len(epochs) == 1 else f'-{max(epochs)}'} epochs"
+    return text
+
+
+def sweep_title(out: str | Path) -> str:
+    """The title of the sweep's table and plot: the file's title (what was compared) and `run_settings`
+    (how: folds, seeds, epochs, read from the runs rather than written by hand)."""
+    out = Path(out)
+    return f"{_read_meta(out).get('title') or out.name} ({run_settings(out)})"
+
+
 def report(out: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     """Rebuild the sweep's results (results.csv, results.md, results.png) from its run folders."""
     out = Path(out)
     meta = _read_meta(out)
     df = results_frame(out)
-    title = meta.get("title") or out.name
+    title = sweep_title(out)
     note = (f"UAR / WAR in %, test fold of each run; mean over {len(meta['folds'] or [None])} fold(s) x "
             f"{len(meta['seeds'])} seed(s). Base pipeline: {meta['base']}"
             + (f", with {', '.join(meta['fixed'])}" if meta.get("fixed") else "") + ".")
@@ -662,7 +692,7 @@ def report(out: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     md.write_text(to_markdown(table, title=title, note=note) + "\n"
                   + to_markdown(per_run.drop(columns=["error"]), title="every run"), encoding="utf-8")
     paths = [csv, md]
-    png = plot_results(df, meta, out / "results.png")
+    png = plot_results(df, meta, out / "results.png", title)
     if png is not None:
         paths.append(png)
     return df, paths
@@ -675,34 +705,17 @@ def _safe_report(out: Path) -> None:
         log.warning("could not update the report in %s: %s", out, e)
 
 
-def plot_results(df: pd.DataFrame, meta: dict, path: Path) -> Optional[Path]:
-    """Mean UAR and WAR against the plotted field (one line per combination of the other fields), PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def plot_results(df: pd.DataFrame, meta: dict, path: Path, title: str = "") -> Optional[Path]:
+    """UAR and WAR of every finished run against the plotted field (`figures.sweep_figure`), PNG;
+    None when no run has finished."""
+    from .figures import save_png, sweep_figure
 
     short = _short_names(meta["fields"])
     x_field = short[meta.get("plot") or meta["fields"][0]]
-    others = [short[k] for k in meta["fields"] if short[k] != x_field]
     runs = df[(df["fold"] != "mean") & (df["status"] == "done")]
     if runs.empty:
         return None
-    xs = list(dict.fromkeys(df[x_field].astype(str)))  # x positions in the sweep's order
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    for ax, metric in zip(fig.subplots(1, 2), METRICS):
-        groups = runs.groupby(others, sort=False) if others else [((), runs)]
-        for key, g in groups:
-            stats = g.groupby(g[x_field].astype(str), sort=False)[metric].agg(["mean", "std"])
-            pos = [xs.index(x) for x in stats.index]
-            key = key if isinstance(key, tuple) else (key,)
-            label = ", ".join(f"{o}={v}" for o, v in zip(others, key)) or None
-            ax.errorbar(pos, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel(x_field)
-        ax.set_ylabel(f"{metric} (%)")
-        ax.grid(alpha=0.3)
-        if others:
-            ax.legend(fontsize="small")
-    fig.suptitle(meta.get("title") or "")
-    fig.savefig(path, dpi=120)
-    return path
+    order = list(dict.fromkeys(df[x_field].astype(str)))  # x positions in the sweep's order
+    fig = sweep_figure(runs, x_field, order, [short[k] for k in meta["fields"] if short[k] != x_field],
+                       METRICS, title or meta.get("title") or "")
+    return save_png(fig, path, {"Title": title})
