@@ -3,6 +3,7 @@
     python benchmarks/cache_study.py split data/study        # 5 independent study folds from 10 synth folds
     python benchmarks/cache_study.py run 1                   # fold 1: extract its store, sweep every point, A/A
     python benchmarks/cache_study.py report                  # all folds: docs/cache_study.md, _runs.csv, plot
+    python benchmarks/cache_study.py fp32                    # fp16 storage vs fp32 features at test time
     python benchmarks/cache_study.py views                   # expected distinct views per point (50 epochs)
 
 `split`: SynthDFER writes 10 stratified folds of 400 clips (`--set synth.folds=10`); study fold
@@ -55,14 +56,17 @@ def fold_settings(k: int) -> list[str]:
             "--set", f'extract.store="cache/study/fold{k}.zarr"']
 
 
-def run_fold(k: int, tgdfer: list[str]) -> None:
-    """Fold k: extract (resumes), every point of the sweep (3 seeds batched), then the A/A rerun of V8."""
-    steps = [["extract", "-c", PIPELINE, *fold_settings(k)],
-             ["sweep", SWEEP, *fold_settings(k), "--out", str(SWEEPS / f"fold{k}")],
-             ["sweep", SWEEP, *fold_settings(k), "--point", "V8", "--seeds", "3-5", "--out", str(SWEEPS / f"fold{k}_aa")]]
-    for step in steps:
-        print("+", " ".join([*tgdfer, *step]), flush=True)
-        subprocess.run([*tgdfer, *step], check=True)
+def run_fold(k: int, tgdfer: list[str], steps: str = "extract,sweep") -> None:
+    """Fold k: extract its store (resumes), then every point of the sweep (3 seeds batched) and the A/A
+    rerun of V8; `steps` chooses ("extract", "sweep" or both)."""
+    plan = {"extract": [["extract", "-c", PIPELINE, *fold_settings(k)]],
+            "sweep": [["sweep", SWEEP, *fold_settings(k), "--out", str(SWEEPS / f"fold{k}")],
+                      ["sweep", SWEEP, *fold_settings(k), "--point", "V8", "--seeds", "3-5",
+                       "--out", str(SWEEPS / f"fold{k}_aa")]]}
+    for name in steps.split(","):
+        for step in plan[name]:
+            print("+", " ".join([*tgdfer, *step]), flush=True)
+            subprocess.run([*tgdfer, *step], check=True)
 
 
 AA = "V8 A/A"  # V8 again with seeds 3-5: the A/A control, must come out null
@@ -84,6 +88,45 @@ def gather(sweeps: Path = SWEEPS) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def fp32_control(points: tuple[str, ...] = ("V8", "fresh"), seeds: tuple[int, ...] = (0, 1, 2)) -> pd.DataFrame:
+    """fp16 storage against fp32 at test time: every trained run of `points` scores its fold's test clips on
+    the store's view 0 (float16) and on the same view re-encoded by the live path in float32. Per run: how
+    many predictions flip and the WAR on each; per fold, how far the stored features are from fp32."""
+    import numpy as np
+    import torch
+
+    from tgdfer.encoders import load_encoder
+    from tgdfer.evaluation import forward, load_run
+    from tgdfer.live import LiveFeatures
+    from tgdfer.pipeline import load_pipeline
+    from tgdfer.store import FeatureStore
+
+    pipe = load_pipeline(PIPELINE)
+    enc = load_encoder(pipe.encoder)
+    out = []
+    for k in range(1, STUDY_FOLDS + 1):
+        with FeatureStore.open(f"cache/study/fold{k}.zarr") as store:
+            test = np.flatnonzero((store.clips["split"] == "test").to_numpy())
+            live = LiveFeatures(enc, store, workers=1)
+            with torch.no_grad():
+                fp32 = live.view0(test)  # [n, T, D] float32, the live path's view 0
+            live.close()
+            fp16 = torch.from_numpy(store.read_feats(test)[:, 0]).float()  # [n, T, D] as stored
+        rel = float(((fp32 - fp16).abs() / fp32.abs().clamp_min(1e-3)).max())
+        for point in points:
+            for seed in seeds:
+                run = load_run(SWEEPS / f"fold{k}" / point / f"seed{seed}", device="cpu")
+                y = run.labels[test]
+                a, _ = forward(run.head, fp16)
+                b, _ = forward(run.head, fp32)
+                out.append({"fold": k, "point": point, "seed": seed, "clips": len(test),
+                            "flipped": int((a.argmax(1) != b.argmax(1)).sum()),
+                            "WAR fp16": 100 * float((a.argmax(1) == y).mean()),
+                            "WAR fp32": 100 * float((b.argmax(1) == y).mean()),
+                            "max rel. feature diff": rel})
+    return pd.DataFrame(out)
+
+
 def views_table(epochs: int = 50) -> pd.DataFrame:
     """Expected distinct augmented views a clip trains on, per point of pipelines/sweeps/cache_study.toml."""
     from tgdfer.training import distinct_views
@@ -102,6 +145,8 @@ def main() -> None:
     rp = sub.add_parser("run")
     rp.add_argument("fold", type=int, choices=range(1, STUDY_FOLDS + 1))
     rp.add_argument("--threads", type=int, default=1, help="torch threads of each tgdfer command")
+    rp.add_argument("--steps", default="extract,sweep", help="extract, sweep, or both (comma-separated)")
+    sub.add_parser("fp32", help="the fp16-vs-fp32 control at test time: docs/cache_study_fp32.csv")
     sub.add_parser("report", help="gather every fold's runs into docs/cache_study_runs.csv, then render it")
     vp = sub.add_parser("views")
     vp.add_argument("--epochs", type=int, default=50)
@@ -109,7 +154,11 @@ def main() -> None:
     if args.cmd == "split":
         split(args.data)
     elif args.cmd == "run":
-        run_fold(args.fold, [sys.executable, "-m", "tgdfer", "--threads", str(args.threads)])
+        run_fold(args.fold, [sys.executable, "-m", "tgdfer", "--threads", str(args.threads)], args.steps)
+    elif args.cmd == "fp32":
+        df = fp32_control()
+        df.to_csv("docs/cache_study_fp32.csv", index=False, float_format="%.6f")
+        print(df.to_string(index=False))
     elif args.cmd == "report":
         runs = Path("docs/cache_study_runs.csv")
         gather().to_csv(runs, index=False, float_format="%.4f")
