@@ -135,7 +135,10 @@ head.window = 4
     df = run_sweep(sweep_file(tmp_path, base, body))
     means = df[df["fold"] == "mean"].set_index("point")
     assert means["status"].tolist() == ["2/2 done", "0/2 failed", "2/2 done"]
-    assert "local weights file" in means.loc["broken", "error"]
+    assert "weights in a local file" in means.loc["broken", "error"]
+    # a field a point does not set shows the value it ran with (the base's), not "none"
+    base_learnable = json.loads((tmp_path / "out" / "ok" / "point.json").read_text())["pipeline"]["head"]["learnable"]
+    assert means.loc["ok", "learnable"] == str(base_learnable).lower() and means.loc["broken", "learnable"] == "true"
     assert np.isnan(means.loc["broken", "WAR"]) and not np.isnan(means.loc["ok2", "WAR"])
     point = json.loads((tmp_path / "out" / "broken" / "point.json").read_text())
     assert point["status"] == "failed" and "TgdferError" in point["error"]

@@ -537,7 +537,7 @@ def results_frame(out: str | Path) -> pd.DataFrame:
     rows = []
     for p in meta["points"]:
         info = _read_json(out / p["name"] / "point.json") or {}
-        shown = {short[k]: _label(meta, k, p["values"].get(k)) for k in meta["fields"]}
+        shown = {short[k]: _label(meta, k, _point_value(p, info, k)) for k in meta["fields"]}
         runs = []
         for fold in meta["folds"] or [None]:
             for seed in seeds:
@@ -620,6 +620,14 @@ def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
         if best in (a, b):
             out[a if b == best else b] = (d if b == best else -d).format(2)
     return pd.Series(out).reindex(war.index).fillna("")
+
+
+def _point_value(point: dict, info: dict, key: str) -> Any:
+    """The value of swept field `key` at `point`: its own, or the one its pipeline took from the base."""
+    if key in point["values"]:
+        return point["values"][key]
+    section, _, name = key.partition(".")
+    return info.get("pipeline", {}).get(section, {}).get(name)
 
 
 def _label(meta: dict, key: str, value: Any) -> Any:
