@@ -129,7 +129,7 @@ def fp32_control(points: tuple[str, ...] = ("V8", "fresh"), seeds: tuple[int, ..
 
 def views_table(epochs: int = 50) -> pd.DataFrame:
     """Expected distinct augmented views a clip trains on, per point of pipelines/sweeps/cache_study.toml."""
-    from tgdfer.training import distinct_views
+    from tgdfer.views import distinct_views
 
     points = [("V1", 2, "random"), ("V2", 3, "random"), ("V4", 5, "random"), ("V7", 8, "random"),
               ("V8", 9, "random"), ("V16", 17, "random"), ("V50 random", 51, "random"), ("fresh", 51, "cycle")]

@@ -83,7 +83,8 @@ def test_a_base_files_reader_arguments_do_not_follow_into_another_reader(tmp_pat
     study, demo = load_pipeline("pipelines/cache_study.toml"), load_pipeline("pipelines/synthetic.toml")
     assert (demo.data.kind, study.data.kind) == ("dfew", "csv")
     assert "split_dir" in demo.data.args and set(study.data.args) == {"csv_file", "id_col", "missing"}
-    assert study.head == demo.head and study.encoder == demo.encoder  # the rest is still inherited
+    assert study.encoder == demo.encoder and study.augment == demo.augment  # the rest is still inherited
+    assert study.head.window == demo.head.window and study.head.learnable == demo.head.learnable
     (tmp_path / "base.toml").write_text('[data]\nkind = "dfew"\nargs = { split_dir = "s", frames_dir = "f" }\n')
     (tmp_path / "same.toml").write_text('base = "base.toml"\n[data]\nkind = "dfew"\nargs = { missing = "skip" }\n')
     assert load_pipeline(tmp_path / "same.toml").data.args == {"split_dir": "s", "frames_dir": "f", "missing": "skip"}

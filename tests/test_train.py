@@ -18,7 +18,8 @@ from tgdfer.head import HeadConfig
 from tgdfer.metrics import REFERENCE_PROTOCOL
 from tgdfer.run import Replica, load_checkpoint, replica_runs
 from tgdfer.store import FeatureStore
-from tgdfer.training import TrainConfig, TrainingDiverged, distinct_views, epoch_order, parse_int_list, train, train_replicas
+from tgdfer.training import TrainConfig, TrainingDiverged, epoch_order, parse_int_list, train, train_replicas
+from tgdfer.views import distinct_views
 
 N, V, T = 105, 3, 16
 

@@ -396,7 +396,7 @@ def _face_sources_line(counts: dict[str, int]) -> str:
 
 
 def _verify(store: Path, backend: str) -> bool:
-    from .extraction import verify
+    from .info import verify
     from .store import hdf5_staging_path
 
     path = hdf5_staging_path(store) if backend == "hdf5" and not store.exists() else store

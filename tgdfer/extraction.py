@@ -45,7 +45,7 @@ from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5
-from .storeformat import Damage, hdf5_staging_path
+from .storeformat import hdf5_staging_path
 from .storeprotocol import owned_rows
 
 log = logging.getLogger(__name__)
@@ -595,16 +595,3 @@ def _maybe_export(cfg: ExtractConfig, coverage: dict[str, int]) -> Path:
     log.info("%d clips still pending in %s; the HDF5 file is written when all shards are done",
              coverage["pending"], hdf5_staging_path(target))
     return hdf5_staging_path(target)
-
-
-def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
-    """Coverage counts, the failure table and the damaged clips (row, clip_id, problem) of a store,
-    every done clip checked against its checksum (for `tgdfer extract --verify`, `tgdfer info --verify`)."""
-    from .info import failure_table
-
-    with FeatureStore.open(path) as store:
-        return store.coverage(), failure_table(store), damage_table(store.verify())
-
-
-def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
-    return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])

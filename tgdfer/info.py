@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from .labels import CLASSES, ClassSet, stored_classes
 from .readers import SKIPPED_AT_READ
 from .store import FeatureStore
+from .storeformat import Damage
 
 
 @dataclass
@@ -103,3 +105,14 @@ def describe(path: str | Path, verify: bool = False) -> StoreDescription:
             fallbacks=store.face_fallbacks() if faces else None,
             damage=damage, checksums=store.has_checksums,
         )
+
+
+def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame]:
+    """Coverage counts, the failure table and the damaged clips (row, clip_id, problem) of a store,
+    every done clip checked against its checksum (for `tgdfer extract --verify`, `tgdfer info --verify`)."""
+    with FeatureStore.open(path) as store:
+        return store.coverage(), failure_table(store), damage_table(store.verify())
+
+
+def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
+    return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])
