@@ -252,7 +252,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / f"{name}_runs.csv", index=False, float_format="%.4f")
     md = args.out / f"{name}.md"
-    head = md.read_text().split("\n|", 1)[0] + "\n" if md.is_file() and "\n|" in md.read_text() else ""
+    text = md.read_text() if md.is_file() else ""
+    head = text.split("\n|", 1)[0] + "\n" if "\n|" in text and not text.startswith("|") else ""
     md.write_text(head + render_table(df, reference, order))  # the prose above the table stays
     plot(df, order, args.out / "figures" / f"{name}.png")
     print(summary(df, reference, order)[0].to_string())

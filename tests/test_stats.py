@@ -162,3 +162,15 @@ def test_sweep_table_pairs_by_fold_and_adjusts_over_every_pair():
     one = results({"a": [50, 52.0], "b": [40, 41.0]}, folds=[""], seeds=[0, 1])  # no folds: one split, 2 seeds
     assert paper_table(one).loc["b", "vs best (WAR)"] == "-10.50 (1 fold: no interval)"
     assert "no interval is possible" in comparison_note(one)
+
+
+def test_points_run_with_other_seeds_pair_their_fold_means():
+    """An A/A control rerun with seeds 3-5 shares no (fold, seed) with seeds 0-2: fold means are paired."""
+    idx = lambda seeds: pd.MultiIndex.from_product([[1, 2, 3], seeds], names=["fold", "seed"])  # noqa: E731
+    a = pd.Series([10.0, 12.0, 20.0, 22.0, 30.0, 32.0], index=idx([0, 1]))  # fold means 11, 21, 31
+    b = pd.Series([9.0, 11.0, 18.0, 20.0, 30.0, np.nan], index=idx([3, 4]))  # fold means 10, 19, 30
+    d = paired_by_fold(a, b)
+    assert d.n == 3 and d.mean == pytest.approx((1 + 2 + 1) / 3)
+    # with runs in common, only those pair: seed 1 of fold 1 missing in b drops it from a as well
+    c = pd.Series([10.0, np.nan, 20.0, 21.0, 30.0, 31.0], index=idx([0, 1]))
+    assert paired_by_fold(a, c).mean == pytest.approx((0 + 0.5 + 0.5) / 3)

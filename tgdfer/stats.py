@@ -137,12 +137,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> Paired:
 
 def paired_by_fold(a, b) -> Paired:
     """Two pandas Series indexed by (fold, seed): over the runs both have, each fold's mean over
-    its seeds, then `paired_difference` over the folds (n = the number of folds)."""
+    its seeds, then `paired_difference` over the folds (n = the number of folds). Two points run
+    with other seeds (no run in common, e.g. an A/A control rerun with seeds 3-5) pair each fold's
+    mean over its own seeds, over the folds both have."""
+    a, b = a[np.isfinite(a.to_numpy(float))], b[np.isfinite(b.to_numpy(float))]
     both = a.index.intersection(b.index)
-    both = both[np.isfinite(a.loc[both].to_numpy(float)) & np.isfinite(b.loc[both].to_numpy(float))]
-    fa = a.loc[both].groupby(level=0, sort=True).mean()
-    fb = b.loc[both].groupby(level=0, sort=True).mean()
-    return paired_difference(fa.to_numpy(), fb.loc[fa.index].to_numpy())
+    if len(both):
+        a, b = a.loc[both], b.loc[both]
+    fa, fb = a.groupby(level=0, sort=True).mean(), b.groupby(level=0, sort=True).mean()
+    folds = fa.index.intersection(fb.index)
+    return paired_difference(fa.loc[folds].to_numpy(), fb.loc[folds].to_numpy())
 
 
 def holm_family(comparisons: Sequence[Paired]) -> list[Paired]:
