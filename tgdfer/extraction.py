@@ -57,8 +57,8 @@ SAMPLING_STRATEGY = "tsn-segments"  # sampling.segment_indices (DFER-CLIP's trai
 class ExtractConfig:
     store: str = "cache/features.zarr"  # output store: a .zarr folder, or a .h5 file with backend hdf5
     backend: Literal["zarr", "hdf5"] = "zarr"  # hdf5: written via a staging zarr, exported at the end
-    views: int = 9  # view 0 = test-time (segment centres, resize only); views 1..V-1 augmented (8: as good as
-    #   fresh augmentation every epoch on SynthDFER, docs/cache-study.md)
+    views: int = 9  # view 0 = test-time (segment centres, resize only); views 1..V-1 augmented (8: within about a
+    #   WAR of fresh augmentation every epoch in DFEW's 50-epoch schedule, 1: about 3 WAR below; docs/cache-study.md)
     frames: int = 16  # T, frames sampled per view (TSN segments)
     seed: int = 0  # with clip_id and view, fixes every sampled frame and augmentation draw
     normalize: Literal["clip", "none"] = "clip"  # CLIP mean/std, or plain [0, 1] scaling (reference code)
