@@ -57,7 +57,7 @@ def test_every_value_from_a_file_is_escaped():
     assert html.count("<script>") == 1  # the page's own sorting script, nothing else
     assert "&lt;script&gt;window.evil = 1&lt;/script&gt;" in html and "</pre><script" not in html
     frames = np.zeros((2, 8, 8, 3), np.uint8)
-    st = Strip("s", frames, np.array([0.1, 0.9]), np.array([0, 5]), f"clip {EVIL}", None)
+    st = Strip("s", frames, np.array([0.1, 0.9]), np.array([0, 5]), f"clip {EVIL}", None, {})
     assert "<script>" not in strip(st) and "clip &lt;script&gt;" in strip(st)
 
 
@@ -89,7 +89,7 @@ def test_strip_draws_the_face_box_on_the_source_frame():
     source = np.zeros((3, 48, 64, 3), np.uint8)  # black frames 64 x 48
     boxes = np.tile(np.array([[16.0, 8.0, 40.0, 32.0]]), (3, 1))
     st = Strip("s", np.zeros((3, 16, 16, 3), np.uint8), np.array([0.0, 0.5, 1.0]), np.array([2, 7, 11]), "t", None,
-               source, boxes)
+               {}, source, boxes)
     html = strip(st)
     uris = [part.split('"', 1)[0] for part in html.split('src="')[1:]]
     img = _decode(uris[0])  # shown 96 px high: scale 2
