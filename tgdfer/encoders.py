@@ -453,8 +453,8 @@ def autocast_context(enc: LoadedEncoder) -> torch.autocast:
     return torch.autocast(device_type=enc.device.type, dtype=dtype, enabled=enc.precision != "fp32")
 
 
-CPU_IMAGE_BATCH = 128  # images per forward on a CPU: 2-3x the throughput of one forward over thousands
-#   (the activations stay in cache; measured with the proxy CLIP, benchmarks/README.md "Encoder batch on CPU")
+CPU_IMAGE_BATCH = 128  # images per forward on a CPU: 1.78x the proxy CLIP's throughput of one forward over
+#   3,264 images on the idle 2-core machine (benchmarks/encoder_batch.py; the activations stay in cache)
 
 
 def encode_images(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,7 @@ class ExtractConfig:
     descriptors: Optional[str] = None  # TOML/JSON file of per-class descriptors replacing the built-in ones
     device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
     augment_test: bool = True  # False: a train/test dataset's test clips get view 0 only, repeated in views
-    #   1..V-1 (nothing trains on a test clip's views; about 20% less encoding on FERV39k); refused with folds
+    #   1..V-1 (nothing trains on a test clip's views; FERV39k's test split is a fifth of its clips); refused with folds
     jpeg_decode: JpegDecode = "auto"  # JPEG frame folders: workers = decoded in the DataLoader workers; device =
     #   the workers read bytes, the main process decodes each batch on the encoder's device (nvjpeg on CUDA) and
     #   transforms it there; auto = device on CUDA without a face stage, else workers (tgdfer.jpegs)
