@@ -794,8 +794,7 @@ def report_cli(
     \b
     Example:
       tgdfer report runs/sweeps/table4_window
-      tgdfer report runs/sweeps/cache_study/fold{1,2,3,4,5} runs/sweeps/cache_study/fold{1,2,3,4,5}_aa \\
-          --label '*_aa=A/A' --reference fresh --out runs/sweeps/cache_study
+      tgdfer report runs/sweeps/study/fold{1,2,3,4,5}{,_aa} --label '*_aa=A/A' --out runs/sweeps/study
       tgdfer report docs/cache_study_runs.csv --reference fresh
       tgdfer report runs/synth/fold1 --html            # -> runs/synth/fold1/report.html
       tgdfer report runs/synth/fold1/eval --html --out results/fold1.html
