@@ -78,6 +78,8 @@ def test_merged_folders_are_folds_whose_seeds_are_averaged_before_pairing(study,
 
 
 def test_without_out_several_folders_write_nothing_and_best_is_the_default(study):
+    with pytest.raises(TgdferError, match=r"study: not a sweep folder but holds 3 \(e.g. fold1\).*study/fold\*"):
+        report_study([study[0].parent])  # their parent, given as if it were one sweep
     rep = report_study(study)
     assert rep.paths == [] and not any((f / "results.csv").exists() for f in study)
     assert rep.table.loc["a", "vs best (WAR)"] == "best" and rep.table.loc["b", "vs best (WAR)"].startswith("-1.50 [")

@@ -70,9 +70,14 @@ def report_study(sources: Sequence[str | Path], out: Optional[str | Path] = None
         if not s.exists():
             raise TgdferError(f"{s}: no such folder or file")
     if len(sources) == 1 and not files:  # one sweep: its own folds and title
+        inside = sorted(d.parent.name for d in sources[0].glob("*/points.json"))
+        if inside and not (sources[0] / "points.json").is_file():
+            raise TgdferError(f"{sources[0]}: not a sweep folder but holds {len(inside)} (e.g. "
+                              f"{inside[0]}); a study of one sweep folder per fold names them all: "
+                              f"tgdfer report {sources[0]}/fold*")
         df, paths = report(sources[0], reference=reference, dest=out)
-        return StudyReport(df, paper_table(df, reference), sweep_title(sources[0]), comparison_note(df, reference),
-                           paths)
+        title = f"{sweep_title(sources[0])}: mean over runs (%), {sources[0]}"
+        return StudyReport(df, paper_table(df, reference), title, comparison_note(df, reference), paths)
     if files:
         df, what = runs_frame(files[0]), f"{files[0].name}"
     else:
@@ -83,9 +88,11 @@ def report_study(sources: Sequence[str | Path], out: Optional[str | Path] = None
     per = runs.groupby("point").size()
     title = (f"{what} (folds {', '.join(map(str, folds))} x seeds {', '.join(map(str, seeds))}; "
              f"{per.max() if per.nunique() == 1 else f'{per.min()}-{per.max()}'} runs per point)")
-    where = (f"the sweep folders {', '.join(str(s) for s in sources)}, each one fold" if not files
+    where = (f"{len(sources)} sweep folders, one study fold each: {', '.join(str(s) for s in sources)}" if not files
              else f"the per-run table {files[0]}")
-    note = f"{' / '.join(metric_columns(df))} of each run, from {where}."
+    renamed = "".join(f" Rows 'POINT {text}': the points of the folders named like {glob}."
+                      for glob, text in parse_labels(labels))
+    note = f"{' / '.join(metric_columns(df))} of each run, from {where}.{renamed}"
     paths = write_results(df, Path(out), title, note, reference=reference) if out is not None else []
     return StudyReport(df, table, title, " ".join(filter(None, [note, comparison_note(df, reference)])), paths)
 

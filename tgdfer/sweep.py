@@ -32,7 +32,8 @@ final.json is skipped, so re-running a sweep resumes it (a half-trained run cont
 last checkpoint). A point that fails is recorded with its error and the others go on. Points split
 across machines by `shard_id`/`num_shards` (point i goes to shard i mod K; defaults from torchrun
 or Slurm as for extraction), all writing into one `out` folder; `report(out)` rebuilds the table
-from whatever has finished.
+from whatever has finished. A study that runs the same sweep once per dataset (one folder per study
+fold) or keeps only a per-run CSV is reported by tgdfer.studyreport with the same table.
 
 Layout of `out`:
 
