@@ -104,9 +104,10 @@ def runs_frame(path: str | Path) -> pd.DataFrame:
     """A per-run CSV as a results frame: a row per run, then each point's mean row.
 
     The CSV needs columns point, fold, seed, UAR and WAR; AUROC and AUROC sim are compared too when
-    present. Rows whose fold is "mean" (a results.csv written by `tgdfer report`) are dropped and
-    recomputed, and so are its epoch, status and error columns' means. Every other column is carried
-    over: a point's mean where numeric (train_s), else its first value (a swept field's label).
+    present. Rows whose fold is "mean" (a results.csv written by `tgdfer report` has them) are dropped
+    and the means recomputed; epoch, status and error are kept where the CSV has them (status else
+    "done" for a row with a metric). Every other column is carried over to the mean row: the point's
+    mean where numeric (train_s), else its first value (a swept field's label).
     """
     path = Path(path)
     try:
