@@ -829,7 +829,10 @@ def _print_report(table, title: str, note: str, df) -> None:
     """A report's table (the run count said once in the title when every point has as many), note and failures."""
     if table["runs"].nunique() == 1:  # the same for every point: said once, in the title (80 columns)
         title, table = f"{title}; runs of every point: {table['runs'].iloc[0]}", table.drop(columns="runs")
-    console.print(_table(table, title=title, decimals=2 if "AUROC" not in table else 3))
+    from .sweep import shown_table
+
+    shown, decimals = shown_table(table)  # each metric with its own decimals (UAR 2, AUROC 3)
+    console.print(_table(shown, title=title, decimals=decimals))
     if note:
         console.print(note, highlight=False)
     failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]

@@ -570,9 +570,17 @@ def metric_columns(results: pd.DataFrame) -> list[str]:
     return [m for m in DIGITS if m in results.columns]
 
 
-def table_decimals(results: pd.DataFrame) -> int:
-    """Decimals that show every metric of `results` (3 when it has an AUROC, else 2)."""
-    return max(DIGITS[m] for m in metric_columns(results))
+def shown_table(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """`table` as printed and written to Markdown, and the decimals of its other numbers: when its
+    metrics differ in decimals (UAR 2, AUROC 3), their columns and "std" columns become text with
+    each metric's own; else unchanged, with the metrics' decimals."""
+    digits = {c: DIGITS[c.removesuffix(" std")] for c in table.columns if c.removesuffix(" std") in DIGITS}
+    if len(set(digits.values())) <= 1:
+        return table, max(digits.values(), default=2)
+    shown = table.copy()
+    for c, d in digits.items():
+        shown[c] = ["-" if pd.isna(v) else f"{v:.{d}f}" for v in shown[c]]
+    return shown, 2
 
 
 def paper_table(results: pd.DataFrame, reference: Optional[str] = None) -> pd.DataFrame:
@@ -750,11 +758,10 @@ def write_results(df: pd.DataFrame, dest: Path, title: str, note: str, *, refere
     df.to_csv(csv, index=False)
     per_run = df[df["fold"] != "mean"].set_index("point")
     md = dest / "results.md"
-    digits = table_decimals(df)
     note = " ".join(filter(None, [note, comparison_note(df, reference)]))
-    md.write_text(to_markdown(table, title=title, note=note, decimals=digits) + "\n"
-                  + to_markdown(per_run.drop(columns=["error"]), title="every run", decimals=digits),
-                  encoding="utf-8")
+    (shown, digits), (every, run_digits) = shown_table(table), shown_table(per_run.drop(columns=["error"]))
+    md.write_text(to_markdown(shown, title=title, note=note, decimals=digits) + "\n"
+                  + to_markdown(every, title="every run", decimals=run_digits), encoding="utf-8")
     paths = [csv, md]
     png = plot_results(df, meta or {"fields": ["point"]}, dest / "results.png", title)
     if png is not None:
