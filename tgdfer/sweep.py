@@ -662,7 +662,7 @@ def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
 
 
 def versus_reference(runs: pd.DataFrame, points: Sequence[str], reference: str,
-                      metrics: Sequence[str]) -> dict[tuple[str, str], Any]:
+                     metrics: Sequence[str]) -> dict[tuple[str, str], Any]:
     """(point, metric) -> the point's paired difference to `reference` (tgdfer.stats.Paired), for every
     other point and metric, Holm-adjusted over all of them."""
     from .stats import holm_family, paired_by_fold
