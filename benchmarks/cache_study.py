@@ -3,6 +3,7 @@
     python benchmarks/cache_study.py split data/study        # 5 independent study folds from 10 synth folds
     python benchmarks/cache_study.py run 1                   # fold 1: extract its store, sweep every point, A/A
     python benchmarks/cache_study.py report                  # all folds: docs/cache_study.md, _runs.csv, plot
+    tgdfer report docs/cache_study_runs.csv --reference fresh   # the same differences, from the CSV alone
     python benchmarks/cache_study.py fp32                    # fp16 storage vs fp32 features at test time
     python benchmarks/cache_study.py views                   # expected distinct views per point (50 epochs)
 

@@ -88,18 +88,13 @@ STUDIES = {
 
 
 def comparisons(df: pd.DataFrame, reference: str, order: list[str]) -> dict[tuple[str, str], "Paired"]:
-    """(point, metric) -> fold-level paired difference to `reference`, Holm-adjusted over the whole table."""
-    from tgdfer.stats import holm_family, paired_by_fold
+    """(point, metric) -> fold-level paired difference to `reference`, Holm-adjusted over the whole table
+    (the table `tgdfer report RUNS.csv --reference REFERENCE` prints: tgdfer.sweep.versus_reference)."""
+    from tgdfer.sweep import versus_reference
 
-    ref = df[df.point == reference].set_index(["fold", "seed"])
-    keys, found = [], []
-    for point in order:
-        sub = df[df.point == point].set_index(["fold", "seed"])
-        for m, _ in METRICS:
-            if point != reference and len(ref):
-                keys.append((point, m))
-                found.append(paired_by_fold(sub[m], ref[m]))
-    return dict(zip(keys, holm_family(found)))
+    if not (df.point == reference).any():
+        return {}
+    return versus_reference(df, order, reference, [m for m, _ in METRICS])
 
 
 def summary(df: pd.DataFrame, reference: str, order: list[str]) -> tuple[pd.DataFrame, str]:

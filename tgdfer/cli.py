@@ -759,55 +759,85 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
 
     if out is None:
         out = Path(load_sweep(file).out)
-    table, title = paper_table(df), f"{sweep_title(out)}: mean over runs (%), {out}"
-    if table["runs"].nunique() == 1:  # the same for every point: said once, in the title (80 columns)
-        title, table = f"{title}; runs of every point: {table['runs'].iloc[0]}", table.drop(columns="runs")
-    console.print(_table(table, title=title, decimals=2))
-    note = comparison_note(df)
-    if note:
-        console.print(note, highlight=False)
-    failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
-    for point, error in zip(failed["point"], failed["error"]):
-        console.print(f"[red]{point}[/]: {error}", highlight=False)
+    _print_report(paper_table(df), f"{sweep_title(out)}: mean over runs (%), {out}", comparison_note(df), df)
     console.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
 
 
 @app.command("report", cls=_Command)
 @_run
 def report_cli(
-    sweep_dir: Annotated[Path, typer.Argument(metavar="FOLDER", help=(
-        "A sweep folder (written by `tgdfer sweep`); with --html also a run or an evaluation folder."))],
+    sources: Annotated[list[Path], typer.Argument(metavar="FOLDER", help=(
+        "A sweep folder (written by `tgdfer sweep`); several sweep folders, each one study fold (a train/test "
+        "dataset of its own; its fold k read from the folder's name, fold<k>); or a per-run CSV (point, fold, "
+        "seed, UAR, WAR[, AUROC, AUROC sim] columns). With --html: one sweep, run or evaluation folder."))],
     html: Annotated[bool, typer.Option("--html", help=(
         "Write one self-contained HTML page (no server or network needed): sortable tables with intervals, "
         "confusion matrices, frame strips with influence and face boxes, the config and the store fingerprint."))] = False,
-    out: Annotated[Optional[Path], typer.Option(help="The HTML file (default: FOLDER/report.html).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help=(
+        "Where to write: with --html the HTML file (default: FOLDER/report.html); else the folder for results.csv, "
+        "results.md and results.png (default: the sweep folder; several folders or a CSV: written only with --out)."))]
+        = None,
+    reference: Annotated[Optional[str], typer.Option(
+        "--reference", metavar="POINT", help="Compare every point with this one on every metric (Holm over "
+        "all those comparisons), instead of each with the best by WAR (Holm over every pair).")] = None,
+    label: Annotated[Optional[list[str]], typer.Option(
+        "--label", metavar="GLOB=TEXT", help="Several folders: the points of those whose name matches GLOB are "
+        "rows of their own, 'POINT TEXT' (e.g. '*_aa=A/A': an A/A rerun of V8 becomes 'V8 A/A'; repeatable).")]
+        = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (re-scoring a run or an evaluation).")] = "auto",
     trust_weights: TrustOpt = False,
 ):
-    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards);
-    with --html, the HTML report of a sweep, a run or an evaluation.
+    """Rebuild a sweep's result table (CSV, Markdown) and plot from its finished runs (all shards), or a
+    study's from several sweep folders (one fold each) or its per-run CSV; with --html, the HTML
+    report of a sweep, a run or an evaluation.
 
     \b
     Example:
       tgdfer report runs/sweeps/table4_window
+      tgdfer report runs/sweeps/study/fold{1,2,3,4,5}{,_aa} --label '*_aa=A/A' --out runs/sweeps/study
+      tgdfer report docs/cache_study_runs.csv --reference fresh
       tgdfer report runs/synth/fold1 --html            # -> runs/synth/fold1/report.html
       tgdfer report runs/synth/fold1/eval --html --out results/fold1.html
     """
     from .errors import ConfigError
-    from .sweep import report
+    from .studyreport import report_study
 
-    if out is not None and not html:
-        raise ConfigError("--out", "names the HTML file: give it with --html")
     if html:
         from .htmlreport import folder_kind, write_report
 
-        page = write_report(sweep_dir, out, device=device, trust_weights=trust_weights)
+        if len(sources) > 1 or reference or label:
+            raise ConfigError("--html", "writes the page of one folder: give one FOLDER, without --reference or --label")
+        page = write_report(sources[0], out, device=device, trust_weights=trust_weights)
         console.print(f"saved {page}")
-        if folder_kind(sweep_dir) != "sweep":
+        if folder_kind(sources[0]) != "sweep":
             return None
-    df, _ = report(sweep_dir)
-    _print_sweep(df, sweep_dir)
-    return df
+        out = None  # the sweep's own tables, in the sweep folder
+    elif out is not None and out.suffix.lower() in (".html", ".htm"):
+        raise ConfigError("--out", f"{out} looks like an HTML file: give --html for the page (without it, --out "
+                                   "is the folder for results.csv, results.md and results.png)")
+    rep = report_study(sources, out, reference=reference, labels=label or ())
+    _print_report(rep.table, rep.title, rep.note, rep.results)
+    if rep.paths:
+        console.print(f"saved {', '.join(str(p) for p in rep.paths)}")
+    else:
+        console.print("wrote nothing (several folders or a CSV): give --out FOLDER for results.csv, .md, .png",
+                      highlight=False)
+    return rep.results
+
+
+def _print_report(table, title: str, note: str, df) -> None:
+    """A report's table (the run count said once in the title when every point has as many), note and failures."""
+    if table["runs"].nunique() == 1:  # the same for every point: said once, in the title (80 columns)
+        title, table = f"{title}; runs of every point: {table['runs'].iloc[0]}", table.drop(columns="runs")
+    from .sweep import shown_table
+
+    shown, decimals = shown_table(table)  # each metric with its own decimals (UAR 2, AUROC 3)
+    console.print(_table(shown, title=title, decimals=decimals))
+    if note:
+        console.print(note, highlight=False)
+    failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
+    for point, error in zip(failed["point"], failed["error"]):
+        console.print(f"[red]{point}[/]: {error}", highlight=False)
 
 
 # -- predict ------------------------------------------------------------------------------------

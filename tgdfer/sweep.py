@@ -32,7 +32,8 @@ final.json is skipped, so re-running a sweep resumes it (a half-trained run cont
 last checkpoint). A point that fails is recorded with its error and the others go on. Points split
 across machines by `shard_id`/`num_shards` (point i goes to shard i mod K; defaults from torchrun
 or Slurm as for extraction), all writing into one `out` folder; `report(out)` rebuilds the table
-from whatever has finished.
+from whatever has finished. A study that runs the same sweep once per dataset (one folder per study
+fold) or keeps only a per-run CSV is reported by tgdfer.studyreport with the same table.
 
 Layout of `out`:
 
@@ -70,7 +71,8 @@ log = logging.getLogger(__name__)
 
 SWEEP_KEYS = ("base", "out", "folds", "seeds", "set", "title", "plot", "labels")
 PER_REPLICA = {"train.fold": "folds", "train.seed": "seeds", "train.out": "out"}  # set by the sweep, not swept
-METRICS = ("UAR", "WAR")
+METRICS = ("UAR", "WAR")  # what a sweep's runs record (final.json) and its plot shows
+DIGITS = {"UAR": 2, "WAR": 2, "AUROC": 3, "AUROC sim": 3}  # metrics a table can compare: their decimals
 
 
 class SweepError(ConfigError):
@@ -563,29 +565,60 @@ def results_frame(out: str | Path) -> pd.DataFrame:
     return df
 
 
-def paper_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The layout of the paper's Tables 3-5: one row per point (its mean over folds and seeds), swept
-    fields, UAR, WAR, their std over the runs, and each point's paired WAR difference to the best point.
+def metric_columns(results: pd.DataFrame) -> list[str]:
+    """The metrics of a results frame that its table summarises and compares, in DIGITS' order."""
+    return [m for m in DIGITS if m in results.columns]
 
-    "vs best" pairs the point with the point of highest mean WAR fold by fold (each fold's seeds
-    averaged first: the fold is the unit of replication) with a 95% t interval over the folds,
-    marked "*" where the Holm-adjusted p < 0.05; unmarked, it gives the minimum detectable effect
-    (tgdfer.stats). The Holm family is every pair of points, because the best is picked from the same
-    runs (`comparison_note` says so under the table). Points of one run each (a single fold and seed)
-    have no spread: those two columns are left out.
+
+def shown_table(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """`table` as printed and written to Markdown, and the decimals of its other numbers: when its
+    metrics differ in decimals (UAR 2, AUROC 3), their columns and "std" columns become text with
+    each metric's own; else unchanged, with the metrics' decimals."""
+    digits = {c: DIGITS[c.removesuffix(" std")] for c in table.columns if c.removesuffix(" std") in DIGITS}
+    if len(set(digits.values())) <= 1:
+        return table, max(digits.values(), default=2)
+    shown = table.copy()
+    for c, d in digits.items():
+        shown[c] = ["-" if pd.isna(v) else f"{v:.{d}f}" for v in shown[c]]
+    return shown, 2
+
+
+def paper_table(results: pd.DataFrame, reference: Optional[str] = None) -> pd.DataFrame:
+    """The layout of the paper's Tables 3-5: one row per point (its mean over folds and seeds), swept
+    fields, the metrics (UAR, WAR; AUROC, AUROC sim where the frame has them), their std over the runs,
+    and the points' paired differences.
+
+    Without `reference`, "vs best (WAR)" pairs the point with the point of highest mean WAR fold by
+    fold (each fold's seeds averaged first: the fold is the unit of replication) with a 95% t interval
+    over the folds, marked "*" where the Holm-adjusted p < 0.05; unmarked, it gives the minimum
+    detectable effect (tgdfer.stats). The Holm family is every pair of points, because the best is
+    picked from the same runs (`comparison_note` says so under the table). With `reference` (a point's
+    name), "vs REFERENCE (METRIC)" compares every other point with it on every metric, Holm over those
+    (points - 1) x metrics comparisons. Points of one run each (a single fold and seed) have no
+    spread: those columns are left out.
     """
     runs = _done_runs(results)
+    metrics = metric_columns(results)
     mean = results[results["fold"] == "mean"].drop(columns=["fold", "seed", "epoch", "error"]).set_index("point")
-    std = runs.groupby("point")[list(METRICS)].std(ddof=1).round(2)
+    if reference is not None and reference not in mean.index:
+        raise ConfigError("--reference", f"no point {reference!r} in this table; the points are: "
+                                         f"{', '.join(map(str, mean.index))}")
+    std = runs.groupby("point")[metrics].std(ddof=1)
     if std.notna().any().any():  # a point with two runs or more: its spread, and the paired comparison
-        for m in METRICS:
-            mean.insert(mean.columns.get_loc(m) + 1, f"{m} std", std[m].reindex(mean.index))
-        mean["vs best (WAR)"] = _versus_best(runs, mean["WAR"])
+        for m in metrics:
+            mean.insert(mean.columns.get_loc(m) + 1, f"{m} std", std[m].reindex(mean.index).round(DIGITS[m]))
+        if reference is None:
+            mean["vs best (WAR)"] = _versus_best(runs, mean["WAR"])
+        else:
+            family = versus_reference(runs, list(mean.index), reference, metrics)
+            for m in metrics:
+                cells = {p: d.format(DIGITS[m]) for (p, metric), d in family.items() if metric == m}
+                mean[f"vs {reference} ({m})"] = pd.Series({**cells, reference: "reference"}).reindex(mean.index)
     return mean.rename(columns={"status": "runs"})
 
 
-def comparison_note(results: pd.DataFrame) -> str:
-    """The sentence under `paper_table`: how "vs best" was computed and what its marks mean."""
+def comparison_note(results: pd.DataFrame, reference: Optional[str] = None) -> str:
+    """The sentence under `paper_table`: how its differences were computed and what their marks mean."""
     from .stats import family_note
 
     runs = _done_runs(results)
@@ -593,6 +626,12 @@ def comparison_note(results: pd.DataFrame) -> str:
     if points < 2 or runs.groupby("point").size().max() < 2:
         return ""
     folds = runs["fold"].nunique()
+    if reference is not None:
+        metrics = metric_columns(results)
+        family = versus_reference(runs, list(dict.fromkeys(results["point"])), reference, metrics)
+        m = sum(d.n >= 2 for d in family.values())
+        return (f"vs {reference}: the point's {' / '.join(metrics)} minus that of {reference}. "
+                + family_note(m, folds))
     return ("vs best: the point's WAR minus that of the point of highest mean WAR. "
             + family_note(points * (points - 1) // 2, folds)
             + (" The comparisons are every pair of points, since the best is picked from these same runs."
@@ -620,6 +659,18 @@ def _versus_best(runs: pd.DataFrame, war: pd.Series) -> pd.Series:
         if best in (a, b):
             out[a if b == best else b] = (d if b == best else -d).format(2)
     return pd.Series(out).reindex(war.index).fillna("")
+
+
+def versus_reference(runs: pd.DataFrame, points: Sequence[str], reference: str,
+                     metrics: Sequence[str]) -> dict[tuple[str, str], Any]:
+    """(point, metric) -> the point's paired difference to `reference` (tgdfer.stats.Paired), for every
+    other point and metric, Holm-adjusted over all of them."""
+    from .stats import holm_family, paired_by_fold
+
+    ref = runs[runs["point"] == reference].set_index(["fold", "seed"])
+    keys = [(p, m) for p in points if p != reference for m in metrics]
+    found = [paired_by_fold(runs[runs["point"] == p].set_index(["fold", "seed"])[m], ref[m]) for p, m in keys]
+    return dict(zip(keys, holm_family(found)))
 
 
 def _point_value(point: dict, info: dict, key: str) -> Any:
@@ -680,30 +731,42 @@ def sweep_title(out: str | Path) -> str:
     return f"{_read_meta(out).get('title') or out.name} ({run_settings(out)})"
 
 
-def report(out: str | Path) -> tuple[pd.DataFrame, list[Path]]:
-    """Rebuild the sweep's results (results.csv, results.md, results.png) from its run folders."""
+def report(out: str | Path, *, reference: Optional[str] = None,
+           dest: Optional[str | Path] = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Rebuild the sweep's results (results.csv, results.md, results.png) from its run folders, into
+    `dest` (default: the sweep folder itself); `reference`: see `paper_table`."""
     out = Path(out)
     meta = _read_meta(out)
     df = results_frame(out)
-    title = sweep_title(out)
     note = (f"UAR / WAR in %, test fold of each run; mean over {len(meta['folds'] or [None])} fold(s) x "
             f"{len(meta['seeds'])} seed(s). Base pipeline: {meta['base']}"
             + (f", with {', '.join(meta['fixed'])}" if meta.get("fixed") else "") + ".")
-    csv = out / "results.csv"
-    df.to_csv(csv, index=False)
-    table = paper_table(df)
-    per_run = df[df["fold"] != "mean"].set_index("point")
-    md = out / "results.md"
+    return df, write_results(df, Path(dest) if dest is not None else out, sweep_title(out), note,
+                             reference=reference, meta=meta)
+
+
+def write_results(df: pd.DataFrame, dest: Path, title: str, note: str, *, reference: Optional[str] = None,
+                  meta: Optional[dict] = None) -> list[Path]:
+    """Write `df` (a `results_frame`) into `dest`: results.csv (every run, each point's mean),
+    results.md (`paper_table` under `title`, `note` and `comparison_note` below it, then every run) and
+    results.png (`plot_results`; against the field `meta` plots, else against the point)."""
     from .metrics import to_markdown
 
-    note = " ".join(filter(None, [note, comparison_note(df)]))
-    md.write_text(to_markdown(table, title=title, note=note) + "\n"
-                  + to_markdown(per_run.drop(columns=["error"]), title="every run"), encoding="utf-8")
+    table = paper_table(df, reference)  # first: an unknown reference writes nothing
+    dest.mkdir(parents=True, exist_ok=True)
+    csv = dest / "results.csv"
+    df.to_csv(csv, index=False)
+    per_run = df[df["fold"] != "mean"].set_index("point")
+    md = dest / "results.md"
+    note = " ".join(filter(None, [note, comparison_note(df, reference)]))
+    (shown, digits), (every, run_digits) = shown_table(table), shown_table(per_run.drop(columns=["error"]))
+    md.write_text(to_markdown(shown, title=title, note=note, decimals=digits) + "\n"
+                  + to_markdown(every, title="every run", decimals=run_digits), encoding="utf-8")
     paths = [csv, md]
-    png = plot_results(df, meta, out / "results.png", title)
+    png = plot_results(df, meta or {"fields": ["point"]}, dest / "results.png", title)
     if png is not None:
         paths.append(png)
-    return df, paths
+    return paths
 
 
 def _safe_report(out: Path) -> None:
