@@ -34,13 +34,13 @@ $(PROXY): $(PROXY_DEPS) | $(STAMP)
 PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 # Tests marked slow (minutes on 2 cores: compiling a training step with torch.compile) run in test-slow only.
 test: $(STAMP) $(PROXY)
-	TGDFER_TEST_PROXY=$(PROXY) $(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY=$(PROXY) TGDFER_TEST_CACHE=cache/test $(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # What `make test` leaves out (CI runs both): the slow tests, and the proxy-CLIP check with the proxy
 # trained inside the test session instead of read from $(PROXY).
 test-slow: $(STAMP)
-	TGDFER_TEST_PROXY= $(PYTEST) -m slow $(PYTEST_ARGS)
-	TGDFER_TEST_PROXY= $(PYTEST) tests/test_proxy.py $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY= TGDFER_TEST_CACHE= $(PYTEST) -m slow $(PYTEST_ARGS)
+	TGDFER_TEST_PROXY= TGDFER_TEST_CACHE= $(PYTEST) tests/test_proxy.py $(PYTEST_ARGS)
 
 demo: $(STAMP) $(PROXY)
 	$(BIN)/tgdfer demo --config pipelines/synthetic.toml

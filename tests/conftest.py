@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from proxy_check import DEMO, OVERRIDES, PROXY_MODULE
+from proxy_check import DEMO, OVERRIDES, PROXY_MODULE, cached_heldout_store
 from tgdfer.augment import AugmentConfig
 from tgdfer.encoders import EncoderConfig, load_encoder
 from tgdfer.extraction import ExtractConfig, extract
@@ -185,12 +185,26 @@ def proxy_weights(tmp_path_factory, proxy_pipe) -> Path:
 
 @pytest.fixture(scope="session")
 def proxy_store(tmp_path_factory, proxy_pipe, proxy_weights) -> Path:
-    """The held-out SynthDFER set (synth.seed) extracted with the proxy weights."""
-    root = tmp_path_factory.mktemp("proxy_store")
-    generate(root / "synth", proxy_pipe.synth)
+    """The held-out SynthDFER set (synth.seed) extracted with the proxy weights.
+
+    `make test` names a folder in TGDFER_TEST_CACHE: the store is kept there under a digest of
+    everything that decides its bytes (tests/proxy_check.py's `heldout_digest`: the proxy weights,
+    the settings, every file of tgdfer/, torch's and open_clip's versions), built again when any
+    of them changes, and checked (every chunk's checksum) each time it is used. Without it
+    (`make test-slow`, a plain `pytest`) the session builds it in a temporary folder, as before.
+    """
+    cache = os.environ.get("TGDFER_TEST_CACHE")
+    if cache:
+        return cached_heldout_store(Path(cache), proxy_pipe, proxy_weights, build_heldout_store)
+    return build_heldout_store(tmp_path_factory.mktemp("proxy_store"), proxy_pipe, proxy_weights)
+
+
+def build_heldout_store(root: Path, pipe, weights: Path) -> Path:
+    """Generate the held-out set under root/synth and extract it into root/proxy.zarr."""
+    generate(root / "synth", pipe.synth)
     table = read_dfew(root / "synth" / "EmoLabel_DataSplit", frames_dir=root / "synth" / "frames").table
-    enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))
-    result = extract(replace(proxy_pipe.extract, store=str(root / "proxy.zarr")), proxy_pipe.augment, enc, table,
+    enc = EncoderConfig(model=pipe.encoder.model, pretrained=str(weights))
+    result = extract(replace(pipe.extract, store=str(root / "proxy.zarr")), pipe.augment, enc, table,
                      data_kind="dfew")
     assert result.ok and result.extracted == len(table)
     return Path(result.store)

@@ -6,13 +6,21 @@ how reliably these settings learn over several proxy seeds (numbers in docs/test
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tgdfer.store import FeatureStore
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = str(Path(__file__).resolve().parents[1] / "pipelines" / "synthetic.toml")  # the demo pipeline
 
@@ -36,3 +44,44 @@ def zero_shot(store: str | Path) -> dict[str, float]:
             text = F.normalize(torch.from_numpy(np.asarray(s.text(name)[2], dtype=np.float32)), dim=-1)  # [C, D]
             out[name] = float(((feats @ text.T).argmax(-1).numpy() == labels).mean())
     return out
+
+
+def heldout_digest(pipe, weights: Path) -> str:
+    """sha256 over what decides the held-out store's bytes: the proxy weights, the synth/extract/augment/
+    encoder settings, every file under tgdfer/ (code, model configs, profiles), this file, and torch's
+    and open_clip's versions. Deliberately wide: any change of the package builds the store again."""
+    import open_clip
+
+    h = hashlib.sha256()
+    h.update(hashlib.sha256(Path(weights).read_bytes()).digest())
+    settings = {k: asdict(getattr(pipe, k)) for k in ("synth", "extract", "augment", "encoder")}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for path in sorted([*(ROOT / "tgdfer").rglob("*"), Path(__file__)]):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    h.update(f"{torch.__version__} {open_clip.__version__}".encode())
+    return h.hexdigest()
+
+
+def cached_heldout_store(cache: Path, pipe, weights: Path, build: Callable[[Path, object, Path], Path]) -> Path:
+    """The held-out store under cache/heldout-<digest>/, built by `build(root, pipe, weights)` when absent.
+
+    Built in place (the store records its clips' paths) under a lock, and marked complete only after
+    the build, so that an interrupted build is never reused; a store found there must pass
+    `FeatureStore.verify` (every chunk's checksum) and hold every clip, or the test fails naming it.
+    """
+    final = cache / f"heldout-{heldout_digest(pipe, weights)[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "heldout.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session building the same store: wait for it
+        if not (final / "complete").is_file():
+            for old in cache.glob("heldout-*"):  # earlier code's store, or an interrupted build
+                shutil.rmtree(old)
+            build(final, pipe, weights)
+            (final / "complete").write_text("built by tests/conftest.py's proxy_store\n")
+    store = final / "proxy.zarr"
+    with FeatureStore.open(store) as s:
+        damage = s.verify()
+        assert not damage, f"{store}: the cached held-out store is damaged ({damage[:3]}); delete {final}"
+        assert bool(s.done.all()), f"{store}: not every clip is extracted; delete {final}"
+    return store

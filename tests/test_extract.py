@@ -204,6 +204,7 @@ def test_an_hdf5_file_name_needs_the_hdf5_backend(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # four extraction processes (make test-slow): tests/test_store.py kills writers at any moment too
 def test_resume_after_sigkill_ends_with_the_uninterrupted_bytes(tmp_path, clip_table, encoder_cfg,
                                                                  extract_config, ref, children):
     """Three kills at random moments (start-up, then in the batch after 1 and after 3), then a normal run."""

@@ -89,7 +89,10 @@ def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, b
     assert "Holm-adjusted p < 0.05 over the 6 comparisons" in (out / "results.md").read_text()
 
 
-def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
+# workers=2 runs the second half in two spawned processes (each imports torch: make test-slow); with 1 the
+# same resume, skip and merge checks run in this process
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base, workers):
     path = sweep_file(tmp_path, base, GRID_2X2)
     out = tmp_path / "out"
     first = run_sweep(path, shard_id=0, num_shards=2)  # points 0 and 2
@@ -97,7 +100,7 @@ def test_half_done_sweep_resumes_and_shards_merge_in_report(tmp_path, base):
     assert done.tolist() == ["2/2 done", "0/2 pending", "2/2 done", "0/2 pending"]
     stamp = (out / "window=2,visual_prompt=none" / "fold1" / "final.json").stat().st_mtime_ns
     events = []
-    full = run_sweep(path, workers=2, on_point=lambda name, status, outcome: events.append((name, status)))
+    full = run_sweep(path, workers=workers, on_point=lambda name, status, outcome: events.append((name, status)))
     skipped = sorted(n for n, s in events if s == "skipped")
     assert skipped == ["window=2,visual_prompt=none", "window=4,visual_prompt=none"]
     assert sorted(n for n, s in events if s == "done") == ["window=2,visual_prompt=add", "window=4,visual_prompt=add"]

@@ -274,6 +274,7 @@ def _logreg_accuracy(x: torch.Tensor, y: torch.Tensor, folds: np.ndarray) -> flo
     return correct / len(y)
 
 
+@pytest.mark.slow  # 210 clips drawn and a classifier fitted per frame type (make test-slow)
 def test_class_is_learnable_at_the_apex_and_not_outside_the_episode(tmp_path):
     """Measured with this config over seeds 0..7: apex 0.46-0.54, outside 0.10-0.18 (chance 1/7 = 0.143)."""
     out = tmp_path / "learn"

@@ -26,6 +26,7 @@ Shapes: N images, P prompts, S image side, D embedding width, L context length (
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -379,10 +380,23 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         "open_clip_version": open_clip.__version__,
     }
     return LoadedEncoder(
-        model=model, tokenizer=open_clip.get_tokenizer(cfg.model), image_size=_square_size(pp["size"], cfg.model),
+        model=model, tokenizer=tokenizer_for(cfg.model), image_size=_square_size(pp["size"], cfg.model),
         mean=tuple(float(m) for m in pp["mean"]), std=tuple(float(s) for s in pp["std"]),
         embed_dim=int(model_cfg["embed_dim"]), context_length=int(model.context_length), device=device,
         precision=precision, towers=towers, quick_gelu_reason=reason, fingerprint=fingerprint)
+
+
+@functools.lru_cache(maxsize=8)
+def tokenizer_for(model: str) -> Any:
+    """open_clip's tokenizer for `model`, built once per process and shared by every encoder of that model.
+
+    Building CLIP's BPE tokenizer reads and ranks its 49k merges (0.3 s on a CPU core); a tokenizer
+    maps texts to the same tokens every time (what it keeps is a memo of words already split), so
+    one object can serve every load.
+    """
+    import open_clip
+
+    return open_clip.get_tokenizer(model)
 
 
 def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_quick_gelu: bool) -> torch.nn.Module:
