@@ -9,6 +9,7 @@ CLI does; the proxy-CLIP learnability check's settings are in tests/proxy_check.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -50,17 +51,55 @@ def pytest_configure(config):
         # at two threads each they would spin at OpenMP barriers on cores the other worker holds.
         os.environ["OMP_NUM_THREADS"] = str(share)
     config.stash[THREADS] = apply_threads(choice)
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist: records module times
+        config.pluginmanager.register(ModuleSeconds.from_env(), "tgdfer-module-seconds")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The proxy check's module first. `make test` runs `pytest -n auto --dist loadfile`: a module
-    stays on one worker (its module and session fixtures are built once there), and the proxy
-    check, the longest unit, starts at once while the other workers share the rest. The order is
-    the same in every worker, as xdist needs, and `--no-loadscope-reorder` keeps it (xdist would put
-    the modules with most tests first). The grouping is by module because xdist's `loadgroup`
-    did not group here (pytest 9.2, xdist 3.8: the "@group" nodeid suffix never appeared).
+    """The proxy check's module first, then the other modules longest first. `make test` runs
+    `pytest -n auto --dist loadfile`: a module stays on one worker (its module and session fixtures
+    are built once there), and the proxy check, the longest unit, starts at once while the other
+    workers share the rest. Longest first (by the module seconds the last `make test` on this
+    machine recorded, `module_seconds`) leaves short modules for the end, so that the workers finish
+    together instead of one running a long module alone. The order is the same in every worker, as
+    xdist needs (every worker reads the same file), and `--no-loadscope-reorder` keeps it (xdist
+    would put the modules with most tests first). The grouping is by module because xdist's
+    `loadgroup` did not group here (pytest 9.2, xdist 3.8: the "@group" nodeid suffix never appeared).
     """
-    items.sort(key=lambda item: item.module.__name__ != PROXY_MODULE)  # stable: the rest keep their order
+    seconds = ModuleSeconds.from_env().read()
+    # stable: a module's tests keep their order; modules without a record keep theirs, after the others
+    items.sort(key=lambda item: (item.module.__name__ != PROXY_MODULE, -seconds.get(item.module.__name__, 0.0)))
+
+
+class ModuleSeconds:
+    """Seconds each test module took in the last `make test` on this machine (TGDFER_TEST_CACHE/module-seconds.json):
+    only an order for the scheduler, never a pass or fail. Registered as a plugin in the xdist controller
+    (or a run without xdist), it adds up the reports of the workers and writes the file at the end of the
+    session (modules not run keep their record)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.seen: dict[str, float] = {}
+
+    @classmethod
+    def from_env(cls) -> ModuleSeconds:
+        cache = os.environ.get("TGDFER_TEST_CACHE")
+        return cls(Path(cache) / "module-seconds.json" if cache else None)
+
+    def read(self) -> dict[str, float]:
+        try:
+            return {str(k): float(v) for k, v in json.loads(self.path.read_text()).items()} if self.path else {}
+        except (OSError, ValueError, AttributeError):  # absent or unreadable: the collection order
+            return {}
+
+    def pytest_runtest_logreport(self, report):
+        module = Path(report.nodeid.split("::")[0]).stem
+        self.seen[module] = self.seen.get(module, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session):
+        if self.path and self.seen:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({**self.read(), **self.seen}, indent=1, sort_keys=True))
 
 
 def pytest_report_header(config):
