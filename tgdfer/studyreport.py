@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, TgdferError
-from .sweep import (DIGITS, _read_json, _read_meta, comparison_note, metric_columns, paper_table, report,
+from .sweep import (DIGITS, read_json_or_none, read_sweep_meta, comparison_note, metric_columns, paper_table, report,
                     results_frame, sweep_title, write_results)
 
 FOLD_IN_NAME = re.compile(r"fold(\d+)", re.I)
@@ -213,7 +213,7 @@ def _folders(paths: Sequence[Path], labels: Sequence[str]) -> list[_Folder]:
     used: set[str] = set()
     folders = []
     for path in paths:
-        meta = _read_meta(path)
+        meta = read_sweep_meta(path)
         matched = [(g, t) for g, t in rules if fnmatch.fnmatchcase(path.name, g)]
         if len(matched) > 1:
             raise ConfigError("--label", f"{path} matches {matched[0][0]!r} and {matched[1][0]!r}: one label a folder")
@@ -263,7 +263,7 @@ def merged_frame(paths: Sequence[str | Path], labels: Sequence[str] = ()) -> tup
     parts = []
     for f in folders:
         df = results_frame(f.path)
-        started = [p["name"] for p in f.meta["points"] if _read_json(f.path / p["name"] / "point.json")]
+        started = [p["name"] for p in f.meta["points"] if read_json_or_none(f.path / p["name"] / "point.json")]
         runs = df[df["fold"] != "mean"].assign(fold=f.fold, started=df["point"].isin(started))
         if f.label:
             runs = runs.assign(point=runs["point"] + " " + f.label)

@@ -358,7 +358,7 @@ def _check_earlier_run(sweep: SweepConfig, point: Point, pipe, folder: Path) -> 
 
     Fields present on one side only (added or removed by another tgdfer version) do not count.
     """
-    record = _read_json(folder / "point.json")
+    record = read_json_or_none(folder / "point.json")
     if not record or not isinstance(record.get("pipeline"), dict):
         return
     before, now = record["pipeline"], json.loads(json.dumps(_resolved(pipe)))
@@ -533,17 +533,17 @@ def results_frame(out: str | Path) -> pd.DataFrame:
     finished runs; its status says how many of them there are ("5/5 done").
     """
     out = Path(out)
-    meta = _read_meta(out)
+    meta = read_sweep_meta(out)
     short = _short_names(meta["fields"])
     seeds = meta["seeds"]
     rows = []
     for p in meta["points"]:
-        info = _read_json(out / p["name"] / "point.json") or {}
+        info = read_json_or_none(out / p["name"] / "point.json") or {}
         shown = {short[k]: _label(meta, k, _point_value(p, info, k)) for k in meta["fields"]}
         runs = []
         for fold in meta["folds"] or [None]:
             for seed in seeds:
-                final = _read_json(_run_folder(out, p["name"], fold, seed, seeds) / "final.json")
+                final = read_json_or_none(_run_folder(out, p["name"], fold, seed, seeds) / "final.json")
                 status = "done" if final else (info.get("status") if info.get("status") in ("failed", "running")
                                                else "pending")
                 row = {"point": p["name"], **shown, "fold": fold if fold is not None else "", "seed": seed,
@@ -687,14 +687,16 @@ def _label(meta: dict, key: str, value: Any) -> Any:
     return labels.get(_show(value), shown)
 
 
-def _read_meta(out: Path) -> dict:
-    meta = _read_json(out / "points.json")
+def read_sweep_meta(out: Path) -> dict:
+    """A sweep folder's points.json (what `tgdfer sweep` recorded); TgdferError naming the folder when absent."""
+    meta = read_json_or_none(out / "points.json")
     if meta is None:
         raise TgdferError(f"{out}: not a sweep folder (no points.json); sweeps are written by `tgdfer sweep`")
     return meta
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def read_json_or_none(path: Path) -> Optional[dict]:
+    """A run's or sweep's JSON record, or None when it is absent or damaged (read within the JSON caps)."""
     try:
         return load_json(path.read_bytes(), str(path))  # within the JSON caps
     except (FileNotFoundError, TgdferError):  # absent or damaged: as if the point had not run
@@ -710,13 +712,13 @@ def run_settings(out: str | Path) -> str:
     """What the sweep in `out` ran, read from its folder: "folds 1, 2 x seeds 0, 1 = 4 runs per point,
     10 epochs" (epochs from the points' recorded pipelines; "5-10 epochs" when the points differ)."""
     out = Path(out)
-    meta = _read_meta(out)
+    meta = read_sweep_meta(out)
     folds, seeds = meta["folds"] or [None], meta["seeds"]
     where = "train/test split" if folds == [None] else _listed(folds, "fold")
     text = f"{where} x {_listed(seeds, 'seed')} = {len(folds) * len(seeds)} run{'s' if len(folds) * len(seeds) > 1 else ''} per point"
     epochs = set()
     for p in meta["points"]:
-        train = ((_read_json(out / p["name"] / "point.json") or {}).get("pipeline") or {}).get("train") or {}
+        train = ((read_json_or_none(out / p["name"] / "point.json") or {}).get("pipeline") or {}).get("train") or {}
         if isinstance(train.get("epochs"), int):
             epochs.add(train["epochs"])
     if epochs:
@@ -728,7 +730,7 @@ def sweep_title(out: str | Path) -> str:
     """The title of the sweep's table and plot: the file's title (what was compared) and `run_settings`
     (how: folds, seeds, epochs, read from the runs rather than written by hand)."""
     out = Path(out)
-    return f"{_read_meta(out).get('title') or out.name} ({run_settings(out)})"
+    return f"{read_sweep_meta(out).get('title') or out.name} ({run_settings(out)})"
 
 
 def report(out: str | Path, *, reference: Optional[str] = None,
@@ -736,7 +738,7 @@ def report(out: str | Path, *, reference: Optional[str] = None,
     """Rebuild the sweep's results (results.csv, results.md, results.png) from its run folders, into
     `dest` (default: the sweep folder itself); `reference`: see `paper_table`."""
     out = Path(out)
-    meta = _read_meta(out)
+    meta = read_sweep_meta(out)
     df = results_frame(out)
     note = (f"UAR / WAR in %, test fold of each run; mean over {len(meta['folds'] or [None])} fold(s) x "
             f"{len(meta['seeds'])} seed(s). Base pipeline: {meta['base']}"
