@@ -85,7 +85,11 @@ def main() -> None:
     rp.add_argument("--threads", type=int, default=1, help="torch threads of each tgdfer command")
     rp.add_argument("--steps", default="extract,sweep", help="extract, sweep, or both (comma-separated)")
     rp.add_argument("--recipes", default=",".join(RECIPES), help="which recipes' stores and points (comma-separated)")
-    sub.add_parser("report", help="gather every fold's runs into docs/augment_study_runs.csv, then render it")
+    pp = sub.add_parser("report", help="gather every fold's runs into docs/augment_study_runs.csv, then render it")
+    pp.add_argument("--folds", default=",".join(map(str, range(1, STUDY_FOLDS + 1))),
+                    help="the folds to gather (comma-separated; default: all)")
+    pp.add_argument("--runs", type=Path, default=None, help="an earlier augment_study_runs.csv whose rows the "
+                    "gathered folds complete (same point, fold and seed: the gathered run wins)")
     args = ap.parse_args()
     if args.cmd == "recipes":
         for r in RECIPES:
@@ -96,8 +100,12 @@ def main() -> None:
             ap.error(f"--recipes: {args.recipes!r}; the recipes are {', '.join(RECIPES)}")
         run_fold(args.fold, [sys.executable, "-m", "tgdfer", "--threads", str(args.threads)], args.steps, recipes)
     else:
+        import pandas as pd
+        from study import merge_runs
+
         runs = Path("docs/augment_study_runs.csv")
-        gather(SWEEPS, extra=()).to_csv(runs, index=False, float_format="%.4f")
+        found = gather(SWEEPS, extra=(), folds=tuple(int(k) for k in args.folds.split(",")))
+        merge_runs(pd.read_csv(args.runs) if args.runs else None, found).to_csv(runs, index=False, float_format="%.4f")
         print(f"wrote {runs}; rendering it:", flush=True)
         subprocess.run([sys.executable, str(Path(__file__).with_name("study.py")), "--runs", str(runs)], check=True)
 

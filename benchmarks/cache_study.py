@@ -73,15 +73,16 @@ def run_fold(k: int, tgdfer: list[str], steps: str = "extract,sweep") -> None:
 AA = "V8 A/A"  # V8 again with seeds 3-5: the A/A control, must come out null
 
 
-def gather(sweeps: Path = SWEEPS, extra: tuple[tuple[str, str], ...] = (("_aa", AA),)) -> pd.DataFrame:
+def gather(sweeps: Path = SWEEPS, extra: tuple[tuple[str, str], ...] = (("_aa", AA),),
+           folds: tuple[int, ...] = tuple(range(1, STUDY_FOLDS + 1))) -> pd.DataFrame:
     """One row per finished run of every fold (study.run_rows per fold folder; the fold is the folder's).
 
     `extra`: (suffix, point) pairs, folders `fold<k><suffix>` whose runs count as that point (the cache
-    study's A/A rerun); benchmarks/augment_study.py gathers its own sweeps with none."""
+    study's A/A rerun); benchmarks/augment_study.py gathers its own sweeps with none. `folds`: which."""
     from study import run_rows
 
     frames = []
-    for k in range(1, STUDY_FOLDS + 1):
+    for k in folds:
         folders = [(sweeps / f"fold{k}", None), *((sweeps / f"fold{k}{suffix}", name) for suffix, name in extra)]
         for folder, rename in folders:
             if folder.is_dir():
