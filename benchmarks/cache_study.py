@@ -51,10 +51,11 @@ PIPELINE, SWEEP = "pipelines/cache_study.toml", "pipelines/sweeps/cache_study.to
 SWEEPS = Path("runs/sweeps/cache_study")
 
 
-def fold_settings(k: int) -> list[str]:
-    """The --set overrides that point the study's pipeline at fold k's data and store."""
+def fold_settings(k: int, store: str = "cache/study/fold{k}.zarr") -> list[str]:
+    """The --set overrides that point a study's pipeline at fold k's data and store (`store`: a path
+    with `{k}` for the fold; benchmarks/augment_study.py passes its own)."""
     return ["--set", f'data.args={{csv_file="data/study/folds/fold{k}.csv", id_col="clip_id", missing="error"}}',
-            "--set", f'extract.store="cache/study/fold{k}.zarr"']
+            "--set", f'extract.store="{store.format(k=k)}"']
 
 
 def run_fold(k: int, tgdfer: list[str], steps: str = "extract,sweep") -> None:
@@ -73,13 +74,18 @@ def run_fold(k: int, tgdfer: list[str], steps: str = "extract,sweep") -> None:
 AA = "V8 A/A"  # V8 again with seeds 3-5: the A/A control, must come out null
 
 
-def gather(sweeps: Path = SWEEPS) -> pd.DataFrame:
-    """One row per finished run of every fold (study.run_rows per fold folder; the fold is the folder's)."""
+def gather(sweeps: Path = SWEEPS, extra: tuple[tuple[str, str], ...] = (("_aa", AA),),
+           folds: tuple[int, ...] = tuple(range(1, STUDY_FOLDS + 1))) -> pd.DataFrame:
+    """One row per finished run of every fold (study.run_rows per fold folder; the fold is the folder's).
+
+    `extra`: (suffix, point) pairs, folders `fold<k><suffix>` whose runs count as that point (the cache
+    study's A/A rerun); benchmarks/augment_study.py gathers its own sweeps with none. `folds`: which."""
     from study import run_rows
 
     frames = []
-    for k in range(1, STUDY_FOLDS + 1):
-        for folder, rename in ((sweeps / f"fold{k}", None), (sweeps / f"fold{k}_aa", AA)):
+    for k in folds:
+        folders = [(sweeps / f"fold{k}", None), *((sweeps / f"fold{k}{suffix}", name) for suffix, name in extra)]
+        for folder, rename in folders:
             if folder.is_dir():
                 rows = run_rows(folder)
                 if len(rows):

@@ -80,6 +80,7 @@ class Study:
 
 STUDIES = {
     "cache_study": Study("fresh", ("V1", "V2", "V4", "V7", "V8", "V16", "fresh", "V8 A/A")),
+    "augment_study": Study("paper", ("paper", "dfew", "ferv39k")),
     "cache_views": Study("fresh", ("V1", "V2", "V4", "V8", "V16", "V2-frame", "V4-frame", "fresh", "end-to-end")),
     "deviations": Study("recommended", ("recommended", "coarse-literal", "pos-std-1", "drop-last", "pixels-0-1",
                                         "prompts-dfer-clip", "prepend-feature", "prepend-token", "pool-max",
@@ -131,7 +132,8 @@ def render_table(df: pd.DataFrame, reference: str, order: list[str]) -> str:
 #   V1:AUROC                      mean ± std over the point's runs ("0.766 ± 0.028")
 #   V1:AUROC - fresh:AUROC        fold-level paired difference with its interval; against the study's reference
 #                                 on the same metric it is the table's cell (Holm over the table), else a
-#                                 single planned comparison
+#                                 single planned comparison; "fresh:AUROC - V1:AUROC" is that cell negated
+#                                 (same interval mirrored, same Holm mark)
 #   end-to-end:UAR,WAR == fresh:UAR,WAR   in how many runs (same fold and seed) all are equal ("6 of 9")
 
 QUOTE = re.compile(r"<!-- from (?P<study>[\w-]+): (?P<spec>.+?) -->(?P<text>.*?)<!-- /from -->", re.S)
@@ -163,11 +165,13 @@ def quote(df: pd.DataFrame, study: Study, spec: str, table: Optional[dict] = Non
         values, metric = _operand(df, spec)
         return mean_std(values, DIGITS[metric])
     (a, ma), (b, mb) = (_operand(df, part) for part in spec.split(" - "))
-    point_b = spec.split(" - ")[1].split(":")[0].strip()
-    if ma == mb and point_b == study.reference:
+    point_a, point_b = (part.split(":")[0].strip() for part in spec.split(" - "))
+    if ma == mb and study.reference in (point_a, point_b) and point_a != point_b:
         if table is None:
             table = comparisons(df, study.reference, [p for p in study.order if p in set(df.point)])
-        return table[spec.split(":")[0].strip(), ma].format(DIGITS[ma])
+        if point_b == study.reference:
+            return table[point_a, ma].format(DIGITS[ma])
+        return (-table[point_b, ma]).format(DIGITS[ma])  # reference - point: the table's cell seen from the other side
     return paired_by_fold(a, b).format(DIGITS[ma])
 
 
@@ -189,7 +193,7 @@ def render_quotes(text: str, runs_dir: Path) -> str:
     return QUOTE.sub(fill, text)
 
 
-QUOTING = ("README.md", "docs/cache-study.md", "docs/cache_study.md", "docs/paper-mapping.md", "docs/deviations.md", "docs/cache_views.md")
+QUOTING = ("README.md", "docs/augment-study.md", "docs/cache-study.md", "docs/cache_study.md", "docs/paper-mapping.md", "docs/deviations.md", "docs/cache_views.md")
 
 
 def plot(df: pd.DataFrame, order: list[str], path: Path) -> None:

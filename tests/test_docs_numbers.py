@@ -65,6 +65,7 @@ def test_quote_forms_on_a_small_study():
     assert study.quote(df, known, "a:WAR") == "42.25 ± 0.94"  # 41, 41.5, 42, 42.5, 43, 43.5
     cell = study.quote(df, known, "a:WAR - ref:WAR")  # -9.75 in every fold: marked after Holm over 8
     assert cell == "-9.75 [-9.75, -9.75] *"
+    assert study.quote(df, known, "ref:WAR - a:WAR") == "+9.75 [+9.75, +9.75] *"  # the same cell, other side
     assert study.quote(df, known, "b:WAR - ref:WAR").endswith("(MDE 0.00)")  # identical: no difference
     assert study.quote(df, known, "b:UAR,WAR == ref:UAR,WAR") == "6 of 6"
     assert study.quote(df, known, "a:WAR == ref:WAR") == "0 of 6"
@@ -104,4 +105,5 @@ def test_every_deviation_says_where_its_literal_reading_comes_from():
     rows = [r.split(" | ") for r in table.splitlines()[2:]]  # after the header's rest and the rule line
     assert len(rows) >= 10 and {r[1] for r in rows} <= {"paper text", "silence, filled from DFER-CLIP", "tgdfer's choice"}
     augmentation = [r for r in rows if r[0].startswith("| Augmentation")]
-    assert len(augmentation) == 2 and all(r[-1].endswith("not measured |") for r in augmentation)
+    assert len(augmentation) == 2 and all("<!-- from augment_study: paper:WAR - " in r[-1] for r in augmentation)
+    assert "not measured" not in table
