@@ -28,10 +28,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from tgdfer.stats import Paired
 
 
 def run_rows(sweep_dir: Path) -> pd.DataFrame:
