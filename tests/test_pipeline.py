@@ -21,8 +21,8 @@ def test_paper_augmentation_recipes():
     from tgdfer.augment import AugmentConfig
 
     # the paper profile: Sec. 4.2's four augmentations, DFER-CLIP's magnitudes (the paper gives none)
-    for path in ("pipelines/dfew.toml", "pipelines/ferv39k.toml"):
-        aug = load_pipeline(path).augment
+    for path in ("pipelines/dfew.toml", "pipelines/ferv39k.toml", "pipelines/mafw.toml"):
+        aug = load_pipeline(path).augment  # no dataset file sets [augment] itself: the profile decides
         assert (aug.crop_scale, aug.flip_p, aug.brightness, aug.rotation_degrees) == ((0.08, 1.0), 0.5, 0.5, 4.0)
         assert load_pipeline(path, profile="recommended").augment == AugmentConfig.reference("dfew")
     assert AugmentConfig.reference("ferv39k").rotation_degrees == 4.0 and AugmentConfig.reference("ferv39k").brightness == 0
