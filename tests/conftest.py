@@ -89,7 +89,7 @@ class ModuleSeconds:
     def read(self) -> dict[str, float]:
         try:
             return {str(k): float(v) for k, v in json.loads(self.path.read_text()).items()} if self.path else {}
-        except (OSError, ValueError, AttributeError):  # absent or unreadable: the collection order
+        except (OSError, ValueError):  # absent or unreadable: the collection order
             return {}
 
     def pytest_runtest_logreport(self, report):

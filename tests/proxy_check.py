@@ -22,7 +22,7 @@ from tgdfer.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DEMO = str(Path(__file__).resolve().parents[1] / "pipelines" / "synthetic.toml")  # the demo pipeline
+DEMO = str(ROOT / "pipelines" / "synthetic.toml")  # the demo pipeline
 
 # --set overrides of DEMO. The proxy keeps the demo's settings: smaller ones did not learn reliably
 # (benchmarks/learnability.py, docs/testing.md): at 150 or 250 image steps the features did not
@@ -48,15 +48,16 @@ def zero_shot(store: str | Path) -> dict[str, float]:
 
 def heldout_digest(pipe, weights: Path) -> str:
     """sha256 over what decides the held-out store's bytes: the proxy weights, the synth/extract/augment/
-    encoder settings, every file under tgdfer/ (code, model configs, profiles), this file, and torch's
-    and open_clip's versions. Deliberately wide: any change of the package builds the store again."""
+    encoder settings, every file under tgdfer/ (code, model configs, profiles), this file and
+    tests/conftest.py (which holds the build), and torch's and open_clip's versions. Deliberately wide:
+    any change of the package builds the store again."""
     import open_clip
 
     h = hashlib.sha256()
     h.update(hashlib.sha256(Path(weights).read_bytes()).digest())
     settings = {k: asdict(getattr(pipe, k)) for k in ("synth", "extract", "augment", "encoder")}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in sorted([*(ROOT / "tgdfer").rglob("*"), Path(__file__)]):
+    for path in sorted([*(ROOT / "tgdfer").rglob("*"), Path(__file__), ROOT / "tests" / "conftest.py"]):
         if path.is_file() and "__pycache__" not in path.parts:
             h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     h.update(f"{torch.__version__} {open_clip.__version__}".encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import time
@@ -190,6 +191,20 @@ def test_text_set_is_replaced_whole_and_validated(tmp_path):
             s.write_text("../x", ["a"], np.ones((1, 77), int), np.ones((1, D)))
         with pytest.raises(TgdferError, match="no text set 'descriptors'.*class_names"):
             s.text("descriptors")
+
+
+def test_a_read_only_store_reads_a_text_set_once_and_hands_out_copies(tmp_path):
+    with create(tmp_path / "s.zarr") as s:
+        s.write_text("class_names", ["a", "b"], np.ones((2, 77), int), np.ones((2, D)))
+    with FeatureStore.open(tmp_path / "s.zarr") as s:
+        prompts, tokens, emb = s.text("class_names")
+        prompts.append("c"), tokens.fill(5), emb.fill(7)  # a caller changing what it got
+        shutil.rmtree(tmp_path / "s.zarr" / "text" / "class_names")  # read once: not from disk again
+        again = s.text("class_names")
+        assert again[0] == ["a", "b"] and (again[1] == 1).all() and (again[2] == 1).all()
+    with FeatureStore.open(tmp_path / "s.zarr", mode="r+") as s:  # a writable store reads every time
+        with pytest.raises(TgdferError, match="no text set 'class_names'"):
+            s.text("class_names")
 
 
 # -------------------------------------------------------------------------------- fingerprints
