@@ -107,6 +107,37 @@ def test_weights_file_round_trip_gives_identical_features(tmp_path, suffix, capl
     assert "quick_gelu=False" in caplog.text and "set quick_gelu=true" in caplog.text  # decision logged loudly
 
 
+@pytest.mark.parametrize("name", [TINY, TINY_CUSTOM])
+def test_a_model_loaded_from_a_file_skips_random_init_and_equals_one_built_in_full(tmp_path, name):
+    # load_encoder builds a model it loads from a file without drawing open_clip's random init first; every
+    # tensor the model holds (parameters, persistent and non-persistent buffers) must equal those of a model
+    # built in full, initialised randomly, then loaded from the same state dict
+    from safetensors.torch import save_file
+
+    from tgdfer.encoders import _SkipRandomInit
+    from tgdfer.weights import load_into
+
+    with _SkipRandomInit():
+        drawn = torch.zeros(4).normal_()
+        layer = torch.nn.Linear(3, 2)
+    assert torch.equal(drawn, torch.zeros(4))  # skipped: the tensor kept its values
+    assert layer.weight.shape == (2, 3)
+
+    enc = _random(name)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in enc.model.state_dict().items()}, str(path))
+    torch.manual_seed(5)
+    import open_clip
+    full = open_clip.create_model(name, pretrained=None)  # random init drawn, then replaced
+    load_into(full, dict(enc.model.state_dict()))
+    loaded = load_encoder(EncoderConfig(model=name, pretrained=str(path))).model
+    ours = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+    theirs = {**dict(full.named_parameters()), **dict(full.named_buffers())}
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert torch.equal(ours[key], value), key
+
+
 def test_openai_style_torchscript_archive_gets_quick_gelu(tmp_path, caplog):
     """OpenAI ships TorchScript archives trained with QuickGELU; a plain model name must still get it."""
     import open_clip

@@ -410,7 +410,10 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     # safetensors, TorchScript as data, anything else weights_only) and loads it as open_clip would.
     state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
-        with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+        # Weights from a file replace every parameter and persistent buffer (load_into's strict load),
+        # so the random values open_clip draws first are skipped (ViT-B/32: 1.6-2 s a load, 0.07 s without).
+        no_init = _SkipRandomInit() if state is not None else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip(), no_init:
             # Random weights ("none") come from a fixed seed so that every stage rebuilds the same model:
             # train-head's text tower must match the one whose embeddings extract stored.
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
@@ -426,6 +429,23 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
         raise TgdferError(f"could not load {cfg.model} weights from {src.path}: {str(e).strip()}. Check that the "
                           f"file holds weights for {cfg.model} (a CLIP state dict, an open_clip checkpoint or "
                           f"OpenAI's TorchScript release)") from e
+
+
+class _SkipRandomInit(torch.overrides.TorchFunctionMode):
+    """Inside it, torch.nn.init's random initialisers and `Tensor.normal_`/`uniform_` leave their tensor as
+    it is (uninitialised memory): only for building a model whose every parameter and persistent buffer a
+    strict `load_state_dict` overwrites next. Everything else (buffers computed in `__init__`, `randn`
+    calls) runs as usual."""
+
+    SKIPPED = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.normal_, torch.nn.init.uniform_,
+                         torch.nn.init.trunc_normal_, torch.nn.init.kaiming_uniform_, torch.nn.init.kaiming_normal_,
+                         torch.nn.init.xavier_uniform_, torch.nn.init.xavier_normal_, torch.nn.init.orthogonal_})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.SKIPPED:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
