@@ -46,14 +46,28 @@ def sweep_file(tmp_path, base, body, head=""):
     return path
 
 
-def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, base):
+def test_2x2_sweep_trains_every_point_on_every_fold_and_tabulates_it(tmp_path, base, monkeypatch):
     path = sweep_file(tmp_path, base, GRID_2X2, head='labels = { "head.visual_prompt" = { none = "X" } }')
-    events = []
-    df = run_sweep(path, on_point=lambda name, status, outcome: events.append((name, status)))
+    out = tmp_path / "out"
+    events, reports, progress = [], [], []
+
+    def on_point(name, status, outcome):
+        events.append((name, status))
+        if status == "start" and (out / "results.csv").is_file():  # the report so far, as a point starts
+            runs = pd.read_csv(out / "results.csv").query("fold != 'mean'")
+            progress.append(int((runs["status"] == "done").sum()))
+
+    def counted(folder, **kw):
+        reports.append(folder)
+        return report(folder, **kw)
+
+    monkeypatch.setattr("tgdfer.sweep.report", counted)
+    df = run_sweep(path, on_point=on_point)
     names = ["window=2,visual_prompt=none", "window=2,visual_prompt=add",
              "window=4,visual_prompt=none", "window=4,visual_prompt=add"]
     assert [n for n, s in events if s == "done"] == names
-    out = tmp_path / "out"
+    assert progress == [2, 4, 6]  # after each point but the last, its runs (2 folds) in the report so far
+    assert len(reports) == 4  # the three progress reports and the final one: the last point's is not written twice
     assert len(df) == 4 * 3 and df["point"].unique().tolist() == names
     runs = df[df["fold"] != "mean"]
     assert runs["fold"].tolist() == [1, 2] * 4 and (runs["status"] == "done").all()

@@ -439,13 +439,15 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
             _notify(on_point, p.point.name, "skipped", PointOutcome(p.point.name, "skipped"))
         else:
             todo.append(p)
+    # After each point but the last, the report so far (the last one's is the report returned below).
     if workers == 1 or len(todo) <= 1:
-        for p in todo:
+        for i, p in enumerate(todo, 1):
             _notify(on_point, p.point.name, "start", None)
             epoch_fn = (lambda e, recs, name=p.point.name: on_epoch(name, e, recs)) if on_epoch else None
             outcome = run_point(sweep.source, p, on_epoch=epoch_fn)
             _notify(on_point, p.point.name, outcome.status, outcome)
-            _safe_report(outdir)
+            if i < len(todo):
+                _safe_report(outdir)
     else:
         import torch
 
@@ -456,7 +458,7 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
             for p in todo:
                 _notify(on_point, p.point.name, "start", None)
                 futures[pool.submit(run_point, sweep.source, p)] = p
-            for fut in as_completed(futures):
+            for i, fut in enumerate(as_completed(futures), 1):
                 name = futures[fut].point.name
                 try:
                     outcome = fut.result()
@@ -464,7 +466,8 @@ def run_sweep(path: str | Path, *, out: Optional[str] = None, folds: Optional[Se
                     outcome = PointOutcome(name, "failed", error=f"worker process failed: {type(e).__name__}: {e}")
                     _record_point(futures[fut], outcome)
                 _notify(on_point, name, outcome.status, outcome)
-                _safe_report(outdir)
+                if i < len(todo):
+                    _safe_report(outdir)
     return report(outdir)[0]
 
 
