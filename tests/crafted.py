@@ -33,9 +33,10 @@ def marker(tmp_path) -> Path:
 
 def one_epoch_run(out: Path, store: Path, encoder_cfg) -> Path:
     """A run folder trained for one epoch on fold 1 of `store`: the shared run the crafted files attack."""
-    from tgdfer.head import HeadConfig
     from tgdfer.training import TrainConfig, train
 
-    train(HeadConfig(), TrainConfig(store=str(store), fold=1, out=str(out), epochs=1, batch_size=8, device="cpu"),
+    from smallhead import small_head
+
+    train(small_head(), TrainConfig(store=str(store), fold=1, out=str(out), epochs=1, batch_size=8, device="cpu"),
           encoder=encoder_cfg)
     return out

@@ -18,6 +18,8 @@ from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
 from tgdfer.predict import Prediction, PredictFailure, Predictor
 
+from smallhead import SMALL_HEAD_OVERRIDES, SMALL_HEAD_TOML
+
 runner = CliRunner()
 ROOT = Path(__file__).parents[1]
 MARKER = "python-api-example"  # an HTML comment right above a ```python block: the block is tested as written
@@ -96,7 +98,8 @@ frames = 8
 workers = 0
 batch_clips = 4
 device = "cpu"
-[train]
+[head]
+{SMALL_HEAD_TOML}[train]
 fold = 1
 out = "runs/synth"
 batch_size = 8
@@ -138,7 +141,7 @@ def test_a_taken_run_folder_is_refused_in_python_words_and_in_cli_words(run, ref
 def _pipe(store, enc):
     return tgdfer.load_pipeline(None, [f"train.store='{store}'", f"encoder.model='{enc.model}'",
                                        f"encoder.pretrained='{enc.pretrained}'", "train.epochs=2",
-                                       "train.batch_size=8", "train.device='cpu'"])
+                                       "train.batch_size=8", "train.device='cpu'", *SMALL_HEAD_OVERRIDES])
 
 
 def test_predictor_takes_arrays_lists_and_batches_like_single_calls(run, synth_dir):

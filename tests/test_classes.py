@@ -28,6 +28,8 @@ from tgdfer.store import FeatureStore
 from tgdfer.synth import SynthConfig, check_class_set, generate
 from tgdfer.training import TrainConfig, train
 
+from smallhead import SMALL_HEAD_TOML, small_head
+
 runner = CliRunner()
 TOK = open_clip.SimpleTokenizer()
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +279,7 @@ seed = 3
 workers = 0
 batch_clips = 4
 [head]
-text_prompt = "descriptors"
+{SMALL_HEAD_TOML}text_prompt = "descriptors"
 [train]
 store = "{store}"
 out = "{out}"
@@ -365,7 +367,7 @@ def test_eleven_classes_from_the_mafw_prompts(clip_table, encoder_cfg, extract_c
     res = extract(extract_config(store), AugmentConfig(), encoder_cfg, table, data_kind="list", classes=cs)
     assert res.ok
     run = tmp_path / "run"
-    result = train(HeadConfig(text_prompt="descriptors"),
+    result = train(small_head(text_prompt="descriptors"),
                    TrainConfig(store=str(store), fold=1, out=str(run), epochs=2, batch_size=8, device="cpu"),
                    encoder=encoder_cfg, classes=cs)
     assert list(result.test.per_class) == list(cs.names) and np.array(result.test.confusion).shape == (11, 11)
@@ -383,7 +385,7 @@ def test_checkpoints_without_a_class_record_are_the_default_set(reference_store,
     from tgdfer.run import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
                                                    batch_size=8, device="cpu"), classes=DEFAULT)
     ckpt = load_checkpoint(run / "last.safetensors")
     assert ckpt["class_names"] == list(CLASSES) and set(ckpt["prompts"]) == {"class_sentences"}

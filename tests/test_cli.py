@@ -7,6 +7,8 @@ from typer.testing import CliRunner
 
 from tgdfer.cli import app
 
+from smallhead import SMALL_HEAD_SET
+
 runner = CliRunner()
 
 
@@ -75,7 +77,8 @@ def test_info_prints_the_summary_and_the_fingerprint_only_when_asked(reference_s
 def _train_head(store, enc, out, *extra):
     return runner.invoke(app, ["train-head", "--set", f"train.store='{store}'", "--set", f"encoder.model='{enc.model}'",
                                "--set", f"encoder.pretrained='{enc.pretrained}'", "--set", "train.batch_size=8",
-                               "--fold", "1", "--epochs", "2", "--device", "cpu", "--out", str(out), *extra],
+                               "--fold", "1", "--epochs", "2", "--device", "cpu", "--out", str(out), *SMALL_HEAD_SET,
+                               *extra],
                          terminal_width=200)
 
 

@@ -17,6 +17,8 @@ from tgdfer.evaluation import DECIMALS, default_out
 from tgdfer.pipeline import load_pipeline
 from tgdfer.run import fold_folder, plan_runs, replica_runs
 
+from smallhead import SMALL_HEAD_SET, small_head
+
 runner = CliRunner()
 COMMANDS = [c.name for c in app.registered_commands]
 
@@ -143,7 +145,8 @@ def test_train_head_config_out_plus_fold_lands_once(tmp_path, reference_store, e
     result = runner.invoke(app, ["train-head", "--set", f"train.store='{reference_store}'",
                                  "--set", f"train.out='{out}'", "--set", f"encoder.model='{encoder_cfg.model}'",
                                  "--set", f"encoder.pretrained='{encoder_cfg.pretrained}'",
-                                 "--fold", "1", "--epochs", "1", "--device", "cpu", "--set", "train.batch_size=8"])
+                                 "--fold", "1", "--epochs", "1", "--device", "cpu", "--set", "train.batch_size=8",
+                                 *SMALL_HEAD_SET])
     assert result.exit_code == 0, result.output
     assert (out / "final.json").is_file() and not (out / "fold1").exists()
 
@@ -156,11 +159,10 @@ def test_evaluate_default_folder_is_its_own():
 
 
 def test_evaluate_writes_next_to_the_run_with_the_decimals_it_prints(tmp_path, reference_store, encoder_cfg):
-    from tgdfer.head import HeadConfig
     from tgdfer.training import TrainConfig, train
 
     run = tmp_path / "runs" / "fold1"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     result = runner.invoke(app, ["evaluate", str(run), "--device", "cpu", "--no-figures"], terminal_width=200)
     assert result.exit_code == 0, result.output

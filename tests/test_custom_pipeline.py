@@ -12,6 +12,8 @@ from tgdfer.pipeline import load_pipeline
 from tgdfer.readers import fold_split
 from tgdfer.synth import SynthConfig, generate
 
+from smallhead import SMALL_HEAD_SET
+
 CUSTOM = Path(__file__).parents[1] / "pipelines" / "custom.toml"
 
 
@@ -99,7 +101,8 @@ def test_custom_pipeline_end_to_end_on_raw_videos_with_face_detection(raw_videos
               for c, fs, cs in zip(ids, index, centre) for f, (x, y) in zip(fs, cs)]
     assert np.mean(inside) > 0.9  # the crops follow the drawn face
     result = runner.invoke(app, ["train-head", *common, "--fold", "1", "--epochs", "1", "--out", str(run),
-                                 "--set", "train.batch_size=4", "--set", "head.learnable=false", "--device", "cpu"])
+                                 "--set", "train.batch_size=4", "--set", "head.learnable=false", *SMALL_HEAD_SET,
+                                 "--device", "cpu"])
     assert result.exit_code == 0, result.output
     video = sorted((raw_videos / "videos").glob("*.mp4"))[0]
     result = runner.invoke(app, ["predict", str(run), str(video), "--json", "--device", "cpu"])

@@ -31,6 +31,7 @@ from tgdfer.sampling import view_indices
 from tgdfer.store import FeatureStore, export_hdf5
 
 from facevideos import background, moving_face_clip, paste_head, placed_faces_clip, write_folder, write_mp4
+from smallhead import small_head
 
 CENTERFACE = FacesConfig(detector="centerface")
 runner = CliRunner()
@@ -407,11 +408,10 @@ def test_end_to_end_reads_the_stored_crops(face_store, encoder_cfg):
 
 @pytest.fixture(scope="module")
 def face_run(tmp_path_factory, face_store, encoder_cfg):
-    from tgdfer.head import HeadConfig
     from tgdfer.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("face_run") / "run"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(face_store), fold=1, out=str(out), epochs=1,
+    train(small_head(learnable=False), TrainConfig(store=str(face_store), fold=1, out=str(out), epochs=1,
                                                    batch_size=4, device="cpu"), encoder=encoder_cfg)
     return out
 
@@ -476,11 +476,10 @@ def test_predict_cli_faces_on_raw_video(face_run, run_without_faces, tmp_path):
 @pytest.fixture(scope="module")
 def run_without_faces(tmp_path_factory, reference_store, encoder_cfg):
     """A head trained on the pre-cropped SynthDFER reference store (no face stage)."""
-    from tgdfer.head import HeadConfig
     from tgdfer.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("noface_run") / "run"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1,
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     return out
 

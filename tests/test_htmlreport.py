@@ -28,11 +28,12 @@ from tgdfer.cli import app
 from tgdfer.evaluation import Strip, evaluate
 from tgdfer.extraction import extract
 from tgdfer.facetrack import FacesConfig, register_detector
-from tgdfer.head import HeadConfig
 from tgdfer.htmlreport import confusion, details, page, sort_key, strip, table, with_interval, write_report
 from tgdfer.stats import t975
 from tgdfer.sweep import run_sweep
 from tgdfer.training import TrainConfig, train
+
+from smallhead import SMALL_HEAD_TOML, small_head
 
 runner = CliRunner()
 EVIL = "<script>window.evil = 1</script>"
@@ -130,7 +131,7 @@ def face_store(tmp_path_factory, clip_table, encoder_cfg, extract_config):
 @pytest.fixture(scope="module")
 def run(face_store, encoder_cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("htmlrun") / "fold1"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(face_store), fold=1, out=str(out), epochs=EPOCHS,
+    train(small_head(learnable=False), TrainConfig(store=str(face_store), fold=1, out=str(out), epochs=EPOCHS,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     return out
 
@@ -172,7 +173,7 @@ def evaluation(run, face_store, encoder_cfg, tmp_path_factory):
     """Both folds: `run` and a 2-epoch run on fold 2."""
     root = tmp_path_factory.mktemp("htmleval")
     fold2 = root / "fold2"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(face_store), fold=2, out=str(fold2), epochs=2,
+    train(small_head(learnable=False), TrainConfig(store=str(face_store), fold=2, out=str(fold2), epochs=2,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     evaluate([run, fold2], out=root / "eval", device="cpu", frames=("highest",), ks=(1,), figures=False)
     return root / "eval"
@@ -199,7 +200,7 @@ def sweep(face_store, tiny_weights, tmp_path_factory):
     root = tmp_path_factory.mktemp("htmlsweep")
     base = root / "base.toml"
     base.write_text(f'[encoder]\nmodel = "tgdfer-tiny-vit"\npretrained = "{tiny_weights}"\n'
-                    f'[head]\nheads = 2\ndim_head = 8\nmlp_dim = 32\nlearnable = false\n'
+                    f'[head]\n{SMALL_HEAD_TOML}learnable = false\n'
                     f'[train]\nstore = "{face_store}"\nepochs = 2\nbatch_size = 4\nmilestones = [1]\n')
     path = root / "sweep.toml"
     path.write_text(f'[sweep]\nbase = "{base}"\nout = "{root / "out"}"\nfolds = "1-2"\n'

@@ -13,11 +13,13 @@ import tgdfer
 
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.head import HeadConfig, INFLUENCES
+from tgdfer.head import INFLUENCES
 from tgdfer.inputs import BadInput, expand_input, expand_inputs
 from tgdfer.predict import PredictFailure, Prediction, Predictor, predict
 from tgdfer.predictoptions import INFLUENCE_MODES, ON_MISSING, PredictOptions
 from tgdfer.training import TrainConfig, train
+
+from smallhead import small_head
 
 runner = CliRunner()
 NATIVE_LOG = ("video_reader.cc", "ERROR opening", "[mov,mp4", "@ 0x")  # decord's / FFmpeg's own stderr lines
@@ -119,7 +121,7 @@ def test_option_values_are_checked_once_in_python_words_and_cli_words():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, reference_store, encoder_cfg):
     out = tmp_path_factory.mktemp("inputs") / "run"
-    train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1, batch_size=8,
+    train(small_head(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=1, batch_size=8,
                                     device="cpu"), encoder=encoder_cfg)
     return out
 

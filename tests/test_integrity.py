@@ -23,6 +23,8 @@ from tgdfer.head import HeadConfig
 from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksums, export_hdf5
 from tgdfer.training import TrainConfig, train
 
+from smallhead import small_head
+
 runner = CliRunner()
 
 
@@ -261,7 +263,7 @@ def test_extract_records_non_finite_encoder_output_as_a_failure(tmp_path, clip_t
 
 
 def test_resume_refuses_a_store_whose_content_changed(zarr_copy, ref, tmp_path):
-    head, out = HeadConfig(learnable=False), tmp_path / "run"
+    head, out = small_head(learnable=False), tmp_path / "run"
     cfg = TrainConfig(store=str(zarr_copy), fold=1, out=str(out), epochs=1, batch_size=8)
     train(head, cfg)
     with FeatureStore.open(zarr_copy, mode="r+") as s:  # same fingerprint, other bytes: a valid rewrite of a clip

@@ -18,7 +18,9 @@ from tgdfer.store import FeatureStore
 from tgdfer.run import Replica, load_checkpoint
 from tgdfer.training import TrainConfig, train, train_replicas
 
-HEAD = HeadConfig(window=4, stride=2, heads=2, dim_head=8, mlp_dim=32, learnable=False)
+from smallhead import SMALL_HEAD_SET, small_head
+
+HEAD = small_head(window=4, stride=2, learnable=False)
 
 
 def _cfg(store, out, **kw) -> TrainConfig:
@@ -102,7 +104,7 @@ def test_train_head_end_to_end_from_the_cli(reference_store, encoder_cfg, tmp_pa
     args = ["train-head", "--store", str(reference_store), "--fold", "1", "--epochs", "1", "--out", str(out),
             "--device", "cpu", "--end-to-end", "--set", f"encoder.model={encoder_cfg.model!r}".replace("'", '"'),
             "--set", f'encoder.pretrained="{encoder_cfg.pretrained}"', "--set", "head.learnable=false",
-            "--set", "head.heads=2", "--set", "head.dim_head=8", "--set", "head.mlp_dim=32",
+            *SMALL_HEAD_SET,
             "--set", "train.batch_size=4", "--set", "train.decode_workers=1"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

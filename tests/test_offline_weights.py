@@ -11,6 +11,8 @@ from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, load_encoder, resolve_weights
 from tgdfer.errors import TgdferError
 
+from smallhead import SMALL_HEAD_SET
+
 runner = CliRunner()
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 REPO = "timm/vit_base_patch32_clip_224.openai"  # open_clip's hf_hub entry for ViT-B-32/openai
@@ -89,7 +91,7 @@ def test_extract_offline_with_the_custom_pipeline_says_how_to_run_offline(networ
 def test_train_head_takes_model_and_pretrained_like_extract(reference_store, encoder_cfg, tmp_path):
     """The reference store was extracted from a weights file: train-head's text tower needs it again."""
     base = ["train-head", "--set", f"train.store='{reference_store}'", "--fold", "1", "--epochs", "1",
-            "--device", "cpu"]
+            "--device", "cpu", *SMALL_HEAD_SET]
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])  # [encoder] pretrained = "openai"
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())

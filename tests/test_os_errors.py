@@ -23,6 +23,7 @@ from tgdfer.head import HeadConfig
 from tgdfer.run import LAST, load_checkpoint
 from tgdfer.training import train
 
+from smallhead import SMALL_HEAD_SET, small_head
 from test_train import cfg, make_planted_store
 
 runner = CliRunner()
@@ -99,6 +100,7 @@ def test_train_head_into_a_read_only_folder_or_onto_a_file(store, ro, tmp_path):
 
 def test_full_disk_while_resuming_keeps_the_last_good_checkpoint(store, tmp_path, monkeypatch):
     done = tmp_path / "done"
+    # the paper-sized head: the file system below holds the run plus 64 KiB, which a checkpoint must not fit in
     train(HeadConfig(learnable=False), cfg(store, done, epochs=1, batch_size=16))
     used = sum(p.stat().st_size for p in done.iterdir())
     disk = tmp_path / "disk"
@@ -130,24 +132,26 @@ def test_full_disk_while_resuming_keeps_the_last_good_checkpoint(store, tmp_path
 
 def test_truncated_or_foreign_checkpoint_in_evaluate_and_resume(store, tmp_path):
     run = tmp_path / "run"
-    train(HeadConfig(learnable=False), cfg(store, run, epochs=1, batch_size=16))
+    train(small_head(learnable=False), cfg(store, run, epochs=1, batch_size=16))
     data = (run / LAST).read_bytes()
     (run / LAST).write_bytes(data[: len(data) // 3])
     _one_clear_line(runner.invoke(app(), ["evaluate", str(run), "--device", "cpu", "--no-figures"]),
                     run / LAST, "truncated or damaged")
-    _one_clear_line(_train_cli(store, run, "--epochs", "2", "--resume"), run / LAST, "truncated or damaged")
+    _one_clear_line(_train_cli(store, run, "--epochs", "2", "--resume", *SMALL_HEAD_SET), run / LAST,
+                    "truncated or damaged")
     from safetensors.torch import save_file
     import torch
 
     save_file({"w": torch.zeros(2)}, str(run / LAST))  # someone else's safetensors file
     _one_clear_line(runner.invoke(app(), ["evaluate", str(run), "--device", "cpu", "--no-figures"]),
                     run / LAST, "not a tgdfer checkpoint")
-    _one_clear_line(_train_cli(store, run, "--epochs", "2", "--resume"), run / LAST, "not a tgdfer checkpoint")
+    _one_clear_line(_train_cli(store, run, "--epochs", "2", "--resume", *SMALL_HEAD_SET), run / LAST,
+                    "not a tgdfer checkpoint")
 
 
 def test_evaluate_and_extract_into_read_only_folders(store, ro, tmp_path, synth_dir, encoder_cfg):
     run = tmp_path / "run"
-    train(HeadConfig(learnable=False), cfg(store, run, epochs=1, batch_size=16))
+    train(small_head(learnable=False), cfg(store, run, epochs=1, batch_size=16))
     _one_clear_line(runner.invoke(app(), ["evaluate", str(run), "--out", str(ro / "eval"), "--device", "cpu"]),
                     ro / "eval", "read-only")
     result = runner.invoke(app(), [
@@ -162,7 +166,7 @@ def test_predict_figures_into_a_read_only_folder_still_prints_predictions(refere
     from tgdfer.training import TrainConfig
 
     run = tmp_path / "run"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(run), epochs=1,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     clip = sorted((synth_dir / "videos").glob("*.mp4"))[0]
     result = runner.invoke(app(), ["predict", str(run), str(clip), "--figure", str(ro / "figs"), "--device", "cpu"])

@@ -11,13 +11,14 @@ from typer.testing import CliRunner
 
 from tgdfer.cli import app
 from tgdfer.evaluation import forward, load_run
-from tgdfer.head import HeadConfig
 from tgdfer.labels import CLASSES
 from tgdfer.predict import load_predictor, predict, predict_clip
 from tgdfer.sampling import segment_indices
 from tgdfer.store import FeatureStore
 from tgdfer.run import load_checkpoint, save_checkpoint
 from tgdfer.training import TrainConfig, train
+
+from smallhead import small_head
 
 runner = CliRunner()
 T = 8
@@ -30,9 +31,10 @@ def flat(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, reference_store, encoder_cfg):
-    """A head with learnable prompts (text tower from the weights file), trained 2 epochs on the reference store."""
+    """A (small) head with learnable prompts (text tower from the weights file), trained 2 epochs on the reference
+    store."""
     out = tmp_path_factory.mktemp("predict") / "run"
-    train(HeadConfig(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2, batch_size=8,
+    train(small_head(), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2, batch_size=8,
                                     device="cpu"), encoder=encoder_cfg)
     return out
 

@@ -14,6 +14,8 @@ from tgdfer.head import HeadConfig
 from tgdfer.progress import LineLogger, ProgressEvent, Stage, as_callback, every_tenth
 from tgdfer.training import TrainConfig, train
 
+from smallhead import SMALL_HEAD_SET, small_head
+
 runner = CliRunner()
 
 
@@ -60,7 +62,7 @@ def test_tqdm_and_rich_bars_are_callbacks():
 def _train_args(store, out, enc, *extra):
     return ["train-head", "--set", f"train.store='{store}'", "--set", f"encoder.model='{enc.model}'",
             "--set", f"encoder.pretrained='{enc.pretrained}'", "--set", "train.batch_size=8", "--device", "cpu",
-            "--out", str(out), *extra]
+            "--out", str(out), *SMALL_HEAD_SET, *extra]
 
 
 def test_train_head_without_terminal_logs_one_line_per_epoch(tmp_path, reference_store, encoder_cfg):
@@ -104,7 +106,7 @@ def test_tensorboard_writes_the_epoch_scalars(tmp_path, reference_store, encoder
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2,
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(out), epochs=2,
                                                    batch_size=8, device="cpu", tensorboard=True), encoder=encoder_cfg)
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
@@ -128,7 +130,7 @@ def test_tensorboard_missing_names_the_extra(tmp_path, reference_store, encoder_
 
 def test_python_progress_callback_gets_every_epoch(tmp_path, reference_store, encoder_cfg):
     events = []
-    train(HeadConfig(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(tmp_path / "p"),
+    train(small_head(learnable=False), TrainConfig(store=str(reference_store), fold=1, out=str(tmp_path / "p"),
                                                    epochs=3, batch_size=8, device="cpu"),
           encoder=encoder_cfg, progress=events.append)
     assert [(e.stage, e.done, e.total, e.unit) for e in events] == [("train-head", k, 3, "epoch") for k in (1, 2, 3)]

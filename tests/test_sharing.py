@@ -28,6 +28,7 @@ from tgdfer.weights import UnsafeWeightsError, is_torchscript_archive, read_stat
 
 from conftest import TINY
 from crafted import Payload, flat, marker, one_epoch_run  # noqa: F401 (marker: a fixture)
+from smallhead import SMALL_HEAD_SET
 
 runner = CliRunner()
 
@@ -126,7 +127,7 @@ def test_crafted_checkpoint_in_predict_evaluate_resume_and_convert(run, tmp_path
     assert "convert-checkpoint" in flat(result.output) and "Traceback" not in result.output
     for args in (["evaluate", str(folder), "--device", "cpu", "--no-figures"],
                  ["train-head", "--set", f'train.store="{json.loads((run / "config.json").read_text())["train"]["store"]}"',
-                  "--out", str(folder), "--epochs", "2", "--device", "cpu", "--resume"]):
+                  "--out", str(folder), "--epochs", "2", "--device", "cpu", "--resume", *SMALL_HEAD_SET]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert "last.pt" in flat(result.output) and "convert-checkpoint" in flat(result.output)

@@ -11,6 +11,8 @@ from tgdfer.cli import app
 from tgdfer.errors import ConfigError
 from tgdfer.sweep import SweepError, load_sweep, paper_table, point_pipeline, report, results_frame, run_sweep
 
+from smallhead import SMALL_HEAD_TOML
+
 GRID_2X2 = """
 [grid]
 "head.window" = [2, 4]
@@ -27,10 +29,7 @@ def base(tmp_path, reference_store, tiny_weights):
 model = "tgdfer-tiny-vit"
 pretrained = "{tiny_weights}"
 [head]
-heads = 2
-dim_head = 8
-mlp_dim = 32
-learnable = false
+{SMALL_HEAD_TOML}learnable = false
 [train]
 store = "{reference_store}"
 epochs = 2
