@@ -78,11 +78,14 @@ def test_fine_module_maps_windows_back_to_frames_by_averaging():
 def test_fine_module_only_mixes_frames_within_windows():
     fine = FineTemporal(1, 8, 16, 4, 1, 1, **LAYER)
     fine.reset_parameters(_gens(3))
-    x = torch.randn(1, 2, 16, 8)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 16, 8, generator=g)
     y = x.clone()
-    y[:, :, 15] += 1.0  # frame 15 is in the windows starting at 12..15 only (w = 4)
+    # frame 15 is in the window starting at 12 only (w = 4, s = 1, starts 0..12). Not a constant shift of
+    # its features: the pre-norm LayerNorm removes that, and frames 12-14 then differed by rounding only.
+    y[:, :, 15] += torch.randn(8, generator=g)
     diff = (fine(x) - fine(y)).abs().amax(dim=(0, 1, 3))  # [T]
-    assert torch.all(diff[:12] == 0) and torch.all(diff[12:] > 0)
+    assert torch.all(diff[:12] == 0) and torch.all(diff[12:] > 1e-3), diff
 
 
 def test_coarse_module_adds_its_positional_embedding():
