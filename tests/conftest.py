@@ -15,23 +15,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from proxy_check import DEMO, OVERRIDES, PROXY_MODULE, cached_heldout_store
-from tgdfer.augment import AugmentConfig
-from tgdfer.encoders import EncoderConfig, register_model_configs
-from tgdfer.extraction import ExtractConfig, extract
-from tgdfer.pipeline import load_pipeline
-from tgdfer.readers import read_dfew
-from tgdfer.store import FeatureStore
-from tgdfer.synth import SynthConfig, generate
 from tgdfer.threads import ThreadChoice, apply_threads, auto_threads, cgroup_quota, choose_threads, usable_cpus
 
+# torch and the tgdfer modules that import it are imported where a fixture needs them, not here: the
+# xdist controller imports this file and runs no test (9 s of imports before the workers started).
+
 TINY = "tgdfer-tiny-vit"  # 32 px input, D = 32: fast enough for extraction on 2 CPU cores
-SYNTH = SynthConfig(clips=20, seed=7, format="both", size=32, min_frames=6, max_frames=20, folds=2, workers=1)
+SYNTH = dict(clips=20, seed=7, format="both", size=32, min_frames=6, max_frames=20, folds=2, workers=1)  # SynthConfig
 # Small blocks so that two shards and partial blocks both happen on 20 clips; batches of 4 clips.
-EXTRACT = ExtractConfig(views=2, frames=8, seed=3, workers=0, batch_clips=4, block_size=4)
+EXTRACT = dict(views=2, frames=8, seed=3, workers=0, batch_clips=4, block_size=4)  # ExtractConfig
 
 
 THREADS = pytest.StashKey[ThreadChoice]()
@@ -51,7 +45,8 @@ def pytest_configure(config):
         # The processes tests start (CLI runs, DataLoader and render workers) take the same share;
         # at two threads each they would spin at OpenMP barriers on cores the other worker holds.
         os.environ["OMP_NUM_THREADS"] = str(share)
-    config.stash[THREADS] = apply_threads(choice)
+    controller = not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
+    config.stash[THREADS] = choice if controller else apply_threads(choice)  # the xdist controller runs no test
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist: records module times
         config.pluginmanager.register(ModuleSeconds.from_env(), "tgdfer-module-seconds")
 
@@ -113,6 +108,10 @@ def save_tiny_weights(path: Path, seed: int) -> Path:
     than a torch.save file; about 170 loads a session): the same weights in every process that loads
     the file. Seed 0 gives the weights of `pretrained="none"` (encoders.RANDOM_WEIGHTS_SEED)."""
     import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from tgdfer.encoders import register_model_configs
 
     register_model_configs()
     with torch.random.fork_rng(devices=[]):
@@ -125,8 +124,10 @@ def save_tiny_weights(path: Path, seed: int) -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """SynthDFER with mp4 videos and JPEG folders (20 clips, 32 px, 6..20 frames, 2 folds)."""
+    from tgdfer.synth import SynthConfig, generate
+
     out = tmp_path_factory.mktemp("synth") / "data"
-    generate(out, SYNTH)
+    generate(out, SynthConfig(**SYNTH))
     return out
 
 
@@ -142,14 +143,18 @@ def other_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def encoder_cfg(tiny_weights) -> EncoderConfig:
+def encoder_cfg(tiny_weights):
     """The tiny encoder with fixed weights (pretrained = the saved file, so the fingerprint holds its sha256)."""
+    from tgdfer.encoders import EncoderConfig
+
     return EncoderConfig(model=TINY, pretrained=str(tiny_weights))
 
 
 @pytest.fixture(scope="session")
 def clip_table(synth_dir):
     """The DFEW reader's clip table over the JPEG frame folders."""
+    from tgdfer.readers import read_dfew
+
     return read_dfew(synth_dir / "EmoLabel_DataSplit", frames_dir=synth_dir / "frames").table
 
 
@@ -157,8 +162,10 @@ def clip_table(synth_dir):
 def extract_config():
     """Factory: the tests' ExtractConfig writing to `store`, other fields overridable."""
 
+    from tgdfer.extraction import ExtractConfig
+
     def make(store, **changes) -> ExtractConfig:
-        return replace(EXTRACT, store=str(store), **changes)
+        return ExtractConfig(**{**EXTRACT, "store": str(store), **changes})
 
     return make
 
@@ -167,6 +174,9 @@ def extract_config():
 def reference_store(tmp_path_factory, clip_table, encoder_cfg, extract_config) -> Path:
     """An uninterrupted single-process Zarr extraction of `clip_table`: what every other run must equal."""
     path = tmp_path_factory.mktemp("reference") / "ref.zarr"
+    from tgdfer.augment import AugmentConfig
+    from tgdfer.extraction import extract
+
     result = extract(extract_config(path), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
     assert result.ok and result.extracted == len(clip_table)
     return path
@@ -175,6 +185,8 @@ def reference_store(tmp_path_factory, clip_table, encoder_cfg, extract_config) -
 @pytest.fixture(scope="session")
 def ref(reference_store) -> dict:
     """The reference store's arrays: feats [N, V, T, D] float16, frame_index [N, V, T] int32, done, text."""
+    from tgdfer.store import FeatureStore
+
     with FeatureStore.open(reference_store) as s:
         return {
             "feats": s.read_feats(), "frame_index": s.read_frame_index(), "done": s.done,
@@ -190,6 +202,8 @@ def ref(reference_store) -> dict:
 @pytest.fixture(scope="session")
 def proxy_pipe():
     """The demo's pipeline made small (tests/proxy_check.py), training on the CPU."""
+    from tgdfer.pipeline import load_pipeline
+
     return load_pipeline(DEMO, OVERRIDES)
 
 
@@ -201,6 +215,8 @@ def every_cpu():
     the proxy check then has the machine to itself. `make test` sets OMP_WAIT_POLICY=PASSIVE, so
     while the cores are still shared the extra thread sleeps at barriers instead of spinning.
     """
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(choose_threads(usable_cpus(), cgroup_quota(), {}).threads)
     try:
@@ -246,6 +262,11 @@ def proxy_store(tmp_path_factory, proxy_pipe, proxy_weights) -> Path:
 
 def build_heldout_store(root: Path, pipe, weights: Path) -> Path:
     """Generate the held-out set under root/synth and extract it into root/proxy.zarr."""
+    from tgdfer.encoders import EncoderConfig
+    from tgdfer.extraction import extract
+    from tgdfer.readers import read_dfew
+    from tgdfer.synth import generate
+
     generate(root / "synth", pipe.synth)
     table = read_dfew(root / "synth" / "EmoLabel_DataSplit", frames_dir=root / "synth" / "frames").table
     enc = EncoderConfig(model=pipe.encoder.model, pretrained=str(weights))
@@ -262,6 +283,7 @@ def proxy_run(tmp_path_factory, proxy_pipe, proxy_weights, proxy_store):
     At the session's thread count, not `every_cpu`: the head's batches are small, and a second thread
     cost more CPU than it saved (tests/test_reproducibility.py: the same bytes at any thread count).
     """
+    from tgdfer.encoders import EncoderConfig
     from tgdfer.training import train
 
     enc = EncoderConfig(model=proxy_pipe.encoder.model, pretrained=str(proxy_weights))

@@ -1,7 +1,8 @@
 """The proxy-CLIP learnability check's settings (`pipelines/synthetic.toml`, the demo's) and its zero-shot score.
 
 Shared by tests/conftest.py (the session fixtures) and benchmarks/learnability.py, which measures
-how reliably these settings learn over several proxy seeds (numbers in docs/testing.md).
+how reliably these settings learn over several proxy seeds (numbers in docs/testing.md). Imports
+torch where used: the xdist controller imports this file with conftest.py and runs no test.
 """
 
 from __future__ import annotations
@@ -13,12 +14,6 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-from tgdfer.store import FeatureStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +31,12 @@ OVERRIDES = ["synth.format=\"frames\"", "train.device=\"cpu\""]
 def zero_shot(store: str | Path) -> dict[str, float]:
     """Zero-shot accuracy per stored prompt set over all clips of `store`: the mean view-0 frame feature
     of each clip against the set's 7 text features (what CLIP's zero-shot DFER baseline does)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from tgdfer.store import FeatureStore
+
     with FeatureStore.open(store) as s:
         feats = F.normalize(torch.from_numpy(s.read_feats()[:, 0].astype(np.float32)).mean(1), dim=-1)  # [N, D]
         labels = s.clips["label"].to_numpy()
@@ -52,6 +53,7 @@ def heldout_digest(pipe, weights: Path) -> str:
     tests/conftest.py (which holds the build), and torch's and open_clip's versions. Deliberately wide:
     any change of the package builds the store again."""
     import open_clip
+    import torch
 
     h = hashlib.sha256()
     h.update(hashlib.sha256(Path(weights).read_bytes()).digest())
@@ -80,6 +82,8 @@ def cached_heldout_store(cache: Path, pipe, weights: Path, build: Callable[[Path
                 shutil.rmtree(old)
             build(final, pipe, weights)
             (final / "complete").write_text("built by tests/conftest.py's proxy_store\n")
+    from tgdfer.store import FeatureStore
+
     store = final / "proxy.zarr"
     with FeatureStore.open(store) as s:
         damage = s.verify()
