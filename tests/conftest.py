@@ -54,8 +54,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """The proxy check's module first, then the other modules longest first. `make test` runs
     `pytest -n auto --dist loadfile`: a module stays on one worker (its module and session fixtures
-    are built once there), and the proxy check, the longest unit, starts at once while the other
-    workers share the rest. Longest first (by the module seconds the last `make test` on this
+    are built once there), and the proxy check, the longest unit when its held-out store must be
+    built (after any change under tgdfer/), starts at once while the other workers share the rest. Longest first (by the module seconds the last `make test` on this
     machine recorded, `module_seconds`) leaves short modules for the end, so that the workers finish
     together instead of one running a long module alone. The order is the same in every worker, as
     xdist needs (every worker reads the same file), and `--no-loadscope-reorder` keeps it (xdist
