@@ -55,8 +55,9 @@ def pytest_collection_modifyitems(config, items):
     """The proxy check's module first, then the other modules longest first. `make test` runs
     `pytest -n auto --dist loadfile`: a module stays on one worker (its module and session fixtures
     are built once there), and the proxy check, the longest unit when its held-out store must be
-    built (after any change under tgdfer/), starts at once while the other workers share the rest. Longest first (by the module seconds the last `make test` on this
-    machine recorded, `module_seconds`) leaves short modules for the end, so that the workers finish
+    built (after any change under tgdfer/), starts at once while the other workers share the rest.
+    Longest first (by the module seconds the last `make test` on this machine recorded,
+    `module_seconds`) leaves short modules for the end, so that the workers finish
     together instead of one running a long module alone. The order is the same in every worker, as
     xdist needs (every worker reads the same file), and `--no-loadscope-reorder` keeps it (xdist
     would put the modules with most tests first). The grouping is by module because xdist's
@@ -161,7 +162,6 @@ def clip_table(synth_dir):
 @pytest.fixture(scope="session")
 def extract_config():
     """Factory: the tests' ExtractConfig writing to `store`, other fields overridable."""
-
     from tgdfer.extraction import ExtractConfig
 
     def make(store, **changes) -> ExtractConfig:
@@ -173,10 +173,10 @@ def extract_config():
 @pytest.fixture(scope="session")
 def reference_store(tmp_path_factory, clip_table, encoder_cfg, extract_config) -> Path:
     """An uninterrupted single-process Zarr extraction of `clip_table`: what every other run must equal."""
-    path = tmp_path_factory.mktemp("reference") / "ref.zarr"
     from tgdfer.augment import AugmentConfig
     from tgdfer.extraction import extract
 
+    path = tmp_path_factory.mktemp("reference") / "ref.zarr"
     result = extract(extract_config(path), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
     assert result.ok and result.extracted == len(clip_table)
     return path
