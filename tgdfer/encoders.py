@@ -411,7 +411,7 @@ def _create(cfg: EncoderConfig, src: WeightsSource, quick_gelu: bool, config_qui
     state = read_state_dict(src.path, trust=cfg.trust_weights) if src.path else None  # UnsafeWeightsError
     try:
         # Weights from a file replace every parameter and persistent buffer (load_into's strict load),
-        # so the random values open_clip draws first are skipped (ViT-B/32: 1.6-2 s a load, 0.07 s without).
+        # so the random values open_clip draws first are skipped (benchmarks/encoder_load.py: ViT-B/32 1.7 s, 46 ms without).
         no_init = _SkipRandomInit() if state is not None else contextlib.nullcontext()
         with torch.random.fork_rng(devices=[]), _quiet_open_clip(), no_init:
             # Random weights ("none") come from a fixed seed so that every stage rebuilds the same model:
