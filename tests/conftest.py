@@ -38,15 +38,18 @@ def pytest_configure(config):
     of the automatic choice, so that two workers on two cores run one thread each.
     """
     choice = auto_threads()
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    # The xdist controller runs no test: it sets no threads and imports no torch, and its header
+    # reports what each of its workers (config.option.tx, one entry per worker) will choose.
+    controller = not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
+    workers = len(config.getoption("tx")) if controller else int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         share = max(1, choice.threads // workers)
         choice = ThreadChoice(share, f"{choice.reason}, shared by {workers} xdist workers")
-        # The processes tests start (CLI runs, DataLoader and render workers) take the same share;
-        # at two threads each they would spin at OpenMP barriers on cores the other worker holds.
-        os.environ["OMP_NUM_THREADS"] = str(share)
-    controller = not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
-    config.stash[THREADS] = choice if controller else apply_threads(choice)  # the xdist controller runs no test
+        if not controller:
+            # The processes tests start (CLI runs, DataLoader and render workers) take the same share;
+            # at two threads each they would spin at OpenMP barriers on cores the other worker holds.
+            os.environ["OMP_NUM_THREADS"] = str(share)
+    config.stash[THREADS] = choice if controller else apply_threads(choice)
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist: records module times
         config.pluginmanager.register(ModuleSeconds.from_env(), "tgdfer-module-seconds")
 
