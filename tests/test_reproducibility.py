@@ -1,10 +1,16 @@
 """The same command gives the same bytes whatever the thread count and however many replicas train together.
 
-What used to differ (docs/training.md, Reproducibility): MKL sums a float32 product of 7 rows in
-another order at 2 threads than at 1, which moved the stored text embeddings (~5e-7) and the
-learnable prompts' projection in every step; and a replica's last partial batch had another width
+What used to differ (docs/training.md, Reproducibility): MKL sums some float32 products in
+another order at 2 threads than at 1 (7 rows on one CPU, 1 row on another) unless `import tgdfer`
+has set its strict mode, which moved the stored text embeddings (~5e-7), the learnable prompts'
+projection in every step and the logits at inference (~2e-6); and a replica's last partial batch had another width
 alone than when padded to a larger replica's. Replicas trained together vs alone: tests/test_train.py.
 """
+
+import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -17,6 +23,7 @@ from tgdfer.evaluation import rescore
 from tgdfer.prompts import build_prompt_sets
 from tgdfer.run import load_checkpoint
 from tgdfer.text import FrozenTextEncoder
+from tgdfer.threads import MKL_STRICT, reproducible_blas
 
 
 def _at_threads(n, fn):
@@ -26,6 +33,25 @@ def _at_threads(n, fn):
         return fn()
     finally:
         torch.set_num_threads(before)
+
+
+def test_import_asks_mkl_for_thread_independent_products_unless_the_user_chose():
+    assert reproducible_blas({}) == MKL_STRICT
+    assert reproducible_blas({"MKL_CBWR": "COMPATIBLE"}) == "COMPATIBLE"
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    code = "import os, sys, tgdfer; print(os.environ['MKL_CBWR'], 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [MKL_STRICT, "False"]  # set before torch is even imported
+
+
+def test_float32_products_are_the_same_bytes_at_1_and_2_threads():
+    # MKL's default order depends on the thread count for some shapes, which differ by CPU (1-row
+    # products on an AVX-512 Xeon, 7-row ones on an AVX2 EPYC); strict mode makes every shape equal
+    gen = torch.Generator().manual_seed(0)
+    for m, k, n in itertools.product([1, 2, 3, 7, 16, 21, 48], [64, 256, 768], [7, 128, 512]):
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        one, two = (_at_threads(t, lambda: a @ b) for t in (1, 2))
+        assert torch.equal(one, two), (m, k, n)
 
 
 def test_text_embeddings_are_the_same_bytes_at_1_and_2_threads():

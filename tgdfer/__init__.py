@@ -14,6 +14,9 @@ The Python API (docs/python-api.md), imported on first use so that `import tgdfe
 __version__ = "0.1.0"
 
 from .labels import CLASSES, NUM_CLASSES
+from .threads import reproducible_blas as _reproducible_blas
+
+_reproducible_blas()  # before torch runs its first product (tgdfer/threads.py)
 
 _LAZY = {  # name -> (module, attribute)
     "load_pipeline": ("tgdfer.pipeline", "load_pipeline"),

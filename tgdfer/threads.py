@@ -170,6 +170,25 @@ def apply_threads(choice: ThreadChoice) -> ThreadChoice:
     return choice
 
 
+# MKL's "conditional numerical reproducibility" mode: AUTO picks the code path for this CPU as
+# usual, STRICT makes ?gemm sum in an order that does not depend on the thread count.
+MKL_STRICT = "AUTO,STRICT"
+
+
+def reproducible_blas(environ: dict | None = None) -> str:
+    """Ask MKL for thread-count-independent float32 products (MKL_CBWR), unless the user set it.
+
+    MKL reads MKL_CBWR once, at its first call; `import tgdfer` calls this before any tgdfer module
+    imports torch, so a process that runs tgdfer gets it. Without it MKL's sgemm sums some shapes in
+    another order at 2 threads than at 1 (which shapes depends on the CPU: on an AVX-512 Xeon the
+    head's scoring at inference moved by up to 2e-6, on an AVX2 EPYC only 7-row products did).
+    A process that ran an MKL product before importing tgdfer keeps MKL's default order
+    (docs/training.md, Reproducibility). Returns the value in force.
+    """
+    env = os.environ if environ is None else environ
+    return env.setdefault("MKL_CBWR", MKL_STRICT)
+
+
 @contextlib.contextmanager
 def fixed_threads(n: int = 1) -> Iterator[None]:
     """Run the block at `n` intra-op threads, then restore the count: for small results that are stored.
