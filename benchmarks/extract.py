@@ -13,11 +13,13 @@ behind the encoder). `setup s` is the part of the call before the first clip (en
 features, store creation); `stream ratio` leaves it out, which is what a long run approaches;
 `busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
 waited for data or writes); `cpu ratio` is bare / pipeline CPU seconds (workers included).
-Bare and pipeline alternate per row so that load from other processes hits both alike.
+Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every other), so that load from other processes
+hits both alike; the round with the median stream ratio is shown, with every round's ratio.
 
     python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
     python benchmarks/extract.py --precision bf16 --clips 40
     python benchmarks/extract.py --workers 2 --threads 2
+    python benchmarks/extract.py --repeats 3 --bare fresh kept  # both references, paired rounds
     python benchmarks/extract.py --quick                # tiny model, a few clips: smoke run
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -65,6 +68,8 @@ class Row:
     encoding: float  # seconds the call spent inside encode_images (image batches)
     bare_seconds: float  # encode_images over the same batches
     bare_cpu: float  # CPU seconds of those encode_images calls
+    round_ratios: tuple[float, ...] = ()  # every round's stream ratio, in the order run
+    bare: str = "kept"  # the bare reference: "kept" (one model through all rounds) or "fresh" (built per pass)
 
     @property
     def fps(self) -> float:
@@ -110,8 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES), help="frame sources")
     p.add_argument("--size", type=int, default=112, help="SynthDFER frame side in pixels")
     p.add_argument("--warmup", type=int, default=1, help="bare encoder calls before timing (plus one text pass)")
-    p.add_argument("--repeats", type=int, default=1, help="bare + pipeline rounds per source; the fastest of each "
-                   "counts (a shared machine)")
+    p.add_argument("--repeats", type=int, default=1, help="bare + pipeline rounds per source, each pair run back to "
+                   "back; the round with the median stream ratio is shown, every round's ratio beside it")
+    p.add_argument("--bare", nargs="+", default=["kept"], choices=["kept", "fresh"],
+                   help="the bare reference: kept = one encoder warmed once and kept through the rounds (alive "
+                   "beside the pipeline's); fresh = each bare pass builds and frees its own, so the process "
+                   "holds one model at a time as `tgdfer extract` does; both: a row each")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 clips, 4 frames: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -154,13 +163,25 @@ def warm_up(enc: LoadedEncoder, size: int, calls: int) -> None:
         encode_texts(enc, prompts)
 
 
-def time_bare(enc: LoadedEncoder, sizes: list[int]) -> tuple[float, float]:
-    """(seconds, CPU seconds) of encode_images over batches of `sizes` images (random pixels made beforehand)."""
-    pixels = torch.randn(max(sizes), 3, enc.image_size, enc.image_size)  # [N, 3, S, S], already "normalised"
+def time_bare(enc: LoadedEncoder | EncoderConfig, device: torch.device, sizes: list[int]) -> tuple[float, float]:
+    """(seconds, CPU seconds) of encode_images over batches of `sizes` images (random pixels made beforehand).
+
+    `enc` is a loaded encoder (kept by the caller, alive while the pipeline runs too), or a config:
+    then the encoder is built for this pass, warmed with one call and freed after it, so the pipeline
+    that runs next holds the only model in the process, as `tgdfer extract` does."""
+    fresh = isinstance(enc, EncoderConfig)
+    if fresh:
+        enc = load_encoder(enc, device=device)
+    pixels = torch.randn(max(sizes), 3, enc.image_size, enc.image_size, device=device)  # [N, 3, S, S], "normalised"
+    if fresh:
+        encode_images(enc, pixels[:max(sizes)]).cpu()  # a new model's first call (allocator, kernel choice)
     c0, t0 = cpu_seconds(), time.perf_counter()
     for n in sizes:
         encode_images(enc, pixels[:n]).cpu()  # .cpu(): waits for the GPU, as the pipeline's does
-    return time.perf_counter() - t0, cpu_seconds() - c0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    del enc, pixels
+    gc.collect()
+    return seconds, cpu
 
 
 @contextlib.contextmanager
@@ -199,38 +220,53 @@ def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, wo
     return result.frames, seconds, started[0] - t0, cpu, sum(spent)
 
 
-def measure(args: argparse.Namespace, enc: LoadedEncoder, table: pd.DataFrame, source: str, workers: int,
-            batch_clips: int, tmp: Path) -> Row:
-    """Bare then pipeline, `args.repeats` times; the fastest bare and the fastest pipeline count."""
+def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.device, table: pd.DataFrame,
+            source: str, workers: int, batch_clips: int, tmp: Path, bare_ref: str = "kept") -> Row:
+    """Bare then pipeline, `args.repeats` rounds; the round with the median stream ratio counts.
+
+    Each round pairs a bare run with the pipeline run next to it (bare first in rounds 1, 3, ...,
+    pipeline first in rounds 2, 4, ...), so a round's ratio compares
+    two measurements taken under the same load; the machine's speed can drift by more than the
+    effect measured (25 % between identical matmul loops on a shared 2-core VM), which a best bare
+    against a best pipeline from different rounds would turn into a biased ratio.
+
+    `bare_ref` "kept": one bare encoder, built and warmed here, serves every round and stays alive
+    while the pipeline builds its own; "fresh": each bare pass builds and frees its own (time_bare)."""
     sizes = batch_sizes(len(table), batch_clips, args.views, args.frames)
-    best: Row | None = None
-    for _ in range(args.repeats):
-        bare, bare_cpu = time_bare(enc, sizes)
+    ref: LoadedEncoder | EncoderConfig = encoder
+    if bare_ref == "kept":
+        ref = load_encoder(encoder, device=device)
+        warm_up(ref, max(sizes), args.warmup)
+    rounds = []
+    for i in range(args.repeats):
+        if i % 2 == 0:
+            bare, bare_cpu = time_bare(ref, device, sizes)
         images, seconds, setup, cpu, encoding = time_pipeline(args, table, tmp / f"{source}.zarr", workers,
                                                               batch_clips)
+        if i % 2 == 1:  # every other round the pipeline goes first: no order effect favours either
+            bare, bare_cpu = time_bare(ref, device, sizes)
         if images != sum(sizes):
             raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")
-        if best is None:
-            best = Row(source, workers, batch_clips, images, seconds, setup, cpu, encoding, bare, bare_cpu)
-        else:
-            if seconds < best.seconds:
-                best.seconds, best.setup, best.cpu, best.encoding = seconds, setup, cpu, encoding
-            if bare < best.bare_seconds:
-                best.bare_seconds, best.bare_cpu = bare, bare_cpu
-    return best
+        rounds.append(Row(source, workers, batch_clips, images, seconds, setup, cpu, encoding, bare, bare_cpu,
+                          bare=bare_ref))
+    ordered = sorted(rounds, key=lambda r: r.stream_ratio)
+    median = ordered[(len(ordered) - 1) // 2]  # the lower middle of an even count
+    median.round_ratios = tuple(r.stream_ratio for r in rounds)
+    return median
 
 
 def print_report(console: Console, rows: list[Row]) -> None:
     table = Table(title="extract: pipeline vs bare image encoder")
-    for col in ("source", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio",
-                "stream ratio", "busy", "cpu ratio"):
+    for col in ("source", "bare", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio",
+                "stream ratio", "busy", "cpu ratio", "rounds"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
-        table.add_row(r.source, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
-                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.busy:.3f}", f"{r.cpu_ratio:.3f}")
+        table.add_row(r.source, r.bare, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
+                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.busy:.3f}", f"{r.cpu_ratio:.3f}",
+                      " ".join(f"{x:.3f}" for x in r.round_ratios))
     console.print(table)
     for r in rows:
-        console.print(f"ratio: {r.ratio:.3f}  source={r.source} workers={r.workers} batch_clips={r.batch_clips} "
+        console.print(f"ratio: {r.ratio:.3f}  source={r.source} bare={r.bare} workers={r.workers} batch_clips={r.batch_clips} "
                       f"stream_ratio={r.stream_ratio:.3f} "
                       f"target={TARGET}", highlight=False)
 
@@ -240,21 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)  # random-weight warnings would drown the table
     if args.threads:
         torch.set_num_threads(args.threads)
-    console = Console(width=max(Console().width, 132))  # one line per row, also when piped to a file
+    console = Console(width=max(Console().width, 170))  # one line per row, also when piped to a file
     rows = []
     with tempfile.TemporaryDirectory(prefix="tgdfer-bench-") as tmp:
         data = make_data(Path(tmp), args.clips, args.size)  # first: its spawn pool is gone before any timing
         device = resolve_device(args.device)
-        enc = load_encoder(EncoderConfig(model=args.model, pretrained="none", precision=args.precision),
-                           device=device)
+        encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
+        enc = load_encoder(encoder, device=device)
         warm_up(enc, max(args.batch_clips) * args.views * args.frames, args.warmup)
         console.print(f"{args.model} (random weights) {enc.precision} on {device}, torch threads "
                       f"{torch.get_num_threads()}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
                       f"{args.clips} clips x {args.views} views x {args.frames} frames", highlight=False)
+        del enc  # measure builds the bare reference: a kept one lives for its rows only
         for source in args.sources:
             table = clip_table(data, source)
-            for workers, batch_clips in itertools.product(args.workers, args.batch_clips):
-                rows.append(measure(args, enc, table, source, workers, batch_clips, Path(tmp)))
+            for workers, batch_clips, bare in itertools.product(args.workers, args.batch_clips, args.bare):
+                rows.append(measure(args, encoder, device, table, source, workers, batch_clips, Path(tmp), bare))
     print_report(console, rows)
     return 0
 

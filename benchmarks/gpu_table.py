@@ -126,13 +126,14 @@ def encoder_rows(args: argparse.Namespace, device: torch.device) -> list[tuple[s
 def extract_rows(args: argparse.Namespace, device: torch.device, tmp: Path) -> list[tuple[str, str, str]]:
     bench = _bench("extract")
     ns = argparse.Namespace(model=args.model, precision=args.precision, views=args.views, frames=args.frames,
-                            device=str(device), repeats=1)
-    enc = load_encoder(EncoderConfig(model=args.model, pretrained="none", precision=args.precision), device=device)
+                            device=str(device), repeats=1, warmup=1)
+    encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
     data = bench.make_data(tmp, args.clips, 112)
-    bench.warm_up(enc, args.batch_clips * args.views * args.frames, 1)
+    bench.warm_up(load_encoder(encoder, device=device), args.batch_clips * args.views * args.frames, 1)
     rows = []
     for source in ("frames", "video"):
-        r = bench.measure(ns, enc, bench.clip_table(data, source), source, args.workers, args.batch_clips, tmp)
+        r = bench.measure(ns, encoder, device, bench.clip_table(data, source), source, args.workers,
+                          args.batch_clips, tmp)
         how = "JPEG folders, decoded on the device" if source == "frames" and device.type == "cuda" else \
             ("JPEG folders, decoded in the workers" if source == "frames" else "mp4, PyAV in the workers")
         rows.append((f"extract, {source}", f"{r.fps:,.0f} frames/s, {r.stream_ratio:.2f} of the bare encoder",
