@@ -1,0 +1,74 @@
+"""benchmarks/extract.py's statistic: paired rounds, the order alternating, the median round reported,
+and the two bare references (one model kept through the rounds, or one built per pass). The timing
+functions are replaced by scripted ones: what is checked is the bookkeeping, not a speed."""
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def _bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("benchmarks_extract", ROOT / "benchmarks" / "extract.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+IMAGES = 2 * 2 * 4  # 2 clips x 2 views x 4 frames, one batch
+
+
+def _run(monkeypatch, pipeline_seconds: list[float], bare_ref: str):
+    """measure() over len(pipeline_seconds) rounds with bare passes of 10 s and the given pipeline times
+    (1 s of setup each); returns (row, the call order, the bare references passed, encoders loaded)."""
+    calls, refs, loaded = [], [], []
+    it = iter(pipeline_seconds)
+
+    def bare(ref, device, sizes):
+        calls.append("bare")
+        refs.append(ref)
+        assert sizes == [IMAGES]
+        return 10.0, 20.0
+
+    def pipeline(args, table, store, workers, batch_clips):
+        calls.append("pipeline")
+        stream = next(it)
+        return IMAGES, stream + 1.0, 1.0, 2.0, 0.9 * stream  # images, seconds, setup, cpu, encoding
+
+    monkeypatch.setattr(bench, "time_bare", bare)
+    monkeypatch.setattr(bench, "time_pipeline", pipeline)
+    monkeypatch.setattr(bench, "load_encoder", lambda cfg, device: loaded.append(cfg) or "kept-encoder")
+    monkeypatch.setattr(bench, "warm_up", lambda enc, size, calls: None)
+    args = argparse.Namespace(views=2, frames=4, repeats=len(pipeline_seconds), warmup=1)
+    cfg = bench.EncoderConfig(model="tgdfer-tiny-vit", pretrained="none")
+    row = bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2]}), "frames", 1, 2, Path("/tmp"), bare_ref)
+    return row, calls, refs, loaded, cfg
+
+
+def test_the_median_round_is_reported_with_every_round(monkeypatch):
+    # stream ratios 10/s: 1.0, 0.5, 2.0, 0.8 -> sorted 0.5, 0.8, 1.0, 2.0; the lower middle is 0.8
+    row, calls, *_ = _run(monkeypatch, [10.0, 20.0, 5.0, 12.5], "fresh")
+    assert row.round_ratios == pytest.approx((1.0, 0.5, 2.0, 0.8))
+    assert row.stream_ratio == pytest.approx(0.8) and row.seconds == 13.5
+    assert calls == ["bare", "pipeline", "pipeline", "bare", "bare", "pipeline", "pipeline", "bare"]
+
+
+def test_an_odd_count_reports_the_middle(monkeypatch):
+    row, *_ = _run(monkeypatch, [10.0, 20.0, 5.0], "fresh")
+    assert row.stream_ratio == 1.0 and row.bare == "fresh"
+
+
+def test_the_two_references(monkeypatch):
+    _, _, refs, loaded, cfg = _run(monkeypatch, [10.0, 10.0, 10.0], "fresh")
+    assert refs == [cfg] * 3 and loaded == []  # each pass builds its own (time_bare)
+    row, _, refs, loaded, cfg = _run(monkeypatch, [10.0, 10.0, 10.0], "kept")
+    assert refs == ["kept-encoder"] * 3 and loaded == [cfg]  # one model, built once, through the rounds
+    assert row.bare == "kept"
