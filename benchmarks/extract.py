@@ -13,8 +13,10 @@ behind the encoder). `setup s` is the part of the call before the first clip (en
 features, store creation); `stream ratio` leaves it out, which is what a long run approaches;
 `busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
 waited for data or writes); `cpu ratio` is bare / pipeline CPU seconds (workers included).
-Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every other), so that load from other processes
-hits both alike; the round with the median stream ratio is shown, with every round's ratio.
+Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every
+other), so that load from other processes hits both alike; the round with the median stream ratio
+is shown, with every round's ratio. --bare picks the reference: one encoder kept warm through the
+rounds (default), or one built and freed for each pass (fresh, as extract builds its own).
 
     python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
     python benchmarks/extract.py --precision bf16 --clips 40
