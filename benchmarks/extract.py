@@ -12,10 +12,14 @@ ratio = pipeline frames/s / bare frames/s; the target is >= 0.9 (decoding and wr
 behind the encoder). `setup s` is the part of the call before the first clip (encoder load, text
 features, store creation); `stream ratio` leaves it out, which is what a long run approaches;
 `busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
-waited for data or writes); `cpu ratio` is bare / pipeline CPU seconds (workers included).
+waited for data or writes); `enc ratio` is bare seconds / the pipeline's seconds inside
+encode_images (below 1: the encoder itself ran slower beside the data path; stream ratio = busy x
+enc ratio); `cpu ratio` is bare / pipeline CPU seconds (workers included).
 Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every
 other), so that load from other processes hits both alike; the round with the median stream ratio
-is shown, with every round's ratio. --bare picks the reference: one encoder kept warm through the
+is shown, with every round's ratio and, from 6 rounds on, a distribution-free 95 % interval for
+the median round; the last lines say whether that interval lies above issue 19's goal (stream ratio
+0.95), below it, or across it (undecided). --bare picks the reference: one encoder kept warm through the
 rounds (default), or one built and freed for each pass (fresh, as extract builds its own).
 
     python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
@@ -32,6 +36,7 @@ import contextlib
 import gc
 import itertools
 import logging
+import math
 import os
 import resource
 import tempfile
@@ -53,7 +58,8 @@ from tgdfer.readers import load_clips
 from tgdfer.synth import SynthConfig, generate
 
 SOURCES = {"video": "videos_dir", "frames": "frames_dir"}  # source name -> read_dfew argument
-TARGET = 0.9  # pipeline / bare frames/s the issue asks for
+TARGET = 0.9  # pipeline / bare frames/s of the whole call (setup included) the benchmark was built for
+GOAL = 0.95  # issue 19: the stream ratio (setup left out) that extraction should reach
 
 
 @dataclass
@@ -95,9 +101,33 @@ class Row:
         return self.encoding / (self.seconds - self.setup)
 
     @property
+    def encoder_ratio(self) -> float:
+        """bare seconds / the pipeline's seconds inside encode_images, over the same batches: below 1 when
+        the encoder itself ran slower in the pipeline (beside the workers); stream_ratio = busy * this."""
+        return self.bare_seconds / self.encoding
+
+    @property
     def cpu_ratio(self) -> float:
         """bare CPU / pipeline CPU: below 1 by the work decoding, augmenting, setup and writing add."""
         return self.bare_cpu / self.cpu
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of `values`: the order statistics
+    (x_(k), x_(n+1-k)) with the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k), is at least
+    `level`. None when even (min, max) falls short (n < 6 rounds for 95 %)."""
+    x, n = sorted(values), len(values)
+    cover = lambda k: 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n  # noqa: E731
+    ks = [k for k in range(1, n // 2 + 1) if cover(k) >= level]
+    return (x[ks[-1] - 1], x[n - ks[-1]]) if ks else None
+
+
+def verdict(values: list[float], goal: float = GOAL, level: float = 0.95) -> str:
+    """'meets' / 'misses' when the median's interval lies wholly above / below `goal`, else 'undecided'."""
+    ci = median_interval(values, level)
+    if ci is None:
+        return f"undecided (a {level:.0%} interval needs more rounds)"
+    return "meets" if ci[0] >= goal else "misses" if ci[1] < goal else "undecided"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -260,17 +290,23 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
 def print_report(console: Console, rows: list[Row]) -> None:
     table = Table(title="extract: pipeline vs bare image encoder")
     for col in ("source", "bare", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio",
-                "stream ratio", "busy", "cpu ratio", "rounds"):
+                "stream ratio", "95% CI", "busy", "enc ratio", "cpu ratio", "rounds"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
         table.add_row(r.source, r.bare, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
-                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", f"{r.busy:.3f}", f"{r.cpu_ratio:.3f}",
+                      f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", _interval(r.round_ratios),
+                      f"{r.busy:.3f}", f"{r.encoder_ratio:.3f}", f"{r.cpu_ratio:.3f}",
                       " ".join(f"{x:.3f}" for x in r.round_ratios))
     console.print(table)
     for r in rows:
         console.print(f"ratio: {r.ratio:.3f}  source={r.source} bare={r.bare} workers={r.workers} batch_clips={r.batch_clips} "
                       f"stream_ratio={r.stream_ratio:.3f} "
-                      f"target={TARGET}", highlight=False)
+                      f"target={TARGET}  stream goal {GOAL}: {verdict(list(r.round_ratios))}", highlight=False)
+
+
+def _interval(ratios: tuple[float, ...]) -> str:
+    ci = median_interval(list(ratios))
+    return "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,3 +72,28 @@ def test_the_two_references(monkeypatch):
     row, _, refs, loaded, cfg = _run(monkeypatch, [10.0, 10.0, 10.0], "kept")
     assert refs == ["kept-encoder"] * 3 and loaded == [cfg]  # one model, built once, through the rounds
     assert row.bare == "kept"
+
+
+def test_the_median_interval_takes_the_order_statistics_its_coverage_allows():
+    # n = 5: even (min, max) covers the median with 1 - 2/32 = 0.9375 < 0.95 -> no interval
+    assert bench.median_interval([1, 2, 3, 4, 5]) is None
+    # n = 6: (min, max) covers 1 - 2/64 = 0.969
+    assert bench.median_interval([6, 1, 5, 2, 4, 3]) == (1, 6)
+    # n = 8: (x2, x7) would cover 1 - 2 * 9/256 = 0.930, so still (min, max)
+    assert bench.median_interval(list(range(8))) == (0, 7)
+    # n = 10: (x2, x9) covers 1 - 2 * 11/1024 = 0.979; (x3, x8) only 0.891
+    assert bench.median_interval(list(range(10, 0, -1))) == (2, 9)
+    assert bench.median_interval(list(range(10)), level=0.89) == (2, 7)
+
+
+def test_the_verdict_needs_the_whole_interval_on_one_side_of_the_goal():
+    assert bench.verdict([0.96, 0.97, 0.99, 1.0, 1.02, 0.98]) == "meets"
+    assert bench.verdict([0.90, 0.91, 0.93, 0.92, 0.94, 0.89]) == "misses"
+    assert bench.verdict([0.90, 0.97, 0.99, 1.0, 1.02, 0.98]) == "undecided"  # min 0.90 < 0.95 <= max
+    assert bench.verdict([0.99, 1.0, 1.02, 0.98, 0.97]).startswith("undecided (a 95% interval needs more rounds")
+
+
+def test_the_stream_ratio_splits_into_busy_times_the_encoders_own_ratio(monkeypatch):
+    row, *_ = _run(monkeypatch, [12.5], "fresh")  # stream 12.5 s, 0.9 of it encoding; bare 10 s
+    assert row.busy == pytest.approx(0.9) and row.encoder_ratio == pytest.approx(10 / 11.25)
+    assert row.stream_ratio == pytest.approx(row.busy * row.encoder_ratio) == pytest.approx(0.8)
