@@ -67,12 +67,9 @@ def test_encode_matches_open_clip_directly(name):
 
 
 def test_cpu_images_go_through_the_tower_in_chunks_with_the_same_features(monkeypatch):
-    """CPU_IMAGE_BATCH images per forward (a CPU's faster batch): each image's feature is the one the
+    """enc.cpu_batch images per forward (a CPU's faster batch): each image's feature is the one the
     whole batch in one forward gives, to float32 rounding, and every image is encoded exactly once."""
-    import tgdfer.encoders as encoders
-
-    enc = _random(TINY)
-    monkeypatch.setattr(encoders, "CPU_IMAGE_BATCH", 7)
+    enc = dataclasses.replace(_random(TINY), cpu_batch=7)
     x = torch.randn(23, 3, enc.image_size, enc.image_size)
     seen = []
     forward = enc.model.encode_image
@@ -83,6 +80,24 @@ def test_cpu_images_go_through_the_tower_in_chunks_with_the_same_features(monkey
     assert seen == [7, 7, 7, 2] and chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
     assert encode_images(enc, x[:0]).shape == (0, whole.shape[1])
+
+
+def test_the_cpu_batch_keeps_the_largest_activation_within_the_budget():
+    """The tiny ViT's largest module output is its MLP's hidden layer: (32/16)^2 + 1 = 5 tokens x 256
+    = 5,120 bytes an image in float32; the batch is the largest power of two <= 128 within the budget."""
+    from tgdfer.encoders import cpu_image_batch
+
+    enc = _random(TINY)
+    assert enc.cpu_batch == 128  # 128 x 5 KiB is far under 24 MiB
+    visual = enc.model.visual
+    assert cpu_image_batch(visual, enc.image_size, budget=5120 * 10) == 8
+    assert cpu_image_batch(visual, enc.image_size, budget=5120 * 16) == 16  # exactly at the budget
+    assert cpu_image_batch(visual, enc.image_size, budget=5120 * 16 - 1) == 8
+    assert cpu_image_batch(visual, enc.image_size, budget=100) == 1
+    assert cpu_image_batch(visual, enc.image_size, budget=5120 * 1000, most=32) == 32
+    assert not any(m._forward_hooks for m in visual.modules())  # the probe's hooks are gone
+    text_only = load_encoder(EncoderConfig(model=TINY, pretrained="none"), towers=("text",))
+    assert text_only.cpu_batch == 128  # no image tower, nothing to probe
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

@@ -47,6 +47,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TOWERS = ("image", "text")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RANDOM_WEIGHTS_SEED = 0  # pretrained="none": the same random model in every process
+CPU_IMAGE_BATCH = 128  # the most images per forward on a CPU: 1.78x the proxy CLIP's throughput of one forward
+#   over 3,264 images on the idle 2-core machine (benchmarks/encoder_batch.py; the activations stay in cache)
+CPU_ACTIVATION_BUDGET = 24 << 20  # bytes of a forward's largest activation on a CPU: under glibc's 32 MiB
+#   ceiling for serving a block from the heap; a larger block is a fresh mmap whose pages fault in at every
+#   forward (ViT-B/32 at 128 images: 6,400 faults an image, 11 % of the CPU time in the kernel;
+#   benchmarks/encoder_batch.py)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class LoadedEncoder:
     quick_gelu_reason: str  # why quick_gelu is what it is (also logged)
     # model, pretrained (tag | "file" | "none"), weights_sha256, quick_gelu, precision, open_clip_version
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    cpu_batch: int = CPU_IMAGE_BATCH  # images per image-tower forward on a CPU (cpu_image_batch); a GPU takes all at once
 
 
 def register_model_configs() -> None:
@@ -379,8 +386,10 @@ def load_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         "precision": precision,
         "open_clip_version": open_clip.__version__,
     }
+    image_size = _square_size(pp["size"], cfg.model)
+    cpu_batch = cpu_image_batch(model.visual, image_size) if "image" in towers and device.type == "cpu" else CPU_IMAGE_BATCH
     return LoadedEncoder(
-        model=model, tokenizer=tokenizer_for(cfg.model), image_size=_square_size(pp["size"], cfg.model),
+        model=model, tokenizer=tokenizer_for(cfg.model), image_size=image_size, cpu_batch=cpu_batch,
         mean=tuple(float(m) for m in pp["mean"]), std=tuple(float(s) for s in pp["std"]),
         embed_dim=int(model_cfg["embed_dim"]), context_length=int(model.context_length), device=device,
         precision=precision, towers=towers, quick_gelu_reason=reason, fingerprint=fingerprint)
@@ -487,20 +496,41 @@ def autocast_context(enc: LoadedEncoder) -> torch.autocast:
     return torch.autocast(device_type=enc.device.type, dtype=dtype, enabled=enc.precision != "fp32")
 
 
-CPU_IMAGE_BATCH = 128  # images per forward on a CPU: 1.78x the proxy CLIP's throughput of one forward over
-#   3,264 images on the idle 2-core machine (benchmarks/encoder_batch.py; the activations stay in cache)
+def cpu_image_batch(visual: torch.nn.Module, image_size: int, budget: int = CPU_ACTIVATION_BUDGET,
+                    most: int = CPU_IMAGE_BATCH) -> int:
+    """Images per image-tower forward on a CPU: the largest power of two, at most `most`, whose largest
+    module output (float32) fits in `budget` bytes; at least 1. One probe forward of a single image finds
+    that output (ViT-B/32: the MLP's hidden layer, 50 tokens x 3072 = 600 KiB an image -> 32 images)."""
+    largest = [0]
+
+    def see(_module, _inputs, out) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel() * 4)  # float32 bytes, whatever the probe's dtype
+
+    hooks = [m.register_forward_hook(see) for m in visual.modules()]
+    try:
+        with torch.inference_mode():
+            visual(torch.zeros(1, 3, image_size, image_size, device=next(visual.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    n = most
+    while n > 1 and n * largest[0] > budget:
+        n //= 2
+    return n
 
 
 def encode_images(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
     """Image features, not L2-normalised: pixels [N, 3, S, S] float, already normalised -> [N, D] float32.
 
-    On a CPU the images go through the tower CPU_IMAGE_BATCH at a time (a GPU takes them all at once).
+    On a CPU the images go through the tower `enc.cpu_batch` at a time (a GPU takes them all at once);
+    each image's features are those of one forward over all, to float32 rounding (tests/test_encoders.py).
     """
     if "image" not in enc.towers:
         raise TgdferError("this encoder was loaded without its image tower (towers=('text',))")
     if len(pixels) == 0:
         return torch.zeros(0, enc.embed_dim)
-    step = CPU_IMAGE_BATCH if enc.device.type == "cpu" else len(pixels)
+    step = enc.cpu_batch if enc.device.type == "cpu" else len(pixels)
     with torch.inference_mode(), autocast_context(enc):
         feats = torch.cat([enc.model.encode_image(pixels[i:i + step].to(enc.device, torch.float32))
                            for i in range(0, len(pixels), step)])  # [N, D]
