@@ -14,7 +14,8 @@ features, store creation); `stream ratio` leaves it out, which is what a long ru
 `busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
 waited for data or writes); `enc ratio` is bare seconds / the pipeline's seconds inside
 encode_images (below 1: the encoder itself ran slower beside the data path; stream ratio = busy x
-enc ratio); `cpu ratio` is bare / pipeline CPU seconds (workers included).
+enc ratio); `cpu ratio` is bare / pipeline CPU seconds (workers included; the pipeline's
+setup counts too, so it stays under 1 even where the streaming part costs no more).
 Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every
 other), so that load from other processes hits both alike; the round with the median stream ratio
 is shown, with every round's ratio and, from 6 rounds on, a distribution-free 95 % interval for
