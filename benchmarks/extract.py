@@ -14,8 +14,8 @@ features, store creation); `stream ratio` leaves it out, which is what a long ru
 `busy` is the share of that streaming part spent inside encode_images (1.0: the encoder never
 waited for data or writes); `enc ratio` is bare seconds / the pipeline's seconds inside
 encode_images (below 1: the encoder itself ran slower beside the data path; stream ratio = busy x
-enc ratio); `cpu ratio` is bare / pipeline CPU seconds (workers included; the pipeline's
-setup counts too, so it stays under 1 even where the streaming part costs no more).
+enc ratio); `cpu ratio` is bare / pipeline CPU seconds of the streaming part (workers included;
+until session 11 the setup's CPU counted too).
 Bare and pipeline run back to back in each of --repeats rounds (the pipeline first in every
 other), so that load from other processes hits both alike; the round with the median stream ratio
 is shown, with every round's ratio and, from 6 rounds on, a distribution-free 95 % interval for
@@ -73,7 +73,7 @@ class Row:
     images: int  # images through the encoder (same count for pipeline and bare)
     seconds: float  # the whole extract call
     setup: float  # seconds of the call before the first clip (encoder load, text features, store)
-    cpu: float  # CPU seconds of the call, DataLoader workers included
+    cpu: float  # CPU seconds of the call's streaming part (setup left out), DataLoader workers included
     encoding: float  # seconds the call spent inside encode_images (image batches)
     bare_seconds: float  # encode_images over the same batches
     bare_cpu: float  # CPU seconds of those encode_images calls
@@ -109,7 +109,7 @@ class Row:
 
     @property
     def cpu_ratio(self) -> float:
-        """bare CPU / pipeline CPU: below 1 by the work decoding, augmenting, setup and writing add."""
+        """bare CPU / the pipeline's streaming CPU: below 1 by the work decoding, augmenting and writing add."""
         return self.bare_cpu / self.cpu
 
 
@@ -237,20 +237,21 @@ def timed_encoder(spent: list[float]):
 
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
                   batch_clips: int) -> tuple[int, float, float, float, float]:
-    """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call."""
-    started: list[float] = []
+    """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call; the CPU
+    seconds are the streaming part's (from the first clip on: the DataLoader workers start after it)."""
+    started: list[tuple[float, float]] = []  # (time, CPU seconds) when extract starts on the clips
     spent: list[float] = []
     cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=batch_clips,
                         workers=workers, device=args.device)
     encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    t0 = time.perf_counter()
     with timed_encoder(spent):
         result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
-                         on_start=lambda todo, done: started.append(time.perf_counter()))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                         on_start=lambda todo, done: started.append((time.perf_counter(), cpu_seconds())))
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - started[0][1]
     if result.failed or result.extracted != len(table):
         raise RuntimeError(f"extract read {result.extracted} of {len(table)} clips: {result.failures[:3]}")
-    return result.frames, seconds, started[0] - t0, cpu, sum(spent)
+    return result.frames, seconds, started[0][0] - t0, cpu, sum(spent)
 
 
 def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.device, table: pd.DataFrame,
