@@ -47,11 +47,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TOWERS = ("image", "text")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RANDOM_WEIGHTS_SEED = 0  # pretrained="none": the same random model in every process
-CPU_IMAGE_BATCH = 128  # the most images per forward on a CPU: 1.78x the proxy CLIP's throughput of one forward
-#   over 3,264 images on the idle 2-core machine (benchmarks/encoder_batch.py; the activations stay in cache)
+CPU_IMAGE_BATCH = 128  # the most images per forward on a CPU: the proxy CLIP 1.54x as fast as one forward over
+#   3,264 images, whose activations fault in from fresh mappings (benchmarks/encoder_batch.py)
 CPU_ACTIVATION_BUDGET = 24 << 20  # bytes of a forward's largest activation on a CPU: under glibc's 32 MiB
 #   ceiling for serving a block from the heap; a larger block is a fresh mmap whose pages fault in at every
-#   forward (ViT-B/32 at 128 images: 6,400 faults an image, 11 % of the CPU time in the kernel;
+#   forward (ViT-B/32 at 128 images: 6,450 faults an image, 11 % of the CPU time in the kernel;
 #   benchmarks/encoder_batch.py)
 
 
