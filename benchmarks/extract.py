@@ -21,12 +21,16 @@ other), so that load from other processes hits both alike; the round with the me
 is shown, with every round's ratio and, from 6 rounds on, a distribution-free 95 % interval for
 the median round; the last lines say whether that interval lies above issue 19's goal (stream ratio
 0.95), below it, or across it (undecided). --bare picks the reference: one encoder kept warm through the
-rounds (default), or one built and freed for each pass (fresh, as extract builds its own).
+rounds (default), one built and freed for each pass (fresh, as extract builds its own), or the
+pipeline's own encoder called again on the same pixels right after each of its calls (paired: each
+pair seconds apart, so that a drifting machine speed, which rounds minutes apart cannot pair out,
+cancels; the pipeline's times and CPU leave those calls out).
 
     python benchmarks/extract.py                        # ViT-B-32, random weights, fp32, CPU
     python benchmarks/extract.py --precision bf16 --clips 40
     python benchmarks/extract.py --workers 2 --threads 2
     python benchmarks/extract.py --repeats 3 --bare fresh kept  # both references, paired rounds
+    python benchmarks/extract.py --repeats 6 --bare paired      # bare and pipeline paired batch by batch
     python benchmarks/extract.py --quick                # tiny model, a few clips: smoke run
 """
 
@@ -78,7 +82,8 @@ class Row:
     bare_seconds: float  # encode_images over the same batches
     bare_cpu: float  # CPU seconds of those encode_images calls
     round_ratios: tuple[float, ...] = ()  # every round's stream ratio, in the order run
-    bare: str = "kept"  # the bare reference: "kept" (one model through all rounds) or "fresh" (built per pass)
+    bare: str = "kept"  # the bare reference: "kept" (one model through all rounds), "fresh" (built per pass) or
+    # "paired" (the pipeline's encoder again on each batch's pixels, right after the pipeline's call)
 
     @property
     def fps(self) -> float:
@@ -150,10 +155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="bare encoder calls before timing (plus one text pass)")
     p.add_argument("--repeats", type=int, default=1, help="bare + pipeline rounds per source, each pair run back to "
                    "back; the round with the median stream ratio is shown, every round's ratio beside it")
-    p.add_argument("--bare", nargs="+", default=["kept"], choices=["kept", "fresh"],
+    p.add_argument("--bare", nargs="+", default=["kept"], choices=["kept", "fresh", "paired"],
                    help="the bare reference: kept = one encoder warmed once and kept through the rounds (alive "
                    "beside the pipeline's); fresh = each bare pass builds and frees its own, so the process "
-                   "holds one model at a time as `tgdfer extract` does; both: a row each")
+                   "holds one model at a time as `tgdfer extract` does; paired = the pipeline's own encoder "
+                   "again on the same pixels right after each of its calls (pairs seconds apart: the least "
+                   "noise on a machine whose speed drifts); several: a row each")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 clips, 4 frames: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -218,14 +225,24 @@ def time_bare(enc: LoadedEncoder | EncoderConfig, device: torch.device, sizes: l
 
 
 @contextlib.contextmanager
-def timed_encoder(spent: list[float]):
-    """Wrap the encode_images that tgdfer.extraction calls, adding each call's seconds to `spent`."""
+def timed_encoder(spent: list[float], paired: list[tuple[float, float]] | None = None):
+    """Wrap the encode_images that tgdfer.extraction calls, adding each call's seconds to `spent`.
+
+    With `paired`, each call is followed by a bare one: the same encoder on the same pixels, timed
+    apart, its (seconds, CPU seconds) appended to `paired`. The two calls of a pair are seconds apart,
+    so a machine whose speed drifts from round to round slows both alike. The bare call comes second:
+    the DataLoader hands the worker its next batch when the main process takes one, so the worker's
+    decoding overlaps the pipeline's call (where it belongs), not the bare one."""
     inner = tgdfer.extraction.encode_images
 
     def timed(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         feats = inner(enc, pixels).cpu()  # .cpu(): waits for the GPU, which the pipeline's next line does
         spent.append(time.perf_counter() - t0)
+        if paired is not None:
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            inner(enc, pixels).cpu()
+            paired.append((time.perf_counter() - t0, cpu_seconds() - c0))
         return feats
 
     tgdfer.extraction.encode_images = timed
@@ -236,22 +253,27 @@ def timed_encoder(spent: list[float]):
 
 
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
-                  batch_clips: int) -> tuple[int, float, float, float, float]:
+                  batch_clips: int, paired: list[tuple[float, float]] | None = None,
+                  ) -> tuple[int, float, float, float, float]:
     """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call; the CPU
-    seconds are the streaming part's (from the first clip on: the DataLoader workers start after it)."""
+    seconds are the streaming part's (from the first clip on: the DataLoader workers start after it).
+
+    With `paired` (a list), every encoder call of the pipeline is followed by a bare one (timed_encoder);
+    their (seconds, CPU seconds) go to the list and are left out of the seconds and CPU returned."""
     started: list[tuple[float, float]] = []  # (time, CPU seconds) when extract starts on the clips
     spent: list[float] = []
     cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=batch_clips,
                         workers=workers, device=args.device)
     encoder = EncoderConfig(model=args.model, pretrained="none", precision=args.precision)
     t0 = time.perf_counter()
-    with timed_encoder(spent):
+    with timed_encoder(spent, paired):
         result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
                          on_start=lambda todo, done: started.append((time.perf_counter(), cpu_seconds())))
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - started[0][1]
     if result.failed or result.extracted != len(table):
         raise RuntimeError(f"extract read {result.extracted} of {len(table)} clips: {result.failures[:3]}")
-    return result.frames, seconds, started[0][0] - t0, cpu, sum(spent)
+    inserted, inserted_cpu = (sum(x) for x in zip(*paired)) if paired else (0.0, 0.0)
+    return result.frames, seconds - inserted, started[0][0] - t0, cpu - inserted_cpu, sum(spent)
 
 
 def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.device, table: pd.DataFrame,
@@ -265,7 +287,10 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
     against a best pipeline from different rounds would turn into a biased ratio.
 
     `bare_ref` "kept": one bare encoder, built and warmed here, serves every round and stays alive
-    while the pipeline builds its own; "fresh": each bare pass builds and frees its own (time_bare)."""
+    while the pipeline builds its own; "fresh": each bare pass builds and frees its own (time_bare);
+    "paired": no separate pass: after each of the pipeline's encoder calls the same encoder encodes the
+    same pixels again, timed apart (timed_encoder), so bare and pipeline are paired batch by batch,
+    seconds apart instead of a pass apart."""
     sizes = batch_sizes(len(table), batch_clips, args.views, args.frames)
     ref: LoadedEncoder | EncoderConfig = encoder
     if bare_ref == "kept":
@@ -273,11 +298,16 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
         warm_up(ref, max(sizes), args.warmup)
     rounds = []
     for i in range(args.repeats):
-        if i % 2 == 0:
+        if bare_ref != "paired" and i % 2 == 0:
             bare, bare_cpu = time_bare(ref, device, sizes)
+        paired: list[tuple[float, float]] | None = [] if bare_ref == "paired" else None
         images, seconds, setup, cpu, encoding = time_pipeline(args, table, tmp / f"{source}.zarr", workers,
-                                                              batch_clips)
-        if i % 2 == 1:  # every other round the pipeline goes first: no order effect favours either
+                                                              batch_clips, paired)
+        if paired is not None:
+            if len(paired) != len(sizes):
+                raise RuntimeError(f"the pipeline made {len(paired)} encoder calls, {len(sizes)} expected")
+            bare, bare_cpu = (sum(x) for x in zip(*paired))
+        elif i % 2 == 1:  # every other round the pipeline goes first: no order effect favours either
             bare, bare_cpu = time_bare(ref, device, sizes)
         if images != sum(sizes):
             raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")

@@ -38,8 +38,9 @@ def _run(monkeypatch, pipeline_seconds: list[float], bare_ref: str):
         assert sizes == [IMAGES]
         return 10.0, 20.0
 
-    def pipeline(args, table, store, workers, batch_clips):
+    def pipeline(args, table, store, workers, batch_clips, paired):
         calls.append("pipeline")
+        assert paired is None  # a separate bare pass, none inside the pipeline
         stream = next(it)
         return IMAGES, stream + 1.0, 1.0, 2.0, 0.9 * stream  # images, seconds, setup, cpu, encoding
 
@@ -97,3 +98,46 @@ def test_the_stream_ratio_splits_into_busy_times_the_encoders_own_ratio(monkeypa
     row, *_ = _run(monkeypatch, [12.5], "fresh")  # stream 12.5 s, 0.9 of it encoding; bare 10 s
     assert row.busy == pytest.approx(0.9) and row.encoder_ratio == pytest.approx(10 / 11.25)
     assert row.stream_ratio == pytest.approx(row.busy * row.encoder_ratio) == pytest.approx(0.8)
+
+
+def test_paired_bare_calls_follow_each_pipeline_call_and_leave_its_times(monkeypatch):
+    """timed_encoder with `paired`: each pipeline call is followed by one on the same encoder and pixels;
+    the pipeline gets the first call's features, the second's time goes to `paired` only."""
+    seen, clock = [], iter([0.0, 3.0, 3.0, 5.0])  # pipeline call 3 s, bare call 2 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: 0.0)
+
+    def inner(enc, pixels):
+        seen.append((enc, pixels))
+        return bench.torch.full((1, 2), float(len(seen)))
+
+    monkeypatch.setattr(bench.tgdfer.extraction, "encode_images", inner)
+    spent, paired = [], []
+    with bench.timed_encoder(spent, paired):
+        feats = bench.tgdfer.extraction.encode_images("enc", "pixels")
+    assert bench.tgdfer.extraction.encode_images is inner  # restored
+    assert seen == [("enc", "pixels")] * 2 and feats.tolist() == [[1.0, 1.0]]
+    assert spent == [3.0] and paired == [(2.0, 0.0)]
+
+
+def test_the_paired_reference_takes_its_bare_times_from_the_pipelines_calls(monkeypatch):
+    calls = []
+
+    def pipeline(args, table, store, workers, batch_clips, paired):
+        calls.append("pipeline")
+        paired += [(4.0, 7.0), (3.0, 5.0)]  # two encoder calls, bare 7 s in all
+        return 2 * IMAGES, 11.0, 1.0, 2.0, 8.0  # stream 10 s, 8 of them encoding
+
+    monkeypatch.setattr(bench, "time_bare", lambda *a: calls.append("bare"))
+    monkeypatch.setattr(bench, "time_pipeline", pipeline)
+    args = argparse.Namespace(views=2, frames=4, repeats=2, warmup=1)
+    cfg = bench.EncoderConfig(model="tgdfer-tiny-vit", pretrained="none")
+    row = bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2, 3, 4]}), "frames", 1, 2, Path("/tmp"),
+                        "paired")
+    assert calls == ["pipeline", "pipeline"]  # no bare pass of its own
+    assert row.bare_seconds == 7.0 and row.bare_cpu == 12.0 and row.bare == "paired"
+    assert row.encoder_ratio == pytest.approx(7 / 8) and row.busy == pytest.approx(0.8)
+    assert row.stream_ratio == pytest.approx(0.7) and row.round_ratios == pytest.approx((0.7, 0.7))
+    with pytest.raises(RuntimeError, match="1 encoder calls, 2 expected"):
+        monkeypatch.setattr(bench, "time_pipeline", lambda *a: (a[-1].append((1.0, 1.0)), (2 * IMAGES, 3.0, 1.0, 1.0, 1.0))[1])
+        bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2, 3, 4]}), "frames", 1, 2, Path("/tmp"), "paired")
