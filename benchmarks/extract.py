@@ -82,6 +82,8 @@ class Row:
     bare_seconds: float  # encode_images over the same batches
     bare_cpu: float  # CPU seconds of those encode_images calls
     round_ratios: tuple[float, ...] = ()  # every round's stream ratio, in the order run
+    steady: float | None = None  # --bare paired: the stream ratio from the second encoder call on (steady_ratio)
+    round_steady: tuple[float, ...] = ()  # --bare paired: every round's steady ratio, in the order run
     bare: str = "kept"  # the bare reference: "kept" (one model through all rounds), "fresh" (built per pass) or
     # "paired" (the pipeline's encoder again on each batch's pixels, right after the pipeline's call)
 
@@ -116,6 +118,27 @@ class Row:
     def cpu_ratio(self) -> float:
         """bare CPU / the pipeline's streaming CPU: below 1 by the work decoding, augmenting and writing add."""
         return self.bare_cpu / self.cpu
+
+
+@dataclass
+class Pair:
+    """One encoder call of the pipeline and the bare call on the same pixels right after it (--bare paired)."""
+
+    start: float  # perf_counter when the pipeline's call began
+    pipeline: float  # seconds of the pipeline's call
+    bare: float  # seconds of the bare call
+    bare_cpu: float  # CPU seconds of the bare call
+
+
+def steady_ratio(pairs: list[Pair], end: float) -> float | None:
+    """The stream ratio from the second encoder call on: bare seconds / the pipeline's own seconds of the
+    window from that call's start to the call's end (the inserted bare calls left out). What a run of
+    thousands of batches approaches: the first call's one-time costs (a new model's first forward, the
+    DataLoader worker's start and first batch) fall outside it. None with fewer than two calls."""
+    if len(pairs) < 2:
+        return None
+    bare = sum(p.bare for p in pairs[1:])
+    return bare / (end - pairs[1].start - bare)
 
 
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
@@ -225,24 +248,24 @@ def time_bare(enc: LoadedEncoder | EncoderConfig, device: torch.device, sizes: l
 
 
 @contextlib.contextmanager
-def timed_encoder(spent: list[float], paired: list[tuple[float, float]] | None = None):
+def timed_encoder(spent: list[float], paired: list[Pair] | None = None):
     """Wrap the encode_images that tgdfer.extraction calls, adding each call's seconds to `spent`.
 
     With `paired`, each call is followed by a bare one: the same encoder on the same pixels, timed
-    apart, its (seconds, CPU seconds) appended to `paired`. The two calls of a pair are seconds apart,
+    apart; both calls go to `paired` as a Pair. The two calls of a pair are seconds apart,
     so a machine whose speed drifts from round to round slows both alike. The bare call comes second:
     the DataLoader hands the worker its next batch when the main process takes one, so the worker's
     decoding overlaps the pipeline's call (where it belongs), not the bare one."""
     inner = tgdfer.extraction.encode_images
 
     def timed(enc: LoadedEncoder, pixels: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         feats = inner(enc, pixels).cpu()  # .cpu(): waits for the GPU, which the pipeline's next line does
-        spent.append(time.perf_counter() - t0)
+        spent.append(time.perf_counter() - start)
         if paired is not None:
             c0, t0 = cpu_seconds(), time.perf_counter()
             inner(enc, pixels).cpu()
-            paired.append((time.perf_counter() - t0, cpu_seconds() - c0))
+            paired.append(Pair(start, spent[-1], time.perf_counter() - t0, cpu_seconds() - c0))
         return feats
 
     tgdfer.extraction.encode_images = timed
@@ -253,8 +276,8 @@ def timed_encoder(spent: list[float], paired: list[tuple[float, float]] | None =
 
 
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
-                  batch_clips: int, paired: list[tuple[float, float]] | None = None,
-                  ) -> tuple[int, float, float, float, float]:
+                  batch_clips: int, paired: list[Pair] | None = None,
+                  ) -> tuple[int, float, float, float, float, float | None]:
     """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call; the CPU
     seconds are the streaming part's (from the first clip on: the DataLoader workers start after it).
 
@@ -269,11 +292,13 @@ def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, wo
     with timed_encoder(spent, paired):
         result = extract(cfg, AugmentConfig(), encoder, table, data_kind="dfew", overwrite=True,
                          on_start=lambda todo, done: started.append((time.perf_counter(), cpu_seconds())))
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - started[0][1]
+    end = time.perf_counter()
+    seconds, cpu = end - t0, cpu_seconds() - started[0][1]
     if result.failed or result.extracted != len(table):
         raise RuntimeError(f"extract read {result.extracted} of {len(table)} clips: {result.failures[:3]}")
-    inserted, inserted_cpu = (sum(x) for x in zip(*paired)) if paired else (0.0, 0.0)
-    return result.frames, seconds - inserted, started[0][0] - t0, cpu - inserted_cpu, sum(spent)
+    inserted, inserted_cpu = sum(p.bare for p in paired or []), sum(p.bare_cpu for p in paired or [])
+    return (result.frames, seconds - inserted, started[0][0] - t0, cpu - inserted_cpu, sum(spent),
+            steady_ratio(paired, end) if paired else None)
 
 
 def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.device, table: pd.DataFrame,
@@ -300,40 +325,49 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
     for i in range(args.repeats):
         if bare_ref != "paired" and i % 2 == 0:
             bare, bare_cpu = time_bare(ref, device, sizes)
-        paired: list[tuple[float, float]] | None = [] if bare_ref == "paired" else None
-        images, seconds, setup, cpu, encoding = time_pipeline(args, table, tmp / f"{source}.zarr", workers,
-                                                              batch_clips, paired)
+        paired: list[Pair] | None = [] if bare_ref == "paired" else None
+        images, seconds, setup, cpu, encoding, steady = time_pipeline(args, table, tmp / f"{source}.zarr", workers,
+                                                                      batch_clips, paired)
         if paired is not None:
             if len(paired) != len(sizes):
                 raise RuntimeError(f"the pipeline made {len(paired)} encoder calls, {len(sizes)} expected")
-            bare, bare_cpu = (sum(x) for x in zip(*paired))
+            bare, bare_cpu = sum(p.bare for p in paired), sum(p.bare_cpu for p in paired)
         elif i % 2 == 1:  # every other round the pipeline goes first: no order effect favours either
             bare, bare_cpu = time_bare(ref, device, sizes)
         if images != sum(sizes):
             raise RuntimeError(f"the pipeline encoded {images} images, the bare run {sum(sizes)}")
         rounds.append(Row(source, workers, batch_clips, images, seconds, setup, cpu, encoding, bare, bare_cpu,
-                          bare=bare_ref))
+                          bare=bare_ref, steady=steady))
+        print(f"  {source} round {i + 1}: stream ratio {rounds[-1].stream_ratio:.3f}"
+              + (f", steady {steady:.3f}" if steady is not None else ""), flush=True)
     ordered = sorted(rounds, key=lambda r: r.stream_ratio)
     median = ordered[(len(ordered) - 1) // 2]  # the lower middle of an even count
     median.round_ratios = tuple(r.stream_ratio for r in rounds)
+    if bare_ref == "paired":
+        median.round_steady = tuple(r.steady for r in rounds)
     return median
 
 
 def print_report(console: Console, rows: list[Row]) -> None:
     table = Table(title="extract: pipeline vs bare image encoder")
     for col in ("source", "bare", "workers", "batch", "images", "seconds", "setup s", "frames/s", "bare frames/s", "ratio",
-                "stream ratio", "95% CI", "busy", "enc ratio", "cpu ratio", "rounds"):
+                "stream ratio", "95% CI", "busy", "enc ratio", "cpu ratio", "steady", "steady 95% CI"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
+        steady = sorted(r.round_steady)[(len(r.round_steady) - 1) // 2] if r.round_steady else None
         table.add_row(r.source, r.bare, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
                       f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", _interval(r.round_ratios),
                       f"{r.busy:.3f}", f"{r.encoder_ratio:.3f}", f"{r.cpu_ratio:.3f}",
-                      " ".join(f"{x:.3f}" for x in r.round_ratios))
+                      "-" if steady is None else f"{steady:.3f}", _interval(r.round_steady))
     console.print(table)
     for r in rows:
         console.print(f"ratio: {r.ratio:.3f}  source={r.source} bare={r.bare} workers={r.workers} batch_clips={r.batch_clips} "
                       f"stream_ratio={r.stream_ratio:.3f} "
                       f"target={TARGET}  stream goal {GOAL}: {verdict(list(r.round_ratios))}", highlight=False)
+        console.print(f"  rounds: {' '.join(f'{x:.3f}' for x in r.round_ratios)}", highlight=False)
+        if r.round_steady:
+            console.print(f"  steady (from the second encoder call on): {' '.join(f'{x:.3f}' for x in r.round_steady)}"
+                          f"; goal {GOAL}: {verdict(list(r.round_steady))}", highlight=False)
 
 
 def _interval(ratios: tuple[float, ...]) -> str:

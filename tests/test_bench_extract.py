@@ -42,7 +42,7 @@ def _run(monkeypatch, pipeline_seconds: list[float], bare_ref: str):
         calls.append("pipeline")
         assert paired is None  # a separate bare pass, none inside the pipeline
         stream = next(it)
-        return IMAGES, stream + 1.0, 1.0, 2.0, 0.9 * stream  # images, seconds, setup, cpu, encoding
+        return IMAGES, stream + 1.0, 1.0, 2.0, 0.9 * stream, None  # images, seconds, setup, cpu, encoding, steady
 
     monkeypatch.setattr(bench, "time_bare", bare)
     monkeypatch.setattr(bench, "time_pipeline", pipeline)
@@ -103,7 +103,7 @@ def test_the_stream_ratio_splits_into_busy_times_the_encoders_own_ratio(monkeypa
 def test_paired_bare_calls_follow_each_pipeline_call_and_leave_its_times(monkeypatch):
     """timed_encoder with `paired`: each pipeline call is followed by one on the same encoder and pixels;
     the pipeline gets the first call's features, the second's time goes to `paired` only."""
-    seen, clock = [], iter([0.0, 3.0, 3.0, 5.0])  # pipeline call 3 s, bare call 2 s
+    seen, clock = [], iter([1.0, 4.0, 4.0, 6.0])  # pipeline call 3 s, bare call 2 s
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(bench, "cpu_seconds", lambda: 0.0)
 
@@ -117,7 +117,7 @@ def test_paired_bare_calls_follow_each_pipeline_call_and_leave_its_times(monkeyp
         feats = bench.tgdfer.extraction.encode_images("enc", "pixels")
     assert bench.tgdfer.extraction.encode_images is inner  # restored
     assert seen == [("enc", "pixels")] * 2 and feats.tolist() == [[1.0, 1.0]]
-    assert spent == [3.0] and paired == [(2.0, 0.0)]
+    assert spent == [3.0] and paired == [bench.Pair(start=1.0, pipeline=3.0, bare=2.0, bare_cpu=0.0)]
 
 
 def test_the_paired_reference_takes_its_bare_times_from_the_pipelines_calls(monkeypatch):
@@ -125,8 +125,8 @@ def test_the_paired_reference_takes_its_bare_times_from_the_pipelines_calls(monk
 
     def pipeline(args, table, store, workers, batch_clips, paired):
         calls.append("pipeline")
-        paired += [(4.0, 7.0), (3.0, 5.0)]  # two encoder calls, bare 7 s in all
-        return 2 * IMAGES, 11.0, 1.0, 2.0, 8.0  # stream 10 s, 8 of them encoding
+        paired += [bench.Pair(0.0, 5.0, 4.0, 7.0), bench.Pair(9.0, 3.0, 3.0, 5.0)]  # two calls, bare 7 s in all
+        return 2 * IMAGES, 11.0, 1.0, 2.0, 8.0, 0.9  # stream 10 s, 8 of them encoding; steady 0.9
 
     monkeypatch.setattr(bench, "time_bare", lambda *a: calls.append("bare"))
     monkeypatch.setattr(bench, "time_pipeline", pipeline)
@@ -138,6 +138,16 @@ def test_the_paired_reference_takes_its_bare_times_from_the_pipelines_calls(monk
     assert row.bare_seconds == 7.0 and row.bare_cpu == 12.0 and row.bare == "paired"
     assert row.encoder_ratio == pytest.approx(7 / 8) and row.busy == pytest.approx(0.8)
     assert row.stream_ratio == pytest.approx(0.7) and row.round_ratios == pytest.approx((0.7, 0.7))
+    assert row.round_steady == (0.9, 0.9)
     with pytest.raises(RuntimeError, match="1 encoder calls, 2 expected"):
-        monkeypatch.setattr(bench, "time_pipeline", lambda *a: (a[-1].append((1.0, 1.0)), (2 * IMAGES, 3.0, 1.0, 1.0, 1.0))[1])
+        monkeypatch.setattr(bench, "time_pipeline",
+                            lambda *a: (a[-1].append(bench.Pair(0, 1, 1, 1)), (2 * IMAGES, 3.0, 1.0, 1.0, 1.0, None))[1])
         bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2, 3, 4]}), "frames", 1, 2, Path("/tmp"), "paired")
+
+
+def test_the_steady_ratio_starts_at_the_second_encoder_call():
+    # calls at t = 10 (pipeline 6 s, bare 5 s), t = 22 (4 s, 3 s), t = 30 (4 s, 3 s); the stream ends at 40.
+    # From t = 22: 18 s of wall, 6 of them the inserted bare calls -> the pipeline's own 12 s against bare 6 s.
+    pairs = [bench.Pair(10.0, 6.0, 5.0, 0.0), bench.Pair(22.0, 4.0, 3.0, 0.0), bench.Pair(30.0, 4.0, 3.0, 0.0)]
+    assert bench.steady_ratio(pairs, 40.0) == pytest.approx(6 / 12)
+    assert bench.steady_ratio(pairs[:1], 40.0) is None  # one call: no window after it
