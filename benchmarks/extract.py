@@ -65,6 +65,7 @@ from tgdfer.synth import SynthConfig, generate
 SOURCES = {"video": "videos_dir", "frames": "frames_dir"}  # source name -> read_dfew argument
 TARGET = 0.9  # pipeline / bare frames/s of the whole call (setup included) the benchmark was built for
 GOAL = 0.95  # issue 19: the stream ratio (setup left out) that extraction should reach
+PAIRED_BUSY = 0.95  # --bare paired below this busy share: the inserted calls may have hidden waits for data
 
 
 @dataclass
@@ -183,7 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "beside the pipeline's); fresh = each bare pass builds and frees its own, so the process "
                    "holds one model at a time as `tgdfer extract` does; paired = the pipeline's own encoder "
                    "again on the same pixels right after each of its calls (pairs seconds apart: the least "
-                   "noise on a machine whose speed drifts); several: a row each")
+                   "noise on a machine whose speed drifts; for an encoder-bound pipeline, a CPU's: the "
+                   "inserted calls let the workers decode ahead); several: a row each")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 clips, 4 frames: a smoke run")
     args = p.parse_args(argv)
     if args.quick:
@@ -315,7 +317,8 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
     while the pipeline builds its own; "fresh": each bare pass builds and frees its own (time_bare);
     "paired": no separate pass: after each of the pipeline's encoder calls the same encoder encodes the
     same pixels again, timed apart (timed_encoder), so bare and pipeline are paired batch by batch,
-    seconds apart instead of a pass apart."""
+    seconds apart instead of a pass apart. Meant for an encoder-bound pipeline (a CPU): the inserted
+    calls give the workers time to decode ahead, which would hide a data-bound one (a GPU's)."""
     sizes = batch_sizes(len(table), batch_clips, args.views, args.frames)
     ref: LoadedEncoder | EncoderConfig = encoder
     if bare_ref == "kept":
@@ -339,7 +342,9 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
         rounds.append(Row(source, workers, batch_clips, images, seconds, setup, cpu, encoding, bare, bare_cpu,
                           bare=bare_ref, steady=steady))
         print(f"  {source} round {i + 1}: stream ratio {rounds[-1].stream_ratio:.3f}"
-              + (f", steady {steady:.3f}" if steady is not None else ""), flush=True)
+              + (f", steady {steady:.3f}" if steady is not None else "")
+              + (f"; bare / pipeline seconds, call by call: {' '.join(f'{p.bare / p.pipeline:.3f}' for p in paired)}"
+                 if paired else ""), flush=True)
     ordered = sorted(rounds, key=lambda r: r.stream_ratio)
     median = ordered[(len(ordered) - 1) // 2]  # the lower middle of an even count
     median.round_ratios = tuple(r.stream_ratio for r in rounds)
@@ -368,6 +373,10 @@ def print_report(console: Console, rows: list[Row]) -> None:
         if r.round_steady:
             console.print(f"  steady (from the second encoder call on): {' '.join(f'{x:.3f}' for x in r.round_steady)}"
                           f"; goal {GOAL}: {verdict(list(r.round_steady))}", highlight=False)
+        if r.bare == "paired" and r.busy < PAIRED_BUSY:
+            console.print(f"  caution: the encoder waited for data ({r.busy:.0%} busy); the paired bare calls give "
+                          "the workers time to decode ahead, so this row's ratios flatter a data-bound pipeline: "
+                          "use --bare fresh", highlight=False)
 
 
 def _interval(ratios: tuple[float, ...]) -> str:
@@ -380,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)  # random-weight warnings would drown the table
     if args.threads:
         torch.set_num_threads(args.threads)
-    console = Console(width=max(Console().width, 170))  # one line per row, also when piped to a file
+    console = Console(width=max(Console().width, 220))  # one line per row, also when piped to a file
     rows = []
     with tempfile.TemporaryDirectory(prefix="tgdfer-bench-") as tmp:
         data = make_data(Path(tmp), args.clips, args.size)  # first: its spawn pool is gone before any timing
