@@ -151,3 +151,17 @@ def test_the_steady_ratio_starts_at_the_second_encoder_call():
     pairs = [bench.Pair(10.0, 6.0, 5.0, 0.0), bench.Pair(22.0, 4.0, 3.0, 0.0), bench.Pair(30.0, 4.0, 3.0, 0.0)]
     assert bench.steady_ratio(pairs, 40.0) == pytest.approx(6 / 12)
     assert bench.steady_ratio(pairs[:1], 40.0) is None  # one call: no window after it
+
+
+def test_a_paired_row_whose_encoder_waited_for_data_is_flagged():
+    from rich.console import Console
+
+    def report(encoding: float) -> str:  # stream 10 s; busy = encoding / 10
+        row = bench.Row("frames", 1, 4, 128, 11.0, 1.0, 10.0, encoding, 9.0, 9.0, round_ratios=(0.9,),
+                        bare="paired", steady=0.9, round_steady=(0.9,))
+        console = Console(record=True, width=250)
+        bench.print_report(console, [row])
+        return console.export_text()
+
+    assert "caution: the encoder waited for data (90% busy)" in report(9.0)
+    assert "caution" not in report(9.8)
