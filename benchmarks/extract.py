@@ -133,7 +133,7 @@ class Pair:
 
 def steady_ratio(pairs: list[Pair], end: float) -> float | None:
     """The stream ratio from the second encoder call on: bare seconds / the pipeline's own seconds of the
-    window from that call's start to the call's end (the inserted bare calls left out). What a run of
+    window from that call's start to `end`, when `extract` returned (the inserted bare calls left out). What a run of
     thousands of batches approaches: the first call's one-time costs (a new model's first forward, the
     DataLoader worker's start and first batch) fall outside it. None with fewer than two calls."""
     if len(pairs) < 2:
@@ -178,7 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=112, help="SynthDFER frame side in pixels")
     p.add_argument("--warmup", type=int, default=1, help="bare encoder calls before timing (plus one text pass)")
     p.add_argument("--repeats", type=int, default=1, help="bare + pipeline rounds per source, each pair run back to "
-                   "back; the round with the median stream ratio is shown, every round's ratio beside it")
+                   "back; the round with the median stream ratio is shown, every round's ratio under the table")
     p.add_argument("--bare", nargs="+", default=["kept"], choices=["kept", "fresh", "paired"],
                    help="the bare reference: kept = one encoder warmed once and kept through the rounds (alive "
                    "beside the pipeline's); fresh = each bare pass builds and frees its own, so the process "
@@ -280,11 +280,13 @@ def timed_encoder(spent: list[float], paired: list[Pair] | None = None):
 def time_pipeline(args: argparse.Namespace, table: pd.DataFrame, store: Path, workers: int,
                   batch_clips: int, paired: list[Pair] | None = None,
                   ) -> tuple[int, float, float, float, float, float | None]:
-    """(images, seconds, setup seconds, CPU seconds, encoding seconds) of one whole `extract` call; the CPU
-    seconds are the streaming part's (from the first clip on: the DataLoader workers start after it).
+    """(images, seconds, setup seconds, CPU seconds, encoding seconds, steady ratio) of one whole `extract`
+    call; the CPU seconds are the streaming part's (from the first clip on: the DataLoader workers start
+    after it).
 
-    With `paired` (a list), every encoder call of the pipeline is followed by a bare one (timed_encoder);
-    their (seconds, CPU seconds) go to the list and are left out of the seconds and CPU returned."""
+    With `paired` (a list), every encoder call of the pipeline is followed by a bare one (timed_encoder):
+    each call's Pair goes to the list, the bare calls' seconds and CPU are left out of those returned,
+    and the steady ratio is `steady_ratio`'s (None without `paired`)."""
     started: list[tuple[float, float]] = []  # (time, CPU seconds) when extract starts on the clips
     spent: list[float] = []
     cfg = ExtractConfig(store=str(store), views=args.views, frames=args.frames, batch_clips=batch_clips,
