@@ -142,6 +142,11 @@ def steady_ratio(pairs: list[Pair], end: float) -> float | None:
     return bare / (end - pairs[1].start - bare)
 
 
+def lower_median(values, key=None):
+    """The middle item of `values` by `key`, the lower middle of an even count: an item that was measured."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]
+
+
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
     """A distribution-free confidence interval for the median of `values`: the order statistics
     (x_(k), x_(n+1-k)) with the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k), is at least
@@ -347,10 +352,9 @@ def measure(args: argparse.Namespace, encoder: EncoderConfig, device: torch.devi
               + (f", steady {steady:.3f}" if steady is not None else "")
               + (f"; bare / pipeline seconds, call by call: {' '.join(f'{p.bare / p.pipeline:.3f}' for p in paired)}"
                  if paired else ""), flush=True)
-    ordered = sorted(rounds, key=lambda r: r.stream_ratio)
-    median = ordered[(len(ordered) - 1) // 2]  # the lower middle of an even count
+    median = lower_median(rounds, key=lambda r: r.stream_ratio)
     median.round_ratios = tuple(r.stream_ratio for r in rounds)
-    if bare_ref == "paired":
+    if bare_ref == "paired" and all(r.steady is not None for r in rounds):  # None: one encoder call a pass
         median.round_steady = tuple(r.steady for r in rounds)
     return median
 
@@ -361,7 +365,7 @@ def print_report(console: Console, rows: list[Row]) -> None:
                 "stream ratio", "95% CI", "busy", "enc ratio", "cpu ratio", "steady", "steady 95% CI"):
         table.add_column(col, justify="left" if col == "source" else "right")
     for r in rows:
-        steady = sorted(r.round_steady)[(len(r.round_steady) - 1) // 2] if r.round_steady else None
+        steady = lower_median(r.round_steady) if r.round_steady else None
         table.add_row(r.source, r.bare, str(r.workers), str(r.batch_clips), str(r.images), f"{r.seconds:.1f}", f"{r.setup:.1f}", f"{r.fps:.1f}",
                       f"{r.bare_fps:.1f}", f"{r.ratio:.3f}", f"{r.stream_ratio:.3f}", _interval(r.round_ratios),
                       f"{r.busy:.3f}", f"{r.encoder_ratio:.3f}", f"{r.cpu_ratio:.3f}",

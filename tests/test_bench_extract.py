@@ -139,9 +139,9 @@ def test_the_paired_reference_takes_its_bare_times_from_the_pipelines_calls(monk
     assert row.encoder_ratio == pytest.approx(7 / 8) and row.busy == pytest.approx(0.8)
     assert row.stream_ratio == pytest.approx(0.7) and row.round_ratios == pytest.approx((0.7, 0.7))
     assert row.round_steady == (0.9, 0.9)
+    monkeypatch.setattr(bench, "time_pipeline",  # one encoder call where the two batches need two
+                        lambda *a: (a[-1].append(bench.Pair(0, 1, 1, 1)), (2 * IMAGES, 3.0, 1.0, 1.0, 1.0, None))[1])
     with pytest.raises(RuntimeError, match="1 encoder calls, 2 expected"):
-        monkeypatch.setattr(bench, "time_pipeline",
-                            lambda *a: (a[-1].append(bench.Pair(0, 1, 1, 1)), (2 * IMAGES, 3.0, 1.0, 1.0, 1.0, None))[1])
         bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2, 3, 4]}), "frames", 1, 2, Path("/tmp"), "paired")
 
 
@@ -165,3 +165,19 @@ def test_a_paired_row_whose_encoder_waited_for_data_is_flagged():
 
     assert "caution: the encoder waited for data (90% busy)" in report(9.0)
     assert "caution" not in report(9.8)
+
+
+def test_a_pass_of_one_encoder_call_has_no_steady_ratio_to_report(monkeypatch):
+    def pipeline(args, table, store, workers, batch_clips, paired):
+        paired.append(bench.Pair(0.0, 5.0, 4.0, 7.0))  # one call: steady_ratio gives None
+        return IMAGES, 6.0, 1.0, 2.0, 5.0, None
+
+    monkeypatch.setattr(bench, "time_pipeline", pipeline)
+    args = argparse.Namespace(views=2, frames=4, repeats=2, warmup=1)
+    cfg = bench.EncoderConfig(model="tgdfer-tiny-vit", pretrained="none")
+    row = bench.measure(args, cfg, "cpu", pd.DataFrame({"clip": [1, 2]}), "frames", 1, 2, Path("/tmp"), "paired")
+    assert row.round_steady == () and row.stream_ratio == pytest.approx(0.8)
+    from rich.console import Console
+    console = Console(record=True, width=250)
+    bench.print_report(console, [row])  # no steady column value, no steady line
+    assert "steady (from" not in console.export_text()
