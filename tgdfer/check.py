@@ -129,12 +129,16 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
 
 
 def _image_size(clip: str, name: str) -> tuple[int, int]:
-    """(width, height) from the header of image `name` in folder `clip` (no pixels decoded)."""
+    """(width, height) from the header of image `name` in folder `clip` as shown (its EXIF orientation
+    applied, as frames.FolderSource reads it; no pixels decoded)."""
     from PIL import Image
+
+    from .orientation import image_orientation, shown_size
 
     try:
         with Image.open(os.path.join(clip, name)) as im:
-            return im.size
+            height, width = shown_size(im.height, im.width, image_orientation(im))
+            return width, height
     except Image.DecompressionBombError as e:  # over PIL's own cap (2 x 89 MP), as frames.FolderSource says
         raise FrameReadError(clip, f"frame file {name} is too large to decode ({e}): PIL refuses such images "
                                    f"whatever --limit says") from None

@@ -15,6 +15,10 @@ i-th frame of a full sequential decode in presentation order. Every video backen
 exactly that frame (tests/test_decoding.py proves it by pixels, codec by codec). A source is used
 by one thread at a time; open one per clip.
 
+Frames come as shown, not as stored (tgdfer.orientation): a video's display matrix (a phone's
+portrait recording, stored landscape) and an image's EXIF Orientation tag are applied, as players
+and viewers apply them, so faces stand upright and every backend gives the same pixels.
+
 Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
 the last frame asked for (exact by construction). "decord" uses decord's random access, which
 returns other frames than those asked for on MPEG-4 Part 2 (XviD) and H.265 with B-frames; it is
@@ -54,7 +58,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from . import limits
+from . import limits, orientation
 from .errors import ConfigError, FrameReadError
 
 log = logging.getLogger(__name__)
@@ -228,17 +232,18 @@ class FolderSource(FrameSource):
             except OSError as e:
                 raise self._unreadable(i, e) from e
             with self._open_image(i, data) as im:
-                if im.format != "JPEG" or im.mode != "RGB":
+                if im.format != "JPEG" or im.mode != "RGB" or orientation.image_orientation(im) != "identity":
                     return None
                 self._check_size(i, (im.height, im.width))
             out.append(data)
         return out
 
     def _reference_size(self) -> tuple[int, int]:
-        """(H, W) of the first frame file, from its header; every frame read must match it."""
+        """(H, W) of the first frame file as shown (its EXIF orientation applied), from its header; every
+        frame read must match it."""
         if self._size is None:
             with self._open_image(0) as im:
-                self._size = (im.height, im.width)
+                self._size = orientation.shown_size(im.height, im.width, orientation.image_orientation(im))
         return self._size
 
     def header_size(self) -> tuple[int, int]:
@@ -264,15 +269,17 @@ class FolderSource(FrameSource):
         return im
 
     def _load(self, i: int) -> np.ndarray:
-        """Frame `[H, W, 3]` uint8 RGB of file i (grey, palette and RGBA are converted)."""
+        """Frame `[H, W, 3]` uint8 RGB of file i as shown (grey, palette and RGBA converted, its EXIF
+        orientation applied)."""
         try:
             data = self.files[i].read_bytes()
         except OSError as e:
             raise self._unreadable(i, e) from e
         with self._open_image(i, data) as im:
+            op = orientation.image_orientation(im)  # from the header, before the pixels (PNG: an eXIf after them is ignored)
             try:
                 fast = _decode_jpeg(data) if im.format == "JPEG" and im.mode == "RGB" else None
-                return fast if fast is not None else np.asarray(im.convert("RGB"))
+                return orientation.apply(fast if fast is not None else np.asarray(im.convert("RGB")), op)
             except (OSError, SyntaxError, ValueError, RuntimeError) as e:  # truncated or damaged data
                 raise self._unreadable(i, e) from e
 
@@ -405,6 +412,7 @@ class PyAVSource(FrameSource):
         wanted, last = set(idx.tolist()), int(idx[-1])
         got: dict[int, np.ndarray] = {}
         decoded = 0
+        shown: dict[bytes | None, orientation.Orientation] = {}  # display matrix -> orientation, read once
         try:
             with av.open(str(self.path)) as container:
                 stream = _video_stream(container, self.path)
@@ -414,7 +422,7 @@ class PyAVSource(FrameSource):
                 for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
-                        got[i] = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+                        got[i] = video_frame_rgb(frame, self.path, shown)  # [H, W, 3] as shown
                     if i >= last:
                         break
         except FrameReadError:
@@ -435,6 +443,38 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
+def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None) -> np.ndarray:
+    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: its display matrix applied (a portrait
+    phone video's frames upright, as players and decord show them)."""
+    return orientation.apply(frame.to_ndarray(format="rgb24"), display_orientation(frame, where, seen))
+
+
+def display_orientation(frame, where: str | Path = "", seen: dict | None = None) -> orientation.Orientation:
+    """The orientation a decoded PyAV frame's display matrix (FFmpeg's DISPLAYMATRIX side data) asks for.
+    `seen` caches it per matrix across one clip's frames, so an odd matrix is warned about once."""
+    matrix = next((bytes(sd) for sd in frame.side_data
+                   if getattr(sd.type, "name", str(sd.type)).endswith("DISPLAYMATRIX")), None)
+    seen = {} if seen is None else seen
+    if matrix not in seen:
+        values = np.frombuffer(matrix, dtype="=i4") if matrix is not None and len(matrix) >= 36 else None
+        seen[matrix] = orientation.from_display_matrix(values, str(where))
+    return seen[matrix]
+
+
+def first_frame_orientation(path: str | Path) -> orientation.Orientation:
+    """The orientation the display matrix of a video's first frame asks for ("identity" when it has none
+    or no frame decodes: the reader then finds the fault)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(_video_stream(container, Path(path))):
+                return display_orientation(frame, path)
+    except _av_errors():
+        pass
+    return "identity"
+
+
 class NotFrameExact(ConfigError):
     """decord's random access is not known to be frame-exact on this file (open_frames uses PyAV)."""
 
@@ -449,7 +489,8 @@ class DecordSource(FrameSource):
     decord seeks to a keyframe and counts frames from there, which goes wrong when decode order
     and presentation order differ in ways it does not track. It is offered only for the codecs in
     DECORD_EXACT_CODECS, on a stream that starts at a keyframe, when its frame count agrees with
-    `video_frame_count`; anything else raises NotFrameExact.
+    `video_frame_count`, and when the first frame carries no display matrix (a phone's portrait
+    video: one orientation code for every backend); anything else raises NotFrameExact.
     """
 
     backend = "decord"
@@ -470,6 +511,10 @@ class DecordSource(FrameSource):
                    else "the stream starts inside a group of pictures")
             raise NotFrameExact(path, f"{why}; decord is used only for {', '.join(DECORD_EXACT_CODECS)} "
                                       "from a keyframe", count)
+        turned = first_frame_orientation(path)  # decord turns rotated videos its own way and ignores mirroring
+        if turned != "identity":
+            raise NotFrameExact(path, f"its display matrix shows the frames turned or mirrored ({turned}), which "
+                                      "tgdfer applies to PyAV's frames", count)
         self._errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
         try:
             self._vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)

@@ -1,0 +1,124 @@
+"""How a frame is meant to be shown: the eight right-angle orientations of images and videos.
+
+Phones store a portrait recording as landscape pixels and say how to turn them: a video by a
+display matrix (the container's `tkhd` matrix, FFmpeg's DISPLAYMATRIX side data on each decoded
+frame), a JPEG or PNG by its EXIF Orientation tag. Players and viewers apply it; FFmpeg's decoders
+(PyAV) and PIL's `Image.open` do not. tgdfer's frame sources apply it, so a face stands upright
+whichever way the camera was held, and every backend gives the same pixels (decord turns rotated
+videos itself; `frames.open_frames` reads any video with a display matrix with PyAV and this
+module).
+
+    op = from_exif(6)                   # "rot270": turn 90 degrees clockwise to show
+    op = from_display_matrix(matrix)    # matrix: the 9 int32 of FFmpeg's DISPLAYMATRIX
+    shown = apply(frame, op)            # frame [H, W, C] -> [H', W', C] (a view, no copy)
+
+An orientation is one of ORIENTATIONS, named by what turns the stored pixels into the shown ones
+("rot90": 90 degrees counter-clockwise; "transpose": rows become columns; "transverse": the
+other diagonal).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from struct import error as struct_error
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Orientation = Literal["identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
+ORIENTATIONS = ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse")
+
+# EXIF Orientation tag (0x0112) -> what shows the stored pixels upright (EXIF 2.32, section 4.6.4 A)
+_EXIF: dict[int, Orientation] = {
+    1: "identity", 2: "hflip", 3: "rot180", 4: "vflip",
+    5: "transpose", 6: "rot270", 7: "transverse", 8: "rot90",
+}
+EXIF_ORIENTATION_TAG = 0x0112
+
+# FFmpeg's display matrix [a b u; c d v; x y w] maps a stored pixel (p, q) to the shown (a p + c q, b p + d q)
+# (libavutil/display.h; p to the right, q down). Its 2x2 part (a, b, c, d), rounded, for each orientation:
+_MATRIX: dict[tuple[int, int, int, int], Orientation] = {
+    (1, 0, 0, 1): "identity",
+    (0, -1, 1, 0): "rot90",  # (p, q) -> (q, -p): the right edge goes up, counter-clockwise
+    (-1, 0, 0, -1): "rot180",
+    (0, 1, -1, 0): "rot270",
+    (-1, 0, 0, 1): "hflip",
+    (1, 0, 0, -1): "vflip",
+    (0, 1, 1, 0): "transpose",
+    (0, -1, -1, 0): "transverse",
+}
+
+
+def from_exif(tag: Optional[int]) -> Orientation:
+    """The orientation an EXIF Orientation value asks for; "identity" for none or an invalid value."""
+    return _EXIF.get(tag, "identity") if isinstance(tag, int) else "identity"
+
+
+def from_display_matrix(matrix: Optional[Sequence[int]], where: str = "") -> Orientation:
+    """The orientation FFmpeg's display matrix (9 int32, 16.16 fixed point in its 2x2 part) asks for.
+
+    "identity" when there is none. A matrix that is not a right-angle turn or mirror (a rotation by
+    some other angle, a shear) is left unapplied, with a warning naming `where`: frames keep their
+    stored orientation.
+    """
+    if matrix is None:
+        return "identity"
+    a, b, _, c, d = (float(v) / 65536.0 for v in list(matrix)[:5])
+    scale = math.hypot(a, b) or 1.0
+    key = tuple(int(round(v / scale)) for v in (a, b, c, d))
+    near = all(abs(v / scale - k) < 0.02 for v, k in zip((a, b, c, d), key))
+    op = _MATRIX.get(key) if near else None
+    if op is None:
+        angle = math.degrees(math.atan2(-b, a))
+        log.warning("%s: the display matrix turns frames by %.1f degrees (not a multiple of 90) or shears them; "
+                    "frames are used as stored", where or "a video", angle)
+        return "identity"
+    return op
+
+
+def apply(frame: np.ndarray, op: Orientation) -> np.ndarray:
+    """`frame` [H, W, ...] as shown: [H, W, ...] or [W, H, ...] after a quarter turn (a view)."""
+    if op == "identity":
+        return frame
+    if op == "rot90":
+        return np.rot90(frame, 1)
+    if op == "rot180":
+        return frame[::-1, ::-1]
+    if op == "rot270":
+        return np.rot90(frame, -1)
+    if op == "hflip":
+        return frame[:, ::-1]
+    if op == "vflip":
+        return frame[::-1]
+    if op == "transpose":
+        return frame.swapaxes(0, 1)
+    if op == "transverse":
+        return frame[::-1, ::-1].swapaxes(0, 1)
+    raise ValueError(f"unknown orientation {op!r}")
+
+
+def shown_size(height: int, width: int, op: Orientation) -> tuple[int, int]:
+    """(H, W) of a stored `height` x `width` frame once shown with `op`."""
+    return (width, height) if op in ("rot90", "rot270", "transpose", "transverse") else (height, width)
+
+
+def image_orientation(im) -> Orientation:
+    """The orientation a PIL image's EXIF asks for, from the EXIF block its header holds (JPEG's APP1,
+    PNG's eXIf before the pixels); nothing is decoded. "identity" without one, or when it is damaged."""
+    from PIL import Image
+
+    data = im.info.get("exif")
+    if not data:
+        return "identity"
+    try:
+        with warnings.catch_warnings():  # PIL warns of a corrupt block, once per frame
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(data)
+            return from_exif(exif.get(EXIF_ORIENTATION_TAG))
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct_error):  # damaged: as stored
+        return "identity"
