@@ -271,6 +271,33 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         open_frames(path)
 
 
+@pytest.mark.parametrize("backend", ["auto", "decord"])
+def test_a_cover_picture_stream_before_the_video_is_not_read_as_the_clip(tmp_path, backend):
+    """An MKV with artwork: stream 0 is one MJPEG picture, stream 1 the video. tgdfer reads the stream
+    FFmpeg's CLI and players pick, not the first (which gave a one-frame clip of the cover)."""
+    path = tmp_path / "with_cover.mkv"
+    with av.open(str(path), "w") as c:
+        cover = c.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 16, 16, "yuvj420p"
+        video = c.add_stream("libx264", rate=25)
+        video.width = video.height = SIZE
+        video.pix_fmt = "yuv420p"
+        for pkt in cover.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 255, np.uint8), format="rgb24")):
+            c.mux(pkt)
+        for pkt in cover.encode():
+            c.mux(pkt)
+        for i in range(N):
+            img = np.broadcast_to(colour(i), (SIZE, SIZE, 3)).copy()
+            for pkt in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in video.encode():
+            c.mux(pkt)
+    src = open_frames(path, backend)
+    assert len(src) == N and frames_mod.video_frame_count(path).frames == N
+    assert frame_ids(src.read([0, 7, 19])) == [0, 7, 19]
+    assert frames_mod.decode_all(path) == N
+
+
 _FUZZ = textwrap.dedent(
     """
     import sys

@@ -353,9 +353,12 @@ def _av_errors() -> tuple[type[BaseException], ...]:
 
 
 def _video_stream(container, path: Path):
-    if not container.streams.video:
+    """The stream FFmpeg's CLI and players pick (av_find_best_stream): not necessarily the first, which
+    may be a cover picture (an MKV or MP4 with artwork: one frame) or a low-resolution preview."""
+    stream = container.streams.best("video") if container.streams.video else None
+    if stream is None:
         raise FrameReadError(path, "the file has no video stream")
-    return container.streams.video[0]
+    return stream
 
 
 def _no_frames(path: Path, count: VideoFrameCount) -> FrameReadError:
@@ -723,8 +726,8 @@ def check_read(src: FrameSource, frames: int) -> None:
 
 
 def check_video_header(path: Path) -> tuple[int, int] | None:
-    """(H, W) of a video's first stream from its header (nothing decoded), checked against frame_pixels and,
-    when the header records one, its frame count against clip_frames. None when the header gives no size;
+    """(H, W) of a video's stream (the one read) from its header (nothing decoded), checked against
+    frame_pixels and, when the header records one, its frame count against clip_frames. None when the header gives no size;
     a file PyAV cannot open passes here and fails in the decoder with its own reason."""
     import av
 
@@ -732,7 +735,7 @@ def check_video_header(path: Path) -> tuple[int, int] | None:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return None
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             width, height, claimed = stream.codec_context.width, stream.codec_context.height, stream.frames
     except _av_errors():
         return None
