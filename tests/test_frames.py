@@ -127,6 +127,38 @@ def test_folder_converts_grey_and_rgba_to_rgb(tmp_path):
     assert out[0].min() == out[0].max() == 77 and out[1].min() == 200
 
 
+@pytest.mark.parametrize("suffix,options", [(".bmp", {}), (".webp", {"lossless": True}), (".tif", {}),
+                                            (".tiff", {"compression": "tiff_lzw"}), (".PNG", {})])
+def test_folder_reads_other_lossless_image_formats(tmp_path, suffix, options):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.broadcast_to(colour(i), (8, 8, 3)).copy()).save(folder / f"f_{i + 1}{suffix}", **options)
+    out = open_frames(folder).read([2, 0])
+    assert [tuple(f[0, 0]) for f in out] == [tuple(colour(2)), tuple(colour(0))]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_grey_frames_keep_their_high_byte_not_clipped_to_white(tmp_path, suffix):
+    """PIL's convert("RGB") clips a 16-bit grey image at 255: a ramp over 0..65535 came out nearly all white."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    ramp = np.linspace(0, 65535, 16 * 16).astype(np.uint16).reshape(16, 16)  # [16, 16]
+    Image.fromarray(ramp).save(folder / f"f_1{suffix}")
+    with Image.open(folder / f"f_1{suffix}") as im:
+        assert im.mode.startswith("I")  # the case at hand
+    out = open_frames(folder).read([0])[0]
+    np.testing.assert_array_equal(out, np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, axis=-1))
+
+
+def test_a_float_image_frame_is_refused_by_name(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(folder / "f_1.tif")
+    with pytest.raises(FrameReadError, match=r"f_1.tif \(index 0\) is not a readable image: a 32-bit float image"):
+        open_frames(folder).read([0])
+
+
 def test_folder_with_an_odd_sized_frame_names_it(tmp_path):
     folder = write_folder(tmp_path / "c", n=6)
     Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(folder / "00001_00004.jpg")

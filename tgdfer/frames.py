@@ -6,7 +6,7 @@
 
 Frame images: an RGB (YCbCr) JPEG is decoded by torchvision's `decode_jpeg` (libjpeg-turbo), 1.7x
 faster than PIL here and equal to PIL's pixels bit for bit (tests/test_frames.py); every other image
-(PNG, grey or CMYK JPEG) by PIL. PIL reads each file's header first, so the frame_pixels limit is
+(PNG, BMP, WebP, TIFF, grey or CMYK JPEG) by PIL, 16-bit grey by its high byte (`pil_rgb`). PIL reads each file's header first, so the frame_pixels limit is
 checked before any pixel is decoded.
 
 Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "decord", "pyav"]
 BACKENDS = ("auto", "decord", "pyav")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what PIL reads; JPEG the fast path
 
 
 def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
@@ -175,7 +175,7 @@ def _frame_sort_key(p: Path) -> tuple:
 
 
 class FolderSource(FrameSource):
-    """A directory of frame images (JPEG/PNG; other files and hidden files are ignored)."""
+    """A directory of frame images (IMAGE_SUFFIXES; other files and hidden files are ignored)."""
 
     backend = "folder"
 
@@ -192,7 +192,7 @@ class FolderSource(FrameSource):
             raise FrameReadError(path, f"cannot list the folder: {e}") from e
         if not files:
             raise FrameReadError(
-                path, "no frame images in this folder (expected .jpg/.jpeg/.png files "
+                path, f"no frame images in this folder (expected {'/'.join(IMAGE_SUFFIXES)} files "
                 "named with a trailing frame number, e.g. 00001_00001.jpg)"
             )
         check_frame_count(path, len(files))
@@ -279,7 +279,7 @@ class FolderSource(FrameSource):
             op = orientation.image_orientation(im)  # from the header, before the pixels (PNG: an eXIf after them is ignored)
             try:
                 fast = _decode_jpeg(data) if im.format == "JPEG" and im.mode == "RGB" else None
-                return orientation.apply(fast if fast is not None else np.asarray(im.convert("RGB")), op)
+                return orientation.apply(fast if fast is not None else pil_rgb(im), op)
             except (OSError, SyntaxError, ValueError, RuntimeError) as e:  # truncated or damaged data
                 raise self._unreadable(i, e) from e
 
@@ -287,6 +287,20 @@ class FolderSource(FrameSource):
         return FrameReadError(
             self.path, f"frame file {self.files[i].name} (index {i}) is not a readable image: {e}"
         )
+
+
+def pil_rgb(im) -> np.ndarray:
+    """A PIL image as `[H, W, 3]` uint8 RGB. Grey, palette, RGBA and CMYK convert as PIL converts them;
+    16-bit grey (PNG, TIFF: modes I;16* and I) keeps its high byte, as PIL keeps it for 16-bit RGB
+    (PIL's own conversion clips every value over 255 to white). Float images are refused (ValueError):
+    their range is not known."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.int64)  # [H, W] (a big-endian I;16B reads as such)
+        grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=-1)
+    if im.mode == "F":
+        raise ValueError("a 32-bit float image: its value range is not known; save the frames as 8-bit images")
+    return np.asarray(im.convert("RGB"))
 
 
 # ---------------------------------------------------------------------------- videos

@@ -2,7 +2,7 @@
 
 An INPUT is one of
   - a video file (whatever PyAV opens; the decoder, not the suffix, decides);
-  - a folder of frame images (.jpg/.jpeg/.png): one clip;
+  - a folder of frame images (.jpg/.jpeg/.png/.bmp/.webp/.tif): one clip;
   - a folder of videos: each video one clip, in natural order (clip_2 before clip_10);
   - a glob pattern (`clips/*.mp4`, `data/**/*.avi`): its matches, in natural order;
   - a list file: `.txt` / `.lst`, one path per line (blank lines and `#` comments skipped), or
