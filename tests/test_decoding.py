@@ -18,6 +18,7 @@ import pytest
 import videocases as vc
 
 from tgdfer import frames as frames_mod
+from tgdfer.check import check_clip
 from tgdfer.decoding_check import TOLERANCE, verify_random_access, verify_sample
 from tgdfer.errors import FrameReadError
 from tgdfer.frames import DECORD_EXACT_CODECS, DecordSource, NotFrameExact, open_frames, video_frame_count
@@ -100,10 +101,10 @@ def test_xvid_and_mpeg4_part2_are_frame_exact_by_default(videos, name):
 def test_sequential_decode_is_presentation_order_of_the_encoded_frames(videos):
     """The reference itself: frame i of the sequential decode is the i-th frame that was encoded."""
     truth = np.stack([vc.pattern(i) for i in range(90)])
-    for name in vc.CASES:
+    for name, c in vc.CASES.items():
         if name in videos:
             ref = videos[name][1]
-            assert len(ref) == 90 and vc.identify(ref, truth) == list(range(90)), name
+            assert vc.identify(ref, truth) == list(range(c.trim, 90)), name  # an edit list hides the first `trim`
 
 
 @pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed")
@@ -118,6 +119,18 @@ def test_decord_random_access_returns_other_frames_on_these_codecs(videos, name)
     got = vc.identify(decord.VideoReader(str(path), num_threads=1).get_batch(idx).asnumpy(), ref)
     wrong = [(i, g) for i, g in zip(idx, got) if i != g]
     assert len(wrong) >= 5, wrong  # measured: 13/13 (xvid_avi), 8/13 (mpeg4_mp4), 11/13 (h265) wrong
+
+
+def test_an_edit_list_that_hides_frames_is_counted_by_decoding_and_is_no_fault(videos):
+    """A trimmed MP4 (cut without re-encoding, a phone's trim): the demuxer flags the hidden frames'
+    packets "discard" and the decoder does not return them. Counting packets gave 90 where 80 decode,
+    so sampling asked for frames that never come and the clip failed as "truncated or corrupt"."""
+    path, ref = case(videos, "trimmed_mp4")
+    count = video_frame_count(path)
+    assert (count.frames, count.trimmed, count.by_decoding) == (len(ref), True, True) and len(ref) == 80
+    assert count.claimed == 90 and not count.overclaimed  # the header counts the hidden frames: not a fault
+    report = check_clip(str(path), None)
+    assert (report.status, report.decoded, report.claimed) == ("ok", 80, None)
 
 
 def test_a_stream_cut_inside_a_gop_is_counted_by_decoding(videos):

@@ -42,6 +42,7 @@ class Case:
     gop: int = 12
     tag: str | None = None  # codec tag (fourcc), e.g. XVID
     vfr: bool = False  # presentation timestamps with gaps (variable frame rate)
+    trim: int = 0  # the first `trim` frames get negative timestamps: the MP4 muxer writes an edit list hiding them
 
 
 CASES = {
@@ -52,6 +53,7 @@ CASES = {
     "vp9_webm": Case("libvpx-vp9", ".webm"),
     "mjpeg_avi": Case("mjpeg", ".avi", pix_fmt="yuvj420p"),
     "vfr_mp4": Case("libx264", ".mp4", {"bf": "2"}, vfr=True),
+    "trimmed_mp4": Case("libx264", ".mp4", {"bf": "2"}, trim=10),  # a cut or trimmed MP4: 90 packets, 80 frames shown
 }
 
 
@@ -78,6 +80,8 @@ def write(path: Path, case: Case) -> Path:
             if case.vfr:
                 frame.pts, frame.time_base = pts, Fraction(1, 1000)
                 pts += (40, 40, 120, 10)[i % 4]  # 25 fps with gaps and bursts
+            elif case.trim:
+                frame.pts, frame.time_base = i - case.trim, Fraction(1, 25)
             for pkt in s.encode(frame):
                 c.mux(pkt)
         for pkt in s.encode():

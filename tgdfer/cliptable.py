@@ -157,7 +157,8 @@ def ids_from_paths(paths: Sequence[Path]) -> list[str]:
 # ----------------------------------------------------------------------------- frame counts
 
 
-CACHE_VERSION = 2  # 2: counts are a sequential decode's frames (1 counted packets even where they differ)
+CACHE_VERSION = 3  # 2: counts are a sequential decode's frames (1 counted packets even where they differ);
+# 3: an edit list's hidden frames are not counted (2 counted a trimmed MP4's packets)
 
 
 class FrameCountCache:
@@ -189,9 +190,10 @@ class FrameCountCache:
         if hit is not None and hit[:2] == [st.st_size, st.st_mtime_ns]:
             return int(hit[2]), hit[3]
         c = video_frame_count(video)
-        self.entries[key] = [st.st_size, st.st_mtime_ns, c.frames, c.claimed]
+        claimed = None if c.trimmed else c.claimed  # a trimmed file's header counts the hidden frames: no fault
+        self.entries[key] = [st.st_size, st.st_mtime_ns, c.frames, claimed]
         self.dirty = True
-        return c.frames, c.claimed
+        return c.frames, claimed
 
     def save(self) -> None:
         if self.path is None or not self.dirty:

@@ -574,13 +574,14 @@ class VideoFrameCount:
     frames: int  # frames a full sequential decode gives (counted from packets where that is exact)
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
     codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
-    by_decoding: bool = False  # True: the stream starts inside a GOP, so the frames were counted by decoding
+    by_decoding: bool = False  # True: the stream starts inside a GOP or is trimmed: frames counted by decoding
     size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
+    trimmed: bool = False  # an edit list hides some of its frames (the header counts them too)
 
     @property
     def overclaimed(self) -> bool:
-        """True when the header claims more frames than the file holds."""
-        return self.claimed is not None and self.claimed > self.frames
+        """True when the header claims more frames than the file holds (not when an edit list hides them)."""
+        return not self.trimmed and self.claimed is not None and self.claimed > self.frames
 
 
 def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
@@ -592,7 +593,10 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     444 frames and gave 68), or one cut short, claims more frames than any decoder returns; empty
     packets are not frames, and a truncated file ends where its packets end. A stream that starts
     inside a GOP (cut from a longer one) is counted by decoding it: decoders drop or add frames
-    there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames).
+    there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames). So is a stream whose
+    edit list trims it (an MP4 cut without re-encoding, a phone's trimmed video): the demuxer marks
+    the packets outside the edit "discard", and the decoder decodes but does not return their
+    frames (20 packets, 15 frames shown).
     Raises FrameReadError when the file cannot be opened as a video. With `check`, the header's
     frame size and claimed count are first held against the limits, as `check_video_header` does,
     before any packet is read (one open of the file instead of two).
@@ -609,9 +613,13 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
             if check:
                 _check_header(path, width, height, claimed)
             frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
+            trimmed = False  # an edit list hides some packets' frames (a cut or trimmed MP4/MOV)
             try:
                 for packet in container.demux(stream):
                     if not packet.size:
+                        continue
+                    if getattr(packet, "is_discard", False):
+                        trimmed = True
                         continue
                     frames += 1
                     if first is None:
@@ -620,15 +628,16 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
                         low = packet.pts
             except _av_errors() as e:  # a damaged tail: count what came before it
                 log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
-            clean = first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low))
+            clean = not trimmed and (
+                first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low)))
     except FrameReadError:
         raise
     except _av_errors() as e:
         raise _open_error(path, e) from e
     if clean:
         return VideoFrameCount(frames, claimed, codec, size=size)
-    log.debug("%s: the stream starts inside a GOP; counting its frames by decoding", path)
-    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size)
+    log.debug("%s: the stream starts inside a GOP or an edit list trims it; counting its frames by decoding", path)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size, trimmed=trimmed)
 
 
 def _count_decoded(path: Path) -> int:
