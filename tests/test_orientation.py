@@ -6,6 +6,7 @@ PIL's ImageOps.exif_transpose, decord's own handling of rotated videos and PyAV'
 """
 
 import itertools
+from fractions import Fraction
 import logging
 
 import av
@@ -193,3 +194,32 @@ def test_the_random_access_check_compares_frames_as_shown(tmp_path):
     path = write_turned_video(tmp_path / "v.mp4", 90)
     check = verify_random_access(path, "decord", samples=3)
     assert check.ok, check.reason
+
+
+# ---------------------------------------------------------------------------- videos (non-square pixels)
+
+
+@pytest.mark.parametrize("sar,width", [(Fraction(4, 3), 85), (Fraction(8, 9), 57), (Fraction(1, 1), 64)])
+@pytest.mark.parametrize("backend", ["auto", "decord"])
+def test_non_square_pixels_are_shown_square(tmp_path, sar, width, backend):
+    """Anamorphic video (DV, DVD, some camcorders) stores pixels wider or narrower than tall; players
+    scale the width by the sample aspect ratio, and so does tgdfer (64 x 4/3 = 85.3 -> 85)."""
+    path = tmp_path / "v.avi"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.sample_aspect_ratio = sar
+        for _ in range(3):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(pattern(), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    src = open_frames(path, backend)
+    out = src.read([0, 2])
+    assert out.shape == (2, H, width, 3) and src.header_size() == (H, width)
+    expected = np.asarray(Image.fromarray(pattern()).resize((width, H), Image.Resampling.BILINEAR))
+    centres = (slice(4, H - 4), slice(4, width - 4))  # block edges differ between resamplers
+    assert np.abs(out[0][centres].astype(int) - expected[centres].astype(int)).mean() < 6
+    if sar != 1:
+        assert src.backend == "pyav"
+    assert verify_random_access(path, backend, samples=2).ok

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FrameReadError
-from .frames import _av_errors, _first_line, _video_stream, open_frames, video_frame_rgb
+from .frames import _av_errors, _first_line, _video_stream, open_frames, stream_sar, video_frame_rgb
 
 # Largest per-pixel difference (0..255) between a decord frame and the sequential PyAV decode's
 # frame of the same index that still counts as that frame. Measured: 0 on every case decord is
@@ -86,9 +86,11 @@ def verify_random_access(path: str | Path, backend: str = "auto", samples: int =
     try:
         with av.open(str(path)) as container:
             seen: dict = {}
-            for i, frame in enumerate(container.decode(_video_stream(container, path))):
+            stream = _video_stream(container, path)
+            sar = stream_sar(stream)
+            for i, frame in enumerate(container.decode(stream)):
                 decoded = i + 1
-                img = video_frame_rgb(frame, path, seen).astype(np.int16)  # [H, W, 3] as shown
+                img = video_frame_rgb(frame, path, seen, sar).astype(np.int16)  # [H, W, 3] as shown
                 if img.shape != got.shape[1:]:
                     continue
                 d = np.abs(got - img[None])  # [K, H, W, 3]

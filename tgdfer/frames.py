@@ -15,9 +15,10 @@ i-th frame of a full sequential decode in presentation order. Every video backen
 exactly that frame (tests/test_decoding.py proves it by pixels, codec by codec). A source is used
 by one thread at a time; open one per clip.
 
-Frames come as shown, not as stored (tgdfer.orientation): a video's display matrix (a phone's
-portrait recording, stored landscape) and an image's EXIF Orientation tag are applied, as players
-and viewers apply them, so faces stand upright and every backend gives the same pixels.
+Frames come as shown, not as stored: a video's display matrix (a phone's portrait recording, stored
+landscape) and an image's EXIF Orientation tag are applied (tgdfer.orientation), and a video's
+non-square pixels (its sample aspect ratio) are scaled to square ones, as players and viewers show
+them, so faces stand upright in their proportions and every backend gives the same pixels.
 
 Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
 the last frame asked for (exact by construction). "decord" uses decord's random access, which
@@ -53,6 +54,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -92,7 +94,7 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
             src = PyAVSource(path, count=e.count)
     else:
         src = PyAVSource(path, count=count)  # "auto" and "pyav"
-    src.frame_hw = count.size
+    src.frame_hw = None if count.size is None else (count.size[0], shown_width(count.size[1], count.sar))
     return src
 
 
@@ -413,6 +415,7 @@ class PyAVSource(FrameSource):
         count = count or video_frame_count(path)
         self._n = count.frames
         self.codec = count.codec
+        self.sar = count.sar  # non-square pixels are scaled to square ones
         if count.overclaimed:
             self.claimed = count.claimed
             log.debug("%s: the container header claims %d frames, %d hold data; reading %d",
@@ -439,7 +442,7 @@ class PyAVSource(FrameSource):
                 for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
-                        got[i] = video_frame_rgb(frame, self.path, shown)  # [H, W, 3] as shown
+                        got[i] = video_frame_rgb(frame, self.path, shown, self.sar)  # [H, W, 3] as shown
                     if i >= last:
                         break
         except FrameReadError:
@@ -460,10 +463,30 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
-def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None) -> np.ndarray:
-    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: its display matrix applied (a portrait
-    phone video's frames upright, as players and decord show them)."""
-    return orientation.apply(frame.to_ndarray(format="rgb24"), display_orientation(frame, where, seen))
+def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None,
+                    sar: Fraction | None = None) -> np.ndarray:
+    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: non-square pixels (sample aspect ratio
+    `sar`, from `stream_sar`) scaled to square ones, then its display matrix applied (a portrait phone
+    video's frames upright, as players and decord show them)."""
+    if sar is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:  # swscale, in the same conversion: the width players show, the height kept
+        rgb = frame.to_ndarray(format="rgb24", width=shown_width(frame.width, sar), height=frame.height)
+    return orientation.apply(rgb, display_orientation(frame, where, seen))
+
+
+def stream_sar(stream) -> Fraction | None:
+    """A video stream's sample aspect ratio (a pixel's width over its height: anamorphic DV or DVD video,
+    some camcorders) when its pixels are not square; None when they are or it is unrecorded."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0 or sar == 1:
+        return None
+    return Fraction(sar)
+
+
+def shown_width(width: int, sar: Fraction | None) -> int:
+    """The width of a `width`-pixel-wide frame shown with square pixels."""
+    return width if sar is None else max(1, int(round(width * sar)))
 
 
 def display_orientation(frame, where: str | Path = "", seen: dict | None = None) -> orientation.Orientation:
@@ -528,6 +551,9 @@ class DecordSource(FrameSource):
                    else "the stream starts inside a group of pictures")
             raise NotFrameExact(path, f"{why}; decord is used only for {', '.join(DECORD_EXACT_CODECS)} "
                                       "from a keyframe", count)
+        if count.sar is not None:
+            raise NotFrameExact(path, f"its pixels are not square (sample aspect ratio {count.sar}), which tgdfer "
+                                      "scales in PyAV's conversion", count)
         turned = first_frame_orientation(path)  # decord turns rotated videos its own way and ignores mirroring
         if turned != "identity":
             raise NotFrameExact(path, f"its display matrix shows the frames turned or mirrored ({turned}), which "
@@ -577,6 +603,7 @@ class VideoFrameCount:
     by_decoding: bool = False  # True: the stream starts inside a GOP or is trimmed: frames counted by decoding
     size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
     trimmed: bool = False  # an edit list hides some of its frames (the header counts them too)
+    sar: Fraction | None = field(default=None, compare=False)  # sample aspect ratio when pixels are not square
 
     @property
     def overclaimed(self) -> bool:
@@ -607,7 +634,7 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
-            claimed, codec = stream.frames or None, stream.codec_context.name
+            claimed, codec, sar = stream.frames or None, stream.codec_context.name, stream_sar(stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             size = (height, width) if width and height else None
             if check:
@@ -635,9 +662,10 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     except _av_errors() as e:
         raise _open_error(path, e) from e
     if clean:
-        return VideoFrameCount(frames, claimed, codec, size=size)
+        return VideoFrameCount(frames, claimed, codec, size=size, sar=sar)
     log.debug("%s: the stream starts inside a GOP or an edit list trims it; counting its frames by decoding", path)
-    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size, trimmed=trimmed)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size, trimmed=trimmed,
+                           sar=sar)
 
 
 def _count_decoded(path: Path) -> int:
