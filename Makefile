@@ -54,5 +54,7 @@ demo: $(STAMP) $(PROXY)
 readme-figure: demo
 	cp runs/synth/fold1/figures/strip_fold1_most_confident.png docs/figures/demo_strip_fold1.png
 
+# What `make demo` makes (its dataset, store, run and sweep), for a demo made before the proxy CLIP or the
+# settings changed: the demo then stops and names this target.
 clean-demo:
-	rm -rf data/synth cache/synth*
+	rm -rf data/synth cache/synth* runs/synth runs/sweeps/synthetic

@@ -235,3 +235,29 @@ def test_usage_lines_and_metavars_read_plainly(command):
     assert usage.startswith("Usage:") and "{" not in usage and "}" not in usage, usage
     assert not any(ln.lstrip().startswith(("-s, --set <", "--point <")) for ln in result.output.splitlines())
 
+
+
+def test_a_demo_made_with_another_proxy_names_what_to_remove(monkeypatch):
+    """After a change to the proxy CLIP's code, `make` trains the proxy again and the demo's store no longer
+    matches it (its weights' sha256 differs): the demo says which command removes its products."""
+    import tgdfer.cli
+    from tgdfer.errors import StoreMismatchError
+
+    def mismatch(*args, **kwargs):
+        raise StoreMismatchError("cache/synth_proxy.zarr: a different feature store already exists here:\n  - "
+                                 "fingerprint.encoder.weights_sha256: stored 'aa', requested 'bb'\nDelete it to start "
+                                 "over, or pass the settings it was made with to resume it.\n(or pass --overwrite to "
+                                 "rebuild it with the new settings)")
+
+    monkeypatch.setattr(tgdfer.cli, "_ensure_proxy", lambda pipe: None)
+    monkeypatch.setattr(tgdfer.cli, "_synth_matches", lambda out, cfg: True)
+    monkeypatch.setattr(tgdfer.cli, "_extract", mismatch)
+    result = runner.invoke(app, ["demo"], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert "weights_sha256: stored 'aa', requested 'bb'" in out and "--overwrite" not in out
+    assert ("make clean-demo` (data/synth, cache/synth_proxy.zarr, runs/synth, runs/sweeps/synthetic), then run "
+            "`make demo` again") in out
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    clean = makefile.split("clean-demo:\n\t")[1].splitlines()[0]
+    assert all(p in clean for p in ("data/synth", "cache/synth*", "runs/synth", "runs/sweeps/synthetic"))

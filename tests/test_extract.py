@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 from tgdfer.augment import AugmentConfig, ClipTransform
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, encode_texts, load_encoder
-from tgdfer.errors import ConfigError, TgdferError
+from tgdfer.errors import ConfigError, StoreMismatchError, TgdferError
 from tgdfer.extraction import ClipViews, ExtractConfig, _loader, annotation_digest, collate_views, extract
 from tgdfer.frames import open_frames
 from tgdfer.labels import CLASSES
@@ -429,6 +429,7 @@ def test_a_run_with_other_settings_is_refused(small_store, clip_table, encoder_c
     with pytest.raises(TgdferError) as e:
         extract(extract_config(small_store, **fields), augment, encoder, table, data_kind="dfew")
     message = str(e.value)
+    assert isinstance(e.value, StoreMismatchError)  # what the demo turns into `make clean-demo`
     assert str(small_store) in message and differs in message and "--overwrite" in message
     assert message.count("\n  - ") <= 3  # only what differs is listed
     assert (small_store.stat().st_mtime_ns, sorted(p.name for p in small_store.rglob("*"))) == before

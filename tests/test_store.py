@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import tgdfer.storeprotocol as protocol_mod
-from tgdfer.errors import TgdferError
+from tgdfer.errors import StoreMismatchError, TgdferError
 from tgdfer.store import FeatureStore, diff_fingerprint, export_hdf5, hdf5_staging_path, owned_rows
 
 N, V, T, D = 50, 2, 16, 32
@@ -239,9 +239,9 @@ def test_create_resumes_matching_store_and_refuses_different_one(tmp_path):
         assert s.done.sum() == 1
     other = json.loads(json.dumps(FP))
     other["encoder"]["model"] = "ViT-L-14"
-    with pytest.raises(TgdferError, match=r"fingerprint\.encoder\.model: stored 'ViT-B-32', requested 'ViT-L-14'"):
+    with pytest.raises(StoreMismatchError, match=r"fingerprint\.encoder\.model: stored 'ViT-B-32', requested 'ViT-L-14'"):
         create(path, fingerprint=other)
-    with pytest.raises(TgdferError, match="dim: stored 32, requested 64"):
+    with pytest.raises(StoreMismatchError, match="dim: stored 32, requested 64"):
         create(path, dim=64)
     clips = make_clips()
     clips.loc[3, "label"] = 6

@@ -28,7 +28,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from . import __version__
-from .errors import TgdferError, os_error
+from .errors import StoreMismatchError, TgdferError, os_error
 from .labels import short_names
 from .predictoptions import PredictOptions
 
@@ -1140,7 +1140,14 @@ def demo_cli(
         console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
     else:
         _synth(out, pipe.synth, overwrite=True, classes=pipe.classes.class_set())
-    result = _extract(pipe, None, None, overwrite=False)
+    try:
+        result = _extract(pipe, None, None, overwrite=False)
+    except StoreMismatchError as e:  # the demo's own products, made before the proxy or the settings changed
+        first = str(e).split("\nDelete it to start over")[0]
+        raise TgdferError(f"{first}\nThe demo's store, runs and sweep were made with other settings or another "
+                          f"proxy CLIP (`make` trains the proxy again when its code changes). Remove them with "
+                          f"`make clean-demo` ({', '.join(_demo_products(pipe, out, sweep))}), then run "
+                          "`make demo` again.") from None
     info_cli(Path(result.store), as_json=False, verify=False, verbose=False)
     if pipe.train.store != result.store:
         pipe.train.store = result.store  # train on what was just extracted
@@ -1155,6 +1162,19 @@ def demo_cli(
                   dry_run=False, print_config=False, points=None, profile=profile)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _demo_products(pipe, data: Path, sweep: Optional[Path]) -> list[str]:
+    """What the demo writes: its dataset, store, run parent and sweep folder (what `make clean-demo` removes)."""
+    from .sweep import load_sweep
+
+    out = [str(data), pipe.extract.store, pipe.train.out]
+    if sweep is not None and str(sweep) not in ("", ".") and Path(sweep).is_file():
+        try:
+            out.append(str(load_sweep(sweep).out))
+        except TgdferError:
+            pass
+    return out
 
 
 def _demo_threads(ctx: typer.Context) -> None:

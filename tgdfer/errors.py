@@ -44,6 +44,10 @@ class RunFolderError(TgdferError):
         super().__init__(f"{path}{problem}; " + fix.format(resume="resume=True", out="out="))
 
 
+class StoreMismatchError(TgdferError):
+    """A feature store exists at the path with other settings, encoder weights or clips than asked for."""
+
+
 class FrameReadError(TgdferError, OSError):
     """A clip's frames cannot be read (missing, empty, corrupt or truncated)."""
 

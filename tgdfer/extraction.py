@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import __version__
 from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
-from .errors import ConfigError, FrameReadError, TgdferError, os_error
+from .errors import ConfigError, FrameReadError, StoreMismatchError, TgdferError, os_error
 from .facetrack import CENTER, FaceStage, FacesConfig, crop_frames
 from .frames import FolderSource, FrameSource, open_frames
 from .jpegs import JpegDecode, batch_pixels, read_clip_jpegs
@@ -375,7 +375,8 @@ def open_or_create_store(cfg: ExtractConfig, table: pd.DataFrame, fingerprint: d
             raise
         with FeatureStore.open(zpath) as old:  # another class set: say so in words, naming both sets
             check_same_classes(stored_classes(old.fingerprint), stored_classes(fingerprint), str(zpath))
-        raise TgdferError(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
+        kind = StoreMismatchError if isinstance(e, StoreMismatchError) else TgdferError
+        raise kind(f"{e}\n(or pass --overwrite to rebuild it with the new settings)") from None
     except OSError as e:  # a read-only folder, a full disk, a path through a file
         raise os_error(zpath, e, "create the feature store") from e
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from .errors import TgdferError
+from .errors import StoreMismatchError, TgdferError
 from .limits import check_depth, load_json
 from .storeformat import (CHECKSUM, FAILURE_DIR, NO_CHECKSUMS, SCHEMA_VERSION, UNPLACED_FILE, Damage, H5Files,
                           StoreDamaged, ZarrFiles, build_skeleton, check_layout, clip_checksums, clip_identity_diff,
@@ -230,7 +230,7 @@ class FeatureStore:
         problems += clip_identity_diff(self.clips, decode_clips(clips_csv, layout["clip_columns"]))
         if problems:
             self.close()
-            raise TgdferError(
+            raise StoreMismatchError(
                 f"{self.path}: a different feature store already exists here:\n  - "
                 + "\n  - ".join(problems)
                 + "\nDelete it to start over, or pass the settings it was made with to resume it."
