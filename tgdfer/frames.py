@@ -6,8 +6,8 @@
 
 Frame images: an RGB (YCbCr) JPEG is decoded by torchvision's `decode_jpeg` (libjpeg-turbo), 1.7x
 faster than PIL here and equal to PIL's pixels bit for bit (tests/test_frames.py); every other image
-(PNG, BMP, WebP, TIFF, grey or CMYK JPEG) by PIL, 16-bit grey by its high byte (`pil_rgb`). PIL reads each file's header first, so the frame_pixels limit is
-checked before any pixel is decoded.
+(PNG, BMP, WebP, TIFF, grey or CMYK JPEG) by PIL, 16-bit grey by its high byte (`pil_rgb`). PIL
+reads each file's header first, so the frame_pixels limit is checked before any pixel is decoded.
 
 Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
 frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or, for a video, the
@@ -278,7 +278,7 @@ class FolderSource(FrameSource):
         except OSError as e:
             raise self._unreadable(i, e) from e
         with self._open_image(i, data) as im:
-            op = orientation.image_orientation(im)  # from the header, before the pixels (PNG: an eXIf after them is ignored)
+            op = orientation.image_orientation(im)  # from the header: a PNG's eXIf after the pixels is ignored
             try:
                 fast = _decode_jpeg(data) if im.format == "JPEG" and im.mode == "RGB" else None
                 return orientation.apply(fast if fast is not None else pil_rgb(im), op)
@@ -778,8 +778,8 @@ def check_read(src: FrameSource, frames: int) -> None:
 
 def check_video_header(path: Path) -> tuple[int, int] | None:
     """(H, W) of a video's stream (the one read) from its header (nothing decoded), checked against
-    frame_pixels and, when the header records one, its frame count against clip_frames. None when the header gives no size;
-    a file PyAV cannot open passes here and fails in the decoder with its own reason."""
+    frame_pixels and, when the header records one, its frame count against clip_frames. None when the
+    header gives no size; a file PyAV cannot open passes here and fails in the decoder with its own reason."""
     import av
 
     try:
