@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FrameReadError
-from .frames import _av_errors, _first_line, _video_stream, open_frames, stream_sar, video_frame_rgb
+from .frames import _av_errors, _first_line, _video_stream, open_frames
+from .orientation import stream_sar, video_frame_rgb
 
 # Largest per-pixel difference (0..255) between a decord frame and the sequential PyAV decode's
 # frame of the same index that still counts as that frame. Measured: 0 on every case decord is

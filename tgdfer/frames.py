@@ -94,7 +94,7 @@ def open_frames(path: str | Path, backend: Backend = "auto") -> FrameSource:
             src = PyAVSource(path, count=e.count)
     else:
         src = PyAVSource(path, count=count)  # "auto" and "pyav"
-    src.frame_hw = None if count.size is None else (count.size[0], shown_width(count.size[1], count.sar))
+    src.frame_hw = None if count.size is None else (count.size[0], orientation.shown_width(count.size[1], count.sar))
     return src
 
 
@@ -442,7 +442,7 @@ class PyAVSource(FrameSource):
                 for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
                     if i in wanted:
-                        got[i] = video_frame_rgb(frame, self.path, shown, self.sar)  # [H, W, 3] as shown
+                        got[i] = orientation.video_frame_rgb(frame, self.path, shown, self.sar)  # [H, W, 3] as shown
                     if i >= last:
                         break
         except FrameReadError:
@@ -463,44 +463,6 @@ class PyAVSource(FrameSource):
         return np.stack(frames)
 
 
-def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None,
-                    sar: Fraction | None = None) -> np.ndarray:
-    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: non-square pixels (sample aspect ratio
-    `sar`, from `stream_sar`) scaled to square ones, then its display matrix applied (a portrait phone
-    video's frames upright, as players and decord show them)."""
-    if sar is None:
-        rgb = frame.to_ndarray(format="rgb24")
-    else:  # swscale, in the same conversion: the width players show, the height kept
-        rgb = frame.to_ndarray(format="rgb24", width=shown_width(frame.width, sar), height=frame.height)
-    return orientation.apply(rgb, display_orientation(frame, where, seen))
-
-
-def stream_sar(stream) -> Fraction | None:
-    """A video stream's sample aspect ratio (a pixel's width over its height: anamorphic DV or DVD video,
-    some camcorders) when its pixels are not square; None when they are or it is unrecorded."""
-    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-    if not sar or sar <= 0 or sar == 1:
-        return None
-    return Fraction(sar)
-
-
-def shown_width(width: int, sar: Fraction | None) -> int:
-    """The width of a `width`-pixel-wide frame shown with square pixels."""
-    return width if sar is None else max(1, int(round(width * sar)))
-
-
-def display_orientation(frame, where: str | Path = "", seen: dict | None = None) -> orientation.Orientation:
-    """The orientation a decoded PyAV frame's display matrix (FFmpeg's DISPLAYMATRIX side data) asks for.
-    `seen` caches it per matrix across one clip's frames, so an odd matrix is warned about once."""
-    matrix = next((bytes(sd) for sd in frame.side_data
-                   if getattr(sd.type, "name", str(sd.type)).endswith("DISPLAYMATRIX")), None)
-    seen = {} if seen is None else seen
-    if matrix not in seen:
-        values = np.frombuffer(matrix, dtype="=i4") if matrix is not None and len(matrix) >= 36 else None
-        seen[matrix] = orientation.from_display_matrix(values, str(where))
-    return seen[matrix]
-
-
 def first_frame_orientation(path: str | Path) -> orientation.Orientation:
     """The orientation the display matrix of a video's first frame asks for ("identity" when it has none
     or no frame decodes: the reader then finds the fault)."""
@@ -509,7 +471,7 @@ def first_frame_orientation(path: str | Path) -> orientation.Orientation:
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(_video_stream(container, Path(path))):
-                return display_orientation(frame, path)
+                return orientation.display_orientation(frame, path)
     except _av_errors():
         pass
     return "identity"
@@ -634,7 +596,7 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)
-            claimed, codec, sar = stream.frames or None, stream.codec_context.name, stream_sar(stream)
+            claimed, codec, sar = stream.frames or None, stream.codec_context.name, orientation.stream_sar(stream)
             width, height = stream.codec_context.width, stream.codec_context.height
             size = (height, width) if width and height else None
             if check:

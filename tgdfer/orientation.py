@@ -1,16 +1,18 @@
-"""How a frame is meant to be shown: the eight right-angle orientations of images and videos.
+"""How a frame is meant to be shown: the eight right-angle orientations, and a video's pixel aspect.
 
 Phones store a portrait recording as landscape pixels and say how to turn them: a video by a
 display matrix (the container's `tkhd` matrix, FFmpeg's DISPLAYMATRIX side data on each decoded
-frame), a JPEG or PNG by its EXIF Orientation tag. Players and viewers apply it; FFmpeg's decoders
-(PyAV) and PIL's `Image.open` do not. tgdfer's frame sources apply it, so a face stands upright
-whichever way the camera was held, and every backend gives the same pixels (decord turns rotated
-videos itself; `frames.open_frames` reads any video with a display matrix with PyAV and this
-module).
+frame), a JPEG or PNG by its EXIF Orientation tag. Anamorphic video (DV, DVD, some camcorders)
+stores pixels wider or narrower than tall and records their sample aspect ratio. Players and
+viewers apply both; FFmpeg's decoders (PyAV) and PIL's `Image.open` do not. tgdfer's frame sources
+apply them, so a face stands upright in its proportions whichever way the camera was held, and
+every backend gives the same pixels (decord turns rotated videos itself but neither mirrors nor
+scales; `frames.open_frames` reads any such video with PyAV and this module).
 
     op = from_exif(6)                   # "rot270": turn 90 degrees clockwise to show
     op = from_display_matrix(matrix)    # matrix: the 9 int32 of FFmpeg's DISPLAYMATRIX
     shown = apply(frame, op)            # frame [H, W, C] -> [H', W', C] (a view, no copy)
+    rgb = video_frame_rgb(av_frame, sar=stream_sar(stream))  # a decoded PyAV frame as shown
 
 An orientation is one of ORIENTATIONS, named by what turns the stored pixels into the shown ones
 ("rot90": 90 degrees counter-clockwise; "transpose": rows become columns; "transverse": the
@@ -22,6 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from fractions import Fraction
+from pathlib import Path
 from struct import error as struct_error
 from typing import Literal, Optional, Sequence
 
@@ -122,3 +126,44 @@ def image_orientation(im) -> Orientation:
             return from_exif(exif.get(EXIF_ORIENTATION_TAG))
     except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct_error):  # damaged: as stored
         return "identity"
+
+
+# ---------------------------------------------------------------------------- decoded video frames (PyAV)
+
+
+def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None,
+                    sar: Fraction | None = None) -> np.ndarray:
+    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: non-square pixels (sample aspect ratio
+    `sar`, from `stream_sar`) scaled to square ones, then its display matrix applied (a portrait phone
+    video's frames upright, as players and decord show them)."""
+    if sar is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:  # swscale, in the same conversion: the width players show, the height kept
+        rgb = frame.to_ndarray(format="rgb24", width=shown_width(frame.width, sar), height=frame.height)
+    return apply(rgb, display_orientation(frame, where, seen))
+
+
+def stream_sar(stream) -> Fraction | None:
+    """A video stream's sample aspect ratio (a pixel's width over its height: anamorphic DV or DVD video,
+    some camcorders) when its pixels are not square; None when they are or it is unrecorded."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0 or sar == 1:
+        return None
+    return Fraction(sar)
+
+
+def shown_width(width: int, sar: Fraction | None) -> int:
+    """The width of a `width`-pixel-wide frame shown with square pixels."""
+    return width if sar is None else max(1, int(round(width * sar)))
+
+
+def display_orientation(frame, where: str | Path = "", seen: dict | None = None) -> Orientation:
+    """The orientation a decoded PyAV frame's display matrix (FFmpeg's DISPLAYMATRIX side data) asks for.
+    `seen` caches it per matrix across one clip's frames, so an odd matrix is warned about once."""
+    matrix = next((bytes(sd) for sd in frame.side_data
+                   if getattr(sd.type, "name", str(sd.type)).endswith("DISPLAYMATRIX")), None)
+    seen = {} if seen is None else seen
+    if matrix not in seen:
+        values = np.frombuffer(matrix, dtype="=i4") if matrix is not None and len(matrix) >= 36 else None
+        seen[matrix] = from_display_matrix(values, str(where))
+    return seen[matrix]
