@@ -5,6 +5,7 @@ PIL's ImageOps.exif_transpose, decord's own handling of rotated videos and PyAV'
 `set_display_rotation` (turn counter-clockwise, then mirror).
 """
 
+import io
 import itertools
 from fractions import Fraction
 import logging
@@ -223,3 +224,53 @@ def test_non_square_pixels_are_shown_square(tmp_path, sar, width, backend):
     if sar != 1:
         assert src.backend == "pyav"
     assert verify_random_access(path, backend, samples=2).ok
+
+
+# ---------------------------------------------------------------------------- videos whose size changes midway
+
+
+def spliced_webm(path, codec: str):
+    """Five 64x48 frames (level 50..54), then five 32x24 (level 150..154) in one stream: a recording whose
+    encoder lowered the resolution midway (a video call's, as bandwidth drops)."""
+    parts = []
+    for (w, h, level) in ((64, 48, 50), (32, 24, 150)):
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="webm") as c:
+            s = c.add_stream(codec, rate=25)
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            for i in range(5):
+                for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), level + i, np.uint8), format="rgb24")):
+                    c.mux(pkt)
+            for pkt in s.encode():
+                c.mux(pkt)
+        buf.seek(0)
+        parts.append(buf)
+    with av.open(parts[0]) as a, av.open(parts[1]) as b, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(a.streams.video[0])
+        end = 0
+        for pkt in a.demux(a.streams.video[0]):
+            if pkt.size:
+                pkt.stream, end = stream, pkt.pts
+                out.mux(pkt)
+        for pkt in b.demux(b.streams.video[0]):
+            if pkt.size:
+                pkt.pts = pkt.dts = pkt.pts + end + 40
+                pkt.stream = stream
+                out.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["libvpx", "libvpx-vp9"])
+@pytest.mark.parametrize("backend", ["auto", "decord"])
+def test_a_stream_that_changes_size_is_shown_at_its_first_size(tmp_path, codec, backend):
+    """PyAV gives each frame at its coded size; tgdfer scales every frame to the first one's, as players and
+    decord do (before, such a clip failed: "the frame size changes inside the video")."""
+    path = spliced_webm(tmp_path / "call.webm", codec)
+    with av.open(str(path)) as c:
+        assert {(f.width, f.height) for f in c.decode(video=0)} == {(64, 48), (32, 24)}  # the case at hand
+    src = open_frames(path, backend)
+    out = src.read(list(range(10)))  # [10, 48, 64, 3]
+    assert out.shape == (10, 48, 64, 3)
+    levels = out.reshape(10, -1).mean(1)
+    assert np.abs(levels - [50, 51, 52, 53, 54, 150, 151, 152, 153, 154]).max() < 3
+    assert verify_random_access(path, backend, samples=4).ok

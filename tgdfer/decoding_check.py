@@ -89,9 +89,11 @@ def verify_random_access(path: str | Path, backend: str = "auto", samples: int =
             seen: dict = {}
             stream = _video_stream(container, path)
             sar = stream_sar(stream)
+            size = None  # the first frame's (width, height), as PyAVSource shows every frame
             for i, frame in enumerate(container.decode(stream)):
                 decoded = i + 1
-                img = video_frame_rgb(frame, path, seen, sar).astype(np.int16)  # [H, W, 3] as shown
+                size = size or (frame.width, frame.height)
+                img = video_frame_rgb(frame, path, seen, sar, size).astype(np.int16)  # [H, W, 3] as shown
                 if img.shape != got.shape[1:]:
                     continue
                 d = np.abs(got - img[None])  # [K, H, W, 3]

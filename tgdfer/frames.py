@@ -433,6 +433,7 @@ class PyAVSource(FrameSource):
         got: dict[int, np.ndarray] = {}
         decoded = 0
         shown: dict[bytes | None, orientation.Orientation] = {}  # display matrix -> orientation, read once
+        size = None  # (width, height) of the first frame: every frame is shown at it
         try:
             with av.open(str(self.path)) as container:
                 stream = _video_stream(container, self.path)
@@ -441,8 +442,9 @@ class PyAVSource(FrameSource):
                     stream.thread_type, stream.thread_count = "AUTO", threads
                 for i, frame in enumerate(container.decode(stream)):
                     decoded = i + 1
+                    size = size or (frame.width, frame.height)
                     if i in wanted:
-                        got[i] = orientation.video_frame_rgb(frame, self.path, shown, self.sar)  # [H, W, 3] as shown
+                        got[i] = orientation.video_frame_rgb(frame, self.path, shown, self.sar, size)  # [H, W, 3]
                     if i >= last:
                         break
         except FrameReadError:
@@ -459,7 +461,7 @@ class PyAVSource(FrameSource):
             )
         frames = [got[i] for i in idx.tolist()]
         if len({f.shape for f in frames}) > 1:
-            raise FrameReadError(self.path, "the frame size changes inside the video")
+            raise FrameReadError(self.path, "the frames' orientation (display matrix) turns by a quarter inside the video")
         return np.stack(frames)
 
 

@@ -131,15 +131,18 @@ def image_orientation(im) -> Orientation:
 # ---------------------------------------------------------------------------- decoded video frames (PyAV)
 
 
-def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None,
-                    sar: Fraction | None = None) -> np.ndarray:
-    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: non-square pixels (sample aspect ratio
-    `sar`, from `stream_sar`) scaled to square ones, then its display matrix applied (a portrait phone
-    video's frames upright, as players and decord show them)."""
-    if sar is None:
+def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None, sar: Fraction | None = None,
+                    size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: its stored pixels scaled to `size` (width,
+    height: the stream's first frame's, when a stream changes size midway, as a video call's
+    recording does with its bandwidth; players and decord scale to the first size too), non-square
+    pixels (sample aspect ratio `sar`, from `stream_sar`) to square ones, then its display matrix
+    applied (a portrait phone video's frames upright, as players and decord show them)."""
+    width, height = size or (frame.width, frame.height)
+    if sar is None and (width, height) == (frame.width, frame.height):
         rgb = frame.to_ndarray(format="rgb24")
-    else:  # swscale, in the same conversion: the width players show, the height kept
-        rgb = frame.to_ndarray(format="rgb24", width=shown_width(frame.width, sar), height=frame.height)
+    else:  # swscale (bilinear), in the same conversion
+        rgb = frame.to_ndarray(format="rgb24", width=shown_width(width, sar), height=height)
     return apply(rgb, display_orientation(frame, where, seen))
 
 
