@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tgdfer import frames as frames_mod
+from tgdfer.check import check_clip
 from tgdfer.errors import ConfigError, FrameReadError
 from tgdfer.frames import open_frames
 
@@ -159,12 +160,17 @@ def test_a_float_image_frame_is_refused_by_name(tmp_path):
         open_frames(folder).read([0])
 
 
-def test_folder_with_an_odd_sized_frame_names_it(tmp_path):
+def test_folder_frames_of_other_sizes_read_at_the_first_frames_size(tmp_path):
+    """Per-frame face crops vary in size: each odd frame is scaled to the first frame's size (before, the
+    clip failed); the device decoder is left out for such a clip."""
     folder = write_folder(tmp_path / "c", n=6)
-    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(folder / "00001_00004.jpg")
-    with pytest.raises(FrameReadError, match=r"00001_00004\.jpg is 24x16 but 00001_00001\.jpg is 32x32"):
-        open_frames(folder).read(range(6))
-    assert open_frames(folder).read([0, 1, 5]).shape == (3, SIZE, SIZE, 3)  # odd frame not asked for
+    Image.fromarray(np.broadcast_to(colour(3), (16, 24, 3)).copy()).save(folder / "00001_00004.jpg", quality=95)
+    src = open_frames(folder)
+    out = src.read(range(6))
+    assert out.shape == (6, SIZE, SIZE, 3) and frame_ids(out) == list(range(6))
+    assert np.abs(out[3].astype(int) - colour(3).astype(int)).max() <= 3  # scaled, not padded or cropped
+    assert src.read_jpegs(np.arange(6)) is None and src.read_jpegs(np.array([0, 1, 5])) is not None
+    assert check_clip(str(folder), 6).status == "ok"
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

@@ -18,8 +18,8 @@ and reports per clip:
                 decoding; `tgdfer --limit NAME=VALUE check ...` raises the cap (docs/limits.md)
 
 By default nothing is decoded (`inspect_clip`): a frame folder's images are listed and stat'ed
-(a 0-byte frame is unreadable) and the first and last image's headers read (they must open and
-be the same size); a video's packets are counted. `decode=True` (`tgdfer check --decode`)
+(a 0-byte frame is unreadable) and the first and last image's headers read (they must open); a
+video's packets are counted. `decode=True` (`tgdfer check --decode`)
 decodes every frame instead (`decode_clip`), which also finds a frame damaged in the middle.
 A video whose container header claims more frames than it holds is noted (`claimed`) but is
 not an error: tgdfer reads the frames it holds.
@@ -95,8 +95,8 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
     """(frames the clip holds, a video header's count when it claims more) without decoding pixels.
 
     A folder: its images (the files `frames.FolderSource` reads) listed and stat'ed (a 0-byte
-    frame is unreadable); the headers of the first and the last by name opened (they must be
-    images of one size). No sorting into frame order and no Path per frame: this runs once per
+    frame is unreadable); the headers of the first and the last by name opened (they must open and
+    be within the frame size limit; frames of other sizes read at the first one's). No sorting into frame order and no Path per frame: this runs once per
     file of the dataset. A video: its packets counted (`frames.video_frame_count`).
     FrameReadError names what cannot be read.
     """
@@ -117,9 +117,6 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
         size, other = _image_size(path, first), _image_size(path, last)
         for name, (width, height) in ((first, size), (last, other)):
             check_frame_size(path, width, height, what=f"frame file {name}")  # over a cap before any other verdict
-        if size != other:
-            raise FrameReadError(path, f"frame {last} is {other[0]}x{other[1]} but {first} is {size[0]}x{size[1]}; "
-                                       f"all frames of a clip must have the same size")
         return len(images), None
     if os.path.isfile(path) and os.stat(path).st_size == 0:
         raise FrameReadError(path, "the video file is empty (0 bytes)")

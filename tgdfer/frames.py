@@ -205,26 +205,15 @@ class FolderSource(FrameSource):
         return len(self.files)
 
     def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
-        frames = [self._load(int(i)) for i in idx]
-        for i, f in zip(idx, frames):
-            self._check_size(int(i), f.shape[:2])
-        return np.stack(frames)
-
-    def _check_size(self, i: int, hw: tuple[int, int]) -> None:
         ref = self._reference_size()
-        if tuple(hw) != ref:
-            raise FrameReadError(
-                self.path,
-                f"frame {self.files[i].name} is {hw[1]}x{hw[0]} but "
-                f"{self.files[0].name} is {ref[1]}x{ref[0]}; all frames of a clip must "
-                "have the same size (re-extract or resize the odd frames)",
-            )
+        return np.stack([_fit(self._load(int(i)), ref) for i in idx])
 
     def read_jpegs(self, idx: np.ndarray) -> list[bytes] | None:
         """The files of frames `idx` (sorted, distinct, in range) undecoded, for a decoder elsewhere (the GPU's).
 
-        Every header is read and checked as `read` checks it (frame_pixels limit, one size per
-        clip); None when any frame is not an RGB JPEG (PNG, grey, CMYK): those are read with `read`.
+        Every header is read and checked as `read` checks it (frame_pixels limit); None when any
+        frame is not an RGB JPEG (PNG, grey, CMYK), has an EXIF turn, or is not the first frame's
+        size: those are read with `read`.
         """
         check_read(self, len(idx))
         out = []
@@ -234,15 +223,15 @@ class FolderSource(FrameSource):
             except OSError as e:
                 raise self._unreadable(i, e) from e
             with self._open_image(i, data) as im:
-                if im.format != "JPEG" or im.mode != "RGB" or orientation.image_orientation(im) != "identity":
+                if (im.format != "JPEG" or im.mode != "RGB" or orientation.image_orientation(im) != "identity"
+                        or (im.height, im.width) != self._reference_size()):
                     return None
-                self._check_size(i, (im.height, im.width))
             out.append(data)
         return out
 
     def _reference_size(self) -> tuple[int, int]:
         """(H, W) of the first frame file as shown (its EXIF orientation applied), from its header; every
-        frame read must match it."""
+        frame is read at this size."""
         if self._size is None:
             with self._open_image(0) as im:
                 self._size = orientation.shown_size(im.height, im.width, orientation.image_orientation(im))
@@ -289,6 +278,17 @@ class FolderSource(FrameSource):
         return FrameReadError(
             self.path, f"frame file {self.files[i].name} (index {i}) is not a readable image: {e}"
         )
+
+
+def _fit(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """`frame` [h, w, 3] at size `hw` (H, W): a folder of per-frame face crops of varying sizes reads
+    at its first frame's size (PIL's bilinear, antialiased), as a video whose size changes does, and
+    as DFER-CLIP's loader, which resizes each frame to the encoder's size on its own."""
+    if frame.shape[:2] == tuple(hw):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
 
 
 def pil_rgb(im) -> np.ndarray:
@@ -660,7 +660,7 @@ def decode_all(path: str | Path) -> int:
     if path.is_dir():
         src = FolderSource(path)
         for i in range(len(src)):
-            src._read_sorted(np.array([i]))  # decodes frame i and checks its size against the first
+            src._read_sorted(np.array([i]))  # decodes frame i (its header checked against the limits)
         return len(src)
     if not path.is_file():
         raise FrameReadError(path, "no such file or directory")
