@@ -13,6 +13,7 @@ from tgdfer import frames as frames_mod
 from tgdfer.check import check_clip
 from tgdfer.errors import ConfigError, FrameReadError
 from tgdfer.frames import open_frames
+from videocases import encode_frames
 
 N, SIZE = 20, 32
 
@@ -35,12 +36,7 @@ def write_video(path, n=N, codec="libx264", faststart=False):
         s = c.add_stream(codec, rate=25)
         s.width = s.height = SIZE
         s.pix_fmt = "yuv420p"
-        for i in range(n):
-            img = np.broadcast_to(colour(i), (SIZE, SIZE, 3)).copy()
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+        encode_frames(c, s, (np.broadcast_to(colour(i), (SIZE, SIZE, 3)) for i in range(n)))
     return path
 
 
@@ -320,16 +316,8 @@ def test_a_cover_picture_stream_before_the_video_is_not_read_as_the_clip(tmp_pat
         video = c.add_stream("libx264", rate=25)
         video.width = video.height = SIZE
         video.pix_fmt = "yuv420p"
-        for pkt in cover.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 255, np.uint8), format="rgb24")):
-            c.mux(pkt)
-        for pkt in cover.encode():
-            c.mux(pkt)
-        for i in range(N):
-            img = np.broadcast_to(colour(i), (SIZE, SIZE, 3)).copy()
-            for pkt in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pkt)
-        for pkt in video.encode():
-            c.mux(pkt)
+        encode_frames(c, cover, [np.full((16, 16, 3), 255, np.uint8)])
+        encode_frames(c, video, (np.broadcast_to(colour(i), (SIZE, SIZE, 3)) for i in range(N)))
     src = open_frames(path, backend)
     assert len(src) == N and frames_mod.video_frame_count(path).frames == N
     assert frame_ids(src.read([0, 7, 19])) == [0, 7, 19]

@@ -7,8 +7,8 @@ PIL's ImageOps.exif_transpose, decord's own handling of rotated videos and PyAV'
 
 import io
 import itertools
-from fractions import Fraction
 import logging
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -20,6 +20,7 @@ from tgdfer.check import check_clip
 from tgdfer.decoding_check import verify_random_access
 from tgdfer.frames import FolderSource, open_frames
 from tgdfer.orientation import ORIENTATIONS, apply, from_display_matrix, from_exif
+from videocases import encode_frames
 
 H, W = 32, 64  # stored frames are landscape: a quarter turn shows in the shape
 
@@ -144,11 +145,7 @@ def write_turned_video(path, degrees: float, hflip: bool = False, vflip: bool = 
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
-        for _ in range(n):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(pattern(), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+        encode_frames(c, s, [pattern()] * n)
     return path
 
 
@@ -210,11 +207,7 @@ def test_non_square_pixels_are_shown_square(tmp_path, sar, width, backend):
         s = c.add_stream("mpeg4", rate=25)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         s.codec_context.sample_aspect_ratio = sar
-        for _ in range(3):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(pattern(), format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+        encode_frames(c, s, [pattern()] * 3)
     src = open_frames(path, backend)
     out = src.read([0, 2])
     assert out.shape == (2, H, width, 3) and src.header_size() == (H, width)
@@ -238,11 +231,7 @@ def spliced_webm(path, codec: str):
         with av.open(buf, "w", format="webm") as c:
             s = c.add_stream(codec, rate=25)
             s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-            for i in range(5):
-                for pkt in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), level + i, np.uint8), format="rgb24")):
-                    c.mux(pkt)
-            for pkt in s.encode():
-                c.mux(pkt)
+            encode_frames(c, s, [np.full((h, w, 3), level + i, np.uint8) for i in range(5)])
         buf.seek(0)
         parts.append(buf)
     with av.open(parts[0]) as a, av.open(parts[1]) as b, av.open(str(path), "w") as out:

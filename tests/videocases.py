@@ -89,6 +89,15 @@ def write(path: Path, case: Case) -> Path:
     return path
 
 
+def encode_frames(container, stream, images) -> None:
+    """Encode `images` (each [H, W, 3] uint8 RGB) into `stream` of `container`, then flush the encoder."""
+    for img in images:
+        for pkt in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+            container.mux(pkt)
+    for pkt in stream.encode():
+        container.mux(pkt)
+
+
 def write_case(root: Path, name: str) -> Path:
     return write(Path(root) / f"{name}{CASES[name].suffix}", CASES[name])
 
