@@ -36,8 +36,14 @@ QuickGELU: the model is built from its config, which has no `quick_gelu`, so it 
 nn.GELU. `load_encoder` finds nothing in the file that says QuickGELU and so also uses nn.GELU
 (it logs why); `EncoderConfig(quick_gelu=False)` states it explicitly.
 
-Determinism: on the CPU, the same config gives the same weights (initialisation, batches and
-augmentation all come from `seed`), and the saved bytes do not depend on the file name.
+Determinism: initialisation, batches and augmentation all come from `seed`, and the saved bytes do
+not depend on the file name. The weights are not bit-identical run to run, though: the default
+config gave the same sha256 in two processes (session 13: `make`'s proxy and a fresh clone's), but
+a 2-step config (clips=14, size=32, steps=2, text_steps=2) trained four times in one process gave
+one of two files at random, with its data, initialisation and image stage identical every time and
+the difference arising after them (the text stage; not found further, and not from the
+augmentation thread: a synchronous one varied too). A file's sha256 is what a store's fingerprint
+records, so `make demo` names `make clean-demo` after the proxy is trained again.
 """
 
 from __future__ import annotations
