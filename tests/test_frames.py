@@ -160,12 +160,17 @@ def test_folder_frames_of_other_sizes_read_at_the_first_frames_size(tmp_path):
     """Per-frame face crops vary in size: each odd frame is scaled to the first frame's size (before, the
     clip failed); the device decoder is left out for such a clip."""
     folder = write_folder(tmp_path / "c", n=6)
-    Image.fromarray(np.broadcast_to(colour(3), (16, 24, 3)).copy()).save(folder / "00001_00004.jpg", quality=95)
+    odd = np.full((16, 24, 3), 255, np.uint8)  # 24 wide, 16 high: its left half colour 3, its right half white
+    odd[:, :12] = colour(3)
+    (folder / "00001_00004.jpg").unlink()
+    Image.fromarray(odd).save(folder / "00001_00004.png")
+    Image.fromarray(np.broadcast_to(colour(5), (16, 24, 3)).copy()).save(folder / "00001_00006.jpg", quality=95)
     src = open_frames(folder)
     out = src.read(range(6))
-    assert out.shape == (6, SIZE, SIZE, 3) and frame_ids(out) == list(range(6))
-    assert np.abs(out[3].astype(int) - colour(3).astype(int)).max() <= 3  # scaled, not padded or cropped
-    assert src.read_jpegs(np.arange(6)) is None and src.read_jpegs(np.array([0, 1, 5])) is not None
+    assert out.shape == (6, SIZE, SIZE, 3) and frame_ids(out[[0, 1, 2, 4, 5]]) == [0, 1, 2, 4, 5]
+    left, right = out[3][:, :14].astype(int), out[3][:, 18:].astype(int)  # scaled whole: neither cropped nor padded
+    assert np.abs(left - colour(3).astype(int)).max() <= 2 and right.min() >= 253
+    assert src.read_jpegs(np.array([4, 5])) is None and src.read_jpegs(np.array([0, 1, 4])) is not None  # 5: its size
     assert check_clip(str(folder), 6).status == "ok"
 
 

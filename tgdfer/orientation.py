@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 Orientation = Literal["identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse"]
 ORIENTATIONS = ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "transverse")
 
-# EXIF Orientation tag (0x0112) -> what shows the stored pixels upright (EXIF 2.32, section 4.6.4 A)
+# EXIF Orientation tag (0x0112, its values from TIFF 6.0) -> what shows the stored pixels upright
 _EXIF: dict[int, Orientation] = {
     1: "identity", 2: "hflip", 3: "rot180", 4: "vflip",
     5: "transpose", 6: "rot270", 7: "transverse", 8: "rot90",
