@@ -263,3 +263,11 @@ def test_a_stream_that_changes_size_is_shown_at_its_first_size(tmp_path, codec, 
     levels = out.reshape(10, -1).mean(1)
     assert np.abs(levels - [50, 51, 52, 53, 54, 150, 151, 152, 153, 154]).max() < 3
     assert verify_random_access(path, backend, samples=4).ok
+
+
+def test_a_video_turned_by_another_angle_is_read_as_stored_with_one_warning(tmp_path, caplog):
+    path = write_turned_video(tmp_path / "v.mp4", 30)
+    with caplog.at_level(logging.WARNING, logger="tgdfer.orientation"):
+        frames = open_frames(path).read([0, 3, 5])
+    assert all(close(f, pattern()) for f in frames)
+    assert caplog.text.count("30.0 degrees") == 1 and str(path) in caplog.text
