@@ -69,7 +69,7 @@ def test_a_bad_list_row_names_the_file_and_line(tree):
     (tree / "empty.txt").write_text("# nothing\n\n")
     assert expand_input(tree / "empty.txt")[0][0].error == f"{tree / 'empty.txt'}: the list names no clips"
     (tree / "latin.csv").write_bytes("path\nvid\xe9o.mp4\n".encode("latin-1"))
-    assert "cannot read the list" in expand_input(tree / "latin.csv")[0][0].error
+    assert "latin.csv:2: is not UTF-8 text: byte 0xe9" in expand_input(tree / "latin.csv")[0][0].error
     (missing,) = expand_input(str(tree / "none_*.mp4"))[0]
     assert missing.error == f"{tree / 'none_*.mp4'}: no file or folder matches"
 
@@ -193,3 +193,10 @@ def test_a_non_video_and_a_bad_csv_row_fail_cleanly_without_native_log_lines(run
     with pytest.raises(Exception):
         decord.VideoReader(str(notes))
     assert "ERROR opening" in capfd.readouterr().err
+
+
+def test_a_utf16_list_reads_as_its_byte_order_mark_says(tree):
+    """Excel's "Unicode Text" export: UTF-16 with a BOM and CRLF line ends (a Latin-1 list: the test above)."""
+    listed = tree / "u16.txt"
+    listed.write_bytes("videos/clip_2.mp4\r\nframes/a\r\n".encode("utf-16"))
+    assert expand_inputs([str(listed)]) == [tree / "videos" / "clip_2.mp4", tree / "frames" / "a"]

@@ -492,3 +492,27 @@ def test_fold_split_rejects_fold_on_split_data(tmp_path):
     with pytest.raises(ConfigError) as e:
         fold_split(table, 1)
     assert e.value.field == "fold" and "set fold to none" in str(e.value)
+
+
+# ----------------------------------------------------------------------------- text encodings
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-32"])
+def test_a_csv_in_any_unicode_encoding_with_its_byte_order_mark_reads_alike(tmp_path, encoding):
+    """Excel's "Unicode Text" export is a UTF-16 TSV with a BOM and CRLF line ends; it used to fail
+    ("'utf-8' codec can't decode byte 0xff")."""
+    frames(tmp_path / "clips" / "a", 3)
+    frames(tmp_path / "clips" / "b", 4)
+    text = "path\tlabel\tsplit\r\nclips/a\tHappy\ttrain\r\nclips/b\tSad\ttest\r\n"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data  # the codec writes no BOM of its own
+    (tmp_path / "ann.tsv").write_bytes(data)
+    table = read_csv(tmp_path / "ann.tsv", frame_cache="none").table
+    assert table[["clip_id", "label", "split", "n_frames"]].values.tolist() == [["a", 0, "train", 3], ["b", 1, "test", 4]]
+
+
+def test_a_csv_that_is_not_utf8_names_its_line_and_how_to_save_it(tmp_path):
+    (tmp_path / "ann.csv").write_bytes("path,label\nclips/a,Happy\nclips/café,Sad\n".encode("cp1252"))
+    with pytest.raises(AnnotationError, match=r"ann\.csv:3: is not UTF-8 text: byte 0xe9 .*save the file as UTF-8"):
+        read_csv(tmp_path / "ann.csv", frame_cache="none")

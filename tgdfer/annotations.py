@@ -16,6 +16,7 @@ holds the clip), never both.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -145,11 +146,31 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AnnotationError(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise AnnotationError(path, f"cannot read: {e}") from None
+    return decode_text(path, data)
+
+
+# Byte order marks and their codecs; UTF-32 LE's begins with UTF-16 LE's, so it is tried first
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_text(path: str | Path, data: bytes) -> str:
+    """An annotation or list file's text: UTF-8, or the encoding its byte order mark names (Excel's
+    "Unicode Text" export is UTF-16 with a BOM). AnnotationError naming the line of the first byte
+    that is not UTF-8 (a file saved as Latin-1 or Windows-1252) and how to save it."""
+    codec = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise AnnotationError(path, f"is not {codec.upper().replace('-SIG', '')} text: byte 0x{data[e.start]:02x} "
+                                    f"cannot be decoded ({e.reason}); save the file as UTF-8 (Excel: "
+                                    "\"CSV UTF-8\")", line=line) from None
 
 
 def read_csv_rows(path: Path, required: Sequence[str], delimiter: str | None = None,

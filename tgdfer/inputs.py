@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
+from .annotations import decode_text
+from .errors import AnnotationError
 from .frames import IMAGE_SUFFIXES, _natural_key
 
 LIST_SUFFIXES = (".txt", ".lst", ".csv")  # an INPUT with this suffix lists clips
@@ -91,9 +93,11 @@ def folder_clips(folder: Path) -> list[Path]:
 def read_list(path: Path) -> list[Expanded]:
     """The clips a list file names (`.txt`/`.lst`: one a line; `.csv`: its `path` column or one a row)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        text = decode_text(path, path.read_bytes())
+    except OSError as e:
         return [BadInput(str(path), f"{path}: cannot read the list ({e})")]
+    except AnnotationError as e:
+        return [BadInput(str(path), str(e))]
     rows = _csv_rows(path, text) if path.suffix.lower() == ".csv" else _text_rows(text)
     if isinstance(rows, BadInput):
         return [rows]
