@@ -516,3 +516,7 @@ def test_a_csv_that_is_not_utf8_names_its_line_and_how_to_save_it(tmp_path):
     (tmp_path / "ann.csv").write_bytes("path,label\nclips/a,Happy\nclips/café,Sad\n".encode("cp1252"))
     with pytest.raises(AnnotationError, match=r"ann\.csv:3: is not UTF-8 text: byte 0xe9 .*save the file as UTF-8"):
         read_csv(tmp_path / "ann.csv", frame_cache="none")
+    # UTF-16 without its BOM decodes as UTF-8 (NUL is valid there) into columns no one can name: refused
+    (tmp_path / "ann.csv").write_bytes("path,label\nclips/a,Happy\n".encode("utf-16-le"))
+    with pytest.raises(AnnotationError, match=r"ann\.csv:1: holds NUL bytes: UTF-16 or UTF-32 text without a byte order"):
+        read_csv(tmp_path / "ann.csv", frame_cache="none")

@@ -164,6 +164,10 @@ def decode_text(path: str | Path, data: bytes) -> str:
     "Unicode Text" export is UTF-16 with a BOM). AnnotationError naming the line of the first byte
     that is not UTF-8 (a file saved as Latin-1 or Windows-1252) and how to save it."""
     codec = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    if codec == "utf-8" and b"\0" in data:  # valid UTF-8, but no annotation holds NUL: UTF-16 without its BOM
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise AnnotationError(path, "holds NUL bytes: UTF-16 or UTF-32 text without a byte order mark, or not "
+                                    "a text file; save it as UTF-8", line=line)
     try:
         return data.decode(codec)
     except UnicodeDecodeError as e:
