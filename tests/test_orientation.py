@@ -188,6 +188,24 @@ def test_decord_turns_rotated_videos_as_tgdfer_does(tmp_path, degrees):
     assert np.abs(theirs.astype(int) - ours.astype(int)).max() <= 2
 
 
+def test_decord_gets_mirrored_videos_wrong_and_does_not_scale_non_square_pixels(tmp_path):
+    """Why decord is left out for such files: a mirror-only matrix it turns by 180 degrees, a turn with a
+    mirror it only turns, and non-square pixels it returns at their stored width."""
+    decord = pytest.importorskip("decord")
+    first = lambda path: decord.VideoReader(str(path)).get_batch([0]).asnumpy()[0]  # noqa: E731
+    mirrored = first(write_turned_video(tmp_path / "h.mp4", 0, hflip=True))
+    assert close(mirrored, pattern()[::-1, ::-1]) and not close(mirrored, described(pattern(), 0, True, False))
+    turned = first(write_turned_video(tmp_path / "rh.mp4", 90, hflip=True))
+    assert close(turned, np.rot90(pattern(), 1)) and not close(turned, described(pattern(), 90, True, False))
+    path = tmp_path / "sar.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        encode_frames(c, s, [pattern()] * 3)
+    assert first(path).shape == (H, W, 3)
+
+
 def test_the_random_access_check_compares_frames_as_shown(tmp_path):
     path = write_turned_video(tmp_path / "v.mp4", 90)
     check = verify_random_access(path, "decord", samples=3)

@@ -190,7 +190,7 @@ class FrameCountCache:
         if hit is not None and hit[:2] == [st.st_size, st.st_mtime_ns]:
             return int(hit[2]), hit[3]
         c = video_frame_count(video)
-        claimed = None if c.trimmed else c.claimed  # a trimmed file's header counts the hidden frames: no fault
+        claimed = c.claimed if c.overclaimed else None  # a trimmed file's header counts its hidden frames: no fault
         self.entries[key] = [st.st_size, st.st_mtime_ns, c.frames, claimed]
         self.dirty = True
         return c.frames, claimed

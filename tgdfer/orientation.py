@@ -6,7 +6,7 @@ frame), a JPEG or PNG by its EXIF Orientation tag. Anamorphic video (DV, DVD, so
 stores pixels wider or narrower than tall and records their sample aspect ratio. Players and
 viewers apply both; FFmpeg's decoders (PyAV) and PIL's `Image.open` do not. tgdfer's frame sources
 apply them, so a face stands upright in its proportions whichever way the camera was held, and
-every backend gives the same pixels (decord turns rotated videos itself but neither mirrors nor
+every backend gives the same pixels (decord turns rotated videos itself but gets mirrors wrong, nor
 scales; `frames.open_frames` reads any such video with PyAV and this module).
 
     op = from_exif(6)                   # "rot270": turn 90 degrees clockwise to show
