@@ -264,3 +264,69 @@ def test_check_cli_verifies_random_access_with_the_pipelines_frame_backend(video
     assert report.loc["xvid_avi", "reason"].startswith("backend decord returned frame ")
     off = run(app, ["check", str(config), *csv, *decord, "--verify-decode", "0"])
     assert off.exit_code == 0, off.output
+
+
+# ---------------------------------------------------------------------------- colours as shown
+# A video stores Y'CbCr and says how to turn it into RGB: its matrix (BT.601 for SD, BT.709 for HD)
+# and its range (limited 16-235, as broadcast; full 0-255, as many phones and webcams record, by a
+# yuvj pixel format or only by a flag). A decoder that ignores either shifts every colour: BT.601 on
+# a BT.709 file moves a saturated red by ~15 levels; limited on a full-range file stretches contrast.
+
+COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [230, 230, 230], [20, 20, 20], [190, 140, 110]],
+                   np.uint8)
+COLOUR_CASES = {  # name: (codec, container pixel format, matrix, range)
+    "h264_bt709_limited": ("libx264", "yuv420p", "ITU709", "MPEG"),
+    "h264_bt601_full": ("libx264", "yuv420p", "ITU601", "JPEG"),  # x264 writes yuvj420p
+    "vp9_bt709_full_flag": ("libvpx-vp9", "yuv420p", "ITU709", "JPEG"),  # full range by the flag alone
+    "h264_10bit_bt709_limited": ("libx264", "yuv420p10le", "ITU709", "MPEG"),
+}
+
+
+def write_colours(path, codec, pix_fmt, matrix, rng) -> None:
+    """COLOURS as flat 64x48 frames, converted to Y'CbCr with `matrix` and `rng` and tagged with both."""
+    from av.video.reformatter import Colorspace, ColorRange
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = vc.W, vc.H, pix_fmt
+        stream.codec_context.colorspace = int(getattr(Colorspace, matrix))  # AVCOL_SPC: 1 = BT.709, 5 = BT.601
+        stream.codec_context.color_range = int(getattr(ColorRange, rng))  # AVCOL_RANGE: 1 limited, 2 full
+        if codec == "libx264":
+            stream.codec_context.options = {"crf": "0"}
+        for c in COLOURS:
+            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.broadcast_to(c, (vc.H, vc.W, 3))), format="rgb24")
+            yuv = rgb.reformat(format=pix_fmt, dst_colorspace=getattr(Colorspace, matrix),
+                               dst_color_range=getattr(ColorRange, rng))
+            yuv.colorspace, yuv.color_range = stream.codec_context.colorspace, stream.codec_context.color_range
+            for pkt in stream.encode(yuv):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(COLOUR_CASES))
+def test_every_backend_honours_the_videos_colour_matrix_and_range(tmp_path, name, backend):
+    codec, pix_fmt, matrix, rng = COLOUR_CASES[name]
+    path = tmp_path / f"{name}.mkv"
+    try:
+        write_colours(path, codec, pix_fmt, matrix, rng)
+    except (av.FFmpegError, ValueError) as e:
+        pytest.skip(f"this PyAV build cannot encode {codec} {pix_fmt}: {e}")
+    with open_frames(path, backend) as src:
+        got = src.read(range(len(COLOURS)))[:, vc.H // 2, vc.W // 2].astype(int)  # [6, 3]
+    assert np.abs(got - COLOURS).max() <= 4, got  # the round trip's own rounding: 3 levels measured
+
+    # and the test can tell: the other matrix (or range) read back from the same Y'CbCr misses by far
+    from av.video.reformatter import Colorspace, ColorRange
+
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    other_matrix = "ITU601" if matrix == "ITU709" else "ITU709"
+    wrong = np.stack([f.reformat(format="rgb24", src_colorspace=getattr(Colorspace, other_matrix))
+                      .to_ndarray()[vc.H // 2, vc.W // 2] for f in frames]).astype(int)
+    assert np.abs(wrong - COLOURS).max() >= 12, wrong
+    if rng == "JPEG" and not frames[0].format.name.startswith("yuvj"):  # yuvj formats are full range whatever one asks
+        wrong = np.stack([f.reformat(format="rgb24", src_color_range=ColorRange.MPEG)
+                          .to_ndarray()[vc.H // 2, vc.W // 2] for f in frames]).astype(int)
+        assert np.abs(wrong - COLOURS).max() >= 12, wrong
