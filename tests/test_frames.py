@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tgdfer import frames as frames_mod
-from tgdfer.check import check_clip
+from tgdfer.check import check_clip, inspect_clip
 from tgdfer.errors import ConfigError, FrameReadError
 from tgdfer.frames import open_frames
 from videocases import encode_frames
@@ -73,7 +73,7 @@ def test_folder_reads_requested_frames_in_requested_order(media):
     assert np.abs(out.astype(int) - np.stack([colour(i) for i in idx])[:, None, None]).max() <= 3
 
 
-def test_folder_sorts_by_trailing_frame_number_not_by_string(tmp_path):
+def test_folder_reads_frames_in_natural_order_and_ignores_other_files(tmp_path):
     folder = write_folder(tmp_path / "c", n=12, name="f_{}.png")  # f_1.png ... f_12.png, unpadded
     (folder / "notes.txt").write_text("not a frame")
     (folder / "Thumbs.db").write_bytes(b"\x00" * 10)
@@ -83,6 +83,61 @@ def test_folder_sorts_by_trailing_frame_number_not_by_string(tmp_path):
     assert [p.name for p in src.files[:3]] == ["f_1.png", "f_2.png", "f_3.png"]
     assert src.files[-1].name == "f_12.png"
     assert frame_ids(src.read(range(12))) == list(range(12))
+
+
+@pytest.mark.parametrize("names", [
+    ["12-30-01.500.png", "12-30-01.750.png", "12-30-02.000.png", "12-30-02.250.png"],  # a clock time, milliseconds last
+    ["t0.5.png", "t1.0.png", "t1.5.png", "t10.0.png"],  # seconds with a fraction
+    ["frame_2_face_1.png", "frame_2_face_2.png", "frame_10_face_1.png"],  # the frame number is not the last one
+    ["face_3_frame_9.png", "face_3_frame_10.png", "face_3_frame_100.png"],
+    ["img9.png", "IMG10.jpg", "img11.png"],  # mixed suffixes and case
+])
+def test_folder_order_is_the_natural_order_of_the_names(tmp_path, names):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for k in reversed(range(len(names))):  # written last to first: the listing order cannot give it away
+        Image.fromarray(np.broadcast_to(colour(k), (8, 8, 3)).copy()).save(folder / names[k], quality=95)
+    src = open_frames(folder)
+    assert [p.name for p in src.files] == names
+    assert frame_ids(src.read(range(len(names)))) == list(range(len(names)))
+
+
+@pytest.mark.parametrize("names", [["1.png", "01.png", "2.png"], ["00001.jpg", "00001.png", "00002.jpg"]])
+def test_two_files_of_one_frame_number_are_refused_by_name(tmp_path, names):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for k, name in enumerate(names):
+        Image.fromarray(np.full((8, 8, 3), 10 * k, np.uint8)).save(folder / name)
+    first, second = sorted(names[:2])
+    with pytest.raises(FrameReadError, match=rf"{first} and {second} are the same frame number"):
+        open_frames(folder)
+    with pytest.raises(FrameReadError, match="same frame number"):
+        inspect_clip(str(folder))  # tgdfer check
+
+
+@pytest.mark.parametrize("kind", ["broken link", "folder"])
+def test_a_frame_name_that_is_not_a_file_is_refused_not_skipped(tmp_path, kind):
+    folder = write_folder(tmp_path / "c", n=3, name="{:05d}.jpg")
+    (folder / "00002.jpg").unlink()
+    if kind == "folder":
+        (folder / "00002.jpg").mkdir()
+    else:
+        (folder / "00002.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(FrameReadError, match=f"00002.jpg is named like a frame but is a {kind}"):
+        open_frames(folder)  # skipped, 00003.jpg would be read as frame 1
+    with pytest.raises(FrameReadError, match=kind):
+        inspect_clip(str(folder))  # tgdfer check
+
+
+@pytest.mark.parametrize("content,why", [(b"", "the file is empty \\(0 bytes\\)"),
+                                          (b"<html><body>404</body></html>", "it starts with b'<html><body>404<'")])
+def test_a_frame_that_is_no_image_is_named_with_what_it_holds(tmp_path, content, why):
+    folder = write_folder(tmp_path / "c", n=3, name="{:05d}.jpg")
+    (folder / "00002.jpg").write_bytes(content)
+    src = open_frames(folder)
+    with pytest.raises(FrameReadError, match=rf"frame file 00002.jpg \(index 1\) is not a readable image: .*{why}") as e:
+        src.read([0, 1])
+    assert "0x" not in str(e.value) and "BytesIO" not in str(e.value)  # the same text in every run
 
 
 def test_folder_decodes_each_distinct_frame_once(media, monkeypatch):
@@ -114,16 +169,46 @@ def test_folder_jpegs_decode_to_the_pixels_pil_gives(tmp_path, options):
     assert out.shape == (3, 37, 29, 3) and np.array_equal(out, pil)
 
 
-def test_folder_converts_grey_and_rgba_to_rgb(tmp_path):
+def test_folder_converts_grey_to_rgb(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
     Image.fromarray(np.full((8, 8), 77, np.uint8)).save(folder / "a_1.png")
-    Image.fromarray(np.full((8, 8, 4), 200, np.uint8)).save(folder / "a_2.png")
-    out = open_frames(folder).read([0, 1])
-    assert out.shape == (2, 8, 8, 3)
-    assert out[0].min() == out[0].max() == 77 and out[1].min() == 200
+    out = open_frames(folder).read([0])
+    assert out.shape == (1, 8, 8, 3) and out.min() == out.max() == 77
 
 
+def transparent_frames(folder) -> list[str]:
+    """PNGs whose transparent pixels hide a colour (green under alpha 0) and whose edge is half
+    transparent: RGBA, LA, a palette with tRNS, grey with a tRNS value."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    alpha = np.full((6, 8), 255, np.uint8)
+    alpha[:, :3], alpha[:, 3] = 0, 128
+    rgb[:, :3] = (0, 255, 0)  # the hidden colour a background-removal tool leaves under alpha 0
+    Image.fromarray(np.dstack([rgb, alpha])).save(folder / "a_1.png")
+    Image.fromarray(np.dstack([rgb[..., 0], alpha]), "LA").save(folder / "a_2.png")
+    pal = Image.fromarray(rgb).quantize(8)
+    pal.info["transparency"] = int(np.asarray(pal)[0, 0])  # the palette entry of the hidden green
+    pal.save(folder / "a_3.png", transparency=pal.info["transparency"])
+    grey = Image.fromarray(np.where(alpha > 0, 90, 30).astype(np.uint8))
+    grey.save(folder / "a_4.png", transparency=30)
+    return ["a_1.png", "a_2.png", "a_3.png", "a_4.png"]
+
+
+def test_transparent_frames_are_shown_over_white_as_a_viewer_shows_them(tmp_path):
+    from PIL import ImageOps
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    names = transparent_frames(folder)
+    out = open_frames(folder).read(range(len(names)))
+    for k, name in enumerate(names):
+        with Image.open(folder / name) as im:  # the reference: PIL's own "over" on a white canvas
+            rgba = ImageOps.exif_transpose(im).convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        viewer = np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).astype(int)
+        assert np.abs(out[k].astype(int) - viewer).max() <= 1, name
+        assert (out[k][:, :3] == 255).all(), name  # fully transparent: white, not the hidden green
 @pytest.mark.parametrize("suffix,options", [(".bmp", {}), (".webp", {"lossless": True}), (".tif", {}),
                                             (".tiff", {"compression": "tiff_lzw"}), (".PNG", {})])
 def test_folder_reads_other_lossless_image_formats(tmp_path, suffix, options):

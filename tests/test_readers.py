@@ -347,6 +347,27 @@ def test_list_folder_count_wins_over_annotation(tmp_path, caplog):
     assert "1 clips: annotated n_frames differs" in caplog.text and f"{lst}:2 says 16" in caplog.text
 
 
+def test_frame_folders_are_counted_as_their_frame_source_reads_them(tmp_path, caplog):
+    tif = tmp_path / "clips" / "tif"
+    tif.mkdir(parents=True)
+    for k in range(3):  # TIFF frames: read by FolderSource, so counted too
+        Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(tif / f"{k:05d}.tif")
+    mac = frames(tmp_path / "clips" / "mac", 2)
+    for f in sorted(mac.iterdir()):  # a copy through an exFAT drive: AppleDouble files beside each frame
+        (mac / f"._{f.name}").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    stray = frames(tmp_path / "clips" / "stray", 4)  # stray_00001.jpg ... stray_00004.jpg
+    (stray / "stray_00002 2.jpg").write_bytes(JPEG)  # a file manager's copy
+    dup = frames(tmp_path / "clips" / "dup", 2)
+    (dup / "dup_1.jpg").write_bytes(JPEG)  # dup_00001.jpg's number again
+    lst = write(tmp_path / "test.txt", "clips/tif 0\nclips/mac 1\nclips/stray 2\nclips/dup 3\n")
+    with caplog.at_level(logging.WARNING, logger="tgdfer.readers"):
+        result = read_list(lst, missing="skip")
+    assert result.table.set_index("clip_id")["n_frames"].to_dict() == {"tif": 3, "mac": 2, "stray": 5}
+    assert "1 frame folders hold images named unlike their other frames" in caplog.text
+    assert f"{stray}: stray_00002 2.jpg" in caplog.text
+    assert "dup_00001.jpg and dup_1.jpg are the same frame number" in result.skipped["reason"].iloc[0]
+
+
 def test_list_root_and_per_fold_mapping(tmp_path):
     out = make_synth(tmp_path)
     lists = {f"set_{k}_{p}": out / "lists" / f"set_{k}_{p}.txt" for k in (1, 2) for p in ("train", "test")}

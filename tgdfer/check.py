@@ -95,25 +95,23 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
     """(frames the clip holds, a video header's count when it claims more) without decoding pixels.
 
     A folder: its images (the files `frames.FolderSource` reads) listed and stat'ed (a 0-byte
-    frame is unreadable); the headers of the first and the last by name opened (they must open and
-    be within the frame size limit; frames of other sizes read at the first one's). No sorting into frame order and no Path per frame: this runs once per
-    file of the dataset. A video: its packets counted (`frames.video_frame_count`).
+    frame is unreadable; two of one frame number are refused); the headers of the first and the last
+    in frame order opened (they must open and be within the frame size limit; frames of other sizes
+    read at the first one's). No Path per frame: this runs once per file of the dataset. A video: its packets counted (`frames.video_frame_count`).
     FrameReadError names what cannot be read.
     """
-    from .frames import IMAGE_SUFFIXES, check_frame_count, check_frame_size, video_frame_count
+    from .frames import check_frame_count, check_frame_size, frame_entries, frame_order, video_frame_count
 
     if os.path.isdir(path):
-        with os.scandir(path) as entries:
-            images = [e for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith(".")
-                      and e.is_file()]
+        images = frame_entries(path)
         if not images:
             raise FrameReadError(path, "no frame images in this folder")
         check_frame_count(path, len(images))  # within the limits (tgdfer.limits), as extraction checks
         for e in images:
             if e.stat().st_size == 0:
                 raise FrameReadError(path, f"frame file {e.name} holds 0 bytes")
-        names = [e.name for e in images]
-        first, last = min(names), max(names)
+        names = frame_order([e.name for e in images], path)
+        first, last = names[0], names[-1]
         size, other = _image_size(path, first), _image_size(path, last)
         for name, (width, height) in ((first, size), (last, other)):
             check_frame_size(path, width, height, what=f"frame file {name}")  # over a cap before any other verdict

@@ -35,6 +35,7 @@ import pandas as pd
 
 from .annotations import Labels, Missing, PathLike, PathMap, toml_none
 from .errors import AnnotationError, FrameReadError
+from .frames import IMAGE_SUFFIXES, frame_entries, frame_order, stray_frames
 from .tmpfiles import tmp_path
 
 # The readers log as one logger, `tgdfer.readers`, whichever of their modules warns: the name that
@@ -60,7 +61,7 @@ SKIPPED_DTYPES: dict[str, str] = {
     "split": "string", "path": "str",
 }
 
-IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTS: tuple[str, ...] = IMAGE_SUFFIXES  # what a frame folder's frames may be (frames.is_frame_name)
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 DEFAULT_FRAME_CACHE = "cache/frame_counts.json"
 SKIPPED_AT_READ = "skipped when reading the annotations"  # prefix of a skipped clip's reason in a store
@@ -226,7 +227,7 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     chosen = [_check_clip(groups[clip_id], per_fold, labels.class_names) for clip_id in sorted(groups)]
     if per_fold:
         _warn_incomplete_train_lists(entries, chosen)
-    rows, skipped, mismatched, overclaimed = [], [], [], []
+    rows, skipped, mismatched, overclaimed, strays = [], [], [], [], []
     places = [e.problem or _find_clip(e) for e in chosen]
     hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
                           len(chosen)) if path_map is not None else None
@@ -239,7 +240,9 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
             label = None if e.problem else e.label  # a row with a problem is not an annotated clip
             skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
             continue
-        path, counted = found  # counted: images in a frame folder, None for a video
+        path, counted, stray = found  # counted: images in a frame folder, None for a video
+        if stray:
+            strays.append((path, stray))
         if counted is not None and e.n_frames not in (None, counted):
             mismatched.append((e, counted))
         n_frames = counted if counted is not None else e.n_frames
@@ -250,6 +253,7 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
         rows.append((e.clip_id, str(path), e.label, fold, split, n_frames))
     cache.save()
     _warn_mismatches(mismatched)
+    _warn_strays(strays)
     if overclaimed:
         path, claimed, n = overclaimed[0]
         logger.warning("%d videos: the container header claims more frames than the file holds; using the frames "
@@ -355,21 +359,32 @@ def _warn_incomplete_train_lists(entries: list[Entry], chosen: list[Entry]) -> N
                            "trains fold %d on them anyway", k, len(omitted), omitted[0], k)
 
 
-def _find_clip(e: Entry) -> tuple[Path, int | None] | str:
-    """(path, frame count of a folder or None for a video), or the reason the clip is unusable."""
+def _find_clip(e: Entry) -> tuple[Path, int | None, list[str]] | str:
+    """(path, frame count of a folder or None for a video, a folder's stray frame names), or the reason the
+    clip is unusable."""
     for path in e.candidates:
         if path.is_dir():
-            n = _count_images(path)
-            return (path, n) if n else f"frame folder {path} holds no images ({' '.join(IMAGE_EXTS)})"
+            try:
+                names = [d.name for d in frame_entries(path)]
+                frame_order(names, path)  # two files of one frame number: the folder cannot be read
+            except FrameReadError as err:
+                return f"frame folder {err}"
+            if not names:
+                return f"frame folder {path} holds no images ({' '.join(IMAGE_EXTS)})"
+            return path, len(names), stray_frames(names)
         if path.is_file():
-            return (path, None) if path.stat().st_size else f"video file {path} is empty"
+            return (path, None, []) if path.stat().st_size else f"video file {path} is empty"
     tried = " or ".join(str(p) for p in e.candidates[:2]) + (" ..." if len(e.candidates) > 2 else "")
     return f"nothing at {tried}"
 
 
-def _count_images(folder: Path) -> int:
-    with os.scandir(folder) as it:
-        return sum(1 for d in it if d.name.lower().endswith(IMAGE_EXTS) and d.is_file())
+def _warn_strays(strays: list[tuple[Path, list[str]]]) -> None:
+    if strays:
+        path, names = strays[0]
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        logger.warning("%d frame folders hold images named unlike their other frames, read as frames all the same "
+                       "(a file manager's copy, a cover image, a second sequence): remove them or move them out "
+                       "(first: %s: %s)", len(strays), path, shown)
 
 
 def _video_frames(path: Path, cache: FrameCountCache) -> tuple[int | None, int | None]:

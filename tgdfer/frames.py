@@ -9,8 +9,9 @@ faster than PIL here and equal to PIL's pixels bit for bit (tests/test_frames.py
 (PNG, BMP, WebP, TIFF, grey or CMYK JPEG) by PIL, 16-bit grey by its high byte (`pil_rgb`). PIL
 reads each file's header first, so the frame_pixels limit is checked before any pixel is decoded.
 
-Indices are 0-based positions in the clip's frame order: frame files sorted by their trailing
-frame number (`00001_00012.jpg` is index 11 when numbering starts at 1), or, for a video, the
+Indices are 0-based positions in the clip's frame order: frame files in natural order of their
+names (`frame_order`: `00001_00012.jpg` is index 11 when numbering starts at 1; `f2` before `f10`;
+two files of one number refused), or, for a video, the
 i-th frame of a full sequential decode in presentation order. Every video backend returns
 exactly that frame (tests/test_decoding.py proves it by pixels, codec by codec). A source is used
 by one thread at a time; open one per clip.
@@ -161,7 +162,6 @@ class FrameSource(abc.ABC):
 # ---------------------------------------------------------------------------- folders
 
 
-_TRAILING_NUMBER = re.compile(r"(\d+)$")
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -170,35 +170,76 @@ def _natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in _DIGITS.split(name)]
 
 
-def _frame_sort_key(p: Path) -> tuple:
-    """Sort by the number that ends the file stem (the frame number), then naturally by name."""
-    m = _TRAILING_NUMBER.search(p.stem)
-    return (0, int(m.group(1)), _natural_key(p.name)) if m else (1, 0, _natural_key(p.name))
+def is_frame_name(name: str) -> bool:
+    """A file name a frame folder's frame may have: an image suffix (any case), not hidden (macOS's
+    `._00001.jpg` AppleDouble files, `.DS_Store`)."""
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
+
+
+def frame_entries(folder: str | os.PathLike) -> list[os.DirEntry]:
+    """The frame files of a folder (`is_frame_name`), unsorted, from one scandir (no stat per frame
+    where the file system reports types). A frame name that is not a file (a broken link, a folder)
+    is a FrameReadError naming it: left out, it would shift every later frame's index."""
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if is_frame_name(e.name)]
+    except OSError as e:
+        raise FrameReadError(folder, f"cannot list the folder: {e}") from e
+    for e in entries:
+        if not e.is_file():
+            what = "a folder" if e.is_dir() else "a broken link" if e.is_symlink() else "not a regular file"
+            raise FrameReadError(folder, f"{e.name} is named like a frame but is {what}: remove or rename it")
+    return entries
+
+
+def frame_order(names: Sequence[str], folder: str | os.PathLike) -> list[str]:
+    """`names` in frame order: natural order of the stems (digit runs as numbers: `f2` before `f10`,
+    `12-30-01.500` before `12-30-02.250`), as file managers and `ls -v` list them. Two files whose stems
+    are the same number (`1.png` and `01.png`, `00001.jpg` and `00001.png`) are a FrameReadError: which
+    one is the frame is not known, and the file system's listing order would decide."""
+    keyed = sorted(((_natural_key(os.path.splitext(n)[0]), n.lower(), n) for n in names))
+    for (a, _, x), (b, _, y) in zip(keyed, keyed[1:]):
+        if a == b:
+            raise FrameReadError(folder, f"{x} and {y} are the same frame number: remove one of them")
+    return [n for _, _, n in keyed]
+
+
+def name_patterns(names: Sequence[str]) -> dict[str, list[str]]:
+    """{pattern: names}: each name's stem with its digit runs written '#', lower case. A folder of one
+    clip's frames has one pattern (`#`, `frame_#`, `#_#`); a second one is a stray file (`# copy`,
+    `# 2` from a file manager's copy, `cover`) or a second sequence, read as frames all the same."""
+    out: dict[str, list[str]] = {}
+    for n in names:
+        out.setdefault(_DIGITS.sub("#", os.path.splitext(n)[0].lower()), []).append(n)
+    return out
+
+
+def stray_frames(names: Sequence[str]) -> list[str]:
+    """The names outside the folder's commonest name pattern (`name_patterns`), in frame order
+    of their own; empty when all share one."""
+    patterns = name_patterns(names)
+    if len(patterns) < 2:
+        return []
+    main = max(patterns.values(), key=len)
+    return sorted((n for names_ in patterns.values() if names_ is not main for n in names_), key=_natural_key)
 
 
 class FolderSource(FrameSource):
-    """A directory of frame images (IMAGE_SUFFIXES; other files and hidden files are ignored)."""
+    """A directory of frame images (`frame_entries`; other files and hidden files are ignored), in
+    `frame_order`."""
 
     backend = "folder"
 
     def __init__(self, path: Path):
         super().__init__(path)
-        try:  # scandir: file types come with the listing, no stat per frame
-            with os.scandir(path) as entries:
-                files = [
-                    Path(e.path) for e in entries
-                    if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith(".")
-                    and e.is_file()
-                ]
-        except OSError as e:
-            raise FrameReadError(path, f"cannot list the folder: {e}") from e
-        if not files:
+        names = [e.name for e in frame_entries(path)]
+        if not names:
             raise FrameReadError(
                 path, f"no frame images in this folder (expected {'/'.join(IMAGE_SUFFIXES)} files "
-                "named with a trailing frame number, e.g. 00001_00001.jpg)"
+                "numbered in frame order, e.g. 00001.jpg or 00001_00001.jpg)"
             )
-        check_frame_count(path, len(files))
-        self.files = sorted(files, key=_frame_sort_key)
+        check_frame_count(path, len(names))
+        self.files = [path / n for n in frame_order(names, path)]
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame file
 
     def __len__(self) -> int:
@@ -243,10 +284,12 @@ class FolderSource(FrameSource):
     def _open_image(self, i: int, data: bytes | None = None):
         """The image of file i (or of its bytes `data`), its size checked against the frame_pixels limit
         (from its header, undecoded)."""
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
         try:
             im = Image.open(self.files[i] if data is None else io.BytesIO(data))
+        except UnidentifiedImageError:  # its message names a path or a BytesIO object's address
+            raise self._unreadable(i, _not_an_image(data if data is not None else self._head(i))) from None
         except Image.DecompressionBombError as e:  # over PIL's own cap (2 x 89 MP), before ours is asked
             raise FrameReadError(self.path, f"frame file {self.files[i].name} (index {i}) is too large to "
                                             f"decode ({e}): PIL refuses such images whatever --limit says") from None
@@ -274,7 +317,14 @@ class FolderSource(FrameSource):
             except (OSError, SyntaxError, ValueError, RuntimeError) as e:  # truncated or damaged data
                 raise self._unreadable(i, e) from e
 
-    def _unreadable(self, i: int, e: Exception) -> FrameReadError:
+    def _head(self, i: int) -> bytes:
+        try:
+            with open(self.files[i], "rb") as f:
+                return f.read(16)
+        except OSError as e:
+            raise self._unreadable(i, e) from e
+
+    def _unreadable(self, i: int, e: Exception | str) -> FrameReadError:
         return FrameReadError(
             self.path, f"frame file {self.files[i].name} (index {i}) is not a readable image: {e}"
         )
@@ -292,17 +342,34 @@ def _fit(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def pil_rgb(im) -> np.ndarray:
-    """A PIL image as `[H, W, 3]` uint8 RGB. Grey, palette, RGBA and CMYK convert as PIL converts them;
-    16-bit grey (PNG, TIFF: modes I;16* and I) keeps its high byte, as PIL keeps it for 16-bit RGB
-    (PIL's own conversion clips every value over 255 to white). Float images are refused (ValueError):
-    their range is not known."""
+    """A PIL image as `[H, W, 3]` uint8 RGB, as a viewer shows it. Grey, palette and CMYK convert as PIL
+    converts them; an image with transparency (RGBA, LA, a palette or grey PNG with tRNS) is shown
+    over white (`BACKGROUND`), as a browser on its default page shows it: PIL's own conversion drops
+    the alpha and shows the colours hidden under it. 16-bit grey (PNG, TIFF: modes I;16* and I) keeps
+    its high byte, as PIL keeps it for 16-bit RGB (PIL's conversion clips every value over 255 to white).
+    Float images are refused (ValueError): their range is not known."""
     if im.mode.startswith("I;16") or im.mode == "I":
         grey = np.asarray(im).astype(np.int64)  # [H, W] (a big-endian I;16B reads as such)
         grey8 = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
         return np.repeat(grey8[..., None], 3, axis=-1)
     if im.mode == "F":
         raise ValueError("a 32-bit float image: its value range is not known; save the frames as 8-bit images")
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)  # [H, W, 4]; premultiplied modes unmultiplied
+        alpha = rgba[..., 3:]
+        shown = (rgba[..., :3] * alpha + np.array(BACKGROUND, np.uint16) * (255 - alpha) + 127) // 255  # Eq. of "over"
+        return shown.astype(np.uint8)
     return np.asarray(im.convert("RGB"))
+
+
+BACKGROUND = (255, 255, 255)  # what a transparent frame is shown over
+
+
+def _not_an_image(data: bytes) -> str:
+    """Why PIL cannot identify `data`: empty, or what it starts with (HTML saved as .jpg, a text file)."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    return f"not an image file PIL can read (it starts with {data[:16]!r})"
 
 
 # ---------------------------------------------------------------------------- videos

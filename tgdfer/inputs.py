@@ -29,7 +29,7 @@ from typing import Union
 
 from .annotations import decode_text
 from .errors import AnnotationError
-from .frames import IMAGE_SUFFIXES, _natural_key
+from .frames import _natural_key, is_frame_name
 
 LIST_SUFFIXES = (".txt", ".lst", ".csv")  # an INPUT with this suffix lists clips
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")  # in a folder
@@ -84,7 +84,7 @@ def folder_clips(folder: Path) -> list[Path]:
         files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
     except OSError:
         return [folder]  # the reader names the problem
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+    if any(is_frame_name(f.name) for f in files):
         return [folder]
     videos = sorted((f for f in files if f.suffix.lower() in VIDEO_SUFFIXES), key=lambda f: _natural_key(f.name))
     return videos or [folder]
