@@ -346,6 +346,7 @@ def test_every_snippet_in_docs_datasets_names_real_reader_arguments():
     for snippet in snippets:
         data = tomllib.loads(snippet)["data"]  # valid TOML, a [data] table
         config = DataConfig(**data)
+        assert "class_names" not in config.args, "a pipeline's class set is its [classes] table"
         params = inspect.signature(READERS[config.kind]).parameters
         assert set(config.args) <= set(params), (config.kind, set(config.args) - set(params))
         kinds.add(config.kind)
@@ -362,3 +363,73 @@ def test_data_config_passes_the_pipelines_class_set(tmp_path):
     clash = DataConfig(kind="list", args={"files": str(lst), "class_names": CLASSES})
     with pytest.raises(ConfigError, match="args.class_names"):
         clash.load(class_names=MAFW)
+
+
+def test_label_names_naming_one_class_twice_is_a_typo_unless_every_class_is_reached(tmp_path, caplog):
+    out = make_synth(tmp_path)
+    write(out / "alpha.csv", "path,label,fold\n" + "".join(f"frames/{c[0]},0,{c[2]}\n" for c in SYNTH))
+    typo = list(ALPHABETICAL[:-1]) + ["Sad"]  # "Sad" for "Surprise": 6 would read as Sadness, Surprise never
+    with pytest.raises(ConfigError) as e:
+        read_csv(out / "alpha.csv", label_names=typo)
+    assert e.value.field == "label_names" and "integers 5 and 6 both name Sadness" in str(e.value)
+    assert "no entry names Surprise" in str(e.value)
+    merge = list(ALPHABETICAL) + ["Disgust"]  # an 8th label (contempt) merged into Disgust: every class reached
+    with caplog.at_level(logging.INFO, logger="tgdfer.readers"):
+        read_csv(out / "alpha.csv", label_names=merge)
+    assert "merges the file's integers 1 and 7 into Disgust" in caplog.text
+
+
+def test_csv_rows_that_a_stray_quote_runs_together_are_named_where_the_quote_opens(tmp_path):
+    for name in ("a", "b"):
+        frames(tmp_path / "clips" / name, 2)
+    big = "".join(f"clips/{i:05d},{i % 7},train\n" for i in range(8000))  # a DFEW-sized file: over csv's field limit
+    ann = write(tmp_path / "ann.csv", 'path,label,split\nclips/a,0,train\n"clips/b,1,test\n' + big)
+    with pytest.raises(AnnotationError) as e:
+        read_csv(ann)
+    raises_at(e, ann, 3, "field larger than field limit", 'a double quote (") that opens a field on this line')
+    write(ann, 'path,label,split\nclips/a,0,train\n"clips/b,1,test\nclips/a,2,test\nclips/b,3,train\n')
+    with pytest.raises(AnnotationError) as e:
+        read_csv(ann)
+    raises_at(e, ann, 3, "got 1 in the row that runs from here to line 5")
+
+
+def test_csv_header_naming_a_column_twice_and_an_empty_path_cell_are_refused(tmp_path):
+    frames(tmp_path / "clips" / "a", 2)
+    ann = write(tmp_path / "ann.csv", "path,label,label\nclips/a,0,3\n")
+    with pytest.raises(AnnotationError) as e:
+        read_csv(ann)
+    raises_at(e, ann, 1, "the header names column 'label' twice")
+    write(ann, "path,label\nclips/a,0\n,1\n")  # read as a path, the empty cell was the CSV's own folder
+    with pytest.raises(AnnotationError) as e:
+        read_csv(ann, missing="skip")
+    raises_at(e, ann, 3, "the path cell is empty")
+
+
+def test_an_annotation_folder_names_the_files_it_ignores(tmp_path, caplog):
+    for name in ("a", "b", "c"):
+        frames(tmp_path / "clips" / name, 2)
+    split = tmp_path / "split"
+    write(split / "train.csv", "path,label\n../clips/a,0\n")
+    write(split / "test.csv", "path,label\n../clips/b,1\n")
+    write(split / "val.csv", "path,label\n../clips/c,2\n")  # neither part: its clip is in no table
+    (split / "._train.csv").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS's copy beside train.csv
+    with caplog.at_level(logging.WARNING, logger="tgdfer.readers"):
+        table = read_csv(split).table
+    assert table["clip_id"].tolist() == ["a", "b"]
+    assert "read test.csv, train.csv; ignored val.csv" in caplog.text and "._train.csv" not in caplog.text
+
+
+def test_a_test_list_line_is_a_whole_path_first_and_only_known_header_words_are_headers(tmp_path):
+    for name in ("take", "take 2", "c"):
+        frames(tmp_path / "clips" / name, 2)
+    whole = write(tmp_path / "all.csv", "path,label\nclips/take,0\nclips/take 2,1\nclips/c,2\n")
+    tests = write(tmp_path / "held_out.txt", "clips/take 2\n")
+    table = read_csv({"all": whole}, test_list=tests).table
+    assert dict(zip(table["clip_id"], table["split"])) == {"take": "train", "take 2": "test", "c": "train"}
+    write(tests, "path\nclips/c\n")
+    table = read_csv({"all": whole}, test_list=tests).table
+    assert dict(zip(table["clip_id"], table["split"])) == {"take": "train", "take 2": "train", "c": "test"}
+    write(tests, "clip_c\nclips/take\n")  # a typo on the first line is no header
+    with pytest.raises(AnnotationError) as e:
+        read_csv({"all": whole}, test_list=tests)
+    raises_at(e, tests, 1, "'clip_c' is neither a path nor a clip id")

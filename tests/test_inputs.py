@@ -56,6 +56,17 @@ def test_folders_globs_and_lists_expand_to_the_same_clips(tree):
     assert expand_inputs([tree / "dirs.txt", frames]) == [*videos, frames]
 
 
+def test_a_csv_input_is_read_as_the_annotation_reader_reads_it(tree):
+    """predict's CSV input follows the [data] csv reader: the separator sniffed, quoted fields, the path as written."""
+    lead, plain = tree / "videos" / " lead.mp4", tree / "videos" / "lead.mp4"
+    lead.write_bytes((tree / "videos" / "clip_2.mp4").read_bytes())
+    plain.write_bytes(b"not the clip listed")
+    (tree / "semi.csv").write_text("path;label\nvideos/clip_2.mp4;0\n\"videos/ lead.mp4\";1\n")  # Excel in Europe
+    assert expand_input(tree / "semi.csv")[0] == [tree / "videos" / "clip_2.mp4", lead]  # not lead.mp4
+    (tree / "tabs.csv").write_text("label\tpath\nhappy\tvideos/clip_10.mp4\n")
+    assert expand_input(tree / "tabs.csv")[0] == [tree / "videos" / "clip_10.mp4"]
+
+
 def test_a_bad_list_row_names_the_file_and_line(tree):
     (tree / "bad.csv").write_text("path,label\nvideos/clip_2.mp4,happy\n,sad\nvideos/gone.mp4,happy\n")
     ok, empty, gone = expand_input(tree / "bad.csv")[0]

@@ -227,3 +227,30 @@ def test_a_wrong_argument_type_is_one_line_exit_2(tmp_path, args, field, words):
     assert e.value.field == field and words in str(e.value), str(e.value)
     code, out = check(config, tmp_path)
     assert code == 2 and out.startswith("error:") and words in out
+
+
+def test_missing_relative_and_windows_paths_get_advice_that_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for n in (1, 2):
+        frames(tmp_path / "data" / "DFEW" / "clip_224x224" / f"{n:05d}", 2)
+    # paths relative to the repository the list came from, not to the list's folder: root is the advice
+    rel = write(tmp_path / "annotation" / "test.txt", "".join(f"data/DFEW/clip_224x224/{n:05d} 2 {n}\n" for n in (1, 2)))
+    with pytest.raises(AnnotationError) as e:
+        load(pipeline(tmp_path, "list", {"files": str(rel)}))
+    raises_at(e, rel, 1, f'with root = "{tmp_path.resolve()}"')
+    assert load(pipeline(tmp_path, "list", {"files": str(rel), "root": str(tmp_path)}, "r.toml")).table["label"].tolist() == [1, 2]
+    # written on Windows: a drive path (either slash) is mapped by its prefix as written
+    for sep in ("\\", "/"):
+        win = write(tmp_path / "win" / "test.txt",
+                    "".join(f"C:{sep}Users{sep}me{sep}DFEW{sep}clip_224x224{sep}{n:05d} 2 {n}\n" for n in (1, 2)))
+        with pytest.raises(AnnotationError) as e:
+            load(pipeline(tmp_path, "list", {"files": str(win)}, "w.toml"))
+        found = tmp_path.resolve() / "data" / "DFEW" / "clip_224x224"
+        raises_at(e, win, 1, f'path_map = {{ "C:/Users/me/DFEW/clip_224x224" = "{found}" }}')
+        mapped = pipeline(tmp_path, "list", {"files": str(win), "path_map": {"C:/Users/me/DFEW/clip_224x224": str(found)}},
+                          "wm.toml")
+        assert load(mapped).table["label"].tolist() == [1, 2]
+    # a relative path written with backslashes reads as the folder it names
+    back = write(tmp_path / "data" / "test.txt", "DFEW\\clip_224x224\\00001 2 1\n")
+    assert load(pipeline(tmp_path, "list", {"files": str(back)}, "b.toml")).table["path"].tolist() == [
+        str(tmp_path.resolve() / "data" / "DFEW" / "clip_224x224" / "00001")]

@@ -19,15 +19,18 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from .errors import AnnotationError, ConfigError
 from .labels import CLASSES, class_index
+
+log = logging.getLogger("tgdfer.readers")
 
 
 PathLike = str | os.PathLike
@@ -65,14 +68,15 @@ def annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLik
     if isinstance(files, Mapping):
         named = [(Path(p), str(key), True) for key, p in files.items()]
     elif isinstance(files, (str, os.PathLike)) and Path(files).is_dir():
-        named = [(f, f.stem, False) for f in sorted(Path(files).glob(pattern)) if f.is_file()]
+        named = [(f, f.stem, False) for f in sorted(Path(files).glob(pattern))
+                 if f.is_file() and not f.name.startswith(".")]  # not macOS's ._train.csv beside train.csv
     elif isinstance(files, (str, os.PathLike)):
         if not Path(files).exists():
             raise AnnotationError(files, "annotation file or folder not found")
         named = [(Path(files), Path(files).stem, True)]
     else:
         named = [(Path(f), Path(f).stem, True) for f in files]
-    roles = []
+    roles, ignored = [], []
     for path, name, explicit in named:
         role = role_of(name, path)
         if role is not None:
@@ -80,6 +84,11 @@ def annotation_files(files: PathLike | Sequence[PathLike] | Mapping[str, PathLik
         elif explicit:
             raise AnnotationError(path, f"cannot tell the part from {name!r}: name it train/test or set_<k>_train/"
                                         f"set_<k>_test, or pass a mapping such as {{'train': ..., 'test': ...}}")
+        else:
+            ignored.append(path.name)
+    if roles and ignored:  # a val.csv beside train.csv and test.csv: its clips are in neither part
+        log.warning("%s: read %s; ignored %s (the name says neither train nor test: name the files, or pass a "
+                    "mapping, to read it)", files, ", ".join(r.path.name for r in roles), ", ".join(ignored))
     if not roles:
         raise AnnotationError(files, f"no annotation files matching {pattern!r} named train/test or set_<k>_train/test")
     check_roles(roles)
@@ -187,26 +196,50 @@ def read_csv_rows(path: Path, required: Sequence[str], delimiter: str | None = N
     """
     text = _read_text(path)
     delimiter = csv_delimiter(text) if delimiter is None else delimiter
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # the csv module splits lines itself
-    header = [h.strip() for h in next(reader, [])]
+    records = csv_records(path, text, delimiter)
+    header = [h.strip() for h in next(records, (1, 1, []))[2]]
     absent = [c for c in required if c not in header]
     if absent:
         raise AnnotationError(path, f"no column {absent[0]!r} in the header (columns: {', '.join(header) or 'none'}; "
                                     f"fields separated by {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}: set "
                                     f"delimiter if the file uses another)", line=1)
+    names = [h for h in header if h]
+    twice = next((h for h in names if names.count(h) > 1), None)
+    if twice is not None:  # a dict of the row would keep the last one silently
+        raise AnnotationError(path, f"the header names column {twice!r} twice", line=1)
     rows = []
-    for fields in reader:
+    for start, end, fields in records:
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            raise AnnotationError(path, f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}",
-                                  line=reader.line_num)
-        rows.append((reader.line_num, {h: f if h in exact else f.strip() for h, f in zip(header, fields)}))
+            raise AnnotationError(path, f"expected {len(header)} fields ({','.join(header)}), got {len(fields)}"
+                                        + (f" in the row that runs from here to line {end}: {_OPEN_QUOTE}"
+                                           if end > start else ""), line=start)
+        rows.append((end, {h: f if h in exact else f.strip() for h, f in zip(header, fields)}))
     if not rows:
         raise AnnotationError(path, "holds no clips (only a header)")
     return header, rows
 
 
+def csv_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of each row of a CSV's `text`, blank rows included; the csv module
+    splits the lines itself (a quoted field may hold newlines). A row the csv module cannot read (a
+    field over its size limit: a quote never closed in a large file) is an AnnotationError at the
+    line it starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise AnnotationError(path, f"cannot read the row that starts here ({e}): {_OPEN_QUOTE}", line=start) from None
+        yield start, reader.line_num, fields
+
+
+_OPEN_QUOTE = ('a double quote (") that opens a field on this line is not closed where the field ends, so the '
+               'field runs on over the lines after it; remove the quote or close it')
 DELIMITERS = ",\t;|"  # what sniffing chooses from
 _DELIMITER_NAMES = {",": "','", "\t": "tabs", ";": "';'", "|": "'|'", " ": "spaces"}
 
@@ -239,15 +272,21 @@ def read_test_list(path: Path, written: list[str], ids: list[str]) -> set[str]:
     by_written = dict(zip(written, ids))
     known = set(ids)
     tested = set()
+    def clip(name: str) -> str | None:
+        return by_written.get(name) or (name if name in known else None)
+
     for line, text in read_lines(path):
         name = re.split(r"[,\s]", text, maxsplit=1)[0]
-        clip_id = by_written.get(name) or (name if name in known else None)
+        clip_id = clip(text.strip()) or clip(name)  # the whole line first: a path may hold a space ("take 2")
         if clip_id is None:
-            if line == 1 and not any(c in name for c in "/\\.") and name.isidentifier():
+            if line == 1 and name.lower() in _LIST_HEADERS:
                 continue  # a header line such as "path"
             raise AnnotationError(path, f"{name!r} is neither a path nor a clip id of the CSV", line=line)
         tested.add(clip_id)
     return tested
+
+
+_LIST_HEADERS = ("path", "clip", "clip_id", "id", "name", "file", "filename", "video", "video_name", "video_id")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -355,7 +394,23 @@ def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | 
                 raise ConfigError("label_names", f"entry {i} ({n!r}, the file's integer {label_base + i}) is not "
                                                  f"a class; class_names: {', '.join(names)}") from None
         mapped = tuple(mapped)
+        _check_merges(mapped, names, label_base)
     return Labels(names, lookup, label_base, mapped)
+
+
+def _check_merges(mapped: tuple[int, ...], names: tuple[str, ...], base: int) -> None:
+    """label_names that send two file integers to one class: a merge (every class still reached, e.g.
+    8 labels into 7 classes) is logged; otherwise it is a typo that leaves a class unreachable
+    (`["Sad", "Sad"]` for `["Sad", "Surprise"]`), a ConfigError naming both."""
+    twice = {c: [base + i for i, m in enumerate(mapped) if m == c] for c in set(mapped) if mapped.count(c) > 1}
+    if not twice:
+        return
+    c, ints = min(twice.items())
+    unreached = [n for k, n in enumerate(names) if k not in mapped]
+    if unreached:
+        raise ConfigError("label_names", f"the file's integers {' and '.join(map(str, ints))} both name {names[c]}, "
+                                         f"and no entry names {', '.join(unreached)}: a typo? Give each class once")
+    log.info("label_names merges the file's integers %s into %s", " and ".join(map(str, ints)), names[c])
 
 
 # ----------------------------------------------------------------------------- paths
@@ -364,7 +419,8 @@ def make_labels(class_names: Sequence[str] | None, label_names: Sequence[str] | 
 class PathMap:
     """Rewrites annotated paths written on another machine: {their prefix: our folder}.
 
-    The longest prefix that matches whole path components wins; backslashes read as slashes.
+    The longest prefix that matches whole path components wins; backslashes read as slashes, in every
+    path (a list written on Windows: `DFEW\\clip_224x224\\00001`), mapped or not.
     `check_used` raises a ConfigError naming a prefix that matched no path.
     """
 
@@ -380,15 +436,14 @@ class PathMap:
         self.used: set[str] = set()
 
     def __call__(self, raw: str) -> str:
-        if not self.items:
-            return raw
+        """`raw` under the longest matching prefix's target; else `raw` with backslashes read as slashes."""
         text = _slashes(raw)
         for prefix, target in self.items:
             if text == prefix or text.startswith(prefix + "/") or prefix == "/":
                 self.used.add(prefix)
                 rest = text[len(prefix):].lstrip("/")
                 return str(Path(target) / rest) if rest else target
-        return raw
+        return _slashes(raw)
 
     def check_used(self, what: str) -> None:
         unused = [p for p, _ in self.items if p not in self.used]

@@ -27,13 +27,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from .annotations import Labels, Missing, PathLike, PathMap, toml_none
+from .annotations import Labels, Missing, PathLike, PathMap, _slashes, toml_none
 from .errors import AnnotationError, FrameReadError
 from .frames import IMAGE_SUFFIXES, frame_entries, frame_order, stray_frames
 from .tmpfiles import tmp_path
@@ -139,6 +141,7 @@ class Entry:
     fold: int | None  # the fold k of the source file (per-fold annotations)
     part: str | None  # "train" | "test": the source file's part; None when the file has no split
     problem: str | None = None  # a row-level problem (label column vs path): skipped or raised
+    written: str | None = None  # the clip's path as the annotation writes it (None: the format names no path)
 
 
 def ids_from_paths(paths: Sequence[Path]) -> list[str]:
@@ -271,30 +274,45 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
 
 
 def _path_map_hint(lost: list[Entry], total: int) -> str | None:
-    """Advice for clips found nowhere whose paths share a prefix that does not exist on this machine.
+    """Advice for clips found nowhere, from their paths as written (`Entry.written`; the resolved path
+    for formats that write none).
 
-    The prefix is the common folder of the missing paths; where the files seem to be is the first
-    of a few likely folders (the working directory, its `data/`, the annotation file's folder and
-    the two above it) that holds the first missing clip under a tail of that prefix. None when the
-    missing clips do not share such a prefix (then they are really missing).
+    Relative paths (written relative to another folder than the one they are read against): the
+    first of a few likely folders (the working directory, its `data/`, the annotation file's folder
+    and the two above it) that holds the first one gives `root = ...`. Absolute paths (POSIX, or
+    Windows `C:\\...`, `\\\\server\\...` written on another machine): their common folder as written,
+    which does not exist here, gives `path_map = {...}`, its target the likely folder that holds the
+    first clip under a tail of that prefix. None when no such advice fits (the clips are really missing).
     """
     if not lost:
         return None
-    paths = [e.candidates[0] for e in lost]
-    common = Path(os.path.commonpath([str(p) for p in paths]))
-    if common in paths:
-        common = common.parent
-    if common.exists() or common == Path(common.anchor):
+    written = [_slashes(e.written) if e.written is not None else str(e.candidates[0]) for e in lost]
+    source = lost[0].source
+    bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", source.parent, *source.resolve().parents[:2]]))
+    many = f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips"
+    if not any(_foreign_absolute(w) for w in written):
+        base = next((b for b in bases if (b / written[0]).exists()), None)
+        if base is None or lost[0].written is None:
+            return None
+        return (f"{many} have relative paths ({written[0]}, ...) that lie under {base.resolve()}: read them from "
+                f"there with root = {json.dumps(str(base.resolve()))}")
+    common = posixpath.commonpath(written) if len({w.startswith("/") for w in written}) == 1 else ""
+    if common in written:
+        common = posixpath.dirname(common)
+    if common in ("", "/") or re.fullmatch(r"[A-Za-z]:/?|//[^/]+/?", common) or Path(common).exists():
         return None
-    rest = paths[0].relative_to(common)
-    bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", lost[0].source.parent,
-                                *lost[0].source.resolve().parents[:2]]))
-    tails = [Path(*common.parts[i:]) for i in range(1, len(common.parts))] + [Path()]
+    rest = PurePosixPath(written[0]).relative_to(common)
+    parts = PurePosixPath(common).parts
+    tails = [Path(*parts[i:]) for i in range(1, len(parts))] + [Path()]
     target = next((base / tail for tail in tails for base in bases if (base / tail / rest).exists()), None)
     where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
-    return (f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips lie under {common}, which does not exist "
-            f"here: map it to where the files are with "
-            f"path_map = {{ {json.dumps(str(common))} = {json.dumps(where)} }}")
+    return (f"{many} lie under {common}, which does not exist here: map it to where the files are with "
+            f"path_map = {{ {json.dumps(common)} = {json.dumps(where)} }}")
+
+
+def _foreign_absolute(path: str) -> bool:
+    """An absolute path (slashes), POSIX or Windows (a drive `C:/`, a share `//server/`)."""
+    return path.startswith("/") or bool(re.match(r"[A-Za-z]:/", path))
 
 
 def _check_clip(group: list[Entry], per_fold: bool, class_names: Sequence[str]) -> Entry:

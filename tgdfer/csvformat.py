@@ -91,6 +91,8 @@ def read_csv(
                                            f"{fold_in or split_in!r}); set that column to \"none\" or drop test_list")
         base = Path(root) if root is not None else source.parent
         for line, row in rows:
+            if not row[path_col].strip():  # read as a path, it would be the CSV's own folder
+                raise AnnotationError(source, f"the {path_col} cell is empty: every row names its clip", line=line)
             fold = parse_int(row[fold_in], source, line, fold_in, low=1) if fold_in is not None else role.fold
             part = parse_split(row[split_in], source, line, split_in) if split_in is not None else None
             if split_by_file:
@@ -107,7 +109,7 @@ def read_csv(
             part = "test" if clip_id in tested else "train"
         if fold is not None and role.fold is None:
             part = "test"  # a fold column: the clip is tested in its fold
-        entries.append(Entry(role.path, line, clip_id, (path,), label, None, fold, part, problem))
+        entries.append(Entry(role.path, line, clip_id, (path,), label, None, fold, part, problem, row[path_col]))
     return build_table(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
                   path_map=paths)
 

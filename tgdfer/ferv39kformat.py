@@ -59,7 +59,7 @@ def read_ferv39k(
             label, problem = row_label(labels, by_path, word, rel, role.path, line, "label", missing)
             clip_id = Path(rel).as_posix().strip("/")
             path = (root / paths(rel)).resolve()
-            entries.append(Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part, problem))
+            entries.append(Entry(role.path, line, clip_id, (path,), label, None, role.fold, role.part, problem, rel))
     paths.check_used(", ".join(str(r.path) for r in roles))
     return build_table(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
                   path_map=paths)

@@ -20,14 +20,13 @@ reaches a decoder, so no decoder's native log line can reach the terminal for on
 
 from __future__ import annotations
 
-import csv
 import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from .annotations import decode_text
+from .annotations import csv_delimiter, csv_records, decode_text
 from .errors import AnnotationError
 from .frames import _natural_key, is_frame_name
 
@@ -106,7 +105,7 @@ def read_list(path: Path) -> list[Expanded]:
     out: list[Expanded] = []
     for line, value in rows:
         where = f"{path} line {line}"
-        if not value:
+        if not value.strip():
             out.append(BadInput(f"{path}:{line}", f"{where}: empty path"))
             continue
         clip = Path(value) if Path(value).is_absolute() else path.parent / value
@@ -124,19 +123,20 @@ def _text_rows(text: str) -> list[tuple[int, str]]:
 
 
 def _csv_rows(path: Path, text: str) -> Union[list[tuple[int, str]], BadInput]:
-    """(line number, path) of a CSV list: the `path` column under a header naming it, else the only column."""
-    reader = csv.reader(text.splitlines())
+    """(line number, path) of a CSV list: the `path` column under a header naming it, else the only column.
+    Read as the annotation reader reads a CSV (`annotations.csv_records`: its separator sniffed, quoted
+    fields, a path kept as written)."""
     try:
-        rows = [(reader.line_num, [c.strip() for c in row]) for row in reader]
-    except csv.Error as e:
-        return BadInput(str(path), f"{path} line {reader.line_num}: not a readable CSV ({e})")
-    rows = [(n, row) for n, row in rows if any(row) and not row[0].startswith("#")]
+        rows = [(n, row) for n, _, row in csv_records(path, text, csv_delimiter(text))
+                if any(c.strip() for c in row) and not row[0].strip().startswith("#")]
+    except AnnotationError as e:
+        return BadInput(str(path), str(e))
     if not rows:
         return []
-    header = [c.lower() for c in rows[0][1]]
+    header = [c.strip().lower() for c in rows[0][1]]
     if PATH_COLUMN in header:
         col, rows = header.index(PATH_COLUMN), rows[1:]
-    elif all(len([c for c in row if c]) <= 1 and len(row) <= 1 for _, row in rows):
+    elif all(len(row) == 1 for _, row in rows):
         col = 0  # a plain list, one path a row, no header
     else:
         return BadInput(str(path), f"{path} line {rows[0][0]}: no '{PATH_COLUMN}' column (the first row has "

@@ -90,8 +90,8 @@ def read_list(
     ids = ids_from_paths([r[2] for r in raw])
     tested = read_test_list(Path(test_list), written, ids) if test_list is not None else None
     entries = [Entry(role.path, line, clip_id, (path,), label, n, role.fold,
-                      _part(role.part, tested, clip_id), problem)
-               for (role, line, path, n, label, problem), clip_id in zip(raw, ids)]
+                      _part(role.part, tested, clip_id), problem, text)
+               for (role, line, path, n, label, problem), clip_id, text in zip(raw, ids, written)]
     return build_table(entries, missing=missing, labels=labels, cache=FrameCountCache(frame_cache),
                   path_map=paths)
 
