@@ -393,6 +393,14 @@ def test_csv_rows_that_a_stray_quote_runs_together_are_named_where_the_quote_ope
     raises_at(e, ann, 3, "got 1 in the row that runs from here to line 5")
 
 
+def test_a_label_written_as_a_decimal_is_named_as_such(tmp_path):
+    frames(tmp_path / "clips" / "a", 2)
+    ann = write(tmp_path / "ann.csv", "path,label\nclips/a,3.0\n")
+    with pytest.raises(AnnotationError) as e:
+        read_csv(ann)
+    raises_at(e, ann, 2, "label '3.0' is a decimal number: write integer labels")
+
+
 def test_csv_header_naming_a_column_twice_and_an_empty_path_cell_are_refused(tmp_path):
     frames(tmp_path / "clips" / "a", 2)
     ann = write(tmp_path / "ann.csv", "path,label,label\nclips/a,0,3\n")

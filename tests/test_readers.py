@@ -541,3 +541,19 @@ def test_a_csv_that_is_not_utf8_names_its_line_and_how_to_save_it(tmp_path):
     (tmp_path / "ann.csv").write_bytes("path,label\nclips/a,Happy\n".encode("utf-16-le"))
     with pytest.raises(AnnotationError, match=r"ann\.csv:1: holds NUL bytes: UTF-16 or UTF-32 text without a byte order"):
         read_csv(tmp_path / "ann.csv", frame_cache="none")
+
+
+def test_a_name_in_another_unicode_normalisation_is_found_and_one_in_another_case_is_named(tmp_path):
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Émotions/café")  # as macOS's HFS+ stores names
+    frames(tmp_path / nfd, 2, stem="f")
+    frames(tmp_path / "clips" / "Take", 2, stem="f")
+    lst = write(tmp_path / "test.txt", f"{unicodedata.normalize('NFC', 'Émotions/café')} 0\n")  # typed: NFC
+    assert unicodedata.normalize("NFC", nfd) != nfd
+    table = read_list(lst).table
+    assert table["path"].tolist() == [str((tmp_path / nfd).resolve())] and table["n_frames"].tolist() == [2]
+    write(lst, "clips/take 0\n")
+    with pytest.raises(AnnotationError) as e:
+        read_list(lst)
+    raises_at(e, lst, 1, f"(there is {tmp_path.resolve() / 'clips' / 'Take'}, which differs in case)")

@@ -316,6 +316,10 @@ class Labels:
                                               f"({what}){hint}", line=line)
             i = value - self.base
             return self.label_names[i] if self.label_names else i
+        if re.fullmatch(r"[+-]?\d+\.\d*", text):
+            raise AnnotationError(source, f"{field} {text!r} is a decimal number: write integer labels ({text} was "
+                                          "probably an integer that a spreadsheet or pandas wrote as a decimal, as "
+                                          "they do in a column with an empty cell)", line=line)
         try:
             return self.lookup(text)
         except ValueError:

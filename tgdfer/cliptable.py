@@ -29,6 +29,7 @@ import logging
 import os
 import posixpath
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -231,7 +232,8 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     if per_fold:
         _warn_incomplete_train_lists(entries, chosen)
     rows, skipped, mismatched, overclaimed, strays = [], [], [], [], []
-    places = [e.problem or _find_clip(e) for e in chosen]
+    listings: dict[Path, list[str]] = {}
+    places = [e.problem or _find_clip(e, listings) for e in chosen]
     hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
                           len(chosen)) if path_map is not None else None
     for e, found in zip(chosen, places):
@@ -377,9 +379,10 @@ def _warn_incomplete_train_lists(entries: list[Entry], chosen: list[Entry]) -> N
                            "trains fold %d on them anyway", k, len(omitted), omitted[0], k)
 
 
-def _find_clip(e: Entry) -> tuple[Path, int | None, list[str]] | str:
+def _find_clip(e: Entry, listings: dict[Path, list[str]]) -> tuple[Path, int | None, list[str]] | str:
     """(path, frame count of a folder or None for a video, a folder's stray frame names), or the reason the
-    clip is unusable."""
+    clip is unusable. A path found under another Unicode normalisation of its name is used
+    (`_spelled_otherwise`; `listings` caches folder listings across clips)."""
     for path in e.candidates:
         if path.is_dir():
             try:
@@ -392,8 +395,39 @@ def _find_clip(e: Entry) -> tuple[Path, int | None, list[str]] | str:
             return path, len(names), stray_frames(names)
         if path.is_file():
             return (path, None, []) if path.stat().st_size else f"video file {path} is empty"
+    twin, other_case = _spelled_otherwise(e.candidates[0], listings)
+    if twin is not None and twin != e.candidates[0]:  # the same name in another Unicode normalisation (from macOS)
+        return _find_clip(Entry(**{**e.__dict__, "candidates": (twin,)}), listings)
     tried = " or ".join(str(p) for p in e.candidates[:2]) + (" ..." if len(e.candidates) > 2 else "")
-    return f"nothing at {tried}"
+    return f"nothing at {tried}" + (f" (there is {other_case}, which differs in case)" if other_case else "")
+
+
+def _spelled_otherwise(path: Path, listings: dict[Path, list[str]]) -> tuple[Path | None, Path | None]:
+    """(the path that `path` names in another Unicode normalisation, a path differing only in case).
+
+    An annotation written on one system names `café` in NFC, a folder copied from macOS's HFS+ holds
+    it in NFD: the same name to a reader, other bytes to Linux; that path is returned as the clip's.
+    A name that differs only in letter case is not taken (a case-sensitive file system may hold
+    both) but named for the error. `listings` caches each folder's names across clips.
+    """
+    cur = Path(path.anchor)
+    for part in path.parts[1:]:
+        if (cur / part).exists():
+            cur = cur / part
+            continue
+        if cur not in listings:
+            try:
+                listings[cur] = os.listdir(cur)
+            except OSError:
+                listings[cur] = []
+        nfc = unicodedata.normalize("NFC", part)
+        same = [n for n in listings[cur] if unicodedata.normalize("NFC", n) == nfc]
+        if len(same) == 1:
+            cur = cur / same[0]
+            continue
+        case = [n for n in listings[cur] if unicodedata.normalize("NFC", n).casefold() == nfc.casefold()]
+        return None, (cur / case[0] if len(case) == 1 else None)
+    return cur, None
 
 
 def _warn_strays(strays: list[tuple[Path, list[str]]]) -> None:
