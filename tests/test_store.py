@@ -385,6 +385,20 @@ def test_writer_lease_refuses_duplicate_writer_and_mismatched_shards(tmp_path):
         assert np.flatnonzero(b.done).tolist() == [0, 1, 4]
 
 
+def test_overwrite_refuses_a_store_that_a_live_extraction_is_writing(tmp_path):
+    from tgdfer.extraction import remove_store
+
+    path = tmp_path / "s.zarr"
+    with create(path) as a:
+        a.write_clips([0], *content(np.array([0])), writer=0, num_writers=1)  # a writer holds its lease
+        with pytest.raises(TgdferError, match=r"an extraction is writing this store \(writer_0, pid \d+ on .*"
+                                              r"--overwrite would delete it under that process"):
+            remove_store(path)
+        assert path.is_dir()
+    remove_store(path)  # the writer is gone: a stale lock file does not hold it
+    assert not path.exists()
+
+
 def test_failure_is_cleared_when_the_clip_is_later_written(tmp_path):
     with create(tmp_path / "s.zarr") as s:
         s.record_failures([3, 5], ["corrupt", "missing"])

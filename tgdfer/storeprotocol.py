@@ -218,6 +218,21 @@ def live_lease(path: Path) -> dict | None:
     return None
 
 
+def live_writers(lock_dir: Path) -> list[tuple[Path, dict]]:
+    """(lock file, record) of every live writer of the store whose lock folder is ``lock_dir``."""
+    if not lock_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(lock_dir.glob("writer_*.lock")):
+        try:
+            record = live_lease(path)
+        except OSError:  # no flock here: nothing can be told
+            continue
+        if record is not None:
+            found.append((path, record))
+    return found
+
+
 def acquire_lease(lock_dir: Path, writer: int, num_writers: int):
     """Lock ``writer_<k>.lock`` for this process; the open file is the lease (closing releases it)."""
     lock_dir.mkdir(exist_ok=True)
