@@ -183,6 +183,21 @@ def test_damaged_chunk_is_named_by_verify_and_refused_by_train_head(case, zarr_c
     assert not (tmp_path / "run" / "last.safetensors").exists()
 
 
+def test_train_head_refuses_a_store_whose_extraction_did_not_finish(zarr_copy, encoder_cfg, tmp_path):
+    import zarr
+
+    done = zarr.open_array(str(zarr_copy / "done"), mode="r+")
+    done[3:7] = False  # as an interrupted extraction leaves them: neither done nor failed
+    with FeatureStore.open(zarr_copy) as s:
+        coverage = s.coverage()
+    assert coverage["pending"] == 4
+    result = train_head_cli(zarr_copy, tmp_path / "run", encoder_cfg)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"4 of {coverage['clips']} clips are not extracted yet" in flat(result.output)
+    assert "run `tgdfer extract` with the same settings to finish it" in flat(result.output)
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
 def test_undecodable_chunk_is_one_error_naming_the_clip(zarr_copy):
     truncate_zarr(zarr_copy)
     with FeatureStore.open(zarr_copy) as s:

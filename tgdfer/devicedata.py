@@ -40,7 +40,8 @@ class DeviceData:
 
 def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selection: str,
                val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) rows of the fold; failed or missing clips are left out; val is stratified."""
+    """(train, val, test) rows of the fold; failed clips (and, for a caller that allows them, pending ones)
+    are left out; val is stratified."""
     train, test = fold_split(clips, fold)
     train, test = train[done[train]], test[done[test]]
     if len(train) == 0 or len(test) == 0:
@@ -67,6 +68,18 @@ def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
         raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'}){unsplit}")
 
 
+def check_finished(store: FeatureStore) -> None:
+    """TgdferError when clips of the store are neither extracted nor failed (an extraction interrupted or
+    still running, a shard not yet run): trained or scored so, a fold would silently lose them.
+    Failed clips (recorded, with their reasons, by extraction) are left out."""
+    coverage = store.coverage()
+    if coverage["pending"]:
+        raise TgdferError(f"{store.path}: {coverage['pending']} of {coverage['clips']} clips are not extracted yet "
+                          f"({coverage['done']} done, {coverage['failed']} failed): an extraction was interrupted, is "
+                          "still running or left a shard out; run `tgdfer extract` with the same settings to finish "
+                          "it (`tgdfer info` shows what is missing)")
+
+
 def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: torch.device) -> list[DeviceData]:
     """One DeviceData per replica config (its fold's splits), all sharing one copy of the features.
 
@@ -75,6 +88,7 @@ def load_replica_data(store: FeatureStore, cfgs: Sequence[TrainConfig], device: 
     """
     for cfg in cfgs:
         check_fold(store, cfg.fold)
+    check_finished(store)
     clips, done = store.clips, store.done
     splits = [split_rows(clips, done, c.fold, c.selection, c.val_fraction, c.seed) for c in cfgs]
     if cfgs[0].end_to_end:
