@@ -250,3 +250,19 @@ def test_no_frame_labels_no_localisation_and_bad_options(tmp_path):
     ev = evaluate([tmp_path / "run"], out=tmp_path / "ev2", device="cpu")
     assert (tmp_path / "ev2" / "figures" / "confusion_fold1.png").exists()
     assert not list((tmp_path / "ev2" / "figures").glob("strip_*"))
+
+
+def test_an_unfinished_run_is_refused_by_evaluate_and_named_by_predict(runs, tmp_path, caplog):
+    run = tmp_path / "stopped"
+    shutil.copytree(runs["fold2"], run)
+    (run / "final.json").unlink()  # what a run interrupted, diverged or still training lacks
+    result = runner.invoke(app, ["evaluate", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert "training stopped at epoch 2 of 2 (no final.json" in flat and "train-head --resume" in flat
+    assert not (tmp_path / "ev" / "results.csv").exists()
+    from tgdfer.run import resolve_checkpoint
+
+    with caplog.at_level("WARNING", logger="tgdfer.run"):
+        assert resolve_checkpoint(run) == run / "last.safetensors"  # predict goes on, saying so
+    assert "training stopped at epoch 2 of 2" in caplog.text

@@ -42,7 +42,7 @@ from .metrics import Scores, fold_table, save_table, score, split_table
 from .model import build_head
 from .limits import load_json
 from .store import FeatureStore
-from .run import CONFIG, load_checkpoint, load_run_config, run_checkpoint
+from .run import CONFIG, load_checkpoint, load_run_config, run_checkpoint, unfinished
 from .trainconfig import PROTOCOLS, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
     """
     run = Path(run)
     head_cfg, cfg, encoder = load_run_config(run)
+    why = unfinished(run)
+    if why is not None:  # its scores would be reported as the run's (the final or selected epoch)
+        raise TgdferError(why)
     if encoder is not None:
         encoder.trust_weights = trust_weights
     dev = resolve_device(device)

@@ -164,6 +164,9 @@ def resolve_checkpoint(model: str | Path) -> Path:
         if not (model / CONFIG).is_file():
             raise TgdferError(f"{model}: not a run folder (no config.json); pass a run written by "
                               "`tgdfer train-head` or one of its .safetensors checkpoints")
+        why = unfinished(model)
+        if why is not None:  # predicting with it is allowed; a reader of the output should know
+            log.warning("%s; predicting with the checkpoint it has", why)
         return run_checkpoint(model)
     if not model.is_file():
         raise TgdferError(f"{model}: no such run folder or checkpoint")
@@ -205,6 +208,21 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
         record["encoder"].pop("trust_weights", None)
     encoder = build(EncoderConfig, record["encoder"], "encoder") if "encoder" in record else None
     return build(HeadConfig, record["head"], "head"), build(TrainConfig, record["train"], "train"), encoder
+
+
+def unfinished(run: str | Path) -> Optional[str]:
+    """Why a run folder's training has not finished (no final.json: stopped, interrupted or still running),
+    with the epoch its last checkpoint holds; None when it finished."""
+    run = Path(run)
+    if (run / FINAL).is_file():
+        return None
+    _, cfg, _ = load_run_config(run)
+    try:
+        epoch = load_checkpoint(run / LAST, tensors=False).get("epoch", "?") if (run / LAST).is_file() else 0
+    except TgdferError:
+        epoch = "?"
+    return (f"{run}: training stopped at epoch {epoch} of {cfg.epochs} (no final.json: interrupted, failed or still "
+            "running); `tgdfer train-head --resume` with its settings finishes it")
 
 
 def run_checkpoint(run: str | Path) -> Path:
