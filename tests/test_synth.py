@@ -231,6 +231,28 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     assert (out / "lists" / "set_1_test.txt").read_text().split()[0].startswith("videos/")
 
 
+def test_overwrite_deletes_only_a_folder_synth_made(tmp_path):
+    out = tmp_path / "DFEW"  # a real dataset's folder names, and a user's own video
+    (out / "EmoLabel_DataSplit").mkdir(parents=True)
+    (out / "EmoLabel_DataSplit" / "set_1.csv").write_text("video_name,label\n1,1\n")
+    (out / "videos").mkdir()
+    (out / "videos" / "my_interview.mp4").write_bytes(b"mine")
+    tiny = SynthConfig(clips=4, folds=2, size=32, min_frames=5, max_frames=6, format="frames", workers=1)
+    with pytest.raises(TgdferError, match="holds videos, EmoLabel_DataSplit but no meta.json written by tgdfer synth"):
+        generate(out, tiny, overwrite=True)
+    assert (out / "videos" / "my_interview.mp4").read_bytes() == b"mine"
+    synth = tmp_path / "synth"
+    generate(synth, tiny)
+    (synth / "meta.json").write_text('{"generator": "tgdfer.synth", "complete": false}')  # as an interrupted run leaves it
+    generate(synth, tiny, overwrite=True)
+    assert json.loads((synth / "meta.json").read_text())["complete"] is True
+
+
+def test_folds_out_of_range_name_the_clips_as_the_upper_bound():
+    with pytest.raises(ConfigError, match=r"5 is out of range; expected 2 <= folds <= clips \(3\)"):
+        SynthConfig(clips=3)
+
+
 def test_emotion_prototypes_follow_facs():
     au = {name: i for i, name in enumerate(faces.AUS)}
     happy, surprise = faces.emotion_aus(class_index("happy")), faces.emotion_aus(class_index("surprise"))

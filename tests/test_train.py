@@ -95,7 +95,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(plant
         return loss * float("nan") if calls["n"] > 7 else loss  # 6 steps per epoch: dies in epoch 2, step 1
 
     monkeypatch.setattr(tr.F, "cross_entropy", flaky)
-    with pytest.raises(TrainingDiverged, match="epoch 2, step 1"):
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 1.*the last good checkpoint is kept in"):
         train(small_head(learnable=False), cfg(planted_store, tmp_path / "run"))
     assert load_checkpoint(tmp_path / "run" / "last.safetensors")["epoch"] == 1
 
@@ -111,7 +111,7 @@ def test_a_run_diverging_at_its_first_step_steps_no_lr_schedule(planted_store, t
     monkeypatch.setattr(tr.F, "cross_entropy", lambda logits, y, **kw: real(logits, y, **kw) * float("nan"))
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with pytest.raises(TrainingDiverged, match="epoch 1, step 0"):
+        with pytest.raises(TrainingDiverged, match="epoch 1, step 0.*no epoch finished, so .* holds no checkpoint"):
             train(small_head(learnable=False), cfg(planted_store, tmp_path / "run"))
     assert not [w for w in seen if "lr_scheduler" in str(w.message)], [str(w.message) for w in seen]
     assert not (tmp_path / "run" / "last.safetensors").exists()  # nothing to keep: no epoch ended
@@ -245,6 +245,24 @@ def test_a_diverging_replica_stops_alone(uneven_store, tmp_path, monkeypatch):
     assert not (tmp_path / "fold2" / "final.json").exists()
     assert load_checkpoint(tmp_path / "fold2" / "last.safetensors")["epoch"] == 1
     assert len(pd.read_csv(tmp_path / "fold3" / "metrics.csv")) == 2
+
+
+@pytest.mark.parametrize("field,value", [("seed", -1), ("seed", 2**64), ("seed", True), ("lr", float("inf")),
+                                         ("lr", float("nan")), ("gamma", 0.0)])
+def test_seeds_and_rates_out_of_range_are_config_errors(field, value):
+    with pytest.raises(ConfigError) as e:  # numpy and torch refused them mid-run with a bare ValueError
+        TrainConfig(**{field: value})
+    assert e.value.field == field
+
+
+def test_a_seed_out_of_range_on_the_command_line_is_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tgdfer.cli import app
+
+    result = CliRunner().invoke(app, ["train-head", "--seed", "-1", "--set", f"train.out='{tmp_path / 'run'}'"])
+    assert result.exit_code == 2 and "Traceback" not in result.output and "seed" in result.output, result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_fold_and_seed_lists():

@@ -96,7 +96,7 @@ class SynthConfig:
             raise ConfigError("size", f"{self.size} is odd; H.264 (yuv420p) needs an even frame side")
         _check_range("min_frames", self.min_frames, 5, 10_000)
         _check_range("max_frames", self.max_frames, self.min_frames, 10_000, "min_frames")
-        _check_range("folds", self.folds, 2, self.clips, "clips")
+        _check_range("folds", self.folds, 2, self.clips, hi_name="clips")  # every fold tests at least one clip
         if self.class_shares is not None:
             shares = tuple(self.class_shares)
             if len(shares) != NUM_CLASSES:
@@ -125,10 +125,12 @@ class SynthConfig:
         return p / p.sum()
 
 
-def _check_range(field: str, value, lo, hi, lo_name: str | None = None) -> None:
+def _check_range(field: str, value, lo, hi, lo_name: str | None = None, hi_name: str | None = None) -> None:
+    """ConfigError unless lo <= value <= hi; a bound set by another field is named (`lo_name`, `hi_name`)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
         low = f"{lo_name} ({lo})" if lo_name else lo
-        raise ConfigError(field, f"{value!r} is out of range; expected {low} <= {field} <= {hi}")
+        high = f"{hi_name} ({hi})" if hi_name else hi
+        raise ConfigError(field, f"{value!r} is out of range; expected {low} <= {field} <= {high}")
 
 
 def _check_pair(field: str, pair, lo: float, hi: float) -> None:
@@ -418,7 +420,7 @@ def _write_annotations(out: Path, table: pd.DataFrame, plans: list[ClipPlan], cf
     config = {k: v for k, v in to_dict(cfg).items() if k != "workers"}  # workers never changes the output
     counts = table["class"].value_counts()
     meta = {
-        "generator": "tgdfer.synth", "tgdfer_version": __version__, "seed": cfg.seed, "config": config,
+        "generator": GENERATOR, "complete": True, "tgdfer_version": __version__, "seed": cfg.seed, "config": config,
         "classes": list(CLASSES), "class_counts": {c: int(counts.get(c, 0)) for c in CLASSES},
         "clips": len(table), "frames": int(table.n_frames.sum()), "action_units": faces.EMOTION_AUS,
     }
@@ -439,6 +441,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
                 f"{out}: directory is not empty; pass an empty directory or overwrite=True "
                 "(CLI: --overwrite) to replace the SynthDFER files in it"
             )
+        ours = [name for name in _OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+        if ours and not _made_by_synth(out):  # DFEW's own EmoLabel_DataSplit, a user's videos/: not ours to delete
+            raise TgdferError(f"{out}: holds {', '.join(ours)} but no meta.json written by tgdfer synth, so --overwrite "
+                              "would delete what synth did not make; pass an empty or new directory")
         for name in _OUTPUTS:
             target = out / name
             if target.is_dir() and not target.is_symlink():
@@ -446,6 +452,18 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             elif target.exists() or target.is_symlink():
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").write_text(json.dumps({"generator": GENERATOR, "complete": False}) + "\n")  # ours, from now on
+
+
+GENERATOR = "tgdfer.synth"  # meta.json's mark of a folder synth wrote (complete or interrupted)
+
+
+def _made_by_synth(out: Path) -> bool:
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("generator") == GENERATOR
 
 
 def check_class_set(classes: ClassSet | None) -> None:

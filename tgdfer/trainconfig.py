@@ -6,6 +6,7 @@ run's settings without importing the trainer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -55,8 +56,10 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "prompt_lr", "gamma"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(name, f"must be > 0 and finite, got {getattr(self, name)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", f"must be an integer in 0..2**63-1 (numpy's and torch's seeds), got {self.seed!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if list(self.milestones) != sorted(self.milestones):

@@ -393,7 +393,9 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
             with epoch_writers([r.out for r in group], cfg.tensorboard) as boards:
                 done, diverged = _train_group(heads[start], group, cfg, meta, start,
                                               _epoch_hooks(on_epoch, stage, boards), live)
-            failed += [f"{replicas[idx[m]].label}: {msg}; the last good checkpoint is kept in {group[m].out}"
+            failed += [f"{replicas[idx[m]].label}: {msg}; " + (
+                           f"the last good checkpoint is kept in {group[m].out}" if (Path(group[m].out) / LAST).is_file()
+                           else f"no epoch finished, so {group[m].out} holds no checkpoint")
                        for m, msg in diverged.items()]
             for m, res in done.items():
                 results[idx[m]] = res
