@@ -64,6 +64,13 @@ def test_apply_overrides_does_not_mutate_input():
         apply_overrides(base, ["extract.views.x=1"])
 
 
+def test_a_table_value_is_merged_into_the_table_it_lands_on():
+    base = {"train": {"epochs": 50, "lr": 0.001, "milestones": [30, 40]}}
+    out = apply_overrides(base, ["train={epochs=2}"])  # it replaced [train], every other field back to its default
+    assert out == {"train": {"epochs": 2, "lr": 0.001, "milestones": [30, 40]}}
+    assert apply_overrides(base, ["train.milestones=[1]"])["train"]["milestones"] == [1]  # a list still replaces
+
+
 def test_load_toml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_toml(tmp_path / "nope.toml")

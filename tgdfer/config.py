@@ -63,7 +63,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `cfg` with each `dotted.key=value` set (tables are created as needed)."""
+    """Return a copy of `cfg` with each `dotted.key=value` set (tables are created as needed; a table value
+    such as `train={epochs=2}` is merged into the table there, not put in its place)."""
     out = _deepcopy_tables(cfg)
     for text in overrides:
         keys, value = parse_override(text)
@@ -72,7 +73,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
                 raise ConfigError(text, f"{k!r} is a value, not a table")
-        node[keys[-1]] = value
+        old = node.get(keys[-1])  # a table laid over a table merges, as a pipeline over its base does:
+        node[keys[-1]] = merge_tables(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
     return out
 
 
