@@ -71,6 +71,22 @@ def test_a_table_value_is_merged_into_the_table_it_lands_on():
     assert apply_overrides(base, ["train.milestones=[1]"])["train"]["milestones"] == [1]  # a list still replaces
 
 
+def test_a_bom_an_empty_key_a_home_path_and_an_unknown_section_from_the_command_line(tmp_path, monkeypatch):
+    from tgdfer.pipeline import load_pipeline
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "p.toml"
+    path.write_bytes("\ufeff[train]\nout = \"~/runs/a\"\n".encode("utf-8"))  # Notepad's UTF-8 with a BOM
+    pipe = load_pipeline(path, ["extract.store=~/cache/x.zarr"])
+    assert pipe.train.out == str(tmp_path / "home" / "runs" / "a")  # not a folder named ~ in the working directory
+    assert pipe.extract.store == str(tmp_path / "home" / "cache" / "x.zarr")
+    with pytest.raises(ConfigError, match="an empty name in the key"):
+        load_pipeline(path, [".epochs=3"])
+    with pytest.raises(ConfigError, match=r"--set foo=1: unknown section") as e:
+        load_pipeline(path, ["foo=1"])
+    assert str(path) not in str(e.value)  # the file is not to blame
+
+
 def test_load_toml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_toml(tmp_path / "nope.toml")

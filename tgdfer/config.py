@@ -36,8 +36,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file; ConfigError naming the file on a missing file or a syntax error."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
+        return tomllib.loads(data.decode("utf-8-sig"))  # a BOM, as some Windows editors write, is no TOML error
     except FileNotFoundError:
         raise ConfigError(str(path), "config file not found") from None
     except tomllib.TOMLDecodeError as e:
@@ -59,7 +59,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
-    return key.strip().split("."), value
+    keys = [k.strip() for k in key.strip().split(".")]
+    if not all(keys):
+        raise ConfigError(text, "an empty name in the key; an override must look like section.field=value")
+    return keys, value
+
+
+def expand_home(value: Any) -> Any:
+    """`value` with every string that starts with `~/` (or is `~`) expanded to the home folder, in nested
+    tables and lists: paths in a config (`out = "~/runs"`) mean what a shell would make of them, not a
+    folder named `~` in the working directory."""
+    if isinstance(value, dict):
+        return {k: expand_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
+    if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+        return os.path.expanduser(value)
+    return value
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import apply_overrides, build, load_toml, merge_tables
+from .config import apply_overrides, build, expand_home, load_toml, merge_tables
 from .errors import ConfigError
 from .labels import CLASSES, ClassSet, class_set
 from .prompts import load_prompt_file
@@ -107,7 +107,7 @@ def pipeline_tables(path: str | Path | None = None, overrides: list[str] | None 
     named = raw.pop("profile", None)
     if profile or named:
         raw = merge_tables(load_profile(profile or named), raw)
-    return apply_overrides(raw, overrides or [])
+    return expand_home(apply_overrides(raw, overrides or []))
 
 
 FRAME_BACKENDS = ("auto", "decord", "pyav")  # [extract] frame_backend (tgdfer.extraction.ExtractConfig)

@@ -73,7 +73,8 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
     raw = pipeline_tables(path, overrides, profile)
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
-        where = f"{path}: " if path else ""
+        given = [o for o in overrides or [] if o.partition("=")[0].strip().split(".")[0].strip() == unknown[0]]
+        where = f"--set {given[0]}: " if given else f"{path}: " if path else ""
         raise ConfigError(unknown[0], f"{where}unknown section{did_you_mean(unknown[0], _SECTIONS)}; "
                           f"known sections: {', '.join(_SECTIONS)}")
     parts = {}
