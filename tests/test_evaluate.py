@@ -7,6 +7,7 @@ in the proportions SynthDFER drew for that frame, plus noise. So the expression 
 where `frame_labels.csv` says, and the MIL problem is SynthDFER's.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -81,7 +82,7 @@ def runs(synth_store, tmp_path_factory):
     fold 1 with seeds 0 and 1, and on fold 2."""
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, kw in (("seed0", {}), ("seed1", {"seed": 1}), ("fold2", {"fold": 2, "epochs": 2})):
+    for name, kw in (("seed0", {}), ("seed1", {"seed": 1}), ("fold2", {"fold": 2})):
         train(small_head(), run_cfg(synth_store, root / name, **kw))
         out[name] = root / name
     return out
@@ -259,10 +260,24 @@ def test_an_unfinished_run_is_refused_by_evaluate_and_named_by_predict(runs, tmp
     result = runner.invoke(app, ["evaluate", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     flat = " ".join(result.output.split())
-    assert "training stopped at epoch 2 of 2 (no final.json" in flat and "train-head --resume" in flat
+    assert "training stopped at epoch 12 of 12 (no final.json" in flat and "train-head --resume" in flat
     assert not (tmp_path / "ev" / "results.csv").exists()
     from tgdfer.run import resolve_checkpoint
 
     with caplog.at_level("WARNING", logger="tgdfer.run"):
         assert resolve_checkpoint(run) == run / "last.safetensors"  # predict goes on, saying so
-    assert "training stopped at epoch 2 of 2" in caplog.text
+    assert "training stopped at epoch 12 of 12" in caplog.text
+
+
+def test_evaluate_refuses_a_table_of_runs_trained_otherwise(runs, tmp_path):
+    other = tmp_path / "fold2_window2"
+    shutil.copytree(runs["fold2"], other)
+    record = json.loads((other / "config.json").read_text())
+    record["head"]["window"], record["train"]["epochs"] = 2, 3  # as a run with another window and length records it
+    (other / "config.json").write_text(json.dumps(record))
+    result = runner.invoke(app, ["evaluate", str(runs["seed0"]), str(other), "--out", str(tmp_path / "ev"),
+                                 "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert "trained otherwise than" in flat and "head.window: 4" in flat and "2 here" in flat
+    assert "train.epochs: 12" in flat and not (tmp_path / "ev" / "results.csv").exists()

@@ -170,10 +170,10 @@ def test_html_report_of_a_folder_that_is_none_of_the_three_fails_in_one_line(tmp
 
 @pytest.fixture(scope="module")
 def evaluation(run, face_store, encoder_cfg, tmp_path_factory):
-    """Both folds: `run` and a 2-epoch run on fold 2."""
+    """Both folds: `run` and fold 2 trained alike (evaluate refuses a table of runs trained otherwise)."""
     root = tmp_path_factory.mktemp("htmleval")
     fold2 = root / "fold2"
-    train(small_head(learnable=False), TrainConfig(store=str(face_store), fold=2, out=str(fold2), epochs=2,
+    train(small_head(learnable=False), TrainConfig(store=str(face_store), fold=2, out=str(fold2), epochs=EPOCHS,
                                                    batch_size=8, device="cpu"), encoder=encoder_cfg)
     evaluate([run, fold2], out=root / "eval", device="cpu", frames=("highest",), ks=(1,), figures=False)
     return root / "eval"

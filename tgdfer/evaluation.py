@@ -40,9 +40,10 @@ from .live import refresh_view0_from_checkpoint
 from .localize import find_frame_labels, load_frame_labels, localise
 from .metrics import Scores, fold_table, save_table, score, split_table
 from .model import build_head
+from .config import table_diff
 from .limits import load_json
 from .store import FeatureStore
-from .run import CONFIG, load_checkpoint, load_run_config, run_checkpoint, unfinished
+from .run import CONFIG, RESULT_NEUTRAL, load_checkpoint, load_run_config, run_checkpoint, unfinished
 from .trainconfig import PROTOCOLS, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,35 @@ class Evaluation:
     files: list[Path] = field(default_factory=list)  # tables and figures written
 
 
+# What may differ between the runs of one results table: the fold and seed, and what cannot change a result.
+_PER_RUN = (RESULT_NEUTRAL - {"train.epochs"}) | {"train.fold", "train.seed"}
+
+
+def check_comparable(runs: Sequence[Path]) -> None:
+    """TgdferError unless every run was trained as the first was (its head, train and encoder settings, less
+    `_PER_RUN`) on the same features (its store's fingerprint): a mean over folds is a claim about one
+    method on one dataset. Reads only config.json and the checkpoints' headers."""
+    def settings(run: Path) -> tuple[dict, Optional[dict]]:
+        unfinished_why = unfinished(run)  # before its checkpoint is opened: named as such, not as a diff
+        if unfinished_why is not None:
+            raise TgdferError(unfinished_why)
+        record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG))
+        header = load_checkpoint(run_checkpoint(run), tensors=False)
+        return {k: record.get(k) for k in ("head", "train", "encoder")}, header.get("store_fingerprint")
+
+    first, first_store = settings(runs[0])
+    for run in runs[1:]:
+        mine, store = settings(run)
+        diff = table_diff(first, mine, _PER_RUN)
+        if store != first_store:
+            diff.append(("store", f"the features of {first['train'].get('store')}", f"other features "
+                                                                                     f"({mine['train'].get('store')})"))
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} in {runs[0]}, {b!r} here" for k, a, b in diff[:4])
+            raise TgdferError(f"{run}: trained otherwise than {runs[0]} ({shown}); a results table is one setting's "
+                              "folds on one dataset: evaluate such runs apart (tgdfer sweep compares settings)")
+
+
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
              localisation: bool = True, influence: Optional[str] = None, trust_weights: bool = False) -> Evaluation:
@@ -264,6 +294,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
     runs = [Path(r) for r in runs]
     if not runs:
         raise TgdferError("evaluate needs at least one run folder")
+    check_comparable(runs)
     if influence is None:
         influence = load_run_config(runs[0])[0].influence
     check_influence(influence)
