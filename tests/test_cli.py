@@ -72,6 +72,9 @@ def test_info_prints_the_summary_and_the_fingerprint_only_when_asked(reference_s
     assert verbose.exit_code == 0, verbose.output
     assert '"encoder"' in verbose.output
     assert verbose.output.index("clips per class") < verbose.output.index('"encoder"')  # summary first
+    assert "clips per class" in plain.stdout and "clips per class" not in plain.stderr  # `info S > s.txt` keeps it
+    missing = runner.invoke(app, ["info", str(reference_store.parent / "nope.zarr")])
+    assert missing.exit_code == 2 and "error:" in missing.stderr and not missing.stdout  # errors stay on stderr
 
 
 def _train_head(store, enc, out, *extra):

@@ -41,7 +41,8 @@ app = typer.Typer(
     rich_markup_mode=None,  # help text is plain text: `[train] store` must not be read as markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, warnings, errors
+stdout = Console()  # a command's results (tables, summaries, files written): `tgdfer info S > s.txt`, `| grep`
 
 
 class _Command(TyperCommand):
@@ -259,7 +260,7 @@ def _synth(out: Path, cfg, overwrite: bool, classes=None) -> None:
         generate(out, cfg, progress=on_clips, overwrite=overwrite)
     summary = summarize(out).rename(columns=lambda c: c.replace("fold_", "f").replace("_frames", "")
                                     .replace("episode_share", "episode").replace("short", "<16"))
-    console.print(_table(summary, title=f"SynthDFER: {cfg.clips} clips in {out} (test clips per fold, frames, "
+    stdout.print(_table(summary, title=f"SynthDFER: {cfg.clips} clips in {out} (test clips per fold, frames, "
                                         "share of frames in the episode)"))
 
 
@@ -361,17 +362,17 @@ def _print_extract_summary(r) -> None:
         t.add_column(col, justify="right")
     fps = r.frames / r.seconds if r.seconds > 0 else 0.0
     t.add_row(str(r.extracted), str(r.failed), str(r.skipped), str(r.frames), f"{r.seconds:.1f}", f"{fps:.1f}")
-    console.print(t)
+    stdout.print(t)
     from .readers import SKIPPED_AT_READ
 
     decoded = [(c, why) for c, why in r.failures if not why.startswith(SKIPPED_AT_READ)]  # skips: listed above
     for clip_id, reason in decoded[:SHOW_FIRST]:
-        console.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
+        stdout.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
     if len(decoded) > SHOW_FIRST:
-        console.print(f"... and {len(decoded) - SHOW_FIRST} more (see `tgdfer info {r.store}`)")
+        stdout.print(f"... and {len(decoded) - SHOW_FIRST} more (see `tgdfer info {r.store}`)")
     cov = r.coverage
     at_read = len(r.failures) - len(decoded)
-    console.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed"
+    stdout.print(f"store: {cov['done']}/{cov['clips']} done, {cov['failed']} failed"
                   f"{f' ({at_read} skipped when reading the annotations)' if at_read else ''}, {cov['pending']} pending"
                   f"{f', {r.fallback_clips} fell back to the centre square' if r.fallback_clips else ''}")
     _print_fallbacks(r.fallbacks, " in this run")
@@ -383,7 +384,7 @@ def _print_fallbacks(clip_ids: list[str], when: str) -> None:
         return
     n = len(clip_ids)
     names = ", ".join(clip_ids[:SHOW_FIRST]) + (f" and {n - SHOW_FIRST} more" if n > SHOW_FIRST else "")
-    console.print(f"[yellow]fallback[/]: {n} clip{'s' * (n != 1)}{when} fell back to the centre square (no face found, "
+    stdout.print(f"[yellow]fallback[/]: {n} clip{'s' * (n != 1)}{when} fell back to the centre square (no face found, "
                   f"faces.on_missing = \"center\"): {names}", highlight=False)
 
 
@@ -403,9 +404,9 @@ def _verify(store: Path, backend: str) -> bool:
 
     path = hdf5_staging_path(store) if backend == "hdf5" and not store.exists() else store
     coverage, failures, damage = verify(path)
-    console.print(_table(pd.DataFrame([coverage]), title=f"coverage of {path}"))
+    stdout.print(_table(pd.DataFrame([coverage]), title=f"coverage of {path}"))
     if len(failures):
-        console.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
+        stdout.print(_table(failures[["clip_id", "reason", "writer"]], title="failures"))
     _print_damage(path, damage)
     return coverage["failed"] == 0 and coverage["pending"] == 0 and not len(damage)
 
@@ -413,10 +414,10 @@ def _verify(store: Path, backend: str) -> bool:
 def _print_damage(path: Path, damage: pd.DataFrame) -> None:
     """The damaged clips `verify` found, and how to repair them; or that every done clip is intact."""
     if not len(damage):
-        console.print(f"integrity: every done clip of {path} matches its checksum", highlight=False)
+        stdout.print(f"integrity: every done clip of {path} matches its checksum", highlight=False)
         return
-    console.print(_table(damage, title=f"damaged clips of {path}"))
-    console.print(f"[red]damaged:[/] {len(damage)} clips; re-run `tgdfer extract` with the store's pipeline to "
+    stdout.print(_table(damage, title=f"damaged clips of {path}"))
+    stdout.print(f"[red]damaged:[/] {len(damage)} clips; re-run `tgdfer extract` with the store's pipeline to "
                   "extract them again (an HDF5 store: the extraction re-exports it)", highlight=False)
 
 
@@ -483,14 +484,14 @@ def check_cli(
         written = f"; cannot write {out} ({e.strerror})"
     bad = results[results["status"] != "ok"]
     if len(bad):
-        console.print(_table(bad[["clip_id", "status", "reason"]].head(20).set_index("clip_id"),
+        stdout.print(_table(bad[["clip_id", "status", "reason"]].head(20).set_index("clip_id"),
                              title=f"problems (first {min(20, len(bad))} of {len(bad)})"))
     claimed = results["claimed"].notna().sum()
     if claimed:
-        console.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
+        stdout.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
+    stdout.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "ok") + written, highlight=False)
     if clips.unsplit:  # every clip may be fine, yet train-head could not test on any
-        console.print(f"[yellow]not trainable as it is:[/] {escape(NO_SPLIT)}", highlight=False)
+        stdout.print(f"[yellow]not trainable as it is:[/] {escape(NO_SPLIT)}", highlight=False)
     raise typer.Exit(1 if len(bad) else 0)
 
 
@@ -581,16 +582,16 @@ def _train_heads(pipe, replicas, resume: bool):
                                  on_epoch=on_epoch, encoder=pipe.encoder, classes=pipe.classes.class_set(),
                                  progress=report)
     if console.is_terminal and epochs:  # redirected, the reporter has written one line per epoch already: not twice
-        console.print(_table(pd.DataFrame(epochs).set_index("epoch"), title=f"train-head: {cfg.store}, {len(replicas)} "
+        stdout.print(_table(pd.DataFrame(epochs).set_index("epoch"), title=f"train-head: {cfg.store}, {len(replicas)} "
                              "replicas trained together (mean over replicas)"))
     rows = [{"run": str(r.run), "fold": rep.fold, "seed": rep.seed, "epoch": r.selected_epoch,
              "UAR": round(100 * r.test.uar, 2), "WAR": round(100 * r.test.war, 2)} for rep, r in zip(replicas, results)]
     df = pd.DataFrame(rows)
     mean = {"run": "mean", "fold": "", "seed": "", "epoch": "", "UAR": round(df.UAR.mean(), 2),
             "WAR": round(df.WAR.mean(), 2)}
-    console.print(_table(pd.concat([df, pd.DataFrame([mean])], ignore_index=True).set_index("run"),
+    stdout.print(_table(pd.concat([df, pd.DataFrame([mean])], ignore_index=True).set_index("run"),
                          title=f"test results (%), {results[0].protocol}", decimals=2))
-    console.print(f"re-score or tabulate with: tgdfer evaluate {' '.join(str(r.run) for r in results[:5])}"
+    stdout.print(f"re-score or tabulate with: tgdfer evaluate {' '.join(str(r.run) for r in results[:5])}"
                   f"{' ...' if len(results) > 5 else ''}")
     return results
 
@@ -609,8 +610,8 @@ def _train_head(pipe, resume: bool):
                                "train acc": f"{r.train_acc:.3f}", "test WAR": f"{r.test_war:.3f}",
                                "test UAR": f"{r.test_uar:.3f}", **({"val WAR": _cell(r.val_war)} if val else {}),
                                "clips/s": f"{r.clips_per_s:.0f}"} for r in records])
-        console.print(_table(table.set_index("epoch"), title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}"))
-    console.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
+        stdout.print(_table(table.set_index("epoch"), title=f"train-head: {cfg.store} fold {cfg.fold} -> {cfg.out}"))
+    stdout.print(f"[bold]{result.protocol}[/] (epoch {result.selected_epoch}): test WAR {result.test.war:.4f}, "
                   f"UAR {result.test.uar:.4f} -> {result.run}/final.json")
     return result
 
@@ -651,19 +652,19 @@ def evaluate_cli(
     ev = evaluate(runs, out=out, device=device, frames=parse_frames(frames), ks=parse_ks(k), figures=figures,
                   influence=influence and check_influence(influence), trust_weights=trust_weights)
     short = ev.results.rename(columns=short_names(ev.classes))  # fits 80 columns; files keep full names
-    console.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}",
+    stdout.print(_table(short, title=f"TG-DFER results (%), model selection: {ev.protocol}",
                          decimals=DECIMALS["results"]))
     if ev.table6 is not None:
-        console.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence", decimals=DECIMALS["table6"]))
+        stdout.print(_table(ev.table6, title=f"{TABLE6_TITLE}, {ev.influence} influence", decimals=DECIMALS["table6"]))
     if ev.localisation is not None:
         short = ev.localisation.rename(columns=lambda c: c.replace("relative", "rel").replace(
             "similarity", "sim").replace("random", "rnd").replace("AUROC", "AUC").replace("hit@1", "hit"))  # 80 cols
-        console.print(_table(short, decimals=DECIMALS["localisation"], title="Localisation of the expression episode (AUROC, hit@1) by the influence "
+        stdout.print(_table(short, decimals=DECIMALS["localisation"], title="Localisation of the expression episode (AUROC, hit@1) by the influence "
                                           "for the true class: relative (default), similarity, random"))
     pngs = [f for f in ev.files if f.suffix == ".png"]
-    console.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
+    stdout.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
     if pngs:
-        console.print(f"figures: {len(pngs)} PNG (+ PDF) in {pngs[0].parent}")
+        stdout.print(f"figures: {len(pngs)} PNG (+ PDF) in {pngs[0].parent}")
     return ev.results
 
 
@@ -762,7 +763,7 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
     if out is None:
         out = Path(load_sweep(file).out)
     _print_report(paper_table(df), f"{sweep_title(out)}: mean over runs (%), {out}", comparison_note(df), df)
-    console.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
+    stdout.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
 
 
 @app.command("report", cls=_Command)
@@ -810,7 +811,7 @@ def report_cli(
         if len(sources) > 1 or reference or label:
             raise ConfigError("--html", "writes the page of one folder: give one FOLDER, without --reference or --label")
         page = write_report(sources[0], out, device=device, trust_weights=trust_weights)
-        console.print(f"saved {page}")
+        stdout.print(f"saved {page}")
         if folder_kind(sources[0]) != "sweep":
             return None
         out = None  # the sweep's own tables, in the sweep folder
@@ -820,9 +821,9 @@ def report_cli(
     rep = report_study(sources, out, reference=reference, labels=label or ())
     _print_report(rep.table, rep.title, rep.note, rep.results)
     if rep.paths:
-        console.print(f"saved {', '.join(str(p) for p in rep.paths)}")
+        stdout.print(f"saved {', '.join(str(p) for p in rep.paths)}")
     else:
-        console.print("wrote nothing (several folders or a CSV): give --out FOLDER for results.csv, .md, .png",
+        stdout.print("wrote nothing (several folders or a CSV): give --out FOLDER for results.csv, .md, .png",
                       highlight=False)
     return rep.results
 
@@ -834,12 +835,12 @@ def _print_report(table, title: str, note: str, df) -> None:
     from .sweep import shown_table
 
     shown, decimals = shown_table(table)  # each metric with its own decimals (UAR 2, AUROC 3)
-    console.print(_table(shown, title=title, decimals=decimals))
+    stdout.print(_table(shown, title=title, decimals=decimals))
     if note:
-        console.print(note, highlight=False)
+        stdout.print(note, highlight=False)
     failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
     for point, error in zip(failed["point"], failed["error"]):
-        console.print(f"[red]{point}[/]: {error}", highlight=False)
+        stdout.print(f"[red]{point}[/]: {error}", highlight=False)
 
 
 # -- predict ------------------------------------------------------------------------------------
@@ -968,7 +969,7 @@ def convert_checkpoint_cli(
             raise TgdferError(f"{p}: no .pt checkpoints in this folder")
         files += found
     for f in files:
-        console.print(f"{f} -> {convert_legacy(f, trust=trust or trust_old)}", highlight=False)
+        stdout.print(f"{f} -> {convert_legacy(f, trust=trust or trust_old)}", highlight=False)
 
 
 # -- info -----------------------------------------------------------------------------------------
@@ -1001,27 +1002,27 @@ def info_cli(
     if as_json:
         typer.echo(json.dumps(d.to_json(), indent=2))
         raise typer.Exit(1 if d.damage else 0)
-    console.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
+    stdout.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
-    console.print(f"classes: {d.classes.describe()}", highlight=False)
-    console.print(_table(d.counts, title="clips per class (done / all)"))
-    console.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
-    console.print(f"coverage: {d.coverage}")
+    stdout.print(f"classes: {d.classes.describe()}", highlight=False)
+    stdout.print(_table(d.counts, title="clips per class (done / all)"))
+    stdout.print(f"text prompt sets: {', '.join(d.text_sets) or 'none'}")
+    stdout.print(f"coverage: {d.coverage}")
     if d.face_sources is not None:
-        console.print(f"face boxes: {_face_sources_line(d.face_sources)}", highlight=False)
+        stdout.print(f"face boxes: {_face_sources_line(d.face_sources)}", highlight=False)
         _print_fallbacks(d.fallbacks["clip_id"].tolist(), "")
     if not d.checksums:
-        console.print(f"[yellow]checksums: none[/] ({NO_CHECKSUMS})", highlight=False)
+        stdout.print(f"[yellow]checksums: none[/] ({NO_CHECKSUMS})", highlight=False)
     if len(d.failures):
-        console.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
+        stdout.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
                       "annotations (missing or empty)")
-        console.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
+        stdout.print(_table(d.failures[["clip_id", "reason"]].head(20), title="failures (first 20; --json for all)"
                              if len(d.failures) > 20 else "failures"))
     if verbose:  # the details after the summary, not before it (issue 21 item 7)
-        console.print("fingerprint:")
-        console.print_json(json.dumps(d.fingerprint))
+        stdout.print("fingerprint:")
+        stdout.print_json(json.dumps(d.fingerprint))
     else:
-        console.print("fingerprint: --verbose (or --json) prints it", highlight=False)
+        stdout.print("fingerprint: --verbose (or --json) prints it", highlight=False)
     if verify:
         _print_damage(store, pd.DataFrame(d.damage, columns=["row", "clip_id", "problem"]))
         raise typer.Exit(1 if d.damage else 0)
