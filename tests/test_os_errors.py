@@ -161,6 +161,17 @@ def test_evaluate_and_extract_into_read_only_folders(store, ro, tmp_path, synth_
     _one_clear_line(result, ro / "s.zarr", "read-only")
 
 
+def test_a_store_path_through_a_file_names_that_file(tmp_path):
+    import errno
+
+    from tgdfer.errors import os_error
+
+    (tmp_path / "notes").write_text("a file")
+    for code in (errno.EEXIST, errno.ENOTDIR):  # mkdir says "File exists", open says "Not a directory"
+        e = os_error(tmp_path / "notes" / "s.zarr", OSError(code, "x"), "create the feature store")
+        assert str(e) == f"{tmp_path / 'notes' / 's.zarr'}: cannot create the feature store: {tmp_path / 'notes'} is a file, not a folder: choose another path"
+
+
 def test_predict_figures_into_a_read_only_folder_still_prints_predictions(reference_store, encoder_cfg, ro,
                                                                           tmp_path, synth_dir):
     from tgdfer.training import TrainConfig

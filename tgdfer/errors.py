@@ -68,4 +68,8 @@ def os_error(path: str | Path, e: OSError, doing: str) -> TgdferError:
         errno.EISDIR: "the path is a folder, not a file",
         errno.ENOENT: "no such file or folder",
     }.get(e.errno, e.strerror or str(e))
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):  # mkdir through a file: "File exists" names neither
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            hint = f"{blocker} is a file, not a folder: choose another path"
     return TgdferError(f"{path}: cannot {doing}: {hint}")

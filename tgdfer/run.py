@@ -196,6 +196,8 @@ def read_checkpoint(path: Path) -> dict:
 def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[EncoderConfig]]:
     """The head, train and (when recorded) encoder configs a run was made with (its config.json)."""
     path = Path(run) / CONFIG
+    if not Path(run).exists():
+        raise TgdferError(f"{run}: no such run folder")
     if not path.is_file():
         raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
     try:
