@@ -379,38 +379,28 @@ def test_label_names_naming_one_class_twice_is_a_typo_unless_every_class_is_reac
     assert "merges the file's integers 1 and 7 into Disgust" in caplog.text
 
 
-def test_csv_rows_that_a_stray_quote_runs_together_are_named_where_the_quote_opens(tmp_path):
-    for name in ("a", "b"):
-        frames(tmp_path / "clips" / name, 2)
-    big = "".join(f"clips/{i:05d},{i % 7},train\n" for i in range(8000))  # a DFEW-sized file: over csv's field limit
+def test_a_stray_quote_in_a_dfew_sized_csv_is_named_where_it_opens(tmp_path):
+    frames(tmp_path / "clips" / "a", 2)
+    big = "".join(f"clips/{i:05d},{i % 7},train\n" for i in range(8000))  # over the csv module's field limit
     ann = write(tmp_path / "ann.csv", 'path,label,split\nclips/a,0,train\n"clips/b,1,test\n' + big)
-    with pytest.raises(AnnotationError) as e:
+    with pytest.raises(AnnotationError) as e:  # a bare csv traceback before
         read_csv(ann)
     raises_at(e, ann, 3, "field larger than field limit", 'a double quote (") that opens a field on this line')
-    write(ann, 'path,label,split\nclips/a,0,train\n"clips/b,1,test\nclips/a,2,test\nclips/b,3,train\n')
-    with pytest.raises(AnnotationError) as e:
-        read_csv(ann)
-    raises_at(e, ann, 3, "got 1 in the row that runs from here to line 5")
 
 
-def test_a_label_written_as_a_decimal_is_named_as_such(tmp_path):
+@pytest.mark.parametrize("text,line,words", [
+    ('path,label,split\nclips/a,0,train\n"clips/b,1,test\nclips/a,2,test\nclips/b,3,train\n', 3,
+     "got 1 in the row that runs from here to line 5"),  # named at the end of the file before
+    ("path,label\nclips/a,3.0\n", 2, "label '3.0' is a decimal number: write integer labels"),
+    ("path,label,label\nclips/a,0,3\n", 1, "the header names column 'label' twice"),  # the last one was read
+    ("path,label\nclips/a,0\n,1\n", 3, "the path cell is empty"),  # read as the CSV's own folder before
+])
+def test_a_csv_that_cannot_be_read_as_meant_is_refused_at_its_line(tmp_path, text, line, words):
     frames(tmp_path / "clips" / "a", 2)
-    ann = write(tmp_path / "ann.csv", "path,label\nclips/a,3.0\n")
+    ann = write(tmp_path / "ann.csv", text)
     with pytest.raises(AnnotationError) as e:
         read_csv(ann)
-    raises_at(e, ann, 2, "label '3.0' is a decimal number: write integer labels")
-
-
-def test_csv_header_naming_a_column_twice_and_an_empty_path_cell_are_refused(tmp_path):
-    frames(tmp_path / "clips" / "a", 2)
-    ann = write(tmp_path / "ann.csv", "path,label,label\nclips/a,0,3\n")
-    with pytest.raises(AnnotationError) as e:
-        read_csv(ann)
-    raises_at(e, ann, 1, "the header names column 'label' twice")
-    write(ann, "path,label\nclips/a,0\n,1\n")  # read as a path, the empty cell was the CSV's own folder
-    with pytest.raises(AnnotationError) as e:
-        read_csv(ann, missing="skip")
-    raises_at(e, ann, 3, "the path cell is empty")
+    raises_at(e, ann, line, words)
 
 
 def test_an_annotation_folder_names_the_files_it_ignores(tmp_path, caplog):
