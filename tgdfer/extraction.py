@@ -46,7 +46,7 @@ from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5
 from .storeformat import hdf5_staging_path
-from .storeprotocol import LOCK_DIR, live_writers, owned_rows
+from .storeprotocol import check_no_live_writer, owned_rows
 
 log = logging.getLogger(__name__)
 
@@ -346,13 +346,8 @@ def remove_store(path: Path) -> None:
     if not is_feature_store(path):
         raise TgdferError(f"{path} exists and is not a tgdfer feature store; --overwrite only replaces "
                           "feature stores: move it away or choose another store path")
-    running = live_writers(path / LOCK_DIR) if path.is_dir() else []
-    if running:  # deleting it would pull the store from under a live extraction
-        lock, who = running[0]
-        raise TgdferError(f"{path}: an extraction is writing this store ({lock.stem}, pid {who.get('pid')} on "
-                          f"{who.get('host')}); --overwrite would delete it under that process: let it finish or "
-                          "stop it first")
     if path.is_dir():
+        check_no_live_writer(path, "--overwrite")
         shutil.rmtree(path)
     else:
         path.unlink()

@@ -218,19 +218,19 @@ def live_lease(path: Path) -> dict | None:
     return None
 
 
-def live_writers(lock_dir: Path) -> list[tuple[Path, dict]]:
-    """(lock file, record) of every live writer of the store whose lock folder is ``lock_dir``."""
-    if not lock_dir.is_dir():
-        return []
-    found = []
-    for path in sorted(lock_dir.glob("writer_*.lock")):
+def check_no_live_writer(store: Path, doing: str) -> None:
+    """TgdferError naming the first live writer of the Zarr store at ``store`` (a lease held in its lock
+    folder), before ``doing`` something that would pull the store from under it."""
+    lock_dir = store / LOCK_DIR
+    for path in sorted(lock_dir.glob("writer_*.lock")) if lock_dir.is_dir() else []:
         try:
-            record = live_lease(path)
+            who = live_lease(path)
         except OSError:  # no flock here: nothing can be told
             continue
-        if record is not None:
-            found.append((path, record))
-    return found
+        if who is not None:
+            raise TgdferError(f"{store}: an extraction is writing this store ({path.stem}, pid {who.get('pid')} on "
+                              f"{who.get('host')}); {doing} would delete it under that process: let it finish or "
+                              "stop it first")
 
 
 def acquire_lease(lock_dir: Path, writer: int, num_writers: int):
