@@ -110,7 +110,7 @@ def inspect_clip(path: str) -> tuple[int, Optional[int]]:
         for e in images:
             if e.stat().st_size == 0:
                 raise FrameReadError(path, f"frame file {e.name} holds 0 bytes")
-        names = frame_order([e.name for e in images], path)
+        names = frame_order([e.name for e in images], path)[0]
         first, last = names[0], names[-1]
         size, other = _image_size(path, first), _image_size(path, last)
         for name, (width, height) in ((first, size), (last, other)):

@@ -38,7 +38,7 @@ import pandas as pd
 
 from .annotations import Labels, Missing, PathLike, PathMap, _slashes, toml_none
 from .errors import AnnotationError, FrameReadError
-from .frames import IMAGE_SUFFIXES, frame_entries, frame_order, stray_frames
+from .frames import IMAGE_SUFFIXES, frame_entries, frame_order
 from .tmpfiles import tmp_path
 
 # The readers log as one logger, `tgdfer.readers`, whichever of their modules warns: the name that
@@ -387,12 +387,12 @@ def _find_clip(e: Entry, listings: dict[Path, list[str]]) -> tuple[Path, int | N
         if path.is_dir():
             try:
                 names = [d.name for d in frame_entries(path)]
-                frame_order(names, path)  # two files of one frame number: the folder cannot be read
+                strays = frame_order(names, path)[1]  # two files of one frame number: the folder cannot be read
             except FrameReadError as err:
                 return f"frame folder {err}"
             if not names:
                 return f"frame folder {path} holds no images ({' '.join(IMAGE_EXTS)})"
-            return path, len(names), stray_frames(names)
+            return path, len(names), strays
         if path.is_file():
             return (path, None, []) if path.stat().st_size else f"video file {path} is empty"
     twin, other_case = _spelled_otherwise(e.candidates[0], listings)

@@ -192,36 +192,34 @@ def frame_entries(folder: str | os.PathLike) -> list[os.DirEntry]:
     return entries
 
 
-def frame_order(names: Sequence[str], folder: str | os.PathLike) -> list[str]:
-    """`names` in frame order: natural order of the stems (digit runs as numbers: `f2` before `f10`,
-    `12-30-01.500` before `12-30-02.250`), as file managers and `ls -v` list them. Two files whose stems
-    are the same number (`1.png` and `01.png`, `00001.jpg` and `00001.png`) are a FrameReadError: which
-    one is the frame is not known, and the file system's listing order would decide."""
-    keyed = sorted(((_natural_key(os.path.splitext(n)[0]), n.lower(), n) for n in names))
+def frame_order(names: Sequence[str], folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(`names` in frame order, the stray names among them).
+
+    Frame order: natural order of the stems (digit runs as numbers: `f2` before `f10`, `12-30-01.500`
+    before `12-30-02.250`), as file managers and `ls -v` list them. Two files whose stems are the same
+    number (`1.png` and `01.png`, `00001.jpg` and `00001.png`) are a FrameReadError: which one is the
+    frame is not known, and the file system's listing order would decide.
+
+    Strays: the names outside the folder's commonest name pattern (the stem, lower case, its digit
+    runs written '#'), in frame order. One clip's frames share one (`#`, `frame_#`, `#_#`); another is
+    a stray file (`# copy`, `# 2` from a file manager's copy, `cover`) or a second sequence, read as
+    frames all the same. One regex split per name: this runs for every frame folder of a dataset.
+    """
+    keyed, patterns = [], {}
+    for n in names:
+        dot = n.rfind(".")
+        parts = _DIGITS.split((n[:dot] if dot > 0 else n).lower())  # text, digits, text, ...
+        keyed.append((tuple(int(p) if i & 1 else p for i, p in enumerate(parts)), n.lower(), n))
+        patterns.setdefault("#".join(parts[::2]), set()).add(n)
+    keyed.sort()
     for (a, _, x), (b, _, y) in zip(keyed, keyed[1:]):
         if a == b:
             raise FrameReadError(folder, f"{x} and {y} are the same frame number: remove one of them")
-    return [n for _, _, n in keyed]
-
-
-def name_patterns(names: Sequence[str]) -> dict[str, list[str]]:
-    """{pattern: names}: each name's stem with its digit runs written '#', lower case. A folder of one
-    clip's frames has one pattern (`#`, `frame_#`, `#_#`); a second one is a stray file (`# copy`,
-    `# 2` from a file manager's copy, `cover`) or a second sequence, read as frames all the same."""
-    out: dict[str, list[str]] = {}
-    for n in names:
-        out.setdefault(_DIGITS.sub("#", os.path.splitext(n)[0].lower()), []).append(n)
-    return out
-
-
-def stray_frames(names: Sequence[str]) -> list[str]:
-    """The names outside the folder's commonest name pattern (`name_patterns`), in frame order
-    of their own; empty when all share one."""
-    patterns = name_patterns(names)
+    ordered = [n for _, _, n in keyed]
     if len(patterns) < 2:
-        return []
+        return ordered, []
     main = max(patterns.values(), key=len)
-    return sorted((n for names_ in patterns.values() if names_ is not main for n in names_), key=_natural_key)
+    return ordered, [n for n in ordered if n not in main]
 
 
 class FolderSource(FrameSource):
@@ -239,7 +237,7 @@ class FolderSource(FrameSource):
                 "numbered in frame order, e.g. 00001.jpg or 00001_00001.jpg)"
             )
         check_frame_count(path, len(names))
-        self.files = [path / n for n in frame_order(names, path)]
+        self.files = [path / n for n in frame_order(names, path)[0]]
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame file
 
     def __len__(self) -> int:
