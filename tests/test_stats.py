@@ -20,11 +20,17 @@ def test_t_quantiles_match_printed_tables():
     assert t975(500) == pytest.approx(1.965, abs=1e-3) and math.isnan(t975(0))
 
 
-def test_mde_against_printed_t_tables():
-    # t_{0.975,2} = 4.303, t_{0.8,2} = 1.061; t_{0.975,4} = 2.776, t_{0.8,4} = 0.941 (any t table)
-    assert mde(1.0, 3) == pytest.approx((4.303 + 1.061) / math.sqrt(3), abs=2e-3)  # 3.097
-    assert mde(2.0, 5) == pytest.approx(2 * (2.776 + 0.941) / math.sqrt(5), abs=2e-3)  # 3.325
-    assert math.isnan(mde(1.0, 1))
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_the_mde_is_found_with_80_percent_power_exactly_where_the_t_approximation_falls_short(n):
+    rng = np.random.default_rng(n)
+    m = mde(1.0, n)
+    d = rng.normal(m, 1.0, (400_000, n))  # true difference m, sd 1, n folds
+    power = (np.abs(d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))) > t975(n - 1)).mean()
+    assert power == pytest.approx(0.80, abs=0.004)  # Monte Carlo sd 0.0006
+    # the textbook (t_{0.975} + t_{0.8}) sd / sqrt(n), from printed t tables, is smaller and finds less often
+    approx = {2: (12.706 + 1.376) / math.sqrt(2), 3: (4.303 + 1.061) / math.sqrt(3), 5: (2.776 + 0.941) / math.sqrt(5)}
+    assert approx[n] < m and mde(2.0, n) == pytest.approx(2 * m)
+    assert math.isnan(mde(1.0, 1)) and mde(0.0, n) == 0.0
 
 
 def test_paired_difference_by_hand():
@@ -126,7 +132,7 @@ def test_the_mde_is_found_with_80_percent_power_and_twice_it_after_holm():
     folds = 5
     m = mde(sd_of_fold_difference(), folds)
     p = paired_t(fold_differences(simulate(rng, folds, effect=m)))[3]
-    assert 0.75 <= (p[:, 0] < 0.05).mean() <= 0.85  # one test at the MDE: 80% power (the t approximation)
+    assert 0.75 <= (p[:, 0] < 0.05).mean() <= 0.85  # one test at the MDE: 80% power
     mean, low, high, p, _ = paired_t(fold_differences(simulate(rng, folds, effect=2 * m)))
     found = (holm(p)[:, 0] < 0.05) & (mean[:, 0] > 0)
     assert found.mean() > 0.8  # twice the MDE survives Holm over 8 comparisons in most sweeps
@@ -174,3 +180,14 @@ def test_points_run_with_other_seeds_pair_their_fold_means():
     # with runs in common, only those pair: seed 1 of fold 1 missing in b drops it from a as well
     c = pd.Series([10.0, np.nan, 20.0, 21.0, 30.0, 31.0], index=idx([0, 1]))
     assert paired_by_fold(a, c).mean == pytest.approx((0 + 0.5 + 0.5) / 3)
+
+
+def test_float_rounding_is_no_difference_and_a_tie_shows_plus_zero():
+    noise = paired_difference([0.3] * 3, [0.1 + 0.2] * 3)  # 5.6e-17 apart in every fold: p was 0, marked
+    assert noise.p == 1.0 and not noise.significant
+    assert noise.format() == (-noise).format() == "+0.00 [+0.00, +0.00] (MDE 0.00)"  # not "-0.00"
+    # a fold mean over seeds listed in another order: the same scores, other rounding
+    a, b = [np.mean([41.25, 43.75, 40.1]), 50.0], [np.mean([43.75, 40.1, 41.25]), 50.0]
+    assert not paired_difference(a, b).significant
+    real = paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])  # a constant true difference is one
+    assert real.significant and real.format() == "+0.50 [+0.50, +0.50] *"

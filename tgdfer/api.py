@@ -15,19 +15,41 @@ or a rich Progress.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .errors import ConfigError
 from .pipeline import Pipeline, load_pipeline
 
 PipelineLike = Union[Pipeline, str, Path]  # a Pipeline, or a pipeline TOML file
 
 
-def _as_pipeline(pipe: PipelineLike, overrides: Optional[Sequence[str]] = None) -> Pipeline:
+def _as_pipeline(pipe: PipelineLike, overrides: Optional[Sequence[str] | str] = None) -> Pipeline:
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides or [])  # one "a.b=1" is one override
     if isinstance(pipe, Pipeline):
         return _reload(pipe, overrides) if overrides else pipe
-    return load_pipeline(pipe, list(overrides or []))
+    return load_pipeline(pipe, overrides)
+
+
+def _integer(value: Any, name: str) -> int:
+    """An integer-like value (int, numpy's integers, a 0-d integer tensor) as int; ConfigError naming
+    `name` otherwise (a string "2" is not a fold)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(name, f"must be an integer, got {value!r} ({type(value).__name__})") from None
+
+
+def _integers(values: Optional[Sequence[Any]], name: str) -> Optional[list[int]]:
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ConfigError(name, f"must be a list of integers, got {values!r}")
+    return [_integer(v, name) for v in values]
 
 
 def _reload(pipe: Pipeline, overrides: Sequence[str]) -> Pipeline:
@@ -79,7 +101,10 @@ def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Seq
     from .training import train_replicas
 
     pipe = _as_pipeline(pipe, overrides)
-    cfg = pipe.train if fold is None else replace(pipe.train, fold=fold)
+    if fold is not None and folds is not None:
+        raise ConfigError("fold", f"give fold ({fold!r}) or folds ({folds!r}), not both")
+    folds, seeds = _integers(folds, "folds"), _integers(seeds, "seeds")  # np.arange(1, 6), a DataFrame column
+    cfg = pipe.train if fold is None else replace(pipe.train, fold=_integer(fold, "fold"))
     runs = plan_runs(cfg, folds, seeds, out)
     results = train_replicas(pipe.head, cfg, runs, resume=resume, config_record={"pipeline": pipe.to_dict()},
                              encoder=pipe.encoder, classes=pipe.classes.class_set(), progress=progress)
@@ -96,4 +121,7 @@ def evaluate(runs: Union[str, Path, Sequence[Union[str, Path]]], out: Optional[s
     from .evaluation import evaluate as evaluate_runs
 
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    for name in ("frames", "ks"):  # one value where a list is taken: frames="highest", ks=2
+        if isinstance(kwargs.get(name), (str, int)):
+            kwargs[name] = [kwargs[name]]
     return evaluate_runs(runs, out=out, **kwargs)

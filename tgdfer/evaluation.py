@@ -259,6 +259,7 @@ def check_comparable(runs: Sequence[Path]) -> None:
     `_PER_RUN`) on the same features (its store's fingerprint): a mean over folds is a claim about one
     method on one dataset. Reads only config.json and the checkpoints' headers."""
     def settings(run: Path) -> tuple[dict, Optional[dict]]:
+        load_run_config(run)  # "no such run folder", "not a run folder": named before config.json is read
         unfinished_why = unfinished(run)  # before its checkpoint is opened: named as such, not as a diff
         if unfinished_why is not None:
             raise TgdferError(unfinished_why)

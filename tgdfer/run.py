@@ -199,7 +199,10 @@ def load_run_config(run: str | Path) -> tuple[HeadConfig, TrainConfig, Optional[
     if not Path(run).exists():
         raise TgdferError(f"{run}: no such run folder")
     if not path.is_file():
-        raise TgdferError(f"{run}: not a run folder (no config.json); runs are written by `tgdfer train-head`")
+        inner = sorted(p.parent.name for p in Path(run).glob(f"*/{CONFIG}")) if Path(run).is_dir() else []
+        hint = (f"; it holds the run folders {', '.join(inner[:5])}{' ...' if len(inner) > 5 else ''}: pass them "
+                f"({Path(run) / '*'})" if inner else "; runs are written by `tgdfer train-head`")
+        raise TgdferError(f"{run}: not a run folder (no config.json){hint}")
     try:
         record = load_json(path.read_bytes(), str(path))  # within the JSON caps
     except OSError as e:

@@ -9,22 +9,26 @@ differences (F - 1 degrees of freedom). With one fold no interval is possible, a
 A table compares many pairs at once; its marks are Holm-adjusted over all of them, so that the
 chance that a table marks any difference where there is none stays under 5%. A comparison that
 is not marked prints the minimum detectable effect (MDE): the true difference this design would
-find with 80% power in a single two-sided test at 5% (paired t over the folds),
-`(t_{0.975, F-1} + t_{0.8, F-1}) * sd_d / sqrt(F)`; a "no difference" says nothing about effects
-below it. Why the t over folds and not a bootstrap: docs/statistics.md.
+find with 80% power in a single two-sided test at 5% (paired t over the folds), solved with the
+noncentral t (`mde`), with the fold differences' sample sd in place of the true one; a "no
+difference" says nothing about effects below it. Why the t over folds and not a bootstrap: docs/statistics.md.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats as _st
+from scipy.integrate import quad
+from scipy.optimize import brentq
 
 ALPHA = 0.05  # two-sided level of every interval, test and mark
 POWER = 0.8  # the power the minimum detectable effect is quoted at
+NOISE = 1e-9  # relative size below which a difference is float rounding (means of the same scores in another order)
 
 
 def t_quantile(q: float, dof: int) -> float:
@@ -38,11 +42,31 @@ def t975(dof: int) -> float:
 
 
 def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Minimum detectable effect of a paired t test over n units with difference sd `sd`:
-    `(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)` (NaN for n < 2)."""
-    if n < 2:
+    """Minimum detectable effect of a two-sided paired t test at `alpha` over n units whose differences
+    have sd `sd`: the true mean difference it finds with probability `power`, solved exactly with the
+    noncentral t (NaN for n < 2). The textbook `(t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)`
+    is its approximation and falls short at few units: at 2, 3 and 5 folds it gives 9.96, 3.10 and
+    1.66 sd, whose power is 0.73, 0.77 and 0.79; the exact MDE is 11.55, 3.26 and 1.68 sd."""
+    if n < 2 or not math.isfinite(sd):
         return float("nan")
-    return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
+    return _mde_factor(n, alpha, power) * sd
+
+
+@functools.lru_cache(maxsize=None)
+def _mde_factor(n: int, alpha: float, power: float) -> float:
+    """The MDE of n units in units of the differences' sd (a pure function of its arguments, cached:
+    one root of an integral, about 0.1 s)."""
+    df, crit = n - 1, t_quantile(1 - alpha / 2, n - 1)
+
+    def shortfall(nc: float) -> float:  # power at noncentrality nc, less the power asked for
+        # P(|Z + nc| > crit * sqrt(V / df)), V ~ chi2(df), integrated over V (scipy's nct gives NaN at times)
+        def reject(v: float) -> float:
+            c = crit * math.sqrt(v / df)
+            return (_st.norm.sf(c - nc) + _st.norm.cdf(-c - nc)) * _st.chi2.pdf(v, df)
+        return quad(reject, 0, math.inf, limit=200)[0] - power
+
+    guess = crit + t_quantile(power, df)  # the approximation's noncentrality, a little short of the root
+    return brentq(shortfall, 0.9 * guess, 1.5 * guess + 1, xtol=1e-9) / math.sqrt(n)
 
 
 def paired_t(d: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -119,16 +143,20 @@ class Paired:
         "+0.50 (1 fold: no interval)" when there is a single fold."""
         if self.n == 0:
             return ""
+        mean, low, high = self.mean + 0.0, self.low + 0.0, self.high + 0.0  # -0.0 + 0.0: a tie shows +0.00
         if self.n < 2:
-            return f"{self.mean:+.{digits}f} (1 fold: no interval)"
-        shown = f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+            return f"{mean:+.{digits}f} (1 fold: no interval)"
+        shown = f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
         return shown + " *" if self.significant else f"{shown} (MDE {self.mde:.{digits}f})"
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> Paired:
     """a[i] - b[i] over independent pairs (e.g. folds): mean, 95% t interval, p, sd. NaN pairs are dropped."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    d = d[np.isfinite(d)]
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = a - b
+    keep = np.isfinite(d)
+    d, scale = d[keep], max(1.0, float(np.abs(a[keep]).max(initial=0)), float(np.abs(b[keep]).max(initial=0)))
+    d[np.abs(d) <= NOISE * scale] = 0.0  # float rounding, not a difference: 0.1 + 0.2 vs 0.3 is no effect
     if len(d) == 0:
         return Paired(float("nan"), float("nan"), float("nan"), 0)
     mean, low, high, p, sd = (float(x) for x in paired_t(d))

@@ -58,6 +58,8 @@ class TrainConfig:
         for name in ("lr", "prompt_lr", "gamma"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(name, f"must be > 0 and finite, got {getattr(self, name)}")
+        if self.fold is not None and (isinstance(self.fold, bool) or not isinstance(self.fold, int)):
+            raise ConfigError("fold", f"must be an integer (or none), got {self.fold!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError("seed", f"must be an integer in 0..2**63-1 (numpy's and torch's seeds), got {self.seed!r}")
         if not 0 < self.val_fraction < 1:
