@@ -428,3 +428,13 @@ def test_coarse_prompt_with_learnable_context_is_trained_in_the_prompt_group(pla
     opt, _ = make_optimizer(head, cfg(planted_store, tmp_path / "x"))
     prompt_group = next(g for g in opt.param_groups if any(p is head.coarse_prompt.ctx for p in g["params"]))
     assert prompt_group["lr"] == pytest.approx(1e-3)
+
+
+def test_training_leaves_the_callers_global_generator_where_it_was(planted_store, tmp_path):
+    torch.manual_seed(123)
+    torch.rand(2)
+    expected = torch.rand(3)  # what the caller's stream gives next without training in between
+    torch.manual_seed(123)
+    torch.rand(2)
+    train(small_head(learnable=False), cfg(planted_store, tmp_path / "run", epochs=1))
+    assert torch.equal(torch.rand(3), expected)  # it gave torch.manual_seed(0)'s stream before

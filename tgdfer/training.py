@@ -351,7 +351,19 @@ def train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: Sequence[Re
     device = resolve_device(cfg.device)
     if cfg.tensorboard:
         check_tensorboard()  # before any work: a missing package names the extra
-    torch.manual_seed(replicas[0].seed)  # dropout and anything else drawing from the global generator
+    # the caller's global generators are theirs again afterwards (a notebook's seeded stream went on from
+    # this seed); inside, dropout and anything else drawing from them starts at the first replica's seed
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(replicas[0].seed)
+        return _train_replicas(head_cfg, cfg, replicas, device, resume, config_record, on_epoch, text_encoder,
+                               encoder, classes, progress)
+
+
+def _train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: list[Replica], device: torch.device,
+                    resume: bool, config_record: Optional[dict], on_epoch: Optional[Callable],
+                    text_encoder: Optional[FrozenTextEncoder], encoder: Optional[EncoderConfig],
+                    classes: Optional[ClassSet | Sequence[str]], progress: Optional[ProgressCallback]
+                    ) -> list[TrainResult]:
     with FeatureStore.open(cfg.store) as store:
         store_classes = stored_classes(store.fingerprint)
         if classes is not None:
