@@ -164,6 +164,10 @@ def test_predictor_takes_arrays_lists_and_batches_like_single_calls(run, synth_d
         predictor(synth_dir / "nope.mp4")
     with pytest.raises(TgdferError, match=r"\[T, H, W, 3\] uint8"):
         predictor(frames.astype(np.float32))
+    import torch  # torchvision.io.read_video gives a tensor: it was turned into text and opened as a file name
+
+    np.testing.assert_allclose(predictor(torch.from_numpy(frames)).logits, single.logits, atol=1e-4)
+    assert isinstance(predictor([torch.from_numpy(frames), synth_dir / "nope.mp4"])[1], PredictFailure)
 
 
 def test_predict_cli_takes_folders_and_globs_and_writes_csv(run, synth_dir, tmp_path):

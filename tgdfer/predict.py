@@ -54,7 +54,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -479,11 +479,21 @@ class Predictor:
 def _expand(clips: Union[Clip, Sequence[Clip]]) -> tuple[list[Union[Clip, BadInput]], bool]:
     """Predictor's argument -> (clips, whether a list comes back): one video, frame folder or array gives
     one Prediction; a list, a folder of videos, a glob or a list file gives a list (tgdfer.inputs)."""
+    clips = _array(clips)
     if isinstance(clips, np.ndarray):
         return [clips], False
     if isinstance(clips, (str, Path)):
         return expand_input(clips)
-    return [c for item in clips for c in ([item] if isinstance(item, np.ndarray) else expand_input(item)[0])], True
+    items = [_array(item) for item in clips]
+    return [c for item in items for c in ([item] if isinstance(item, np.ndarray) else expand_input(item)[0])], True
+
+
+def _array(clip: Any) -> Any:
+    """A torch tensor of frames (torchvision.io.read_video's [T, H, W, 3] uint8) as a numpy array; anything
+    else as it is. (Turned into text, a tensor was opened as a file name.)"""
+    if type(clip).__module__.startswith("torch") and hasattr(clip, "detach"):
+        return clip.detach().cpu().numpy()
+    return clip
 
 
 def options_from(options: Optional[PredictOptions], kwargs: dict) -> PredictOptions:
