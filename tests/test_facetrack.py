@@ -510,3 +510,24 @@ def test_synth_canvas_pastes_the_same_face_clip_and_writes_its_true_boxes(tmp_pa
         assert (truth[:, :2] >= at - 1).all() and (truth[:, 2:] <= at + 33).all()
     with pytest.raises(ConfigError, match="canvas: must be 0 or an even frame side larger than size"):
         SynthConfig(size=32, canvas=32)
+
+
+def test_the_detector_sees_at_most_detect_batch_frames_a_call(monkeypatch):
+    """Its memory grows with the batch: a 20 s clip's every-4th frames in one call passed 9 GB."""
+    from tgdfer import facetrack
+
+    calls: list[int] = []
+    script = {k: [(box_at(k % 40, 5), 0.9)] for k in range(300)}
+
+    class Counting(ScriptedDetector):
+        def __call__(self, frames):
+            calls.append(len(frames))
+            return super().__call__(frames)
+
+    register_detector("test-counting", lambda: Counting(script))
+    frames = np.zeros((300, 64, 64, 3), np.uint8)
+    frames[:, 0, 0, 0], frames[:, 0, 0, 1] = np.arange(300) % 256, np.arange(300) // 256
+    stage = FaceStage(FacesConfig(detector="test-counting"))
+    found = stage.detect(frames)
+    assert max(calls) == facetrack.DETECT_BATCH and sum(calls) == 300
+    assert [d[0][0].tolist() for d in found] == [box_at(k % 40, 5) for k in range(300)]  # in frame order
