@@ -61,6 +61,25 @@ def test_predict_on_a_store_clip_reproduces_its_features_and_evaluate_logits(run
         assert pred.probs.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_names_that_look_like_rich_markup_are_printed_as_they_are(run, synth_dir, tmp_path):
+    import shutil
+
+    video = sorted((synth_dir / "videos").glob("*.mp4"))[0]
+    names = ["clip [draft].mp4", "x[bold red]y.mp4", "take [/x] 2.mp4"]  # "[/x]" ended in a bare MarkupError
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)  # "take [" is a folder: "[/x]" spans the slash
+        shutil.copy(video, tmp_path / name)
+    (tmp_path / "broken [v1].mp4").write_bytes(b"junk")
+    result = runner.invoke(app, ["predict", str(run), *(str(tmp_path / n) for n in names),
+                                 str(tmp_path / "broken [v1].mp4"), "--device", "cpu", "--csv", str(tmp_path / "o [1].csv")],
+                           env={"COLUMNS": "400"})  # long paths on one line
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output  # one clip failed
+    for name in names:
+        assert f"{tmp_path / name}: " in result.stdout
+    assert f"failed: {tmp_path / 'broken [v1].mp4'}" in result.stderr
+    assert f"predictions -> {tmp_path / 'o [1].csv'}" in result.stderr
+
+
 def test_video_json_schema(run, synth_dir):
     video = sorted((synth_dir / "videos").glob("*.mp4"))[0]
     result = runner.invoke(app, ["predict", str(run), str(video), "--json", "--device", "cpu"])

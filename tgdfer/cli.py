@@ -350,7 +350,7 @@ def _print_skipped(clips, where: str) -> None:
     """The first few clips the reader skipped (its warning already gave the one-line summary)."""
     first = clips.skipped.head(SHOW_FIRST)
     for src, line, clip_id, reason in first[["source", "line", "clip_id", "reason"]].itertuples(index=False):
-        console.print(f"  [yellow]skipped[/] {src}:{line} {clip_id}: {reason}", highlight=False)
+        console.print(f"  [yellow]skipped[/] {escape(f'{src}:{line} {clip_id}: {reason}')}", highlight=False)
     if len(clips.skipped):
         more = len(clips.skipped) - len(first)
         console.print(f"  {'... and ' + str(more) + ' more; all ' if more else ''}{where}", highlight=False)
@@ -367,7 +367,7 @@ def _print_extract_summary(r) -> None:
 
     decoded = [(c, why) for c, why in r.failures if not why.startswith(SKIPPED_AT_READ)]  # skips: listed above
     for clip_id, reason in decoded[:SHOW_FIRST]:
-        stdout.print(f"[red]failed[/] {clip_id}: {reason}", highlight=False)
+        stdout.print(f"[red]failed[/] {escape(str(clip_id))}: {escape(str(reason))}", highlight=False)
     if len(decoded) > SHOW_FIRST:
         stdout.print(f"... and {len(decoded) - SHOW_FIRST} more (see `tgdfer info {r.store}`)")
     cov = r.coverage
@@ -383,7 +383,7 @@ def _print_fallbacks(clip_ids: list[str], when: str) -> None:
     if not clip_ids:
         return
     n = len(clip_ids)
-    names = ", ".join(clip_ids[:SHOW_FIRST]) + (f" and {n - SHOW_FIRST} more" if n > SHOW_FIRST else "")
+    names = escape(", ".join(clip_ids[:SHOW_FIRST])) + (f" and {n - SHOW_FIRST} more" if n > SHOW_FIRST else "")
     stdout.print(f"[yellow]fallback[/]: {n} clip{'s' * (n != 1)}{when} fell back to the centre square (no face found, "
                   f"faces.on_missing = \"center\"): {names}", highlight=False)
 
@@ -732,11 +732,11 @@ def sweep_cli(
                 return
             progress.update(task, advance=1, info="")
             if status == "failed":
-                console.print(f"[red]failed[/] {name}: {outcome.error}", highlight=False)
+                console.print(f"[red]failed[/] {escape(name)}: {escape(str(outcome.error))}", highlight=False)
             elif status == "done":
-                console.print(f"[green]done[/] {name} ({outcome.seconds:.0f} s)", highlight=False)
+                console.print(f"[green]done[/] {escape(name)} ({outcome.seconds:.0f} s)", highlight=False)
             else:
-                console.print(f"[dim]skipped[/] {name} (finished before)", highlight=False)
+                console.print(f"[dim]skipped[/] {escape(name)} (finished before)", highlight=False)
 
         def on_epoch(name, epoch, records) -> None:
             if records:
@@ -840,7 +840,7 @@ def _print_report(table, title: str, note: str, df) -> None:
         stdout.print(note, highlight=False)
     failed = df[(df["fold"] == "mean") & df["status"].str.contains("failed")]
     for point, error in zip(failed["point"], failed["error"]):
-        stdout.print(f"[red]{point}[/]: {error}", highlight=False)
+        stdout.print(f"[red]{escape(str(point))}[/]: {escape(str(error))}", highlight=False)
 
 
 # -- predict ------------------------------------------------------------------------------------
@@ -894,16 +894,16 @@ def predict_cli(
             result.to_frame().to_csv(csv, index=False)
         except OSError as e:
             raise os_error(csv, e, "write the CSV file") from e
-        console.print(f"predictions -> {csv}", highlight=False)
+        console.print(f"predictions -> {escape(str(csv))}", highlight=False)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
         _print_predictions(result)
     for f in result.predictions:
         if isinstance(f, PredictFailure):
-            console.print(f"[bold red]failed:[/] {f.error}", highlight=False)
+            console.print(f"[bold red]failed:[/] {escape(f.error)}", highlight=False)
     if result.figures:
-        console.print(f"figures: {', '.join(str(f) for f in result.figures)} (+ PDF)")
+        console.print(f"figures: {escape(', '.join(str(f) for f in result.figures))} (+ PDF)", highlight=False)
     if result.figure_error:
         _error(result.figure_error)
     if result.failed:
@@ -923,7 +923,8 @@ def _print_predictions(result) -> None:
             n = {s: pred.face_sources.count(s) for s in ("detected", "interpolated", "carried")}
             faces = (f", face crops by {result.faces['detector']} ({n['detected']} detected, {n['interpolated']} "
                      f"interpolated, {n['carried']} carried over)")
-        out.print(f"[bold]{pred.input}[/]: {pred.classes[k]} ({pred.probs[k]:.3f}), {pred.n_frames} frames{faces}",
+        out.print(f"[bold]{escape(str(pred.input))}[/]: {escape(pred.classes[k])} ({pred.probs[k]:.3f}), "
+                  f"{pred.n_frames} frames{faces}",
                   highlight=False)
         probs = Table(box=box.SIMPLE, show_header=True)
         for c in pred.classes:
@@ -1002,7 +1003,7 @@ def info_cli(
     if as_json:
         typer.echo(json.dumps(d.to_json(), indent=2))
         raise typer.Exit(1 if d.damage else 0)
-    stdout.print(f"[bold]{store}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
+    stdout.print(f"[bold]{escape(str(store))}[/] ({d.backend}, {d.size_bytes / 2**20:.1f} MiB on disk): "
                   f"{d.clips} clips x {d.views} views x {d.frames} frames x {d.dim} dims")
     stdout.print(f"classes: {d.classes.describe()}", highlight=False)
     stdout.print(_table(d.counts, title="clips per class (done / all)"))
@@ -1089,7 +1090,8 @@ def _ensure_proxy(pipe) -> None:
     if not proxy_missing(pipe):
         return
     weights = Path(pipe.encoder.pretrained)
-    console.print(f"[bold]{weights}[/] is missing: training the proxy CLIP once ({escape('[proxy]')} in {pipe.source})",
+    console.print(f"[bold]{escape(str(weights))}[/] is missing: training the proxy CLIP once ({escape('[proxy]')} in "
+                  f"{escape(str(pipe.source))})",
                   highlight=False)
     _train_proxy(weights, pipe.proxy)
 
@@ -1138,7 +1140,7 @@ def demo_cli(
     _demo_threads(ctx)
     _ensure_proxy(pipe)
     if _synth_matches(out, pipe.synth):
-        console.print(f"[green]reusing[/] SynthDFER in {out} (same settings)")
+        console.print(f"[green]reusing[/] SynthDFER in {escape(str(out))} (same settings)")
     else:
         _synth(out, pipe.synth, overwrite=True, classes=pipe.classes.class_set())
     try:

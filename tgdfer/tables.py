@@ -169,11 +169,11 @@ class FittedTable:
             w = w or [minimum[j] for j in part]  # a single word wider than the console: nothing to wrap
             t = Table(title=f"columns {n + 1}/{len(parts)}" if len(parts) > 1 else None, box=box.SIMPLE_HEAVY,
                       show_edge=False, pad_edge=False, collapse_padding=True)
-            for j, cw in zip(part, w):
-                t.add_column("\n".join(wrap(headers[j], cw)), justify="left" if labels[j] else "right",
+            for j, cw in zip(part, w):  # Text, not markup: a clip id or path "[draft]" is shown as it is
+                t.add_column(Text("\n".join(wrap(headers[j], cw))), justify="left" if labels[j] else "right",
                              width=cw, no_wrap=True, style="bold" if j == 0 and keep else None)
             for i in range(len(self.df)):
-                t.add_row(*["\n".join(wrap(cells[j][i], cw)) for j, cw in zip(part, w)])
+                t.add_row(*[Text("\n".join(wrap(cells[j][i], cw))) for j, cw in zip(part, w)])
             out.append(t)
         return out
 
