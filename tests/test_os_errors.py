@@ -183,3 +183,12 @@ def test_predict_figures_into_a_read_only_folder_still_prints_predictions(refere
     result = runner.invoke(app(), ["predict", str(run), str(clip), "--figure", str(ro / "figs"), "--device", "cpu"])
     _one_clear_line(result, ro / "figs", "read-only")
     assert clip.name in result.output and "influence" in result.output  # the predictions were printed
+    # the same for a CSV the folder refuses: the predictions are printed first (they were thrown away)
+    result = runner.invoke(app(), ["predict", str(run), str(clip), "--csv", str(ro / "p.csv"), "--device", "cpu",
+                                   "--json"])
+    _one_clear_line(result, ro / "p.csv", "read-only")
+    assert json.loads(result.stdout)["predictions"][0]["input"] == str(clip)
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    result = runner.invoke(app(), ["predict", str(run), str(clip), "--csv", str(folder), "--device", "cpu"])
+    assert result.exit_code == 2 and "is a folder" in result.output and "influence" not in result.output  # before

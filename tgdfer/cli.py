@@ -9,6 +9,7 @@ and evaluated again every time (80 ms a build), as objects they are read (13 ms)
 """
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -887,14 +888,9 @@ def predict_cli(
     options = PredictOptions(**{name: given[name] for name in PredictOptions.command_fields()})  # one definition
     resolve_device(device)  # a misspelt --device fails before the model is read
     _allow_import(faces, allow_import)
+    if csv is not None and csv.is_dir():  # before the clips are read: a typo costs nothing
+        raise os_error(csv, IsADirectoryError(errno.EISDIR, "is a folder"), "write the CSV file")
     result = predict(model, inputs, figure_dir=figures or figure, options=options)
-    if csv is not None:
-        try:
-            csv.parent.mkdir(parents=True, exist_ok=True)
-            result.to_frame().to_csv(csv, index=False)
-        except OSError as e:
-            raise os_error(csv, e, "write the CSV file") from e
-        console.print(f"predictions -> {escape(str(csv))}", highlight=False)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -904,6 +900,13 @@ def predict_cli(
             console.print(f"[bold red]failed:[/] {escape(f.error)}", highlight=False)
     if result.figures:
         console.print(f"figures: {escape(', '.join(str(f) for f in result.figures))} (+ PDF)", highlight=False)
+    if csv is not None:  # after the predictions are printed: a folder that refuses the file loses none of them
+        try:
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            result.to_frame().to_csv(csv, index=False)
+        except OSError as e:
+            _error(os_error(csv, e, "write the CSV file"))
+        console.print(f"predictions -> {escape(str(csv))}", highlight=False)
     if result.figure_error:
         _error(result.figure_error)
     if result.failed:
