@@ -67,6 +67,21 @@ def test_a_csv_input_is_read_as_the_annotation_reader_reads_it(tree):
     assert expand_input(tree / "tabs.csv")[0] == [tree / "videos" / "clip_10.mp4"]
 
 
+def test_a_folder_of_clip_folders_gives_them_and_videos_beside_images_are_named(tree, tmp_path):
+    clips = tmp_path / "synth_frames"  # the layout tgdfer synth writes (frames/): one frame folder per clip
+    for name in ("clip_10", "clip_2"):
+        (clips / name).mkdir(parents=True)
+        (clips / name / "00001.jpg").write_bytes(b"x")
+    (clips / "notes").mkdir()  # no frames: not a clip
+    assert expand_input(clips) == ([clips / "clip_2", clips / "clip_10"], True)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("a.mp4", "b.mkv", "cover.jpg"):
+        (mixed / name).write_bytes(b"x")
+    (bad,) = expand_input(mixed)[0]  # read as a frame folder, it was one clip: the cover image
+    assert isinstance(bad, BadInput) and "holds both videos (a.mp4, b.mkv) and images (cover.jpg)" in bad.error
+
+
 def test_a_bad_list_row_names_the_file_and_line(tree):
     (tree / "bad.csv").write_text("path,label\nvideos/clip_2.mp4,happy\n,sad\nvideos/gone.mp4,happy\n")
     ok, empty, gone = expand_input(tree / "bad.csv")[0]

@@ -21,6 +21,7 @@ reaches a decoder, so no decoder's native log line can reach the terminal for on
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +78,40 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Expanded]:
     return [clip for item in inputs for clip in expand_input(item)[0]]
 
 
-def folder_clips(folder: Path) -> list[Path]:
-    """A folder's clips: the folder itself when it holds frame images (or nothing known), else its videos."""
+def folder_clips(folder: Path) -> list[Expanded]:
+    """A folder's clips: the folder itself when it holds frame images (or nothing known); else its videos;
+    else its sub-folders that hold frame images (a dataset's clip folders, as `tgdfer synth` writes them),
+    in natural order. Videos and images side by side are a BadInput naming both (read as a frame folder,
+    the videos were skipped and a cover image became a one-frame clip)."""
     try:
-        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")]
+        entries = [f for f in folder.iterdir() if not f.name.startswith(".")]
+        files = [f for f in entries if f.is_file()]
     except OSError:
         return [folder]  # the reader names the problem
-    if any(is_frame_name(f.name) for f in files):
-        return [folder]
+    images = [f.name for f in files if is_frame_name(f.name)]
     videos = sorted((f for f in files if f.suffix.lower() in VIDEO_SUFFIXES), key=lambda f: _natural_key(f.name))
-    return videos or [folder]
+    if images and videos:
+        return [BadInput(str(folder), f"{folder}: holds both videos ({_some([v.name for v in videos])}) and images "
+                                      f"({_some(images)}); a clip's frame folder holds only its frames: pass the "
+                                      f"videos ({folder / '*.mp4'}) or move the images out")]
+    if images:
+        return [folder]
+    if videos:
+        return videos
+    clip_folders = sorted((d for d in entries if d.is_dir() and _holds_frames(d)), key=lambda d: _natural_key(d.name))
+    return clip_folders or [folder]
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(sorted(names, key=_natural_key)[:3]) + (" ..." if len(names) > 3 else "")
+
+
+def _holds_frames(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return any(is_frame_name(e.name) for e in it)
+    except OSError:
+        return False
 
 
 def read_list(path: Path) -> list[Expanded]:
