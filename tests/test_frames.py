@@ -102,6 +102,15 @@ def test_folder_order_is_the_natural_order_of_the_names(tmp_path, names):
     assert frame_ids(src.read(range(len(names)))) == list(range(len(names)))
 
 
+def test_a_folder_names_the_files_unlike_its_frames(tmp_path):
+    folder = write_folder(tmp_path / "c", n=4, name="{:05d}.jpg")
+    for stray in ("00002 2.jpg", "cover.jpg"):  # a file manager's copy, a cover image
+        (folder / stray).write_bytes((folder / "00001.jpg").read_bytes())
+    src = open_frames(folder)
+    assert len(src) == 6 and src.strays == ["00002 2.jpg", "cover.jpg"]
+    assert open_frames(write_folder(tmp_path / "d", n=3, name="img_{}.png")).strays == []
+
+
 @pytest.mark.parametrize("names", [["1.png", "01.png", "2.png"], ["00001.jpg", "00001.png", "00002.jpg"]])
 def test_two_files_of_one_frame_number_are_refused_by_name(tmp_path, names):
     folder = tmp_path / "c"

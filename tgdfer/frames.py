@@ -237,7 +237,8 @@ class FolderSource(FrameSource):
                 "numbered in frame order, e.g. 00001.jpg or 00001_00001.jpg)"
             )
         check_frame_count(path, len(names))
-        self.files = [path / n for n in frame_order(names, path)[0]]
+        order, self.strays = frame_order(names, path)  # strays: names unlike the others', read as frames
+        self.files = [path / n for n in order]
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame file
 
     def __len__(self) -> int:

@@ -373,6 +373,10 @@ def _read_clip(p: LoadedModel, clip: Clip, keep_frames: bool, name: Optional[str
     else:
         path = Path(clip)
         name, src, stem = str(path), open_frames(path, backend=p.frame_backend), path.stem
+        if getattr(src, "strays", None):  # as the dataset readers warn for extract
+            log.warning("%s: %s named unlike its other frames, read as frames all the same (a copy, a cover "
+                        "image?): remove them or move them out", name, ", ".join(src.strays[:3])
+                        + (f" and {len(src.strays) - 3} more" if len(src.strays) > 3 else ""))
     with src:
         pixels, index, boxes, sources = read_views(src, stem, views=1, frames=p.frames, seed=p.seed,
                                                    backend=p.frame_backend, test_tf=p.transform, faces=p.stage)
