@@ -1,6 +1,7 @@
 """`tgdfer predict`: the extract path reproduced on new clips, JSON schema, figures, bad input."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -62,8 +63,6 @@ def test_predict_on_a_store_clip_reproduces_its_features_and_evaluate_logits(run
 
 
 def test_names_that_look_like_rich_markup_are_printed_as_they_are(run, synth_dir, tmp_path):
-    import shutil
-
     video = sorted((synth_dir / "videos").glob("*.mp4"))[0]
     names = ["clip [draft].mp4", "x[bold red]y.mp4", "take [/x] 2.mp4"]  # "[/x]" ended in a bare MarkupError
     for name in names:
@@ -78,6 +77,16 @@ def test_names_that_look_like_rich_markup_are_printed_as_they_are(run, synth_dir
         assert f"{tmp_path / name}: " in result.stdout
     assert f"failed: {tmp_path / 'broken [v1].mp4'}" in result.stderr
     assert f"predictions -> {tmp_path / 'o [1].csv'}" in result.stderr
+
+
+def test_a_clip_shorter_than_t_says_its_repeated_frames_differ_by_position_alone(run, synth_dir, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(sorted((synth_dir / "frames" / "00001").iterdir())[0], one / "00001.jpg")
+    result = runner.invoke(app, ["predict", str(run), str(one), "--device", "cpu"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"1 distinct frames in \d+ positions: the copies of one frame differ in influence by their "
+                     "position", result.stdout), result.stdout
 
 
 def test_video_json_schema(run, synth_dir):

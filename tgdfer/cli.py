@@ -940,6 +940,11 @@ def _print_predictions(result) -> None:
         for t, (i, v) in enumerate(zip(pred.frame_index, pred.influence)):
             frames.add_row(str(t), str(int(i)), f"{v:.3f}", "#" * int(round(20 * v)))
         out.print(frames)
+        distinct, positions = len(set(pred.frame_index.tolist())), len(pred.frame_index)
+        if distinct < positions:  # a short clip repeats frames: their influences differ by position alone
+            out.print(f"  {distinct} distinct frames in {positions} positions: the copies of one frame differ in "
+                      "influence by their position alone (scaled to 0..1 over the clip): compare distinct frames",
+                      highlight=False)
 
 
 # -- convert-checkpoint ---------------------------------------------------------------------------
