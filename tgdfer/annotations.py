@@ -272,6 +272,7 @@ def read_test_list(path: Path, written: list[str], ids: list[str]) -> set[str]:
     by_written = dict(zip(written, ids))
     known = set(ids)
     tested = set()
+
     def clip(name: str) -> str | None:
         return by_written.get(name) or (name if name in known else None)
 

@@ -663,9 +663,9 @@ def evaluate_cli(
         stdout.print(_table(short, decimals=DECIMALS["localisation"], title="Localisation of the expression episode (AUROC, hit@1) by the influence "
                                           "for the true class: relative (default), similarity, random"))
     pngs = [f for f in ev.files if f.suffix == ".png"]
-    stdout.print(f"saved {', '.join(str(f) for f in ev.files if f.suffix != '.png')}")
+    stdout.print(f"saved {escape(', '.join(str(f) for f in ev.files if f.suffix != '.png'))}", highlight=False)
     if pngs:
-        stdout.print(f"figures: {len(pngs)} PNG (+ PDF) in {pngs[0].parent}")
+        stdout.print(f"figures: {len(pngs)} PNG (+ PDF) in {escape(str(pngs[0].parent))}", highlight=False)
     return ev.results
 
 
@@ -764,7 +764,7 @@ def _print_sweep(df, out: Optional[Path], file: Optional[Path] = None) -> None:
     if out is None:
         out = Path(load_sweep(file).out)
     _print_report(paper_table(df), f"{sweep_title(out)}: mean over runs (%), {out}", comparison_note(df), df)
-    stdout.print(f"saved {out}/results.csv, results.md, results.png (every run: results.csv)")
+    stdout.print(f"saved {escape(str(out))}/results.csv, results.md, results.png (every run: results.csv)", highlight=False)
 
 
 @app.command("report", cls=_Command)
@@ -812,7 +812,7 @@ def report_cli(
         if len(sources) > 1 or reference or label:
             raise ConfigError("--html", "writes the page of one folder: give one FOLDER, without --reference or --label")
         page = write_report(sources[0], out, device=device, trust_weights=trust_weights)
-        stdout.print(f"saved {page}")
+        stdout.print(f"saved {escape(str(page))}", highlight=False)
         if folder_kind(sources[0]) != "sweep":
             return None
         out = None  # the sweep's own tables, in the sweep folder
@@ -822,7 +822,7 @@ def report_cli(
     rep = report_study(sources, out, reference=reference, labels=label or ())
     _print_report(rep.table, rep.title, rep.note, rep.results)
     if rep.paths:
-        stdout.print(f"saved {', '.join(str(p) for p in rep.paths)}")
+        stdout.print(f"saved {escape(', '.join(str(p) for p in rep.paths))}", highlight=False)
     else:
         stdout.print("wrote nothing (several folders or a CSV): give --out FOLDER for results.csv, .md, .png",
                       highlight=False)
