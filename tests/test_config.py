@@ -87,6 +87,17 @@ def test_a_bom_an_empty_key_a_home_path_and_an_unknown_section_from_the_command_
     assert str(path) not in str(e.value)  # the file is not to blame
 
 
+def test_switching_readers_from_the_command_line_starts_from_their_own_args(tmp_path):
+    from tgdfer.pipeline import load_pipeline
+
+    path = tmp_path / "p.toml"
+    path.write_text('[data]\nkind = "csv"\nargs = { csv_file = "a.csv", missing = "skip" }\n')
+    same = load_pipeline(path, ['data.args={missing="error"}'])  # the same reader: merged into its args
+    assert same.data.args == {"csv_file": "a.csv", "missing": "error"}
+    other = load_pipeline(path, ['data.kind="dfew"', 'data.args={split_dir="s", frames_dir="f"}'])
+    assert other.data.kind == "dfew" and other.data.args == {"split_dir": "s", "frames_dir": "f"}  # no csv_file
+
+
 def test_load_toml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_toml(tmp_path / "nope.toml")

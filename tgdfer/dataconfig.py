@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import apply_overrides, build, expand_home, load_toml, merge_tables
+from .config import apply_overrides, build, expand_home, load_toml, merge_tables, parse_override
 from .errors import ConfigError
 from .labels import CLASSES, ClassSet, class_set
 from .prompts import load_prompt_file
@@ -83,11 +83,16 @@ def _read_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if base_path in seen or base_path == path.resolve():
         raise ConfigError("base", f"{path}: base files form a loop through {base_path}")
     under = _read_with_base(base_path, (*seen, path.resolve()))
-    data, base_data = raw.get("data", {}), under.get("data", {})
-    if "kind" in data and data["kind"] != base_data.get("kind", data["kind"]):
-        # another reader: the base's reader arguments mean nothing to it (split_dir to the csv reader)
-        under["data"] = {k: v for k, v in base_data.items() if k != "args"}
-    return merge_tables(under, raw)
+    return merge_tables(_without_other_args(under, raw.get("data", {}).get("kind")), raw)
+
+
+def _without_other_args(under: dict[str, Any], kind: Any) -> dict[str, Any]:
+    """`under` without its [data] args when `kind` names another reader than its own: they mean nothing to
+    that reader (split_dir to the csv reader), so a file or --set switching readers starts from none."""
+    data = under.get("data", {})
+    if kind is None or not isinstance(data, dict) or kind == data.get("kind", kind):
+        return under
+    return {**under, "data": {k: v for k, v in data.items() if k != "args"}}
 
 
 def load_profile(name: str) -> dict[str, Any]:
@@ -107,6 +112,8 @@ def pipeline_tables(path: str | Path | None = None, overrides: list[str] | None 
     named = raw.pop("profile", None)
     if profile or named:
         raw = merge_tables(load_profile(profile or named), raw)
+    kinds = [value for keys, value in map(parse_override, overrides or []) if keys == ["data", "kind"]]
+    raw = _without_other_args(raw, kinds[-1] if kinds else None)  # --set data.kind=... switches readers
     return expand_home(apply_overrides(raw, overrides or []))
 
 
