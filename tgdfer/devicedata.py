@@ -40,8 +40,8 @@ class DeviceData:
 
 def split_rows(clips: pd.DataFrame, done: np.ndarray, fold: Optional[int], selection: str,
                val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) rows of the fold; failed clips (and, for a caller that allows them, pending ones)
-    are left out; val is stratified."""
+    """(train, val, test) rows of the fold; failed clips are left out (a store with pending ones is refused
+    before: `check_finished`); val is stratified."""
     train, test = fold_split(clips, fold)
     train, test = train[done[train]], test[done[test]]
     if len(train) == 0 or len(test) == 0:

@@ -259,10 +259,9 @@ def check_comparable(runs: Sequence[Path]) -> None:
     `_PER_RUN`) on the same features (its store's fingerprint): a mean over folds is a claim about one
     method on one dataset. Reads only config.json and the checkpoints' headers."""
     def settings(run: Path) -> tuple[dict, Optional[dict]]:
-        load_run_config(run)  # "no such run folder", "not a run folder": named before config.json is read
-        unfinished_why = unfinished(run)  # before its checkpoint is opened: named as such, not as a diff
-        if unfinished_why is not None:
-            raise TgdferError(unfinished_why)
+        why = unfinished(run)  # also names a missing or foreign folder; an unfinished run as such, not as a diff
+        if why is not None:
+            raise TgdferError(why)
         record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG))
         header = load_checkpoint(run_checkpoint(run), tensors=False)
         return {k: record.get(k) for k in ("head", "train", "encoder")}, header.get("store_fingerprint")

@@ -184,12 +184,12 @@ def frame_entries(folder: str | os.PathLike) -> list[os.DirEntry]:
     where the file system reports types). A frame name that is not a file (a broken link, a folder)
     is a FrameReadError naming it: left out, it would shift every later frame's index."""
     try:
-        with os.scandir(folder) as it:  # is_frame_name, inlined: this runs for every file of a dataset
-            entries = [e for e in it if e.name.lower().endswith(IMAGE_SUFFIXES) and e.name[0] != "."]
+        with os.scandir(folder) as it:
+            entries = [e for e in it if is_frame_name(e.name)]
     except OSError as e:
         raise FrameReadError(folder, f"cannot list the folder: {e}") from e
-    if not all([e.is_file() for e in entries]):
-        e = next(e for e in entries if not e.is_file())
+    e = next((e for e in entries if not e.is_file()), None)
+    if e is not None:
         what = "a folder" if e.is_dir() else "a broken link" if e.is_symlink() else "not a regular file"
         raise FrameReadError(folder, f"{e.name} is named like a frame but is {what}: remove or rename it")
     return entries
@@ -206,7 +206,9 @@ def frame_order(names: Sequence[str], folder: str | os.PathLike) -> tuple[list[s
     Strays: the names outside the folder's commonest name pattern (the stem, lower case, its digit
     runs written '#'), in frame order. One clip's frames share one (`#`, `frame_#`, `#_#`); another is
     a stray file (`# copy`, `# 2` from a file manager's copy, `cover`) or a second sequence, read as
-    frames all the same. One regex split per name: this runs for every frame folder of a dataset.
+    frames all the same. This runs for every frame folder of a dataset: names that share one pattern
+    digit for digit (zero-padded, as DFEW's and FERV39k's) sort as strings, others take one regex split
+    a name (benchmarks/README.md, "check").
     """
     if len({n.translate(_DIGIT_MARKS) for n in names}) == 1:  # DFEW's, FERV39k's: zero-padded, one pattern
         return sorted(names), []  # then the string order is the natural order, and no number repeats

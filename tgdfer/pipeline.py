@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .augment import AugmentConfig
-from .config import build, did_you_mean, to_dict, to_toml
+from .config import build, did_you_mean, parse_override, to_dict, to_toml
 from .dataconfig import PROFILE_DIR, PROFILES, ClassesConfig, DataConfig, load_profile, pipeline_tables  # noqa: F401
 from .encoders import EncoderConfig
 from .errors import ConfigError
@@ -73,7 +73,7 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
     raw = pipeline_tables(path, overrides, profile)
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
-        given = [o for o in overrides or [] if o.partition("=")[0].strip().split(".")[0].strip() == unknown[0]]
+        given = [o for o in overrides or [] if parse_override(o)[0][0] == unknown[0]]
         where = f"--set {given[0]}: " if given else f"{path}: " if path else ""
         raise ConfigError(unknown[0], f"{where}unknown section{did_you_mean(unknown[0], _SECTIONS)}; "
                           f"known sections: {', '.join(_SECTIONS)}")

@@ -219,9 +219,9 @@ def unfinished(run: str | Path) -> Optional[str]:
     """Why a run folder's training has not finished (no final.json: stopped, interrupted or still running),
     with the epoch its last checkpoint holds; None when it finished."""
     run = Path(run)
+    _, cfg, _ = load_run_config(run)  # "no such run folder", "not a run folder" first
     if (run / FINAL).is_file() or not (run / LAST).is_file():  # no checkpoint (or tgdfer 0.1's): loading says so
         return None
-    _, cfg, _ = load_run_config(run)
     try:
         epoch = load_checkpoint(run / LAST, tensors=False).get("epoch", "?")
     except TgdferError:

@@ -55,7 +55,7 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
 @functools.lru_cache(maxsize=None)
 def _mde_factor(n: int, alpha: float, power: float) -> float:
     """The MDE of n units in units of the differences' sd (a pure function of its arguments, cached:
-    one root of an integral, about 0.1 s)."""
+    one root of an integral, 0.2-0.6 s here)."""
     df, crit = n - 1, t_quantile(1 - alpha / 2, n - 1)
 
     def shortfall(nc: float) -> float:  # power at noncentrality nc, less the power asked for
