@@ -59,14 +59,14 @@ def test_quote_forms_on_a_small_study():
     rows = [{"point": p, "fold": f, "seed": s, "UAR": v, "WAR": v, "AUROC": v / 100, "AUROC sim": v / 100,
              "train_s": 1.0}
             for p, base in (("ref", 50.0), ("a", 40.0), ("b", 50.0)) for (f, s) in idx
-            for v in [base + f + (0.5 if (p == "a" and s) else 0)]]
+            for v in [base + f + (0.5 * s + 0.25 * f if p == "a" else 0)]]
     df = pd.DataFrame(rows)
     known = study.Study("ref", ("ref", "a", "b"))
-    assert study.quote(df, known, "a:WAR") == "42.25 ± 0.94"  # 41, 41.5, 42, 42.5, 43, 43.5
-    cell = study.quote(df, known, "a:WAR - ref:WAR")  # -9.75 in every fold: marked after Holm over 8
-    assert cell == "-9.75 [-9.75, -9.75] *"
-    assert study.quote(df, known, "ref:WAR - a:WAR") == "+9.75 [+9.75, +9.75] *"  # the same cell, other side
-    assert study.quote(df, known, "b:WAR - ref:WAR").endswith("(MDE 0.00)")  # identical: no difference
+    assert study.quote(df, known, "a:WAR") == "42.75 ± 1.15"  # 41.25, 41.75, 42.5, 43, 43.75, 44.25
+    cell = study.quote(df, known, "a:WAR - ref:WAR")  # -9.5, -9.25, -9.0 by fold: marked after Holm over 8
+    assert cell == "-9.25 [-9.87, -8.63] *"
+    assert study.quote(df, known, "ref:WAR - a:WAR") == "+9.25 [+8.63, +9.87] *"  # the same cell, other side
+    assert study.quote(df, known, "b:WAR - ref:WAR") == "+0.00 (the same on every fold: no test)"  # identical
     assert study.quote(df, known, "b:UAR,WAR == ref:UAR,WAR") == "6 of 6"
     assert study.quote(df, known, "a:WAR == ref:WAR") == "0 of 6"
     with pytest.raises(ValueError, match="nosuch"):

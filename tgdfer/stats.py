@@ -73,7 +73,9 @@ def paired_t(d: np.ndarray) -> tuple[np.ndarray, ...]:
     """Paired t over the last axis of `d` (differences, one per unit; no NaN): mean, low, high, p, sd.
 
     Vectorised over any leading axes (the tests simulate thousands of sweeps at once). A constant
-    difference (sd 0) gives p = 1 when it is 0 and p = 0 otherwise.
+    difference (sd 0) is no test: p is NaN. The t statistic is undefined there, and scores that move
+    in steps of one clip make the same difference on every fold common by chance (two folds each one
+    clip apart), so "p = 0" would mark chance.
     """
     d = np.asarray(d, dtype=float)
     n = d.shape[-1]
@@ -85,8 +87,8 @@ def paired_t(d: np.ndarray) -> tuple[np.ndarray, ...]:
     se = sd / math.sqrt(n)
     half = t975(n - 1) * se
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(se > 0, mean / se, np.where(mean == 0, 0.0, np.inf))
-    p = 2 * _st.t.sf(np.abs(t), n - 1)
+        t = np.where(se > 0, mean / se, np.nan)
+    p = 2 * _st.t.sf(np.abs(t), n - 1)  # NaN where sd is 0
     return mean, mean - half, mean + half, p, sd
 
 
@@ -134,18 +136,27 @@ class Paired:
         return self.n >= 2 and bool(p < ALPHA)
 
     @property
+    def constant(self) -> bool:
+        """The difference is the same on every fold (sd 0): no test, no interval, no MDE."""
+        return self.n >= 2 and self.sd == 0
+
+    @property
     def mde(self) -> float:
-        """The smallest true difference this design finds with 80% power (see the module docstring)."""
-        return mde(self.sd, self.n)
+        """The smallest true difference this design finds with 80% power (see the module docstring);
+        NaN for a constant difference, whose sample sd of 0 would claim that any effect is found."""
+        return float("nan") if self.constant else mde(self.sd, self.n)
 
     def format(self, digits: int = 2) -> str:
         """"+1.50 [+0.55, +3.55] *" when marked, "+0.50 [-0.55, +1.55] (MDE 2.10)" when not, and
-        "+0.50 (1 fold: no interval)" when there is a single fold."""
+        "+0.50 (1 fold: no interval)" when there is a single fold, "+1.25 (the same on every fold: no
+        test)" when the difference does not vary (sd 0)."""
         if self.n == 0:
             return ""
         mean, low, high = self.mean + 0.0, self.low + 0.0, self.high + 0.0  # -0.0 + 0.0: a tie shows +0.00
         if self.n < 2:
             return f"{mean:+.{digits}f} (1 fold: no interval)"
+        if self.constant:
+            return f"{mean:+.{digits}f} (the same on every fold: no test)"
         shown = f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
         return shown + " *" if self.significant else f"{shown} (MDE {self.mde:.{digits}f})"
 
