@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tgdfer.cli import app
 from tgdfer.encoders import EncoderConfig, load_encoder
-from tgdfer.errors import ConfigError
+from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.evaluation import (_table6_rows, check_influence, evaluate, frame_subset_scores, load_run, localise_run,
                              parse_frames, parse_ks, score_run, select_frames)
 from tgdfer.extraction import write_text_features
@@ -281,3 +281,44 @@ def test_evaluate_refuses_a_table_of_runs_trained_otherwise(runs, tmp_path):
     flat = " ".join(result.output.split())
     assert "trained otherwise than" in flat and "head.window: 4" in flat and "2 here" in flat
     assert "train.epochs: 12" in flat and not (tmp_path / "ev" / "results.csv").exists()
+
+
+def test_a_run_folder_mixed_from_two_runs_is_refused_by_evaluate_and_resume(runs, tmp_path):
+    """fold 2's checkpoint copied beside fold 1's config.json was scored as fold 1 (on clips it trained on)."""
+    from tgdfer.run import check_resume
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(runs["seed0"], mixed)
+    for name in ("last.safetensors", "final.json"):
+        shutil.copy(runs["fold2"] / name, mixed / name)
+    result = runner.invoke(app, ["evaluate", str(mixed), "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert "train.fold: 2 in the checkpoint, 1 in config.json" in flat and "mixed from two runs" in flat
+    assert not (tmp_path / "ev" / "results.csv").exists()
+    record = json.loads((mixed / "config.json").read_text())
+    with pytest.raises(TgdferError, match="train.fold: 2 in the checkpoint, 1 in config.json"):
+        check_resume(mixed, record, {}, None)
+
+
+def test_evaluate_refuses_a_store_whose_clip_table_changed_since_training(synth_store, runs, tmp_path):
+    """One clip's fold edited in clips.csv moved it into or out of the test split without a word."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(synth_store, store)
+    run = tmp_path / "run"
+    shutil.copytree(runs["seed0"], run)
+    record = json.loads((run / "config.json").read_text())
+    record["train"]["store"] = str(store)  # train.store is result-neutral: the same store, moved
+    (run / "config.json").write_text(json.dumps(record))
+    ok = runner.invoke(app, ["evaluate", str(run), "--out", str(tmp_path / "ev0"), "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    csv = store / "clips.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    cells = lines[1].rstrip("\n").split(",")
+    cells[header.index("fold")] = "3" if cells[header.index("fold")] != "3" else "1"
+    csv.write_text("".join([lines[0], ",".join(cells) + "\n", *lines[2:]]), encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "the clip table differ" in " ".join(result.output.split())
+    assert not (tmp_path / "ev" / "results.csv").exists()

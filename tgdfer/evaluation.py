@@ -43,7 +43,8 @@ from .model import build_head
 from .config import table_diff
 from .limits import load_json
 from .store import FeatureStore
-from .run import CONFIG, RESULT_NEUTRAL, load_checkpoint, load_run_config, run_checkpoint, unfinished
+from .run import (CONFIG, RESULT_NEUTRAL, check_checkpoint_config, content_diff, load_checkpoint, load_run_config,
+                  run_checkpoint, unfinished)
 from .trainconfig import PROTOCOLS, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,19 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
     if encoder is not None:
         encoder.trust_weights = trust_weights
     dev = resolve_device(device)
-    ckpt = load_checkpoint(run_checkpoint(run), map_location=dev)
+    path = run_checkpoint(run)
+    ckpt = load_checkpoint(path, map_location=dev)
+    record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG))
+    check_checkpoint_config(run, record, ckpt, path)
     with FeatureStore.open(cfg.store) as store:
         if store.fingerprint != ckpt["store_fingerprint"]:
             raise TgdferError(f"{cfg.store} is not the store {run} was trained on (fingerprints differ); "
                               "re-extract it with the run's settings")
+        changed = [c for c in content_diff(ckpt.get("store_content"), store.content_hash())
+                   if not c.startswith("text set")]  # the run's prompts are read from its checkpoint
+        if changed:  # e.g. clips.csv edited: labels or folds moved under the run
+            raise TgdferError(f"{cfg.store} changed since {run} was trained on it ({', '.join(changed)} differ): "
+                              "its scores would not be the run's; evaluate on the store as it was")
         head = build_head(head_cfg, store, dev, ckpt["head_args"]["seeds"][0], encoder=encoder)
         data = load_device_data(store, cfg, dev)
         if ckpt.get("mode") == "end-to-end":  # view 0 through the fine-tuned encoder, not the store's features
@@ -121,8 +130,7 @@ def load_run(run: str | Path, device: str = "auto", trust_weights: bool = False)
                              f"{str(enc.get('weights_sha256'))[:16]})"}
     head.load_state_dict(ckpt["head_state"])
     head.eval()
-    extract_record = load_json((run / CONFIG).read_bytes(), str(run / CONFIG)).get(
-        "pipeline", {}).get("extract", {})
+    extract_record = record.get("pipeline", {}).get("extract", {})
     return LoadedRun(run=run, cfg=cfg, head=head, epoch=int(ckpt["epoch"]), feats=data.feats[:, 0],
                      labels=data.labels.cpu().numpy(), test=data.test, clips=clips, frame_index=frame_index,
                      frame_backend=extract_record.get("frame_backend", "auto"), classes=data.classes, boxes=boxes,

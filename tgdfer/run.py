@@ -298,6 +298,21 @@ def content_diff(before: Optional[dict], now: Optional[dict]) -> list[str]:
     return out
 
 
+def check_checkpoint_config(run: str | Path, record: Optional[dict], ckpt: dict, checkpoint: str | Path) -> None:
+    """TgdferError when the run's config.json (`record`) and its checkpoint's own record of the
+    settings disagree (head, train, encoder less RESULT_NEUTRAL): a folder mixed from two runs, e.g. a
+    fold-2 checkpoint copied beside fold 1's config.json, would be scored (or resumed) as fold 1."""
+    inner = ckpt.get("config")
+    if not isinstance(record, dict) or not isinstance(inner, dict):
+        return
+    sections = ("head", "train", "encoder")
+    diff = table_diff({k: inner.get(k) for k in sections}, {k: record.get(k) for k in sections}, RESULT_NEUTRAL)
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.json" for k, a, b in diff)
+        raise TgdferError(f"{run}: {checkpoint} was not trained with the settings {Path(run) / CONFIG} records "
+                          f"({shown}): a run folder mixed from two runs? Keep each run's files together")
+
+
 def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Optional[dict] = None,
                  store: str | Path = "the store") -> None:
     """TgdferError naming every setting of `record` that differs from the run recorded in `out`.
@@ -319,6 +334,7 @@ def check_resume(out: str | Path, record: dict, fingerprint: dict, content: Opti
     except OSError as e:
         raise TgdferError(f"{out / CONFIG}: cannot read the run's recorded settings ({e})") from e
     ckpt = load_checkpoint(path, tensors=False)  # epoch and fingerprint; the weights are read once, later
+    check_checkpoint_config(out, before, ckpt, path)
     if not isinstance(before, dict):
         before = ckpt.get("config") or {}
     sections = ("head", "train", "encoder")
