@@ -120,3 +120,14 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="invalid TOML") as info:
         load_descriptors(_write(tmp_path, "Happiness = \n", name="d.toml"))
     assert "d.toml" in str(info.value)
+
+
+def test_a_bom_is_read_and_other_encodings_are_named(tmp_path):
+    """Notepad saves UTF-8 with a BOM (refused as U+FEFF before); Latin-1 gave a bare UnicodeDecodeError."""
+    path = tmp_path / "d.toml"
+    path.write_bytes("\ufeff".encode("utf-8") + "".join(f'{c} = "{t}"\n' for c, t in MY.items()).encode("utf-8"))
+    assert load_descriptors(path) == list(MY.values())
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("".join(f'{c} = "{t} caf\xe9"\n' for c, t in MY.items()).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.toml: is not UTF-8 text \(byte 0xe9 at offset"):
+        load_descriptors(latin)

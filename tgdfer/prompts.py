@@ -135,7 +135,13 @@ def _read(path: Path) -> Any:
     """
     if not path.is_file():
         raise ConfigError(str(path), "prompts file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # a BOM (Notepad) is not part of the prompts
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save it as UTF-8") from e
+    except OSError as e:
+        raise ConfigError(str(path), f"cannot be read ({e.strerror or e})") from e
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
