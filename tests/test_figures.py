@@ -172,3 +172,19 @@ def test_readme_figure_is_the_demos_own_run():
     assert about["Encoder"].startswith(f"{demo['encoder']['model']} (file, weights sha256 ")
     caption = " ".join(readme.split(path, 1)[1].lstrip(")\n").split("\n\n", 1)[0].split())  # the paragraph under it
     assert "make demo" in caption and "proxy CLIP" in caption and "runs/synth/fold1" in caption
+
+
+def test_sweep_figure_takes_list_valued_settings():
+    """A swept `augment.crop_scale = [0.08, 1.0]` ended sweep and report in `unhashable type: 'list'`."""
+    import pandas as pd
+
+    from tgdfer.figures import sweep_figure
+
+    rows = [{"crop_scale": scale, "milestones": ms, "fold": f, "UAR": 40.0 + f + i, "WAR": 50.0 + f + i}
+            for i, scale in enumerate(([0.08, 1.0], [0.5, 1.0])) for ms in ([5], [5, 8]) for f in (1, 2)]
+    runs = pd.DataFrame(rows)
+    fig = sweep_figure(runs, "crop_scale", ["[0.08, 1.0]", "[0.5, 1.0]"], ["milestones"])
+    ax = fig.axes[0]
+    means = [l for l in ax.lines if l.get_gid() == "mean"]
+    assert len(means) == 2 and sorted(y for l in means for y in l.get_ydata()) == [41.5, 41.5, 42.5, 42.5]
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["milestones=[5, 8]", "milestones=[5]"]

@@ -224,7 +224,7 @@ def sweep_figure(runs, x: str, order: Sequence[str], groups: Sequence[str] = (),
     by side. No line joins the categories: they are settings, not a continuum. The y axis follows
     `percent_limits` (at least PERCENT_SPAN points), and the caption gives the number of runs.
     """
-    keyed = runs.assign(_x=runs[x].astype(str))
+    keyed = runs.assign(_x=runs[x].astype(str), **{g: runs[g].astype(str) for g in groups})  # lists hash as text
     combos = list(keyed[list(groups)].drop_duplicates().itertuples(index=False, name=None)) if groups else [()]
     width = 0.6 / len(combos)  # the side-by-side offsets of the groups within a category
     panel = min(8.0, max(3.5, 0.6 + 0.8 * len(order) * max(1.0, len(combos) / 2)))  # inches per metric
