@@ -330,3 +330,45 @@ def test_every_backend_honours_the_videos_colour_matrix_and_range(tmp_path, name
         wrong = np.stack([f.reformat(format="rgb24", src_color_range=ColorRange.MPEG)
                           .to_ndarray()[vc.H // 2, vc.W // 2] for f in frames]).astype(int)
         assert np.abs(wrong - COLOURS).max() >= 12, wrong
+
+
+def _with_artwork(path, video_frames: int):
+    """An MP4 whose first stream is a cover picture (attached_pic, a JPEG of grey 200), then AAC audio
+    and, when `video_frames`, an H.264 stream of that many frames of grey 40."""
+    import io
+    from fractions import Fraction
+
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 200, 200)).save(jpeg, format="JPEG")
+    with av.open(str(path), "w", format="mp4") as c:
+        cover = c.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        audio = c.add_stream("aac", rate=8000)
+        video = c.add_stream("libx264", rate=10) if video_frames else None
+        if video is not None:
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        packet = av.Packet(jpeg.getvalue())
+        packet.stream, packet.pts, packet.dts, packet.time_base = cover, 0, 0, Fraction(1, 90000)
+        c.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        c.mux([*audio.encode(frame), *audio.encode()])
+        for i in range(video_frames):
+            img = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40, np.uint8), format="rgb24")
+            img.pts = i
+            c.mux(video.encode(img))
+        if video is not None:
+            c.mux(video.encode())
+    return path
+
+
+def test_attached_artwork_is_never_read_as_the_video(tmp_path):
+    """An audio file with a thumbnail (yt-dlp --embed-thumbnail) was a confident 1-frame 'video'."""
+    with pytest.raises(FrameReadError, match="its only picture is attached artwork"):
+        open_frames(_with_artwork(tmp_path / "song.mp4", 0))
+    source = open_frames(_with_artwork(tmp_path / "clip.mp4", 12))  # the cover is stream 0: the video is read
+    assert len(source) == 12
+    assert abs(int(np.asarray(source.read([0])[0]).mean()) - 40) <= 3  # not the cover's grey 200

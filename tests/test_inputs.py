@@ -14,7 +14,7 @@ import tgdfer
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.head import INFLUENCES
-from tgdfer.inputs import BadInput, expand_input, expand_inputs
+from tgdfer.inputs import BadInput, expand_input, expand_inputs, folder_clips
 from tgdfer.predict import PredictFailure, Prediction, Predictor, predict
 from tgdfer.predictoptions import INFLUENCE_MODES, ON_MISSING, PredictOptions
 from tgdfer.training import TrainConfig, train
@@ -226,3 +226,14 @@ def test_a_utf16_list_reads_as_its_byte_order_mark_says(tree):
     listed = tree / "u16.txt"
     listed.write_bytes("videos/clip_2.mp4\r\nframes/a\r\n".encode("utf-16"))
     assert expand_inputs([str(listed)]) == [tree / "videos" / "clip_2.mp4", tree / "frames" / "a"]
+
+
+def test_a_folder_reads_camcorder_and_phone_videos_and_names_the_files_it_leaves(tmp_path, caplog):
+    """.MTS (AVCHD), .m2ts, .ts and .3gp were left out of a folder without a word (exit 0)."""
+    for name in ("00000.mp4", "00001.MTS", "00002.m2ts", "00003.3gp", "00004.ts", "notes.txt", "clip.r3d"):
+        (tmp_path / name).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="tgdfer.inputs"):
+        got = folder_clips(tmp_path)
+    assert [p.name for p in got] == ["00000.mp4", "00001.MTS", "00002.m2ts", "00003.3gp", "00004.ts"]
+    assert "1 file(s) not read as clips" in caplog.text and "clip.r3d" in caplog.text
+    assert "notes.txt" not in caplog.text

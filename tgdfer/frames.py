@@ -444,10 +444,19 @@ def _av_errors() -> tuple[type[BaseException], ...]:
 def _video_stream(container, path: Path):
     """The stream FFmpeg's CLI and players pick (av_find_best_stream): not necessarily the first, which
     may be a cover picture (an MKV or MP4 with artwork: one frame) or a low-resolution preview."""
-    stream = container.streams.best("video") if container.streams.video else None
-    if stream is None:
-        raise FrameReadError(path, "the file has no video stream")
-    return stream
+    moving = [s for s in container.streams.video if not _is_artwork(s)]
+    if not moving:  # an audio file with a thumbnail (yt-dlp --embed-thumbnail, an .mp3 with album art)
+        raise FrameReadError(path, "the file has no video stream" + (
+            ": its only picture is attached artwork (a cover or thumbnail), not a video"
+            if container.streams.video else ""))
+    stream = container.streams.best("video")
+    return stream if stream is not None and not _is_artwork(stream) else moving[0]
+
+
+def _is_artwork(stream) -> bool:
+    """An attached picture (cover art, a thumbnail): one still image, not frames of the recording."""
+    import av
+    return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
 
 
 def _no_frames(path: Path, count: VideoFrameCount) -> FrameReadError:

@@ -21,6 +21,7 @@ reaches a decoder, so no decoder's native log line can reach the terminal for on
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +33,16 @@ from .errors import AnnotationError
 from .frames import _natural_key, is_frame_name
 
 LIST_SUFFIXES = (".txt", ".lst", ".csv")  # an INPUT with this suffix lists clips
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")  # in a folder
+# a folder's files read as videos: the usual containers, camcorders' AVCHD (.mts/.m2ts), broadcast and
+# phone formats; a file by name is opened whatever its suffix
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".mts", ".m2ts",
+                  ".ts", ".3gp", ".3g2", ".mxf", ".vob", ".ogv", ".dv", ".f4v", ".asf", ".gif")
+# a folder's files that are no clip and need no word (notes, annotations, subtitles, checksums)
+_SIDECAR_SUFFIXES = (".txt", ".md", ".csv", ".json", ".toml", ".yaml", ".yml", ".xml", ".srt", ".vtt", ".md5",
+                     ".sha256", ".log", ".pdf", ".html", ".zip", ".tar", ".gz", ".wav", ".mp3", ".m4a", ".aac")
 PATH_COLUMN = "path"  # the column of a CSV list that holds the paths
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,10 @@ def folder_clips(folder: Path) -> list[Expanded]:
                                       f"videos ({folder / '*.mp4'}) or move the images out")]
     if images:
         return [folder]
+    skipped = [f.name for f in files if f.suffix.lower() not in VIDEO_SUFFIXES + _SIDECAR_SUFFIXES]
+    if skipped:  # a camcorder's or phone's format this list lacks would be left out without a word
+        log.warning("%s: %d file(s) not read as clips (not a video or frame image suffix tgdfer knows): %s; "
+                    "pass them by name to predict them", folder, len(skipped), _some(skipped))
     if videos:
         return videos
     clip_folders = sorted((d for d in entries if d.is_dir() and _holds_frames(d)), key=lambda d: _natural_key(d.name))
