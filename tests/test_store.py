@@ -521,3 +521,15 @@ def test_two_concurrent_writers_equal_one_writer(tmp_path, reference, zarr_shard
     with FeatureStore.open(path) as s:
         check_contents(s)
         assert sorted(set(s.failures["writer"])) == [0, 1]
+
+
+@pytest.mark.parametrize("cap, value", [("feature_dim", D - 1), ("store_views", V - 1)])
+def test_a_store_declaring_more_than_the_caps_is_refused_when_opened(tmp_path, cap, value):
+    """A shared store saying dim = 2**30 ended info --verify and train-head in a bare MemoryError."""
+    from tgdfer import limits
+
+    create(tmp_path / "s.zarr").close()
+    with limits.override(limits.parse([f"{cap}={value}"])):
+        with pytest.raises(limits.LimitError, match=rf"s\.zarr: the store: .* over the {cap} limit of {value}"):
+            FeatureStore.open(tmp_path / "s.zarr")
+    FeatureStore.open(tmp_path / "s.zarr").close()  # within the default caps

@@ -52,6 +52,8 @@ class Limits:
     json_depth: int = 64  # nesting of one JSON document (lists and objects inside each other)
     archive_bytes: int = 32 * 2**30  # uncompressed bytes a zip (torch.save weights) declares in all
     archive_ratio: int = 100  # declared uncompressed size / size on disk of a zip: above it, a zip bomb
+    feature_dim: int = 65_536  # a store's feature width (CLIP's are 512-1280)
+    store_views: int = 1_024  # a store's views per clip (augmented copies; tgdfer's studies use up to 16)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -134,6 +136,15 @@ def check_frame_count(where: str, frames: int) -> None:
     """LimitError when a clip (or a number read from a file) holds more than `clip_frames` frames."""
     if frames > current().clip_frames:
         raise _over(f"{where}: {frames:,} frames", frames, "clip_frames", " frames")
+
+
+def check_store_shape(where: str, views: int, dim: int) -> None:
+    """LimitError when a store declares more than `store_views` views or a feature width over
+    `feature_dim` (checked from its attributes, before any array is allocated from them)."""
+    if dim > current().feature_dim:
+        raise _over(f"{where}: a feature width of {dim:,}", dim, "feature_dim")
+    if views > current().store_views:
+        raise _over(f"{where}: {views:,} views a clip", views, "store_views")
 
 
 def check_decode(where: str, frames: int, width: int, height: int) -> None:

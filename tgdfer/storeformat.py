@@ -63,7 +63,7 @@ import pandas as pd
 import zarr
 
 from .errors import TgdferError
-from .limits import LimitError, check_frame_count, load_json
+from .limits import LimitError, check_frame_count, check_store_shape, load_json
 from .storeprotocol import LOCK_DIR, TMP_DIR, AtomicLocalStore, write_atomic
 
 SCHEMA_VERSION = 1
@@ -490,6 +490,7 @@ def check_layout(path: Path, layout: dict, files: ZarrFiles | H5Files) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise TgdferError(f"{path}: the store's {name} is {value!r:.60}, not a positive integer")
     check_frame_count(f"{path}: the store's frames", sizes["frames"])
+    check_store_shape(f"{path}: the store", sizes["views"], sizes["dim"])
     try:
         shape = tuple(files.array("feats").shape)
     except (KeyError, OSError, ValueError) as e:
