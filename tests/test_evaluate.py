@@ -322,3 +322,14 @@ def test_evaluate_refuses_a_store_whose_clip_table_changed_since_training(synth_
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "the clip table differ" in " ".join(result.output.split())
     assert not (tmp_path / "ev" / "results.csv").exists()
+
+
+def test_a_shared_runs_eval_link_is_not_followed(runs, tmp_path):
+    """A run folder shared with `eval -> /elsewhere` had evaluate overwrite results.csv and figures there."""
+    run, victim = tmp_path / "shared", tmp_path / "victim"
+    shutil.copytree(runs["seed0"], run)
+    victim.mkdir()
+    (run / "eval").symlink_to(victim)
+    result = runner.invoke(app, ["evaluate", str(run), "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "is a symbolic link" in " ".join(result.output.split()) and list(victim.iterdir()) == []

@@ -307,7 +307,12 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
         influence = load_run_config(runs[0])[0].influence
     check_influence(influence)
     frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
-    out = Path(out) if out is not None else default_out(runs)
+    if out is None:
+        out = default_out(runs)
+        if out.is_symlink():  # a shared run folder's `eval -> /elsewhere` would have tgdfer write there
+            raise TgdferError(f"{out} is a symbolic link (to {os.readlink(out)}): evaluate writes its default "
+                              "output only into a real folder of the run; remove the link or pass --out")
+    out = Path(out)
     scores, t6_rows, loc_rows, strips = [], [], [], []
     for run in runs:
         lr = load_run(run, device, trust_weights)  # one run's store on the device at a time
