@@ -1,6 +1,7 @@
 """`tgdfer sweep` / `report`: points checked before anything runs, one batched run per point, resume, shards."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tgdfer.cli import app
-from tgdfer.errors import ConfigError
+from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.sweep import SweepError, load_sweep, paper_table, point_pipeline, report, results_frame, run_sweep
 
 from smallhead import SMALL_HEAD_TOML
@@ -283,3 +284,20 @@ def test_titles_say_the_folds_seeds_and_epochs_that_ran(tmp_path, base):
         assert png.text["Title"] == want
     for text in (result.output, (out / "results.md").read_text(), want):
         assert "fold 1," not in text and "10 epochs" not in text
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"points": [{"name": "../elsewhere", "values": {}}]}, "point '../elsewhere'"),  # pulled another folder's run
+    ({"points": [{"name": 3, "values": {}}]}, "point 3"),  # PosixPath / int traceback
+    ({"fields": None}, "'fields' is None"),  # KeyError traceback
+    ({"seeds": ["0"]}, "'seeds'"),
+])
+def test_report_refuses_a_hand_edited_points_json_by_name(tmp_path, change, named):
+    from tgdfer.sweep import read_sweep_meta
+
+    meta = {"fields": ["head.window"], "seeds": [0], "folds": [1], "points": [{"name": "w2", "values": {}}]}
+    (tmp_path / "points.json").write_text(json.dumps(meta))
+    assert read_sweep_meta(tmp_path) == meta
+    (tmp_path / "points.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(TgdferError, match="points.json: " + re.escape(named)):
+        read_sweep_meta(tmp_path)

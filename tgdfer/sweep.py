@@ -695,7 +695,37 @@ def read_sweep_meta(out: Path) -> dict:
     meta = read_json_or_none(out / "points.json")
     if meta is None:
         raise TgdferError(f"{out}: not a sweep folder (no points.json); sweeps are written by `tgdfer sweep`")
+    _check_meta(out / "points.json", meta)
     return meta
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """TgdferError naming points.json and the key unless it has the shape `SweepConfig.meta` writes:
+    a shared or hand-edited file must not crash report or point it at folders outside the sweep."""
+    def bad(what: str) -> TgdferError:
+        return TgdferError(f"{path}: {what}; points.json is written by `tgdfer sweep`, not by hand")
+
+    if not isinstance(meta, dict):
+        raise bad("not a JSON object")
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    checks = {"fields": lambda v: isinstance(v, list) and v and all(isinstance(f, str) for f in v),
+              "seeds": lambda v: isinstance(v, list) and v and all(is_int(x) for x in v),
+              "folds": lambda v: isinstance(v, list) and all(x is None or is_int(x) for x in v),
+              "points": lambda v: isinstance(v, list) and v and all(isinstance(p, dict) for p in v)}
+    for key, ok in checks.items():
+        if not ok(meta.get(key)):
+            raise bad(f"{key!r} is {meta.get(key)!r:.60}, not what a sweep records")
+    for key in ("title", "plot", "base"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(f"{key!r} is not text")
+    if not isinstance(meta.get("labels", {}), dict):
+        raise bad("'labels' is not an object")
+    for p in meta["points"]:
+        name = p.get("name")
+        if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name
+                or not isinstance(p.get("values"), dict)):
+            raise bad(f"point {name!r:.60} is not a point name of this folder (no '/', no leading '.') "
+                      "with its values")
 
 
 def read_json_or_none(path: Path) -> Optional[dict]:
