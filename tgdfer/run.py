@@ -300,12 +300,12 @@ def content_diff(before: Optional[dict], now: Optional[dict]) -> list[str]:
 
 def check_checkpoint_config(run: str | Path, record: Optional[dict], ckpt: dict, checkpoint: str | Path) -> None:
     """TgdferError when the run's config.json (`record`) and its checkpoint's own record of the
-    settings disagree (head, train, encoder less RESULT_NEUTRAL): a folder mixed from two runs, e.g. a
+    settings disagree (head and train less RESULT_NEUTRAL): a folder mixed from two runs, e.g. a
     fold-2 checkpoint copied beside fold 1's config.json, would be scored (or resumed) as fold 1."""
     inner = ckpt.get("config")
     if not isinstance(record, dict) or not isinstance(inner, dict):
         return
-    sections = ("head", "train", "encoder")
+    sections = ("head", "train")  # not [encoder]: its weights path is the user's to point at local files
     diff = table_diff({k: inner.get(k) for k in sections}, {k: record.get(k) for k in sections}, RESULT_NEUTRAL)
     if diff:
         shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in config.json" for k, a, b in diff)

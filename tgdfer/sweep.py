@@ -709,7 +709,7 @@ def _check_meta(path: Path, meta: Any) -> None:
         raise bad("not a JSON object")
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
     checks = {"fields": lambda v: isinstance(v, list) and v and all(isinstance(f, str) for f in v),
-              "seeds": lambda v: isinstance(v, list) and v and all(is_int(x) for x in v),
+              "seeds": lambda v: isinstance(v, list) and v and all(x is None or is_int(x) for x in v),
               "folds": lambda v: isinstance(v, list) and all(x is None or is_int(x) for x in v),
               "points": lambda v: isinstance(v, list) and v and all(isinstance(p, dict) for p in v)}
     for key, ok in checks.items():
