@@ -221,7 +221,7 @@ def _points(src: str, raw: dict) -> list[Point]:
         name = entry.pop("name", None)
         values = _flatten(entry)
         label = name if isinstance(name, str) else f"#{i + 1}"
-        if name is not None and (not isinstance(name, str) or not name or "/" in name or name.startswith(".")):
+        if name is not None and not _folder_name(name):
             raise SweepError(src, label, "name", f"must be a folder name, got {name!r}")
         if not values:
             raise SweepError(src, label, "points", "changes no field")
@@ -699,6 +699,11 @@ def read_sweep_meta(out: Path) -> dict:
     return meta
 
 
+def _folder_name(name: Any) -> bool:
+    """A point's name is one folder inside the sweep's: text, no '/' or '\\', no leading '.'."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name
+
+
 def _check_meta(path: Path, meta: Any) -> None:
     """TgdferError naming points.json and the key unless it has the shape `SweepConfig.meta` writes:
     a shared or hand-edited file must not crash report or point it at folders outside the sweep."""
@@ -722,8 +727,7 @@ def _check_meta(path: Path, meta: Any) -> None:
         raise bad("'labels' is not an object")
     for p in meta["points"]:
         name = p.get("name")
-        if (not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name
-                or not isinstance(p.get("values"), dict)):
+        if not _folder_name(name) or not isinstance(p.get("values"), dict):
             raise bad(f"point {name!r:.60} is not a point name of this folder (no '/', no leading '.') "
                       "with its values")
 
