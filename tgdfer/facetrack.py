@@ -9,8 +9,9 @@ training and `predict`) and turns each sampled frame `[H, W, 3]` into a square f
     -> detector(frames [G, H, W, 3] uint8) -> per frame a list of (box [x0, y0, x1, y1], score)
     -> shot cuts between consecutive detection frames (colour histograms differ by more than `cut`)
     -> tracklets: a face linked while it overlaps its last box and moves at most one side, within a shot
-    -> the subject's segments: tracklets by the subject rule (most detections, then largest, then most
-       central), each kept unless it overlaps in time one taken before
+    -> a tracklet split where its face was away at another place and came back (`split_at_visits`)
+    -> the subject's segments: the tracklets, no two overlapping in time, of the largest total weight
+       (face side summed over detections: `subject_segments`)
     -> detect again between two detection frames where a segment or shot ends, until they are adjacent
     -> per segment: smooth centre and size; at any frame the box of its segment (detected or
        interpolated inside the segment's span, carried over from the nearest segment outside)
@@ -329,24 +330,56 @@ def link_tracklets(frames: np.ndarray, detections: Sequence[Sequence[Detection]]
     return tracks
 
 
+def split_at_visits(tracklets: Sequence[Tracklet], searched: np.ndarray) -> list[Tracklet]:
+    """Split a tracklet where its face was away: between two of its consecutive detections a and b
+    (with detection frames between them where it was not found), when another tracklet of a like
+    size (sides within 2x) lies wholly between a and b and was found on at least half of those
+    frames. That is a face that moved A -> B -> A: `link_tracklets` joins both visits to A, and
+    without the split the track would interpolate at A over the frames the face was at B.
+    A gap that no other face fills (an occlusion, a missed detection) stays one tracklet."""
+    searched = np.asarray(searched)
+    spans = [(min(t), max(t), float(np.mean([_side(b) for b in t.values()]))) for t in tracklets]
+    out: list[Tracklet] = []
+    for i, t in enumerate(tracklets):
+        frames = sorted(t)
+        piece: Tracklet = {frames[0]: t[frames[0]]}
+        for a, b in zip(frames[:-1], frames[1:]):
+            gap = searched[(searched > a) & (searched < b)]
+            side = (_side(t[a]) + _side(t[b])) / 2
+            if len(gap) and any(j != i and a < lo and hi < b and max(s, side) <= 2 * min(s, side)
+                                and 2 * sum(f in tracklets[j] for f in gap.tolist()) >= len(gap)
+                                for j, (lo, hi, s) in enumerate(spans)):
+                out.append(piece)
+                piece = {}
+            piece[b] = t[b]
+        out.append(piece)
+    return out
+
+
 def subject_segments(tracklets: Sequence[Tracklet], width: int, height: int) -> list[Tracklet]:
-    """The subject of the clip as track segments in time order: tracklets taken greedily by the subject
-    rule (1. detected on the most detection frames, 2. the largest mean box side, 3. the mean centre
-    nearest the frame's centre), each kept when its span of frames overlaps none taken before. A face
-    that jumps, or a cut to another shot, continues the subject in another segment; a second face
-    seen at the same time as the subject is never taken."""
+    """The subject of the clip as track segments in time order: of all sets of tracklets whose spans of
+    frames do not overlap, the one with the largest weight, a tracklet's weight being the sum of its
+    face sides over its detections (detection frames x mean side); ties go to more detections, then to
+    the centre nearer the frame's. Weighted interval scheduling, exact: the subject's face, large and
+    seen on most frames, outweighs a small face in the background (a poster, a screen) seen on every
+    frame, even where the subject is missed on some frames or moves in pieces (each piece a tracklet).
+    A face that jumps, or a cut to another shot, continues the subject in another segment; a second
+    face seen at the same time as the subject is never taken."""
     centre = np.array([width, height], float) / 2
 
-    def rule(t: Tracklet) -> tuple:
+    def weight(t: Tracklet) -> np.ndarray:
         boxes = np.stack(list(t.values()))
-        off = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]).mean(0) / 2 - centre)
-        return (len(t), float(np.mean([_side(b) for b in boxes])), -float(off))
+        off = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1).sum()
+        return np.array([sum(_side(b) for b in boxes), len(t), -float(off)])
 
-    taken: list[Tracklet] = []
-    for t in sorted(tracklets, key=rule, reverse=True):
-        if all(max(t) < min(s) or min(t) > max(s) for s in taken):
-            taken.append(t)
-    return sorted(taken, key=min)
+    order = sorted(tracklets, key=lambda t: (max(t), min(t)))  # by end
+    best: list[tuple[np.ndarray, list[int]]] = [(np.zeros(3), [])]  # best[k]: the best set of order[:k]
+    for k, t in enumerate(order):
+        before = max((j for j in range(k) if max(order[j]) < min(t)), default=-1) + 1  # order[:before] end before t
+        total, chosen = best[before]
+        take = (total + weight(t), chosen + [k])
+        best.append(max(best[k], take, key=lambda c: tuple(np.round(c[0], 6))))
+    return [order[k] for k in best[-1][1]]
 
 
 def refine_frames(frames: np.ndarray, cuts: np.ndarray, segments: Sequence[Tracklet]) -> np.ndarray:
@@ -548,15 +581,17 @@ class FaceStage:
             hist.update(zip(todo.tolist(), colour_histograms(images)))
             frames = np.array(sorted(found), np.int64)
             cuts = shot_cuts(np.stack([hist[f] for f in frames]), cfg.cut)
-            segments = subject_segments(link_tracklets(frames, [found[f] for f in frames], cuts, cfg.min_score),
-                                        size[1], size[0])
+            tracklets = link_tracklets(frames, [found[f] for f in frames], cuts, cfg.min_score)
+            segments = subject_segments(split_at_visits(tracklets, frames), size[1], size[0])
             todo = refine_frames(frames, cuts, segments)
         h, w = size
         if not segments:
             if cfg.on_missing == "center":
                 return FaceTrack([], frames, w, h, fallback=True)
             raise FrameReadError(path, f"no face found in the {len(frames)} frames searched (detector "
-                                 f"{cfg.detector}, min_score {cfg.min_score}); to crop the centre of the frame "
+                                 f"{cfg.detector}, min_score {cfg.min_score}, frames scaled to faces.max_side "
+                                 f"{cfg.max_side} px for detection: a face small in a large frame needs a larger "
+                                 "one); to crop the centre of the frame "
                                  "instead: --on-missing center for predict (on_missing=\"center\" in Python), "
                                  "--set faces.on_missing=center for extract")
         smoothed = []
