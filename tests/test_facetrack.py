@@ -434,6 +434,26 @@ def test_end_to_end_reads_the_stored_crops(face_store, encoder_cfg):
     np.testing.assert_allclose(again, stored, atol=2e-2 * np.abs(stored).max())
 
 
+def test_end_to_end_refuses_stored_crops_of_a_video_that_changed(face_store, face_data, encoder_cfg, tmp_path):
+    """Clip c0 re-saved at half size, or with 9 of its 12 frames: the stored boxes are of other pixels
+    or frames, so reading them is refused by name (before, the boxes cropped the new frames blind)."""
+    from tgdfer.frames import open_frames
+
+    with open_frames(face_data["raw"]["path"][0]) as src:
+        frames = src.read(np.arange(len(src)))  # [12, 240, 320, 3]
+    small = write_folder(tmp_path / "small", frames[:, ::2, ::2].copy())
+    cut = write_folder(tmp_path / "cut", frames[:9])
+    with FeatureStore.open(face_store) as s:
+        live = LiveFeatures(load_encoder(encoder_cfg), s, workers=1)
+        try:
+            for path, why in ((small, "reach outside its 160 x 120 frames"), (cut, "9 frames sample other frame")):
+                live.paths = np.array([str(path)] + list(live.paths[1:]), object)
+                with pytest.raises(TgdferError, match=f"cannot read clip c0 .*{why}.*extract it again"):
+                    live.view0(np.arange(1))
+        finally:
+            live.close()
+
+
 @pytest.fixture(scope="module")
 def face_run(tmp_path_factory, face_store, encoder_cfg):
     from tgdfer.training import TrainConfig, train

@@ -230,7 +230,8 @@ class ClipViews(Dataset):
 
 def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Sequence[int], frames: int, seed: int,
                backend: str, test_tf: ClipTransform, train_tf: Optional[ClipTransform] = None,
-               faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None, uint8: bool = False,
+               faces: Optional[FaceStage] = None, boxes: Optional[np.ndarray] = None,
+               box_index: Optional[np.ndarray] = None, uint8: bool = False,
                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """Decode and transform views 0..views-1 of one clip.
 
@@ -240,7 +241,9 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
     0 detected, 1 interpolated, 2 carried over, 3 centre fallback; -1 without a face stage or with
     given `boxes`). `views` may instead list the view ids to read (end-to-end training reads one
     view at a time). With `faces`, each frame is cropped to the clip's face track (`facetrack`);
-    `boxes` [V, T, 4] instead gives the crop boxes (a store's, for end-to-end training) and skips detection.
+    `boxes` [V, T, 4] instead gives the crop boxes (a store's, for end-to-end training) and skips detection;
+    `box_index` [V, T], the frame numbers they were found for, is checked against the clip's now, and
+    the boxes against its frame size (a video re-encoded since extract is refused, not cropped blind).
 
     The one place that turns a clip into encoder input (`extract`, end-to-end training and
     `tgdfer predict` all call it). `path` may be an open FrameSource (left open). Raises
@@ -257,8 +260,16 @@ def read_views(path: str | Path | FrameSource, clip_id: str, *, views: int | Seq
             crop = np.asarray(boxes, np.float64).reshape(*index.shape, 4)
             if faces is None or not np.isfinite(crop).all():
                 raise ValueError(f"{clip_id}: crop boxes need the face stage's config and a finite box per frame")
+            if box_index is not None and not np.array_equal(np.asarray(box_index).reshape(index.shape), index):
+                raise ValueError(f"{clip_id}: its {n} frames sample other frame numbers than when its crop boxes "
+                                 "were stored: the video changed since extract (re-encoded, cut?); extract it again")
         distinct = np.unique(index)
         decoded = dict(zip(distinct.tolist(), src.read(distinct)))  # frame -> [H, W, 3], each decoded once
+        if crop is not None:
+            h, w = decoded[int(distinct[0])].shape[:2]
+            if (crop[..., :2] < 0).any() or (crop[..., 2] > w).any() or (crop[..., 3] > h).any():
+                raise ValueError(f"{clip_id}: its stored crop boxes reach outside its {w} x {h} frames: the video "
+                                 "changed since extract (re-encoded, resized?); extract it again")
 
         def read(wanted: np.ndarray) -> np.ndarray:  # [K] frame numbers -> [K, H, W, 3]
             new = np.array([f for f in np.unique(wanted).tolist() if f not in decoded], np.int64)

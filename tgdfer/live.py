@@ -67,6 +67,7 @@ class LiveFeatures:
         faces = FacesConfig.from_fingerprint(fp.get("faces"))
         self.faces = FaceStage(faces) if faces.enabled else None
         self.boxes = store.read_boxes() if faces.enabled else None  # [N, V, T, 4] crop boxes extract used
+        self.box_index = store.read_frame_index() if faces.enabled else None  # [N, V, T] the frames they are of
         self.enc = enc
         self.visual = enc.model.visual
         self.visual.requires_grad_(True)
@@ -90,16 +91,17 @@ class LiveFeatures:
         try:
             pixels = read_views(self.paths[row], self.clip_ids[row], views=[view], frames=self.frames,
                                 seed=self.seed, backend="auto", test_tf=self.test_tf, train_tf=self.train_tf,
-                                faces=self.faces, boxes=self._stored_boxes(row, view))[0]
+                                faces=self.faces, **self._stored_boxes(row, view))[0]
         except (FrameReadError, ValueError) as e:
             raise TgdferError(f"end-to-end: cannot read clip {self.clip_ids[row]} ({self.paths[row]}): {e}") from e
         return pixels[0]
 
-    def _stored_boxes(self, row: int, view: int) -> np.ndarray | None:
-        """The crop boxes [1, T, 4] extract stored for (row, view); None (detect again) for views beyond the store's."""
+    def _stored_boxes(self, row: int, view: int) -> dict:
+        """read_views' `boxes` [1, T, 4] extract stored for (row, view) and their `box_index` [1, T]; none
+        (detect again) for views beyond the store's."""
         if self.boxes is None or view >= self.boxes.shape[1] or not np.isfinite(self.boxes[row, view]).all():
-            return None
-        return self.boxes[row, [view]]
+            return {}
+        return dict(boxes=self.boxes[row, [view]], box_index=self.box_index[row, [view]])
 
     def pixels(self, rows: np.ndarray, views: np.ndarray) -> torch.Tensor:
         """Decoded, transformed frames of each (row, view): [n, T, 3, S, S] float32 on the CPU."""
