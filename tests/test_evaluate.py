@@ -333,3 +333,11 @@ def test_a_shared_runs_eval_link_is_not_followed(runs, tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--device", "cpu"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "is a symbolic link" in " ".join(result.output.split()) and list(victim.iterdir()) == []
+    (run / "eval").unlink()
+    (run / "eval" / "figures").mkdir(parents=True)
+    target = victim / "bashrc"
+    target.write_text("mine\n")
+    (run / "eval" / "results.csv").symlink_to(target)  # a link inside the real folder: written through before
+    result = runner.invoke(app, ["evaluate", str(run), "--device", "cpu"])
+    assert result.exit_code == 2 and "results.csvisasymboliclink" in "".join(result.output.split()), result.output
+    assert target.read_text() == "mine\n"

@@ -287,6 +287,15 @@ def check_comparable(runs: Sequence[Path]) -> None:
                               "folds on one dataset: evaluate such runs apart (tgdfer sweep compares settings)")
 
 
+def _refuse_links(out: Path) -> None:
+    """A run's default output folder, or anything in it, that is a symbolic link: a shared run folder's
+    `eval -> /elsewhere` or `eval/results.csv -> ~/.bashrc` would have evaluate write through it."""
+    links = [out] if out.is_symlink() else [p for p in sorted(out.rglob("*")) if p.is_symlink()] if out.is_dir() else []
+    if links:
+        raise TgdferError(f"{links[0]} is a symbolic link (to {os.readlink(links[0])}): evaluate writes its default "
+                          "output only into real files in a real folder of the run; remove the link or pass --out")
+
+
 def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, device: str = "auto",
              frames: Sequence[str] = (), ks: Sequence[int] = (1, 2, 3), figures: bool = True,
              localisation: bool = True, influence: Optional[str] = None, trust_weights: bool = False) -> Evaluation:
@@ -309,9 +318,7 @@ def evaluate(runs: Sequence[str | Path], out: Optional[str | Path] = None, devic
     frames, ks = parse_frames(list(frames)), parse_ks(list(ks))
     if out is None:
         out = default_out(runs)
-        if out.is_symlink():  # a shared run folder's `eval -> /elsewhere` would have tgdfer write there
-            raise TgdferError(f"{out} is a symbolic link (to {os.readlink(out)}): evaluate writes its default "
-                              "output only into a real folder of the run; remove the link or pass --out")
+        _refuse_links(out)
     out = Path(out)
     scores, t6_rows, loc_rows, strips = [], [], [], []
     for run in runs:
