@@ -183,6 +183,11 @@ def test_fill_and_smooth_keeps_steady_motion_and_interpolates_gaps():
     np.testing.assert_allclose(fill_and_smooth(frames, boxes, smooth=3), truth, atol=1e-9)
     jitter = truth + np.random.default_rng(0).normal(0, 3, truth.shape)
     assert np.abs(fill_and_smooth(frames, jitter, 5) - truth).mean() < np.abs(jitter - truth).mean()
+    uneven = np.array([0, 1, 4, 8, 9, 10, 16, 18])  # detection frames are uneven: smoothing is in time
+    truth = np.stack([uneven * 2.0, uneven * 1.0, uneven * 2.0 + 50, uneven * 1.0 + 60], 1)
+    np.testing.assert_allclose(fill_and_smooth(uneven, truth, smooth=5), truth, atol=1e-9)  # a moving average: 4.4 px off
+    jitter = truth + np.random.default_rng(1).normal(0, 3, truth.shape)
+    assert np.abs(fill_and_smooth(uneven, jitter, 5) - truth).mean() < np.abs(jitter - truth).mean()
 
 
 def test_square_crop_boxes_are_square_inside_the_frame():

@@ -13,7 +13,7 @@ training and `predict`) and turns each sampled frame `[H, W, 3]` into a square f
     -> the subject's segments: the tracklets, no two overlapping in time, of the largest total weight
        (face side summed over detections: `subject_segments`)
     -> detect again between two detection frames where a segment or shot ends, until they are adjacent
-    -> per segment: smooth centre and size; at any frame the box of its segment (detected or
+    -> per segment: smooth centre and size over time (local lines); at any frame the box of its segment (detected or
        interpolated inside the segment's span, carried over from the nearest segment outside)
     -> square crop box (side = longer box side x (1 + margin)), moved inside the frame
     -> crop + antialiased resize to size x size
@@ -402,8 +402,12 @@ def fill_and_smooth(frames: np.ndarray, boxes: np.ndarray, smooth: int) -> np.nd
     """Interpolate missing boxes (NaN rows) linearly over frame numbers, then smooth centre and size.
 
     frames [G] increasing frame numbers, boxes [G, 4] with at least one finite row -> [G, 4].
-    Smoothing: a centred moving average of width `smooth` (odd; an even one is widened by 1) over
-    (cx, cy, w, h), the ends padded by odd reflection so that steady motion is kept exactly.
+    Smoothing, in time: at each detection frame, the least-squares line through (frame, value) of the
+    `smooth` detection frames centred on it (odd; an even one is widened by 1), over (cx, cy, w, h),
+    the ends padded by odd reflection of frames and values. Detection frames are unevenly spaced
+    (segment centres, every k-th frame, boundaries refined to the frame); a moving average of the
+    samples would bend steady motion there, the line keeps it exactly, and on even spacing it is the
+    centred moving average.
     """
     ok = np.isfinite(boxes).all(1)
     cxcywh = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
@@ -412,9 +416,13 @@ def fill_and_smooth(frames: np.ndarray, boxes: np.ndarray, smooth: int) -> np.nd
     filled = np.stack([np.interp(x, x[ok], cxcywh[ok, j]) for j in range(4)], 1)  # holds the ends
     half = min(smooth // 2, len(filled) - 1)
     if half > 0:
-        padded = np.pad(filled, ((half, half), (0, 0)), mode="reflect", reflect_type="odd")
-        kernel = np.ones(2 * half + 1) / (2 * half + 1)
-        filled = np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(4)], 1)
+        pad = dict(mode="reflect", reflect_type="odd")
+        t = np.lib.stride_tricks.sliding_window_view(np.pad(x, half, **pad), 2 * half + 1)  # [G, W]
+        y = np.lib.stride_tricks.sliding_window_view(np.pad(filled, ((half, half), (0, 0)), **pad),
+                                                     2 * half + 1, axis=0)  # [G, 4, W]
+        tc = t - t.mean(1, keepdims=True)  # [G, W]
+        slope = (tc[:, None] * y).sum(2) / (tc ** 2).sum(1, keepdims=True)  # [G, 4]
+        filled = y.mean(2) + slope * (x - t.mean(1))[:, None]
     c, s = filled[:, :2], np.maximum(filled[:, 2:], 1.0) / 2
     return np.concatenate([c - s, c + s], 1)
 
