@@ -374,6 +374,43 @@ def test_attached_artwork_is_never_read_as_the_video(tmp_path):
     assert abs(int(np.asarray(source.read([0])[0]).mean()) - 40) <= 3  # not the cover's grey 200
 
 
+# ---------------------------------------------------------------------------- MPEG-4 Part 2 N-VOPs
+
+
+def test_mpeg4_not_coded_frames_are_counted_as_the_decoder_returns_them(videos, tmp_path):
+    """XviD/DivX AVIs hold N-VOPs ("not coded" frames, 6-8 byte packets). Counted as frames, a healthy clip
+    held more frames than it decodes, sampling asked for frames that never come, and it failed as
+    "truncated". FFmpeg returns nothing for an N-VOP, or, in a packed bitstream, the B-frame packed before
+    it: the count must be what the decode gives, layout by layout (measured: 108/90, 90/90, 90/60)."""
+    ippp = vc.write(tmp_path / "ippp.avi", vc.Case("mpeg4", ".avi", max_b_frames=0, tag="XVID"))
+    xvid, _ = case(videos, "xvid_avi")
+    layouts = {  # name: (template, packets, frames decoded)
+        "dropped": (ippp, vc.with_dropped_frames(vc.packet_data(ippp)), 90),
+        "packed": (xvid, vc.packed_bframes(vc.packet_data(xvid)), 90),
+        "packed_unsignalled": (xvid, vc.packed_bframes(vc.packet_data(xvid), signalled=False), 60),
+    }
+    for name, (template, chunks, decoded) in layouts.items():
+        path = vc.write_chunks(template, tmp_path / f"{name}.avi", chunks)
+        nvops = sum(len(d) <= 8 and vc.vop_types(d) == "P" for d in chunks)  # 6 bytes each
+        assert nvops == {"dropped": 18, "packed": 30, "packed_unsignalled": 30}[name], name
+        ref = vc.sequential(path)
+        assert len(ref) == decoded, name  # what FFmpeg gives for these N-VOPs (the packed ones: a frame each)
+        for backend in BACKENDS:
+            with open_frames(path, backend) as src:
+                assert len(src) == len(ref) and src.backend == "pyav", name
+                idx = [len(ref) - 1, 0, len(ref) // 2, len(ref) - 2]
+                assert np.array_equal(src.read(idx), ref[idx]), name  # the last frame too: no "truncated"
+        count = video_frame_count(path)
+        assert (count.frames, count.packets, count.claimed) == (len(ref), len(chunks), len(chunks)), name
+        assert not count.overclaimed, name  # the AVI header counts the N-VOP chunks: no fault
+        report = check_clip(str(path), len(ref))
+        assert (report.status, report.decoded, report.claimed) == ("ok", len(ref), None), name
+        assert verify_random_access(path, "auto").ok, name
+    truth = np.stack([vc.pattern(i) for i in range(90)])
+    packed = vc.sequential(tmp_path / "packed.avi")
+    assert vc.identify(packed, truth) == list(range(90))  # packed: every frame, in order
+
+
 # ---------------------------------------------------------------------------- alpha
 
 

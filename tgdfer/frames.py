@@ -33,8 +33,9 @@ definition; docs/extraction.md, "Video decoding").
 
 A video's frame count (`video_frame_count`) is the number of frames a sequential decode gives:
 its packets that hold data (no decoding), not the container header's claim, which can be larger
-(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP
-is counted by decoding it, since decoders drop or add frames there.
+(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP,
+one an edit list trims and an MPEG-4 Part 2 stream with "not coded" frames (N-VOPs) are counted by
+decoding them, since decoders drop or add frames there.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
 extract stage can record the clip as failed and go on. PyAV stops at the first packet it cannot
@@ -385,6 +386,12 @@ def _not_an_image(data: bytes) -> str:
 
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Error:\s*)?")  # "[09:06:12] src/x.cc:151: "
 
+# MPEG-4 Part 2 "not coded" frames (N-VOPs): FFmpeg's decoders of this family take a packet of at most 19 bytes
+# (MAX_NVOP_SIZE, libavcodec/mpeg4videodefs.h: "smaller packets likely don't contain a real frame") for one.
+# A stream with such a packet is counted by decoding (`video_frame_count`).
+NVOP_CODECS = ("mpeg4",)
+NVOP_MAX_BYTES = 19
+
 # Codecs on which decord's random access was measured frame-exact (tests/test_decoding.py): decord
 # returned wrong frames for MPEG-4 Part 2 (XviD/DivX, "mpeg4") and H.265 with B-frames, and for
 # streams that start inside a GOP; open_frames reads those with PyAV.
@@ -722,16 +729,20 @@ class VideoFrameCount:
     frames: int  # frames a full sequential decode gives (counted from packets where that is exact)
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
     codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
-    by_decoding: bool = False  # True: the stream starts inside a GOP or is trimmed: frames counted by decoding
+    by_decoding: bool = False  # True: it starts inside a GOP, is trimmed or holds N-VOPs: frames counted by decoding
     size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
     trimmed: bool = False  # an edit list hides some of its frames (the header counts them too)
     sar: Fraction | None = field(default=None, compare=False)  # sample aspect ratio when pixels are not square
     alpha: bool = field(default=False, compare=False)  # its frames carry an alpha plane (shown over white)
+    packets: int = field(default=0, compare=False)  # packets holding data
+    not_coded: int = field(default=0, compare=False)  # MPEG-4 Part 2 packets of N-VOP size ("not coded" frames)
 
     @property
     def overclaimed(self) -> bool:
-        """True when the header claims more frames than the file holds (not when an edit list hides them)."""
-        return not self.trimmed and self.claimed is not None and self.claimed > self.frames
+        """True when the header claims more frames than the file holds (not when an edit list hides them, nor
+        when it counts an MPEG-4 stream's "not coded" frames, which hold data but may decode to none)."""
+        held = max(self.frames, self.packets) if self.not_coded else self.frames
+        return not self.trimmed and self.claimed is not None and self.claimed > held
 
 
 def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
@@ -746,7 +757,11 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames). So is a stream whose
     edit list trims it (an MP4 cut without re-encoding, a phone's trimmed video): the demuxer marks
     the packets outside the edit "discard", and the decoder decodes but does not return their
-    frames (20 packets, 15 frames shown).
+    frames (20 packets, 15 frames shown). So is an MPEG-4 Part 2 stream (XviD, DivX) with a packet of
+    at most NVOP_MAX_BYTES: an N-VOP, a "not coded" frame that an encoder writes for a dropped or
+    repeated frame, or after packed B-frames. FFmpeg returns no frame for it, or, in a packed stream
+    (user data "DivX...p"), the B-frame packed into the packet before it: 108 packets with 18 N-VOPs
+    gave 90 frames, 90 packed packets with 30 N-VOPs gave 90 (tests/test_decoding.py).
     Raises FrameReadError when the file cannot be opened as a video. With `check`, the header's
     frame size and claimed count are first held against the limits, as `check_video_header` does,
     before any packet is read (one open of the file instead of two).
@@ -765,6 +780,7 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
             alpha = _stream_alpha(stream)
             frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             trimmed = False  # an edit list hides some packets' frames (a cut or trimmed MP4/MOV)
+            not_coded = 0  # MPEG-4 Part 2 packets small enough to be N-VOPs
             try:
                 for packet in container.demux(stream):
                     if not packet.size:
@@ -773,22 +789,25 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
                         trimmed = True
                         continue
                     frames += 1
+                    if codec in NVOP_CODECS and packet.size <= NVOP_MAX_BYTES:
+                        not_coded += 1
                     if first is None:
                         first = packet
                     if packet.pts is not None and (low is None or packet.pts < low):
                         low = packet.pts
             except _av_errors() as e:  # a damaged tail: count what came before it
                 log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
-            clean = not trimmed and (
+            clean = not trimmed and not not_coded and (
                 first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low)))
     except FrameReadError:
         raise
     except _av_errors() as e:
         raise _open_error(path, e) from e
-    facts = dict(size=size, sar=sar, alpha=alpha)
+    facts = dict(size=size, sar=sar, alpha=alpha, packets=frames, not_coded=not_coded)
     if clean:
         return VideoFrameCount(frames, claimed, codec, **facts)
-    log.debug("%s: the stream starts inside a GOP or an edit list trims it; counting its frames by decoding", path)
+    log.debug("%s: the stream starts inside a GOP, an edit list trims it or it holds %d N-VOP-sized packets; "
+              "counting its frames by decoding", path, not_coded)
     return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, trimmed=trimmed, **facts)
 
 
