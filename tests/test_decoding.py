@@ -372,3 +372,115 @@ def test_attached_artwork_is_never_read_as_the_video(tmp_path):
     source = open_frames(_with_artwork(tmp_path / "clip.mp4", 12))  # the cover is stream 0: the video is read
     assert len(source) == 12
     assert abs(int(np.asarray(source.read([0])[0]).mean()) - 40) <= 3  # not the cover's grey 200
+
+
+# ---------------------------------------------------------------------------- MPEG-4 Part 2 N-VOPs
+
+
+def test_mpeg4_not_coded_frames_are_counted_as_the_decoder_returns_them(videos, tmp_path):
+    """XviD/DivX AVIs hold N-VOPs ("not coded" frames, 6-8 byte packets). Counted as frames, a healthy clip
+    held more frames than it decodes, sampling asked for frames that never come, and it failed as
+    "truncated". FFmpeg returns nothing for an N-VOP, or, in a packed bitstream, the B-frame packed before
+    it: the count must be what the decode gives, layout by layout (measured: 108/90, 90/90, 90/60)."""
+    ippp = vc.write(tmp_path / "ippp.avi", vc.Case("mpeg4", ".avi", max_b_frames=0, tag="XVID"))
+    xvid, _ = case(videos, "xvid_avi")
+    layouts = {  # name: (template, packets, frames decoded)
+        "dropped": (ippp, vc.with_dropped_frames(vc.packet_data(ippp)), 90),
+        "packed": (xvid, vc.packed_bframes(vc.packet_data(xvid)), 90),
+        "packed_unsignalled": (xvid, vc.packed_bframes(vc.packet_data(xvid), signalled=False), 60),
+    }
+    for name, (template, chunks, decoded) in layouts.items():
+        path = vc.write_chunks(template, tmp_path / f"{name}.avi", chunks)
+        nvops = sum(len(d) <= 8 and vc.vop_types(d) == "P" for d in chunks)  # 6 bytes each
+        assert nvops == {"dropped": 18, "packed": 30, "packed_unsignalled": 30}[name], name
+        ref = vc.sequential(path)
+        assert len(ref) == decoded, name  # what FFmpeg gives for these N-VOPs (the packed ones: a frame each)
+        for backend in BACKENDS:
+            with open_frames(path, backend) as src:
+                assert len(src) == len(ref) and src.backend == "pyav", name
+                idx = [len(ref) - 1, 0, len(ref) // 2, len(ref) - 2]
+                assert np.array_equal(src.read(idx), ref[idx]), name  # the last frame too: no "truncated"
+        count = video_frame_count(path)
+        assert (count.frames, count.packets, count.claimed) == (len(ref), len(chunks), len(chunks)), name
+        assert not count.overclaimed, name  # the AVI header counts the N-VOP chunks: no fault
+        report = check_clip(str(path), len(ref))
+        assert (report.status, report.decoded, report.claimed) == ("ok", len(ref), None), name
+        assert verify_random_access(path, "auto").ok, name
+    truth = np.stack([vc.pattern(i) for i in range(90)])
+    packed = vc.sequential(tmp_path / "packed.avi")
+    assert vc.identify(packed, truth) == list(range(90))  # packed: every frame, in order
+
+
+# ---------------------------------------------------------------------------- alpha
+
+
+ALPHA_CASES = {  # name: (encoder, pixel format, encoder options, suffix, lossless)
+    "vp9_alpha_webm": ("libvpx-vp9", "yuva420p", {}, ".webm", False),  # alpha as BlockAdditional side data
+    "prores_4444": ("prores_ks", "yuva444p10le", {"profile": "4444"}, ".mov", False),
+    "qtrle_argb": ("qtrle", "argb", {}, ".mov", True),  # QuickTime Animation, "Millions of Colors+"
+    "png_mov": ("png", "rgba", {}, ".mov", True),
+}
+UNDER = (200, 40, 90)  # the colour stored under the alpha
+ALPHAS = (0, 96, 200, 255)  # alpha of each 16-pixel-wide column band
+
+
+def alpha_image() -> np.ndarray:
+    """[64, 64, 4] RGBA: UNDER everywhere, columns 0-15 alpha 0, 16-31 alpha 96, 32-47 200, 48-63 opaque."""
+    img = np.zeros((64, 64, 4), np.uint8)
+    img[..., :3] = UNDER
+    for k, a in enumerate(ALPHAS):
+        img[:, 16 * k:16 * (k + 1), 3] = a
+    return img
+
+
+def write_alpha(path, encoder, pix_fmt, options, n=3):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(encoder, rate=25, options=dict(options))
+        s.width, s.height, s.pix_fmt = 64, 64, pix_fmt
+        for _ in range(n):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(alpha_image(), format="rgba")))
+        c.mux(s.encode())
+    return path
+
+
+@pytest.mark.parametrize("name", list(ALPHA_CASES))
+def test_a_video_with_alpha_is_shown_over_white_as_an_rgba_png_frame_is(tmp_path, name):
+    """Videos with an alpha plane were read with the colour stored under it (FFmpeg's RGB conversion drops
+    the alpha; FFmpeg's own vp9 decoder drops VP9's), while RGBA PNG frames are shown over white."""
+    from PIL import Image
+
+    encoder, pix_fmt, options, suffix, lossless = ALPHA_CASES[name]
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {encoder} encoder")
+    path = write_alpha(tmp_path / f"{name}{suffix}", encoder, pix_fmt, options)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    Image.fromarray(alpha_image()).save(folder / "00001.png")
+    png = open_frames(folder).read([0])[0].astype(int)  # [64, 64, 3]: the image frame, over white
+    a = np.array(ALPHAS, float)[:, None]
+    expected = np.array(UNDER, float) * a / 255 + 255 * (1 - a / 255)  # [4, 3]: "over" white, by value
+    assert np.abs(png[32, 8::16] - expected).max() <= 0.5
+    for backend in BACKENDS:
+        with open_frames(path, backend) as src:
+            assert len(src) == 3 and src.backend == "pyav", backend  # decord drops the alpha: not offered
+            out = src.read([0, 2]).astype(int)  # [2, 64, 64, 3]
+        bands = out[:, 32, 8::16]  # [2, 4, 3]: each band's centre
+        assert (bands[:, 0] == 255).all(), bands  # alpha 0: white, not the colour under it
+        # measured: 0.4 (lossless), 2.6 (VP9), 1.1 (ProRes)
+        assert np.abs(bands - expected).max() <= (1 if lossless else 4), bands
+        if lossless:  # one compositing for both: bit for bit the PNG frame's pixels
+            assert np.array_equal(out[0], png), np.abs(out[0] - png).max()
+    assert verify_random_access(path, "auto").ok  # check's reference decode shows the same pixels
+    assert video_frame_count(path).alpha
+
+
+def test_vp9_alpha_without_libvpx_decoder_warns_naming_the_file_and_reads_the_stored_colours(tmp_path, monkeypatch,
+                                                                                           caplog):
+    path = write_alpha(tmp_path / "clip.webm", "libvpx-vp9", "yuva420p", {})
+    monkeypatch.setattr(frames_mod, "_has_decoder", lambda name: name != "libvpx-vp9", raising=False)
+    with caplog.at_level("WARNING", logger="tgdfer.frames"):
+        with open_frames(path) as src:
+            out = src.read([0, 1, 2]).astype(int)
+    assert np.abs(out[:, 32, 8] - UNDER).max() <= 4  # FFmpeg's vp9 decoder: the alpha is lost
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1 and str(path) in lines[0] and "libvpx-vp9" in lines[0], lines

@@ -139,3 +139,75 @@ def cut_packets(src: Path, dst: Path, skip: int) -> Path:
             pkt.stream = s_out
             o.mux(pkt)
     return dst
+
+
+# ---------------------------------------------------------------------------- MPEG-4 Part 2 "not coded" frames
+# XviD and DivX AVIs hold N-VOPs: a VOP header whose vop_coded bit is 0, 6-8 bytes, written for a dropped or
+# repeated frame (an encoder's frame dropping, a capture's duplicate) and, in "packed bitstream" files, after
+# each packet that packs a P-frame with the B-frame shown before it. FFmpeg's mpeg4 encoder writes neither, so
+# these helpers rewrite its packets into those layouts, byte for byte as XviD lays them out.
+
+VOP = b"\x00\x00\x01\xb6"  # vop_start_code
+
+
+def vop_types(data: bytes) -> str:
+    """The coding types of the VOPs in an MPEG-4 Part 2 packet, in order: "I", "P", "B", "S" each."""
+    return "".join("IPBS"[data[j + 4] >> 6] for j in range(len(data) - 4) if data[j:j + 4] == VOP)
+
+
+def nvop(slot: int, increment_bits: int = 5) -> bytes:
+    """An N-VOP (ISO 14496-2 6.2.5: a P-VOP header with vop_coded 0) for frame slot `slot`: 6 bytes.
+    increment_bits: the VOL's vop_time_increment length (5 for FFmpeg's encoder at 25 fps: resolution 25)."""
+    bits = "01" + "0" + "1" + format(slot % 25, f"0{increment_bits}b") + "1" + "0"  # type P, modulo_time_base,
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)  # marker, time increment, marker, vop_coded = 0; then stuffing
+    return VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def packet_data(path: Path) -> list[bytes]:
+    """The data of a file's video packets in file order (empty ones left out)."""
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def with_dropped_frames(chunks: list[bytes], every: int = 5) -> list[bytes]:
+    """`chunks` with an N-VOP after every `every`-th packet (from the 3rd): frames an encoder dropped as
+    unchanged (XviD's frame dropping), in a stream without B-frames."""
+    out = []
+    for k, data in enumerate(chunks):
+        out.append(data)
+        if k % every == 2:
+            out.append(nvop(len(out)))
+    return out
+
+
+def packed_bframes(chunks: list[bytes], signalled: bool = True) -> list[bytes]:
+    """An I/P/B stream in decode order (I0 P3 B1 B2 P6 B4 B5 ...) laid out as XviD's packed bitstream, one
+    packet per frame slot: I0, P3+B1, B2, N-VOP, P6+B4, B5, N-VOP, ... signalled: the VOL carries XviD's
+    user data "DivX503b1393p" (its "p": packed), as XviD 1.x writes it; without, a decoder cannot tell."""
+    if signalled:  # the user data goes before the first VOP of each packet that holds a VOL header (0x120)
+        chunks = [d[:d.find(VOP)] + b"\x00\x00\x01\xb2DivX503b1393p" + d[d.find(VOP):]
+                  if b"\x00\x00\x01\x20" in d[:d.find(VOP)] else d for d in chunks]
+    out, k = [chunks[0]], 1
+    while k < len(chunks):
+        ref, k = chunks[k], k + 1
+        bs = []
+        while k < len(chunks) and vop_types(chunks[k]) == "B":
+            bs.append(chunks[k])
+            k += 1
+        if bs:
+            out += [ref + bs[0], *bs[1:], nvop(len(out) + len(bs))]
+        else:
+            out.append(ref)
+    return out
+
+
+def write_chunks(template: Path, dst: Path, chunks: list[bytes]) -> Path:
+    """An AVI with `template`'s video stream and `chunks` as its packets, one chunk per frame slot."""
+    with av.open(str(template)) as i, av.open(str(dst), "w") as o:
+        s = o.add_stream_from_template(i.streams.video[0])
+        for n, data in enumerate(chunks):
+            pkt = av.Packet(data)
+            pkt.stream, pkt.pts, pkt.dts, pkt.time_base = s, n, n, Fraction(1, 25)
+            pkt.is_keyframe = "I" in vop_types(data)
+            o.mux(pkt)
+    return dst

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FrameReadError
-from .frames import _av_errors, _first_line, _video_stream, open_frames
+from .frames import _av_errors, _first_line, _video_stream, decoded_frames, open_frames
 from .orientation import stream_sar, video_frame_rgb
 
 # Largest per-pixel difference (0..255) between a decord frame and the sequential PyAV decode's
@@ -90,7 +90,7 @@ def verify_random_access(path: str | Path, backend: str = "auto", samples: int =
             stream = _video_stream(container, path)
             sar = stream_sar(stream)
             size = None  # the first frame's (width, height), as PyAVSource shows every frame
-            for i, frame in enumerate(container.decode(stream)):
+            for i, frame in enumerate(decoded_frames(container, stream, path)):  # the decoder reads use
                 decoded = i + 1
                 size = size or (frame.width, frame.height)
                 img = video_frame_rgb(frame, path, seen, sar, size).astype(np.int16)  # [H, W, 3] as shown

@@ -19,7 +19,10 @@ by one thread at a time; open one per clip.
 Frames come as shown, not as stored: a video's display matrix (a phone's portrait recording, stored
 landscape) and an image's EXIF Orientation tag are applied (tgdfer.orientation), and a video's
 non-square pixels (its sample aspect ratio) are scaled to square ones, as players and viewers show
-them, so faces stand upright in their proportions and every backend gives the same pixels.
+them, so faces stand upright in their proportions and every backend gives the same pixels. A frame
+with an alpha plane, image or video (VP9 with alpha, ProRes 4444, QuickTime Animation, PNG in MOV), is
+shown over white by one function (`orientation.over_background`); VP9's alpha, which FFmpeg's vp9
+decoder drops, is decoded with libvpx-vp9 (`decoded_frames`, which every video decode here goes through).
 
 Video backends: "auto" (the default) and "pyav" decode with PyAV sequentially from the start up to
 the last frame asked for (exact by construction). "decord" uses decord's random access, which
@@ -30,8 +33,9 @@ definition; docs/extraction.md, "Video decoding").
 
 A video's frame count (`video_frame_count`) is the number of frames a sequential decode gives:
 its packets that hold data (no decoding), not the container header's claim, which can be larger
-(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP
-is counted by decoding it, since decoders drop or add frames there.
+(empty "dropped frame" chunks in AVI files, a file cut short); a stream that starts inside a GOP,
+one an edit list trims and an MPEG-4 Part 2 stream with "not coded" frames (N-VOPs) are counted by
+decoding them, since decoders drop or add frames there.
 Every failure (missing path, empty folder, unreadable image, corrupt or truncated video, index
 out of range) raises `FrameReadError(path, reason)`, never a bare decoder exception, so the
 extract stage can record the clip as failed and go on. PyAV stops at the first packet it cannot
@@ -350,9 +354,10 @@ def _fit(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def pil_rgb(im) -> np.ndarray:
     """A PIL image as `[H, W, 3]` uint8 RGB, as a viewer shows it. Grey, palette and CMYK convert as PIL
     converts them; an image with transparency (RGBA, LA, a palette or grey PNG with tRNS) is shown
-    over white (`BACKGROUND`), as a browser on its default page shows it: PIL's own conversion drops
-    the alpha and shows the colours hidden under it. 16-bit grey (PNG, TIFF: modes I;16* and I) keeps
-    its high byte, as PIL keeps it for 16-bit RGB (PIL's conversion clips every value over 255 to white).
+    over white (`orientation.over_background`, as a video frame with alpha is), as a browser on its
+    default page shows it: PIL's own conversion drops the alpha and shows the colours hidden under it.
+    16-bit grey (PNG, TIFF: modes I;16* and I) keeps its high byte, as PIL keeps it for 16-bit RGB (PIL's
+    conversion clips every value over 255 to white).
     Float images are refused (ValueError): their range is not known."""
     if im.mode.startswith("I;16") or im.mode == "I":
         grey = np.asarray(im).astype(np.int64)  # [H, W] (a big-endian I;16B reads as such)
@@ -361,14 +366,12 @@ def pil_rgb(im) -> np.ndarray:
     if im.mode == "F":
         raise ValueError("a 32-bit float image: its value range is not known; save the frames as 8-bit images")
     if im.mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info:
-        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)  # [H, W, 4]; premultiplied modes unmultiplied
-        alpha = rgba[..., 3:]
-        shown = (rgba[..., :3] * alpha + np.array(BACKGROUND, np.uint16) * (255 - alpha) + 127) // 255  # Eq. of "over"
-        return shown.astype(np.uint8)
+        rgba = np.asarray(im.convert("RGBA"))  # [H, W, 4]; premultiplied modes unmultiplied
+        return orientation.over_background(rgba)
     return np.asarray(im.convert("RGB"))
 
 
-BACKGROUND = (255, 255, 255)  # what a transparent frame is shown over
+BACKGROUND = orientation.BACKGROUND  # what a transparent frame is shown over (video frames too)
 
 
 def _not_an_image(data: bytes) -> str:
@@ -382,6 +385,12 @@ def _not_an_image(data: bytes) -> str:
 
 
 _DECORD_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Error:\s*)?")  # "[09:06:12] src/x.cc:151: "
+
+# MPEG-4 Part 2 "not coded" frames (N-VOPs): FFmpeg's decoders of this family take a packet of at most 19 bytes
+# (MAX_NVOP_SIZE, libavcodec/mpeg4videodefs.h: "smaller packets likely don't contain a real frame") for one.
+# A stream with such a packet is counted by decoding (`video_frame_count`).
+NVOP_CODECS = ("mpeg4",)
+NVOP_MAX_BYTES = 19
 
 # Codecs on which decord's random access was measured frame-exact (tests/test_decoding.py): decord
 # returned wrong frames for MPEG-4 Part 2 (XviD/DivX, "mpeg4") and H.265 with B-frames, and for
@@ -459,6 +468,78 @@ def _is_artwork(stream) -> bool:
     return bool(int(stream.disposition) & int(av.stream.Disposition.attached_pic))
 
 
+# Decoders that read an alpha plane FFmpeg's own decoder drops: VP9 in WebM/Matroska carries its alpha as side
+# data of each block (BlockAdditional; the stream is tagged alpha_mode=1), which only libvpx's decoder reads.
+ALPHA_DECODERS = {"vp9": "libvpx-vp9"}
+_warned_no_alpha: set[str] = set()  # files already named in the warning that their alpha is lost
+
+
+def decoded_frames(container, stream, path: Path, threads: int = 1):
+    """The PyAV frames of `stream` (of the open `container`) in a full sequential decode, in presentation
+    order: by FFmpeg's decoder for the stream, or, for VP9 with alpha, by libvpx-vp9 (`_alpha_decoder`).
+    Every decode of a video in tgdfer goes through here, so its count, its reads and its checks see the same
+    frames. threads: decoder threads (1 = none; 0 = FFmpeg's choice; frame and slice threads otherwise,
+    output order and pixels unchanged)."""
+    ctx = _alpha_decoder(stream, path)
+    if threads != 1:
+        target = stream if ctx is None else ctx
+        target.thread_type, target.thread_count = "AUTO", threads
+    if ctx is None:
+        yield from container.decode(stream)
+        return
+    for packet in container.demux(stream):  # its last packet is empty: it flushes the decoder
+        yield from ctx.decode(packet)
+
+
+def _alpha_decoder(stream, path: Path):
+    """A libvpx decoder context for a VP9 stream tagged alpha_mode=1 (FFmpeg's vp9 decoder drops its alpha);
+    None for any other stream, or, with a warning naming the file, when this PyAV has no libvpx-vp9 decoder:
+    the frames then show the colours stored under the transparency."""
+    name = ALPHA_DECODERS.get(stream.codec_context.name)
+    if name is None or not _alpha_side_data(stream):
+        return None
+    if not _has_decoder(name):
+        if str(path) not in _warned_no_alpha:
+            _warned_no_alpha.add(str(path))
+            log.warning("%s: its %s stream has an alpha channel, which only the %s decoder reads, and this PyAV "
+                        "has none: its frames show the colours under the transparency, not white", path,
+                        stream.codec_context.name, name)
+        return None
+    import av
+
+    return av.CodecContext.create(name, "r")
+
+
+def _has_decoder(name: str) -> bool:
+    """Whether this PyAV's FFmpeg has the decoder `name`."""
+    import av
+
+    try:
+        av.codec.Codec(name, "r")
+    except ValueError:  # av.codec.codec.UnknownCodecError
+        return False
+    return True
+
+
+def _stream_alpha(stream) -> bool:
+    """Whether a video stream's frames carry an alpha plane, from its header: its pixel format (ProRes 4444,
+    QuickTime Animation, PNG) or its alpha side data (VP9 tagged alpha_mode=1)."""
+    import av
+
+    pix_fmt = stream.codec_context.pix_fmt
+    try:
+        if pix_fmt and orientation.has_alpha(av.VideoFormat(pix_fmt)):
+            return True
+    except ValueError:
+        pass
+    return _alpha_side_data(stream)
+
+
+def _alpha_side_data(stream) -> bool:
+    """Whether a stream's header says its blocks carry alpha as side data (WebM/Matroska's alpha_mode=1)."""
+    return str(stream.metadata.get("alpha_mode", "")).strip() == "1"
+
+
 def _no_frames(path: Path, count: VideoFrameCount) -> FrameReadError:
     if count.claimed:
         return FrameReadError(path, f"no frame decodes, though its header claims {count.claimed}: "
@@ -519,10 +600,8 @@ class PyAVSource(FrameSource):
         try:
             with av.open(str(self.path)) as container:
                 stream = _video_stream(container, self.path)
-                threads = _decoder_threads(self.threads)
-                if threads != 1:  # frame + slice threads: output order and pixels unchanged
-                    stream.thread_type, stream.thread_count = "AUTO", threads
-                for i, frame in enumerate(container.decode(stream)):
+                frames = decoded_frames(container, stream, self.path, _decoder_threads(self.threads))
+                for i, frame in enumerate(frames):
                     decoded = i + 1
                     size = size or (frame.width, frame.height)
                     if i in wanted:
@@ -554,7 +633,7 @@ def first_frame_orientation(path: str | Path) -> orientation.Orientation:
 
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(_video_stream(container, Path(path))):
+            for frame in decoded_frames(container, _video_stream(container, Path(path)), Path(path)):
                 return orientation.display_orientation(frame, path)
     except _av_errors():
         pass
@@ -575,8 +654,9 @@ class DecordSource(FrameSource):
     decord seeks to a keyframe and counts frames from there, which goes wrong when decode order
     and presentation order differ in ways it does not track. It is offered only for the codecs in
     DECORD_EXACT_CODECS, on a stream that starts at a keyframe, when its frame count agrees with
-    `video_frame_count`, and when the first frame carries no display matrix (a phone's portrait
-    video: one orientation code for every backend); anything else raises NotFrameExact.
+    `video_frame_count`, when its frames carry no alpha plane (VP9 with alpha, shown over white), and
+    when the first frame carries no display matrix (a phone's portrait video: one orientation code
+    for every backend); anything else raises NotFrameExact.
     """
 
     backend = "decord"
@@ -597,6 +677,9 @@ class DecordSource(FrameSource):
                    else "the stream starts inside a group of pictures")
             raise NotFrameExact(path, f"{why}; decord is used only for {', '.join(DECORD_EXACT_CODECS)} "
                                       "from a keyframe", count)
+        if count.alpha:
+            raise NotFrameExact(path, "its frames carry an alpha channel, which tgdfer shows over white in PyAV's "
+                                      "conversion (decord drops it)", count)
         if count.sar is not None:
             raise NotFrameExact(path, f"its pixels are not square (sample aspect ratio {count.sar}), which tgdfer "
                                       "scales in PyAV's conversion", count)
@@ -646,15 +729,20 @@ class VideoFrameCount:
     frames: int  # frames a full sequential decode gives (counted from packets where that is exact)
     claimed: int | None  # the header's count (AVI/MP4 record one; None when it records none)
     codec: str = ""  # the video stream's decoder ("h264", "mpeg4", "hevc", "vp9", ...)
-    by_decoding: bool = False  # True: the stream starts inside a GOP or is trimmed: frames counted by decoding
+    by_decoding: bool = False  # True: it starts inside a GOP, is trimmed or holds N-VOPs: frames counted by decoding
     size: tuple[int, int] | None = field(default=None, compare=False)  # (H, W) from the header, None if unrecorded
     trimmed: bool = False  # an edit list hides some of its frames (the header counts them too)
     sar: Fraction | None = field(default=None, compare=False)  # sample aspect ratio when pixels are not square
+    alpha: bool = field(default=False, compare=False)  # its frames carry an alpha plane (shown over white)
+    packets: int = field(default=0, compare=False)  # packets holding data
+    not_coded: int = field(default=0, compare=False)  # MPEG-4 Part 2 packets of N-VOP size ("not coded" frames)
 
     @property
     def overclaimed(self) -> bool:
-        """True when the header claims more frames than the file holds (not when an edit list hides them)."""
-        return not self.trimmed and self.claimed is not None and self.claimed > self.frames
+        """True when the header claims more frames than the file holds (not when an edit list hides them, nor
+        when it counts an MPEG-4 stream's "not coded" frames, which hold data but may decode to none)."""
+        held = max(self.frames, self.packets) if self.not_coded else self.frames
+        return not self.trimmed and self.claimed is not None and self.claimed > held
 
 
 def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
@@ -669,7 +757,11 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
     there (an H.265 stream cut 5 packets in gave 85 packets and 77 frames). So is a stream whose
     edit list trims it (an MP4 cut without re-encoding, a phone's trimmed video): the demuxer marks
     the packets outside the edit "discard", and the decoder decodes but does not return their
-    frames (20 packets, 15 frames shown).
+    frames (20 packets, 15 frames shown). So is an MPEG-4 Part 2 stream (XviD, DivX) with a packet of
+    at most NVOP_MAX_BYTES: an N-VOP, a "not coded" frame that an encoder writes for a dropped or
+    repeated frame, or after packed B-frames. FFmpeg returns no frame for it, or, in a packed stream
+    (user data "DivX...p"), the B-frame packed into the packet before it: 108 packets with 18 N-VOPs
+    gave 90 frames, 90 packed packets with 30 N-VOPs gave 90 (tests/test_decoding.py).
     Raises FrameReadError when the file cannot be opened as a video. With `check`, the header's
     frame size and claimed count are first held against the limits, as `check_video_header` does,
     before any packet is read (one open of the file instead of two).
@@ -685,8 +777,10 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
             size = (height, width) if width and height else None
             if check:
                 _check_header(path, width, height, claimed)
+            alpha = _stream_alpha(stream)
             frames, first, low = 0, None, None  # data packets, the first one, the lowest pts
             trimmed = False  # an edit list hides some packets' frames (a cut or trimmed MP4/MOV)
+            not_coded = 0  # MPEG-4 Part 2 packets small enough to be N-VOPs
             try:
                 for packet in container.demux(stream):
                     if not packet.size:
@@ -695,23 +789,26 @@ def video_frame_count(path: str | Path, check: bool = False) -> VideoFrameCount:
                         trimmed = True
                         continue
                     frames += 1
+                    if codec in NVOP_CODECS and packet.size <= NVOP_MAX_BYTES:
+                        not_coded += 1
                     if first is None:
                         first = packet
                     if packet.pts is not None and (low is None or packet.pts < low):
                         low = packet.pts
             except _av_errors() as e:  # a damaged tail: count what came before it
                 log.debug("%s: packets end early after %d frames (%s)", path, frames, _first_line(e))
-            clean = not trimmed and (
+            clean = not trimmed and not not_coded and (
                 first is None or (first.is_keyframe and (first.pts is None or low is None or first.pts <= low)))
     except FrameReadError:
         raise
     except _av_errors() as e:
         raise _open_error(path, e) from e
+    facts = dict(size=size, sar=sar, alpha=alpha, packets=frames, not_coded=not_coded)
     if clean:
-        return VideoFrameCount(frames, claimed, codec, size=size, sar=sar)
-    log.debug("%s: the stream starts inside a GOP or an edit list trims it; counting its frames by decoding", path)
-    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, size=size, trimmed=trimmed,
-                           sar=sar)
+        return VideoFrameCount(frames, claimed, codec, **facts)
+    log.debug("%s: the stream starts inside a GOP, an edit list trims it or it holds %d N-VOP-sized packets; "
+              "counting its frames by decoding", path, not_coded)
+    return VideoFrameCount(_count_decoded(path), claimed, codec, by_decoding=True, trimmed=trimmed, **facts)
 
 
 def _count_decoded(path: Path) -> int:
@@ -722,7 +819,7 @@ def _count_decoded(path: Path) -> int:
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
-            for _ in container.decode(stream):
+            for _ in decoded_frames(container, stream, path):
                 n += 1
     except FrameReadError:
         raise
@@ -755,7 +852,7 @@ def decode_all(path: str | Path) -> int:
     try:
         with av.open(str(path)) as container:
             stream = _video_stream(container, path)  # one thread: check decodes clips in parallel
-            for frame in container.decode(stream):
+            for frame in decoded_frames(container, stream, path):
                 check_frame_size(path, frame.width, frame.height, what=f"frame {decoded}")
                 frame.to_ndarray(format="rgb24")
                 decoded += 1

@@ -1,4 +1,5 @@
-"""How a frame is meant to be shown: the eight right-angle orientations, and a video's pixel aspect.
+"""How a frame is meant to be shown: the eight right-angle orientations, a video's pixel aspect, and
+transparency shown over white.
 
 Phones store a portrait recording as landscape pixels and say how to turn them: a video by a
 display matrix (the container's `tkhd` matrix, FFmpeg's DISPLAYMATRIX side data on each decoded
@@ -7,11 +8,15 @@ stores pixels wider or narrower than tall and records their sample aspect ratio.
 viewers apply both; FFmpeg's decoders (PyAV) and PIL's `Image.open` do not. tgdfer's frame sources
 apply them, so a face stands upright in its proportions whichever way the camera was held, and
 every backend gives the same pixels (decord turns rotated videos itself but gets mirrors wrong, nor
-scales; `frames.open_frames` reads any such video with PyAV and this module).
+scales; `frames.open_frames` reads any such video with PyAV and this module). A frame with an alpha
+plane, image (RGBA PNG) or video (VP9 with alpha, ProRes 4444, QuickTime Animation, PNG in MOV), is
+shown over white (`over_background`, one function for both), as a browser on its default page shows it;
+FFmpeg's and PIL's RGB conversions drop the alpha and show the colours stored under it.
 
     op = from_exif(6)                   # "rot270": turn 90 degrees clockwise to show
     op = from_display_matrix(matrix)    # matrix: the 9 int32 of FFmpeg's DISPLAYMATRIX
     shown = apply(frame, op)            # frame [H, W, C] -> [H', W', C] (a view, no copy)
+    rgb = over_background(rgba)         # [H, W, 4] -> [H, W, 3] over white
     rgb = video_frame_rgb(av_frame, sar=stream_sar(stream))  # a decoded PyAV frame as shown
 
 An orientation is one of ORIENTATIONS, named by what turns the stored pixels into the shown ones
@@ -128,6 +133,27 @@ def image_orientation(im) -> Orientation:
         return "identity"
 
 
+# ---------------------------------------------------------------------------- transparency
+
+
+BACKGROUND = (255, 255, 255)  # what a transparent frame, image or video, is shown over
+
+
+def over_background(rgba: np.ndarray) -> np.ndarray:
+    """`rgba` [H, W, 4] uint8 (straight, not premultiplied alpha) shown over `BACKGROUND`: [H, W, 3] uint8,
+    Porter and Duff's "over", rounded to nearest (alpha 0: the background; 255: the colour as stored)."""
+    rgba = rgba.astype(np.uint16)  # 255 * 255 + 127 fits
+    alpha = rgba[..., 3:]  # [H, W, 1]
+    shown = (rgba[..., :3] * alpha + np.array(BACKGROUND, np.uint16) * (255 - alpha) + 127) // 255
+    return shown.astype(np.uint8)
+
+
+def has_alpha(video_format) -> bool:
+    """Whether a PyAV VideoFormat (a decoded frame's `format`) holds an alpha plane (yuva420p, argb, rgba,
+    yuva444p12le, ...). A palette format (pal8) counts as none: its alpha lives in the palette."""
+    return any(c.is_alpha for c in video_format.components)
+
+
 # ---------------------------------------------------------------------------- decoded video frames (PyAV)
 
 
@@ -136,13 +162,17 @@ def video_frame_rgb(frame, where: str | Path = "", seen: dict | None = None, sar
     """A decoded PyAV frame `[H, W, 3]` uint8 RGB as shown: its stored pixels scaled to `size` (width,
     height: the stream's first frame's, when a stream changes size midway, as a video call's
     recording does with its bandwidth; players and decord scale to the first size too), non-square
-    pixels (sample aspect ratio `sar`, from `stream_sar`) to square ones, then its display matrix
-    applied (a portrait phone video's frames upright, as players and decord show them)."""
+    pixels (sample aspect ratio `sar`, from `stream_sar`) to square ones, a frame with an alpha plane
+    shown over white (`over_background`, as an RGBA image frame), then its display matrix applied (a
+    portrait phone video's frames upright, as players and decord show them)."""
     width, height = size or (frame.width, frame.height)
+    alpha = has_alpha(frame.format)
+    fmt = "rgba" if alpha else "rgb24"  # swscale converts with the video's colour matrix and range either way
     if sar is None and (width, height) == (frame.width, frame.height):
-        rgb = frame.to_ndarray(format="rgb24")
+        pixels = frame.to_ndarray(format=fmt)  # [H, W, 3 or 4]
     else:  # swscale (bilinear), in the same conversion
-        rgb = frame.to_ndarray(format="rgb24", width=shown_width(width, sar), height=height)
+        pixels = frame.to_ndarray(format=fmt, width=shown_width(width, sar), height=height)
+    rgb = over_background(pixels) if alpha else pixels  # [H, W, 3]
     return apply(rgb, display_orientation(frame, where, seen))
 
 
