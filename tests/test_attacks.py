@@ -25,7 +25,7 @@ import torch
 from typer.testing import CliRunner
 
 from tgdfer.checkpoint import load_state, save_state
-from tgdfer import facetrack
+from tgdfer import detectors
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.facetrack import FacesConfig, FaceStage
@@ -214,7 +214,7 @@ def whole_frame():
 
 def test_allow_import_is_the_only_way_to_name_code(run, tmp_path, synth_dir, monkeypatch):
     """`--faces pkg.module:factory` needs --allow-import; --allow-import needs such a --faces."""
-    monkeypatch.setattr(facetrack, "_DETECTORS", dict(facetrack._DETECTORS))
+    monkeypatch.setattr(detectors, "_DETECTORS", dict(detectors._DETECTORS))
     clip = next((synth_dir / "videos").glob("*.mp4"))
     spec = f"{__name__}:whole_frame"
     out = refused(["predict", str(run), str(clip), "--device", "cpu", "--faces", spec], spec)
@@ -311,11 +311,11 @@ def test_installed_packages_supply_detectors_by_entry_point(monkeypatch):
     """A name in the `tgdfer.detectors` entry points (code the user installed) builds; a file holds only the name."""
     from importlib.metadata import EntryPoint
 
-    eps = [EntryPoint("wholeframe", f"{__name__}:whole_frame", facetrack.ENTRY_POINTS)]
-    monkeypatch.setattr(facetrack.importlib.metadata, "entry_points",
+    eps = [EntryPoint("wholeframe", f"{__name__}:whole_frame", detectors.ENTRY_POINTS)]
+    monkeypatch.setattr(detectors.importlib.metadata, "entry_points",
                         lambda group: [e for e in eps if e.group == group])
     (found,) = FaceStage(FacesConfig(detector="wholeframe")).detector(np.zeros((1, 6, 8, 3), np.uint8))
     assert found[0][0].tolist() == [0, 0, 8, 6]
-    assert "wholeframe" in facetrack.list_detectors()
+    assert "wholeframe" in detectors.list_detectors()
     with pytest.raises(ConfigError, match="unknown detector 'other'"):
-        facetrack.make_detector(FacesConfig(detector="other"))
+        detectors.make_detector("other")

@@ -21,10 +21,10 @@ from tgdfer.cli import app
 from tgdfer.encoders import load_encoder
 from tgdfer.errors import ConfigError, FrameReadError, TgdferError
 from tgdfer.extraction import extract
-from tgdfer import facetrack
-from tgdfer.facetrack import (CARRIED, CENTER, DETECTED, FACE_SOURCES, FacesConfig, FaceStage, FaceTrack, box_iou,
-                              crop_frames, fill_and_smooth, import_detector, link_tracklets, make_detector,
-                              register_detector, square_crop_boxes, subject_segments)
+from tgdfer import detectors
+from tgdfer.detectors import box_iou, import_detector, make_detector, register_detector
+from tgdfer.facetrack import (CARRIED, CENTER, DETECTED, FACE_SOURCES, FacesConfig, FaceStage, FaceTrack, crop_frames,
+                              fill_and_smooth, link_tracklets, square_crop_boxes, subject_segments)
 from tgdfer.live import LiveFeatures
 from tgdfer.readers import DTYPES
 from tgdfer.sampling import view_indices
@@ -202,19 +202,19 @@ def test_square_crop_boxes_are_square_inside_the_frame():
 
 def test_detectors_come_from_the_registry_and_import_paths_only_when_asked(monkeypatch):
     """A name read from a file is looked up, never imported; `import_detector` (--allow-import) imports it."""
-    monkeypatch.setattr(facetrack, "_DETECTORS", dict(facetrack._DETECTORS))
+    monkeypatch.setattr(detectors, "_DETECTORS", dict(detectors._DETECTORS))
     with pytest.raises(ConfigError, match="never imports.*--faces facevideos:FixedBox --allow-import"):
-        make_detector(FacesConfig(detector="facevideos:FixedBox", args={"box": [1, 2, 3, 4]}))
+        make_detector("facevideos:FixedBox", {"box": [1, 2, 3, 4]})
     import_detector("facevideos:FixedBox")
-    det = make_detector(FacesConfig(detector="facevideos:FixedBox", args={"box": [1, 2, 3, 4]}))
+    det = make_detector("facevideos:FixedBox", {"box": [1, 2, 3, 4]})
     (found,) = det(np.zeros((1, 8, 8, 3), np.uint8))
     assert found[0][0].tolist() == [1, 2, 3, 4]
     with pytest.raises(ConfigError, match="faces.detector: unknown detector 'retina'.*register_detector"):
-        make_detector(FacesConfig(detector="retina"))
+        make_detector("retina")
     with pytest.raises(ConfigError, match="cannot import 'nowhere.mod:X'"):
         import_detector("nowhere.mod:X")
     with pytest.raises(ConfigError, match="faces.args"):
-        make_detector(FacesConfig(detector="facevideos:FixedBox", args={"nope": 1}))
+        make_detector("facevideos:FixedBox", {"nope": 1})
     with pytest.raises(ConfigError, match="on_missing"):
         FacesConfig(on_missing="skip")
 

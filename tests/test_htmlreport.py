@@ -27,7 +27,8 @@ from tgdfer.augment import AugmentConfig
 from tgdfer.cli import app
 from tgdfer.evaluation import Strip, evaluate
 from tgdfer.extraction import extract
-from tgdfer.facetrack import FacesConfig, register_detector
+from tgdfer.detectors import register_detector
+from tgdfer.facetrack import FacesConfig
 from tgdfer.htmlreport import confusion, details, page, sort_key, strip, table, with_interval, write_report
 from tgdfer.stats import t975
 from tgdfer.sweep import run_sweep

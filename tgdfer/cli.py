@@ -154,9 +154,9 @@ AllowImportOpt = Annotated[bool, typer.Option(
 
 
 def _allow_import(faces: Optional[str], allow: bool) -> None:
-    """--faces pkg.module:factory --allow-import: import the factory the user named (facetrack.import_detector)."""
+    """--faces pkg.module:factory --allow-import: import the factory the user named (detectors.import_detector)."""
     from .errors import ConfigError
-    from .facetrack import import_detector
+    from .detectors import import_detector
 
     if allow and not (faces and ":" in faces):
         raise ConfigError("--allow-import", "imports the detector that --faces names as pkg.module:factory; "

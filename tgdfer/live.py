@@ -27,7 +27,7 @@ from .augment import AugmentConfig, ClipTransform
 from .devicedata import DeviceData
 from .encoders import EncoderConfig, LoadedEncoder, autocast_context
 from .errors import FrameReadError, TgdferError
-from .extraction import read_views
+from .clipinput import read_views
 from .facetrack import FaceStage, FacesConfig
 from .model import load_image_encoder
 from .store import FeatureStore

@@ -66,7 +66,8 @@ from .devicedata import resolve_device
 from .encoders import EncoderConfig, LoadedEncoder, check_weights, encode_texts, load_encoder
 from .errors import ConfigError, TgdferError
 from .evaluation import check_influence
-from .extraction import encode_views, read_views
+from .clipinput import read_views
+from .extraction import encode_views
 from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
 from .frames import ArraySource, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence

@@ -38,7 +38,7 @@ class PredictOptions:
                 "score). Default: the model's [head] influence."})
     faces: Optional[str] = field(default=None, metadata={
         "help": "Face detector for raw video (centerface | pkg.module:factory, imported with --allow-import on the "
-                "command line, by facetrack.import_detector in Python | none); default: the model's own (its "
+                "command line, by detectors.import_detector in Python | none); default: the model's own (its "
                 "store's face stage)."})
     on_missing: Optional[str] = field(default=None, metadata={
         "help": "A clip in which no face is found: fail (an error for that input) | center (predict on the centre "
