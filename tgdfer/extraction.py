@@ -147,24 +147,57 @@ def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEnc
     without that entry a store is for the default set, so older stores keep their fingerprint.
     "faces" (the face stage's config) is there only when a detector crops the frames, so stores of
     pre-cropped datasets keep the fingerprint they had before the face stage existed.
+    The pipeline's own settings enter through `settings_fingerprint` only (`fixed_settings` reads them back).
     """
+    own = settings_fingerprint(cfg, augment, faces)
     fp = {
         "tgdfer_version": __version__,
         "encoder": dict(enc.fingerprint),
-        "preprocessing": {"size": enc.image_size, "normalize": cfg.normalize,
+        "preprocessing": {"size": enc.image_size, **own.pop("preprocessing"),
                           "mean": list(enc.mean), "std": list(enc.std)},
-        "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
-                     "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in asdict(augment).items()}},
-        **({"test_views": "view 0 repeated"} if not cfg.augment_test else {}),  # absent: every clip has V views
+        "sampling": own.pop("sampling"),
+        **({"test_views": own.pop("test_views")} if "test_views" in own else {}),  # absent: every clip has V views
         "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
     }
     record = classes_record(classes)
     if record is not None:
         fp["classes"] = record
+    fp.update(own)  # "faces"
+    return fp
+
+
+def settings_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, faces: Optional[FacesConfig] = None) -> dict:
+    """The part of a store fingerprint that the pipeline's [extract], [augment] and [faces] tables decide:
+    preprocessing.normalize, sampling (frames, views, seed, augment), test_views and faces. `build_fingerprint`
+    adds what the encoder, the annotations and the class set decide."""
+    fp = {
+        "preprocessing": {"normalize": cfg.normalize},
+        "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
+                     "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in asdict(augment).items()}},
+        **({"test_views": "view 0 repeated"} if not cfg.augment_test else {}),
+    }
     if faces is not None and faces.enabled:
         fp["faces"] = faces.fingerprint()
     return fp
+
+
+def fixed_settings(fp: dict) -> dict[str, dict]:
+    """The pipeline settings a store fingerprint records, as {section: {field: value}}: what
+    `settings_fingerprint` wrote, read back (extract.normalize, frames, views, seed, augment_test; every
+    [augment] field; [faces], only "detector" = "none" without a face stage). A part the fingerprint
+    lacks (a hand-made store, an older tgdfer's field) is left out: nothing is claimed about it."""
+    pre, sampling = fp.get("preprocessing"), fp.get("sampling")
+    extract = {"normalize": pre["normalize"]} if isinstance(pre, dict) and "normalize" in pre else {}
+    out: dict[str, dict] = {"extract": extract}
+    if isinstance(sampling, dict):  # a fingerprint build_fingerprint wrote: the absent parts mean something
+        extract.update({k: sampling[k] for k in ("frames", "views", "seed") if k in sampling})
+        extract["augment_test"] = "test_views" not in fp
+        if isinstance(sampling.get("augment"), dict):
+            out["augment"] = dict(sampling["augment"])
+        faces = fp.get("faces")
+        out["faces"] = dict(faces) if isinstance(faces, dict) else {"detector": "none"}
+    return out
 
 
 def check_labels(table: pd.DataFrame, classes: ClassSet) -> None:
