@@ -1,9 +1,10 @@
 """Settings a feature store fixes: the [extract], [augment] and [faces] fields its features were made with.
 
-`tgdfer extract` bakes them into the features, and the store's fingerprint records them
-(`extraction.settings_fingerprint`, read back by `extraction.fixed_settings`). `train-head` and
-`sweep` read the same pipeline file, but at training time these settings can change nothing: the
-features are what they are. So one rule, here, for every trainer:
+`tgdfer extract` bakes them into the features, and the store's fingerprint records them: they enter it
+through `settings_fingerprint` only (`extraction.build_fingerprint` adds the encoder, the annotations and
+the class set), and `fixed_settings` reads them back. `train-head` and `sweep` read the same pipeline
+file, but at training time these settings can change nothing: the features are what they are. So one
+rule, here, for every trainer:
 
 - set explicitly (`--set`, a named option, a sweep's point or `set`) to another value than the
   store's: refused before anything trains (`check_overrides`, `sweep.plan_sweep`), naming the
@@ -20,21 +21,58 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Optional
 
 from .augment import AugmentConfig
 from .config import build, parse_override, table_diff
 from .errors import ConfigError, TgdferError
-from .extraction import ExtractConfig, fixed_settings, settings_fingerprint
+from .extractconfig import ExtractConfig
 from .facetrack import FacesConfig
 
 log = logging.getLogger(__name__)
+
+SAMPLING_STRATEGY = "tsn-segments"  # sampling.segment_indices (DFER-CLIP's train/test rule)
 
 Difference = tuple[str, Any, Any]  # (section.field, the config's value, the store's value)
 
 REEXTRACT = ("a store's features fix the [extract], [augment] and [faces] settings they were made with, so "
              "training cannot change them: to train with another value, extract a store with it (tgdfer extract "
              "with the same setting and another extract.store) and train on that store")
+
+
+def settings_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, faces: Optional[FacesConfig] = None) -> dict:
+    """The part of a store fingerprint that the pipeline's [extract], [augment] and [faces] tables decide:
+    preprocessing.normalize, sampling (frames, views, seed, augment), test_views and faces. `build_fingerprint`
+    adds what the encoder, the annotations and the class set decide."""
+    fp = {
+        "preprocessing": {"normalize": cfg.normalize},
+        "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
+                     "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
+                                                   for k, v in asdict(augment).items()}},
+        **({"test_views": "view 0 repeated"} if not cfg.augment_test else {}),
+    }
+    if faces is not None and faces.enabled:
+        fp["faces"] = faces.fingerprint()
+    return fp
+
+
+def fixed_settings(fp: dict) -> dict[str, dict]:
+    """The pipeline settings a store fingerprint records, as {section: {field: value}}: what
+    `settings_fingerprint` wrote, read back (extract.normalize, frames, views, seed, augment_test; every
+    [augment] field; [faces], only "detector" = "none" without a face stage). A part the fingerprint
+    lacks (a hand-made store, an older tgdfer's field) is left out: nothing is claimed about it."""
+    pre, sampling = fp.get("preprocessing"), fp.get("sampling")
+    extract = {"normalize": pre["normalize"]} if isinstance(pre, dict) and "normalize" in pre else {}
+    out: dict[str, dict] = {"extract": extract}
+    if isinstance(sampling, dict):  # a fingerprint build_fingerprint wrote: the absent parts mean something
+        extract.update({k: sampling[k] for k in ("frames", "views", "seed") if k in sampling})
+        extract["augment_test"] = "test_views" not in fp
+        if isinstance(sampling.get("augment"), dict):
+            out["augment"] = dict(sampling["augment"])
+        faces = fp.get("faces")
+        out["faces"] = dict(faces) if isinstance(faces, dict) else {"detector": "none"}
+    return out
 
 
 def store_differences(tables: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> list[Difference]:
