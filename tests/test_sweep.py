@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tgdfer.cli import app
 from tgdfer.errors import ConfigError, TgdferError
-from tgdfer.sweep import SweepError, load_sweep, paper_table, point_pipeline, report, results_frame, run_sweep
+from tgdfer.sweep import (SweepError, load_sweep, paper_table, plan_sweep, point_pipeline, report, results_frame,
+                          run_sweep)
 
 from smallhead import SMALL_HEAD_TOML
 
@@ -301,3 +302,25 @@ def test_report_refuses_a_hand_edited_points_json_by_name(tmp_path, change, name
     (tmp_path / "points.json").write_text(json.dumps({**meta, **change}))
     with pytest.raises(TgdferError, match="points.json: " + re.escape(named)):
         read_sweep_meta(tmp_path)
+
+
+def test_a_sweep_over_a_setting_the_store_fixes_is_refused_before_any_run(tmp_path, base, reference_store):
+    """[augment] and [extract] shape the store's features; a sweep extracts nothing, so points that differ only
+    there would train identical runs and report "no difference". The store has brightness 0.5, 2 views."""
+    path = sweep_file(tmp_path, base, '[grid]\n"augment.brightness" = [0.5, 0.1]\n"head.window" = [2]')
+    with pytest.raises(SweepError) as e:
+        run_sweep(path)
+    assert e.value.field == "augment.brightness" and e.value.point == "brightness=0.1,window=2"
+    flat = " ".join(str(e.value).split())
+    assert flat.startswith(f"{path}: point 'brightness=0.1,window=2': augment.brightness: the sweep sets 0.1, "
+                           f"but {reference_store} was extracted with 0.5")
+    assert "give the point a store extracted with 0.1" in flat and not (tmp_path / "out").exists()
+    # the sweep's own `set` (and --set) is as explicit as a point's values; the CLI says it in one line, exit 2
+    fixed = sweep_file(tmp_path, base, GRID_2X2, head='set = ["extract.views=4"]')
+    result = CliRunner().invoke(app, ["sweep", str(fixed), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "extract.views: the sweep sets 4, but" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+    # the store's own values pass: a point over a store-fixed setting is fine with a store made with it
+    same = sweep_file(tmp_path, base, '[grid]\n"augment.brightness" = [0.5]\n"extract.views" = [2]')
+    assert [p.point.name for p in plan_sweep(load_sweep(same))] == ["brightness=0.5,views=2"]

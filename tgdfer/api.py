@@ -97,10 +97,13 @@ def train(pipe: PipelineLike, *, fold: Optional[int] = None, folds: Optional[Seq
     One run (a TrainResult: run folder, test scores, history) in `out`, else in [train] out/fold<k>;
     with `folds` and/or `seeds`, every fold x seed trained together under `out` (a list of TrainResult).
     """
+    from .fixedsettings import check_overrides
     from .run import plan_runs
     from .training import train_replicas
 
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides or [])
     pipe = _as_pipeline(pipe, overrides)
+    check_overrides(pipe.to_dict(), overrides, pipe.train.store)  # a store's [extract] etc. are its own
     if fold is not None and folds is not None:
         raise ConfigError("fold", f"give fold ({fold!r}) or folds ({folds!r}), not both")
     folds, seeds = _integers(folds, "folds"), _integers(seeds, "seeds")  # np.arange(1, 6), a DataFrame column

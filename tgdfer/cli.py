@@ -541,16 +541,18 @@ def train_head_cli(
       tgdfer train-head -c pipelines/custom.toml --pretrained /models/ViT-B-32.pt
     """
     from .errors import ConfigError
+    from .fixedsettings import check_overrides
     from .run import plan_runs
     from .training import parse_int_list
 
     if fold is not None and folds is not None:
         raise ConfigError("--fold", "give --fold k or --folds LIST, not both")
-    pipe = _pipeline(config, _overrides(set_, train__store=store, train__fold=fold, train__seed=seed,
-                                        train__epochs=epochs, train__device=device,
-                                        train__end_to_end=True if end_to_end else None, encoder__model=model,
-                                        encoder__pretrained=pretrained), print_config, profile)
+    overrides = _overrides(set_, train__store=store, train__fold=fold, train__seed=seed, train__epochs=epochs,
+                           train__device=device, train__end_to_end=True if end_to_end else None,
+                           encoder__model=model, encoder__pretrained=pretrained)
+    pipe = _pipeline(config, overrides, print_config, profile)
     pipe.encoder.trust_weights = trust_weights  # only ever from the command line, never from the config
+    check_overrides(pipe.to_dict(), overrides, pipe.train.store)  # --set extract.views=4 cannot change a store
     if model is not None:  # the text tower is the store's encoder; --model is checked against it
         from .model import check_store_model
 

@@ -22,9 +22,9 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import h5py
 import numpy as np
@@ -37,9 +37,11 @@ from .augment import AugmentConfig, ClipTransform
 from .encoders import EncoderConfig, LoadedEncoder, encode_images, encode_texts, load_encoder, named_device
 from .errors import ConfigError, FrameReadError, StoreMismatchError, TgdferError, os_error
 from .clipinput import read_views, view_index
+from .extractconfig import ExtractConfig
 from .facetrack import CENTER, FaceStage, FacesConfig
+from .fixedsettings import settings_fingerprint
 from .frames import FolderSource, open_frames
-from .jpegs import JpegDecode, batch_pixels, read_clip_jpegs
+from .jpegs import batch_pixels, read_clip_jpegs
 from .labels import DEFAULT, ClassSet, check_same_classes, classes_record, stored_classes
 from .limits import load_json
 from .prompts import build_prompt_sets
@@ -50,44 +52,6 @@ from .storeformat import hdf5_staging_path
 from .storeprotocol import check_no_live_writer, owned_rows
 
 log = logging.getLogger(__name__)
-
-SAMPLING_STRATEGY = "tsn-segments"  # sampling.segment_indices (DFER-CLIP's train/test rule)
-
-
-@dataclass
-class ExtractConfig:
-    store: str = "cache/features.zarr"  # output store: a .zarr folder, or a .h5 file with backend hdf5
-    backend: Literal["zarr", "hdf5"] = "zarr"  # hdf5: written via a staging zarr, exported at the end
-    views: int = 9  # view 0 = test-time (segment centres, resize only); views 1..V-1 augmented (8: within about a
-    #   WAR of fresh augmentation every epoch in DFEW's 50-epoch schedule, 1: about 3 WAR below; docs/cache-study.md)
-    frames: int = 16  # T, frames sampled per view (TSN segments)
-    seed: int = 0  # with clip_id and view, fixes every sampled frame and augmentation draw
-    normalize: Literal["clip", "none"] = "clip"  # CLIP mean/std, or plain [0, 1] scaling (reference code)
-    batch_clips: int = 4  # clips per encoder call (the encoder sees batch_clips * views * frames images)
-    workers: int = 2  # DataLoader worker processes decoding and augmenting; 0 = in the main process
-    block_size: int = 64  # clips per ownership block: one writer owns each block's chunks
-    zarr_shards: bool = False  # pack each block into one zarr shard file (fewer files on disk)
-    frame_backend: Literal["auto", "decord", "pyav"] = "auto"  # video decoder; auto = PyAV (frame-exact)
-    descriptors: Optional[str] = None  # TOML/JSON file of per-class descriptors replacing the built-in ones
-    device: str = "auto"  # auto = cuda (LOCAL_RANK's GPU under torchrun) when available, else cpu
-    augment_test: bool = True  # False: a train/test dataset's test clips get view 0 only, repeated in views
-    #   1..V-1 (nothing trains on a test clip's views; FERV39k's test split is a fifth of its clips); refused with folds
-    jpeg_decode: JpegDecode = "auto"  # JPEG frame folders: workers = decoded in the DataLoader workers; device =
-    #   the workers read bytes, the main process decodes each batch on the encoder's device (nvjpeg on CUDA) and
-    #   transforms it there; auto = device on CUDA without a face stage, else workers (tgdfer.jpegs)
-
-    def __post_init__(self):
-        for name in ("views", "frames", "batch_clips", "block_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.jpeg_decode not in ("auto", "workers", "device"):
-            raise ConfigError("jpeg_decode", f"{self.jpeg_decode!r} is not one of auto, workers, device")
-        if self.workers < 0:
-            raise ConfigError("workers", f"must be >= 0, got {self.workers}")
-        if self.backend == "zarr" and Path(self.store).suffix.lower() in (".h5", ".hdf5"):
-            raise ConfigError("store", f"{self.store} names an HDF5 file; set backend = \"hdf5\" "
-                              "(CLI: --backend hdf5) or give a .zarr path")
-
 
 @dataclass
 class ExtractResult:
@@ -148,23 +112,23 @@ def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEnc
     without that entry a store is for the default set, so older stores keep their fingerprint.
     "faces" (the face stage's config) is there only when a detector crops the frames, so stores of
     pre-cropped datasets keep the fingerprint they had before the face stage existed.
+    The pipeline's own settings enter through `fixedsettings.settings_fingerprint` only (`fixed_settings`
+    reads them back).
     """
+    own = settings_fingerprint(cfg, augment, faces)
     fp = {
         "tgdfer_version": __version__,
         "encoder": dict(enc.fingerprint),
-        "preprocessing": {"size": enc.image_size, "normalize": cfg.normalize,
+        "preprocessing": {"size": enc.image_size, **own.pop("preprocessing"),
                           "mean": list(enc.mean), "std": list(enc.std)},
-        "sampling": {"frames": cfg.frames, "strategy": SAMPLING_STRATEGY, "views": cfg.views,
-                     "seed": cfg.seed, "augment": {k: list(v) if isinstance(v, tuple) else v
-                                                   for k, v in asdict(augment).items()}},
-        **({"test_views": "view 0 repeated"} if not cfg.augment_test else {}),  # absent: every clip has V views
+        "sampling": own.pop("sampling"),
+        **({"test_views": own.pop("test_views")} if "test_views" in own else {}),  # absent: every clip has V views
         "annotations": {"reader": data_kind, "clips": len(table), "sha256": annotation_digest(table)},
     }
     record = classes_record(classes)
     if record is not None:
         fp["classes"] = record
-    if faces is not None and faces.enabled:
-        fp["faces"] = faces.fingerprint()
+    fp.update(own)  # "faces"
     return fp
 
 

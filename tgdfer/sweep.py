@@ -24,7 +24,9 @@ Fields are dotted pipeline fields (`head.window`, `train.lr`, ...); TOML has no 
 stands for None in an optional field (`head.stride = "none"`: non-overlapping windows), as in
 every pipeline file (tgdfer.config). Every point is built through the pipeline's own config checks and checked against its
 store (frames, prompt sets, folds) before anything runs; a bad point stops the sweep there,
-naming the point and the field.
+naming the point and the field. A sweep extracts nothing, so a point (or the sweep's `set`) that gives a
+setting the store fixes ([extract], [augment], [faces]: tgdfer.fixedsettings) another value than its store
+was extracted with is such a bad point: its runs would train on the same features as the others.
 
 Each point is one `train_replicas` call (all folds x seeds as one batched head); points run one
 after another, or in `workers` processes sharing the device. A point whose runs all have
@@ -318,8 +320,10 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
     from .run import replica_runs
     from .devicedata import check_fold
     from .model import check_head
+    from .fixedsettings import overridden
 
     pipes = [point_pipeline(sweep, p) for p in sweep.points]
+    fixed = overridden(sweep.fixed)  # the sweep's `set` and --set: as explicit as a point's own values
     if sweep.folds == [None]:  # not given: the base pipeline's (points cannot change train.fold)
         sweep.folds = [pipes[0].train.fold]
     if sweep.seeds == [None]:
@@ -332,17 +336,34 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
                 check_head(pipe.head, store)
                 for f in sweep.folds:
                     check_fold(store, f)
+                fingerprint = store.fingerprint
         except ConfigError as e:
             field_ = e.field if "." in e.field else f"train.{e.field}"
             raise SweepError(sweep.source, point.name, field_, str(e).split(": ", 1)[-1]) from None
         except TgdferError as e:
             raise SweepError(sweep.source, point.name, "train.store", str(e)) from None
+        _check_fixed_settings(sweep, point, pipe, fingerprint, fixed | set(point.values))
         folder = Path(sweep.out) / point.name
         _check_earlier_run(sweep, point, pipe, folder)
         replicas = replica_runs(folder, [f for f in sweep.folds if f is not None], sweep.seeds)
         done = all((Path(r.out) / "final.json").is_file() for r in replicas)
         plans.append(PlannedPoint(point=point, pipe=pipe, folder=folder, replicas=replicas, done=done, shard=i))
     return plans
+
+
+def _check_fixed_settings(sweep: SweepConfig, point: Point, pipe, fingerprint: dict, explicit: set[str]) -> None:
+    """SweepError when the sweep sets a store-fixed setting ([extract], [augment], [faces]: tgdfer.fixedsettings)
+    to another value than the point's store was extracted with: a sweep never extracts, so its runs would
+    train on the same features and compare nothing. Such a point needs a store of its own (train.store)."""
+    from .fixedsettings import store_differences, touches
+
+    bad = [d for d in store_differences(pipe.to_dict(), fingerprint) if touches(d[0], explicit)]
+    if bad:
+        name, now, stored = bad[0]
+        raise SweepError(sweep.source, point.name, name, f"the sweep sets {now!r}, but {pipe.train.store} was "
+                         f"extracted with {stored!r}: a sweep extracts nothing and trains on the store's features, "
+                         f"so this point's runs would be those of {stored!r}; give the point a store extracted with "
+                         f"{now!r} (tgdfer extract with it and another extract.store; train.store = that store)")
 
 
 def _resolved(pipe) -> dict:

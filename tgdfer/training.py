@@ -45,6 +45,7 @@ from . import __version__
 from .devicedata import DeviceData, check_fold, load_replica_data, resolve_device
 from .encoders import EncoderConfig
 from .errors import ConfigError, RunFolderError, TgdferError, os_error
+from .fixedsettings import stored_record
 from .head import HeadConfig, TGDFERHead
 from .labels import ClassSet, check_same_classes, class_set, stored_classes
 from .metrics import Scores, score
@@ -376,6 +377,8 @@ def _train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: list[Repli
             raise ConfigError("views", f"{cfg.views} augmented views asked for, but {store.path} holds "
                               f"{store.views - 1} (views 1..{store.views - 1}; view 0 is the test view)")
         content = store.content_hash()  # recorded in every checkpoint: a resume refuses a changed store
+        # the features fix [extract], [augment], [faces]: config.json records the store's values (tgdfer.fixedsettings)
+        config_record = stored_record(config_record, store.fingerprint, str(store.path))
         if resume:  # before anything is loaded or written: a changed setting refuses the whole command
             for c in cfgs:
                 check_resume(c.out, run_record(head_cfg, c, config_record, encoder), store.fingerprint,
