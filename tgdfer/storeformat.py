@@ -25,9 +25,15 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
     <store>/checksum/                 [N] uint64, chunk (B,): per-clip checksum of the row, clip id, feats and
                                       frame_index bytes (``clip_checksums``); 0 = not written. Stores made
                                       before checksums lack it (integrity cannot be verified, with a warning).
+    <store>/box_checksum/             [N] uint64, chunk (B,): per-clip checksum of the row, clip id, boxes and
+                                      face_source bytes as stored (``box_checksums``; fill values included);
+                                      0 = not written. Older stores lack it: their boxes are not checksummed.
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
-    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
+                                      and "checksum" (``text_digest`` of all three; older stores lack it)
+    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"; its
+                                      ids, labels, folds and splits are digested in the fingerprint
+                                      ("annotations" -> "sha256", ``annotation_digest``)
     <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
     <store>/failures/unplaced.json    annotation rows the reader skipped that have no row (a label that
                                       is no class), with the reason; written by writer 0
@@ -37,9 +43,14 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
 Integrity. Every clip's checksum is written by its writer in the same ``write_clips`` as its
 chunk, over the row index, clip id and the exact feats / frame_index bytes stored, so a flipped
 bit, a truncated or missing chunk (it reads as the fill value) and a chunk swapped for another
-clip's all show as a mismatch. ``verify`` checks every done clip (and that its features are
-finite); ``read_feats_verified`` does the same for what training loads; ``content_hash`` sums up
-the checksums, the clip table and the text sets so that a resumed run can see that its store changed.
+clip's all show as a mismatch; its box checksum covers its face boxes and face sources the same
+way. ``verify`` checks every done clip (and that its features are finite) and every text set;
+``read_feats_verified`` does the same for what training loads; a text set is checked whenever it
+is read, and the clip table's ids, labels, folds and splits against the fingerprint's digest when
+the store is opened; ``content_hash`` sums up the checksums, the clip table and the text sets so
+that a resumed run can see that its store changed. An HDF5 file whose pages are damaged makes
+h5py raise KeyError / OSError: every HDF5 read goes through ``H5Dataset``, which turns them into
+StoreReadError naming the file and the dataset.
 
 HDF5. HDF5 files are neither crash- nor multi-writer-safe, so HDF5 is an export format: extract
 into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr store), then
@@ -49,10 +60,12 @@ into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +103,21 @@ def hdf5_staging_path(h5_path: str | Path) -> Path:
 
 
 CHECKSUM = "sha256-64(row, clip_id, feats, frame_index)"  # recorded in the checksum array's attributes
+BOX_CHECKSUM = "sha256-64(row, clip_id, boxes, face_source)"  # recorded in the box_checksum array's attributes
+TEXT_CHECKSUM = "sha256(prompts, tokens, emb)"  # what a text set's "checksum" attribute is (text_digest)
 NO_CHECKSUMS = "written by an older tgdfer, no checksums; integrity cannot be verified"
+
+
+def _row_hashes(rows: np.ndarray, clip_ids: Sequence[str], arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``[n]`` uint64: the first 8 bytes of the sha256 of each row's index, clip id and its slice of every
+    array in ``arrays`` (each ``[n, ...]``, already in its little-endian storage dtype), in that order."""
+    out = np.empty(len(rows), dtype=np.uint64)
+    for i, (row, clip_id) in enumerate(zip(rows, clip_ids)):
+        h = hashlib.sha256(int(row).to_bytes(8, "little") + str(clip_id).encode("utf-8") + b"\0")
+        for array in arrays:
+            h.update(array[i].data)
+        out[i] = np.uint64(int.from_bytes(h.digest()[:8], "little"))
+    return out
 
 
 def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
@@ -101,15 +128,40 @@ def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray,
     sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, faster than blake2b
     where they exist (benchmarks/checksum.py measures both).
     """
-    feats = np.ascontiguousarray(feats, dtype="<f2")
-    frame_index = np.ascontiguousarray(frame_index, dtype="<i4")
-    out = np.empty(len(rows), dtype=np.uint64)
-    for i, (row, clip_id) in enumerate(zip(rows, clip_ids)):
-        h = hashlib.sha256(int(row).to_bytes(8, "little") + str(clip_id).encode("utf-8") + b"\0")
-        h.update(feats[i].data)
-        h.update(frame_index[i].data)
-        out[i] = np.uint64(int.from_bytes(h.digest()[:8], "little"))
-    return out
+    return _row_hashes(rows, clip_ids, [np.ascontiguousarray(feats, dtype="<f2"),
+                                        np.ascontiguousarray(frame_index, dtype="<i4")])
+
+
+def box_checksums(rows: np.ndarray, clip_ids: Sequence[str], boxes: np.ndarray, face_source: np.ndarray) -> np.ndarray:
+    """``[n]`` uint64 checksums of the face boxes ``[n, V, T, 4]`` float32 and face sources ``[n, V, T]`` int8 of
+    clips as stored (NaN / -1 where none were written), hashed like ``clip_checksums``."""
+    return _row_hashes(rows, clip_ids, [np.ascontiguousarray(boxes, dtype="<f4"),
+                                        np.ascontiguousarray(face_source, dtype="i1")])
+
+
+def digest(*parts: bytes) -> str:
+    """Hex sha256 of ``parts``, each prefixed by its length (so that no two splits of the bytes collide)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def text_digest(prompts: Sequence[str], tokens: np.ndarray, emb: np.ndarray) -> str:
+    """Hex sha256 of a text set: its prompts (JSON), tokens ``[P, L]`` int32 and embeddings ``[P, D]`` float32 bytes."""
+    return digest(json.dumps(list(prompts)).encode("utf-8"), np.ascontiguousarray(tokens, "<i4").tobytes(),
+                  np.ascontiguousarray(emb, "<f4").tobytes())
+
+
+def annotation_digest(table: pd.DataFrame) -> str:
+    """sha256 of what the annotations say (ids, labels, folds, splits), not where the files live nor how
+    many frames they hold: moving the dataset or repairing a corrupt video (whose n_frames was unknown)
+    keeps the store valid, while any change of labels or folds does not. The features never depend on
+    `n_frames`: sampling uses the frame count of the opened source."""
+    cols = ["clip_id", "label", "fold", "split"]
+    text = table[cols].to_csv(index=False, lineterminator="\n")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def finite_rows(feats: np.ndarray) -> np.ndarray:
@@ -121,14 +173,18 @@ def finite_rows(feats: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Damage:
-    """One damaged clip of a store: its row, id and what is wrong."""
+    """One damaged clip of a store (its row, id and what is wrong), or a damaged part that is no clip
+    (``row`` None, ``part`` names it: a text set)."""
 
-    row: int
+    row: int | None
     clip_id: str
     problem: str
     repairable: bool = True  # re-extracting the clip rewrites it (False: the encoder made these values)
+    part: str = ""  # for row None: what is damaged, e.g. "text set 'class_names'"
 
     def __str__(self) -> str:
+        if self.row is None:
+            return f"{self.part}: {self.problem}"
         return f"clip {self.clip_id!r} (row {self.row}): {self.problem}"
 
 
@@ -143,18 +199,23 @@ class StoreDamaged(TgdferError):
                if any(d.repairable for d in self.damage) else
                "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
                "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
-        super().__init__(f"{path}: {len(self.damage)} damaged clip(s): {listed}{more}; {fix} "
+        what = "damaged clip(s)" if all(d.row is not None for d in self.damage) else "damaged part(s)"
+        super().__init__(f"{path}: {len(self.damage)} {what}: {listed}{more}; {fix} "
                          f"(`tgdfer info --verify {path}` lists them all)")
 
 
 def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame_index: np.ndarray,
-            checksums: np.ndarray | None) -> list[Damage]:
-    """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T]."""
+                checksums: np.ndarray | None, boxes: np.ndarray | None = None, face_source: np.ndarray | None = None,
+                box_checks: np.ndarray | None = None) -> list[Damage]:
+    """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T],
+    their checksums [n] (None: not checksummed), and boxes [n, V, T, 4], face_source [n, V, T] with their box
+    checksums [n] (all None: not checksummed)."""
     if not len(rows):
         return []
     out = []
     ids = clip_ids[rows]
     got = None if checksums is None else clip_checksums(rows, ids, feats, frame_index)
+    got_boxes = None if box_checks is None else box_checksums(rows, ids, boxes, face_source)
     finite = finite_rows(feats)
     for i, row in enumerate(rows.tolist()):
         if got is not None and checksums[i] == 0:
@@ -164,6 +225,11 @@ def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame
             why = ("its chunk is missing (reads as the fill value)" if empty else
                    "data does not match its checksum (changed bytes or another clip's chunk)")
             out.append(Damage(row, str(ids[i]), why))
+        elif got_boxes is not None and box_checks[i] == 0:
+            out.append(Damage(row, str(ids[i]), "done but its box checksum is missing"))
+        elif got_boxes is not None and got_boxes[i] != box_checks[i]:
+            out.append(Damage(row, str(ids[i]), "face boxes or face sources do not match their checksum (changed "
+                                                "bytes, another clip's chunk, or a missing chunk read as the fill value)"))
         elif not finite[i]:
             out.append(Damage(row, str(ids[i]), "features are not finite (NaN or inf) though stored intact",
                               repairable=False))
@@ -260,8 +326,29 @@ def encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
+class StoreReadError(TgdferError):
+    """A part of a store cannot be read: a damaged page or object of an HDF5 file, a Zarr array's missing metadata."""
+
+
+READ_ERRORS = (KeyError, OSError, RuntimeError)  # what h5py and zarr raise on a damaged file or a missing node
+
+
+@contextlib.contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Turn what h5py or zarr raise on a damaged file (READ_ERRORS) into one StoreReadError naming ``where``
+    (the file and the dataset): the one place a store read's low-level error becomes the user's."""
+    try:
+        yield
+    except StoreReadError:
+        raise
+    except READ_ERRORS as e:
+        raise StoreReadError(f"{where} cannot be read ({type(e).__name__}: {str(e)[:200]}): the store is damaged; "
+                             "copy it again, or rebuild it (`tgdfer extract`; an HDF5 store is exported again from "
+                             "its Zarr store)") from None
+
+
 def read_rows(array: Any, rows: np.ndarray | None, views: Any) -> np.ndarray:
-    """``array[rows][:, views]`` for a zarr Array or an h5py Dataset; ``rows`` sorted unique or None."""
+    """``array[rows][:, views]`` for a zarr Array or an H5Dataset; ``rows`` sorted unique or None."""
     if isinstance(array, zarr.Array):
         if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a run of rows: zarr reads a slice faster
@@ -285,11 +372,15 @@ class ZarrFiles:
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            with reading(str(self.root / name)):
+                self._arrays[name] = self.group[name]
         return self._arrays[name]
 
     def has(self, name: str) -> bool:
         return name in self._arrays or (self.root / name / "zarr.json").is_file()
+
+    def clips_where(self) -> str:
+        return str(self.root / CLIPS_FILE)
 
     def clips_csv(self) -> str:
         return (self.root / CLIPS_FILE).read_text(encoding="utf-8")
@@ -311,11 +402,13 @@ class ZarrFiles:
     def text_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
 
-    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
-        prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
-        check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
-        return list(prompts), tokens[:], emb[:]
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+        """Prompt set ``name``: prompts, tokens [P, L], emb [P, D] and its recorded checksum (None: an older store)."""
+        with reading(str(self.root / "text" / name)):
+            g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
+            prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
+            check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
+            return list(prompts), tokens[:], emb[:], g.attrs.get("checksum")
 
     def size(self) -> int:
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
@@ -324,42 +417,88 @@ class ZarrFiles:
         pass
 
 
+class H5Dataset:
+    """One dataset of an HDF5 store whose every read goes through ``reading``: h5py's KeyError / OSError on a
+    damaged page or object become a StoreReadError naming the file and the dataset. H5Files reads only so."""
+
+    def __init__(self, file: h5py.File, path: Path, name: str):
+        self._file, self.name, self.where = file, name, f"{path}: HDF5 dataset {name!r}"
+        self._node: h5py.Dataset | None = None
+
+    def node(self) -> h5py.Dataset:
+        if self._node is None:
+            with reading(self.where):
+                self._node = self._file[self.name]
+        return self._node
+
+    @property
+    def shape(self) -> tuple:
+        with reading(self.where):
+            return self.node().shape
+
+    @property
+    def attrs(self) -> dict:
+        with reading(self.where):
+            return dict(self.node().attrs)
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        with reading(self.where):
+            return self.node()[sel]
+
+    def text(self, sel: Any = ()) -> Any:
+        """A string dataset's value (``()``: a scalar) as str."""
+        with reading(self.where):
+            return self.node().asstr()[sel]
+
+
 class H5Files:
     backend = "hdf5"
 
     def __init__(self, path: Path):
         self.path = path
         self.file = h5py.File(path, "r")
+        self._arrays: dict[str, H5Dataset] = {}
 
     def attrs(self) -> dict:
-        return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}") for k in ("tgdfer_store", "fingerprint")
-                if k in self.file.attrs}
+        with reading(f"{self.path}: the root attributes"):
+            return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}")
+                    for k in ("tgdfer_store", "fingerprint") if k in self.file.attrs}
 
-    def array(self, name: str) -> h5py.Dataset:
-        return self.file[name]
+    def array(self, name: str) -> H5Dataset:
+        if name not in self._arrays:
+            self._arrays[name] = H5Dataset(self.file, self.path, name)
+        return self._arrays[name]
 
     def has(self, name: str) -> bool:
-        return name in self.file
+        with reading(f"{self.path}: HDF5 dataset {name!r}"):
+            return name in self.file
+
+    def clips_where(self) -> str:
+        return f"{self.path}: HDF5 dataset 'clips_csv'"
 
     def clips_csv(self) -> str:
-        return self.file["clips_csv"].asstr()[()]
+        return self.array("clips_csv").text()
 
     def failure_records(self) -> list[dict]:
-        return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
+        return load_json(self.array("failures_json").text(), f"{self.path}: failures_json")
 
     def unplaced_records(self) -> list[dict]:
-        if "unplaced_json" not in self.file:
+        if not self.has("unplaced_json"):
             return []
-        return check_unplaced(load_json(self.file["unplaced_json"].asstr()[()], f"{self.path}: unplaced_json"), self.path)
+        return check_unplaced(load_json(self.array("unplaced_json").text(), f"{self.path}: unplaced_json"), self.path)
 
     def text_names(self) -> list[str]:
-        return sorted(self.file["text"].keys())
+        with reading(f"{self.path}: HDF5 group 'text'"):
+            return sorted(self.file["text"].keys())
 
-    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        g = self.file["text"][name]
-        prompts = [str(p) for p in g["prompts"].asstr()[:]]
-        check_text_shapes(f"{self.path}: text/{name}", prompts, g["tokens"].shape, g["emb"].shape, dim)
-        return prompts, g["tokens"][:], g["emb"][:]
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+        """Prompt set ``name``: prompts, tokens [P, L], emb [P, D] and its recorded checksum (None: an older store)."""
+        with reading(f"{self.path}: HDF5 group 'text/{name}'"):
+            checksum = self.file["text"][name].attrs.get("checksum")
+        prompts = [str(p) for p in self.array(f"text/{name}/prompts").text(slice(None))]
+        tokens, emb = self.array(f"text/{name}/tokens"), self.array(f"text/{name}/emb")
+        check_text_shapes(f"{self.path}: text/{name}", prompts, tokens.shape, emb.shape, dim)
+        return prompts, tokens[:], emb[:], None if checksum is None else str(checksum)
 
     def size(self) -> int:
         return os.path.getsize(self.path)
@@ -500,7 +639,8 @@ def check_layout(path: Path, layout: dict, files: ZarrFiles | H5Files) -> None:
         raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
                           f"feats array is {shape}: a damaged or altered store")
     n, v, t = wanted[:3]
-    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("done", (n,))):
+    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("face_source", (n, v, t)),
+                         ("checksum", (n,)), ("box_checksum", (n,)), ("done", (n,))):
         if files.has(name) and tuple(files.array(name).shape) != expect:
             raise TgdferError(f"{path}: its {name} array is {tuple(files.array(name).shape)}, the store's "
                               f"attributes say {expect}: a damaged or altered store")
@@ -534,6 +674,8 @@ def build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, 
     g.create_array("face_source", shape=(n, v, t), chunks=(b, v, t), dtype="int8", fill_value=-1)
     g.create_array("checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
                    attributes={"algorithm": CHECKSUM})
+    g.create_array("box_checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
+                   attributes={"algorithm": BOX_CHECKSUM})
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
     write_atomic(root / CLIPS_FILE, clips_csv.encode("utf-8"), root / TMP_DIR, fsync)
