@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from tgdfer.cli import app
 from tgdfer.errors import TgdferError
 from tgdfer.store import FeatureStore, StoreDamaged, export_hdf5
-from tgdfer.storeformat import StoreReadError, annotation_digest
+from tgdfer.storeformat import StoreReadError
+from tgdfer.storeintegrity import BEFORE_2026_11_24, annotation_digest
 
 runner = CliRunner()
 ROW = 5  # a clip the tests damage: block 1 (rows 4..7)
@@ -200,11 +201,27 @@ def edit_clip_table(path: Path, column: str, value: str) -> None:
             f.create_dataset("clips_csv", data=out.getvalue(), dtype=h5py.string_dtype())
 
 
+def set_annotation_digest(path: Path, digest: str) -> None:
+    """Record ``digest`` as the store's annotations.sha256, as an older tgdfer wrote it."""
+    if path.suffix == ".zarr":
+        root = json.loads((path / "zarr.json").read_text())
+        root["attributes"]["fingerprint"]["annotations"]["sha256"] = digest
+        (path / "zarr.json").write_text(json.dumps(root))
+        return
+    with h5py.File(path, "r+") as f:
+        fingerprint = json.loads(f.attrs["fingerprint"])
+        fingerprint["annotations"]["sha256"] = digest
+        f.attrs["fingerprint"] = json.dumps(fingerprint)
+
+
 @pytest.mark.parametrize("column, value", [("label", "6"), ("fold", "4")])
 def test_an_edited_label_or_fold_in_the_clip_table_is_refused_naming_the_file(copy, column, value):
     edit_clip_table(copy, "path", "/elsewhere/clip")  # a moved dataset: paths are not what a store is bound to
     with FeatureStore.open(copy) as s:
         assert s.clips["path"][ROW] == "/elsewhere/clip"
+    set_annotation_digest(copy, annotation_digest(make_clips(), BEFORE_2026_11_24))  # with n_frames: still read
+    with FeatureStore.open(copy) as s:
+        assert s.clip_table_digest == annotation_digest(make_clips(), BEFORE_2026_11_24)
     edit_clip_table(copy, column, value)
     where = str(copy / "clips.csv") if copy.suffix == ".zarr" else f"{copy}: HDF5 dataset 'clips_csv'"
     with pytest.raises(TgdferError) as e:

@@ -44,7 +44,8 @@ from .prompts import build_prompt_sets
 from .sampling import view_indices, view_seed
 from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5
-from .storeformat import StoreDamaged, annotation_digest, hdf5_staging_path
+from .storeformat import hdf5_staging_path
+from .storeintegrity import StoreDamaged, annotation_digest
 from .storeprotocol import check_no_live_writer, owned_rows
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pandas as pd
 from .labels import CLASSES, ClassSet, stored_classes
 from .readers import SKIPPED_AT_READ
 from .store import FeatureStore
-from .storeformat import Damage
+from .storeintegrity import Damage
 
 
 @dataclass

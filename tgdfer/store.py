@@ -4,15 +4,17 @@ One store per (dataset, encoder, sampling, views). Shape legend: ``N`` clips, ``
 ``T`` frames, ``D`` feature width, ``P`` prompts, ``L`` tokens per prompt, ``B`` block size.
 
 `FeatureStore` opens, creates, reads, writes and verifies a store; `export_hdf5` writes its HDF5
-export. Its two halves live beside it: tgdfer.storeformat (the layout: Zarr / HDF5 arrays, the
-clip table, per-clip checksums, how a file is checked before it is read) and tgdfer.storeprotocol
-(the writer protocol: block ownership, atomic files, writer leases). Their docstrings describe
-the layout, crash safety, integrity, concurrency and the HDF5 export.
+export. Its three parts live beside it: tgdfer.storeformat (the layout: Zarr / HDF5 arrays, the
+clip table, how a file is checked before it is read), tgdfer.storeintegrity (per-clip checksums,
+the text sets' and clip table's digests, damage reports) and tgdfer.storeprotocol (the writer
+protocol: block ownership, atomic files, writer leases). Their docstrings describe the layout,
+crash safety, integrity, concurrency and the HDF5 export.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -29,11 +31,11 @@ import zarr
 
 from .errors import StoreMismatchError, TgdferError
 from .limits import check_depth, load_json
-from .storeformat import (BOX_CHECKSUM, CHECKSUM, FAILURE_DIR, NO_CHECKSUMS, SCHEMA_VERSION, UNPLACED_FILE, Damage,
-                          H5Files, StoreDamaged, StoreReadError, ZarrFiles, annotation_digest, box_checksums,
-                          build_skeleton, check_layout, clip_checksums, clip_identity_diff, decode_clips, digest,
-                          encode_clips, find_damage, hdf5_staging_path, open_files, read_rows, store_layout,
-                          text_digest)
+from .storeformat import (FAILURE_DIR, SCHEMA_VERSION, UNPLACED_FILE, H5Files, StoreReadError, ZarrFiles, build_skeleton,
+                          check_layout, clip_identity_diff, decode_clips, encode_clips, hdf5_staging_path, open_files,
+                          read_rows, store_layout)
+from .storeintegrity import (ANNOTATION_COLUMNS, BEFORE_2026_11_24, BOX_CHECKSUM, CHECKSUM, NO_CHECKSUMS, Damage,
+                             StoreDamaged, annotation_digest, box_checksums, clip_checksums, digest, find_damage, text_digest)
 from .storeprotocol import (LOCK_DIR, TMP_DIR, AtomicLocalStore, acquire_lease, check_writer, owned_rows, publish_dir,
                             remove_stale, tmp_name, write_atomic)
 
@@ -302,11 +304,11 @@ class FeatureStore:
         recorded = self.clip_table_digest
         if recorded is None:
             return
-        try:
-            now = annotation_digest(self._clips)
-        except KeyError as e:  # a column the digest reads was removed
-            now = f"no column {e}"
-        if now != recorded:
+        now = set()
+        for columns in (ANNOTATION_COLUMNS, BEFORE_2026_11_24):  # stores extracted until then digested n_frames too
+            with contextlib.suppress(KeyError):  # a column it reads is not in the table (or was removed)
+                now.add(annotation_digest(self._clips, columns))
+        if recorded not in now:
             raise TgdferError(
                 f"{self._files.clips_where()}: its clip ids, labels, folds or splits are not those the store was "
                 "extracted with (the fingerprint's annotations.sha256): the clip table was edited. Restore it, or "
