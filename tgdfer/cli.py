@@ -990,7 +990,7 @@ def info_cli(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="A feature store (.zarr folder or .h5 file).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON (the fingerprint included).")]
         = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip against its checksum "
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip and text set against its checksum "
                                          "(reads all features); exit 1 if any is damaged.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the store's fingerprint (the settings "
                                           "its features were made with, about 50 lines of JSON), after the summary.")]
