@@ -111,6 +111,8 @@ def test_a_lost_box_chunk_is_named_by_verify_and_refused_by_the_verified_read(co
         with pytest.raises(StoreDamaged, match=rf"clip '{make_clips()['clip_id'][rows[0]]}' \(row {rows[0]}\): face "
                                                "boxes or face sources do not match their checksum"):
             s.read_feats_verified()
+        with pytest.raises(StoreDamaged, match=rf"\(row {rows[0]}\): face boxes"):  # what end-to-end training crops by
+            s.read_boxes_verified()
     result = info_verify(copy, "--json")
     assert result.exit_code == 1, result.output
     assert [d["row"] for d in json.loads(result.stdout)["damage"]] == rows
@@ -123,7 +125,7 @@ def test_intact_boxes_pass_and_survive_the_export(face_store, tmp_path):
             assert s.has_box_checksums and s.verify() == [] and s.not_checksummed() == []
             done = s.done
             assert (s.read_box_checksums()[done] != 0).all() and (s.read_box_checksums()[~done] == 0).all()
-            assert np.array_equal(s.read_boxes()[done], boxes_of(np.flatnonzero(done))[0])
+            assert np.array_equal(s.read_boxes_verified()[done], boxes_of(np.flatnonzero(done))[0])
 
 
 # -- text sets -----------------------------------------------------------------------------------------

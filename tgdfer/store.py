@@ -35,7 +35,8 @@ from .storeformat import (FAILURE_DIR, SCHEMA_VERSION, UNPLACED_FILE, H5Files, S
                           check_layout, clip_identity_diff, decode_clips, encode_clips, hdf5_staging_path, open_files,
                           read_rows, store_layout)
 from .storeintegrity import (ANNOTATION_COLUMNS, BEFORE_2026_11_24, BOX_CHECKSUM, CHECKSUM, NO_CHECKSUMS, Damage,
-                             StoreDamaged, annotation_digest, box_checksums, clip_checksums, digest, find_damage, text_digest)
+                             StoreDamaged, annotation_digest, box_checksums, box_damage, clip_checksums, digest, find_damage,
+                             text_digest)
 from .storeprotocol import (LOCK_DIR, TMP_DIR, AtomicLocalStore, acquire_lease, check_writer, owned_rows, publish_dir,
                             remove_stale, tmp_name, write_atomic)
 
@@ -511,6 +512,17 @@ class FeatureStore:
             n = self.n_clips if rows is None else len(self._rows(rows))
             return np.full((n, self.views, self.frames), -1, np.int8)
         return self._read("face_source", rows, None)
+
+    def read_boxes_verified(self) -> np.ndarray:
+        """``read_boxes()`` of the whole store ``[N, V, T, 4]``, every done clip's boxes and face sources checked
+        against its box checksum (when the store has them); StoreDamaged names the damaged clips."""
+        boxes, checks = self.read_boxes(), self.read_box_checksums()
+        rows = np.flatnonzero(self.done)
+        damage = box_damage(rows, self.clip_ids, boxes[rows], self.read_face_source(rows), checks[rows]) \
+            if checks is not None else []
+        if damage:
+            raise StoreDamaged(self.path, damage)
+        return boxes
 
     def face_fallbacks(self) -> pd.DataFrame:
         """Done clips whose crops are a fallback, not a face: row, clip_id, kind ("center": no face was

@@ -138,13 +138,12 @@ def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame
                 box_checks: np.ndarray | None = None) -> list[Damage]:
     """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T],
     their checksums [n] (None: not checksummed), and boxes [n, V, T, 4], face_source [n, V, T] with their box
-    checksums [n] (all None: not checksummed)."""
+    checksums [n] (all None: not checksummed). One Damage a clip, by row."""
     if not len(rows):
         return []
     out = []
     ids = clip_ids[rows]
     got = None if checksums is None else clip_checksums(rows, ids, feats, frame_index)
-    got_boxes = None if box_checks is None else box_checksums(rows, ids, boxes, face_source)
     finite = finite_rows(feats)
     for i, row in enumerate(rows.tolist()):
         if got is not None and checksums[i] == 0:
@@ -154,12 +153,23 @@ def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame
             why = ("its chunk is missing (reads as the fill value)" if empty else
                    "data does not match its checksum (changed bytes or another clip's chunk)")
             out.append(Damage(row, str(ids[i]), why))
-        elif got_boxes is not None and box_checks[i] == 0:
-            out.append(Damage(row, str(ids[i]), "done but its box checksum is missing"))
-        elif got_boxes is not None and got_boxes[i] != box_checks[i]:
-            out.append(Damage(row, str(ids[i]), "face boxes or face sources do not match their checksum (changed "
-                                                "bytes, another clip's chunk, or a missing chunk read as the fill value)"))
         elif not finite[i]:
             out.append(Damage(row, str(ids[i]), "features are not finite (NaN or inf) though stored intact",
                               repairable=False))
-    return out
+    found = {d.row for d in out}
+    out += [d for d in box_damage(rows, clip_ids, boxes, face_source, box_checks) if d.row not in found]
+    return sorted(out, key=lambda d: d.row)
+
+
+def box_damage(rows: np.ndarray, clip_ids: np.ndarray, boxes: np.ndarray | None, face_source: np.ndarray | None,
+               box_checks: np.ndarray | None) -> list[Damage]:
+    """Clips among ``rows`` (all done) whose boxes [n, V, T, 4] and face_source [n, V, T] as read do not match
+    their box checksums [n] (None: not checksummed, nothing to find)."""
+    if box_checks is None or not len(rows):
+        return []
+    ids = clip_ids[rows]
+    got = box_checksums(rows, ids, boxes, face_source)
+    return [Damage(row, str(ids[i]), "done but its box checksum is missing" if box_checks[i] == 0 else
+                   "face boxes or face sources do not match their checksum (changed bytes, another clip's chunk, "
+                   "or a missing chunk read as the fill value)")
+            for i, row in enumerate(rows.tolist()) if got[i] != box_checks[i]]
