@@ -125,6 +125,7 @@ class StoreDamaged(TgdferError):
         listed = "; ".join(str(d) for d in self.damage[:shown])
         more = f"; and {len(self.damage) - shown} more" if len(self.damage) > shown else ""
         fix = ("re-run `tgdfer extract` with the store's pipeline: it re-extracts damaged clips"
+               + (" and writes damaged text sets again" if any(d.row is None for d in self.damage) else "")
                if any(d.repairable for d in self.damage) else
                "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
                "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
