@@ -11,6 +11,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +25,7 @@ from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksum
 from tgdfer.training import TrainConfig, train
 
 from smallhead import small_head
+from test_store_integrity import zero_h5_header
 
 runner = CliRunner()
 
@@ -316,3 +318,40 @@ def test_store_without_checksums_warns_once_and_keeps_working(zarr_copy, caplog,
     with FeatureStore.open(zarr_copy, mode="r+") as s:  # resuming it writes no checksums, and no error
         s.write_clips([ROW], ref["feats"][[ROW]], ref["frame_index"][[ROW]])
         assert not s.has_checksums
+
+
+# -- the parts beside the features: text sets, clip table, HDF5 objects (tests/test_store_integrity.py) --------
+
+
+def test_train_head_refuses_a_lost_text_chunk_and_extract_writes_the_set_again(zarr_copy, reference_store, clip_table,
+                                                                               encoder_cfg, extract_config, tmp_path):
+    (zarr_copy / "text" / "class_names" / "emb" / "c" / "0" / "0").unlink()  # read back as zeros before
+    frozen = ("--set", "head.learnable=false")  # no text encoder runs: the stored embeddings are the prompts
+    result = train_head_cli(zarr_copy, tmp_path / "run", encoder_cfg, *frozen)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "text set 'class_names': its prompts, tokens or embeddings do not match its checksum" in flat(result.output)
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+    repaired = extract(extract_config(zarr_copy), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
+    assert repaired.ok and repaired.extracted == 0  # no clip: only the text set is written again
+    with FeatureStore.open(zarr_copy) as s, FeatureStore.open(reference_store) as r:
+        assert s.verify() == [] and s.content_hash() == r.content_hash()
+
+
+def test_train_head_refuses_a_hand_edited_label_naming_the_clip_table(zarr_copy, encoder_cfg, tmp_path):
+    csv = zarr_copy / "clips.csv"
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table.loc[ROW, "label"] = str((int(table.loc[ROW, "label"]) + 1) % 7)
+    table.to_csv(csv, index=False, lineterminator="\n")
+    result = train_head_cli(zarr_copy, tmp_path / "run", encoder_cfg)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert str(csv) in "".join(result.output.split()) and "the clip table was edited" in flat(result.output)
+    assert "tgdfer extract --overwrite" in flat(result.output)  # how to change labels
+    assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_train_head_on_an_hdf5_store_with_a_damaged_object_is_one_error(h5_copy, encoder_cfg, tmp_path):
+    zero_h5_header(h5_copy, "text/class_names/emb")  # h5py: KeyError (bad object header version number)
+    result = train_head_cli(h5_copy, tmp_path / "run", encoder_cfg)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "HDF5 dataset 'text/class_names/emb' cannot be read" in flat(result.output)
+    assert str(h5_copy) in "".join(result.output.split())

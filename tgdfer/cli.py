@@ -413,13 +413,13 @@ def _verify(store: Path, backend: str) -> bool:
 
 
 def _print_damage(path: Path, damage: pd.DataFrame) -> None:
-    """The damaged clips `verify` found, and how to repair them; or that every done clip is intact."""
+    """The damaged clips and text sets `verify` found, and how to repair them; or that every done clip is intact."""
     if not len(damage):
-        stdout.print(f"integrity: every done clip of {path} matches its checksum", highlight=False)
+        stdout.print(f"integrity: every done clip and text set of {path} matches its checksum", highlight=False)
         return
-    stdout.print(_table(damage, title=f"damaged clips of {path}"))
-    stdout.print(f"[red]damaged:[/] {len(damage)} clips; re-run `tgdfer extract` with the store's pipeline to "
-                  "extract them again (an HDF5 store: the extraction re-exports it)", highlight=False)
+    stdout.print(_table(damage.astype(object).fillna(""), title=f"damaged clips of {path}"))
+    stdout.print(f"[red]damaged:[/] {len(damage)} clips or text sets; re-run `tgdfer extract` with the store's "
+                  "pipeline to extract them again (an HDF5 store: the extraction re-exports it)", highlight=False)
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -992,7 +992,7 @@ def info_cli(
     store: Annotated[Path, typer.Argument(metavar="STORE", help="A feature store (.zarr folder or .h5 file).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON (the fingerprint included).")]
         = False,
-    verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip against its checksum "
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every done clip and text set against its checksum "
                                          "(reads all features); exit 1 if any is damaged.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print the store's fingerprint (the settings "
                                           "its features were made with, about 50 lines of JSON), after the summary.")]
@@ -1024,6 +1024,10 @@ def info_cli(
         _print_fallbacks(d.fallbacks["clip_id"].tolist(), "")
     if not d.checksums:
         stdout.print(f"[yellow]checksums: none[/] ({NO_CHECKSUMS})", highlight=False)
+    unchecked = [p for p in d.not_checksummed or [] if p != "features"]
+    if unchecked:
+        stdout.print(f"[yellow]not checksummed:[/] {', '.join(unchecked)} (written by an older tgdfer or without "
+                     "a recorded annotation digest; their integrity cannot be verified)", highlight=False)
     if len(d.failures):
         stdout.print(f"failed: {len(d.failures)} clips, {d.skipped_at_read} of them skipped when reading the "
                       "annotations (missing or empty)")

@@ -17,7 +17,6 @@ computes the same bytes as one uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -49,6 +48,7 @@ from .sampling import view_seed
 from .progress import ProgressCallback, Stage, as_callback
 from .store import FeatureStore, export_hdf5
 from .storeformat import hdf5_staging_path
+from .storeintegrity import StoreDamaged, annotation_digest
 from .storeprotocol import check_no_live_writer, owned_rows
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,6 @@ def resolve_device(name: str) -> torch.device:
         local = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
         return torch.device("cuda", local % torch.cuda.device_count())
     return torch.device("cpu")
-
-
-def annotation_digest(table: pd.DataFrame) -> str:
-    """sha256 of what the annotations say (ids, labels, folds, splits), not where the files live nor how
-    many frames they hold: moving the dataset or repairing a corrupt video (whose n_frames was unknown)
-    keeps the store valid, while any change of labels or folds does not. The features never depend on
-    `n_frames`: sampling uses the frame count of the opened source."""
-    cols = ["clip_id", "label", "fold", "split"]
-    text = table[cols].to_csv(index=False, lineterminator="\n")
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_fingerprint(cfg: ExtractConfig, augment: AugmentConfig, enc: LoadedEncoder, table: pd.DataFrame,
@@ -292,10 +282,13 @@ def write_text_features(store: FeatureStore, enc: LoadedEncoder, descriptors: Op
     them, and a new prompts file replaces that set (the encoder and class names are in the fingerprint,
     the prompts are not)."""
     for name, prompts in build_prompt_sets(descriptors, classes=classes).items():
-        if name in store.text_sets and store.text(name)[0] == prompts:
-            continue
         if name in store.text_sets:
-            log.info("%s: replacing text set %r with the requested prompts", store.path, name)
+            try:
+                if store.text(name)[0] == prompts:
+                    continue
+                log.info("%s: replacing text set %r with the requested prompts", store.path, name)
+            except StoreDamaged as e:  # the repair of a damaged set is writing it again
+                log.warning("%s; writing it again", e.damage[0])
         tokens, emb = encode_texts(enc, prompts)  # [P, L], [P, D]
         store.write_text(name, prompts, tokens.numpy(), emb.cpu().numpy())
 

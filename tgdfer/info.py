@@ -12,7 +12,7 @@ import pandas as pd
 from .labels import CLASSES, ClassSet, stored_classes
 from .readers import SKIPPED_AT_READ
 from .store import FeatureStore
-from .storeformat import Damage
+from .storeintegrity import Damage
 
 
 @dataclass
@@ -35,6 +35,7 @@ class StoreDescription:
     fallbacks: pd.DataFrame | None = None  # with a face stage: done clips cropped by a fallback (row, clip_id, kind)
     damage: list[dict] | None = None  # with verify: damaged clips (row, clip_id, problem); None = not checked
     checksums: bool = True  # False: an older store without per-clip checksums (integrity cannot be verified)
+    not_checksummed: list[str] | None = None  # parts without checksums (features, face boxes, text set 'x', clip table)
 
     def to_json(self) -> dict:
         return {
@@ -46,7 +47,7 @@ class StoreDescription:
             **({} if self.face_sources is None else {
                 "face_sources": self.face_sources, "fallbacks": self.fallbacks.to_dict(orient="records")}),
             "failures": self.failures.astype(object).where(self.failures.notna(), None).to_dict(orient="records"),
-            "checksums": self.checksums,
+            "checksums": self.checksums, "not_checksummed": self.not_checksummed or [],
             **({} if self.damage is None else {"damage": self.damage}),
         }
 
@@ -56,7 +57,7 @@ def class_counts(clips: pd.DataFrame, done, classes: tuple[str, ...] = CLASSES) 
     group = "fold" if clips["fold"].notna().any() else "split"
     names = list(classes)
     df = clips.assign(done=done, cls=pd.Categorical([names[i] for i in clips["label"]], categories=names))
-    keys = [f"{group} {g}" for g in clips[group].fillna("-")]
+    keys = [f"{group} {g}" for g in clips[group].astype(object).fillna("-")]  # Int64 refuses "-"
     df = df.assign(group=keys)
     all_ = pd.crosstab(df["cls"], df["group"], margins=True, margins_name="total", dropna=False)
     ok = pd.crosstab(df["cls"], df["group"], values=df["done"].astype(int), aggfunc="sum",
@@ -90,7 +91,8 @@ def describe(path: str | Path, verify: bool = False) -> StoreDescription:
     """What the store at `path` holds; `verify` also checks every done clip against its checksum (reads all features)."""
     with FeatureStore.open(path) as store:
         damage = None if not verify else [
-            {"row": d.row, "clip_id": d.clip_id, "problem": d.problem} for d in store.verify()]
+            {"row": d.row, "clip_id": d.clip_id, "problem": d.problem} if d.row is not None else
+            {"row": None, "clip_id": None, "problem": str(d)} for d in store.verify()]
         clips = store.clips
         classes = stored_classes(store.fingerprint)
         faces = "faces" in store.fingerprint
@@ -103,7 +105,7 @@ def describe(path: str | Path, verify: bool = False) -> StoreDescription:
             skipped_at_read=int(failures["reason"].str.startswith(SKIPPED_AT_READ).sum()),
             face_sources=face_source_counts(store.read_face_source()) if faces else None,
             fallbacks=store.face_fallbacks() if faces else None,
-            damage=damage, checksums=store.has_checksums,
+            damage=damage, checksums=store.has_checksums, not_checksummed=store.not_checksummed(),
         )
 
 
@@ -115,4 +117,8 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame
 
 
 def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
-    return pd.DataFrame([(d.row, d.clip_id, d.problem) for d in damage], columns=["row", "clip_id", "problem"])
+    """row, clip_id, problem of each damaged clip; a damaged part that is no clip (a text set) has row and
+    clip_id <NA> and names itself in its problem."""
+    rows = [(d.row, d.clip_id, d.problem) if d.row is not None else (pd.NA, pd.NA, str(d)) for d in damage]
+    table = pd.DataFrame(rows, columns=["row", "clip_id", "problem"])
+    return table.astype({"row": "Int64"}) if len(table) else table

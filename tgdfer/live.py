@@ -66,7 +66,7 @@ class LiveFeatures:
         self.views = int(views) or int(sampling["views"])  # V of epoch_order: views 1..V-1 are augmented
         faces = FacesConfig.from_fingerprint(fp.get("faces"))
         self.faces = FaceStage(faces) if faces.enabled else None
-        self.boxes = store.read_boxes() if faces.enabled else None  # [N, V, T, 4] crop boxes extract used
+        self.boxes = store.read_boxes_verified() if faces.enabled else None  # [N, V, T, 4] crop boxes extract used
         self.box_index = store.read_frame_index() if faces.enabled else None  # [N, V, T] the frames they are of
         self.enc = enc
         self.visual = enc.model.visual

@@ -4,16 +4,17 @@ One store per (dataset, encoder, sampling, views). Shape legend: ``N`` clips, ``
 ``T`` frames, ``D`` feature width, ``P`` prompts, ``L`` tokens per prompt, ``B`` block size.
 
 `FeatureStore` opens, creates, reads, writes and verifies a store; `export_hdf5` writes its HDF5
-export. Its two halves live beside it: tgdfer.storeformat (the layout: Zarr / HDF5 arrays, the
-clip table, per-clip checksums, how a file is checked before it is read) and tgdfer.storeprotocol
-(the writer protocol: block ownership, atomic files, writer leases). Their docstrings describe
-the layout, crash safety, integrity, concurrency and the HDF5 export.
+export. Its three parts live beside it: tgdfer.storeformat (the layout: Zarr / HDF5 arrays, the
+clip table, how a file is checked before it is read), tgdfer.storeintegrity (per-clip checksums,
+the text sets' and clip table's digests, damage reports) and tgdfer.storeprotocol (the writer
+protocol: block ownership, atomic files, writer leases). Their docstrings describe the layout,
+crash safety, integrity, concurrency and the HDF5 export.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
 import logging
 import os
@@ -30,10 +31,12 @@ import zarr
 
 from .errors import StoreMismatchError, TgdferError
 from .limits import check_depth, load_json
-from .storeformat import (CHECKSUM, FAILURE_DIR, NO_CHECKSUMS, SCHEMA_VERSION, UNPLACED_FILE, Damage, H5Files,
-                          StoreDamaged, ZarrFiles, build_skeleton, check_layout, clip_checksums, clip_identity_diff,
-                          decode_clips, encode_clips, find_damage, hdf5_staging_path, open_files, read_rows,
-                          store_layout)
+from .storeformat import (FAILURE_DIR, SCHEMA_VERSION, UNPLACED_FILE, H5Files, StoreReadError, ZarrFiles, build_skeleton,
+                          check_layout, clip_identity_diff, decode_clips, encode_clips, hdf5_staging_path, open_files,
+                          read_rows, store_layout)
+from .storeintegrity import (ANNOTATION_COLUMNS, BEFORE_2026_11_24, BOX_CHECKSUM, CHECKSUM, NO_CHECKSUMS, Damage,
+                             StoreDamaged, annotation_digest, box_checksums, box_damage, clip_checksums, digest, find_damage,
+                             text_digest)
 from .storeprotocol import (LOCK_DIR, TMP_DIR, AtomicLocalStore, acquire_lease, check_writer, owned_rows, publish_dir,
                             remove_stale, tmp_name, write_atomic)
 
@@ -96,7 +99,8 @@ def diff_fingerprint(stored: dict, wanted: dict, ignore: Sequence[str] = ()) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-_DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError)  # codecs (zstd, blosc) and h5py on damaged bytes
+# codecs (zstd, blosc) on damaged bytes; StoreReadError: h5py's, turned into one naming the file and dataset
+_DECODE_ERRORS = (RuntimeError, ValueError, OSError, EOFError, StoreReadError)
 
 
 def _settle_zarr() -> None:
@@ -111,15 +115,6 @@ def _settle_zarr() -> None:
         sync(drain(), timeout=10)
     except Exception:  # only tidiness is at stake here
         pass
-
-
-def _digest(*parts: bytes) -> str:
-    """Hex sha256 of ``parts``, each prefixed by its length (so that no two splits of the bytes collide)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
@@ -173,6 +168,11 @@ class FeatureStore:
             files.close()
             raise TgdferError(f"{path}: its clip table has {len(self._clips)} rows, its attributes say "
                               f"{layout['n_clips']} clips: a damaged or altered store")
+        try:
+            self._check_clip_table()
+        except TgdferError:
+            files.close()
+            raise
         self._leases: dict[int, tuple[int, Any]] = {}
 
     # -- construction ---------------------------------------------------------------------------
@@ -290,6 +290,32 @@ class FeatureStore:
                 raise TgdferError(f"{self.path}: its clip table cannot be read ({str(e)[:200]})") from None
         return self._clips.copy()
 
+    @property
+    def clip_table_digest(self) -> str | None:
+        """The digest of the clip ids, labels, folds and splits the store was extracted with (its fingerprint's
+        annotations.sha256, ``annotation_digest``), or None for a store made without one (not checksummed)."""
+        recorded = self.fingerprint.get("annotations") if isinstance(self.fingerprint, dict) else None
+        recorded = recorded.get("sha256") if isinstance(recorded, dict) else None
+        return recorded if isinstance(recorded, str) else None
+
+    def _check_clip_table(self) -> None:
+        """TgdferError naming clips.csv when its ids, labels, folds or splits are not those the features were
+        extracted for (a hand-edited label or fold would train and score silently); paths and frame counts
+        may change (a moved dataset)."""
+        recorded = self.clip_table_digest
+        if recorded is None:
+            return
+        now = set()
+        for columns in (ANNOTATION_COLUMNS, BEFORE_2026_11_24):  # stores extracted until then digested n_frames too
+            with contextlib.suppress(KeyError):  # a column it reads is not in the table (or was removed)
+                now.add(annotation_digest(self._clips, columns))
+        if recorded not in now:
+            raise TgdferError(
+                f"{self._files.clips_where()}: its clip ids, labels, folds or splits are not those the store was "
+                "extracted with (the fingerprint's annotations.sha256): the clip table was edited. Restore it, or "
+                "to change labels or folds re-extract with the new annotations (`tgdfer extract --overwrite`): "
+                "a store is bound to the annotations it was made from")
+
     # -- reading ----------------------------------------------------------------------------------
 
     def _rows(self, rows: Any) -> np.ndarray:
@@ -353,53 +379,89 @@ class FeatureStore:
             raise TgdferError(f"{self.path}: its {name!r} array cannot be decoded ({e}); the store is damaged "
                               "beyond a clip: rebuild it with `tgdfer extract --overwrite`") from None
 
+    @property
+    def has_box_checksums(self) -> bool:
+        """False for stores written before tgdfer stored per-clip checksums of the face boxes and sources."""
+        return self._files.has("box_checksum")
+
+    def read_box_checksums(self) -> np.ndarray | None:
+        """``[N]`` uint64 per-clip checksums of boxes and face_source (0 = not written), or None for an older store."""
+        return self._read_whole("box_checksum").astype(np.uint64) if self.has_box_checksums else None
+
+    def not_checksummed(self) -> list[str]:
+        """The parts of the store without a checksum (written by an older tgdfer): their integrity cannot be verified."""
+        parts = [] if self.has_checksums else ["features"]
+        parts += [] if self.has_box_checksums else ["face boxes"]
+        parts += [f"text set {name!r}" for name in self.text_sets if self._files.read_text(name, self.dim)[3] is None]
+        return parts + ([] if self.clip_table_digest else ["clip table"])
+
     def _undecodable(self, rows: np.ndarray) -> list[Damage]:
         """Rows among ``rows`` whose feats or frame_index chunk cannot be decoded (read one clip at a time)."""
-        return self._read_clips(rows)[2]
+        return self._read_clips(rows)[1]
 
-    def _read_clips(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Damage]]:
-        """feats [n, V, T, D] and frame_index [n, V, T] of sorted unique ``rows``, and the rows that cannot be
-        decoded (they read as NaN / -1). One bulk read; clip by clip only when it fails."""
-        feats_a, index_a = self._files.array("feats"), self._files.array("frame_index")
+    def _read_clips(self, rows: np.ndarray, names: Sequence[str] = ("feats", "frame_index")
+                    ) -> tuple[list[np.ndarray], list[Damage]]:
+        """The arrays ``names`` of sorted unique ``rows`` (feats [n, V, T, D], frame_index [n, V, T], boxes
+        [n, V, T, 4], face_source [n, V, T]) and the rows that cannot be decoded (they read as the fill value).
+        One bulk read each; clip by clip only when it fails."""
+        arrays = [self._files.array(name) for name in names]
         try:
-            return read_rows(feats_a, rows, None), read_rows(index_a, rows, None), []
+            return [read_rows(a, rows, None) for a in arrays], []
         except _DECODE_ERRORS:
             if self.backend == "zarr":
                 _settle_zarr()
         n, v, t, d = len(rows), self.views, self.frames, self.dim
-        feats, index = np.full((n, v, t, d), np.nan, np.float16), np.full((n, v, t), -1, np.int32)
+        fill = {"feats": ((v, t, d), np.float16, np.nan), "frame_index": ((v, t), np.int32, -1),
+                "boxes": ((v, t, 4), np.float32, np.nan), "face_source": ((v, t), np.int8, -1)}
+        out = [np.full((n, *fill[name][0]), fill[name][2], fill[name][1]) for name in names]
         damage = []
         for i, row in enumerate(rows.tolist()):
-            for what, array, out in (("feats", feats_a, feats), ("frame_index", index_a, index)):
+            for what, array, into in zip(names, arrays, out):
                 try:
-                    out[i] = array[row]
+                    into[i] = array[row]
                 except _DECODE_ERRORS as e:
                     if self.backend == "zarr":
                         _settle_zarr()
                     damage.append(Damage(row, str(self.clip_ids[row]), f"its {what} chunk cannot be decoded ({e})"))
                     break
-        return feats, index, damage
+        return out, damage
 
     def _scan(self, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, list[Damage]]]:
         """(rows, feats, damage) for sorted done ``rows``, about 64 MB at a time: every clip checked
-        against its checksum (when the store has them) and for non-finite values."""
-        checksums = self.read_checksums()
+        against its checksums (when the store has them: feats and frame_index, boxes and face sources)
+        and for non-finite values."""
+        checksums, box_checks = self.read_checksums(), self.read_box_checksums()
+        names = ("feats", "frame_index") + (() if box_checks is None else ("boxes", "face_source"))
         step = self.block_size * max(1, (64 << 20) // (self.block_size * self.views * self.frames * self.dim * 2))
         for start in range(0, len(rows), step):
             part = rows[start:start + step]
-            feats, index, damage = self._read_clips(part)
+            arrays, damage = self._read_clips(part, names)
             ok = slice(None) if not damage else ~np.isin(part, [dmg.row for dmg in damage])  # no copy when intact
-            damage += find_damage(part[ok], self.clip_ids, feats[ok], index[ok],
-                              None if checksums is None else checksums[part[ok]])
-            yield part, feats, sorted(damage, key=lambda dmg: dmg.row)
+            boxes, source = (None, None) if box_checks is None else (arrays[2][ok], arrays[3][ok])
+            damage += find_damage(part[ok], self.clip_ids, arrays[0][ok], arrays[1][ok],
+                                  None if checksums is None else checksums[part[ok]], boxes, source,
+                                  None if box_checks is None else box_checks[part[ok]])
+            yield part, arrays[0], sorted(damage, key=lambda dmg: dmg.row)
 
     def verify(self, rows: Any = None) -> list[Damage]:
         """Damaged clips among the done ``rows`` (default all): chunks that do not match their checksum
-        (flipped bits, another clip's chunk, missing or truncated), cannot be decoded, or hold NaN / inf."""
+        (flipped bits, another clip's chunk, missing or truncated), cannot be decoded, or hold NaN / inf;
+        for the whole store (``rows`` None) also the text sets that do not match theirs (``row`` None)."""
         done = self.done
+        whole = rows is None
         rows = np.flatnonzero(done) if rows is None else np.unique(self._rows(rows))
         rows = rows[done[rows]]
-        return [dmg for _, _, damage in self._scan(rows) for dmg in damage]
+        damage = [dmg for _, _, found in self._scan(rows) for dmg in found]
+        return damage + (self._text_damage() if whole else [])
+
+    def _text_damage(self) -> list[Damage]:
+        out = []
+        for name in self.text_sets:
+            try:
+                self.text(name)
+            except StoreDamaged as e:
+                out += e.damage
+        return out
 
     def read_feats_verified(self) -> np.ndarray:
         """``read_feats()`` of the whole store, with every done clip checked as ``verify`` does;
@@ -418,13 +480,9 @@ class FeatureStore:
         store without checksums), ``clip_table`` and each ``text`` set. Cheap: reads no features."""
         done = self.done
         checksums = self.read_checksums()
-        clips = None if checksums is None else _digest(done.tobytes(), np.where(done, checksums, 0).astype("<u8").tobytes())
-        text = {}
-        for name in self.text_sets:
-            prompts, tokens, emb = self.text(name)
-            text[name] = _digest(json.dumps(prompts).encode("utf-8"), np.ascontiguousarray(tokens, "<i4").tobytes(),
-                                np.ascontiguousarray(emb, "<f4").tobytes())
-        return {"clips": clips, "clip_table": _digest(self._files.clips_csv().encode("utf-8")), "text": text}
+        clips = None if checksums is None else digest(done.tobytes(), np.where(done, checksums, 0).astype("<u8").tobytes())
+        text = {name: text_digest(*self.text(name)) for name in self.text_sets}
+        return {"clips": clips, "clip_table": digest(self._files.clips_csv().encode("utf-8")), "text": text}
 
     def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
         """Features ``[n, V, T, D]`` float16 of ``rows`` (default all, in one bulk read), in the order given.
@@ -454,6 +512,17 @@ class FeatureStore:
             n = self.n_clips if rows is None else len(self._rows(rows))
             return np.full((n, self.views, self.frames), -1, np.int8)
         return self._read("face_source", rows, None)
+
+    def read_boxes_verified(self) -> np.ndarray:
+        """``read_boxes()`` of the whole store ``[N, V, T, 4]``, every done clip's boxes and face sources checked
+        against its box checksum (when the store has them); StoreDamaged names the damaged clips."""
+        boxes, checks = self.read_boxes(), self.read_box_checksums()
+        rows = np.flatnonzero(self.done)
+        damage = box_damage(rows, self.clip_ids, boxes[rows], self.read_face_source(rows), checks[rows]) \
+            if checks is not None else []
+        if damage:
+            raise StoreDamaged(self.path, damage)
+        return boxes
 
     def face_fallbacks(self) -> pd.DataFrame:
         """Done clips whose crops are a fallback, not a face: row, clip_id, kind ("center": no face was
@@ -510,16 +579,21 @@ class FeatureStore:
         return self._files.text_names()
 
     def text(self, name: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Prompt set ``name``: (prompts, tokens ``[P, L]`` int32, embeddings ``[P, D]`` float32)."""
+        """Prompt set ``name``: (prompts, tokens ``[P, L]`` int32, embeddings ``[P, D]`` float32), checked against
+        its checksum when the store has one (StoreDamaged if it does not match)."""
         if name in self._texts:  # a store opened to read keeps what it read (13 ms a set from Zarr)
             prompts, tokens, emb = self._texts[name]
             return list(prompts), tokens.copy(), emb.copy()
         if name not in self.text_sets:
             raise TgdferError(f"{self.path}: no text set {name!r}; stored sets: {self.text_sets}")
-        text = self._files.read_text(name, self.dim)
+        *text, recorded = self._files.read_text(name, self.dim)
+        if recorded is not None and recorded != text_digest(*text):  # a chunk changed, or missing (reads as 0)
+            raise StoreDamaged(self.path, [Damage(None, "", "its prompts, tokens or embeddings do not match its "
+                                                  "checksum (changed bytes, or a missing chunk read as the fill value)",
+                                                  part=f"text set {name!r}")])
         if self.mode == "r":
             self._texts[name] = (list(text[0]), text[1].copy(), text[2].copy())
-        return text
+        return tuple(text)
 
     def size_on_disk(self) -> int:
         """Bytes the store takes on disk (all files of the Zarr directory, or the HDF5 file)."""
@@ -572,7 +646,7 @@ class FeatureStore:
         frame_index  # [n, V, T] integer source frame numbers
         boxes        # [n, V, T, 4] face crop boxes, or None (whole frames: stays NaN)
         face_source  # [n, V, T] where each face box came from (FACE_SOURCES codes), or None (stays -1)
-        Returns after the data and each clip's checksum are on disk; ``done`` is set only then.
+        Returns after the data and each clip's checksums are on disk; ``done`` is set only then.
         Clears failures of these rows.
         """
         rows = self._owned(rows, writer, num_writers)
@@ -612,6 +686,11 @@ class FeatureStore:
             self._set_rows(self._files.array("face_source"), rows, face_source[order])
         if self.has_checksums:  # a store made before checksums stays without them
             self._set_rows(self._files.array("checksum"), rows, clip_checksums(rows, self.clip_ids[rows], feats, frame_index))
+        if self.has_box_checksums:  # over what the rows now hold: the fill values where nothing was given
+            stored_boxes = np.full((n, v, t, 4), np.nan, np.float32) if boxes is None else boxes[order]
+            stored_source = np.full((n, v, t), -1, np.int8) if face_source is None else face_source[order]
+            self._set_rows(self._files.array("box_checksum"), rows,
+                           box_checksums(rows, self.clip_ids[rows], stored_boxes, stored_source))
         self._set_rows(self._files.array("done"), rows, True)  # only after the data above is stored
         failures = self._own_failures(writer)
         written = set(rows.tolist())
@@ -682,7 +761,8 @@ class FeatureStore:
             raise ValueError(f"text set {name!r}: tokens must be integers, got {tokens.dtype}")
         fsync = self._files.zstore.fsync
         tmp = self.path / TMP_DIR / tmp_name(f"text-{name}")
-        g = zarr.create_group(store=AtomicLocalStore(tmp, fsync=fsync), attributes={"prompts": prompts})
+        attributes = {"prompts": prompts, "checksum": text_digest(prompts, tokens, emb)}  # checked on every read
+        g = zarr.create_group(store=AtomicLocalStore(tmp, fsync=fsync), attributes=attributes)
         g.create_array("tokens", shape=tokens.shape, dtype="int32", chunks=tokens.shape)[:] = tokens
         g.create_array("emb", shape=emb.shape, dtype="float32", chunks=emb.shape)[:] = emb
         shutil.rmtree(tmp / TMP_DIR, ignore_errors=True)
@@ -707,9 +787,11 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
     f.create_dataset("frame_index", data=src.read_frame_index(), chunks=(min(n, src.block_size), v, t))
     f.create_dataset("boxes", data=src.read_boxes(), chunks=(min(n, src.block_size), v, t, 4))
     f.create_dataset("face_source", data=src.read_face_source(), chunks=(min(n, src.block_size), v, t))
-    if src.has_checksums:
-        f.create_dataset("checksum", data=src.read_checksums(), chunks=(min(n, src.block_size),))
-        f["checksum"].attrs["algorithm"] = CHECKSUM
+    for name, algorithm, values in (("checksum", CHECKSUM, src.read_checksums()),
+                                    ("box_checksum", BOX_CHECKSUM, src.read_box_checksums())):
+        if values is not None:  # a store made before them stays without them
+            f.create_dataset(name, data=values, chunks=(min(n, src.block_size),))
+            f[name].attrs["algorithm"] = algorithm
     f.create_dataset("done", data=src.done)
     text = h5py.string_dtype()
     f.create_dataset("clips_csv", data=src._files.clips_csv(), dtype=text)
@@ -721,8 +803,10 @@ def _write_h5(f: h5py.File, src: FeatureStore) -> None:
         f.create_dataset("unplaced_json", data=json.dumps(unplaced, ensure_ascii=False), dtype=text)
     group = f.create_group("text")
     for name in src.text_sets:
-        prompts, tokens, emb = src.text(name)
+        prompts, tokens, emb = src.text(name)  # checked against its checksum
         g = group.create_group(name)
+        if src._files.read_text(name, src.dim)[3] is not None:  # a set made before checksums stays without one
+            g.attrs["checksum"] = text_digest(prompts, tokens, emb)
         g.create_dataset("prompts", data=np.array(prompts, dtype=object), dtype=text)
         g.create_dataset("tokens", data=tokens)
         g.create_dataset("emb", data=emb)

@@ -1,7 +1,8 @@
 """The feature store's layout and file format: Zarr and HDF5 arrays, the clip table, checksums.
 
 What a store holds and how it is read back and checked; how several processes write it safely is
-tgdfer.storeprotocol, the store that uses both is tgdfer.store.FeatureStore.
+tgdfer.storeprotocol, how its contents are checksummed tgdfer.storeintegrity, the store that uses
+them is tgdfer.store.FeatureStore.
 
 Feature store: frozen CLIP features of every clip on disk, resumable and shardable.
 
@@ -25,21 +26,24 @@ Zarr layout (extraction always writes this; an HDF5 export holds the same names)
     <store>/checksum/                 [N] uint64, chunk (B,): per-clip checksum of the row, clip id, feats and
                                       frame_index bytes (``clip_checksums``); 0 = not written. Stores made
                                       before checksums lack it (integrity cannot be verified, with a warning).
+    <store>/box_checksum/             [N] uint64, chunk (B,): per-clip checksum of the row, clip id, boxes and
+                                      face_source bytes as stored (``box_checksums``; fill values included);
+                                      0 = not written. Older stores lack it: their boxes are not checksummed.
     <store>/done/                     [N] bool, chunk (B,)
     <store>/text/<name>/              group per prompt set: tokens [P, L] int32, emb [P, D] float32, attrs "prompts"
-    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"
+                                      and "checksum" (``text_digest`` of all three; older stores lack it)
+    <store>/clips.csv                 the clip table; column dtypes in attrs "tgdfer_store" -> "clip_columns"; its
+                                      ids, labels, folds and splits are digested in the fingerprint
+                                      ("annotations" -> "sha256", ``annotation_digest``)
     <store>/failures/writer_<k>.json  clips writer k could not read, with the reason
     <store>/failures/unplaced.json    annotation rows the reader skipped that have no row (a label that
                                       is no class), with the reason; written by writer 0
     <store>/.tmp/                     files being written (renamed into place when complete)
     <store>/.locks/writer_<k>.lock    flock held by the live process acting as writer k
 
-Integrity. Every clip's checksum is written by its writer in the same ``write_clips`` as its
-chunk, over the row index, clip id and the exact feats / frame_index bytes stored, so a flipped
-bit, a truncated or missing chunk (it reads as the fill value) and a chunk swapped for another
-clip's all show as a mismatch. ``verify`` checks every done clip (and that its features are
-finite); ``read_feats_verified`` does the same for what training loads; ``content_hash`` sums up
-the checksums, the clip table and the text sets so that a resumed run can see that its store changed.
+Integrity (checksums, digests, what a damaged clip or text set is) is tgdfer.storeintegrity. An
+HDF5 file whose pages are damaged makes h5py raise KeyError / OSError: every HDF5 read goes through
+``H5Dataset``, which turns them into StoreReadError naming the file and the dataset.
 
 HDF5. HDF5 files are neither crash- nor multi-writer-safe, so HDF5 is an export format: extract
 into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr store), then
@@ -49,11 +53,10 @@ into the Zarr store at ``hdf5_staging_path(h5)`` (which resumes like any Zarr st
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import io
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,7 @@ import zarr
 
 from .errors import TgdferError
 from .limits import LimitError, check_frame_count, check_store_shape, load_json
+from .storeintegrity import BOX_CHECKSUM, CHECKSUM
 from .storeprotocol import LOCK_DIR, TMP_DIR, AtomicLocalStore, write_atomic
 
 SCHEMA_VERSION = 1
@@ -82,92 +86,6 @@ def hdf5_staging_path(h5_path: str | Path) -> Path:
     """The Zarr store an HDF5 extraction writes (and resumes) before ``export_hdf5``: ``<h5>.staging.zarr``."""
     h5_path = Path(h5_path)
     return h5_path.with_name(h5_path.name + ".staging.zarr")
-
-
-# ---------------------------------------------------------------------------------------------
-# Integrity (pure functions)
-# ---------------------------------------------------------------------------------------------
-
-
-CHECKSUM = "sha256-64(row, clip_id, feats, frame_index)"  # recorded in the checksum array's attributes
-NO_CHECKSUMS = "written by an older tgdfer, no checksums; integrity cannot be verified"
-
-
-def clip_checksums(rows: np.ndarray, clip_ids: Sequence[str], feats: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
-    """``[n]`` uint64 checksums of clips as stored: the first 8 bytes of the sha256 of each row's index,
-    clip id, feats ``[n, V, T, D]`` float16 bytes and frame_index ``[n, V, T]`` int32 bytes (little-endian).
-
-    The row and id are hashed with the data, so a chunk swapped for another clip's does not match.
-    sha256 rather than blake2b: OpenSSL's runs on the CPU's SHA instructions, faster than blake2b
-    where they exist (benchmarks/checksum.py measures both).
-    """
-    feats = np.ascontiguousarray(feats, dtype="<f2")
-    frame_index = np.ascontiguousarray(frame_index, dtype="<i4")
-    out = np.empty(len(rows), dtype=np.uint64)
-    for i, (row, clip_id) in enumerate(zip(rows, clip_ids)):
-        h = hashlib.sha256(int(row).to_bytes(8, "little") + str(clip_id).encode("utf-8") + b"\0")
-        h.update(feats[i].data)
-        h.update(frame_index[i].data)
-        out[i] = np.uint64(int.from_bytes(h.digest()[:8], "little"))
-    return out
-
-
-def finite_rows(feats: np.ndarray) -> np.ndarray:
-    """``[n]`` bool: clips of float16 ``feats [n, ...]`` free of NaN and inf (all-ones exponent bits;
-    numpy's float16 isfinite is 2-3x slower)."""
-    bits = np.ascontiguousarray(feats, dtype=np.float16).view(np.uint16).reshape(len(feats), -1)
-    return ((bits & 0x7C00) != 0x7C00).all(axis=1)
-
-
-@dataclass(frozen=True)
-class Damage:
-    """One damaged clip of a store: its row, id and what is wrong."""
-
-    row: int
-    clip_id: str
-    problem: str
-    repairable: bool = True  # re-extracting the clip rewrites it (False: the encoder made these values)
-
-    def __str__(self) -> str:
-        return f"clip {self.clip_id!r} (row {self.row}): {self.problem}"
-
-
-class StoreDamaged(TgdferError):
-    """A store's data does not match its checksums, cannot be decoded, or is not finite."""
-
-    def __init__(self, path: str | Path, damage: Sequence[Damage], shown: int = 3):
-        self.path, self.damage = str(path), list(damage)
-        listed = "; ".join(str(d) for d in self.damage[:shown])
-        more = f"; and {len(self.damage) - shown} more" if len(self.damage) > shown else ""
-        fix = ("re-run `tgdfer extract` with the store's pipeline: it re-extracts damaged clips"
-               if any(d.repairable for d in self.damage) else
-               "the encoder wrote these values: re-extract into a new store (`tgdfer extract --overwrite`, "
-               "which records such clips as failures), e.g. with encoder.precision = \"fp32\"")
-        super().__init__(f"{path}: {len(self.damage)} damaged clip(s): {listed}{more}; {fix} "
-                         f"(`tgdfer info --verify {path}` lists them all)")
-
-
-def find_damage(rows: np.ndarray, clip_ids: np.ndarray, feats: np.ndarray, frame_index: np.ndarray,
-            checksums: np.ndarray | None) -> list[Damage]:
-    """Damaged clips among ``rows`` (all done) given what was read: feats [n, V, T, D], frame_index [n, V, T]."""
-    if not len(rows):
-        return []
-    out = []
-    ids = clip_ids[rows]
-    got = None if checksums is None else clip_checksums(rows, ids, feats, frame_index)
-    finite = finite_rows(feats)
-    for i, row in enumerate(rows.tolist()):
-        if got is not None and checksums[i] == 0:
-            out.append(Damage(row, str(ids[i]), "done but its checksum is missing"))
-        elif got is not None and got[i] != checksums[i]:
-            empty = np.isnan(feats[i]).all() or (frame_index[i] == -1).all()
-            why = ("its chunk is missing (reads as the fill value)" if empty else
-                   "data does not match its checksum (changed bytes or another clip's chunk)")
-            out.append(Damage(row, str(ids[i]), why))
-        elif not finite[i]:
-            out.append(Damage(row, str(ids[i]), "features are not finite (NaN or inf) though stored intact",
-                              repairable=False))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +178,29 @@ def encode_clips(clips: pd.DataFrame) -> tuple[str, list[dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
+class StoreReadError(TgdferError):
+    """A part of a store cannot be read: a damaged page or object of an HDF5 file, a Zarr array's missing metadata."""
+
+
+READ_ERRORS = (KeyError, OSError, RuntimeError)  # what h5py and zarr raise on a damaged file or a missing node
+
+
+@contextlib.contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Turn what h5py or zarr raise on a damaged file (READ_ERRORS) into one StoreReadError naming ``where``
+    (the file and the dataset): the one place a store read's low-level error becomes the user's."""
+    try:
+        yield
+    except StoreReadError:
+        raise
+    except READ_ERRORS as e:
+        raise StoreReadError(f"{where} cannot be read ({type(e).__name__}: {str(e)[:200]}): the store is damaged; "
+                             "copy it again, or rebuild it (`tgdfer extract`; an HDF5 store is exported again from "
+                             "its Zarr store)") from None
+
+
 def read_rows(array: Any, rows: np.ndarray | None, views: Any) -> np.ndarray:
-    """``array[rows][:, views]`` for a zarr Array or an h5py Dataset; ``rows`` sorted unique or None."""
+    """``array[rows][:, views]`` for a zarr Array or an H5Dataset; ``rows`` sorted unique or None."""
     if isinstance(array, zarr.Array):
         if rows is not None and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
             rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a run of rows: zarr reads a slice faster
@@ -285,11 +224,15 @@ class ZarrFiles:
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            with reading(str(self.root / name)):
+                self._arrays[name] = self.group[name]
         return self._arrays[name]
 
     def has(self, name: str) -> bool:
         return name in self._arrays or (self.root / name / "zarr.json").is_file()
+
+    def clips_where(self) -> str:
+        return str(self.root / CLIPS_FILE)
 
     def clips_csv(self) -> str:
         return (self.root / CLIPS_FILE).read_text(encoding="utf-8")
@@ -311,11 +254,13 @@ class ZarrFiles:
     def text_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "text").iterdir() if (p / "zarr.json").is_file())
 
-    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
-        prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
-        check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
-        return list(prompts), tokens[:], emb[:]
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+        """Prompt set ``name``: prompts, tokens [P, L], emb [P, D] and its recorded checksum (None: an older store)."""
+        with reading(str(self.root / "text" / name)):
+            g = zarr.open_group(store=self.zstore, path=f"text/{name}", mode="r")
+            prompts, tokens, emb = g.attrs["prompts"], g["tokens"], g["emb"]
+            check_text_shapes(self.root / "text" / name, prompts, tokens.shape, emb.shape, dim)
+            return list(prompts), tokens[:], emb[:], g.attrs.get("checksum")
 
     def size(self) -> int:
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.root) for f in files)
@@ -324,42 +269,88 @@ class ZarrFiles:
         pass
 
 
+class H5Dataset:
+    """One dataset of an HDF5 store whose every read goes through ``reading``: h5py's KeyError / OSError on a
+    damaged page or object become a StoreReadError naming the file and the dataset. H5Files reads only so."""
+
+    def __init__(self, file: h5py.File, path: Path, name: str):
+        self._file, self.name, self.where = file, name, f"{path}: HDF5 dataset {name!r}"
+        self._node: h5py.Dataset | None = None
+
+    def node(self) -> h5py.Dataset:
+        if self._node is None:
+            with reading(self.where):
+                self._node = self._file[self.name]
+        return self._node
+
+    @property
+    def shape(self) -> tuple:
+        with reading(self.where):
+            return self.node().shape
+
+    @property
+    def attrs(self) -> dict:
+        with reading(self.where):
+            return dict(self.node().attrs)
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        with reading(self.where):
+            return self.node()[sel]
+
+    def text(self, sel: Any = ()) -> Any:
+        """A string dataset's value (``()``: a scalar) as str."""
+        with reading(self.where):
+            return self.node().asstr()[sel]
+
+
 class H5Files:
     backend = "hdf5"
 
     def __init__(self, path: Path):
         self.path = path
         self.file = h5py.File(path, "r")
+        self._arrays: dict[str, H5Dataset] = {}
 
     def attrs(self) -> dict:
-        return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}") for k in ("tgdfer_store", "fingerprint")
-                if k in self.file.attrs}
+        with reading(f"{self.path}: the root attributes"):
+            return {k: load_json(self.file.attrs[k], f"{self.path}: attribute {k}")
+                    for k in ("tgdfer_store", "fingerprint") if k in self.file.attrs}
 
-    def array(self, name: str) -> h5py.Dataset:
-        return self.file[name]
+    def array(self, name: str) -> H5Dataset:
+        if name not in self._arrays:
+            self._arrays[name] = H5Dataset(self.file, self.path, name)
+        return self._arrays[name]
 
     def has(self, name: str) -> bool:
-        return name in self.file
+        with reading(f"{self.path}: HDF5 dataset {name!r}"):
+            return name in self.file
+
+    def clips_where(self) -> str:
+        return f"{self.path}: HDF5 dataset 'clips_csv'"
 
     def clips_csv(self) -> str:
-        return self.file["clips_csv"].asstr()[()]
+        return self.array("clips_csv").text()
 
     def failure_records(self) -> list[dict]:
-        return load_json(self.file["failures_json"].asstr()[()], f"{self.path}: failures_json")
+        return load_json(self.array("failures_json").text(), f"{self.path}: failures_json")
 
     def unplaced_records(self) -> list[dict]:
-        if "unplaced_json" not in self.file:
+        if not self.has("unplaced_json"):
             return []
-        return check_unplaced(load_json(self.file["unplaced_json"].asstr()[()], f"{self.path}: unplaced_json"), self.path)
+        return check_unplaced(load_json(self.array("unplaced_json").text(), f"{self.path}: unplaced_json"), self.path)
 
     def text_names(self) -> list[str]:
-        return sorted(self.file["text"].keys())
+        with reading(f"{self.path}: HDF5 group 'text'"):
+            return sorted(self.file["text"].keys())
 
-    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-        g = self.file["text"][name]
-        prompts = [str(p) for p in g["prompts"].asstr()[:]]
-        check_text_shapes(f"{self.path}: text/{name}", prompts, g["tokens"].shape, g["emb"].shape, dim)
-        return prompts, g["tokens"][:], g["emb"][:]
+    def read_text(self, name: str, dim: int) -> tuple[list[str], np.ndarray, np.ndarray, str | None]:
+        """Prompt set ``name``: prompts, tokens [P, L], emb [P, D] and its recorded checksum (None: an older store)."""
+        with reading(f"{self.path}: HDF5 group 'text/{name}'"):
+            checksum = self.file["text"][name].attrs.get("checksum")
+        prompts = [str(p) for p in self.array(f"text/{name}/prompts").text(slice(None))]
+        tokens, emb = self.array(f"text/{name}/tokens"), self.array(f"text/{name}/emb")
+        check_text_shapes(f"{self.path}: text/{name}", prompts, tokens.shape, emb.shape, dim)
+        return prompts, tokens[:], emb[:], None if checksum is None else str(checksum)
 
     def size(self) -> int:
         return os.path.getsize(self.path)
@@ -500,7 +491,8 @@ def check_layout(path: Path, layout: dict, files: ZarrFiles | H5Files) -> None:
         raise TgdferError(f"{path}: the store's attributes say {wanted} (clips, views, frames, dim) but its "
                           f"feats array is {shape}: a damaged or altered store")
     n, v, t = wanted[:3]
-    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("done", (n,))):
+    for name, expect in (("frame_index", (n, v, t)), ("boxes", (n, v, t, 4)), ("face_source", (n, v, t)),
+                         ("checksum", (n,)), ("box_checksum", (n,)), ("done", (n,))):
         if files.has(name) and tuple(files.array(name).shape) != expect:
             raise TgdferError(f"{path}: its {name} array is {tuple(files.array(name).shape)}, the store's "
                               f"attributes say {expect}: a damaged or altered store")
@@ -534,6 +526,8 @@ def build_skeleton(root: Path, layout: dict, fingerprint: dict, clips_csv: str, 
     g.create_array("face_source", shape=(n, v, t), chunks=(b, v, t), dtype="int8", fill_value=-1)
     g.create_array("checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
                    attributes={"algorithm": CHECKSUM})
+    g.create_array("box_checksum", shape=(n,), chunks=(b,), dtype="uint64", fill_value=0,
+                   attributes={"algorithm": BOX_CHECKSUM})
     g.create_array("done", shape=(n,), chunks=(b,), dtype="bool", fill_value=False)
     g.create_group("text")
     write_atomic(root / CLIPS_FILE, clips_csv.encode("utf-8"), root / TMP_DIR, fsync)

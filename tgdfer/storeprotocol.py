@@ -7,7 +7,7 @@ Crash safety. Every file of the store is written whole to ``.tmp/`` and then ``o
 onto its key, so a reader (or a resumed run) sees a chunk's old bytes or its new bytes, never a
 torn file; ``fsync=True`` also flushes each file and its directory (for power loss; a SIGKILL
 alone cannot lose page-cache data). ``write_clips`` returns only after zarr has stored every
-feats / frame_index / checksum chunk of the batch, and only then sets ``done`` for those rows, so
+feats / frame_index / boxes / checksum chunk of the batch, and only then sets ``done`` for those rows, so
 ``done`` never covers data that is not on disk. A killed run leaves at most some rows written but not
 done; the rerun recomputes them and rewrites the same bytes. Temporary files of dead processes
 (same host, pid gone) are removed when the store is next opened for writing. The store is created
@@ -15,7 +15,8 @@ whole in a hidden sibling directory and renamed into place, so it exists complet
 
 Concurrency. Rows are grouped in blocks (``row // block_size``); block ``b`` belongs to writer
 ``b % num_writers``. Every file a row touches -- its feats chunk, the zarr shard holding it
-(shard = one block), its frame_index, checksum and done chunks (one block each) and ``failures/writer_k``
+(shard = one block), its frame_index, boxes, face_source, checksum, box_checksum and done chunks (one
+block each) and ``failures/writer_k``
 -- is therefore written by exactly one writer, and ``write_clips`` refuses rows the writer does
 not own. A partial write into a shard or block chunk is a read-modify-write by its owner alone,
 made atomic by the rename, so writers never lose each other's data and the batch size need not
