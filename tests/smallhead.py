@@ -18,6 +18,22 @@ SMALL_HEAD_OVERRIDES = [f"head.{k}={v}" for k, v in SMALL_HEAD.items()]  # load_
 SMALL_HEAD_TOML = "".join(f"{k} = {v}\n" for k, v in SMALL_HEAD.items())
 
 
+def small_pipeline_toml(store, weights, epochs: int, batch_size: int, extra: str = "") -> str:
+    """A pipeline file's text: the tiny encoder at `weights`, the small head with fixed prompts, training on `store`."""
+    return f"""
+[encoder]
+model = "tgdfer-tiny-vit"
+pretrained = "{weights}"
+[head]
+{SMALL_HEAD_TOML}learnable = false
+[train]
+store = "{store}"
+epochs = {epochs}
+batch_size = {batch_size}
+milestones = [1]
+{extra}"""
+
+
 def small_head(**changes) -> HeadConfig:
     """HeadConfig with the small encoder layers and `changes`, the paper's defaults elsewhere."""
     return HeadConfig(**{**SMALL_HEAD, **changes})

@@ -16,24 +16,12 @@ from tgdfer.fixedsettings import store_differences, stored_record
 from tgdfer.pipeline import load_pipeline
 from tgdfer.store import FeatureStore
 
-from smallhead import SMALL_HEAD_TOML
+from smallhead import small_pipeline_toml
 
 
 def pipeline_file(tmp_path, store, weights, extra=""):
     path = tmp_path / "p.toml"
-    path.write_text(f"""
-[encoder]
-model = "tgdfer-tiny-vit"
-pretrained = "{weights}"
-[head]
-{SMALL_HEAD_TOML}learnable = false
-[train]
-store = "{store}"
-epochs = 1
-batch_size = 8
-milestones = [1]
-device = "cpu"
-{extra}""")
+    path.write_text(small_pipeline_toml(store, weights, epochs=1, batch_size=8, extra='device = "cpu"\n' + extra))
     return path
 
 

@@ -13,7 +13,7 @@ from tgdfer.errors import ConfigError, TgdferError
 from tgdfer.sweep import (SweepError, load_sweep, paper_table, plan_sweep, point_pipeline, report, results_frame,
                           run_sweep)
 
-from smallhead import SMALL_HEAD_TOML
+from smallhead import small_pipeline_toml
 
 GRID_2X2 = """
 [grid]
@@ -26,18 +26,7 @@ head.visual_prompt = ["none", "add"]
 def base(tmp_path, reference_store, tiny_weights):
     """A pipeline on the session's tiny store (20 clips, 2 folds, 8 frames): small head, 2 epochs."""
     path = tmp_path / "base.toml"
-    path.write_text(f"""
-[encoder]
-model = "tgdfer-tiny-vit"
-pretrained = "{tiny_weights}"
-[head]
-{SMALL_HEAD_TOML}learnable = false
-[train]
-store = "{reference_store}"
-epochs = 2
-batch_size = 4
-milestones = [1]
-""")
+    path.write_text(small_pipeline_toml(reference_store, tiny_weights, epochs=2, batch_size=4))
     return path
 
 
