@@ -50,7 +50,7 @@ class FacesConfig:
     cut: float = 0.3  # a shot cut: colour histograms of consecutive detection frames differ by more (total variation); 1 = never
     min_score: float = 0.5  # detections below this confidence are ignored
     margin: float = 0.25  # crop side = longer side of the face box x (1 + margin)
-    smooth: int = 3  # moving-average window (detection frames) over box centre and size; 1 = none
+    smooth: int = 3  # detection frames per local line in time over box centre and size; 1 = none
     size: int = 224  # side of the face crops handed to the encoder transform (DFEW's clips are 224 x 224)
     max_side: int = 640  # frames are downscaled to this longer side for detection (boxes are scaled back)
     on_missing: Literal["fail", "center"] = "fail"  # clip without any face: recorded failure, or the centre square
