@@ -136,6 +136,21 @@ def test_a_small_background_face_never_takes_the_clip():
     np.testing.assert_array_equal(boxes[:, 0], [20] * 9 + [2] * 7)
 
 
+def test_a_large_face_seen_on_part_of_the_clip_never_takes_all_of_it():
+    """A passer-by 3 x the subject's side, found on a third of the clip beside the subject found on every
+    frame: the subject's crops everywhere. Weighing faces alone, the passer (3 x 1/3) outweighed the
+    subject (1 x 1) and all 48 crops were at the passer's place, 32 of them carried over from it while
+    the subject was in view; the frames a set leaves to carrying cost the face found there."""
+    subject, passer = box_at(2, 2, 12), box_at(20, 20, 36)
+    script = {k: [(subject, 0.9)] + ([(passer, 0.95)] if 16 <= k <= 30 else []) for k in range(48)}
+    boxes, source = scripted(script, 48)[0].locate(np.arange(48))
+    assert (boxes == subject).all() and (source != CARRIED).all()
+    tracklets = [{f: np.array(subject, float) for f in range(0, 48, 4)}, {f: np.array(passer, float) for f in (16, 20, 24, 28)}]
+    assert subject_segments(tracklets, 64, 64) == tracklets[:1]
+    tracklets[1].update({f: np.array(passer, float) for f in (32, 36, 40)})  # 3 x the side on 7 of 12 frames: the passer
+    assert subject_segments(tracklets, 64, 64) == tracklets[1:]
+
+
 def test_a_face_that_moves_away_and_back_is_followed_there_and_back():
     """A at frames 0..7, B at 8..13, A again from 14: linking joins both visits to A into one tracklet;
     it is split where the face was found at B, so no frame is interpolated at A while the face is at B."""

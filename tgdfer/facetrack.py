@@ -11,7 +11,8 @@ training and `predict`) and turns each sampled frame `[H, W, 3]` into a square f
     -> tracklets: a face linked while it overlaps its last box and moves at most one side, within a shot
     -> a tracklet split where its face was away at another place and came back (`split_at_visits`)
     -> the subject's segments: the tracklets, no two overlapping in time, of the largest total weight
-       (face side summed over detections: `subject_segments`)
+       (face side summed over detections, plus the largest side found on each detection frame of the
+       spans: a frame left to carrying counts nothing: `subject_segments`)
     -> detect again between two detection frames where a segment or shot ends, until they are adjacent
     -> per segment: smooth centre and size over time (local lines); at any frame the box of its segment (detected or
        interpolated inside the segment's span, carried over from the nearest segment outside)
@@ -49,7 +50,7 @@ class FacesConfig:
     cut: float = 0.3  # a shot cut: colour histograms of consecutive detection frames differ by more (total variation); 1 = never
     min_score: float = 0.5  # detections below this confidence are ignored
     margin: float = 0.25  # crop side = longer side of the face box x (1 + margin)
-    smooth: int = 3  # moving-average window (detection frames) over box centre and size; 1 = none
+    smooth: int = 3  # detection frames per local line in time over box centre and size; 1 = none
     size: int = 224  # side of the face crops handed to the encoder transform (DFEW's clips are 224 x 224)
     max_side: int = 640  # frames are downscaled to this longer side for detection (boxes are scaled back)
     on_missing: Literal["fail", "center"] = "fail"  # clip without any face: recorded failure, or the centre square
@@ -181,19 +182,26 @@ def split_at_visits(tracklets: Sequence[Tracklet], searched: np.ndarray) -> list
 
 def subject_segments(tracklets: Sequence[Tracklet], width: int, height: int) -> list[Tracklet]:
     """The subject of the clip as track segments in time order: of all sets of tracklets whose spans of
-    frames do not overlap, the one with the largest weight, a tracklet's weight being the sum of its
-    face sides over its detections (detection frames x mean side); ties go to more detections, then to
-    the centre nearer the frame's. Weighted interval scheduling, exact: the subject's face, large and
-    seen on most frames, outweighs a small face in the background (a poster, a screen) seen on every
-    frame, even where the subject is missed on some frames or moves in pieces (each piece a tracklet).
-    A face that jumps, or a cut to another shot, continues the subject in another segment; a second
-    face seen at the same time as the subject is never taken."""
+    frames do not overlap, the one with the largest weight. A tracklet weighs the sum of its face sides
+    over its detections (detection frames x mean side) plus, over the detection frames of its span, the
+    largest side found on each (the frames whose crops it gives: a set that leaves a frame where a face
+    was found to be carried over from elsewhere forgoes that frame's face). Ties go to more detections,
+    then to the centre nearer the frame's. Weighted interval scheduling, exact: the subject's face, large
+    and seen on most frames, outweighs a small face in the background (a poster, a screen) seen on every
+    frame, even where the subject is missed on some frames or moves in pieces (each piece a tracklet);
+    and a face k times the subject's side seen on part of the clip (a passer-by) takes it only when
+    found on more than about 2/(k + 1) of the detection frames. A face that jumps, or a cut to another shot,
+    continues the subject in another segment; a second face seen at the same time as the subject is
+    never taken."""
     centre = np.array([width, height], float) / 2
+    seen = np.array(sorted({f for t in tracklets for f in t}), np.int64)  # [F] detection frames with a face
+    largest = np.cumsum([0.0] + [max(_side(t[f]) for t in tracklets if f in t) for f in seen.tolist()])  # [F + 1]
 
     def weight(t: Tracklet) -> np.ndarray:
         boxes = np.stack(list(t.values()))
         off = np.linalg.norm((boxes[:, :2] + boxes[:, 2:]) / 2 - centre, axis=1).sum()
-        return np.array([sum(_side(b) for b in boxes), len(t), -float(off)])
+        covered = largest[np.searchsorted(seen, max(t), "right")] - largest[np.searchsorted(seen, min(t), "left")]
+        return np.array([sum(_side(b) for b in boxes) + covered, len(t), -float(off)])
 
     order = sorted(tracklets, key=lambda t: (max(t), min(t)))  # by end
     best: list[tuple[np.ndarray, list[int]]] = [(np.zeros(3), [])]  # best[k]: the best set of order[:k]
