@@ -411,6 +411,35 @@ def test_another_face_setting_is_another_store(face_store, face_data, encoder_cf
         extract(cfg, AugmentConfig(), encoder_cfg, face_data["with_empty"], data_kind="csv")
 
 
+def test_a_store_records_its_face_track_rule(face_store, face_data, encoder_cfg, extract_config, tmp_path, caplog):
+    """Crops depend on the rule as much as on the settings: a store made by the rule before (no "track" in its
+    faces fingerprint) is not resumed by this rule, and predict says that it may crop otherwise."""
+    import shutil
+
+    from tgdfer.facetrack import TRACK_RULE, track_rule
+    from tgdfer.predict import faces_config
+
+    with FeatureStore.open(face_store) as s:
+        assert s.fingerprint["faces"]["track"] == TRACK_RULE == 2
+    old = tmp_path / "old.zarr"
+    shutil.copytree(face_store, old)
+    meta = json.loads((old / "zarr.json").read_text())
+    del meta["attributes"]["fingerprint"]["faces"]["track"]
+    (old / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(TgdferError, match=r"fingerprint.faces.track: not in the store, requested 2"):
+        extract(extract_config(old, views=2, frames=T), AugmentConfig(), encoder_cfg, face_data["with_empty"],
+                data_kind="csv", faces=CENTERFACE)
+    old_fp = {k: v for k, v in CENTERFACE.fingerprint().items() if k != "track"}
+    assert track_rule(old_fp) == 1 and FacesConfig.from_fingerprint(old_fp) == CENTERFACE
+    with caplog.at_level("WARNING", logger="tgdfer.predict"):
+        assert faces_config({"store_fingerprint": {"faces": old_fp}}) == CENTERFACE
+    assert "face-track rule 1, this tgdfer crops by rule 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tgdfer.predict"):
+        faces_config({"store_fingerprint": {"faces": CENTERFACE.fingerprint()}})
+    assert "face-track rule" not in caplog.text
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)

@@ -77,17 +77,31 @@ class FacesConfig:
         return self.detector != "none"
 
     def fingerprint(self) -> dict:
-        """What the crops depend on (a store records it; a different one is a different store)."""
-        return asdict(self)
+        """What the crops depend on (a store records it; a different one is a different store): the settings
+        and the face-track rule of this code (`TRACK_RULE`)."""
+        return {**asdict(self), "track": TRACK_RULE}
 
     @classmethod
     def from_fingerprint(cls, fp: Optional[dict]) -> FacesConfig:
-        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage), checked field by field."""
+        """The config a store fingerprint records (`fp["faces"]`; absent = no face stage), checked field by field
+        (its face-track rule aside: `track_rule`)."""
         from .config import build
 
         if fp is not None and not isinstance(fp, dict):
             raise ConfigError("faces", f"must be a table of face stage settings, not {type(fp).__name__}")
-        return build(cls, fp, "faces") if fp else cls()
+        return build(cls, {k: v for k, v in fp.items() if k != "track"}, "faces") if fp else cls()
+
+
+# The face-track rule's version, recorded in a store's faces fingerprint ("track"): 2 = the subject as the
+# heaviest set of non-overlapping tracklets, a face away and back split, smoothing in time (tgdfer from
+# 2026-12-03); 1 (a fingerprint without "track") = the face found on the most detection frames first, a
+# moving average of the samples. A store is made by one rule: `extract` refuses to resume one made by another.
+TRACK_RULE = 2
+
+
+def track_rule(fp: Optional[dict]) -> int:
+    """The face-track rule a store's faces fingerprint records (1 when it records none: an older tgdfer)."""
+    return int(fp.get("track", 1)) if isinstance(fp, dict) else TRACK_RULE
 
 
 # -- tracks (pure functions) ----------------------------------------------------------------------

@@ -68,7 +68,7 @@ from .errors import ConfigError, TgdferError
 from .evaluation import check_influence
 from .clipinput import read_views
 from .extraction import encode_views
-from .facetrack import CENTER, FACE_SOURCES, FaceStage, FacesConfig, crop_frames
+from .facetrack import CENTER, FACE_SOURCES, TRACK_RULE, FaceStage, FacesConfig, crop_frames, track_rule
 from .frames import ArraySource, open_frames
 from .head import HeadConfig, TGDFERHead, frame_influence
 from .inputs import BadInput, expand_input, expand_inputs
@@ -300,9 +300,14 @@ def faces_config(ckpt: dict, override: Optional[str] = None, on_missing: Optiona
     """The face stage of the model's store (fingerprint "faces"; absent = none), or detector `override`
     ("none" turns it off; another detector keeps the store's margin, size, ... but not its detector args);
     `on_missing` ("fail" | "center") replaces what a clip without a face does."""
-    stored = FacesConfig.from_fingerprint(ckpt["store_fingerprint"].get("faces"))
+    fp = ckpt["store_fingerprint"].get("faces")
+    stored = FacesConfig.from_fingerprint(fp)
+    if stored.enabled and track_rule(fp) != TRACK_RULE:
+        log.warning("the model's store cropped its faces by face-track rule %d, this tgdfer crops by rule %d "
+                    "(docs/face-detection.md): a clip where the two choose another face or place is cropped "
+                    "differently than in the store", track_rule(fp), TRACK_RULE)
     if override is not None and override != stored.detector:
-        stored = FacesConfig(**{**stored.fingerprint(), "detector": override, "args": {}})
+        stored = replace(stored, detector=override, args={})
     if on_missing is not None and on_missing != stored.on_missing:
         try:
             stored = replace(stored, on_missing=on_missing)
