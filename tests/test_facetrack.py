@@ -298,6 +298,23 @@ def test_track_on_known_placements_of_a_real_face(case):
         assert len(track.segments) == 2 and track.segments[1][0].min() == 9
 
 
+def test_a_person_entering_half_the_frame_is_not_a_shot_cut():
+    """A head and shoulders pasted over half of a 320 x 240 frame changes its whole-frame colour histogram
+    by 0.36, more than `cut` 0.3: the stage took it for a cut, and the new "shot" went to the big face.
+    Cell by cell, 3 of 9 cells stay the same, so it is no cut; a change of scene still is."""
+    from tgdfer.facetrack import colour_histograms, shot_cuts
+
+    n = 20
+    passer = np.full((n, 3), np.nan)
+    passer[10:] = [240, 120, 100]
+    frames, _ = placed_faces_clip(np.tile([[50, 130, 30]], (n, 1)), [passer])
+    whole = colour_histograms(frames[[9, 10]], grid=1)
+    assert 0.5 * np.abs(whole[1] - whole[0]).sum() > FacesConfig().cut  # what the whole-frame test saw
+    assert not shot_cuts(colour_histograms(frames[[9, 10]]), FacesConfig().cut).any()
+    cut, _ = placed_faces_clip(np.tile([[50, 130, 30]], (2, 1)), scene=[0, 1])
+    assert shot_cuts(colour_histograms(cut), FacesConfig().cut).all()
+
+
 def test_a_clip_without_a_face_fails_or_falls_back_to_the_centre():
     frames = np.stack([background(120, 160, which=k) for k in range(3)])
     with pytest.raises(FrameReadError, match="somewhere/clip.mp4: no face found in the 3 frames searched"):
