@@ -25,7 +25,7 @@ from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksum
 from tgdfer.training import TrainConfig, train
 
 from smallhead import small_head
-from test_store_integrity import zero_h5_header
+from test_store_integrity import edit_clip_table, zero_h5_header
 
 runner = CliRunner()
 
@@ -298,6 +298,23 @@ def test_resume_refuses_a_store_whose_content_changed(zarr_copy, ref, tmp_path):
     even_more = TrainConfig(store=str(zarr_copy), fold=1, out=str(out), epochs=3, batch_size=8)
     with pytest.raises(TgdferError, match=f"text set '{name}'"):
         train(head, even_more, resume=True)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "hdf5"])
+def test_a_moved_dataset_keeps_the_runs_evaluate_and_resume(backend, zarr_copy, h5_copy, tmp_path):
+    """clips.csv's paths and frame counts may change (docs/extraction.md): the store opens, and a run trained on
+    it still evaluates and resumes; the content hash compares what the annotations say, not the file's bytes."""
+    from tgdfer.evaluation import rescore
+
+    store = zarr_copy if backend == "zarr" else h5_copy
+    head, out = small_head(learnable=False), tmp_path / "run"
+    train(head, TrainConfig(store=str(store), fold=1, out=str(out), epochs=1, batch_size=8))
+    before = rescore(out, device="cpu").test.war
+    edit_clip_table(store, "path", "/elsewhere/clip.mp4")  # the dataset moved, a video was re-encoded
+    edit_clip_table(store, "n_frames", "77")
+    assert rescore(out, device="cpu").test.war == before
+    resumed = train(head, TrainConfig(store=str(store), fold=1, out=str(out), epochs=2, batch_size=8), resume=True)
+    assert len(resumed.history) == 2
 
 
 def test_zarr_and_hdf5_export_have_the_same_content_hash(zarr_copy, h5_copy):

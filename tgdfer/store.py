@@ -477,12 +477,19 @@ class FeatureStore:
 
     def content_hash(self) -> dict[str, Any]:
         """Hashes of what training reads: ``clips`` (the done flags and checksums of done clips; None for a
-        store without checksums), ``clip_table`` and each ``text`` set. Cheap: reads no features."""
+        store without checksums), ``annotations`` (the clip table's ids, labels, folds and splits,
+        ``annotation_digest``: not its paths nor frame counts, which a moved dataset changes), and each
+        ``text`` set. ``clip_table`` (the whole file's bytes) is what checkpoints before the annotations part
+        recorded; `run.content_diff` compares it only with such a checkpoint. Cheap: reads no features."""
         done = self.done
         checksums = self.read_checksums()
         clips = None if checksums is None else digest(done.tobytes(), np.where(done, checksums, 0).astype("<u8").tobytes())
         text = {name: text_digest(*self.text(name)) for name in self.text_sets}
-        return {"clips": clips, "clip_table": digest(self._files.clips_csv().encode("utf-8")), "text": text}
+        annotations = None
+        with contextlib.suppress(KeyError):  # a hand-made table without a split column: not compared
+            annotations = annotation_digest(self._clips)
+        return {"clips": clips, "annotations": annotations,
+                "clip_table": digest(self._files.clips_csv().encode("utf-8")), "text": text}
 
     def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
         """Features ``[n, V, T, D]`` float16 of ``rows`` (default all, in one bulk read), in the order given.
