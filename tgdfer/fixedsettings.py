@@ -81,10 +81,13 @@ def store_differences(tables: Mapping[str, Any], fingerprint: Mapping[str, Any])
     built with: (section.field, configured, stored). The configured side goes through the same
     `settings_fingerprint` as extraction, so both sides are compared as a fingerprint records them;
     a setting the fingerprint does not record is not compared."""
+    faces = build(FacesConfig, tables.get("faces"), "faces")
     own = settings_fingerprint(build(ExtractConfig, tables.get("extract"), "extract"),
-                               build(AugmentConfig, tables.get("augment"), "augment"),
-                               build(FacesConfig, tables.get("faces"), "faces"))
+                               build(AugmentConfig, tables.get("augment"), "augment"), faces)
     configured = fixed_settings(json.loads(json.dumps(own)))  # tuples as lists, as a stored fingerprint has them
+    # every [faces] field, the stage on or off: a store with a face stage is compared (and recorded) field by
+    # field even where the config has none, and one without compares its "detector" = "none" alone
+    configured["faces"] = json.loads(json.dumps(faces.fingerprint()))
     return [(name, now, stored) for name, stored, now in table_diff(fixed_settings(dict(fingerprint)), configured)]
 
 
