@@ -25,7 +25,7 @@ from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksum
 from tgdfer.training import TrainConfig, train
 
 from smallhead import small_head
-from test_store_integrity import edit_clip_table, zero_h5_header
+from test_store_integrity import edit_clip_table, set_annotation_digest, zero_h5_header
 
 runner = CliRunner()
 
@@ -234,6 +234,27 @@ def test_rerun_of_extract_repairs_damaged_clips(zarr_copy, reference_store, clip
         assert zarr_chunk(zarr_copy, row).read_bytes() == zarr_chunk(reference_store, row).read_bytes()
     with FeatureStore.open(zarr_copy) as s, FeatureStore.open(reference_store) as r:
         assert s.verify() == [] and s.content_hash() == r.content_hash()
+
+
+def test_extract_repairs_a_store_whose_annotation_digest_is_the_older_one(zarr_copy, clip_table, encoder_cfg,
+                                                                          extract_config):
+    """A store extracted before 2026-11-24 digested n_frames with the annotations; it opens (the clip table check
+    accepts that digest), and re-running extract, the repair for its damaged clips, resumes it instead of
+    refusing it as "a different feature store" over the digest alone."""
+    from tgdfer.storeintegrity import BEFORE_2026_11_24, annotation_digest
+
+    with FeatureStore.open(zarr_copy) as s:
+        older = annotation_digest(s.clips, BEFORE_2026_11_24)
+    set_annotation_digest(zarr_copy, older)
+    swap_zarr(zarr_copy)
+    result = extract(extract_config(zarr_copy), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
+    assert result.ok and result.extracted == 2  # only the two damaged clips
+    with FeatureStore.open(zarr_copy) as s:
+        assert s.verify() == [] and s.fingerprint["annotations"]["sha256"] == older  # the store's own, kept
+    clip_table = clip_table.copy()
+    clip_table.loc[ROW, "label"] = (clip_table.loc[ROW, "label"] + 1) % 7  # other annotations: still refused
+    with pytest.raises(TgdferError, match="annotations.sha256"):
+        extract(extract_config(zarr_copy), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
 
 
 def test_nan_written_raw_is_a_checksum_mismatch(zarr_copy):
