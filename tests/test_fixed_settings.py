@@ -82,6 +82,34 @@ def test_a_store_fixed_setting_from_the_file_trains_and_records_the_stores_value
             "config, 0.5 in the store)") in warnings[0]
 
 
+def test_resuming_a_run_that_recorded_the_files_values_records_the_stores(tmp_path, reference_store, tiny_weights,
+                                                                         caplog):
+    """A run started before this rule recorded the file's brightness 0.1 and 4 views in config.json; resumed, it
+    trains on (and now records) the store's 0.5 and 2, with the one warning of any run, not a refusal."""
+    config = pipeline_file(tmp_path, reference_store, tiny_weights,
+                           "[augment]\nbrightness = 0.1\n[extract]\nviews = 4\nframes = 8\nseed = 3\n")
+    out = tmp_path / "run"
+    assert CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out)]).exit_code == 0
+    record = json.loads((out / "config.json").read_text())
+    record["pipeline"]["augment"]["brightness"], record["pipeline"]["extract"]["views"] = 0.1, 4  # as written then
+    (out / "config.json").write_text(json.dumps(record))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tgdfer.fixedsettings"):
+        result = CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out),
+                                          "--resume", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "config.json").read_text())
+    assert after["pipeline"]["augment"]["brightness"] == 0.5 and after["pipeline"]["extract"]["views"] == 2
+    assert after["train"]["epochs"] == 2 and after["pipeline"]["extract"]["frames"] == 8
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    after["pipeline"]["extract"]["retired"] = 1  # a field an older tgdfer wrote, since removed: resumes as before
+    (out / "config.json").write_text(json.dumps(after))
+    result = CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out),
+                                      "--resume", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["pipeline"]["extract"]["retired"] == 1
+
+
 def test_a_face_stage_the_config_lacks_is_compared_and_recorded_field_by_field(tmp_path, reference_store,
                                                                                 tiny_weights, fingerprint):
     """A store cropped with margin 0.4 and every 2, trained from a file without [faces] (or with its margin

@@ -141,20 +141,23 @@ def check_overrides(tables: Mapping[str, Any], overrides: Sequence[str], store_p
                                 f"{stored!r}{also}; {REEXTRACT}")
 
 
-def stored_record(config_record: Optional[dict], fingerprint: Mapping[str, Any], store: str) -> Optional[dict]:
+def stored_record(config_record: Optional[dict], fingerprint: Mapping[str, Any], store: str,
+                  warn: bool = True) -> Optional[dict]:
     """`config_record` (a run's config.json, its "pipeline" the pipeline's tables) with each store-fixed
     setting that differs from the store set to the store's value, the one the features were made with;
-    one warning names each with both values. Unchanged (the same object) when nothing differs or the
-    record holds no pipeline."""
+    one warning names each with both values (`warn`; a resumed run's own record, written by a tgdfer
+    that recorded the file's values, is set right without a second one). Unchanged (the same object)
+    when nothing differs or the record holds no pipeline."""
     tables = (config_record or {}).get("pipeline")
     if not isinstance(tables, dict):
         return config_record
     differences = store_differences(tables, fingerprint)
     if not differences:
         return config_record
-    log.warning("%s was extracted with other settings than the pipeline gives (%s); training uses the store's "
-                "features, so the run records the store's values. %s", store, describe(differences),
-                REEXTRACT[0].upper() + REEXTRACT[1:])
+    if warn:
+        log.warning("%s was extracted with other settings than the pipeline gives (%s); training uses the store's "
+                    "features, so the run records the store's values. %s", store, describe(differences),
+                    REEXTRACT[0].upper() + REEXTRACT[1:])
     record = json.loads(json.dumps(config_record))  # a copy: the caller's record stays as it was
     for name, _, stored in differences:
         section, field = name.split(".", 1)
