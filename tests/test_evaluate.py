@@ -320,7 +320,7 @@ def test_evaluate_refuses_a_store_whose_clip_table_changed_since_training(synth_
     csv.write_text("".join([lines[0], ",".join(cells) + "\n", *lines[2:]]), encoding="utf-8")
     result = runner.invoke(app, ["evaluate", str(run), "--out", str(tmp_path / "ev"), "--device", "cpu"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert "the clip table differ" in " ".join(result.output.split())
+    assert "the clip table's labels, folds, splits or clip ids differ" in " ".join(result.output.split())
     assert not (tmp_path / "ev" / "results.csv").exists()
 
 

@@ -80,3 +80,50 @@ def test_a_store_fixed_setting_from_the_file_trains_and_records_the_stores_value
     assert (f"{reference_store} was extracted with other settings than the pipeline gives (extract.views: 4 in the "
             "config, 2 in the store; extract.seed: 0 in the config, 3 in the store; augment.brightness: 0.1 in the "
             "config, 0.5 in the store)") in warnings[0]
+
+
+def test_resuming_a_run_that_recorded_the_files_values_records_the_stores(tmp_path, reference_store, tiny_weights,
+                                                                         caplog):
+    """A run started before this rule recorded the file's brightness 0.1 and 4 views in config.json; resumed, it
+    trains on (and now records) the store's 0.5 and 2, with the one warning of any run, not a refusal."""
+    config = pipeline_file(tmp_path, reference_store, tiny_weights,
+                           "[augment]\nbrightness = 0.1\n[extract]\nviews = 4\nframes = 8\nseed = 3\n")
+    out = tmp_path / "run"
+    assert CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out)]).exit_code == 0
+    record = json.loads((out / "config.json").read_text())
+    record["pipeline"]["augment"]["brightness"], record["pipeline"]["extract"]["views"] = 0.1, 4  # as written then
+    (out / "config.json").write_text(json.dumps(record))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tgdfer.fixedsettings"):
+        result = CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out),
+                                          "--resume", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "config.json").read_text())
+    assert after["pipeline"]["augment"]["brightness"] == 0.5 and after["pipeline"]["extract"]["views"] == 2
+    assert after["train"]["epochs"] == 2 and after["pipeline"]["extract"]["frames"] == 8
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    after["pipeline"]["extract"]["retired"] = 1  # a field an older tgdfer wrote, since removed: resumes as before
+    (out / "config.json").write_text(json.dumps(after))
+    result = CliRunner().invoke(app, ["train-head", "-c", str(config), "--fold", "1", "--out", str(out),
+                                      "--resume", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["pipeline"]["extract"]["retired"] == 1
+
+
+def test_a_face_stage_the_config_lacks_is_compared_and_recorded_field_by_field(tmp_path, reference_store,
+                                                                                tiny_weights, fingerprint):
+    """A store cropped with margin 0.4 and every 2, trained from a file without [faces] (or with its margin
+    only): every face field the store fixes is named and recorded, not the detector alone beside the file's
+    other values (a record of detector centerface with margin 0.3 was no stage that ran)."""
+    from tgdfer.facetrack import FacesConfig
+
+    faced = {**fingerprint, "faces": FacesConfig(detector="centerface", margin=0.4, every=2).fingerprint()}
+    agrees = ["extract.views=2", "extract.frames=8", "extract.seed=3"]
+    pipe = load_pipeline(pipeline_file(tmp_path, reference_store, tiny_weights), agrees + ["faces.margin=0.3"])
+    assert store_differences(pipe.to_dict(), faced) == [
+        ("faces.detector", "none", "centerface"), ("faces.every", 4, 2), ("faces.margin", 0.3, 0.4)]
+    record = stored_record({"pipeline": pipe.to_dict()}, faced, "s")
+    assert FacesConfig(**record["pipeline"]["faces"]).fingerprint() == faced["faces"]  # the stage the store ran
+    no_faces = {**fingerprint, "faces": None}  # a store without a face stage: only "detector" = "none" compared
+    no_faces.pop("faces")
+    assert store_differences(pipe.to_dict(), no_faces) == []

@@ -25,7 +25,7 @@ from tgdfer.store import NO_CHECKSUMS, FeatureStore, StoreDamaged, clip_checksum
 from tgdfer.training import TrainConfig, train
 
 from smallhead import small_head
-from test_store_integrity import zero_h5_header
+from test_store_integrity import edit_clip_table, set_annotation_digest, zero_h5_header
 
 runner = CliRunner()
 
@@ -236,6 +236,27 @@ def test_rerun_of_extract_repairs_damaged_clips(zarr_copy, reference_store, clip
         assert s.verify() == [] and s.content_hash() == r.content_hash()
 
 
+def test_extract_repairs_a_store_whose_annotation_digest_is_the_older_one(zarr_copy, clip_table, encoder_cfg,
+                                                                          extract_config):
+    """A store extracted before 2026-11-24 digested n_frames with the annotations; it opens (the clip table check
+    accepts that digest), and re-running extract, the repair for its damaged clips, resumes it instead of
+    refusing it as "a different feature store" over the digest alone."""
+    from tgdfer.storeintegrity import BEFORE_2026_11_24, annotation_digest
+
+    with FeatureStore.open(zarr_copy) as s:
+        older = annotation_digest(s.clips, BEFORE_2026_11_24)
+    set_annotation_digest(zarr_copy, older)
+    swap_zarr(zarr_copy)
+    result = extract(extract_config(zarr_copy), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
+    assert result.ok and result.extracted == 2  # only the two damaged clips
+    with FeatureStore.open(zarr_copy) as s:
+        assert s.verify() == [] and s.fingerprint["annotations"]["sha256"] == older  # the store's own, kept
+    clip_table = clip_table.copy()
+    clip_table.loc[ROW, "label"] = (clip_table.loc[ROW, "label"] + 1) % 7  # other annotations: still refused
+    with pytest.raises(TgdferError, match="annotations.sha256"):
+        extract(extract_config(zarr_copy), AugmentConfig(), encoder_cfg, clip_table, data_kind="dfew")
+
+
 def test_nan_written_raw_is_a_checksum_mismatch(zarr_copy):
     with FeatureStore.open(zarr_copy, mode="r+") as s:
         s._files.array("feats")[ROW, 0, 0, 0] = np.nan  # below write_clips: the checksum is not updated
@@ -298,6 +319,23 @@ def test_resume_refuses_a_store_whose_content_changed(zarr_copy, ref, tmp_path):
     even_more = TrainConfig(store=str(zarr_copy), fold=1, out=str(out), epochs=3, batch_size=8)
     with pytest.raises(TgdferError, match=f"text set '{name}'"):
         train(head, even_more, resume=True)
+
+
+@pytest.mark.parametrize("backend", ["zarr", "hdf5"])
+def test_a_moved_dataset_keeps_the_runs_evaluate_and_resume(backend, zarr_copy, h5_copy, tmp_path):
+    """clips.csv's paths and frame counts may change (docs/extraction.md): the store opens, and a run trained on
+    it still evaluates and resumes; the content hash compares what the annotations say, not the file's bytes."""
+    from tgdfer.evaluation import rescore
+
+    store = zarr_copy if backend == "zarr" else h5_copy
+    head, out = small_head(learnable=False), tmp_path / "run"
+    train(head, TrainConfig(store=str(store), fold=1, out=str(out), epochs=1, batch_size=8))
+    before = rescore(out, device="cpu").test.war
+    edit_clip_table(store, "path", "/elsewhere/clip.mp4")  # the dataset moved, a video was re-encoded
+    edit_clip_table(store, "n_frames", "77")
+    assert rescore(out, device="cpu").test.war == before
+    resumed = train(head, TrainConfig(store=str(store), fold=1, out=str(out), epochs=2, batch_size=8), resume=True)
+    assert len(resumed.history) == 2
 
 
 def test_zarr_and_hdf5_export_have_the_same_content_hash(zarr_copy, h5_copy):

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -313,3 +314,25 @@ def test_a_sweep_over_a_setting_the_store_fixes_is_refused_before_any_run(tmp_pa
     # the store's own values pass: a point over a store-fixed setting is fine with a store made with it
     same = sweep_file(tmp_path, base, '[grid]\n"augment.brightness" = [0.5]\n"extract.views" = [2]')
     assert [p.point.name for p in plan_sweep(load_sweep(same))] == ["brightness=0.5,views=2"]
+
+
+def test_a_points_own_store_shows_its_fixed_setting_in_the_results_table(tmp_path, base, reference_store):
+    """Points on stores of their own (pipelines/sweeps/augment_study.toml): the base file says brightness 0.5, the
+    second store was extracted with 0.2. Its runs train on 0.2's features (config.json says 0.2), so the results
+    table says 0.2 for that point too, not the base file's 0.5."""
+    other = tmp_path / "other.zarr"
+    shutil.copytree(reference_store, other)
+    root = json.loads((other / "zarr.json").read_text())  # a store extracted with brightness 0.2
+    root["attributes"]["fingerprint"]["sampling"]["augment"]["brightness"] = 0.2
+    (other / "zarr.json").write_text(json.dumps(root))
+    path = sweep_file(tmp_path, base, f'[[points]]\nname = "a"\ntrain = {{ store = "{reference_store}", epochs = 1 }}\n'
+                                      f'[[points]]\nname = "b"\ntrain = {{ store = "{other}", epochs = 1 }}\n'
+                                      f'[[points]]\nname = "b-stated"\naugment = {{ brightness = 0.2 }}\n'
+                                      f'train = {{ store = "{other}", epochs = 1 }}\n',
+                      head='folds = "1"')
+    path.write_text(path.read_text().replace('folds = "1-2"\n', ""))
+    run_sweep(path)
+    out = tmp_path / "out"
+    assert json.loads(next((out / "b").rglob("config.json")).read_text())["pipeline"]["augment"]["brightness"] == 0.2
+    means = results_frame(out).query("fold == 'mean'").set_index("point")
+    assert means["brightness"].to_dict() == {"a": 0.5, "b": 0.2, "b-stated": 0.2}

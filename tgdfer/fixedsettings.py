@@ -81,10 +81,13 @@ def store_differences(tables: Mapping[str, Any], fingerprint: Mapping[str, Any])
     built with: (section.field, configured, stored). The configured side goes through the same
     `settings_fingerprint` as extraction, so both sides are compared as a fingerprint records them;
     a setting the fingerprint does not record is not compared."""
+    faces = build(FacesConfig, tables.get("faces"), "faces")
     own = settings_fingerprint(build(ExtractConfig, tables.get("extract"), "extract"),
-                               build(AugmentConfig, tables.get("augment"), "augment"),
-                               build(FacesConfig, tables.get("faces"), "faces"))
+                               build(AugmentConfig, tables.get("augment"), "augment"), faces)
     configured = fixed_settings(json.loads(json.dumps(own)))  # tuples as lists, as a stored fingerprint has them
+    # every [faces] field, the stage on or off: a store with a face stage is compared (and recorded) field by
+    # field even where the config has none, and one without compares its "detector" = "none" alone
+    configured["faces"] = json.loads(json.dumps(faces.fingerprint()))
     return [(name, now, stored) for name, stored, now in table_diff(fixed_settings(dict(fingerprint)), configured)]
 
 
@@ -138,20 +141,23 @@ def check_overrides(tables: Mapping[str, Any], overrides: Sequence[str], store_p
                                 f"{stored!r}{also}; {REEXTRACT}")
 
 
-def stored_record(config_record: Optional[dict], fingerprint: Mapping[str, Any], store: str) -> Optional[dict]:
+def stored_record(config_record: Optional[dict], fingerprint: Mapping[str, Any], store: str,
+                  warn: bool = True) -> Optional[dict]:
     """`config_record` (a run's config.json, its "pipeline" the pipeline's tables) with each store-fixed
     setting that differs from the store set to the store's value, the one the features were made with;
-    one warning names each with both values. Unchanged (the same object) when nothing differs or the
-    record holds no pipeline."""
+    one warning names each with both values (`warn`; a resumed run's own record, written by a tgdfer
+    that recorded the file's values, is set right without a second one). Unchanged (the same object)
+    when nothing differs or the record holds no pipeline."""
     tables = (config_record or {}).get("pipeline")
     if not isinstance(tables, dict):
         return config_record
     differences = store_differences(tables, fingerprint)
     if not differences:
         return config_record
-    log.warning("%s was extracted with other settings than the pipeline gives (%s); training uses the store's "
-                "features, so the run records the store's values. %s", store, describe(differences),
-                REEXTRACT[0].upper() + REEXTRACT[1:])
+    if warn:
+        log.warning("%s was extracted with other settings than the pipeline gives (%s); training uses the store's "
+                    "features, so the run records the store's values. %s", store, describe(differences),
+                    REEXTRACT[0].upper() + REEXTRACT[1:])
     record = json.loads(json.dumps(config_record))  # a copy: the caller's record stays as it was
     for name, _, stored in differences:
         section, field = name.split(".", 1)

@@ -291,8 +291,11 @@ def content_diff(before: Optional[dict], now: Optional[dict]) -> list[str]:
     out = []
     if before.get("clips") and now.get("clips") and before["clips"] != now["clips"]:
         out.append("the clips' features (per-clip checksums or done flags)")
-    if before.get("clip_table") and now.get("clip_table") and before["clip_table"] != now["clip_table"]:
-        out.append("the clip table")
+    if before.get("annotations") and now.get("annotations"):  # ids, labels, folds, splits: not paths (a moved dataset)
+        if before["annotations"] != now["annotations"]:
+            out.append("the clip table's labels, folds, splits or clip ids")
+    elif before.get("clip_table") and now.get("clip_table") and before["clip_table"] != now["clip_table"]:
+        out.append("the clip table")  # a checkpoint from before the annotations part: the file's bytes
     then, text = before.get("text") or {}, now.get("text") or {}
     out += [f"text set {name!r}" for name in sorted(set(then) | set(text)) if then.get(name) != text.get(name)]
     return out

@@ -224,10 +224,12 @@ class FeatureStore:
         return store
 
     def _check_matches(self, layout: dict, fingerprint: dict, clips_csv: str) -> None:
+        wanted = decode_clips(clips_csv, layout["clip_columns"])
         problems = [f"{k}: stored {self._layout.get(k)!r}, requested {v!r}"
                     for k, v in layout.items() if k != "clip_columns" and self._layout.get(k) != v]
-        problems += [f"fingerprint.{line}" for line in diff_fingerprint(self.fingerprint, fingerprint)]
-        problems += clip_identity_diff(self.clips, decode_clips(clips_csv, layout["clip_columns"]))
+        requested = self._older_digest(fingerprint, wanted)
+        problems += [f"fingerprint.{line}" for line in diff_fingerprint(self.fingerprint, requested)]
+        problems += clip_identity_diff(self.clips, wanted)
         if problems:
             self.close()
             raise StoreMismatchError(
@@ -297,6 +299,20 @@ class FeatureStore:
         recorded = self.fingerprint.get("annotations") if isinstance(self.fingerprint, dict) else None
         recorded = recorded.get("sha256") if isinstance(recorded, dict) else None
         return recorded if isinstance(recorded, str) else None
+
+    def _older_digest(self, fingerprint: dict, wanted: pd.DataFrame) -> dict:
+        """`fingerprint` (a resumed extraction's) with this store's annotations.sha256 where the store holds the
+        digest extracted before 2026-11-24 (with n_frames) of the very same annotations: such a store resumes,
+        as it opens (`_check_clip_table`), keeping its own digest."""
+        annotations = fingerprint.get("annotations")
+        requested = annotations.get("sha256") if isinstance(annotations, dict) else None
+        recorded = self.clip_table_digest
+        if recorded is None or requested is None or recorded == requested:
+            return fingerprint
+        with contextlib.suppress(KeyError):
+            if annotation_digest(wanted, BEFORE_2026_11_24) == recorded:
+                return {**fingerprint, "annotations": {**fingerprint["annotations"], "sha256": recorded}}
+        return fingerprint
 
     def _check_clip_table(self) -> None:
         """TgdferError naming clips.csv when its ids, labels, folds or splits are not those the features were
@@ -477,12 +493,19 @@ class FeatureStore:
 
     def content_hash(self) -> dict[str, Any]:
         """Hashes of what training reads: ``clips`` (the done flags and checksums of done clips; None for a
-        store without checksums), ``clip_table`` and each ``text`` set. Cheap: reads no features."""
+        store without checksums), ``annotations`` (the clip table's ids, labels, folds and splits,
+        ``annotation_digest``: not its paths nor frame counts, which a moved dataset changes), and each
+        ``text`` set. ``clip_table`` (the whole file's bytes) is what checkpoints before the annotations part
+        recorded; `run.content_diff` compares it only with such a checkpoint. Cheap: reads no features."""
         done = self.done
         checksums = self.read_checksums()
         clips = None if checksums is None else digest(done.tobytes(), np.where(done, checksums, 0).astype("<u8").tobytes())
         text = {name: text_digest(*self.text(name)) for name in self.text_sets}
-        return {"clips": clips, "clip_table": digest(self._files.clips_csv().encode("utf-8")), "text": text}
+        annotations = None
+        with contextlib.suppress(KeyError):  # a hand-made table without a split column: not compared
+            annotations = annotation_digest(self._clips)
+        return {"clips": clips, "annotations": annotations,
+                "clip_table": digest(self._files.clips_csv().encode("utf-8")), "text": text}
 
     def read_feats(self, rows: Any = None, views: int | Sequence[int] | None = None) -> np.ndarray:
         """Features ``[n, V, T, D]`` float16 of ``rows`` (default all, in one bulk read), in the order given.

@@ -11,7 +11,7 @@ clip's all show as a mismatch; its box checksum covers its face boxes and face s
 way. ``verify`` checks every done clip (and that its features are finite) and every text set;
 ``read_feats_verified`` does the same for what training loads; a text set is checked whenever it
 is read, and the clip table's ids, labels, folds and splits against the fingerprint's digest when
-the store is opened; ``content_hash`` sums up the checksums, the clip table and the text sets so
+the store is opened; ``content_hash`` sums up the checksums, the clip table's annotations and the text sets so
 that a resumed run can see that its store changed.
 """
 

@@ -311,6 +311,9 @@ class PlannedPoint:
     replicas: list  # tgdfer.run.Replica, one per fold x seed, run folders under `folder`
     done: bool  # every replica has final.json: skipped
     shard: int  # index in the sweep's point list (point i runs on shard i mod K)
+    # {section.field: value}: the store's value of each setting it fixes that the base file gives otherwise
+    # (tgdfer.fixedsettings): what the point trained with, as its runs' config.json records
+    store_values: dict = field(default_factory=dict)
 
 
 def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
@@ -342,28 +345,32 @@ def plan_sweep(sweep: SweepConfig) -> list[PlannedPoint]:
             raise SweepError(sweep.source, point.name, field_, str(e).split(": ", 1)[-1]) from None
         except TgdferError as e:
             raise SweepError(sweep.source, point.name, "train.store", str(e)) from None
-        _check_fixed_settings(sweep, point, pipe, fingerprint, fixed | set(point.values))
+        store_values = _check_fixed_settings(sweep, point, pipe, fingerprint, fixed | set(point.values))
         folder = Path(sweep.out) / point.name
         _check_earlier_run(sweep, point, pipe, folder)
         replicas = replica_runs(folder, [f for f in sweep.folds if f is not None], sweep.seeds)
         done = all((Path(r.out) / "final.json").is_file() for r in replicas)
-        plans.append(PlannedPoint(point=point, pipe=pipe, folder=folder, replicas=replicas, done=done, shard=i))
+        plans.append(PlannedPoint(point=point, pipe=pipe, folder=folder, replicas=replicas, done=done, shard=i,
+                                  store_values=store_values))
     return plans
 
 
-def _check_fixed_settings(sweep: SweepConfig, point: Point, pipe, fingerprint: dict, explicit: set[str]) -> None:
+def _check_fixed_settings(sweep: SweepConfig, point: Point, pipe, fingerprint: dict, explicit: set[str]) -> dict:
     """SweepError when the sweep sets a store-fixed setting ([extract], [augment], [faces]: tgdfer.fixedsettings)
     to another value than the point's store was extracted with: a sweep never extracts, so its runs would
-    train on the same features and compare nothing. Such a point needs a store of its own (train.store)."""
+    train on the same features and compare nothing. Such a point needs a store of its own (train.store).
+    Else {section.field: the store's value} of the settings only the base file gives otherwise."""
     from .fixedsettings import store_differences, touches
 
-    bad = [d for d in store_differences(pipe.to_dict(), fingerprint) if touches(d[0], explicit)]
+    differences = store_differences(pipe.to_dict(), fingerprint)
+    bad = [d for d in differences if touches(d[0], explicit)]
     if bad:
         name, now, stored = bad[0]
         raise SweepError(sweep.source, point.name, name, f"the sweep sets {now!r}, but {pipe.train.store} was "
                          f"extracted with {stored!r}: a sweep extracts nothing and trains on the store's features, "
                          f"so this point's runs would be those of {stored!r}; give the point a store extracted with "
                          f"{now!r} (tgdfer extract with it and another extract.store; train.store = that store)")
+    return {name: stored for name, _, stored in differences}
 
 
 def _resolved(pipe) -> dict:
@@ -530,7 +537,8 @@ def run_point(source: str, plan: PlannedPoint, on_epoch: Optional[Callable] = No
 def _record_point(plan: PlannedPoint, outcome: PointOutcome) -> None:
     plan.folder.mkdir(parents=True, exist_ok=True)
     _write_json(plan.folder / "point.json", {"name": plan.point.name, "values": plan.point.values,
-                                        "pipeline": _resolved(plan.pipe), "status": outcome.status,
+                                        "pipeline": _resolved(plan.pipe), "store_values": plan.store_values,
+                                        "status": outcome.status,
                                         "error": outcome.error, "seconds": round(outcome.seconds, 2)})
 
 
@@ -698,9 +706,12 @@ def versus_reference(runs: pd.DataFrame, points: Sequence[str], reference: str,
 
 
 def _point_value(point: dict, info: dict, key: str) -> Any:
-    """The value of swept field `key` at `point`: its own, or the one its pipeline took from the base."""
+    """The value of swept field `key` at `point`: its own, the store's where the store fixes it
+    (point.json's "store_values": what the runs trained with), or the one its pipeline took from the base."""
     if key in point["values"]:
         return point["values"][key]
+    if key in (info.get("store_values") or {}):
+        return info["store_values"][key]
     section, _, name = key.partition(".")
     return info.get("pipeline", {}).get(section, {}).get(name)
 

@@ -386,7 +386,8 @@ def _train_replicas(head_cfg: HeadConfig, cfg: TrainConfig, replicas: list[Repli
         if head_cfg.needs_text_encoder and text_encoder is None:
             text_encoder = load_text_encoder(store, device, encoder)  # once, for every group
         datas = load_replica_data(store, cfgs, device)
-        runs = [_prepare_run(c, d, head_cfg, config_record, encoder, resume) for c, d in zip(cfgs, datas)]
+        runs = [_prepare_run(c, d, head_cfg, config_record, encoder, resume, store.fingerprint)
+                for c, d in zip(cfgs, datas)]
         groups: dict[int, list[int]] = {}
         for i, run in enumerate(runs):  # replicas resumed at different epochs train apart
             groups.setdefault(run.start, []).append(i)
@@ -465,13 +466,16 @@ def _check_replicas(replicas: Sequence[Replica], resume: bool) -> None:
 
 
 def _prepare_run(cfg: TrainConfig, data: DeviceData, head_cfg: HeadConfig, config_record: Optional[dict],
-                 encoder: Optional[EncoderConfig], resume: bool) -> _Run:
+                 encoder: Optional[EncoderConfig], resume: bool, fingerprint: dict) -> _Run:
     """Create the run folder, write config.json, read the last checkpoint when resuming."""
     out = Path(cfg.out)
     record = run_record(head_cfg, cfg, config_record, encoder)
     resumed = resume and (out / LAST).exists()
-    if resumed:  # check_resume passed: the run keeps its own record, with the epochs now asked for
+    if resumed:  # check_resume passed: the run keeps its own record, with the epochs now asked for, and the
+        # store's values of the settings it fixes (a run started by an older tgdfer recorded the file's)
         record = resumed_record(out, record)
+        with contextlib.suppress(ConfigError):  # tables another tgdfer wrote (a field since removed): kept as written
+            record = stored_record(record, fingerprint, str(cfg.store), warn=False)
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / CONFIG, json.dumps(record, indent=2))
