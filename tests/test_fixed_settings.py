@@ -124,6 +124,10 @@ def test_a_face_stage_the_config_lacks_is_compared_and_recorded_field_by_field(t
         ("faces.detector", "none", "centerface"), ("faces.every", 4, 2), ("faces.margin", 0.3, 0.4)]
     record = stored_record({"pipeline": pipe.to_dict()}, faced, "s")
     assert FacesConfig(**record["pipeline"]["faces"]).fingerprint() == faced["faces"]  # the stage the store ran
+    other_rule = {**faced, "faces": {**faced["faces"], "track": 3}}  # the face-track rule is code, not a setting
+    assert [d[0] for d in store_differences(pipe.to_dict(), other_rule)] == ["faces.detector", "faces.every",
+                                                                             "faces.margin"]
+    assert "track" not in stored_record({"pipeline": pipe.to_dict()}, other_rule, "s")["pipeline"]["faces"]
     no_faces = {**fingerprint, "faces": None}  # a store without a face stage: only "detector" = "none" compared
     no_faces.pop("faces")
     assert store_differences(pipe.to_dict(), no_faces) == []

@@ -71,7 +71,8 @@ def fixed_settings(fp: dict) -> dict[str, dict]:
         if isinstance(sampling.get("augment"), dict):
             out["augment"] = dict(sampling["augment"])
         faces = fp.get("faces")
-        out["faces"] = dict(faces) if isinstance(faces, dict) else {"detector": "none"}
+        out["faces"] = ({k: v for k, v in faces.items() if k != "track"}  # the face-track rule: code, not a setting
+                        if isinstance(faces, dict) else {"detector": "none"})
     return out
 
 
@@ -87,7 +88,7 @@ def store_differences(tables: Mapping[str, Any], fingerprint: Mapping[str, Any])
     configured = fixed_settings(json.loads(json.dumps(own)))  # tuples as lists, as a stored fingerprint has them
     # every [faces] field, the stage on or off: a store with a face stage is compared (and recorded) field by
     # field even where the config has none, and one without compares its "detector" = "none" alone
-    configured["faces"] = json.loads(json.dumps(faces.fingerprint()))
+    configured["faces"] = json.loads(json.dumps(asdict(faces)))
     return [(name, now, stored) for name, stored, now in table_diff(fixed_settings(dict(fingerprint)), configured)]
 
 
