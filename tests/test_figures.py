@@ -188,3 +188,25 @@ def test_sweep_figure_takes_list_valued_settings():
     means = [l for l in ax.lines if l.get_gid() == "mean"]
     assert len(means) == 2 and sorted(y for l in means for y in l.get_ydata()) == [41.5, 41.5, 42.5, 42.5]
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["milestones=[5, 8]", "milestones=[5]"]
+
+
+def test_sweep_figure_over_stores_names_them_short_and_keeps_its_panels():
+    """A sweep whose points each train on their own store: the x categories are full paths, which overran
+    the panels under the ticks until matplotlib collapsed the axes (UserWarning, an unreadable figure)."""
+    import warnings
+
+    import pandas as pd
+
+    from tgdfer.figures import sweep_figure, tick_labels
+
+    stores = ["/scratch/me/tgdfer/stores/dfew_paper/fold_all.zarr", "/scratch/me/tgdfer/stores/dfew_recommended/fold_all.zarr"]
+    runs = pd.DataFrame([{"store": st, "fold": f, "UAR": 40.0 + f + i, "WAR": 50.0 + f + i}
+                         for i, st in enumerate(stores) for f in (1, 2)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained layout's "axes sizes collapsed to zero" is a UserWarning
+        fig = sweep_figure(runs, "store", stores)
+        fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert [t.replace("\n", "") for t in ticks] == ["dfew_paper/fold_all.zarr", "dfew_recommended/fold_all.zarr"]
+    assert all(max(len(line) for line in t.split("\n")) <= 16 for t in ticks)
+    assert tick_labels(["a/x.zarr", "b/y.zarr"]) == ["x.zarr", "y.zarr"] and tick_labels(["X", "Add"]) == ["X", "Add"]

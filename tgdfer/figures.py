@@ -213,6 +213,21 @@ def percent_limits(values: Sequence[float], span: float = PERCENT_SPAN) -> tuple
     return max(0.0, lo + shift), min(100.0, hi + shift)
 
 
+def tick_labels(values: Sequence[str], width: int = 16) -> list[str]:
+    """Category labels that fit under a panel: paths (a sweep over stores, one per point) shortened to the
+    fewest trailing components that still tell them apart, then each wrapped at `width` characters.
+    A full path of a temporary or cluster folder under each tick overran the panels and collapsed them."""
+    values = [str(v) for v in values]
+    if any("/" in v or "\\" in v for v in values):
+        parts = [v.replace("\\", "/").rstrip("/").split("/") for v in values]
+        for k in range(1, max(len(p) for p in parts) + 1):
+            short = ["/".join(p[-k:]) for p in parts]
+            if len(set(short)) == len(set(values)):
+                values = short
+                break
+    return [textwrap.fill(v, width, break_long_words=True, break_on_hyphens=False) for v in values]
+
+
 def sweep_figure(runs, x: str, order: Sequence[str], groups: Sequence[str] = (),
                  metrics: Sequence[str] = ("UAR", "WAR"), title: str = "") -> Figure:
     """Each of `metrics` (percent) against the categorical setting `x`, one panel per metric.
@@ -251,7 +266,7 @@ def sweep_figure(runs, x: str, order: Sequence[str], groups: Sequence[str] = (),
             label = ", ".join(f"{c}={v}" for c, v in zip(groups, combo)) or None
             bars = ax.errorbar(pos, means, yerr=stds, fmt="D", ms=5, capsize=3, linestyle="none", label=label)
             bars[0].set_gid("mean")
-        ax.set_xticks(range(len(order)), order, fontsize=8)
+        ax.set_xticks(range(len(order)), tick_labels(order), fontsize=8)
         ax.set_xlim(-0.6, len(order) - 0.4)
         ax.set_ylim(*percent_limits(runs[metric]))
         ax.set_xlabel(x, fontsize=9)
