@@ -117,7 +117,7 @@ def pipeline_tables(path: str | Path | None = None, overrides: list[str] | None 
     return expand_home(apply_overrides(raw, overrides or []))
 
 
-FRAME_BACKENDS = ("auto", "decord", "pyav")  # [extract] frame_backend (tgdfer.extraction.ExtractConfig)
+FRAME_BACKENDS = ("auto", "decord", "pyav")  # [extract] frame_backend (tgdfer.extractconfig.ExtractConfig)
 
 
 def load_data_config(path: str | Path | None = None, overrides: list[str] | None = None,
