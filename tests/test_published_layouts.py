@@ -213,6 +213,32 @@ def test_missing_paths_under_a_foreign_prefix_suggest_path_map(tmp_path, monkeyp
     assert "missing='skip'" in str(e.value) and "path_map" not in str(e.value)
 
 
+def test_a_path_map_target_that_does_not_exist_is_named_not_asked_for_again(tmp_path, monkeypatch):
+    # DFER-CLIP's lists beside the data: a relative target is read from root (the list's folder), not the
+    # working directory; the error names the entry and where it led instead of asking for the entry again
+    monkeypatch.chdir(tmp_path)
+    for n in (1, 2):
+        frames(tmp_path / "data" / "DFEW" / "clip_224x224" / f"{n:05d}", 2)
+    lst = write(tmp_path / "annotation" / "DFEW_set_1_test.txt",
+                "".join(f"C:\\Users\\me\\DFEW\\clip_224x224\\{n:05d} 2 {n}\n" for n in (1, 2)))
+    prefix = "C:/Users/me/DFEW/clip_224x224"
+    config = pipeline(tmp_path, "list", {"files": str(lst), "path_map": {prefix: "data/DFEW/clip_224x224"}})
+    with pytest.raises(AnnotationError) as e:
+        load(config)
+    found = tmp_path.resolve() / "data" / "DFEW" / "clip_224x224"
+    raises_at(e, lst, 1, f"path_map maps {prefix} to data/DFEW/clip_224x224, read as "
+                         f"{tmp_path.resolve() / 'annotation' / 'data' / 'DFEW' / 'clip_224x224'}, which does not exist")
+    assert f'write path_map = {{ "{prefix}" = "{found}" }}' in str(e.value)
+    assert "which does not exist here: map it" not in str(e.value)
+    fixed = pipeline(tmp_path, "list", {"files": str(lst), "path_map": {prefix: str(found)}}, "f.toml")
+    assert load(fixed).table["label"].tolist() == [1, 2]
+    # a target that exists: the clips missing under it are really missing, the old advice
+    (found / "00002").rename(found.parent / "moved")
+    with pytest.raises(AnnotationError) as e:
+        load(fixed)
+    assert "missing='skip'" in str(e.value) and "path_map maps" not in str(e.value)
+
+
 @pytest.mark.parametrize("args, field, words", [
     ({"csv_file": 3}, "csv_file", "expected a path, a list (a path each) or a table"),
     ({"csv_file": ["train.csv", 2]}, "csv_file", "got ['train.csv', 2]"),
