@@ -239,6 +239,26 @@ def test_a_path_map_target_that_does_not_exist_is_named_not_asked_for_again(tmp_
     assert "missing='skip'" in str(e.value) and "path_map maps" not in str(e.value)
 
 
+def test_split_dir_one_level_off_and_a_misspelt_argument_name_the_fix(tmp_path):
+    # DFEW as it unpacks: data/DFEW/{EmoLabel_DataSplit, Clip/clip_224x224}; split_dir given one level off
+    split = s2d_dfew(tmp_path / "DFEW")
+    for f in split.glob("*/*.csv"):  # DFEW's own names: set_<k>.csv in each folder
+        f.rename(f.with_name(f.name.split("_", 1)[1]))
+    for given in (tmp_path / "DFEW", tmp_path, split / TEST):
+        config = pipeline(tmp_path, "dfew", {"split_dir": str(given), "frames_dir": str(tmp_path / "DFEW" / "clip_224x224"),
+                                              "label_base": 0})
+        with pytest.raises(AnnotationError) as e:
+            load(config)
+        assert f'that folder is {split}: set split_dir = "{split.as_posix()}"' in str(e.value), given
+    nowhere = pipeline(tmp_path, "dfew", {"split_dir": str(tmp_path / "nope"), "frames_dir": str(tmp_path)})
+    with pytest.raises(AnnotationError) as e:
+        load(nowhere)
+    assert "that folder is" not in str(e.value)
+    typo = pipeline(tmp_path, "dfew", {"splitdir": str(split), "frames_dir": str(tmp_path)})
+    code, out = check(typo, tmp_path)
+    assert code == 2 and 'splitdir: not an argument of the \'dfew\' reader (did you mean "split_dir"?)' in out
+
+
 @pytest.mark.parametrize("args, field, words", [
     ({"csv_file": 3}, "csv_file", "expected a path, a list (a path each) or a table"),
     ({"csv_file": ["train.csv", 2]}, "csv_file", "got ['train.csv', 2]"),
