@@ -336,10 +336,19 @@ def _extract(pipe, shard_id, num_shards, overwrite):
             if done:
                 console.print(f"extract: {done} clips done before (kept), {todo} to do", highlight=False)
 
-        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
-                         shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, progress=report, classes=pipe.classes.class_set(),
-                         unreadable=clips.skip_reasons(), faces=pipe.faces)
+        try:
+            result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
+                             shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
+                             on_start=on_start, progress=report, classes=pipe.classes.class_set(),
+                             unreadable=clips.skip_reasons(), faces=pipe.faces)
+        except KeyboardInterrupt:  # Ctrl-C: typer would exit 130 without a word
+            # zarr's write tasks cut short are reported at exit as "Task was destroyed but it is pending!": the
+            # block they belonged to is not marked done (it is extracted again), so that is noise here
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            console.print(f"extract: interrupted; the clips written before are kept in {pipe.extract.store}: run the "
+                          f"same command again to continue (`tgdfer info {pipe.extract.store}` shows what is left)",
+                          highlight=False)
+            raise typer.Exit(130) from None
     _print_extract_summary(result)
     return result
 
