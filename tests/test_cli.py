@@ -85,6 +85,29 @@ def _train_head(store, enc, out, *extra):
                          terminal_width=200)
 
 
+def test_ctrl_c_in_train_head_says_where_the_epochs_are_and_resume_continues(reference_store, encoder_cfg, tmp_path,
+                                                                             monkeypatch):
+    from tgdfer import progress
+
+    written = progress.LineLogger.__call__
+
+    def ctrl_c_after_epoch_1(self, event):
+        written(self, event)
+        if event.stage == "train-head" and event.unit == "epoch" and event.done >= 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.LineLogger, "__call__", ctrl_c_after_epoch_1)
+    for out, extra in ((tmp_path / "one", ()), (tmp_path / "many", ("--seeds", "0,1"))):
+        stopped = _train_head(reference_store, encoder_cfg, out, *extra)
+        assert stopped.exit_code == 130 and "Traceback" not in stopped.output, stopped.output
+        assert (f"train-head: interrupted; every run keeps its last finished epoch in {out}: run the same command "
+                "with --resume to continue") in " ".join(stopped.output.split())
+    monkeypatch.setattr(progress.LineLogger, "__call__", written)
+    resumed = _train_head(reference_store, encoder_cfg, tmp_path / "one", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch 1/2" not in resumed.output and "epoch 2/2" in resumed.output  # epoch 1 was kept
+
+
 def test_train_head_prints_each_epoch_once_and_no_empty_val_column(reference_store, encoder_cfg, tmp_path,
                                                                    monkeypatch):
     """issue 21 item 7: redirected, the per-epoch lines and not the same table after them; on a terminal the

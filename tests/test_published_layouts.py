@@ -213,6 +213,52 @@ def test_missing_paths_under_a_foreign_prefix_suggest_path_map(tmp_path, monkeyp
     assert "missing='skip'" in str(e.value) and "path_map" not in str(e.value)
 
 
+def test_a_path_map_target_that_does_not_exist_is_named_not_asked_for_again(tmp_path, monkeypatch):
+    # DFER-CLIP's lists beside the data: a relative target is read from root (the list's folder), not the
+    # working directory; the error names the entry and where it led instead of asking for the entry again
+    monkeypatch.chdir(tmp_path)
+    for n in (1, 2):
+        frames(tmp_path / "data" / "DFEW" / "clip_224x224" / f"{n:05d}", 2)
+    lst = write(tmp_path / "annotation" / "DFEW_set_1_test.txt",
+                "".join(f"C:\\Users\\me\\DFEW\\clip_224x224\\{n:05d} 2 {n}\n" for n in (1, 2)))
+    prefix = "C:/Users/me/DFEW/clip_224x224"
+    config = pipeline(tmp_path, "list", {"files": str(lst), "path_map": {prefix: "data/DFEW/clip_224x224"}})
+    with pytest.raises(AnnotationError) as e:
+        load(config)
+    found = tmp_path.resolve() / "data" / "DFEW" / "clip_224x224"
+    raises_at(e, lst, 1, f"path_map maps {prefix} to data/DFEW/clip_224x224, read as "
+                         f"{tmp_path.resolve() / 'annotation' / 'data' / 'DFEW' / 'clip_224x224'}, which does not exist")
+    assert f'write path_map = {{ "{prefix}" = "{found}" }}' in str(e.value)
+    assert "which does not exist here: map it" not in str(e.value)
+    fixed = pipeline(tmp_path, "list", {"files": str(lst), "path_map": {prefix: str(found)}}, "f.toml")
+    assert load(fixed).table["label"].tolist() == [1, 2]
+    # a target that exists: the clips missing under it are really missing, the old advice
+    (found / "00002").rename(found.parent / "moved")
+    with pytest.raises(AnnotationError) as e:
+        load(fixed)
+    assert "missing='skip'" in str(e.value) and "path_map maps" not in str(e.value)
+
+
+def test_split_dir_one_level_off_and_a_misspelt_argument_name_the_fix(tmp_path):
+    # DFEW as it unpacks: data/DFEW/{EmoLabel_DataSplit, Clip/clip_224x224}; split_dir given one level off
+    split = s2d_dfew(tmp_path / "DFEW")
+    for f in split.glob("*/*.csv"):  # DFEW's own names: set_<k>.csv in each folder
+        f.rename(f.with_name(f.name.split("_", 1)[1]))
+    for given in (tmp_path / "DFEW", tmp_path, split / TEST):
+        config = pipeline(tmp_path, "dfew", {"split_dir": str(given), "frames_dir": str(tmp_path / "DFEW" / "clip_224x224"),
+                                              "label_base": 0})
+        with pytest.raises(AnnotationError) as e:
+            load(config)
+        assert f'that folder is {split}: set split_dir = "{split.as_posix()}"' in str(e.value), given
+    nowhere = pipeline(tmp_path, "dfew", {"split_dir": str(tmp_path / "nope"), "frames_dir": str(tmp_path)})
+    with pytest.raises(AnnotationError) as e:
+        load(nowhere)
+    assert "that folder is" not in str(e.value)
+    typo = pipeline(tmp_path, "dfew", {"splitdir": str(split), "frames_dir": str(tmp_path)})
+    code, out = check(typo, tmp_path)
+    assert code == 2 and 'splitdir: not an argument of the \'dfew\' reader (did you mean "split_dir"?)' in out
+
+
 @pytest.mark.parametrize("args, field, words", [
     ({"csv_file": 3}, "csv_file", "expected a path, a list (a path each) or a table"),
     ({"csv_file": ["train.csv", 2]}, "csv_file", "got ['train.csv', 2]"),

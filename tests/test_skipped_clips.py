@@ -63,3 +63,31 @@ def test_skipped_clips_are_failures_in_the_store_then_extracted_when_back(tmp_pa
     assert "extract: 12 clips done before (kept), 8 to do" in again.output
     with FeatureStore.open(store) as s:
         assert s.done.all() and s.failures.empty
+
+
+def test_ctrl_c_in_extract_says_what_is_kept_and_the_same_command_continues(tmp_path, synth_dir, encoder_cfg,
+                                                                             monkeypatch):
+    from tgdfer import progress
+
+    store = tmp_path / "s.zarr"
+    config = write_pipeline(tmp_path / "p.toml", dict(split_dir=synth_dir / "EmoLabel_DataSplit",
+                                                     frames_dir=synth_dir / "frames"), store, encoder_cfg)
+    written = progress.LineLogger.__call__
+
+    def ctrl_c_after_two_blocks(self, event):  # blocks of 4 clips (write_pipeline's block_size)
+        written(self, event)
+        if event.stage == "extract" and event.done >= 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.LineLogger, "__call__", ctrl_c_after_two_blocks)
+    stopped = runner.invoke(app, ["extract", "--config", str(config)])
+    assert stopped.exit_code == 130 and "Traceback" not in stopped.output
+    flat = " ".join(stopped.output.split())
+    assert f"extract: interrupted; the clips written before are kept in {store}: run the same command again" in flat
+    with FeatureStore.open(store) as s:
+        kept = int(s.done.sum())
+    assert 8 <= kept < 20
+    monkeypatch.setattr(progress.LineLogger, "__call__", written)
+    again = runner.invoke(app, ["extract", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert f"extract: {kept} clips done before (kept), {20 - kept} to do" in again.output

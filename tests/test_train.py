@@ -438,3 +438,23 @@ def test_training_leaves_the_callers_global_generator_where_it_was(planted_store
     torch.rand(2)
     train(small_head(learnable=False), cfg(planted_store, tmp_path / "run", epochs=1))
     assert torch.equal(torch.rand(3), expected)  # it gave torch.manual_seed(0)'s stream before
+
+
+def test_a_fold_missing_from_the_store_says_what_the_store_has_instead():
+    """--fold/--folds on a store of FERV39k's train/test split names the split and how to train on it."""
+    from types import SimpleNamespace
+
+    from tgdfer.devicedata import check_fold
+
+    def store(fold, split):  # clips: [N] rows of the store's clip table
+        return SimpleNamespace(path="s.zarr", clips=pd.DataFrame({"fold": fold, "split": split}))
+
+    with pytest.raises(ConfigError) as e:
+        check_fold(store([None, None], ["train", "test"]), 1)
+    assert e.value.field == "fold" and "fold 1 is not in s.zarr (no folds: its clips have a train/test split; " \
+        "train without --fold/--folds" in str(e.value)
+    with pytest.raises(ConfigError, match=r"fold 2 is not in s.zarr \(folds: \[1\]\)$"):
+        check_fold(store([1.0, 1.0], [None, None]), 2)  # --folds 1-5 on a store of one fold
+    with pytest.raises(ConfigError, match="no row has a fold or a split"):
+        check_fold(store([None, None], [None, None]), 1)
+    check_fold(store([None, None], ["train", "test"]), None)

@@ -442,13 +442,19 @@ class PathMap:
 
     def __call__(self, raw: str) -> str:
         """`raw` under the longest matching prefix's target; else `raw` with backslashes read as slashes."""
+        entry = self.entry(raw)
+        if entry is None:
+            return _slashes(raw)
+        prefix, target = entry
+        self.used.add(prefix)
+        rest = _slashes(raw)[len(prefix):].lstrip("/")
+        return str(Path(target) / rest) if rest else target
+
+    def entry(self, raw: str) -> tuple[str, str] | None:
+        """The (prefix, target) entry that maps `raw` (the longest matching prefix), or None."""
         text = _slashes(raw)
-        for prefix, target in self.items:
-            if text == prefix or text.startswith(prefix + "/") or prefix == "/":
-                self.used.add(prefix)
-                rest = text[len(prefix):].lstrip("/")
-                return str(Path(target) / rest) if rest else target
-        return _slashes(raw)
+        return next(((prefix, target) for prefix, target in self.items
+                     if text == prefix or text.startswith(prefix + "/") or prefix == "/"), None)
 
     def check_used(self, what: str) -> None:
         unused = [p for p, _ in self.items if p not in self.used]

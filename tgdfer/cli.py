@@ -189,6 +189,19 @@ def _reporter():
         yield RichCallback(progress)
 
 
+@contextlib.contextmanager
+def _on_ctrl_c(message: str):
+    """Ctrl-C: `message` (what is kept, how to continue) and exit code 130; typer would exit 130 without a word."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # zarr's write tasks cut short are reported at exit as "Task was destroyed but it is pending!": the block
+        # they belonged to is not marked done (extract does it again), so that is noise here
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        console.print(message, highlight=False)
+        raise typer.Exit(130) from None
+
+
 def _overrides(sets: Optional[list[str]], **flags) -> list[str]:
     """CLI flags -> dotted overrides (`encoder.model="ViT-B-32"`), applied after --set ones."""
     out = list(sets or [])
@@ -336,10 +349,12 @@ def _extract(pipe, shard_id, num_shards, overwrite):
             if done:
                 console.print(f"extract: {done} clips done before (kept), {todo} to do", highlight=False)
 
-        result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
-                         shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
-                         on_start=on_start, progress=report, classes=pipe.classes.class_set(),
-                         unreadable=clips.skip_reasons(), faces=pipe.faces)
+        with _on_ctrl_c(f"extract: interrupted; the clips written before are kept in {pipe.extract.store}: run the "
+                        f"same command again to continue (`tgdfer info {pipe.extract.store}` shows what is left)"):
+            result = extract(pipe.extract, pipe.augment, pipe.encoder, clips.with_skipped(), data_kind=pipe.data.kind,
+                             shard_id=shard_id, num_shards=num_shards, overwrite=overwrite,
+                             on_start=on_start, progress=report, classes=pipe.classes.class_set(),
+                             unreadable=clips.skip_reasons(), faces=pipe.faces)
     _print_extract_summary(result)
     return result
 
@@ -559,11 +574,14 @@ def train_head_cli(
         check_store_model(pipe.train.store, model)
     runs = plan_runs(pipe.train, parse_int_list(folds, "--folds") if folds is not None else None,
                      parse_int_list(seeds, "--seeds") if seeds is not None else None, out)
-    if folds is not None or seeds is not None:
-        _train_heads(pipe, runs, resume)
-        return
-    pipe.train.out = runs[0].out
-    _train_head(pipe, resume)
+    where = os.path.commonpath([str(r.out) for r in runs])  # the run, or the parent of its fold and seed runs
+    with _on_ctrl_c(f"train-head: interrupted; every run keeps its last finished epoch in {where}: run the same "
+                    "command with --resume to continue"):
+        if folds is not None or seeds is not None:
+            _train_heads(pipe, runs, resume)
+            return
+        pipe.train.out = runs[0].out
+        _train_head(pipe, resume)
 
 
 def _train_heads(pipe, replicas, resume: bool):

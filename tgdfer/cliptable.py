@@ -235,7 +235,7 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     listings: dict[Path, list[str]] = {}
     places = [e.problem or _find_clip(e, listings) for e in chosen]
     hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
-                          len(chosen)) if path_map is not None else None
+                          len(chosen), path_map) if path_map is not None else None
     for e, found in zip(chosen, places):
         fold, split = (e.fold, None) if per_fold else (None, e.part)
         if isinstance(found, str):
@@ -275,7 +275,7 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     return result
 
 
-def _path_map_hint(lost: list[Entry], total: int) -> str | None:
+def _path_map_hint(lost: list[Entry], total: int, path_map: PathMap | None = None) -> str | None:
     """Advice for clips found nowhere, from their paths as written (`Entry.written`; the resolved path
     for formats that write none).
 
@@ -284,7 +284,9 @@ def _path_map_hint(lost: list[Entry], total: int) -> str | None:
     and the two above it) that holds the first one gives `root = ...`. Absolute paths (POSIX, or
     Windows `C:\\...`, `\\\\server\\...` written on another machine): their common folder as written,
     which does not exist here, gives `path_map = {...}`, its target the likely folder that holds the
-    first clip under a tail of that prefix. None when no such advice fits (the clips are really missing).
+    first clip under a tail of that prefix. Paths that `path_map` already maps to a folder that does not
+    exist: that entry, where it led, and (a relative target is read from `root`) the folder it names
+    when one of those likely folders holds it. None when no such advice fits (the clips are really missing).
     """
     if not lost:
         return None
@@ -292,6 +294,9 @@ def _path_map_hint(lost: list[Entry], total: int) -> str | None:
     source = lost[0].source
     bases = list(dict.fromkeys([Path.cwd(), Path.cwd() / "data", source.parent, *source.resolve().parents[:2]]))
     many = f"{'all ' if len(lost) > 1 else ''}{len(lost)} of {total} clips"
+    entry = path_map.entry(written[0]) if path_map is not None and lost[0].written is not None else None
+    if entry is not None:
+        return _mapped_hint(entry, written[0], lost[0].candidates[0], bases, many)
     if not any(_foreign_absolute(w) for w in written):
         base = next((b for b in bases if (b / written[0]).exists()), None)
         if base is None or lost[0].written is None:
@@ -310,6 +315,23 @@ def _path_map_hint(lost: list[Entry], total: int) -> str | None:
     where = "your copy of that folder" if target is None else str(target.resolve())  # relative would be to root
     return (f"{many} lie under {common}, which does not exist here: map it to where the files are with "
             f"path_map = {{ {json.dumps(common)} = {json.dumps(where)} }}")
+
+
+def _mapped_hint(entry: tuple[str, str], written: str, looked: Path, bases: list[Path], many: str) -> str | None:
+    """Advice for clips that a path_map entry sends to a folder that does not exist (None when it exists:
+    the clips are really missing). A relative target is read from root (the annotation file's folder
+    unless set), a common slip when the folder is relative to the working directory."""
+    prefix, target = entry
+    rest = PurePosixPath(written[len(prefix):].lstrip("/"))
+    folder = looked.parents[len(rest.parts) - 1] if rest.parts else looked  # the target as resolved
+    if folder.exists():
+        return None
+    found = None if Path(target).is_absolute() else next(
+        (b / target for b in bases if (b / target / rest).exists()), None)
+    advice = (f"; it lies under {found.resolve()} (a relative target is read from root, by default the annotation "
+              f"file's folder): write path_map = {{ {json.dumps(prefix)} = {json.dumps(str(found.resolve()))} }}"
+              if found is not None else "; point the entry at the folder that holds the clips")
+    return (f"{many}: path_map maps {prefix} to {target}, read as {folder}, which does not exist{advice}")
 
 
 def _foreign_absolute(path: str) -> bool:

@@ -64,8 +64,13 @@ def check_fold(store: FeatureStore, fold: Optional[int]) -> None:
     """ConfigError naming train.fold's value when the store has no such fold."""
     folds = sorted(set(store.clips["fold"].dropna().astype(int)))
     if fold is not None and fold not in folds:
-        unsplit = "" if folds or store.clips["split"].notna().any() else f"; {NO_SPLIT}"
-        raise ConfigError("fold", f"fold {fold} is not in {store.path} (folds: {folds or 'none'}){unsplit}")
+        if folds:
+            why = f"folds: {folds}"
+        elif store.clips["split"].notna().any():  # FERV39k's train/test lists: one test set, no folds
+            why = "no folds: its clips have a train/test split; train without --fold/--folds (train.fold = \"none\")"
+        else:
+            why = f"no folds; {NO_SPLIT}"
+        raise ConfigError("fold", f"fold {fold} is not in {store.path} ({why})")
 
 
 def check_finished(store: FeatureStore) -> None:

@@ -91,7 +91,7 @@ def _dfew_files(split_dir: Path) -> list[Role]:
         if not folder.is_dir():
             raise AnnotationError(folder, f"folder not found; split_dir must be DFEW's EmoLabel_DataSplit folder "
                                           f"holding '{DFEW_TRAIN_DIR}' and '{DFEW_TEST_DIR}', or a folder of "
-                                          f"train_set_<k>.csv / test_set_<k>.csv files")
+                                          f"train_set_<k>.csv / test_set_<k>.csv files{_split_dir_hint(split_dir)}")
     sets = {d: _dfew_set_files(d, part) for d, part in ((test_dir, "test"), (train_dir, "train"))}
     if not sets[test_dir]:
         raise AnnotationError(test_dir, "no set_<k>.csv (or test_set_<k>.csv) files in this folder")
@@ -102,6 +102,18 @@ def _dfew_files(split_dir: Path) -> list[Role]:
             raise AnnotationError(need / f"set_{k}.csv", f"file not found; {sets[have][k]} needs its pair")
     return [Role(sets[d][k], k, part)
             for k in sorted(sets[test_dir]) for d, part in ((train_dir, "train"), (test_dir, "test"))]
+
+
+def _split_dir_hint(split_dir: Path) -> str:
+    """Where the split folder is when split_dir names one of its two folders, or the dataset folder above it."""
+    if split_dir.name.lower() in (DFEW_TEST_DIR, DFEW_TRAIN_DIR) and (split_dir.parent / DFEW_TEST_DIR).is_dir():
+        found = split_dir.parent
+    else:  # DFEW's own layout keeps EmoLabel_DataSplit one level below the dataset folder; allow two
+        below = sorted(split_dir.glob(f"*/{DFEW_TEST_DIR}")) or sorted(split_dir.glob(f"*/*/{DFEW_TEST_DIR}"))
+        if not below:
+            return ""
+        found = below[0].parent
+    return f"; that folder is {found}: set split_dir = \"{found.as_posix()}\""
 
 
 def _dfew_set_files(folder: Path, part: str) -> dict[int, Path]:

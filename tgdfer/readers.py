@@ -59,7 +59,7 @@ from .annotations import (DELIMITERS, FERV39K_LABELS, Labels, Missing, PathLabel
                           class_lookup, csv_delimiter, make_labels, path_label_reader)
 from .cliptable import (CACHE_VERSION, COLUMNS, DEFAULT_FRAME_CACHE, DTYPES, IMAGE_EXTS, NO_SPLIT, SKIPPED_AT_READ,
                         SKIPPED_COLUMNS, SKIPPED_DTYPES, VIDEO_EXTS, ClipTable, FrameCountCache)
-from .config import check_type
+from .config import check_type, did_you_mean
 from .csvformat import read_csv
 from .dfewformat import DFEW_TEST_DIR, DFEW_TRAIN_DIR, read_dfew
 from .errors import ConfigError
@@ -94,7 +94,8 @@ def load_clips(kind: str, **kwargs: Any) -> ClipTable:
     params = inspect.signature(reader).parameters
     for name in kwargs:
         if name not in params:
-            raise ConfigError(name, f"not an argument of the {kind!r} reader; it takes: {', '.join(params)}")
+            raise ConfigError(name, f"not an argument of the {kind!r} reader{did_you_mean(name, params)}; "
+                                    f"it takes: {', '.join(params)}")
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in kwargs:
             raise ConfigError(name, f"required by the {kind!r} reader")
