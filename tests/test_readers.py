@@ -240,7 +240,7 @@ def test_missing_clip_error_and_skip(tmp_path):
     (out / "frames" / "00002").rename(out / "elsewhere")  # nothing there: test line 2 of set_2
     with pytest.raises(AnnotationError) as e:
         read_dfew(split, out / "frames")
-    raises_at(e, split / TEST / "set_2.csv", 2, "clip 00002", "nothing at", "missing='skip'")
+    raises_at(e, split / TEST / "set_2.csv", 2, "clip 00002", "nothing at", 'data.args.missing = "skip"', "missing='skip'")
     result = read_dfew(split, out / "frames", missing="skip")
     check_table(result, synth_expected(out, [c for c in SYNTH if c[0] not in ("00002", "00003")]))
     skipped = result.skipped

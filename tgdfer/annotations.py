@@ -559,7 +559,8 @@ def row_label(labels: Labels, by_path: Callable[[str], str] | None, text: str | 
 
 def _problem(message: str, missing: Missing, source: Path, line: int, label: int) -> tuple[int, str]:
     if missing == "error":
-        raise AnnotationError(source, f"{message} (fix the row, or pass missing='skip' to leave such rows out)",
+        raise AnnotationError(source, f"{message} (fix the row, or leave such rows out: data.args.missing = \"skip\" in a pipeline, "
+                              "missing='skip' in Python)",
                               line=line)
     return label, message
 

@@ -240,7 +240,8 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
         fold, split = (e.fold, None) if per_fold else (None, e.part)
         if isinstance(found, str):
             if missing == "error":
-                advice = hint or "fix the path, or pass missing='skip' to leave such clips out"
+                advice = hint or ("fix the path, or leave such clips out: data.args.missing = \"skip\" in a pipeline, "
+                                  "missing='skip' in Python")
                 raise AnnotationError(e.source, f"clip {e.clip_id}: {found} ({advice})", line=e.line)
             label = None if e.problem else e.label  # a row with a problem is not an annotated clip
             skipped.append((str(e.source), e.line, e.clip_id, found, label, fold, split, str(e.candidates[0])))
