@@ -87,6 +87,24 @@ def test_a_bom_an_empty_key_a_home_path_and_an_unknown_section_from_the_command_
     assert str(path) not in str(e.value)  # the file is not to blame
 
 
+def test_a_windows_path_in_double_quotes_is_refused_not_read_as_escapes(tmp_path):
+    """`out = "C:\\runs"` in a pipeline file: TOML reads \\r as a carriage return, and train-head made a folder
+    named C:<CR>uns; `--print-config` showed it as the user typed it. Single quotes or / are the fix."""
+    from tgdfer.pipeline import load_pipeline
+
+    path = tmp_path / "p.toml"
+    path.write_text('[train]\nout = "C:\\runs\\fold1"\n', encoding="utf-8")  # the file holds C:\runs\fold1
+    with pytest.raises(ConfigError, match=r"train.out: .*control character \(\\r\).*single quotes"):
+        load_pipeline(path)
+    path.write_text("[train]\nout = 'C:\\runs\\fold1'\n", encoding="utf-8")
+    assert load_pipeline(path).train.out.endswith("C:\\runs\\fold1")
+    from tgdfer.annotations import PathLike
+    from tgdfer.config import check_type
+
+    with pytest.raises(ConfigError, match=r"frames_dir: .*control character \(\\t\)"):  # a reader's argument
+        check_type("D:\tmp\\clips", PathLike, "frames_dir")
+
+
 def test_switching_readers_from_the_command_line_starts_from_their_own_args(tmp_path):
     from tgdfer.pipeline import load_pipeline
 

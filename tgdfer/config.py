@@ -123,6 +123,9 @@ def build(cls: type[C], table: dict[str, Any] | None, section: str) -> C:
         if f.name in table and "not_in_files" in f.metadata:
             raise ConfigError(f"{section}.{f.name}", f.metadata["not_in_files"])
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in table.items()}
+    for k, v in kwargs.items():  # a config table's text (paths, names) never holds a control character
+        if isinstance(v, str):
+            _no_control_characters(v, f"{section}.{k}")
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -136,6 +139,8 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and (value is None or is_none(value)):
             return None
+        if isinstance(value, str) and os.PathLike in args:
+            _no_control_characters(value, field)  # its own message, not "expected a path"
         errors = []
         for a in args:
             if a is type(None):
@@ -166,7 +171,7 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     if hint is os.PathLike:
         if not isinstance(value, (str, os.PathLike)):
             raise ConfigError(field, f"expected a path, got {value!r}")
-        return value
+        return _no_control_characters(value, field) if isinstance(value, str) else value
     if hint is Any:
         return value
     if hint is bool:
@@ -185,6 +190,23 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(field, f"expected a string, got {value!r}")
         return value
+    return value
+
+
+_TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _no_control_characters(value: str, field: str) -> str:
+    """`value`, or ConfigError where it holds a control character: a path or a config table's text never does
+    (a reader's `delimiter` may be a tab: reader arguments typed `str` are not checked), but a Windows path
+    in a double-quoted TOML string does, its backslashes read as escapes ("C:\\runs" is C:, a carriage
+    return, "uns"), which would name a folder no one can type."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        shown = _TOML_ESCAPES.get(bad, f"\\x{ord(bad):02x}")
+        raise ConfigError(field, f"{value!r} holds a control character ({shown}): in a double-quoted TOML string a "
+                                 "backslash starts an escape, so a Windows path such as \"C:\\runs\" reads as C:, a "
+                                 "carriage return, uns; write it in single quotes ('C:\\runs') or with forward slashes")
     return value
 
 
