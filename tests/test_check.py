@@ -92,6 +92,10 @@ def test_check_counts_and_lists_a_frame_folder_shorter_than_annotated(tmp_path):
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())
     assert "1 ok, 1 short" in flat and "3 frames in the folder, 144 declared" in flat
+    lst.write_text("clips/a 3 0\nclips/b 4 9\n")  # a label that is no class: the reader leaves the row out
+    result = runner.invoke(app, ["check", str(config), "--workers", "0", "--csv", str(tmp_path / "r.csv")],
+                           terminal_width=200)
+    assert result.exit_code == 1 and "test.txt:2" in result.output, result.output  # the row to fix, as in the CSV
 
 
 def test_check_cli_parallel_progress_csv_and_exit_code(tmp_path):

@@ -500,8 +500,10 @@ def check_cli(
         written = f"; cannot write {out} ({e.strerror})"
     bad = results[results["status"] != "ok"]
     if len(bad):
-        stdout.print(_table(bad[["clip_id", "status", "reason"]].head(20).set_index("clip_id"),
-                             title=f"problems (first {min(20, len(bad))} of {len(bad)})"))
+        where = [f"{Path(src).name}:{int(line)}" if isinstance(src, str) and pd.notna(line) else ""
+                 for src, line in zip(bad["source"], bad["line"])]  # the annotation row to fix
+        stdout.print(_table(bad.assign(where=where)[["clip_id", "where", "status", "reason"]].head(20)
+                            .set_index("clip_id"), title=f"problems (first {min(20, len(bad))} of {len(bad)})"))
     claimed = results["claimed"].notna().sum()
     if claimed:
         stdout.print(f"{claimed} videos have a header claiming more frames than they hold (read as held)")
