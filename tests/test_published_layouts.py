@@ -254,6 +254,10 @@ def test_split_dir_one_level_off_and_a_misspelt_argument_name_the_fix(tmp_path):
     with pytest.raises(AnnotationError) as e:
         load(nowhere)
     assert "that folder is" not in str(e.value)
+    high = pipeline(tmp_path, "dfew", {"split_dir": str(split), "frames_dir": str(tmp_path), "label_base": 0})
+    with pytest.raises(AnnotationError) as e:  # frames_dir one level above the clips' folder
+        load(high)
+    assert f"lies deeper, in {tmp_path / 'DFEW' / 'clip_224x224'}: point the reader's clip folder" in str(e.value)
     typo = pipeline(tmp_path, "dfew", {"splitdir": str(split), "frames_dir": str(tmp_path)})
     code, out = check(typo, tmp_path)
     assert code == 2 and 'splitdir: not an argument of the \'dfew\' reader (did you mean "split_dir"?)' in out

@@ -234,8 +234,8 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     rows, skipped, mismatched, overclaimed, strays = [], [], [], [], []
     listings: dict[Path, list[str]] = {}
     places = [e.problem or _find_clip(e, listings) for e in chosen]
-    hint = _path_map_hint([e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")],
-                          len(chosen), path_map) if path_map is not None else None
+    lost = [e for e, f in zip(chosen, places) if isinstance(f, str) and f.startswith("nothing at")]
+    hint = (_path_map_hint(lost, len(chosen), path_map) if path_map is not None else None) or _deeper_hint(lost)
     for e, found in zip(chosen, places):
         fold, split = (e.fold, None) if per_fold else (None, e.part)
         if isinstance(found, str):
@@ -274,6 +274,22 @@ def build_table(entries: list[Entry], *, missing: Missing, labels: Labels, cache
     if skipped:
         logger.warning("%s (ClipTable.skipped lists them)%s", result.summary(), f"; {hint}" if hint else "")
     return result
+
+
+def _deeper_hint(lost: list[Entry]) -> str | None:
+    """Where the first clip found nowhere lies one or two folders below where it was looked for (a clip folder
+    given one level too high: DFEW's `Clip` for `Clip/clip_224x224`): that folder, to point the reader at."""
+    if not lost:
+        return None
+    wanted = Path(lost[0].candidates[0])
+    if not wanted.parent.is_dir():
+        return None
+    for pattern in (f"*/{wanted.name}", f"*/*/{wanted.name}"):
+        found = sorted(wanted.parent.glob(pattern))
+        if found:
+            return (f"{wanted.name} lies deeper, in {found[0].parent}: point the reader's clip folder (frames_dir, "
+                    f"videos_dir or root) there")
+    return None
 
 
 def _path_map_hint(lost: list[Entry], total: int, path_map: PathMap | None = None) -> str | None:
