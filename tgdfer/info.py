@@ -90,9 +90,8 @@ def failure_table(store: FeatureStore) -> pd.DataFrame:
 def describe(path: str | Path, verify: bool = False) -> StoreDescription:
     """What the store at `path` holds; `verify` also checks every done clip against its checksum (reads all features)."""
     with FeatureStore.open(path) as store:
-        damage = None if not verify else [
-            {"row": d.row, "clip_id": d.clip_id, "problem": d.problem} if d.row is not None else
-            {"row": None, "clip_id": None, "problem": str(d)} for d in store.verify()]
+        damage = None if not verify else [dict(zip(("row", "clip_id", "problem"), _damage_fields(d)))
+                                          for d in store.verify()]
         clips = store.clips
         classes = stored_classes(store.fingerprint)
         faces = "faces" in store.fingerprint
@@ -119,6 +118,11 @@ def verify(path: str | Path) -> tuple[dict[str, int], pd.DataFrame, pd.DataFrame
 def damage_table(damage: Sequence[Damage]) -> pd.DataFrame:
     """row, clip_id, problem of each damaged clip; a damaged part that is no clip (a text set) has row and
     clip_id <NA> and names itself in its problem."""
-    rows = [(d.row, d.clip_id, d.problem) if d.row is not None else (pd.NA, pd.NA, str(d)) for d in damage]
-    table = pd.DataFrame(rows, columns=["row", "clip_id", "problem"])
+    table = pd.DataFrame([_damage_fields(d) for d in damage], columns=["row", "clip_id", "problem"])
     return table.astype({"row": "Int64"}) if len(table) else table
+
+
+def _damage_fields(d: Damage) -> tuple:
+    """(row, clip_id, problem) of a damaged clip; (None, None, what it is and what is wrong) of a damaged part
+    that is no clip (a text set)."""
+    return (d.row, d.clip_id, d.problem) if d.row is not None else (None, None, str(d))

@@ -321,16 +321,15 @@ class FeatureStore:
         recorded = self.clip_table_digest
         if recorded is None:
             return
-        now = set()
         for columns in (ANNOTATION_COLUMNS, BEFORE_2026_11_24):  # stores extracted until then digested n_frames too
             with contextlib.suppress(KeyError):  # a column it reads is not in the table (or was removed)
-                now.add(annotation_digest(self._clips, columns))
-        if recorded not in now:
-            raise TgdferError(
-                f"{self._files.clips_where()}: its clip ids, labels, folds or splits are not those the store was "
-                "extracted with (the fingerprint's annotations.sha256): the clip table was edited. Restore it, or "
-                "to change labels or folds re-extract with the new annotations (`tgdfer extract --overwrite`): "
-                "a store is bound to the annotations it was made from")
+                if annotation_digest(self._clips, columns) == recorded:
+                    return  # the older digest only computed where the current one differs (every open)
+        raise TgdferError(
+            f"{self._files.clips_where()}: its clip ids, labels, folds or splits are not those the store was "
+            "extracted with (the fingerprint's annotations.sha256): the clip table was edited. Restore it, or "
+            "to change labels or folds re-extract with the new annotations (`tgdfer extract --overwrite`): "
+            "a store is bound to the annotations it was made from")
 
     # -- reading ----------------------------------------------------------------------------------
 
