@@ -314,6 +314,19 @@ def test_a_person_entering_half_the_frame_is_not_a_shot_cut():
     cut, _ = placed_faces_clip(np.tile([[50, 130, 30]], (2, 1)), scene=[0, 1])
     assert shot_cuts(colour_histograms(cut), FacesConfig().cut).all()
 
+    def quartile(clip):  # [G - 1]: the cells' lower quartile of colour change, what shot_cuts holds against `cut`
+        h = colour_histograms(clip)
+        return np.quantile(0.5 * np.abs(np.diff(h, axis=0)).sum(2), 0.25, axis=1)
+
+    # the numbers docs/face-detection.md quotes (pytest -s -k entering prints them)
+    places = np.repeat([[80, 70, 60], [240, 80, 60], [90, 170, 56], [230, 160, 64]], [3, 4, 2, 3], axis=0)
+    jumps = quartile(placed_faces_clip(places)[0]).max()  # a 60 px face jumping between 4 places, 320 x 240
+    scenes = [quartile(placed_faces_clip(np.full((2, 3), np.nan), scene=pair)[0])[0] for pair in ([0, 1], [0, 2], [1, 2])]
+    entering = quartile(frames[[9, 10]])[0]
+    print(f"cells' lower quartile: face jumping {jumps:.2f}, person entering {entering:.2f} (whole frame "
+          f"{0.5 * np.abs(whole[1] - whole[0]).sum():.2f}), scene cuts {min(scenes):.2f}-{max(scenes):.2f}")
+    assert jumps < 0.2 and entering < 0.05 and min(scenes) > 0.6
+
 
 def test_a_clip_without_a_face_fails_or_falls_back_to_the_centre():
     frames = np.stack([background(120, 160, which=k) for k in range(3)])
